@@ -1,0 +1,44 @@
+"""Extension preferences: where the backend is and how to reach it."""
+
+import bpy
+
+
+class AnyfillPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_url: bpy.props.StringProperty(
+        name="Backend URL",
+        description="Address of the local anyfill backend (anyfill serve)",
+        default="http://127.0.0.1:8765",
+    )
+    token: bpy.props.StringProperty(
+        name="Token",
+        description="Per-install access token; read from the backend's token file when left empty",
+        default="",
+        subtype="PASSWORD",
+    )
+    python_executable: bpy.props.StringProperty(
+        name="Python for the backend",
+        description="Optional Python interpreter with anyfill installed, used to start the backend",
+        default="",
+        subtype="FILE_PATH",
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend_url")
+        layout.prop(self, "token")
+        layout.prop(self, "python_executable")
+
+
+classes = (AnyfillPreferences,)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,1 @@
+"""Benchmarks: in-betweening (LaFAN1 protocol) and speed."""

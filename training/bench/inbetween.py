@@ -1,0 +1,175 @@
+"""``anyfill bench inbetween``: the LaFAN1 in-betweening protocol (Harvey et al. 2020) on our data.
+
+Test windows of 65 frames every 40 frames (hands at 30 fps: every 4th frame of the 120 fps capture, once
+per phase offset); 10 context frames, a gap of n frames, one target frame at 10 + n; only the gap is
+scored. L2Q on global quaternions, L2P on global positions standardised by training-set statistics
+(windows of 50 frames every 20), NPSS on flattened global quaternions. Every window is first put in its
+canonical frame (see :mod:`anyfill.training.windows`).
+
+A method is any callable ``method(batch, known) -> (rotations, translations)``: ``batch`` is a
+:class:`~anyfill.training.windows.Windows` whose unknown frames are NaN (the method never sees the
+answer), ``known`` the (T,) mask of known frames.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import clip as clip_io
+from ..baselines import BASELINES
+from ..metrics import l2p, l2q, npss
+from ..rotations import quat_align
+from ..skeleton import Schema, get_schema
+from ..splits import data_root, split_files
+from ..windows import Windows, at_protocol_rate, canonical_frame, cut, to_canonical
+
+GAPS = (5, 15, 30, 45)
+N_CONTEXT = 10
+WINDOW, STRIDE = 65, 40
+STATS_WINDOW, STATS_STRIDE = 50, 20
+
+Method = Callable[[Windows, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_METHOD_LOADERS: list[Callable[[str, Schema], Method | None]] = []
+
+
+def register_method_loader(loader: Callable[[str, Schema], Method | None]) -> None:
+    """Let a model package resolve method names it knows (checkpoint paths, shipped model names)."""
+    _METHOD_LOADERS.append(loader)
+
+
+def resolve_method(name: str, schema: Schema) -> Method:
+    if name in BASELINES:
+        fill = BASELINES[name]
+        return lambda batch, known: fill(batch.rotations, batch.translations, known)
+    for loader in _METHOD_LOADERS:
+        m = loader(name, schema)
+        if m is not None:
+            return m
+    raise KeyError(f"unknown method {name!r}: use one of {', '.join(BASELINES)} or a checkpoint path")
+
+
+def load_protocol_clips(files: Sequence[str | Path], schema: Schema) -> list[clip_io.Clip]:
+    clips = []
+    for f in files:
+        clips.extend(at_protocol_rate(clip_io.load(f, schema)))
+    return clips
+
+
+@lru_cache(maxsize=4)
+def position_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (J, 3) of canonical global positions over training windows (50 frames every 20)."""
+    schema = get_schema(skeleton)
+    clips = load_protocol_clips(split_files(skeleton, "train", root), schema)
+    w = cut(clips, STATS_WINDOW, STATS_STRIDE)
+    g_rot, g_pos = w.fk()
+    yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
+    _, pos = to_canonical(g_rot, g_pos, yaw, offset)
+    flat = pos.reshape(-1, schema.n_joints, 3)
+    return flat.mean(axis=0), flat.std(axis=0)
+
+
+@dataclass
+class GapScore:
+    L2Q: float
+    L2P: float
+    NPSS: float
+
+
+def score_gap(
+    method: Method, windows: Windows, gap: int, mean: np.ndarray, std: np.ndarray
+) -> tuple[GapScore, float]:
+    """Score one gap length on every window; returns the scores and the method's wall time (s)."""
+    length = N_CONTEXT + gap + 1
+    known = np.zeros(length, dtype=bool)
+    known[:N_CONTEXT] = True
+    known[-1] = True
+    gt_rot = windows.rotations[:, :length]
+    gt_trans = windows.translations[:, :length]
+    masked = Windows(
+        windows.schema, windows.fps,
+        np.where(known[None, :, None, None], gt_rot, np.nan),
+        np.where(known[None, :, None, None], gt_trans, np.nan),
+        windows.sources,
+    )
+    t0 = time.perf_counter()
+    rot, trans = method(masked, known)
+    elapsed = time.perf_counter() - t0
+    rot, trans = np.asarray(rot, dtype=np.float64), np.asarray(trans, dtype=np.float64)
+    if rot.shape != gt_rot.shape or trans.shape != gt_trans.shape:
+        raise ValueError(
+            f"method returned shapes {rot.shape}, {trans.shape}; expected {gt_rot.shape}, {gt_trans.shape}"
+        )
+    if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
+        raise ValueError("method returned NaN or infinite values")
+    rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+
+    schema = windows.schema
+    gt = Windows(schema, windows.fps, gt_rot, gt_trans, windows.sources)
+    pr = Windows(schema, windows.fps, rot, trans, windows.sources)
+    g_rot, g_pos = gt.fk()
+    p_rot, p_pos = pr.fk()
+    yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
+    g_rot, g_pos = to_canonical(g_rot, g_pos, yaw, offset)
+    p_rot, p_pos = to_canonical(p_rot, p_pos, yaw, offset)
+    gap_frames = slice(N_CONTEXT, N_CONTEXT + gap)
+    gq, pq = g_rot[:, gap_frames], quat_align(p_rot[:, gap_frames], g_rot[:, gap_frames])
+    score = GapScore(
+        L2Q=l2q(pq, gq),
+        L2P=l2p(p_pos[:, gap_frames], g_pos[:, gap_frames], mean, std),
+        NPSS=npss(pq, gq),
+    )
+    return score, elapsed
+
+
+def run(
+    skeleton: str,
+    method_name: str,
+    data: Sequence[str | Path] | None = None,
+    gaps: Sequence[int] = GAPS,
+    root: str | Path | None = None,
+) -> dict:
+    """Score a method on the test split (or on the given BVH files or folders of them)."""
+    schema = get_schema(skeleton)
+    method = resolve_method(method_name, schema)
+    root_s = str(data_root(root))
+    if data:
+        files: list[Path] = []
+        for d in map(Path, data):
+            files.extend(sorted(d.rglob("*.bvh")) if d.is_dir() else [d])
+        if not files:
+            raise FileNotFoundError(f"no .bvh files in {', '.join(map(str, data))}")
+    else:
+        files = split_files(skeleton, "test", root_s)
+    windows = cut(load_protocol_clips(files, schema), WINDOW, STRIDE)
+    if len(windows) == 0:
+        raise ValueError(f"no window of {WINDOW} frames at {windows.fps:g} fps in the given files")
+    mean, std = position_stats(skeleton, root_s)
+    result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
+    for gap in gaps:
+        s, elapsed = score_gap(method, windows, gap, mean, std)
+        result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS}
+        result["seconds"][str(gap)] = elapsed
+    return result
+
+
+def format_table(result: dict) -> str:
+    gaps = list(result["gaps"])
+    lines = [
+        f"in-betweening: method {result['method']}, skeleton {result['skeleton']}, {result['windows']} windows",
+        f"{'metric':<6}" + "".join(f"{'gap ' + g:>10}" for g in gaps),
+    ]
+    for m in ("L2Q", "L2P", "NPSS"):
+        lines.append(f"{m:<6}" + "".join(f"{result['gaps'][g][m]:>10.4f}" for g in gaps))
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")

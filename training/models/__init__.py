@@ -1,0 +1,1 @@
+"""One readable file per model (nanoGPT style): a config dataclass and a torch module, no training logic."""

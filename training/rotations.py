@@ -1,0 +1,241 @@
+"""Rotation conventions and conversions, in one place.
+
+Inside anyfill a rotation is a unit quaternion stored scalar-last ``(x, y, z, w)``, the convention of
+``scipy.spatial.transform.Rotation``; the network sees the 6D representation (the first two columns of
+the rotation matrix, Zhou et al. 2019); Euler angles (any of the six orders, degrees) and axis-angle
+exist only at the edges (BVH files, Blender F-curves, the HTTP API).
+
+Curves are made continuous when converted: quaternions stay in one hemisphere from frame to frame, and
+Euler angles are unwrapped (including the equivalent "flipped" solution) so that a written F-curve has
+no 360-degree jumps. All functions take arrays with arbitrary leading dimensions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+"""Intrinsic orders: ``"ZXY"`` means R = Rz @ Rx @ Ry, i.e. BVH channels ``Zrotation Xrotation Yrotation``
+and Blender's ``rotation_mode`` ``'YXZ'`` (Blender names the order in which the axes are applied)."""
+
+
+def _check_order(order: str) -> str:
+    order = order.upper()
+    if order not in EULER_ORDERS:
+        raise ValueError(f"unknown Euler order {order!r}; expected one of {', '.join(EULER_ORDERS)}")
+    return order
+
+
+def _flat(a: np.ndarray, last: int | tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    a = np.asarray(a, dtype=np.float64)
+    tail = (last,) if isinstance(last, int) else last
+    if a.shape[a.ndim - len(tail) :] != tail:
+        raise ValueError(f"expected trailing shape {tail}, got array of shape {a.shape}")
+    lead = a.shape[: a.ndim - len(tail)]
+    return a.reshape((-1, *tail)), lead
+
+
+# --- quaternion algebra ---------------------------------------------------------------------------
+
+
+def quat_identity(shape: tuple[int, ...] = ()) -> np.ndarray:
+    q = np.zeros((*shape, 4))
+    q[..., 3] = 1.0
+    return q
+
+
+def quat_normalize(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    n = np.linalg.norm(q, axis=-1, keepdims=True)
+    if np.any(n < 1e-12):
+        raise ValueError("cannot normalise a zero quaternion")
+    return q / n
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b (apply b, then a), broadcasting over leading dimensions."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    ax, ay, az, aw = np.moveaxis(a, -1, 0)
+    bx, by, bz, bw = np.moveaxis(b, -1, 0)
+    return np.stack(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        axis=-1,
+    )
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    q = np.array(q, dtype=np.float64, copy=True)
+    q[..., :3] *= -1.0
+    return q
+
+
+def quat_apply(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
+    q, v = np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    u, w = q[..., :3], q[..., 3:]
+    t = 2.0 * np.cross(u, v)
+    return v + w * t + np.cross(u, t)
+
+
+def quat_align(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Flip each quaternion of q into the hemisphere of the matching reference quaternion."""
+    q = np.asarray(q, dtype=np.float64)
+    dot = np.sum(q * np.asarray(reference, dtype=np.float64), axis=-1, keepdims=True)
+    return np.where(dot < 0.0, -q, q)
+
+
+def quat_continuous(q: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Keep a quaternion curve in one hemisphere from sample to sample along ``axis`` (no sign jumps)."""
+    q = np.moveaxis(np.asarray(q, dtype=np.float64), axis, 0)
+    if q.shape[0] < 2:
+        return np.moveaxis(q.copy(), 0, axis)
+    dots = np.sum(q[1:] * q[:-1], axis=-1)
+    flips = np.concatenate([np.ones((1, *dots.shape[1:])), np.where(dots < 0.0, -1.0, 1.0)], axis=0)
+    signs = np.cumprod(flips, axis=0)[..., None]
+    return np.moveaxis(q * signs, 0, axis)
+
+
+def quat_slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+    """Spherical linear interpolation along the shorter arc; t broadcasts against q0[..., 0]."""
+    q0 = np.asarray(q0, dtype=np.float64)
+    q1 = quat_align(q1, q0)
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    dot = np.clip(np.sum(q0 * q1, axis=-1, keepdims=True), -1.0, 1.0)
+    theta = np.arccos(dot)
+    sin = np.sin(theta)
+    small = sin < 1e-6
+    safe = np.where(small, 1.0, sin)
+    w0 = np.where(small, 1.0 - t, np.sin((1.0 - t) * theta) / safe)
+    w1 = np.where(small, t, np.sin(t * theta) / safe)
+    return quat_normalize(w0 * q0 + w1 * q1)
+
+
+def quat_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Geodesic angle in radians between two rotations."""
+    dot = np.abs(np.sum(np.asarray(a) * np.asarray(b), axis=-1))
+    return 2.0 * np.arccos(np.clip(dot, 0.0, 1.0))
+
+
+# --- conversions ------------------------------------------------------------------------------------
+
+
+def euler_to_quat(angles: np.ndarray, order: str, degrees: bool = True) -> np.ndarray:
+    """Intrinsic Euler angles (..., 3), listed in the order's axis order, to quaternions (..., 4)."""
+    order = _check_order(order)
+    flat, lead = _flat(angles, 3)
+    q = Rotation.from_euler(order, flat, degrees=degrees).as_quat()
+    return q.reshape((*lead, 4))
+
+
+def _euler_flip(e: np.ndarray) -> np.ndarray:
+    """The other triple that gives the same rotation in any Tait-Bryan order: (a+pi, pi-b, c+pi)."""
+    f = e.copy()
+    f[..., 0] += np.pi
+    f[..., 1] = np.pi - f[..., 1]
+    f[..., 2] += np.pi
+    return f
+
+
+def _wrap_near(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return a - 2.0 * np.pi * np.round((a - ref) / (2.0 * np.pi))
+
+
+def euler_make_continuous(angles: np.ndarray, order: str, axis: int = 0, degrees: bool = True) -> np.ndarray:
+    """Unwrap an Euler curve along ``axis``: each sample takes, among its 2*pi shifts and the flipped
+    equivalent triple, the one closest to the previous sample (what Blender's ``make_compatible`` does)."""
+    order = _check_order(order)
+    e = np.moveaxis(np.asarray(angles, dtype=np.float64), axis, 0).copy()
+    if degrees:
+        e = np.deg2rad(e)
+    for i in range(1, e.shape[0]):
+        prev = e[i - 1]
+        a = _wrap_near(e[i], prev)
+        b = _wrap_near(_euler_flip(e[i]), prev)
+        da = np.sum((a - prev) ** 2, axis=-1, keepdims=True)
+        db = np.sum((b - prev) ** 2, axis=-1, keepdims=True)
+        e[i] = np.where(db < da - 1e-9, b, a)
+    if degrees:
+        e = np.rad2deg(e)
+    return np.moveaxis(e, 0, axis)
+
+
+def quat_to_euler(
+    q: np.ndarray, order: str, degrees: bool = True, continuous_axis: int | None = None
+) -> np.ndarray:
+    """Quaternions (..., 4) to intrinsic Euler angles (..., 3); with ``continuous_axis`` the result is
+    unwrapped along that axis (a time axis), so it can be written as an F-curve without jumps."""
+    order = _check_order(order)
+    flat, lead = _flat(q, 4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # gimbal lock: scipy picks a valid triple anyway
+        e = Rotation.from_quat(flat).as_euler(order, degrees=degrees).reshape((*lead, 3))
+    if continuous_axis is not None:
+        e = euler_make_continuous(e, order, axis=continuous_axis, degrees=degrees)
+    return e
+
+
+def quat_to_axis_angle(q: np.ndarray, continuous_axis: int | None = None) -> np.ndarray:
+    """Quaternions to rotation vectors (axis * angle, radians). With ``continuous_axis`` the quaternion
+    curve is first made continuous, so angles may exceed pi instead of flipping the axis."""
+    q = np.asarray(q, dtype=np.float64)
+    # a continuous curve may leave w >= 0 (angles above pi); a single rotation takes the short way
+    q = quat_continuous(q, axis=continuous_axis) if continuous_axis is not None else np.where(q[..., 3:] < 0, -q, q)
+    v = q[..., :3]
+    s = np.linalg.norm(v, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(s, q[..., 3:])
+    small = s < 1e-9
+    # angle / s -> 2 / w as s -> 0 (first-order expansion), so tiny rotations stay exact
+    scale = np.where(small, 2.0 / q[..., 3:], angle / np.where(small, 1.0, s))
+    return v * scale
+
+
+def axis_angle_to_quat(rotvec: np.ndarray) -> np.ndarray:
+    flat, lead = _flat(rotvec, 3)
+    return Rotation.from_rotvec(flat).as_quat().reshape((*lead, 4))
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    flat, lead = _flat(q, 4)
+    return Rotation.from_quat(flat).as_matrix().reshape((*lead, 3, 3))
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    flat, lead = _flat(m, (3, 3))
+    return Rotation.from_matrix(flat).as_quat().reshape((*lead, 4))
+
+
+def quat_to_6d(q: np.ndarray) -> np.ndarray:
+    """The 6D representation: the first two columns of the rotation matrix, concatenated."""
+    m = quat_to_matrix(q)
+    return np.concatenate([m[..., :, 0], m[..., :, 1]], axis=-1)
+
+
+def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt the two columns back into a rotation matrix."""
+    d6 = np.asarray(d6, dtype=np.float64)
+    a, b = d6[..., :3], d6[..., 3:]
+    x = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b - np.sum(x * b, axis=-1, keepdims=True) * x
+    y = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    z = np.cross(x, y)
+    return np.stack([x, y, z], axis=-1)
+
+
+def sixd_to_quat(d6: np.ndarray) -> np.ndarray:
+    return matrix_to_quat(sixd_to_matrix(d6))
+
+
+def quat_mirror_x(q: np.ndarray) -> np.ndarray:
+    """Reflect rotations through the YZ plane (x -> -x): R' = M R M with M = diag(-1, 1, 1)."""
+    q = np.array(q, dtype=np.float64, copy=True)
+    q[..., 1] *= -1.0
+    q[..., 2] *= -1.0
+    return q

@@ -1,0 +1,298 @@
+"""``anyfill train MODEL``: one Lightning-based training command for every model of the project.
+
+Each trainable model registers a :class:`Task` (its config dataclass, named configs, and a function
+that builds the LightningModule and LightningDataModule from a config) in ``TASKS``. This module owns
+the plumbing they share: config files and ``key=value`` overrides, seeds, run folders, TensorBoard
+logs, a progress bar, resumable checkpoints (kill a run, rerun the same command, it continues), and
+multi-device / multi-node DDP through Lightning (``torchrun`` sets the environment it reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# model name -> module that defines TASK (imported only when that model is trained)
+TASKS: dict[str, str] = {}
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of the training loop itself, shared by every model (``trainer.<field>=...``)."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    max_time: str | None = None  # "DD:HH:MM:SS", a wall-clock budget
+    seed: int = 0
+    accelerator: str = "auto"  # cpu, gpu, auto
+    devices: str = "auto"  # "auto", a count, or a list like "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto picks DDP for several devices
+    precision: str = "32-true"
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    log_every_n_steps: int = 20
+    val_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 0  # 0: at the end of every epoch only
+    gradient_clip_val: float = 0.0
+    progress: bool = True
+
+
+@dataclass
+class Task:
+    """A trainable model: config class, named configs, and how to build its Lightning parts."""
+
+    name: str
+    config_cls: type
+    build: Callable[[Any], tuple[Any, Any]]  # config -> (LightningModule, LightningDataModule)
+    named_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_trainer: dict[str, Any] = field(default_factory=dict)
+    after_fit: Callable[[Any, Any, Any, Path], None] | None = None  # (config, module, trainer, run_dir)
+
+
+def register(name: str, module: str) -> None:
+    TASKS[name] = module
+
+
+def get_task(name: str) -> Task:
+    """The Task of a model; a module that trains a family of models defines ``TASKS`` by name."""
+    if name not in TASKS:
+        raise KeyError(f"unknown model {name!r}; trainable models: {', '.join(sorted(TASKS)) or 'none'}")
+    module = importlib.import_module(TASKS[name])
+    family = getattr(module, "TASKS", None)
+    return family[name] if family is not None else module.TASK
+
+
+def _coerce(value: str, current: Any, ftype: Any) -> Any:
+    """Turn an override string into the type of the field it sets."""
+    if isinstance(current, bool) or ftype in (bool, "bool"):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, (list, tuple)):
+        items = [v for v in value.replace(",", " ").split() if v]
+        elem = type(current[0]) if current else str
+        return type(current)(elem(v) for v in items)
+    if value.lower() == "none":
+        return None
+    return value
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``cfg`` with fields replaced; unknown fields are an error naming them."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise KeyError(f"{where}: unknown setting {key!r}; settings are {', '.join(fields)}")
+        current = getattr(cfg, key)
+        try:
+            changes[key] = _coerce(value, current, fields[key].type) if isinstance(value, str) else value
+        except ValueError as e:
+            raise ValueError(f"{where}: bad value for {key!r}: {e}") from None
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise ValueError(f"{path}: config files are .toml or .json")
+
+
+def _split_sections(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    model, trainer = {}, {}
+    for k, v in flat.items():
+        if k == "trainer" and isinstance(v, dict):
+            trainer.update(v)
+        elif k.startswith("trainer."):
+            trainer[k[len("trainer.") :]] = v
+        else:
+            model[k] = v
+    return model, trainer
+
+
+def resolve_configs(task: Task, config_file: str | None, named: str | None, overrides: Sequence[str]):
+    """Defaults <- task's trainer defaults <- named config <- config file <- ``key=value`` overrides."""
+    cfg = task.config_cls()
+    tcfg = apply_overrides(TrainerConfig(), task.default_trainer, f"{task.name} trainer defaults")
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if named:
+        if named not in task.named_configs:
+            raise KeyError(f"{task.name}: no named config {named!r}; named configs: {', '.join(task.named_configs)}")
+        layers.append((f"named config {named}", task.named_configs[named]))
+    if config_file:
+        layers.append((str(config_file), load_config_file(config_file)))
+    ov: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        ov[k.strip().lstrip("-")] = v
+    layers.append(("command line", ov))
+    for where, flat in layers:
+        m, t = _split_sections(flat)
+        cfg = apply_overrides(cfg, m, where)
+        tcfg = apply_overrides(tcfg, t, where)
+    return cfg, tcfg
+
+
+def _devices(spec: str) -> Any:
+    if spec == "auto":
+        return "auto"
+    if "," in spec:
+        return [int(s) for s in spec.split(",") if s]
+    return int(spec)
+
+
+def _newest_readable_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ``last.ckpt`` if it loads, else the newest other one that does
+    (a run killed while writing ``last.ckpt`` still resumes from the one before)."""
+    import torch
+
+    cands = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))
+    for c in cands:
+        try:
+            torch.load(c, map_location="cpu", weights_only=False, mmap=True)
+            return c
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, and said so
+            print(f"anyfill train: skipping unreadable checkpoint {c} ({type(e).__name__}: {e})", file=sys.stderr)
+    return None
+
+
+def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = False) -> Path:
+    """Train (or resume) a task in ``run_dir``; returns the run folder."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if tcfg.threads > 0:
+        torch.set_num_threads(tcfg.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    cfg_path = run_dir / "config.json"
+    snapshot = {"model": task.name, "config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}
+    resume = None if fresh else (_newest_readable_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None)
+    if resume is not None and cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old.get("config") != snapshot["config"]:
+            diff = sorted(k for k in snapshot["config"] if old.get("config", {}).get(k) != snapshot["config"][k])
+            raise ValueError(
+                f"{run_dir} holds a run with a different model config (differs in: {', '.join(diff)}); "
+                "use another --run-dir, or --fresh to start over"
+            )
+    tmp = cfg_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(snapshot, indent=2) + "\n")
+    tmp.replace(cfg_path)
+
+    L.seed_everything(tcfg.seed, workers=True)
+    module, data = task.build(cfg)
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False, save_last=True,
+            save_top_k=2, monitor="step", mode="max",
+            every_n_train_steps=tcfg.checkpoint_every_n_steps or None,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=tcfg.max_epochs,
+        max_steps=tcfg.max_steps,
+        max_time=tcfg.max_time,
+        accelerator=tcfg.accelerator,
+        devices=_devices(tcfg.devices),
+        num_nodes=tcfg.num_nodes,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        logger=TensorBoardLogger(save_dir=run_dir, name="tb", version=""),
+        callbacks=callbacks,
+        log_every_n_steps=tcfg.log_every_n_steps,
+        check_val_every_n_epoch=tcfg.val_every_n_epochs,
+        gradient_clip_val=tcfg.gradient_clip_val or None,
+        enable_progress_bar=tcfg.progress,
+        deterministic="warn",
+    )
+    if resume is not None:
+        print(f"anyfill train: resuming from {resume}", file=sys.stderr)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    if task.after_fit is not None and trainer.is_global_zero:
+        task.after_fit(cfg, module, trainer, run_dir)
+    return run_dir
+
+
+def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="anyfill train",
+        description="Train a model. Settings: the model's defaults, then --named, then --config, then "
+        "key=value overrides (trainer.key=value for the training loop, e.g. trainer.max_epochs=5).",
+    )
+    p.add_argument("model", choices=sorted(task_names), metavar="MODEL", help=", ".join(sorted(task_names)))
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--config", metavar="FILE", help="a .toml or .json file of settings")
+    p.add_argument("--named", metavar="NAME", help="a named config of the model (e.g. best)")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/MODEL)")
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints in the run folder and start over")
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    return p
+
+
+def _load_builtin_tasks() -> None:
+    importlib.import_module("anyfill.training.tasks")  # registers every built-in model
+
+
+_OWN_FLAGS = {"--config", "--named", "--run-dir"}
+_OWN_SWITCHES = {"--fresh", "--print-config", "--help", "-h"}
+
+
+def _flags_to_overrides(argv: list[str]) -> list[str]:
+    """Model settings may also be given as flags: ``--skeleton hand`` or ``--skeleton=hand`` is the
+    override ``skeleton=hand``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        key = a.split("=", 1)[0]
+        if not a.startswith("--") or key in _OWN_FLAGS or a in _OWN_SWITCHES:
+            out.append(a)
+        elif "=" in a:
+            out.append(f"{key[2:].replace('-', '_')}={a.split('=', 1)[1]}")
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out.append(f"{a[2:].replace('-', '_')}={argv[i + 1]}")
+            i += 1
+        else:
+            out.append(f"{a[2:].replace('-', '_')}=true")
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_builtin_tasks()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(list(TASKS)).parse_args(_flags_to_overrides(argv))
+    task = get_task(args.model)
+    cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
+    if args.print_config:
+        print(json.dumps({"config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}, indent=2))
+        return 0
+    run_dir = Path(args.run_dir or os.path.join("runs", args.model))
+    fit(task, cfg, tcfg, run_dir, fresh=args.fresh)
+    return 0

@@ -37,13 +37,41 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     Arrays are (N, T, J, 4) and (N, T, J, 3); ``known`` is (T,)."""
     prev, nxt = _neighbours(known)
     span = np.maximum(nxt - prev, 1)
-    t = (np.arange(len(prev)) - prev) / span
+    t = np.clip((np.arange(len(prev)) - prev) / span, 0.0, 1.0)  # leading/trailing gaps: t = 0, hold the key
     rot = quat_slerp(rotations[:, prev], rotations[:, nxt], np.broadcast_to(t[None, :, None], rotations.shape[:3]))
     w = t[None, :, None, None]
     trans = translations[:, prev] * (1.0 - w) + translations[:, nxt] * w
     k = np.asarray(known, dtype=bool)
     rot[:, k], trans[:, k] = rotations[:, k], translations[:, k]
     return rot, trans
+
+
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray):
+    """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
+    lerped) between its own nearest known frames. Arrays are (N, T, J, 4), (N, T, J, 3) and known
+    (N, T, J). Joints never known in a window keep their input values; ``has_key`` (N, J) tells which
+    joints had at least one known frame."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    idx = np.arange(t)[None, :, None]
+    prev = np.maximum.accumulate(np.where(known, idx, -1), axis=1)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(known, idx, t), axis=1), axis=1), axis=1)
+    has_key = known.any(axis=1)
+    first = np.where(has_key, known.argmax(axis=1), 0)[:, None, :]
+    last = np.where(has_key, t - 1 - np.flip(known, axis=1).argmax(axis=1), 0)[:, None, :]
+    prev = np.where(prev < 0, first, prev)
+    nxt = np.where(nxt >= t, last, nxt)
+    w = (idx - prev) / np.maximum(nxt - prev, 1)
+    w = np.where(nxt == prev, 0.0, w)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
+    trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
+    rot = np.where(known[..., None], rotations, rot)
+    trans = np.where(known[..., None], translations, trans)
+    no_key = ~has_key[:, None, :, None]
+    rot = np.where(no_key, rotations, rot)
+    trans = np.where(no_key, translations, trans)
+    return rot, trans, has_key
 
 
 BASELINES = {"zero": zero_velocity, "interp": interpolate}

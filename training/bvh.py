@@ -227,10 +227,13 @@ def _parse_hierarchy(tokens: list[tuple[str, int]], path) -> dict:
 def _locate_motion_error(lines: list[str], first_line: int, n_channels: int, n_frames: int, path) -> BVHError:
     """Slow path, only after the vectorised parse failed: find the first offending line."""
     rows = 0
+    last = first_line - 1  # the last line that holds a frame (the 'Frame Time:' line before any)
     for i, line in enumerate(lines):
         toks = line.split()
         if not toks:
             continue
+        if rows == n_frames:
+            return BVHError(path, first_line + i, f"more frames than 'Frames: {n_frames}' (this is frame {rows})")
         if len(toks) != n_channels:
             return BVHError(path, first_line + i, f"frame {rows} has {len(toks)} values, expected {n_channels}")
         for t in toks:
@@ -241,7 +244,7 @@ def _locate_motion_error(lines: list[str], first_line: int, n_channels: int, n_f
             if not np.isfinite(v):
                 return BVHError(path, first_line + i, f"non-finite value {t!r} in frame {rows}")
         rows += 1
-    last = first_line + len(lines) - 1
+        last = first_line + i
     if rows < n_frames:
         return BVHError(path, last, f"file is truncated: 'Frames: {n_frames}' but only {rows} frames follow")
     return BVHError(path, last, f"'Frames: {n_frames}' but {rows} frames follow")
@@ -252,7 +255,7 @@ def parse(text: str, path: str | Path | None = None) -> BVH:
     text = text.replace("\r\n", "\n")
     m = re.search(r"^[ \t]*MOTION[ \t]*$", text, flags=re.MULTILINE)
     if m is None:
-        raise BVHError(path, text.count("\n") + 1, "no MOTION section (file truncated?)")
+        raise BVHError(path, len(text.rstrip().split("\n")), "no MOTION section (file truncated?)")
     head_text = text[: m.start()]
     h = _parse_hierarchy(_tokens(head_text), path)
     n_channels = sum(len(c) for c in h["channels"])
@@ -282,20 +285,18 @@ def parse(text: str, path: str | Path | None = None) -> BVH:
         raise BVHError(path, motion_line + 2, f"bad frame time {meta['Frame Time:']!r}") from None
 
     first_data_line = motion_line + 1 + i
-    body = "\n".join(lines[i:])
-    tokens = body.split()
+    # one row per non-blank line, each with exactly n_channels values (a valid total can hide one short
+    # and one long line, so the rows are checked one by one)
+    rows = [r for r in (ln.split() for ln in lines[i:]) if r]
     motion = None
-    if len(tokens) == n_frames * n_channels:
+    if len(rows) == n_frames and all(len(r) == n_channels for r in rows):
         try:
-            motion = np.array(tokens, dtype=np.float64).reshape(n_frames, n_channels)
+            motion = np.array(rows, dtype=np.float64).reshape(n_frames, n_channels)
         except ValueError:
             motion = None
         if motion is not None and not np.isfinite(motion).all():
             motion = None
     if motion is None:
-        raise _locate_motion_error(lines[i:], first_data_line, n_channels, n_frames, path)
-    # a valid total can still hide one short and one long line: check the line structure cheaply
-    if n_frames and sum(1 for ln in lines[i:] if ln.strip()) != n_frames:
         raise _locate_motion_error(lines[i:], first_data_line, n_channels, n_frames, path)
     return BVH(frame_time=frame_time, motion=motion, **h)
 

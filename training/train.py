@@ -287,7 +287,7 @@ def _flags_to_overrides(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     _load_builtin_tasks()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(list(TASKS)).parse_args(_flags_to_overrides(argv))
+    args = build_parser(list(TASKS)).parse_intermixed_args(_flags_to_overrides(argv))
     task = get_task(args.model)
     cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
     if args.print_config:

@@ -36,23 +36,42 @@ WINDOW, STRIDE = 65, 40
 STATS_WINDOW, STATS_STRIDE = 50, 20
 
 Method = Callable[[Windows, np.ndarray], tuple[np.ndarray, np.ndarray]]
-_METHOD_LOADERS: list[Callable[[str, Schema], Method | None]] = []
 
 
-def register_method_loader(loader: Callable[[str, Schema], Method | None]) -> None:
-    """Let a model package resolve method names it knows (checkpoint paths, shipped model names)."""
-    _METHOD_LOADERS.append(loader)
+def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
+    """A trained model (checkpoint path or shipped name) as a benchmark method: deterministic fill."""
+    from ..checkpoint import load_model
+    from ..fill import fill
+
+    model, _ = load_model(path)
+    if model.cfg.skeleton != schema.name:
+        raise ValueError(f"{path} fills the {model.cfg.skeleton} skeleton, not {schema.name}")
+
+    def method(batch: Windows, known: np.ndarray):
+        n, t, j = batch.rotations.shape[:3]
+        cells = np.broadcast_to(known[None, :, None], (n, t, j))
+        times = np.broadcast_to(np.arange(t) / batch.fps, (n, t))
+        rot, trans = np.empty_like(batch.rotations), np.empty_like(batch.translations)
+        for s in range(0, n, chunk):
+            r = fill(model, batch.rotations[s : s + chunk], batch.translations[s : s + chunk],
+                     cells[s : s + chunk], times[s : s + chunk])
+            rot[s : s + chunk], trans[s : s + chunk] = r.rotations, r.translations
+        return rot, trans
+
+    return method
 
 
 def resolve_method(name: str, schema: Schema) -> Method:
+    """A baseline by name (zero, interp), or a trained model by checkpoint path or shipped name."""
     if name in BASELINES:
         fill = BASELINES[name]
         return lambda batch, known: fill(batch.rotations, batch.translations, known)
-    for loader in _METHOD_LOADERS:
-        m = loader(name, schema)
-        if m is not None:
-            return m
-    raise KeyError(f"unknown method {name!r}: use one of {', '.join(BASELINES)} or a checkpoint path")
+    from ..checkpoint import CheckpointError
+
+    try:
+        return model_method(name, schema)
+    except CheckpointError as e:
+        raise KeyError(f"unknown method {name!r}: not {', '.join(BASELINES)}, and {e}") from None
 
 
 def load_protocol_clips(files: Sequence[str | Path], schema: Schema) -> list[clip_io.Clip]:

@@ -1,0 +1,17 @@
+"""Shared fixtures. Tests that read the real capture take ``data_root`` and skip when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from anyfill.training import splits
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data folder (``../shared/data`` beside the checkout, or ``$ANYFILL_DATA``)."""
+    try:
+        return splits.data_root()
+    except splits.DataNotFound as e:
+        pytest.skip(f"real data folder ../shared/data is absent: {e}")

@@ -1,0 +1,157 @@
+"""The in-betweening benchmark on real data: JSON shape, baselines, canonical frame, no peeking."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from anyfill.training import clip, windows
+from anyfill.training.bench import inbetween
+from anyfill.training.rotations import quat_apply
+from anyfill.training.skeleton import BODY, HAND
+
+pytestmark = pytest.mark.data
+
+HAND_TEST_FILE = "manipnet/teapot3/leftHand.bvh"
+BODY_TEST_FILES = (
+    "bandai/dataset-1/dataset-1_walk-back_angry_001.bvh",
+    "bandai/dataset-1/dataset-1_walk-left_feminine_001.bvh",
+    "bandai/dataset-1/dataset-1_bye_happy_001.bvh",
+)
+
+
+def test_test_files_are_in_the_test_split(data_root: Path) -> None:
+    from anyfill.training.splits import split_files
+
+    hand_test = {p.resolve() for p in split_files("hand", "test", data_root)}
+    body_test = {p.resolve() for p in split_files("body", "test", data_root)}
+    assert (data_root / HAND_TEST_FILE).resolve() in hand_test
+    assert {(data_root / f).resolve() for f in BODY_TEST_FILES} <= body_test
+    body_train = {p.resolve() for p in split_files("body", "train", data_root)}
+    assert not body_train & body_test
+    assert len(body_train) + len(body_test) == len(list((data_root / "bandai").glob("*/*.bvh")))
+
+
+@pytest.fixture(scope="module")
+def hand_results(data_root: Path) -> dict[str, dict]:
+    files = [data_root / HAND_TEST_FILE]
+    return {m: inbetween.run("hand", m, data=files, gaps=(5,), root=data_root) for m in ("interp", "zero")}
+
+
+def test_run_returns_the_documented_json(hand_results: dict[str, dict]) -> None:
+    r = hand_results["interp"]
+    assert {"method", "skeleton", "windows", "gaps"} <= set(r)
+    assert r["method"] == "interp" and r["skeleton"] == "hand"
+    # one 120 fps file gives 4 clips at 30 fps; windows of 65 frames every 40
+    phases = [len(range(k, 4000, 4)) for k in range(4)]
+    assert r["windows"] == sum(len(range(0, n - 65 + 1, 40)) for n in phases) == 96
+    assert list(r["gaps"]) == ["5"]
+    assert set(r["gaps"]["5"]) == {"L2Q", "L2P", "NPSS"}
+    for v in r["gaps"]["5"].values():
+        assert isinstance(v, float) and math.isfinite(v) and v > 0.0
+    assert json.loads(json.dumps(r)) == r  # plain JSON
+    assert "gap 5" in inbetween.format_table(r)
+
+
+def test_interpolation_beats_zero_velocity(hand_results: dict[str, dict]) -> None:
+    interp, zero = hand_results["interp"]["gaps"]["5"], hand_results["zero"]["gaps"]["5"]
+    for metric in ("L2Q", "L2P", "NPSS"):
+        assert interp[metric] < zero[metric], metric
+
+
+def test_unknown_method_and_empty_input(data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="unknown method"):
+        inbetween.run("hand", "no-such-method", data=[data_root / HAND_TEST_FILE], root=data_root)
+    with pytest.raises(FileNotFoundError, match="no .bvh files"):
+        inbetween.run("hand", "interp", data=[tmp_path], root=data_root)
+
+
+def test_ground_truth_method_scores_zero_and_never_sees_the_answer(data_root: Path) -> None:
+    clips = inbetween.load_protocol_clips([data_root / HAND_TEST_FILE], HAND)
+    w = windows.cut(clips, inbetween.WINDOW, inbetween.STRIDE)
+    mean, std = np.zeros((HAND.n_joints, 3)), np.ones((HAND.n_joints, 3))
+    seen: list[np.ndarray] = []
+
+    def oracle(batch: windows.Windows, known: np.ndarray):
+        # the method gets the context and the target frame, and NaN everywhere in the gap
+        assert batch.rotations.shape[1] == known.size == inbetween.N_CONTEXT + gap + 1
+        assert known[: inbetween.N_CONTEXT].all() and known[-1] and not known[inbetween.N_CONTEXT : -1].any()
+        assert np.isnan(batch.rotations[:, ~known]).all() and np.isnan(batch.translations[:, ~known]).all()
+        assert np.isfinite(batch.rotations[:, known]).all() and np.isfinite(batch.translations[:, known]).all()
+        assert np.array_equal(batch.rotations[:, known], w.rotations[:, : known.size][:, known])
+        seen.append(known)
+        # the answer comes from the closure, never from the batch
+        return w.rotations[:, : known.size].copy(), w.translations[:, : known.size].copy()
+
+    for gap in (5, 15):
+        score, _ = inbetween.score_gap(oracle, w, gap, mean, std)
+        assert abs(score.L2Q) < 1e-9 and abs(score.L2P) < 1e-9 and abs(score.NPSS) < 1e-9
+    assert len(seen) == 2
+
+    # a method that answers with its (NaN) input is refused, not scored
+    with pytest.raises(ValueError, match="NaN"):
+        inbetween.score_gap(lambda b, k: (b.rotations, b.translations), w, 5, mean, std)
+
+    # and one that is off by a little scores more than zero
+    def shifted(batch: windows.Windows, known: np.ndarray):
+        rot, trans = oracle(batch, known)
+        trans[:, ~known, HAND.root] += 0.1
+        return rot, trans
+
+    gap = 5
+    score, _ = inbetween.score_gap(shifted, w, gap, mean, std)
+    assert score.L2P > 0.0 and abs(score.L2Q) < 1e-9
+
+
+@pytest.fixture(scope="module")
+def body_windows(data_root: Path) -> windows.Windows:
+    clips = inbetween.load_protocol_clips([data_root / f for f in BODY_TEST_FILES], BODY)
+    w = windows.cut(clips, inbetween.WINDOW, inbetween.STRIDE)
+    assert len(w) >= 6
+    return w
+
+
+def test_body_canonical_frame(body_windows: windows.Windows) -> None:
+    ref = inbetween.N_CONTEXT - 1
+    hips = BODY.root
+    assert BODY.joints[hips] == "Hips"
+    g_rot, g_pos = body_windows.fk()
+    yaw, offset = windows.canonical_frame(g_rot, g_pos, BODY, ref)
+    rot, pos = windows.to_canonical(g_rot, g_pos, yaw, offset)
+
+    # the windows face many ways before: the test can fail
+    before = quat_apply(g_rot[:, ref, hips], np.array([0.0, 0.0, 1.0]))
+    assert np.ptp(np.arctan2(before[:, 2], before[:, 0])) > 0.5
+
+    # Hips' local +Z at the last context frame, projected on the ground, points along +X
+    fwd = quat_apply(rot[:, ref, hips], np.array([0.0, 0.0, 1.0]))
+    horizontal = np.hypot(fwd[:, 0], fwd[:, 2])
+    assert np.all(horizontal > 0.1)
+    assert np.allclose(fwd[:, 2] / horizontal, 0.0, atol=1e-9)
+    assert np.all(fwd[:, 0] > 0.0)
+    # the mean horizontal Hips position over the window is the origin; heights are kept
+    assert np.allclose(pos[:, :, hips, [0, 2]].mean(axis=1), 0.0, atol=1e-9)
+    assert np.allclose(pos[..., 1], g_pos[..., 1])
+    # a rigid motion: distances between joints are unchanged, rotations stay consistent with positions
+    assert np.allclose(
+        np.linalg.norm(pos[:, :, 5] - pos[:, :, 20], axis=-1), np.linalg.norm(g_pos[:, :, 5] - g_pos[:, :, 20], axis=-1)
+    )
+    bone = body_windows.translations[:, :, 3]  # Chest's offset from Spine, in Spine's frame
+    spine = BODY.index("Spine")
+    assert np.allclose(pos[:, :, 3] - pos[:, :, spine], quat_apply(rot[:, :, spine], bone), atol=1e-9)
+    assert np.all(np.sum(rot[:, 1:] * rot[:, :-1], axis=-1) > 0)  # hemisphere-continuous in time
+
+
+def test_hand_canonical_frame_only_centres(data_root: Path) -> None:
+    c = clip.load(data_root / HAND_TEST_FILE, "hand").frames(slice(0, 400))
+    w = windows.cut(windows.at_protocol_rate(c), 65, 40)
+    g_rot, g_pos = w.fk()
+    yaw, offset = windows.canonical_frame(g_rot, g_pos, HAND, 9)
+    assert np.array_equal(yaw, np.tile([0.0, 0.0, 0.0, 1.0], (len(w), 1)))
+    rot, pos = windows.to_canonical(g_rot, g_pos, yaw, offset)
+    assert np.allclose(pos[:, :, HAND.root].mean(axis=1), 0.0, atol=1e-12)
+    assert np.allclose(pos, g_pos - g_pos[:, :, HAND.root].mean(axis=1)[:, None, None])
+    assert np.allclose(np.abs(np.sum(rot * g_rot, axis=-1)), 1.0)

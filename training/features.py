@@ -1,0 +1,126 @@
+"""What the network sees of a window of motion, computed the same way in training and at fill time.
+
+A window is put in a canonical frame computed from its *known* cells only (so nothing of the answer
+leaks in): centred on the mean known root position (horizontal for bodies, all axes for hands) and, for
+bodies, turned about the vertical axis so that the root's +Z at the middle known root frame faces +X.
+The canonical rotation is applied to the top joint, which carries the whole skeleton with it. Rotations
+go to 6D; the moving joints' translations are kept as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rotations import quat_apply, quat_conj, quat_mul, quat_to_6d
+from .skeleton import Schema
+
+
+@dataclass
+class Canonical:
+    """Per window: canonical = yaw * (x - offset), applied to the top joint."""
+
+    yaw: np.ndarray  # (N, 4)
+    offset: np.ndarray  # (N, 3)
+
+
+def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotation and position of the schema's root joint (the chain above it is short)."""
+    chain = [schema.root]
+    while schema.parents[chain[-1]] >= 0:
+        chain.append(schema.parents[chain[-1]])
+    g_rot, g_pos = rot[..., chain[-1], :], trans[..., chain[-1], :]
+    for j in reversed(chain[:-1]):
+        g_pos = g_pos + quat_apply(g_rot, trans[..., j, :])
+        g_rot = quat_mul(g_rot, rot[..., j, :])
+    return g_rot, g_pos
+
+
+def canonical_from_known(rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema) -> Canonical:
+    """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known."""
+    n, t = known.shape[:2]
+    root_known = known[:, :, schema.root]
+    if not root_known.any(axis=1).all():
+        # without a known root the window keeps its own frame (e.g. completing a pose from fingers only)
+        root_known = np.where(root_known.any(axis=1, keepdims=True), root_known, True)
+    g_rot, g_pos = _root_global(rot, trans, schema)
+    w = root_known[..., None].astype(np.float64)
+    pos = np.where(root_known[..., None], g_pos, 0.0)
+    offset = pos.sum(axis=1) / w.sum(axis=1)
+    yaw = np.zeros((n, 4))
+    yaw[:, 3] = 1.0
+    if schema.name == "body":
+        offset[:, schema.up] = 0.0
+        idx = np.arange(t)[None, :]
+        frames = np.where(root_known, idx, -1)
+        counts = root_known.sum(axis=1)
+        # the middle known root frame: the (count // 2)-th known frame
+        order = np.sort(np.where(frames >= 0, frames, t + 1), axis=1)
+        ref = order[np.arange(n), (counts - 1) // 2]
+        fwd = quat_apply(g_rot[np.arange(n), ref], np.array([0.0, 0.0, 1.0]))
+        theta = np.arctan2(fwd[:, 2], fwd[:, 0])
+        yaw[:, 1], yaw[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
+    return Canonical(yaw, offset)
+
+
+def _top(schema: Schema) -> int:
+    return schema.parents.index(-1)
+
+
+def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Rotate and move windows (N, T, J, ...) into their canonical frame (copies)."""
+    top = _top(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = c.yaw[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top] - c.offset[:, None, :])
+    return rot, trans
+
+
+def from_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Undo :func:`to_canonical`."""
+    top = _top(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = quat_conj(c.yaw)[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top]) + c.offset[:, None, :]
+    return rot, trans
+
+
+def sixd(rot: np.ndarray) -> np.ndarray:
+    return quat_to_6d(rot).astype(np.float32)
+
+
+def _chain_globals(rot: np.ndarray, trans: np.ndarray, schema: Schema, upto: int):
+    """Global rotation and position of every joint from the top down to ``upto`` (inclusive)."""
+    g_rot: dict[int, np.ndarray] = {}
+    g_pos: dict[int, np.ndarray] = {}
+    for j in range(upto + 1):
+        p = schema.parents[j]
+        if p < 0:
+            g_rot[j], g_pos[j] = rot[..., j, :], trans[..., j, :]
+        else:
+            g_rot[j] = quat_mul(g_rot[p], rot[..., j, :])
+            g_pos[j] = g_pos[p] + quat_apply(g_rot[p], trans[..., j, :])
+    return g_rot, g_pos
+
+
+def moving_positions(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Global positions (..., M, 3) of the schema's moving joints: what the network sees of translation."""
+    _, g_pos = _chain_globals(rot, trans, schema, max(schema.moving))
+    return np.stack([g_pos[m] for m in schema.moving], axis=-2)
+
+
+def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Inverse of :func:`moving_positions`: local translations (..., J, 3) whose moving joints land at
+    ``positions`` (..., M, 3) given local rotations; other joints keep ``trans``."""
+    out = trans.copy()
+    for k, m in enumerate(schema.moving):
+        g_rot, g_pos = _chain_globals(rot, out, schema, m)
+        p = schema.parents[m]
+        if p < 0:
+            out[..., m, :] = positions[..., k, :]
+        else:
+            out[..., m, :] = quat_apply(quat_conj(g_rot[p]), positions[..., k, :] - g_pos[p])
+    return out

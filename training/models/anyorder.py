@@ -1,0 +1,189 @@
+"""The any-order transformer of the thesis: the building blocks shared by every any-order model.
+
+Something is known, something else is to be predicted, in any order. Tokens carry continuous positions
+(seconds, pixel coordinates, ...) through Fourier features, so any spacing works. Two variants:
+
+* :class:`QueryEncoderDecoder` - the encoder reads the known tokens as a set; the decoder asks one
+  query per target position (queries attend to each other and cross-attend to the encoding), so one
+  pass gives every target's distribution.
+* :class:`TriplesDecoder` - a causal transformer over (input position, input value, target position)
+  triples in a random order; at inference the next target is chosen freely, and a key/value cache makes
+  each step cost one token.
+
+What a token holds and what the head predicts is the concern of the model that uses these blocks (motion
+frames in :mod:`.motion`, pixels in the pixel model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AnyOrderConfig:
+    d_model: int = 192
+    n_heads: int = 4
+    n_enc_layers: int = 3  # query variant: encoder depth; triples variant: unused
+    n_dec_layers: int = 3  # query variant: decoder depth; triples variant: depth of the causal stack
+    ff_mult: int = 4
+    dropout: float = 0.1
+    n_freqs: int = 16  # Fourier frequencies per position coordinate
+    min_period: float = 0.05  # shortest and longest period of the Fourier features, in position units
+    max_period: float = 20.0
+
+
+class FourierFeatures(nn.Module):
+    """Continuous positions (..., P) -> (..., d_model) through sin/cos at log-spaced periods."""
+
+    def __init__(self, n_coords: int, cfg: AnyOrderConfig):
+        super().__init__()
+        periods = torch.logspace(math.log10(cfg.min_period), math.log10(cfg.max_period), cfg.n_freqs)
+        self.register_buffer("freqs", 2 * math.pi / periods, persistent=False)
+        self.proj = nn.Linear(n_coords * cfg.n_freqs * 2, cfg.d_model)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        x = pos[..., None] * self.freqs  # (..., P, F)
+        return self.proj(torch.cat([x.sin(), x.cos()], dim=-1).flatten(-2))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: AnyOrderConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.q = nn.Linear(cfg.d_model, cfg.d_model)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``mask`` (B or 1, 1 or Tq, Tk) is True where attention is allowed. With ``cache`` the new keys
+        and values are appended to the cached ones; the full keys and values are returned for reuse."""
+        q = self._heads(self.q(x))
+        k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        attn_mask = mask[:, None] if mask is not None else None
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        b, h, t, dh = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), (k, v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: self-attention, optional cross-attention, MLP."""
+
+    def __init__(self, cfg: AnyOrderConfig, cross: bool = False):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.cross = Attention(cfg) if cross else None
+        self.ln_c = nn.LayerNorm(cfg.d_model) if cross else None
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, mask=None, context=None, context_mask=None, cache=None):
+        h, new_cache = self.attn(self.ln1(x), mask=mask, cache=cache)
+        x = x + self.drop(h)
+        if self.cross is not None:
+            h, _ = self.cross(self.ln_c(x), context=context, mask=context_mask)
+            x = x + self.drop(h)
+        return x + self.mlp(self.ln2(x)), new_cache
+
+
+def _key_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, T) valid tokens -> (B, 1, T) attention mask; rows with no valid key attend to themselves
+    only through a guard, so padding never produces NaN."""
+    m = valid[:, None, :]
+    return m | ~valid.any(dim=1)[:, None, None]
+
+
+class QueryEncoderDecoder(nn.Module):
+    """Encoder over the known tokens (a set: no order, no causality), decoder over the target queries."""
+
+    def __init__(self, cfg: AnyOrderConfig):
+        super().__init__()
+        self.encoder = nn.ModuleList(Block(cfg) for _ in range(cfg.n_enc_layers))
+        self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.n_dec_layers))
+        self.ln_enc = nn.LayerNorm(cfg.d_model)
+        self.ln_out = nn.LayerNorm(cfg.d_model)
+
+    def encode(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        mask = _key_mask(valid)
+        for blk in self.encoder:
+            tokens, _ = blk(tokens, mask=mask)
+        return self.ln_enc(tokens)
+
+    def decode(self, queries, query_valid, memory, memory_valid) -> torch.Tensor:
+        qmask, mmask = _key_mask(query_valid), _key_mask(memory_valid)
+        for blk in self.decoder:
+            queries, _ = blk(queries, mask=qmask, context=memory, context_mask=mmask)
+        return self.ln_out(queries)
+
+    def forward(self, known_tokens, known_valid, query_tokens, query_valid) -> torch.Tensor:
+        """Tokens (B, T, d) with validity (B, T); returns one output per query token."""
+        return self.decode(query_tokens, query_valid, self.encode(known_tokens, known_valid), known_valid)
+
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class TriplesDecoder(nn.Module):
+    """A causal transformer. Token i holds (input position, input value, target position) and predicts
+    the value at its target position from tokens 0..i. ``forward`` with ``cache`` processes only the new
+    tokens and returns the grown cache, so generation costs one token per step."""
+
+    def __init__(self, cfg: AnyOrderConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_dec_layers))
+        self.ln_out = nn.LayerNorm(cfg.d_model)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        independent: bool = False,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """``independent``: the new tokens see the cache and themselves but not each other, so several
+        candidate next steps are scored in one call (the returned cache is then not for reuse)."""
+        b, t, _ = tokens.shape
+        past = cache[0][0].shape[2] if cache else 0
+        total = past + t
+        causal = torch.ones(t, total, dtype=torch.bool, device=tokens.device).tril(diagonal=past)[None]
+        if independent:
+            causal = causal & (torch.arange(total, device=tokens.device)[None, None, :] < past) | torch.eye(
+                t, total, dtype=torch.bool, device=tokens.device
+            ).roll(past, dims=1)[None]
+        if valid is not None:  # valid: (B, total) over cached + new tokens
+            causal = causal & valid[:, None, :]
+            dev = tokens.device
+            own = torch.arange(total, device=dev)[None, :] == past + torch.arange(t, device=dev)[:, None]
+            causal = causal | own[None]  # a token always sees itself, so padding never yields NaN
+        new_cache: KVCache = []
+        x = tokens
+        for i, blk in enumerate(self.blocks):
+            x, kv = blk(x, mask=causal, cache=cache[i] if cache else None)
+            new_cache.append(kv)
+        return self.ln_out(x), new_cache

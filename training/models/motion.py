@@ -1,0 +1,149 @@
+"""The conditional any-order transformer for motion (the thesis model), hand or body.
+
+A window is a grid of cells (frame t, joint j); any subset is known, any other subset is the target.
+Cells become one token per frame: each joint's 6D rotation with a known bit (a moving joint's position
+rides with its joint), plus the interpolation of the known cells as a baseline the network corrects,
+and the frame's time in seconds through Fourier features (any fps, any key spacing).
+
+Every target cell gets a distribution: its rotation is the mean (6D) with a von Mises concentration
+kappa on the geodesic angle to it; a moving joint's position is a Gaussian. The mean is the
+deterministic fill; kappa and sigma give the entropy that entropy-ordered sampling uses.
+
+Two variants share the token features and the head:
+``query``: encoder over frames with known cells, decoder with one query per frame with target cells.
+``triples``: causal decoder over (known frame, next target frame) triples with a key/value cache; the
+known frames form the prefix, each generated frame is fed back as the next triple's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .anyorder import AnyOrderConfig, FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
+
+
+@dataclass
+class MotionConfig:
+    skeleton: str = "hand"
+    n_joints: int = 17
+    n_moving: int = 1
+    variant: str = "query"  # query | triples
+    max_frames: int = 65  # training window length; longer windows are filled piecewise
+    core: AnyOrderConfig = field(default_factory=AnyOrderConfig)
+    kappa_offset: float = 4.0  # log kappa = head output + offset: starts the spread near 0.15 rad
+
+
+class MotionFill(nn.Module):
+    def __init__(self, cfg: MotionConfig):
+        super().__init__()
+        if cfg.variant not in ("query", "triples"):
+            raise ValueError(f"unknown variant {cfg.variant!r}; expected 'query' or 'triples'")
+        self.cfg = cfg
+        j, m, d = cfg.n_joints, cfg.n_moving, cfg.core.d_model
+        for name, shape in (("rot_mean", (j, 6)), ("rot_std", (j, 6)), ("pos_mean", (m, 3)), ("pos_std", (m, 3))):
+            self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
+        n_known = j * 6 + m * 3 + j + m  # known values and known bits
+        n_query = n_known + j * 6 + m * 3 + j + j + m  # + baseline, target bits, has-key bits
+        self.time = FourierFeatures(1, cfg.core)
+        self.known_in = nn.Linear(n_known, d)
+        self.query_in = nn.Linear(n_query, d)
+        self.out = nn.Linear(d, j * 6 + j + m * 3 + m * 3)
+        nn.init.zeros_(self.out.weight)  # starts as the interpolation baseline
+        nn.init.zeros_(self.out.bias)
+        if cfg.variant == "query":
+            self.core = QueryEncoderDecoder(cfg.core)
+        else:
+            self.core = TriplesDecoder(cfg.core)
+            self.target_time = FourierFeatures(1, cfg.core)
+            self.triple_in = nn.Linear(d * 2, d)
+
+    # --- features -----------------------------------------------------------------------------------
+    def set_stats(self, stats: dict) -> None:
+        for k in ("rot_mean", "rot_std", "pos_mean", "pos_std"):
+            getattr(self, k).copy_(torch.as_tensor(stats[k], dtype=torch.float32))
+
+    def _features(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        known = b["known"].float()
+        moving_known = known[..., self._moving_index()]
+        rot = (b["rot6d"] - self.rot_mean) / self.rot_std * known[..., None]
+        pos = (b["pos"] - self.pos_mean) / self.pos_std * moving_known[..., None]
+        base = (b["base6d"] - self.rot_mean) / self.rot_std
+        basepos = (b["basepos"] - self.pos_mean) / self.pos_std
+        kn = torch.cat([rot.flatten(-2), pos.flatten(-2), known, moving_known], dim=-1)
+        t = b["target"].float()
+        has = b["has_key"].float()[:, None].expand_as(t)
+        mhas = b["moving_has_key"].float()[:, None].expand_as(moving_known)
+        q = torch.cat([kn, base.flatten(-2), basepos.flatten(-2), t, has, mhas], dim=-1)
+        times = b["times"]
+        frame_known = b["known"].any(-1)
+        ref = (times * frame_known).sum(1, keepdim=True) / frame_known.sum(1, keepdim=True).clamp(min=1)
+        return kn, q, (times - ref)[..., None]
+
+    def _moving_index(self) -> list[int]:
+        from ..skeleton import get_schema
+
+        return list(get_schema(self.cfg.skeleton).moving)
+
+    def _head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        j, m = self.cfg.n_joints, self.cfg.n_moving
+        out = self.out(h)
+        d_rot, k_raw, d_pos, s_raw = out.split([j * 6, j, m * 3, m * 3], dim=-1)
+        base = (b["base6d"] - self.rot_mean) / self.rot_std
+        basepos = (b["basepos"] - self.pos_mean) / self.pos_std
+        rot = (base + d_rot.unflatten(-1, (j, 6))) * self.rot_std + self.rot_mean
+        pos = (basepos + d_pos.unflatten(-1, (m, 3))) * self.pos_std + self.pos_mean
+        log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
+        log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
+        return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}
+
+    # --- variants ------------------------------------------------------------------------------------
+    def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Distributions for every frame of the window (B, T, ...); only target cells are meaningful.
+        Query variant: one pass. Triples variant: teacher-forced over a random order of target frames
+        (``b['order']``, (B, T) frame indices: known frames first, then targets), as in training."""
+        kn, q, trel = self._features(b)
+        if self.cfg.variant == "query":
+            tenc = self.time(trel)
+            h = self.core(self.known_in(kn) + tenc, b["known"].any(-1), self.query_in(q) + tenc, b["target"].any(-1))
+            return self._head(h, b)
+        return self._triples_teacher_forced(kn, q, trel, b)
+
+    def _triples_teacher_forced(self, kn, q, trel, b):
+        """Token i: input frame order[i] (its known cells, or all its cells once generated) and the query
+        of frame order[i + 1]; its output is the distribution of frame order[i + 1]."""
+        order = b["order"]  # (B, T): a permutation of frames: frames with known cells, then target frames
+        nxt = torch.roll(order, -1, dims=1)
+        kn_full, _, _ = self._features(dict(b, known=b["known"] | b["target"]))
+        frame_in = torch.where(b["known"].any(-1, keepdim=True), kn, kn_full)  # generated frames fed back whole
+        inp = self.input_tokens(frame_in, trel)
+        tgt = self.target_tokens(q, trel)
+        steps_in = torch.take_along_dim(inp, order[..., None], 1)
+        steps_tgt = torch.take_along_dim(tgt, nxt[..., None], 1)
+        h, _ = self.core(self.triple_in(torch.cat([steps_in, steps_tgt], -1)))
+        # put each step's output at the frame it predicts (the wrapped last step lands on a known frame)
+        out = torch.zeros_like(h).scatter(1, nxt[..., None].expand_as(h), h)
+        return self._head(out, b)
+
+    def input_tokens(self, kn: torch.Tensor, trel: torch.Tensor) -> torch.Tensor:
+        return self.known_in(kn) + self.time(trel)
+
+    def target_tokens(self, q: torch.Tensor, trel: torch.Tensor) -> torch.Tensor:
+        return self.query_in(q) + self.target_time(trel)
+
+    def triples_step(
+        self, inp: torch.Tensor, tgt: torch.Tensor, cache: KVCache | None, independent: bool = False
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Generation with the cache: input tokens and target tokens (B, S, d) for S new steps; returns
+        the S outputs (feed them to ``head``) and the grown cache. ``independent`` scores S candidate
+        next steps side by side instead."""
+        return self.core(self.triple_in(torch.cat([inp, tgt], dim=-1)), cache=cache, independent=independent)
+
+    def features(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(known-frame features, query features, time relative to the known frames) of a batch."""
+        return self._features(b)
+
+    def head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._head(h, b)

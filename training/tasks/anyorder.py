@@ -1,0 +1,220 @@
+"""``anyfill train anyorder --skeleton hand|body [--variant query|triples]``: the thesis model on motion.
+
+Lightning plumbing around :class:`~anyfill.training.models.motion.MotionFill`: batches of random windows
+from the training split with random known/target patterns, the losses of :mod:`..losses`, validation
+on held-out training files, and, at the end, an export to safetensors + JSON card (``run_dir/export``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..checkpoint import save_model
+from ..datasets import WindowSampler, feature_stats, load_clips
+from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
+from ..models.anyorder import AnyOrderConfig
+from ..models.motion import MotionConfig, MotionFill
+from ..skeleton import get_schema
+from ..torch_rotations import cos_angle_between, forward_kinematics, sixd_to_matrix
+from ..train import Task
+
+
+@dataclass
+class AnyOrderTrainConfig:
+    skeleton: str = "hand"
+    variant: str = "query"
+    d_model: int = 192
+    n_heads: int = 4
+    n_enc_layers: int = 3
+    n_dec_layers: int = 3
+    dropout: float = 0.1
+    length: int = 65  # frames per training window (the benchmark's window)
+    fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
+    batch_size: int = 64
+    steps_per_epoch: int = 500
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    w_von_mises: float = 0.05
+    w_angular: float = 1.0
+    w_position: float = 0.05
+    w_fk: float = 1.0
+    data_root: str | None = None
+    data_seed: int = 0
+    val_windows: int = 512
+
+
+def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
+    schema = get_schema(cfg.skeleton)
+    core = AnyOrderConfig(
+        d_model=cfg.d_model, n_heads=cfg.n_heads, n_enc_layers=cfg.n_enc_layers,
+        n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
+    )
+    return MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core))
+
+
+def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Random triples order per window: frames with known cells first, then target frames, then the
+    rest, each group shuffled."""
+    n, t = known.shape[:2]
+    group = np.where(known.any(-1), 0, np.where(target.any(-1), 1, 2))
+    key = group * 2.0 + rng.random((n, t))
+    return np.argsort(key, axis=1)
+
+
+class _Batches(IterableDataset):
+    def __init__(self, sampler: WindowSampler, batch_size: int, steps: int, seed: int, variant: str):
+        self.sampler, self.batch_size, self.steps, self.seed, self.variant = sampler, batch_size, steps, seed, variant
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for _ in range(self.steps):
+            b = self.sampler.batch(rng, self.batch_size)
+            if self.variant == "triples":
+                b["order"] = frame_order(rng, b["known"], b["target"])
+            yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+class AnyOrderData(L.LightningDataModule):
+    def __init__(self, cfg: AnyOrderTrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stats: dict | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.stats is not None:
+            return
+        cfg = self.cfg
+        self.train_sampler = WindowSampler(load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length)
+        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length)
+        self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
+        rng = np.random.default_rng(cfg.data_seed + 1)
+        self.val = []
+        for start in range(0, cfg.val_windows, cfg.batch_size):
+            b = val_sampler.batch(rng, min(cfg.batch_size, cfg.val_windows - start))
+            if cfg.variant == "triples":
+                b["order"] = frame_order(rng, b["known"], b["target"])
+            self.val.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+
+    def train_dataloader(self):
+        ds = _Batches(self.train_sampler, self.cfg.batch_size, self.cfg.steps_per_epoch, self.cfg.data_seed,
+                      self.cfg.variant)
+        ds.epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return DataLoader(ds, batch_size=None, num_workers=0)
+
+    def val_dataloader(self):
+        return DataLoader(self.val, batch_size=None, num_workers=0)
+
+
+class AnyOrderModule(L.LightningModule):
+    def __init__(self, cfg: AnyOrderTrainConfig):
+        super().__init__()
+        self.save_hyperparameters(dataclasses.asdict(cfg))
+        self.cfg = cfg
+        self.schema = get_schema(cfg.skeleton)
+        self.model = build_model(cfg)
+        self.moving = list(self.schema.moving)
+
+    def on_fit_start(self) -> None:
+        # the statistics are a deterministic function of the training data and data_seed, so setting
+        # them again on resume gives the same buffers the checkpoint holds
+        dm = self.trainer.datamodule
+        if dm is not None and dm.stats is not None:
+            self.model.set_stats(dm.stats)
+
+    def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.model(b)
+        tmask = b["target"]
+        r_pred, r_true = sixd_to_matrix(out["rot6d"]), sixd_to_matrix(b["rot6d"])
+        cos = cos_angle_between(r_pred, r_true)
+        vm = masked_mean(von_mises_nll(cos, out["log_kappa"]), tmask)
+        ang = masked_mean(angular_mse(cos), tmask)
+        mt = tmask[..., self.moving]
+        std = self.model.pos_std
+        pos_nll = masked_mean(
+            gaussian_nll(b["pos"] / std, out["pos"] / std, out["log_sigma"] - torch.log(std)).sum(-1), mt
+        )
+        pos_err = masked_mean(((b["pos"] - out["pos"]) / std).norm(dim=-1), mt)
+        # forward kinematics relative to the root: known cells keep their true rotation, as at fill time
+        r_mix = torch.where(b["known"][..., None, None], r_true, r_pred)
+        offs = b["offsets"].clone()
+        offs[:, self.moving] = 0.0
+        offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
+        p_pred = forward_kinematics(r_mix, offs, self.schema.parents)
+        p_true = forward_kinematics(r_true, offs, self.schema.parents)
+        scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
+        fk = masked_mean(((p_pred - p_true).norm(dim=-1) / scale), tmask.any(-1, keepdim=True).expand_as(tmask))
+        c = self.cfg
+        total = c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * (fk + pos_err)
+        angle = masked_mean(torch.rad2deg(torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))), tmask)
+        return {"loss": total, "von_mises": vm, "angular": ang, "pos_nll": pos_nll, "fk": fk,
+                "pos_err": pos_err, "angle_deg": angle}
+
+    def training_step(self, batch, batch_idx):
+        ls = self.losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in ls.items()}, prog_bar=False, batch_size=1)
+        self.log("loss", ls["loss"], prog_bar=True, logger=False, batch_size=1)
+        return ls["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        ls = self.losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in ls.items()}, prog_bar=False, batch_size=1)
+        self.log("val_angle", ls["angle_deg"], prog_bar=True, logger=False, batch_size=1)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warm = min(self.cfg.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(total - warm, 1)
+            return 0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _build(cfg: AnyOrderTrainConfig):
+    if cfg.skeleton not in ("hand", "body"):
+        raise ValueError(f"skeleton must be 'hand' or 'body', got {cfg.skeleton!r}")
+    return AnyOrderModule(cfg), AnyOrderData(cfg)
+
+
+def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
+    path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
+    command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    save_model(module.model, path, training={
+        "config": dataclasses.asdict(cfg),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "command": command.strip(),
+        "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+    })
+    print(f"exported {path}")
+
+
+TASK = Task(
+    name="anyorder",
+    config_cls=AnyOrderTrainConfig,
+    build=_build,
+    named_configs={
+        "tiny": {"d_model": 64, "n_enc_layers": 1, "n_dec_layers": 1, "steps_per_epoch": 20, "val_windows": 64},
+    },
+    default_trainer={"max_epochs": 40, "gradient_clip_val": 1.0, "log_every_n_steps": 50},
+    after_fit=_export,
+)

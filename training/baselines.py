@@ -46,11 +46,11 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     return rot, trans
 
 
-def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray):
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
-    lerped) between its own nearest known frames. Arrays are (N, T, J, 4), (N, T, J, 3) and known
-    (N, T, J). Joints never known in a window keep their input values; ``has_key`` (N, J) tells which
-    joints had at least one known frame."""
+    lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
+    spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
+    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
     idx = np.arange(t)[None, :, None]
@@ -61,9 +61,10 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     last = np.where(has_key, t - 1 - np.flip(known, axis=1).argmax(axis=1), 0)[:, None, :]
     prev = np.where(prev < 0, first, prev)
     nxt = np.where(nxt >= t, last, nxt)
-    w = (idx - prev) / np.maximum(nxt - prev, 1)
-    w = np.where(nxt == prev, 0.0, w)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    tm = np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
+    t_prev, t_next, t_now = tm[ni, prev], tm[ni, nxt], tm[:, :, None]
+    w = np.where(nxt == prev, 0.0, (t_now - t_prev) / np.where(nxt == prev, 1.0, t_next - t_prev))
     rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
     trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
     rot = np.where(known[..., None], rotations, rot)

@@ -27,7 +27,7 @@ class MaskMix:
     inbetween: float = 0.45  # context frames, a gap, a target frame (the benchmark's pattern)
     keyframes: float = 0.25  # a few full keys anywhere, fill the rest
     cells: float = 0.15  # any subset of cells (any-order sampling states)
-    pose: float = 0.15  # keys plus partially keyed frames (pose completion)
+    pose: float = 0.15  # partially keyed frames, half of them a single pose alone (pose completion)
 
 
 def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True):
@@ -71,6 +71,15 @@ def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix,
             if kind == 2:
                 known[i] |= rng.random((t, j)) < rng.uniform(0.05, 0.9)
             elif kind == 3:
+                if rng.random() < 0.5:  # a single pose to complete: one frame present, some joints known
+                    f = int(rng.integers(0, t))
+                    known[i] = False
+                    known[i, f] = rng.random(j) < rng.uniform(0.1, 0.8)
+                    known[i, f, 0] |= rng.random() < 0.7
+                    if not known[i, f].any():
+                        known[i, f, int(rng.integers(0, j))] = True
+                    target[i, f] = ~known[i, f]
+                    continue
                 frames = rng.choice(t, size=int(rng.integers(1, 6)), replace=False)
                 known[i, frames] |= rng.random((len(frames), j)) < rng.uniform(0.2, 0.8)
             target[i] = ~known[i]
@@ -128,7 +137,7 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema) -> dic
     moving = np.zeros(schema.n_joints, dtype=bool)
     moving[list(schema.moving)] = True
     trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
-    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known)
+    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times)
     moving_known = known[:, :, list(schema.moving)]
     return {
         "rot6d": sixd(rot_c),

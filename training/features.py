@@ -41,13 +41,11 @@ def canonical_from_known(rot: np.ndarray, trans: np.ndarray, known: np.ndarray, 
     """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known."""
     n, t = known.shape[:2]
     root_known = known[:, :, schema.root]
-    if not root_known.any(axis=1).all():
-        # without a known root the window keeps its own frame (e.g. completing a pose from fingers only)
-        root_known = np.where(root_known.any(axis=1, keepdims=True), root_known, True)
+    has_root = root_known.any(axis=1)  # without a known root a window keeps its own frame
     g_rot, g_pos = _root_global(rot, trans, schema)
     w = root_known[..., None].astype(np.float64)
     pos = np.where(root_known[..., None], g_pos, 0.0)
-    offset = pos.sum(axis=1) / w.sum(axis=1)
+    offset = pos.sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
     yaw = np.zeros((n, 4))
     yaw[:, 3] = 1.0
     if schema.name == "body":
@@ -56,10 +54,10 @@ def canonical_from_known(rot: np.ndarray, trans: np.ndarray, known: np.ndarray, 
         frames = np.where(root_known, idx, -1)
         counts = root_known.sum(axis=1)
         # the middle known root frame: the (count // 2)-th known frame
-        order = np.sort(np.where(frames >= 0, frames, t + 1), axis=1)
-        ref = order[np.arange(n), (counts - 1) // 2]
+        order = np.sort(np.where(frames >= 0, frames, 0), axis=1)[:, ::-1]  # known frames first, descending
+        ref = order[np.arange(n), np.maximum(counts - 1, 0) // 2]
         fwd = quat_apply(g_rot[np.arange(n), ref], np.array([0.0, 0.0, 1.0]))
-        theta = np.arctan2(fwd[:, 2], fwd[:, 0])
+        theta = np.where(has_root, np.arctan2(fwd[:, 2], fwd[:, 0]), 0.0)
         yaw[:, 1], yaw[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
     return Canonical(yaw, offset)
 

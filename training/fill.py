@@ -126,6 +126,7 @@ def _decode(model: MotionFill, out, canon, rot_in, trans_in, known):
 def _window_fill(model: MotionFill, rot, trans, known, times):
     """Fill one batch of windows of at most the model's length: (rotations, translations, raw outputs,
     canonical frames, sanitised rotations and translations)."""
+    given_trans = np.asarray(trans, dtype=np.float64)
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema)
@@ -133,6 +134,7 @@ def _window_fill(model: MotionFill, rot, trans, known, times):
     b = canonical_batch(rot_c, trans_c, times, known, ~known, schema)
     out = _distributions(model, b)
     r, t = _decode(model, out, canon, rot, trans, known)
+    t = np.where(known[..., None] & np.isfinite(given_trans), given_trans, t)  # known cells exactly as given
     return r, t, out, canon, rot, trans
 
 
@@ -162,21 +164,24 @@ def fill(model: MotionFill, rotations, translations, known, times) -> FillResult
         ent, spread = _spread(out, known)
         return FillResult(r, tr, ent, spread)
     # long windows: overlapping windows; each commits its first (length - ctx) frames, and the next one
-    # starts ctx frames before that point with the committed frames as known context
+    # starts ctx frames before that point with the committed frames as known context. Each window also
+    # sees, at their true times, the next keyed frame of every joint beyond its end, so nothing is filled
+    # blind to a key that is coming.
     ctx = length // 4
     rot_out, trans_out = rotations.copy(), translations.copy()
     known_now = known.copy()
     ent = np.zeros((n, t, j))
     spread = np.zeros((n, t, j))
+    idx_t = np.arange(t)
     start = 0
     while True:
         end = min(start + length, t)
-        sl = slice(start, end)
-        kn = known_now[:, sl]
-        if not kn.any(axis=(1, 2)).all():  # a stretch with no key at all: hold what came before
-            kn = kn.copy()
-            kn[:, 0] = True
-        r, tr, out, *_ = _window_fill(model, rot_out[:, sl], trans_out[:, sl], kn, times[:, sl])
+        after = known[:, end:]
+        ahead = np.nonzero(after.any(axis=0))  # (frame offsets, joints) with a key beyond the window
+        extra = sorted({int(np.min(np.nonzero(after[:, :, jj].any(0))[0])) + end for jj in set(ahead[1].tolist())})
+        idx = np.concatenate([idx_t[start:end], np.array(extra, dtype=int)])
+        kn = known_now[:, idx]
+        r, tr, out, *_ = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])
         e, s = _spread(out, kn)
         commit_to = end if end == t else end - ctx
         c = slice(start, commit_to)
@@ -304,4 +309,6 @@ def sample(
             progress(min(done, total), total)
     if visit_log is not None:
         visit_log.extend(visits)
+    given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
+    trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
     return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]

@@ -26,7 +26,7 @@ from .. import clip as clip_io
 from ..baselines import BASELINES
 from ..metrics import l2p, l2q, npss
 from ..rotations import quat_align
-from ..skeleton import Schema, get_schema
+from ..skeleton import Schema, forward_kinematics, get_schema
 from ..splits import data_root, split_files
 from ..windows import Windows, at_protocol_rate, canonical_frame, cut, to_canonical
 
@@ -94,6 +94,27 @@ def position_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, 
     return flat.mean(axis=0), flat.std(axis=0)
 
 
+def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int):
+    """Global quaternions and positions of the gap frames, ground truth and prediction, in the
+    window's canonical frame (computed from the ground truth), predictions sign-aligned to it:
+    (gt_quat, pred_quat, gt_pos, pred_pos), each (N, gap, J, .)."""
+    g_rot, g_pos = forward_kinematics(gt_rot, gt_trans, schema.parents)
+    p_rot, p_pos = forward_kinematics(rot, trans, schema.parents)
+    yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
+    g_rot, g_pos = to_canonical(g_rot, g_pos, yaw, offset)
+    p_rot, p_pos = to_canonical(p_rot, p_pos, yaw, offset)
+    f = slice(N_CONTEXT, N_CONTEXT + gap)
+    return g_rot[:, f], quat_align(p_rot[:, f], g_rot[:, f]), g_pos[:, f], p_pos[:, f]
+
+
+def per_window_errors(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int, mean, std):
+    """L2Q and L2P of each window separately (N,), for best-of-N and diversity statistics."""
+    gq, pq, gp, pp = scored_globals(schema, gt_rot, gt_trans, rot, trans, gap)
+    q = np.array([l2q(pq[i : i + 1], gq[i : i + 1]) for i in range(len(gq))])
+    p = np.array([l2p(pp[i : i + 1], gp[i : i + 1], mean, std) for i in range(len(gp))])
+    return q, p
+
+
 @dataclass
 class GapScore:
     L2Q: float
@@ -129,21 +150,8 @@ def score_gap(
         raise ValueError("method returned NaN or infinite values")
     rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
 
-    schema = windows.schema
-    gt = Windows(schema, windows.fps, gt_rot, gt_trans, windows.sources)
-    pr = Windows(schema, windows.fps, rot, trans, windows.sources)
-    g_rot, g_pos = gt.fk()
-    p_rot, p_pos = pr.fk()
-    yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
-    g_rot, g_pos = to_canonical(g_rot, g_pos, yaw, offset)
-    p_rot, p_pos = to_canonical(p_rot, p_pos, yaw, offset)
-    gap_frames = slice(N_CONTEXT, N_CONTEXT + gap)
-    gq, pq = g_rot[:, gap_frames], quat_align(p_rot[:, gap_frames], g_rot[:, gap_frames])
-    score = GapScore(
-        L2Q=l2q(pq, gq),
-        L2P=l2p(p_pos[:, gap_frames], g_pos[:, gap_frames], mean, std),
-        NPSS=npss(pq, gq),
-    )
+    gq, pq, gp, pp = scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, gap)
+    score = GapScore(L2Q=l2q(pq, gq), L2P=l2p(pp, gp, mean, std), NPSS=npss(pq, gq))
     return score, elapsed
 
 
@@ -176,6 +184,26 @@ def run(
         result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS}
         result["seconds"][str(gap)] = elapsed
     return result
+
+
+def ratios(result: dict, baseline: dict) -> dict:
+    """Each metric of ``result`` divided by the same metric of ``baseline`` (same windows)."""
+    return {g: {m: result["gaps"][g][m] / baseline["gaps"][g][m] if baseline["gaps"][g][m] else float("nan")
+                for m in ("L2Q", "L2P", "NPSS")} for g in result["gaps"]}
+
+
+def record_in_card(path: str | Path, result: dict, baseline: dict | None, command: str) -> None:
+    """Write benchmark numbers into a model's card (``metrics.inbetween``), with the command used."""
+    from ..checkpoint import read_card, resolve_path, write_card
+
+    p = resolve_path(path)
+    card = read_card(p)
+    entry = {"command": command, "windows": result["windows"], "gaps": result["gaps"]}
+    if baseline is not None:
+        entry["baseline"] = {"method": baseline["method"], "gaps": baseline["gaps"]}
+        entry["ratio_to_baseline"] = ratios(result, baseline)
+    card.setdefault("metrics", {})["inbetween"] = entry
+    write_card(p, card)
 
 
 def format_table(result: dict) -> str:

@@ -1,0 +1,226 @@
+"""The any-order motion model and the fill engine: conditioning, no leakage, orders, seeds, cache, files.
+
+Uses tiny untrained models (fast); an untrained model's head is zero, so its fill is exactly the
+known-cells interpolation, which also checks the geometry of the whole pipeline (canonical frame, 6D,
+moving-joint translations, long-window stitching).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from anyfill.training import fill as fill_engine
+from anyfill.training.baselines import interpolate_cells
+from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model
+from anyfill.training.datasets import MaskMix, make_batch, sample_masks
+from anyfill.training.rotations import quat_align
+from anyfill.training.skeleton import get_schema
+from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model, frame_order
+
+torch.set_num_threads(1)
+
+
+def tiny(skeleton="hand", variant="query", seed=0, randomise=True):
+    torch.manual_seed(seed)
+    m = build_model(AnyOrderTrainConfig(skeleton=skeleton, variant=variant, d_model=32, n_heads=2,
+                                        n_enc_layers=1, n_dec_layers=2, dropout=0.0))
+    if randomise:  # a non-zero head, so outputs depend on the inputs
+        torch.nn.init.normal_(m.out.weight, std=0.05)
+    return m.eval()
+
+
+def synthetic(skeleton="hand", n=2, t=40, seed=0):
+    """Smooth random motion of a schema: local rotations (N,T,J,4), translations (N,T,J,3)."""
+    schema = get_schema(skeleton)
+    rng = np.random.default_rng(seed)
+    j = schema.n_joints
+    from anyfill.training.rotations import axis_angle_to_quat
+
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, j, 3))
+    amp = rng.uniform(0.1, 0.8, size=(n, 1, j, 3))
+    tt = np.arange(t)[None, :, None, None] / 30.0
+    rot = axis_angle_to_quat(amp * np.sin(2 * np.pi * 0.7 * tt + phase))
+    trans = np.broadcast_to(rng.normal(size=(n, 1, j, 3)), (n, t, j, 3)).copy()
+    for m in schema.moving:
+        trans[:, :, m] = rng.normal(size=(n, 1, 3)) + np.cumsum(rng.normal(scale=0.02, size=(n, t, 3)), axis=1)
+    return rot, trans, np.broadcast_to(np.arange(t) / 30.0, (n, t)).copy()
+
+
+def inbetween_mask(n, t, j, ctx=10, gap=15):
+    known = np.zeros((n, t, j), dtype=bool)
+    known[:, :ctx] = True
+    known[:, ctx + gap :] = True
+    return known
+
+
+@pytest.mark.parametrize("variant", ["query", "triples"])
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_known_cells_come_back_unchanged(skeleton, variant):
+    model = tiny(skeleton, variant)
+    rot, trans, times = synthetic(skeleton)
+    known = inbetween_mask(*rot.shape[:3])
+    known[:, 20, :5] = True  # a partially keyed frame inside the gap
+    r = fill_engine.fill(model, rot, trans, known, times)
+    assert np.array_equal(r.rotations[known], rot[known] / np.linalg.norm(rot[known], axis=-1, keepdims=True))
+    assert np.array_equal(r.translations[known], trans[known])
+    assert np.isfinite(r.rotations).all() and np.isfinite(r.translations).all()
+    assert (r.entropy[known] == 0).all() and (r.spread_deg[~known] > 0).all()
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_untrained_model_fills_like_interpolation_even_across_long_windows(skeleton):
+    model = tiny(skeleton, randomise=False)
+    rot, trans, times = synthetic(skeleton, n=1, t=150)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, [0, 1, 2, 40, 41, 90, 149]] = True
+    known[:, 120, :3] = True
+    r = fill_engine.fill(model, rot, trans, known, times)
+    base_rot, base_trans, _ = interpolate_cells(rot, trans, known)
+    assert np.abs(quat_align(r.rotations, base_rot) - base_rot).max() < 1e-5
+    moving = list(get_schema(skeleton).moving)
+    assert np.abs(r.translations[:, :, moving] - base_trans[:, :, moving]).max() < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["query", "triples"])
+def test_target_values_never_reach_the_prediction(variant):
+    """Change the ground truth of target cells: the model's inputs and outputs stay the same."""
+    schema = get_schema("hand")
+    model = tiny("hand", variant)
+    rng = np.random.default_rng(3)
+    rot, trans, _ = synthetic("hand", n=4, t=65)
+    known, target = sample_masks(rng, 4, 65, schema.n_joints, MaskMix())
+    rot2, trans2 = rot.copy(), trans.copy()
+    rot2[target] = np.roll(rot2[target], 1, axis=-1)
+    trans2[target] += 5.0
+    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema)
+    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema)
+    order = frame_order(rng, known, target)
+    t1 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b1.items()} | {"order": torch.from_numpy(order)}
+    t2 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b2.items()} | {"order": torch.from_numpy(order)}
+    with torch.no_grad():
+        o1, o2 = model(t1), model(t2)
+    if variant == "query":
+        for k in o1:
+            assert torch.allclose(o1[k], o2[k]), k
+    else:
+        # teacher forcing feeds generated frames back: the frame at step i only sees frames before it
+        for i in range(4):
+            first_target_step = int(np.argmax(b1["target"][i].any(-1)[order[i]]))
+            f = order[i][first_target_step]
+            assert torch.allclose(o1["rot6d"][i, f], o2["rot6d"][i, f])
+
+
+@pytest.mark.parametrize("variant,k", [("query", 1), ("query", 4), ("triples", 1), ("triples", 2)])
+@pytest.mark.parametrize("order", fill_engine.ORDERS)
+def test_each_order_visits_every_target_once(variant, k, order):
+    model = tiny("hand", variant)
+    rot, trans, times = synthetic("hand", n=1, t=16)
+    known = inbetween_mask(1, 16, 17, ctx=4, gap=5)
+    known[0, 6, :10] = True
+    log: list = []
+    out = fill_engine.sample(model, rot[0], trans[0], known[0], times[0], order=order, k=k, n=2, seed=1,
+                             visit_log=log)
+    assert len(out) == 2 and len(log) == 2
+    for visits in log:
+        if variant == "query":
+            expected = {tuple(c) for c in np.argwhere(~known[0])}
+            assert len(visits) == len(expected) and set(visits) == expected
+        else:
+            expected = set(np.flatnonzero((~known[0]).any(-1)).tolist())
+            assert len(visits) == len(expected) and set(visits) == expected
+    if order == "forward" and variant == "query":
+        assert log[0] == sorted(log[0])
+    for r in out:
+        assert np.array_equal(r.translations[known[0]], trans[0][known[0]])
+
+
+def test_seeds_reproduce_samples_and_differ_between_seeds():
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=12)
+    known = inbetween_mask(1, 12, 17, ctx=3, gap=6)[0]
+    a = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
+    b = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
+    c = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=8, n=2)
+    assert np.array_equal(a[0].rotations, b[0].rotations) and np.array_equal(a[1].translations, b[1].translations)
+    assert not np.allclose(a[0].rotations, c[0].rotations)
+    assert not np.allclose(a[0].rotations, a[1].rotations)  # variations differ from each other
+
+
+def test_sampling_lower_temperature_stays_closer_to_the_mean():
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=12)
+    known = inbetween_mask(1, 12, 17, ctx=3, gap=6)[0]
+    mean = fill_engine.fill(model, rot, trans, known[None], times)
+    from anyfill.training.rotations import quat_angle
+
+    def dev(temp):
+        s = fill_engine.sample(model, rot[0], trans[0], known, times[0], k=17, temperature=temp, seed=0, n=4)
+        return np.mean([quat_angle(x.rotations, mean.rotations[0])[~known].mean() for x in s])
+
+    assert dev(0.1) < dev(1.0)
+
+
+def test_triples_cache_matches_the_uncached_model():
+    model = tiny("hand", "triples")
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        full, _ = model.core(x)
+        cache, outs = None, []
+        for i in range(9):
+            h, cache = model.core(x[:, i : i + 1], cache=cache)
+            outs.append(h)
+        stepped = torch.cat(outs, dim=1)
+        # candidates scored side by side see the cache and themselves only
+        _, prefix = model.core(x[:, :5])
+        side, _ = model.core(x[:, 5:9], cache=prefix, independent=True)
+        one, _ = model.core(x[:, 7:8], cache=prefix)
+    assert torch.allclose(full, stepped, atol=1e-5)
+    assert torch.allclose(side[:, 2:3], one, atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path):
+    model = tiny("body")
+    path = save_model(model, tmp_path / "body.safetensors", training={"command": "test"})
+    loaded, card = load_model(path)
+    assert card["schema"]["joints"][1] == "Hips" and card["training"]["command"] == "test"
+    rot, trans, times = synthetic("body", n=1, t=30)
+    known = inbetween_mask(1, 30, 22, ctx=5, gap=10)
+    a = fill_engine.fill(model, rot, trans, known, times)
+    b = fill_engine.fill(loaded, rot, trans, known, times)
+    assert np.array_equal(a.rotations, b.rotations)
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    card_path(corrupt).write_text(card_path(path).read_text())
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(corrupt)
+    with pytest.raises(CheckpointError, match="no such model file"):
+        load_model(tmp_path / "nowhere" / "x.safetensors")
+    lonely = tmp_path / "lonely.safetensors"
+    lonely.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match="card"):
+        load_model(lonely)
+    wrong = tmp_path / "wrong.safetensors"
+    wrong.write_bytes(path.read_bytes())
+    c = __import__("json").loads(card_path(path).read_text())
+    c["config"]["core"]["d_model"] = 64
+    card_path(wrong).write_text(__import__("json").dumps(c))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(wrong)
+
+
+def test_fill_refuses_windows_without_keys_and_bad_orders():
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=10)
+    with pytest.raises(ValueError, match="known cell"):
+        fill_engine.fill(model, rot, trans, np.zeros(rot.shape[:3], dtype=bool), times)
+    known = inbetween_mask(1, 10, 17, ctx=2, gap=3)[0]
+    with pytest.raises(ValueError, match="order"):
+        fill_engine.sample(model, rot[0], trans[0], known, times[0], order="sideways")
+
+
+def test_config_is_a_plain_dataclass():
+    cfg = AnyOrderTrainConfig(skeleton="body")
+    assert dataclasses.asdict(cfg)["skeleton"] == "body"

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench bench-baselines clean
+.PHONY: setup demo test test-fast lint format bench bench-baselines openapi build-addon clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ bench-baselines: setup  ## zero and interp on both test splits, JSON in bench-re
 	for s in body hand; do for m in zero interp; do \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$m --json bench-results/$$s-$$m.json || exit 1; \
 	done; done
+
+openapi: setup  ## write the server's API contract to docs/openapi.json (checked by the tests)
+	$(PY) -m anyfill.backend.openapi docs/openapi.json
+
+build-addon: setup  ## the Blender extension zip in dist/, checked by Blender's own validator
+	$(VENV)/bin/anyfill build-addon
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache bench-results

@@ -1,11 +1,15 @@
 """Anyfill, the Blender extension: key a few poses, fill the rest with the local anyfill backend.
 
 Only ``bpy`` and the standard library are used here; the model runs in the backend, reached over HTTP.
+Modules: ``preferences`` (backend URL, token, Python), ``properties`` (scene and rig settings), ``rig``
+(mapping, rest-pose conversion), ``keys`` (reading keys), ``curves`` (writing keys), ``client`` (HTTP, token,
+worker thread, backend process), ``plan`` (request and answer), ``jobs`` (non-blocking operators),
+``operators`` and ``panels``.
 """
 
-from . import preferences
+from . import client, operators, panels, preferences, properties
 
-_modules = (preferences,)
+_modules = (preferences, properties, operators, panels)
 
 
 def register() -> None:
@@ -14,5 +18,6 @@ def register() -> None:
 
 
 def unregister() -> None:
+    client.stop_backend()  # a backend this Blender started ends with the extension
     for m in reversed(_modules):
         m.unregister()

@@ -25,10 +25,18 @@ class AnyfillPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context):
+        from . import client
+
         layout = self.layout
         layout.prop(self, "backend_url")
         layout.prop(self, "token")
+        if not self.token:
+            found = "found" if client.read_token() else "not there yet (the backend writes it on first start)"
+            layout.label(text=f"Token file: {client.token_path()} ({found})", icon="INFO")
         layout.prop(self, "python_executable")
+        row = layout.row(align=True)
+        row.operator("anim.anyfill_start_backend")
+        row.operator("anim.anyfill_check_backend")
 
 
 classes = (AnyfillPreferences,)

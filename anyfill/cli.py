@@ -16,16 +16,137 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
 
     result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
     print(inbetween.format_table(result))
+    baseline = None
+    if args.baseline and args.baseline != args.method:
+        baseline = inbetween.run(args.skeleton, args.baseline, data=args.data, gaps=args.gaps, root=args.data_root)
+        result["baseline"] = {"method": args.baseline, "gaps": baseline["gaps"]}
+        result["ratio_to_baseline"] = inbetween.ratios(result, baseline)
+        print(inbetween.format_table(baseline))
+        print(inbetween.format_table({**result, "method": f"{args.method} / {args.baseline}",
+                                      "gaps": result["ratio_to_baseline"]}))
     if args.json:
         inbetween.write_json(result, args.json)
         print(f"wrote {args.json}")
+    if args.record:
+        import shlex
+        import sys
+
+        inbetween.record_in_card(args.method, result, baseline, "anyfill " + shlex.join(sys.argv[1:]))
+        print(f"recorded the numbers in the card of {args.method}")
     return 0
+
+
+def _bench_prediction(args: argparse.Namespace) -> int:
+    from anyfill.training.bench import prediction
+
+    result = prediction.run(args.methods, root=args.data_root, stride=args.stride, threads=args.threads)
+    print(prediction.format_table(result))
+    if args.json:
+        prediction.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    for run_dir in args.attention or []:
+        a = prediction.attention_maps(run_dir, args.attention_out, root=args.data_root, stride=args.stride)
+        print(f"{a['model']} attention maps in {args.attention_out}: L1(temporal, spatial) "
+              f"{a['l1_temporal_spatial']:.3f}, L1 to uniform {a['l1_temporal_uniform']:.3f} (temporal), "
+              f"{a['l1_spatial_uniform']:.3f} (spatial)")
+    return 0
+
+
+def _add_bench_prediction(bench_sub: argparse._SubParsersAction) -> None:
+    pr = bench_sub.add_parser("prediction", help="STCFormer-report 10 -> 25 frame motion prediction")
+    pr.add_argument("--methods", nargs="+", default=["zero"], metavar="METHOD", help="zero, or training run folders")
+    pr.add_argument("--stride", type=int, default=5, help="frames between test windows")
+    pr.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    pr.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    pr.add_argument("--attention", nargs="+", metavar="RUN", help="export first-encoder-block attention maps")
+    pr.add_argument("--attention-out", default="bench-results/attention", metavar="DIR")
+    pr.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
+    pr.set_defaults(func=_bench_prediction)
+
+
+def _bench_lift(args: argparse.Namespace, extra: list[str]) -> int:
+    from anyfill.training.bench.lift import main as lift_main
+
+    return lift_main(extra)
+
+
+def _pixels(args: argparse.Namespace, extra: list[str]) -> int:
+    from anyfill.training.bench import pixels
+
+    return (pixels.bench_main if args.command == "bench" else pixels.sample_main)(extra)
+
+
+def _backend(args: argparse.Namespace, extra: list[str]) -> int:
+    """``anyfill serve``, ``anyfill fill`` and ``anyfill bench serve``: argument parsing lives in the backend."""
+    import importlib
+
+    module = {"serve": "server", "fill": "cli_fill"}.get(args.command, "bench")
+    return importlib.import_module(f"anyfill.backend.{module}").main(extra)
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    """``anyfill bench speed|sampling|pose``: the trained any-order motion model's benchmarks."""
+    import json
+    from pathlib import Path
+
+    if args.bench == "speed":
+        from anyfill.training.bench import speed
+
+        result = speed.run(dict(zip(("body", "hand"), args.models, strict=False)), threads=args.threads,
+                           repeats=args.repeats)
+        text = speed.format_table(result)
+    elif args.bench == "sampling":
+        from anyfill.training.bench import sampling
+
+        result = sampling.run_sampling(args.model, args.skeleton, gap=args.gap, windows=args.windows, n=args.n,
+                                       ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
+                                       progress=lambda row: print(row, flush=True))
+        text = sampling.format_sampling(result)
+    else:
+        from anyfill.training.bench import sampling
+
+        result = sampling.run_pose(args.model, frames=args.frames)
+        text = sampling.format_pose(result)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
+    sp = bench_sub.add_parser("speed", help="fill and sampling latency of the motion models (CPU)")
+    sp.add_argument("--models", nargs=2, default=["body", "hand"], metavar=("BODY", "HAND"))
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--repeats", type=int, default=20)
+    sm = bench_sub.add_parser("sampling", help="the thesis experiment: any-order sampling by order and k")
+    sm.add_argument("--model", default="hand", help="checkpoint path or shipped name")
+    sm.add_argument("--skeleton", choices=("body", "hand"), default="hand")
+    sm.add_argument("--gap", type=int, default=15)
+    sm.add_argument("--windows", type=int, default=12)
+    sm.add_argument("--n", type=int, default=8, help="variations per window")
+    sm.add_argument("--k", type=int, nargs="+", default=[1, 8, 64], help="cells per step")
+    sm.add_argument("--temperature", type=float, default=1.0)
+    sm.add_argument("--seed", type=int, default=0)
+    po = bench_sub.add_parser("pose", help="pose completion of the hand from the wrist and some fingers")
+    po.add_argument("--model", default="hand", help="checkpoint path or shipped name")
+    po.add_argument("--frames", type=int, default=400)
+    for p in (sp, sm, po):
+        p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+        p.set_defaults(func=_bench_model)
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
     from anyfill.training.train import main as train_main
 
     return train_main([args.model, *extra])
+
+
+def _build_addon(args: argparse.Namespace, extra: list[str]) -> int:
+    from anyfill.build_addon import main as build_main
+
+    return build_main(extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,12 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--data", nargs="+", metavar="FILE_OR_DIR", help="score these BVH files instead of the test split")
     ib.add_argument("--gaps", nargs="+", type=int, default=[5, 15, 30, 45], metavar="N")
     ib.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    ib.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")
+    ib.add_argument("--record", action="store_true", help="write the numbers into the model's card")
     ib.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
     ib.set_defaults(func=_bench_inbetween)
+    _add_bench_prediction(bench_sub)
+    _add_bench_model(bench_sub)
+    lift = bench_sub.add_parser("lift", help="LiftModel sweep: the CS764 report's four tables", add_help=False)
+    lift.set_defaults(func=_bench_lift, passthrough=True)
+    px = bench_sub.add_parser("pixels", help="any-order pixel model: test NLL and samples per order", add_help=False)
+    px.set_defaults(func=_pixels, passthrough=True)
+
+    bench_sub.add_parser("serve", help="fill latency and throughput of a local server",
+                         add_help=False).set_defaults(func=_backend, passthrough=True)
+    for name, text in (("serve", "run the local fill server (see 'anyfill serve --help')"),
+                       ("fill", "fill a BVH file from its key frames (see 'anyfill fill --help')")):
+        sub.add_parser(name, help=text, add_help=False).set_defaults(func=_backend, passthrough=True)
+
+    sub.add_parser("build-addon", help="build the Blender extension zip into dist/ (see 'anyfill build-addon --help')",
+                   add_help=False).set_defaults(func=_build_addon, passthrough=True)
 
     train = sub.add_parser("train", help="train a model (see 'anyfill train MODEL --help')", add_help=False)
     train.add_argument("model", nargs="?", default="--help")
     train.set_defaults(func=_train, passthrough=True)
+
+    sample = sub.add_parser("sample", help="sample from a trained model")
+    sample_sub = sample.add_subparsers(dest="sample", required=True, metavar="MODEL")
+    sp = sample_sub.add_parser("pixels", help="4-colour digits in one order, as a PNG grid", add_help=False)
+    sp.set_defaults(func=_pixels, passthrough=True)
     return p
 
 

@@ -1,0 +1,141 @@
+"""Non-blocking requests: the HTTP call runs in a worker thread, a modal timer applies the answer on the main
+thread, progress shows in the status bar and Esc cancels (here and on the server).
+
+``execute()`` runs the same steps synchronously: scripts, tests and background mode use it (there,
+``bpy.app.timers`` never fire and ``INVOKE_DEFAULT`` falls back to ``execute()``). Either way nothing is
+written before the whole answer has been checked, so a failure leaves the rig untouched; the operators
+carry ``{'REGISTER', 'UNDO'}`` and write in one go, so one undo step restores the rig.
+"""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+
+from . import client as client_mod
+from . import plan as plan_mod
+
+
+def preferences(context=None):
+    """The extension's preferences, or None when it runs unregistered as an add-on (scripts)."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon else None
+
+
+def make_client(context=None) -> client_mod.Client:
+    prefs = preferences(context)
+    url = prefs.backend_url if prefs else "http://127.0.0.1:8765"
+    token = prefs.token if prefs else ""
+    return client_mod.Client(url, token)
+
+
+class AsyncRequest:
+    """Mixin for operators that send one request. Subclasses define ``prepare(context) -> Plan``,
+    ``request(client, plan, progress, cancel) -> answer`` and ``finish(context, plan, answer) -> str``."""
+
+    _worker = None
+    _timer = None
+    _plan = None
+    _client = None
+    _t0 = 0.0
+    label = "Anyfill"
+
+    # --- to override ---
+    def prepare(self, context):
+        raise NotImplementedError
+
+    def request(self, client, plan, progress, cancel):
+        raise NotImplementedError
+
+    def finish(self, context, plan, answer) -> str:
+        raise NotImplementedError
+
+    # --- shared ---
+    def _start(self, context) -> bool:
+        try:
+            self._client = make_client(context)
+            self._plan = self.prepare(context)
+        except (plan_mod.PlanError, client_mod.BackendError) as e:
+            self.report({"ERROR"}, str(e))
+            return False
+        return True
+
+    def _finish(self, context, answer) -> set[str]:
+        try:
+            message = self.finish(context, self._plan, answer)
+        except (plan_mod.PlanError, client_mod.BackendError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+    def _error(self, e: BaseException) -> set[str]:
+        if isinstance(e, client_mod.Cancelled):
+            self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
+        elif isinstance(e, client_mod.BackendError | plan_mod.PlanError):
+            self.report({"ERROR"}, str(e))
+        else:
+            self.report({"ERROR"}, f"Anyfill failed: {type(e).__name__}: {e}")
+        return {"CANCELLED"}
+
+    def execute(self, context):
+        if not self._start(context):
+            return {"CANCELLED"}
+        try:
+            answer = self.request(self._client, self._plan, None, None)
+        except Exception as e:  # noqa: BLE001 - reported to the user
+            return self._error(e)
+        return self._finish(context, answer)
+
+    def invoke(self, context, event):
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        client, plan = self._client, self._plan
+        self._worker = client_mod.Worker(lambda progress, cancel: self.request(client, plan, progress, cancel))
+        self._worker.start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        self._t0 = time.perf_counter()
+        self._status(context, f"{self.label}: {plan.summary}... (Esc to cancel)")
+        return {"RUNNING_MODAL"}
+
+    def _status(self, context, text: str | None) -> None:
+        if context.workspace is not None:
+            context.workspace.status_text_set(text)
+
+    def _cleanup(self, context) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        self._status(context, None)
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._worker.cancel_event.set()
+            job_id = self._plan.job_id
+            client_mod.Worker(lambda p, c: self._client.cancel(job_id)).start()
+            self._cleanup(context)
+            self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if not self._worker.done:
+            done, total = self._worker.progress
+            elapsed = time.perf_counter() - self._t0
+            pct = int(100 * done / total) if total else min(95, int(elapsed * 10))
+            context.window_manager.progress_update(pct)
+            step = f" {done}/{total} steps" if total else ""
+            self._status(context, f"{self.label}: {self._plan.summary}{step}, {elapsed:.1f} s (Esc to cancel)")
+            return {"RUNNING_MODAL"}
+        self._cleanup(context)
+        if self._worker.error is not None:
+            return self._error(self._worker.error)
+        return self._finish(context, self._worker.result)

@@ -1,0 +1,137 @@
+"""Reading an armature's keys through its action slot's channelbag (``Action.fcurves`` is gone in Blender 5.0).
+
+Per bone, the rotation property of its ``rotation_mode`` (quaternion, the six Euler orders, axis-angle) and,
+for moving joints, its location. Keys on any frame, subframes included. Keys marked ``GENERATED`` (what
+Anyfill writes) are not the animator's and do not condition a fill unless asked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bpy_extras import anim_utils
+from mathutils import Euler, Quaternion, Vector
+
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+
+
+def rotation_path(mode: str) -> tuple[str, int]:
+    """The pose-bone property and its width for a rotation mode."""
+    if mode == "QUATERNION":
+        return "rotation_quaternion", 4
+    if mode == "AXIS_ANGLE":
+        return "rotation_axis_angle", 4
+    return "rotation_euler", 3
+
+
+def bone_path(bone: str, prop: str) -> str:
+    import bpy
+
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}'
+
+
+def to_quaternion(values, mode: str) -> Quaternion:
+    """A rotation property's values as a unit quaternion."""
+    if mode == "QUATERNION":
+        q = Quaternion(values)
+        return q.normalized() if q.magnitude > 1e-12 else Quaternion()
+    if mode == "AXIS_ANGLE":
+        angle, axis = values[0], Vector(values[1:4])
+        return Quaternion(axis.normalized(), angle) if axis.length > 1e-12 else Quaternion()
+    return Euler(values[:3], mode).to_quaternion()
+
+
+def channelbag(obj, create: bool = False):
+    """The channelbag of the object's action slot (None when the object has no action, unless ``create``)."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None:
+        if not create:
+            return None
+        import bpy
+
+        ad = obj.animation_data_create()
+        ad.action = bpy.data.actions.new(f"{obj.name}Action")
+    action = ad.action
+    slot = ad.action_slot
+    if slot is None:
+        if not create:
+            return None
+        slot = action.slots.new(obj.id_type, obj.name)
+        ad.action_slot = slot
+    if create:
+        return anim_utils.action_ensure_channelbag_for_slot(action, slot)
+    return anim_utils.action_get_channelbag_for_slot(action, slot)
+
+
+def generated_type_value() -> int:
+    import bpy
+
+    return bpy.types.Keyframe.bl_rna.properties["type"].enum_items["GENERATED"].value
+
+
+def key_frames(fcurve, include_generated: bool = False, generated: int | None = None) -> list[float]:
+    """The frames of a curve's keys (optionally without GENERATED ones), bulk-read."""
+    n = len(fcurve.keyframe_points)
+    if not n:
+        return []
+    import array
+
+    co = array.array("f", [0.0]) * (2 * n)
+    fcurve.keyframe_points.foreach_get("co", co)
+    frames = co[0::2]
+    if include_generated:
+        return list(frames)
+    types = array.array("i", [0]) * n
+    fcurve.keyframe_points.foreach_get("type", types)
+    gen = generated_type_value() if generated is None else generated
+    return [f for f, t in zip(frames, types, strict=True) if t != gen]
+
+
+@dataclass
+class BoneKeys:
+    """One bone's keyed frames and evaluators for its rotation (as a quaternion) and location."""
+
+    bone: str
+    mode: str
+    rot_curves: list  # FCurve or None per component
+    loc_curves: list
+    static_rot: tuple
+    static_loc: tuple
+    frames: list[float]  # keyed frames (sorted, unique), of rotation and (moving joints) location
+
+    def rotation_values(self, frame: float) -> list[float]:
+        return [c.evaluate(frame) if c is not None else s for c, s in zip(self.rot_curves, self.static_rot,
+                                                                          strict=True)]
+
+    def rotation(self, frame: float) -> Quaternion:
+        return to_quaternion(self.rotation_values(frame), self.mode)
+
+    def location(self, frame: float) -> Vector:
+        return Vector([c.evaluate(frame) if c is not None else s for c, s in zip(self.loc_curves, self.static_loc,
+                                                                                 strict=True)])
+
+
+def read_bone(obj, bag, bone: str, with_location: bool, include_generated: bool = False,
+              frame_range: tuple[float, float] | None = None) -> BoneKeys:
+    pb = obj.pose.bones[bone]
+    mode = pb.rotation_mode
+    prop, width = rotation_path(mode)
+    rot_path, loc_path = bone_path(bone, prop), bone_path(bone, "location")
+    rot_curves = [bag.fcurves.find(rot_path, index=i) if bag else None for i in range(width)]
+    loc_curves = [bag.fcurves.find(loc_path, index=i) if bag else None for i in range(3)] if with_location \
+        else [None, None, None]
+    gen = generated_type_value()
+    frames: set[float] = set()
+    for c in rot_curves + (loc_curves if with_location else []):
+        if c is not None and not c.mute:
+            frames.update(key_frames(c, include_generated, gen))
+    if frame_range is not None:
+        lo, hi = frame_range
+        frames = {f for f in frames if lo - 1e-4 <= f <= hi + 1e-4}
+    return BoneKeys(bone, mode, rot_curves, loc_curves, tuple(getattr(pb, prop)), tuple(pb.location),
+                    sorted(frames))
+
+
+def angle_unwrap(prev: float, value: float) -> float:
+    return value + 2.0 * math.pi * round((prev - value) / (2.0 * math.pi))

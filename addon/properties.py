@@ -1,0 +1,84 @@
+"""Scene and object settings, saved with the .blend file.
+
+``Object.anyfill`` (per rig): the model, the joint -> bone mapping, mirror and rest alignment, the last
+fill's uncertainty and the variations being browsed. ``Scene.anyfill``: frame range mode, bone scope and
+the sampling settings.
+"""
+
+import bpy
+
+ORDERS = (
+    ("forward", "Forward", "Fill frames in time order"),
+    ("random", "Random", "Fill cells in a random order"),
+    ("lowest-entropy", "Most Certain First", "Fill the most certain cell first"),
+    ("highest-entropy", "Least Certain First", "Fill the least certain cell first"),
+)
+AUTO_ON_OFF = (
+    ("AUTO", "Auto", "Decide from the rest pose"),
+    ("ON", "On", ""),
+    ("OFF", "Off", ""),
+)
+
+
+class AnyfillJointMap(bpy.types.PropertyGroup):
+    joint: bpy.props.StringProperty(name="Joint", description="Joint of the model's skeleton")
+    bone: bpy.props.StringProperty(name="Bone", description="Bone of this rig that plays the joint (empty: unmapped)")
+
+
+class AnyfillRigSettings(bpy.types.PropertyGroup):
+    model: bpy.props.StringProperty(name="Model", description="Backend model that fills this rig (hand, body, ...)",
+                                    default="")
+    skeleton: bpy.props.StringProperty(name="Skeleton", description="The model's skeleton schema", default="")
+    rig_family: bpy.props.StringProperty(name="Rig", description="How the mapping was found", default="")
+    joints: bpy.props.CollectionProperty(type=AnyfillJointMap)
+    active_joint: bpy.props.IntProperty(name="Active Joint", default=0)
+    mirror: bpy.props.EnumProperty(name="Mirror", items=AUTO_ON_OFF, default="AUTO",
+                                   description="Mirror left/right (e.g. a left hand on a right-hand model)")
+    align_rest: bpy.props.EnumProperty(name="Align Rest Pose", items=AUTO_ON_OFF, default="AUTO",
+                                       description="Rotate the model's rest pose onto the rig's when they differ "
+                                       "(Auto: when a bone direction differs by more than 5 degrees)")
+    replace_generated: bpy.props.BoolProperty(
+        name="Replace Generated Keys", default=True,
+        description="Keys typed Generated (earlier fills) do not condition the fill and are replaced")
+    last_uncertainty: bpy.props.StringProperty(name="Last Uncertainty", default="", options={"HIDDEN"})
+    variation_index: bpy.props.IntProperty(name="Variation", default=0, min=0)
+    variation_count: bpy.props.IntProperty(name="Variations", default=0, min=0)
+
+
+class AnyfillSceneSettings(bpy.types.PropertyGroup):
+    range_mode: bpy.props.EnumProperty(
+        name="Range",
+        items=(("AUTO", "Auto", "The preview range when set, else the scene range"),
+               ("PREVIEW", "Preview", "The preview range"),
+               ("SCENE", "Scene", "The scene range"),
+               ("CUSTOM", "Custom", "The frames below")),
+        default="AUTO")
+    frame_start: bpy.props.IntProperty(name="Start", default=1)
+    frame_end: bpy.props.IntProperty(name="End", default=100)
+    bones: bpy.props.EnumProperty(
+        name="Bones",
+        items=(("ALL", "All Mapped", "Fill every mapped bone"),
+               ("SELECTED", "Selected", "Fill the selected mapped bones; the others only condition")),
+        default="ALL")
+    order: bpy.props.EnumProperty(name="Order", items=ORDERS, default="forward")
+    temperature: bpy.props.FloatProperty(name="Temperature", default=1.0, min=0.0, max=10.0)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    count: bpy.props.IntProperty(name="Count", description="Number of variations", default=4, min=1, max=16)
+    k: bpy.props.IntProperty(name="Cells per Step", default=8, min=1, max=4096)
+
+
+classes = (AnyfillJointMap, AnyfillRigSettings, AnyfillSceneSettings)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Object.anyfill = bpy.props.PointerProperty(type=AnyfillRigSettings)
+    bpy.types.Scene.anyfill = bpy.props.PointerProperty(type=AnyfillSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.anyfill
+    del bpy.types.Object.anyfill
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

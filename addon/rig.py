@@ -1,0 +1,289 @@
+"""Rig mapping and rest-pose conversion between a Blender armature and a model skeleton.
+
+Mapping: model joint name -> bone name. Exact names first (a BVH imported with Blender's own importer
+keeps the file's joint names), then alias tables for Rigify, Mixamo and Unreal-style rigs.
+
+Conversion. The model's rotations are local to the parent joint in the BVH space of its training data
+(Y up, ``up_axis`` of ``/v1/models``), in a rest pose where every joint's frame is the world frame. A
+Blender pose bone's rotation is relative to its own rest orientation ``B`` (``bone.matrix_local``, armature
+space). With ``C`` the axis conversion (model space -> armature space, as Blender's BVH importer uses), an
+optional mirror ``X`` (a left hand on a right-hand model) and ``A`` the rotation that takes the model's rest
+pose onto the rig's (identity when the rig stands in the model's rest pose; otherwise estimated from the
+rest joint positions), a bone's pose rotation ``P`` and the model's local rotation ``R`` of joint j with
+mapped parent p are related by
+
+    R = X C^-1 A_p^-1 B P B^-1 A_j C X        P = B^-1 A_p C X R X C^-1 A_j^-1 B
+
+which is exactly what the BVH importer does when A = X = 1. Bones that are not mapped are taken at rest.
+Only ``bpy``-free ``mathutils`` maths here, so it runs in any Blender.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from mathutils import Matrix, Quaternion, Vector
+
+# Built-in copies of the model skeletons' joint names and parents (the backend's /v1/models is the truth;
+# these serve automatic mapping before the backend has been reached).
+HAND_JOINTS = (
+    "WRIST",
+    "THUMB_CMC_FE", "THUMB_CMC_AA", "THUMB_MCP_FE", "THUMB_IP_FE",
+    "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE",
+    "MIDDLE_MCP", "MIDDLE_PIP_FE", "MIDDLE_DIP_FE",
+    "RING_MCP", "RING_PIP_FE", "RING_DIP_FE",
+    "PINKY_MCP", "PINKY_PIP_FE", "PINKY_DIP_FE",
+)  # fmt: skip
+HAND_PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 0, 8, 9, 0, 11, 12, 0, 14, 15)
+BODY_JOINTS = (
+    "joint_Root", "Hips", "Spine", "Chest", "Neck", "Head",
+    "Shoulder_L", "UpperArm_L", "LowerArm_L", "Hand_L",
+    "Shoulder_R", "UpperArm_R", "LowerArm_R", "Hand_R",
+    "UpperLeg_L", "LowerLeg_L", "Foot_L", "Toes_L",
+    "UpperLeg_R", "LowerLeg_R", "Foot_R", "Toes_R",
+)  # fmt: skip
+BODY_PARENTS = (-1, 0, 1, 2, 3, 4, 3, 6, 7, 8, 3, 10, 11, 12, 1, 14, 15, 16, 1, 18, 19, 20)
+SKELETONS = {"hand": (HAND_JOINTS, HAND_PARENTS), "body": (BODY_JOINTS, BODY_PARENTS)}
+
+# --- aliases ----------------------------------------------------------------------------------------------
+# Per rig family, model joint -> candidate bone names (compared after normalise(): lower case, prefixes
+# such as "mixamorig:", "DEF-", "ORG-" removed). "{s}" is the side: .L/.R, Left/Right, _l/_r.
+
+
+def _body_aliases() -> dict[str, dict[str, list[str]]]:
+    rigify = {"Hips": ["spine", "hips", "torso"], "Spine": ["spine.001"], "Chest": ["spine.003", "chest"],
+              "Neck": ["spine.004", "neck"], "Head": ["spine.006", "head"]}
+    mixamo = {"Hips": ["hips"], "Spine": ["spine"], "Chest": ["spine2", "spine1"], "Neck": ["neck"],
+              "Head": ["head"]}
+    unreal = {"joint_Root": ["root"], "Hips": ["pelvis"], "Spine": ["spine_01"], "Chest": ["spine_03", "spine_05"],
+              "Neck": ["neck_01"], "Head": ["head"]}
+    for side, rs, ms, us in (("L", "l", "left", "l"), ("R", "r", "right", "r")):
+        for joint, base in (("Shoulder", "shoulder"), ("UpperArm", "upper_arm"), ("LowerArm", "forearm"),
+                            ("Hand", "hand"), ("UpperLeg", "thigh"), ("LowerLeg", "shin"), ("Foot", "foot"),
+                            ("Toes", "toe")):
+            rigify[f"{joint}_{side}"] = [f"{base}.{rs}", f"{base}_fk.{rs}"]
+        mixamo.update({f"Shoulder_{side}": [f"{ms}shoulder"], f"UpperArm_{side}": [f"{ms}arm"],
+                       f"LowerArm_{side}": [f"{ms}forearm"], f"Hand_{side}": [f"{ms}hand"],
+                       f"UpperLeg_{side}": [f"{ms}upleg"], f"LowerLeg_{side}": [f"{ms}leg"],
+                       f"Foot_{side}": [f"{ms}foot"], f"Toes_{side}": [f"{ms}toebase"]})
+        unreal.update({f"Shoulder_{side}": [f"clavicle_{us}"], f"UpperArm_{side}": [f"upperarm_{us}"],
+                       f"LowerArm_{side}": [f"lowerarm_{us}"], f"Hand_{side}": [f"hand_{us}"],
+                       f"UpperLeg_{side}": [f"thigh_{us}"], f"LowerLeg_{side}": [f"calf_{us}"],
+                       f"Foot_{side}": [f"foot_{us}"], f"Toes_{side}": [f"ball_{us}"]})
+    return {"Rigify": rigify, "Mixamo": mixamo, "Unreal": unreal}
+
+
+def _hand_aliases(side: str) -> dict[str, dict[str, list[str]]]:
+    """Finger chains of one hand (side "L" or "R"). The model's thumb has two CMC joints (flexion and
+    abduction); three-bone thumbs map the first bone to the abduction joint and leave flexion to the model."""
+    rs, ms, us = ("l", "left", "l") if side == "L" else ("r", "right", "r")
+    rigify = {"WRIST": [f"hand.{rs}", f"hand_fk.{rs}"], "THUMB_CMC_AA": [f"thumb.01.{rs}"],
+              "THUMB_MCP_FE": [f"thumb.02.{rs}"], "THUMB_IP_FE": [f"thumb.03.{rs}"]}
+    mixamo = {"WRIST": [f"{ms}hand"], "THUMB_CMC_AA": [f"{ms}handthumb1"], "THUMB_MCP_FE": [f"{ms}handthumb2"],
+              "THUMB_IP_FE": [f"{ms}handthumb3"]}
+    unreal = {"WRIST": [f"hand_{us}"], "THUMB_CMC_AA": [f"thumb_01_{us}"], "THUMB_MCP_FE": [f"thumb_02_{us}"],
+              "THUMB_IP_FE": [f"thumb_03_{us}"]}
+    for finger, rname in (("INDEX", "index"), ("MIDDLE", "middle"), ("RING", "ring"), ("PINKY", "pinky")):
+        for k, joint in enumerate((f"{finger}_MCP", f"{finger}_PIP_FE", f"{finger}_DIP_FE"), start=1):
+            rigify[joint] = [f"f_{rname}.0{k}.{rs}"]
+            mixamo[joint] = [f"{ms}hand{rname}{k}"]
+            unreal[joint] = [f"{rname}_0{k}_{us}"]
+    return {"Rigify": rigify, "Mixamo": mixamo, "Unreal": unreal}
+
+
+ALIASES = {"body": _body_aliases(), "hand": _hand_aliases("L"), "hand_right": _hand_aliases("R")}
+_PREFIXES = re.compile(r"^(mixamorig\d*[:_]|def[-_]|org[-_]|mch[-_]|cc_base_|bip\d*[ _]|armature[|:])", re.I)
+
+
+def normalise(name: str) -> str:
+    return _PREFIXES.sub("", name.strip()).lower()
+
+
+def auto_map(joints: list[str] | tuple[str, ...], bones: list[str], skeleton: str = "") -> tuple[dict[str, str], str]:
+    """The best mapping of ``joints`` onto ``bones``: exact names, then each alias family (the one that
+    maps most joints wins). Returns (mapping, rig family)."""
+    by_norm: dict[str, str] = {}
+    for b in bones:
+        by_norm.setdefault(normalise(b), b)
+    exact = {j: j for j in joints if j in bones}
+    exact.update({j: by_norm[j.lower()] for j in joints if j not in exact and j.lower() in by_norm})
+    best, family = exact, "Exact names"
+    tables = [t for key, t in ALIASES.items() if not skeleton or key.split("_")[0] == skeleton]
+    for table in tables:
+        for fam, aliases in table.items():
+            found = dict(exact)
+            for j in joints:
+                if j in found:
+                    continue
+                for cand in aliases.get(j, []):
+                    if cand in by_norm and by_norm[cand] not in found.values():
+                        found[j] = by_norm[cand]
+                        break
+            if len(found) > len(best):
+                best, family = found, fam
+    return best, family
+
+
+def guess_skeleton(bones: list[str]) -> str:
+    """'hand' or 'body': the built-in skeleton that maps more of these bones."""
+    scores = {name: len(auto_map(joints, bones, name)[0]) / len(joints) for name, (joints, _) in SKELETONS.items()}
+    return max(scores, key=scores.get)
+
+
+# --- conversion -------------------------------------------------------------------------------------------
+
+
+def axis_conversion_matrix(up_axis: str) -> Matrix:
+    """Model space -> Blender space: Blender's BVH importer defaults (forward -Z, up Y) for a Y-up model."""
+    if up_axis.lower() == "y":
+        return Matrix(((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)))
+    if up_axis.lower() == "x":
+        return Matrix(((0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)))
+    return Matrix.Identity(3)
+
+
+MIRROR_X = Matrix(((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+
+
+@dataclass
+class JointConversion:
+    joint: str
+    bone: str
+    pre: Matrix  # R = pre @ P @ post
+    post: Matrix
+    pre_inv: Matrix
+    post_inv: Matrix
+    moving: bool = False
+    loc_to_model: Matrix = field(default_factory=lambda: Matrix.Identity(3))  # t = M (rest_vec + B loc) / s
+    loc_from_model: Matrix = field(default_factory=lambda: Matrix.Identity(3))
+    rest_vec: Vector = field(default_factory=lambda: Vector((0.0, 0.0, 0.0)))
+    bone_rot: Matrix = field(default_factory=lambda: Matrix.Identity(3))
+    bone_rot_inv: Matrix = field(default_factory=lambda: Matrix.Identity(3))
+
+    def to_model(self, q: Quaternion) -> Quaternion:
+        return (self.pre @ q.to_matrix() @ self.post).to_quaternion()
+
+    def from_model(self, q: Quaternion) -> Quaternion:
+        return (self.pre_inv @ q.to_matrix() @ self.post_inv).to_quaternion()
+
+    def loc_to(self, loc: Vector, scale: float) -> Vector:
+        return self.loc_to_model @ (self.rest_vec + self.bone_rot @ Vector(loc)) / scale
+
+    def loc_from(self, t: Vector, scale: float) -> Vector:
+        return self.bone_rot_inv @ (self.loc_from_model @ Vector(t) * scale - self.rest_vec)
+
+
+@dataclass
+class Retarget:
+    joints: dict[str, JointConversion]
+    scale: float  # rig units per model unit
+    mirrored: bool
+    aligned: bool  # rest-pose alignment in use
+    max_rest_deviation_deg: float
+
+
+def _swing(a: Vector, b: Vector) -> Matrix:
+    return a.rotation_difference(b).to_matrix() if a.length > 1e-9 and b.length > 1e-9 else Matrix.Identity(3)
+
+
+def _twist(axis: Vector, a: Vector, b: Vector) -> Matrix:
+    """Rotation about ``axis`` taking the part of ``a`` perpendicular to it onto that of ``b``."""
+    n = axis.normalized()
+    pa, pb = a - n * a.dot(n), b - n * b.dot(n)
+    if pa.length < 1e-9 or pb.length < 1e-9:
+        return Matrix.Identity(3)
+    angle = math.atan2(pa.cross(pb).dot(n), pa.dot(pb))
+    return Matrix.Rotation(angle, 3, n)
+
+
+def _angle(m: Matrix) -> float:
+    return abs(m.to_quaternion().angle) if m.determinant() > 0 else math.pi
+
+
+def build_retarget(rest: dict[str, tuple[Matrix, Vector]], mapping: dict[str, str], model: dict,
+                   mirror: str = "AUTO", align: str = "AUTO", tolerance_deg: float = 5.0) -> Retarget:
+    """Conversions for the mapped joints. ``rest``: bone -> (3x3 rest orientation, rest head), both in
+    armature space (``bone.matrix_local``). ``model``: one entry of ``/v1/models`` (joints with ``name``,
+    ``parent``, ``rest_offset``, ``moving``; ``up_axis``). ``mirror``/``align``: 'AUTO', 'ON' or 'OFF'."""
+    infos = {j["name"]: j for j in model["joints"]}
+    order = [j["name"] for j in model["joints"]]
+    c = axis_conversion_matrix(model.get("up_axis", "y"))
+    mapped = [j for j in order if mapping.get(j) in rest]
+
+    def mapped_parent(j: str) -> str | None:
+        p = infos[j]["parent"]
+        while p is not None and p not in mapped:
+            p = infos[p]["parent"]
+        return p
+
+    def model_vec(j: str, mirror_on: bool) -> Vector:
+        """Rest offset of j from its nearest mapped ancestor, in armature axes (model units)."""
+        v, k, stop = Vector((0.0, 0.0, 0.0)), j, mapped_parent(j)
+        while k is not None and k != stop:
+            v += Vector(infos[k].get("rest_offset") or (0.0, 0.0, 0.0))
+            k = infos[k]["parent"]
+        return c @ (MIRROR_X @ v if mirror_on else v)
+
+    def rig_vec(j: str) -> Vector:
+        p = mapped_parent(j)
+        head = rest[mapping[j]][1]
+        return head - rest[mapping[p]][1] if p else Vector(head)
+
+    pairs = [j for j in mapped if mapped_parent(j) and not infos[j].get("moving") and model_vec(j, False).length > 1e-9
+             and rig_vec(j).length > 1e-9]
+
+    def deviation(mirror_on: bool) -> float:
+        worst = 0.0
+        for j in pairs:
+            worst = max(worst, model_vec(j, mirror_on).angle(rig_vec(j)))
+        return math.degrees(worst)
+
+    dev_plain, dev_mirror = deviation(False), deviation(True)
+    mirrored = mirror == "ON" or (mirror == "AUTO" and bool(pairs) and dev_mirror + 1e-6 < dev_plain)
+    dev = dev_mirror if mirrored else dev_plain
+    aligned = align == "ON" or (align == "AUTO" and dev > tolerance_deg)
+    ratios = sorted(rig_vec(j).length / model_vec(j, mirrored).length for j in pairs)
+    scale = ratios[len(ratios) // 2] if ratios else 1.0
+
+    x = MIRROR_X if mirrored else Matrix.Identity(3)
+    # rest alignment A_j (rig rest = A_j applied to the model's rest), parents first
+    align_m: dict[str, Matrix] = {}
+    for j in mapped:
+        p = mapped_parent(j)
+        a_p = align_m[p] if p else Matrix.Identity(3)
+        if not aligned:
+            align_m[j] = Matrix.Identity(3)
+            continue
+        kids = [k for k in mapped if mapped_parent(k) == j and model_vec(k, mirrored).length > 1e-9
+                and rig_vec(k).length > 1e-9]
+        if not kids:
+            align_m[j] = a_p.copy()
+            continue
+        m1, r1 = a_p @ model_vec(kids[0], mirrored), rig_vec(kids[0])
+        a = _swing(m1, r1) @ a_p
+        if len(kids) > 1:
+            a = _twist(r1, a @ model_vec(kids[1], mirrored), rig_vec(kids[1])) @ a
+        align_m[j] = a
+
+    out: dict[str, JointConversion] = {}
+    c_inv = c.inverted()
+    for j in mapped:
+        b = rest[mapping[j]][0]
+        b_inv = b.inverted()
+        p = mapped_parent(j)
+        a_p = align_m[p] if p else Matrix.Identity(3)
+        pre = x @ c_inv @ a_p.inverted() @ b
+        post = b_inv @ align_m[j] @ c @ x
+        to_model = x @ c_inv @ a_p.inverted()
+        out[j] = JointConversion(j, mapping[j], pre, post, pre.inverted(), post.inverted(),
+                                 moving=bool(infos[j].get("moving")), loc_to_model=to_model,
+                                 loc_from_model=to_model.inverted(), rest_vec=rig_vec(j), bone_rot=b,
+                                 bone_rot_inv=b_inv)
+    return Retarget(out, scale, mirrored, aligned, dev)
+
+
+def rest_of_armature(armature_data) -> dict[str, tuple[Matrix, Vector]]:
+    """bone name -> (3x3 rest orientation, rest head), armature space."""
+    return {b.name: (b.matrix_local.to_3x3().normalized(), b.head_local.copy()) for b in armature_data.bones}

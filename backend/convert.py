@@ -1,0 +1,141 @@
+"""Rotation formats of the API in and out, per request and per joint, on top of :mod:`training.rotations`.
+
+In: rows of values in a :data:`~.schemas.RotationFormat` -> unit quaternions ``(x, y, z, w)`` (the
+engine's convention), with errors that say which row is wrong. Out: a joint's quaternion curve ->
+values in the format, continuous in time: filled stretches are unwrapped starting from the neighbouring
+*known* value (quaternion hemisphere, Euler 2*pi shifts and the flipped triple, axis-angle turns), so a
+written F-curve has no jumps at the seams, and known cells are returned exactly as they were given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from anyfill.training.rotations import (
+    axis_angle_to_quat,
+    euler_make_continuous,
+    euler_to_quat,
+    quat_continuous,
+    quat_to_axis_angle,
+    quat_to_euler,
+)
+
+from .schemas import AxisAngleFormat, EulerFormat, QuaternionFormat, RotationFormat, RotationVectorFormat
+
+QUAT_TOLERANCE = 1e-3  # |norm - 1| accepted (and normalised) without ``normalize_quaternions``
+
+
+class BadValue(ValueError):
+    """A row that is not a valid rotation in its format; ``row`` indexes the rows given."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(message)
+        self.row = row
+
+
+def width(fmt: RotationFormat) -> int:
+    """Numbers per rotation."""
+    return 4 if isinstance(fmt, QuaternionFormat | AxisAngleFormat) else 3
+
+
+def bvh_order(fmt: EulerFormat) -> str:
+    """The intrinsic (BVH-named) order of an Euler format: Blender's ``XYZ`` is R = Rz·Ry·Rx, BVH ``ZYX``."""
+    return fmt.order if fmt.convention == "bvh" else fmt.order[::-1]
+
+
+def _perm(order: str) -> list[int]:
+    return ["XYZ".index(a) for a in order]
+
+
+def _radians(values: np.ndarray, units: str) -> np.ndarray:
+    return np.deg2rad(values) if units == "degrees" else values
+
+
+def _from_radians(values: np.ndarray, units: str) -> np.ndarray:
+    return np.rad2deg(values) if units == "degrees" else values
+
+
+def to_quat(values: np.ndarray, fmt: RotationFormat, normalize: bool = False) -> np.ndarray:
+    """Rows (N, width) in ``fmt`` -> unit quaternions (N, 4) (x, y, z, w). The hemisphere of a given
+    quaternion (and the turn of an axis-angle beyond pi) is kept, so output curves continue from it."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1, width(fmt))
+    if isinstance(fmt, QuaternionFormat):
+        q = v[:, [1, 2, 3, 0]] if fmt.layout == "wxyz" else v.copy()
+        norm = np.linalg.norm(q, axis=-1)
+        for i in np.flatnonzero(norm < 1e-6):
+            raise BadValue(int(i), "zero quaternion")
+        if not normalize:
+            for i in np.flatnonzero(np.abs(norm - 1.0) > QUAT_TOLERANCE):
+                raise BadValue(int(i), f"quaternion of norm {norm[i]:.6g} is not a unit quaternion "
+                               "(set normalize_quaternions to accept it)")
+        return q / norm[:, None]
+    if isinstance(fmt, EulerFormat):
+        order = bvh_order(fmt)
+        return euler_to_quat(v[:, _perm(order)], order, degrees=fmt.units == "degrees")
+    if isinstance(fmt, AxisAngleFormat):
+        angle, axis = _radians(v[:, 0], fmt.units), v[:, 1:]
+        norm = np.linalg.norm(axis, axis=-1)
+        for i in np.flatnonzero((norm < 1e-9) & (np.abs(angle) > 0)):
+            raise BadValue(int(i), "axis-angle with a zero axis and a non-zero angle")
+        unit = axis / np.where(norm < 1e-9, 1.0, norm)[:, None]
+        return axis_angle_to_quat(unit * angle[:, None])
+    return axis_angle_to_quat(_radians(v, fmt.units))
+
+
+def _continue(fmt: RotationFormat, anchor: np.ndarray | None, q: np.ndarray) -> np.ndarray:
+    """Values (L, G, width) for the quaternion curves q (L, G, 4), continuing from ``anchor`` (G, width): the
+    known values just before them in the direction of travel; without one, from a canonical start."""
+    if isinstance(fmt, EulerFormat):
+        order = bvh_order(fmt)
+        perm = _perm(order)
+        deg = fmt.units == "degrees"
+        e = quat_to_euler(q, order, degrees=deg)
+        if anchor is not None:
+            e = euler_make_continuous(np.concatenate([anchor[None][..., perm], e]), order, degrees=deg)[1:]
+        else:
+            e = euler_make_continuous(e, order, degrees=deg)
+        out = np.empty_like(e)
+        out[..., perm] = e
+        return out
+    if anchor is not None:
+        aq = to_quat(anchor, fmt, normalize=True).reshape(q.shape[1:])
+        qc = quat_continuous(np.concatenate([aq[None], q]), axis=0)[1:]
+    else:
+        qc = quat_continuous(np.where(q[:1, ..., 3:] < 0, -q, q), axis=0)
+    if isinstance(fmt, QuaternionFormat):
+        return qc[..., [3, 0, 1, 2]] if fmt.layout == "wxyz" else qc
+    rv = quat_to_axis_angle(qc, continuous_axis=0)
+    if isinstance(fmt, RotationVectorFormat):
+        return _from_radians(rv, fmt.units)
+    angle = np.linalg.norm(rv, axis=-1, keepdims=True)
+    axis = np.where(angle > 1e-9, rv / np.maximum(angle, 1e-12), np.nan)
+    # a zero angle has no axis: take its neighbour's (then Blender's default, +Y), so the curve does not jump
+    for rows in (range(1, len(axis)), range(len(axis) - 2, -1, -1)):
+        for i in rows:
+            prev = i - 1 if rows.step == 1 else i + 1
+            axis[i] = np.where(np.isnan(axis[i]), axis[prev], axis[i])
+    axis = np.where(np.isnan(axis), [0.0, 1.0, 0.0], axis)
+    return np.concatenate([_from_radians(angle, fmt.units), axis], axis=-1)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open [a, b) stretches where mask is true."""
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+
+
+def encode_track(q: np.ndarray, fmt: RotationFormat, given: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Curves q (T, ..., 4) that share one known mask (T,) -> values (T, ..., width) in ``fmt``: known rows
+    are ``given`` unchanged; each stretch of other rows continues from the known value before it (after
+    it, for a leading stretch)."""
+    t = q.shape[0]
+    out = np.full((*q.shape[:-1], width(fmt)), np.nan)
+    out[known] = given[known]
+    for a, b in _runs(~known):
+        if a > 0:
+            out[a:b] = _continue(fmt, given[a - 1], q[a:b])
+        elif b < t:
+            out[a:b] = _continue(fmt, given[b], q[a:b][::-1])[::-1]
+        else:
+            out[a:b] = _continue(fmt, None, q[a:b])
+    return out

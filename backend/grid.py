@@ -1,0 +1,205 @@
+"""A request's window as the fill engine's cell grid, and the engine's answer back as per-joint tracks.
+
+:func:`prepare` validates everything the schema cannot (joint names, shapes per rotation format, unit
+quaternions, frame order, targets that are also known, ...) and raises :class:`~.errors.RequestError`
+naming the field; :func:`encode` turns a :class:`~anyfill.training.fill.FillResult` into the JSON
+tracks of the answer: known cells exactly as given, targets filled, everything else ``null``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from anyfill.training.fill import FillResult
+
+from . import convert
+from .errors import RequestError
+from .registry import LoadedModel, Registry
+from .schemas import MAX_SECONDS, FillRequest, JointTrack, RotationFormat
+
+_LAYOUT = {"quaternion": "quaternion [w, x, y, z] or [x, y, z, w]", "euler": "Euler [x, y, z]",
+           "axis_angle": "axis-angle [angle, x, y, z]", "rotation_vector": "rotation vector [x, y, z]"}
+
+
+@dataclass
+class Track:
+    joint: int
+    fmt: RotationFormat
+    given: np.ndarray  # (T, width) as sent, NaN where not known
+    known: np.ndarray  # (T,)
+    target: np.ndarray  # (T,)
+    translations: np.ndarray | None  # (T, 3) as sent, for moving joints
+
+
+@dataclass
+class Window:
+    lm: LoadedModel
+    frames: list[float]
+    rotations: np.ndarray  # (1, T, J, 4) xyzw
+    translations: np.ndarray  # (1, T, J, 3)
+    known: np.ndarray  # (1, T, J)
+    times: np.ndarray  # (1, T) seconds
+    tracks: dict[str, Track] = field(default_factory=dict)
+
+    @property
+    def n_targets(self) -> int:
+        return int(sum(t.target.sum() for t in self.tracks.values()))
+
+
+def _rows(values: list | None, n: int, width: int, where: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list of n entries, each ``null`` or ``width`` numbers -> (values (n, width) with NaN, given mask)."""
+    out = np.full((n, width), np.nan)
+    given = np.zeros(n, dtype=bool)
+    if values is None:
+        return out, given
+    if len(values) != n:
+        raise RequestError(where, f"has {len(values)} entries; expected {n}, one per frame")
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if len(v) != width:
+            raise RequestError(f"{where}[{i}]", f"expected {width} numbers ({what}), got {len(v)}")
+        out[i] = v
+        given[i] = True
+    return out, given
+
+
+def _check_frames(frames: list[float]) -> None:
+    f = np.asarray(frames, dtype=np.float64)
+    bad = np.flatnonzero(np.diff(f) <= 0)
+    if len(bad):
+        i = int(bad[0]) + 1
+        kind = "repeats" if f[i] == f[i - 1] else "comes before"
+        raise RequestError(f"frames[{i}]", f"frame {frames[i]:g} {kind} frame {frames[i - 1]:g}: "
+                           "frames must be strictly increasing")
+
+
+def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: dict[float, int], win: Window):
+    schema = lm.schema
+    base = f"joints.{name}"
+    if name not in schema.joints:
+        raise RequestError(base, f"unknown joint {name!r} for the {schema.name} skeleton of model {lm.name!r}; "
+                           f"joints are {', '.join(schema.joints)}")
+    j = schema.joints.index(name)
+    moving = j in schema.moving
+    t = len(req.frames)
+    fmt = tr.rotation_format or req.rotation_format
+    w = convert.width(fmt)
+    given, known = _rows(tr.rotations, t, w, f"{base}.rotations", _LAYOUT[fmt.type])
+    if known.any():
+        rows = np.flatnonzero(known)
+        try:
+            q = convert.to_quat(given[rows], fmt, normalize=req.normalize_quaternions)
+        except convert.BadValue as e:
+            raise RequestError(f"{base}.rotations[{int(rows[e.row])}]", str(e)) from None
+        win.rotations[0, rows, j] = q
+    trans = None
+    if moving:
+        if tr.offset is not None:
+            raise RequestError(f"{base}.offset", f"{name} is a moving joint: send its translations instead")
+        if tr.translations is None and known.any():
+            raise RequestError(f"{base}.translations", f"{name} is a moving joint: its known frames need "
+                               "translations [x, y, z] too")
+        trans, tgiven = _rows(tr.translations, t, 3, f"{base}.translations", "[x, y, z]")
+        mismatch = np.flatnonzero(tgiven != known)
+        if len(mismatch):
+            i = int(mismatch[0])
+            which = "has a translation but no rotation" if tgiven[i] else "has a rotation but no translation"
+            raise RequestError(f"{base}.translations[{i}]", f"frame {req.frames[i]:g} {which}: a moving joint's "
+                               "known frames need both")
+        win.translations[0, :, j] = trans
+    else:
+        if tr.translations is not None:
+            raise RequestError(f"{base}.translations", f"{name} is not a moving joint: give its bone offset as "
+                               "`offset` instead")
+        if tr.offset is not None:
+            if len(tr.offset) != 3:
+                raise RequestError(f"{base}.offset", f"expected 3 numbers [x, y, z], got {len(tr.offset)}")
+            win.translations[0, :, j] = tr.offset
+    if tr.targets is None:
+        target = ~known
+    else:
+        target = np.zeros(t, dtype=bool)
+        for i, f in enumerate(tr.targets):
+            k = index.get(float(f))
+            if k is None:
+                raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is not one of the request's frames")
+            if known[k]:
+                raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is a target but also known")
+            target[k] = True
+    win.known[0, :, j] = known
+    win.tracks[name] = Track(j, fmt, given, known, target, trans)
+
+
+def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None) -> Window:
+    """Validate a request against its model and build the engine's arrays (see the module docstring)."""
+    lm = registry.get(req.model)
+    if lm is None:
+        raise RequestError("model", f"unknown model {req.model!r}; loaded models are "
+                           f"{', '.join(registry.names()) or 'none'}")
+    _check_frames(req.frames)
+    t = len(req.frames)
+    if max_frames is not None and t > max_frames:
+        raise RequestError("frames", f"{t} frames; sampling with model {lm.name!r} takes at most {max_frames}",
+                           status=413)
+    span = (req.frames[-1] - req.frames[0]) / req.fps
+    if span > MAX_SECONDS:
+        raise RequestError("frames", f"the window spans {span:.6g} s at {req.fps:g} fps; at most {MAX_SECONDS:g} s")
+    schema = lm.schema
+    rot = np.zeros((1, t, schema.n_joints, 4))
+    rot[..., 3] = 1.0
+    trans = np.broadcast_to(lm.rest_offsets, (1, t, schema.n_joints, 3)).copy()
+    trans[:, :, list(schema.moving)] = np.nan  # unknown unless sent
+    frames = np.asarray(req.frames, dtype=np.float64)
+    win = Window(lm, list(req.frames), rot, trans, np.zeros((1, t, schema.n_joints), dtype=bool),
+                 ((frames - frames[0]) / req.fps)[None])
+    index = {float(f): i for i, f in enumerate(req.frames)}
+    for name, tr in req.joints.items():
+        _track(req, lm, name, tr, index, win)
+    if not win.known.any():
+        raise RequestError("joints", "no known cells: give at least one known rotation")
+    if win.n_targets == 0:
+        raise RequestError("joints", "no target cells: every listed cell is known (or targets are empty)")
+    return win
+
+
+def _masked(values: np.ndarray, mask: np.ndarray) -> list:
+    rows = values.tolist()
+    return [r if m else None for r, m in zip(rows, mask.tolist(), strict=True)]
+
+
+def encode(win: Window, result: FillResult, index: int = 0) -> dict:
+    """The answer's ``joints`` for one window of ``result`` (JSON-ready dicts). Joints that share a
+    rotation format and a known mask are converted together."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tr in win.tracks.items():
+        groups.setdefault((tr.fmt.model_dump_json(), tr.known.tobytes()), []).append(name)
+    values = {}
+    for names in groups.values():
+        trs = [win.tracks[n] for n in names]
+        q = result.rotations[index][:, [tr.joint for tr in trs]]
+        v = convert.encode_track(q, trs[0].fmt, np.stack([tr.given for tr in trs], axis=1), trs[0].known)
+        values.update({n: v[:, i] for i, n in enumerate(names)})
+    out = {}
+    for name, tr in win.tracks.items():
+        j = tr.joint
+        keep = tr.known | tr.target
+        entry = {
+            "rotation_format": tr.fmt.model_dump(),
+            "rotations": _masked(values[name], keep),
+            "translations": None,
+            "known": tr.known.tolist(),
+            "target": tr.target.tolist(),
+            "uncertainty_deg": _masked(result.spread_deg[index, :, j], tr.target),
+            "entropy": _masked(result.entropy[index, :, j], tr.target),
+        }
+        if tr.translations is not None:
+            trans = np.where(tr.known[:, None], tr.translations, result.translations[index, :, j])
+            entry["translations"] = _masked(trans, keep)
+            if not np.isfinite(trans[keep]).all():
+                raise RuntimeError(f"the model produced non-finite translations for joint {name}")
+        if not (np.isfinite(values[name][keep]).all() and np.isfinite(result.spread_deg[index, tr.target, j]).all()):
+            raise RuntimeError(f"the model produced non-finite values for joint {name}")
+        out[name] = entry
+    return out

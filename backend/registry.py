@@ -1,0 +1,98 @@
+"""The models a server holds: loaded once at start-up (safetensors + JSON card, never unpickled), read-only
+afterwards, so any number of requests may use them at once.
+
+By default the shipped ``hand`` and ``body`` models in :data:`SHIPPED_DIR`; ``--model NAME_OR_PATH``
+(or ``NAME=PATH``) replaces that list. A missing, corrupt or mismatched file stops the start with a
+:class:`CheckpointError` that says which file and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from anyfill.training.checkpoint import SHIPPED_DIR, CheckpointError, load_model, resolve_path
+from anyfill.training.fill import model_length
+from anyfill.training.models.motion import MotionFill
+from anyfill.training.skeleton import Schema, get_schema
+
+from .rest import REST_OFFSETS
+
+DEFAULT_MODELS = ("hand", "body")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    path: Path
+    model: MotionFill
+    card: dict
+    schema: Schema
+    rest_offsets: np.ndarray  # (J, 3) in model units
+    fps_range: tuple[float, float]
+
+    @property
+    def length(self) -> int:
+        return model_length(self.model)
+
+
+def default_specs(shipped_dir: Path = SHIPPED_DIR) -> list[str]:
+    """The shipped models' paths; raises :class:`CheckpointError` naming any that is missing."""
+    paths = [shipped_dir / f"{n}.safetensors" for n in DEFAULT_MODELS]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise CheckpointError(
+            "shipped model(s) missing: " + ", ".join(str(p) for p in missing)
+            + "; train them (see docs/backend.md) or pass --model NAME_OR_PATH")
+    return [str(p) for p in paths]
+
+
+def _rest_offsets(card: dict, schema: Schema) -> np.ndarray:
+    given = card.get("schema", {}).get("rest_offsets") or card.get("rest_offsets")
+    offsets = np.asarray(given if given is not None else REST_OFFSETS[schema.name], dtype=np.float64)
+    if offsets.shape != (schema.n_joints, 3) or not np.isfinite(offsets).all():
+        raise CheckpointError(f"rest offsets of the {schema.name} model must be {schema.n_joints} finite [x, y, z]")
+    return offsets
+
+
+def _fps_range(card: dict, schema: Schema) -> tuple[float, float]:
+    fps = card.get("training", {}).get("config", {}).get("fps")
+    try:
+        values = [float(f) for f in (fps if isinstance(fps, list | tuple) else [fps])]
+        return (min(values), max(values))
+    except (TypeError, ValueError):
+        return (schema.fps, schema.fps)
+
+
+def load_one(spec: str) -> LoadedModel:
+    """``NAME_OR_PATH`` or ``NAME=PATH``; the name defaults to the file's stem."""
+    name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+    p = resolve_path(path)
+    model, card = load_model(p)
+    schema = get_schema(model.cfg.skeleton)
+    return LoadedModel(name or p.stem, p, model, card, schema, _rest_offsets(card, schema), _fps_range(card, schema))
+
+
+class Registry:
+    """Loaded models by name (read-only once built)."""
+
+    def __init__(self, models: list[LoadedModel] | None = None):
+        self._models: dict[str, LoadedModel] = {}
+        for m in models or []:
+            if m.name in self._models:
+                raise CheckpointError(f"two models are named {m.name!r}; name them with NAME=PATH")
+            self._models[m.name] = m
+
+    @classmethod
+    def load(cls, specs: list[str] | None = None, shipped_dir: Path = SHIPPED_DIR) -> Registry:
+        return cls([load_one(s) for s in (specs or default_specs(shipped_dir))])
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
+
+    def __iter__(self):
+        return iter(self._models.values())

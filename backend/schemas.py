@@ -1,0 +1,266 @@
+"""The HTTP API's request and response models (pydantic): the contract the Blender extension is tested against.
+
+Every request is JSON. A window is a list of ``frames`` (frame numbers at ``fps``, strictly increasing)
+and, per joint of the model's skeleton, a track: one rotation per frame (``null`` where it is not known),
+translations for the skeleton's moving joints, and optionally which frames are targets. Rotations use
+the request's ``rotation_format`` unless a joint names its own (rigs mix rotation modes). See
+``docs/backend.md`` for the conventions and an example.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from anyfill.training.fill import ORDERS
+from pydantic import BaseModel, ConfigDict, Field
+
+API_VERSION = "v1"
+
+# --- limits (requests beyond these get a 4xx that names the field) ----------------------------------------
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_FRAMES = 2048  # per fill request; sampling takes at most the model's window length
+MAX_JOINTS = 64  # entries in ``joints`` (a model has at most 22)
+MAX_VARIATIONS = 16
+MAX_K = 4096
+MAX_TEMPERATURE = 10.0
+MAX_FPS = 1000.0
+MIN_FPS = 0.001
+MAX_SECONDS = 3600.0  # a window's span in time
+ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+EulerOrder = Literal["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"]
+Order = Literal["forward", "random", "lowest-entropy", "highest-entropy"]
+assert set(Order.__args__) == set(ORDERS)  # the engine's orders, one list
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class QuaternionFormat(_Strict):
+    """Unit quaternions. ``wxyz`` (scalar first, Blender's ``rotation_quaternion``) by default, or
+    ``xyzw`` (scalar last, scipy's). Known quaternions must have norm 1 within ``QUAT_TOLERANCE`` unless
+    the request sets ``normalize_quaternions``; answers are unit quaternions kept in one hemisphere."""
+
+    type: Literal["quaternion"]
+    layout: Literal["wxyz", "xyzw"] = "wxyz"
+
+
+class EulerFormat(_Strict):
+    """Euler angles ``[x, y, z]`` (the angle about each axis, always in that component order, like
+    Blender's ``rotation_euler``), composed in ``order``. With ``convention: "blender"`` (default) the
+    order is Blender's ``rotation_mode``: ``"XYZ"`` applies X first, R = Rz·Ry·Rx. With ``"bvh"`` it is
+    the BVH channel order (intrinsic): ``"ZXY"`` means R = Rz·Rx·Ry, the same rotation as Blender's
+    ``"YXZ"``. Answers are unwrapped along time (no 360-degree jumps)."""
+
+    type: Literal["euler"]
+    order: EulerOrder = "XYZ"
+    convention: Literal["blender", "bvh"] = "blender"
+    units: Literal["degrees", "radians"] = "degrees"
+
+
+class AxisAngleFormat(_Strict):
+    """Blender's ``rotation_axis_angle`` layout ``[angle, x, y, z]``: the angle first, then the axis
+    (normalised on the way in; a zero axis is refused unless the angle is 0)."""
+
+    type: Literal["axis_angle"]
+    units: Literal["degrees", "radians"] = "radians"
+
+
+class RotationVectorFormat(_Strict):
+    """A rotation vector ``[x, y, z]``: the unit axis times the angle."""
+
+    type: Literal["rotation_vector"]
+    units: Literal["degrees", "radians"] = "radians"
+
+
+RotationFormat = Annotated[
+    QuaternionFormat | EulerFormat | AxisAngleFormat | RotationVectorFormat, Field(discriminator="type")
+]
+MAX_VALUE = 1e6  # any rotation or translation number (a translation of 10 km in cm)
+MAX_FRAME_NUMBER = 1e9
+Number = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+FrameNumber = Annotated[float, Field(ge=-MAX_FRAME_NUMBER, le=MAX_FRAME_NUMBER)]
+Vec = Annotated[list[Number], Field(min_length=1, max_length=4)]
+
+
+class JointTrack(_Strict):
+    """One joint of the window. ``rotations`` has one entry per frame: a rotation, or ``null`` where it
+    is not known (omit the list when nothing is known). ``translations``: only for the skeleton's moving
+    joints (root), one ``[x, y, z]`` or ``null`` per frame, known exactly where the rotation is.
+    ``offset``: a non-moving joint's bone offset (its constant local translation) in the model's units;
+    default: the model's rest offset. ``targets``: the frames (numbers from ``frames``) to fill for this
+    joint; default: every frame whose rotation is ``null``; ``[]``: none."""
+
+    rotation_format: RotationFormat | None = None
+    rotations: Annotated[list[Vec | None], Field(max_length=MAX_FRAMES)] | None = None
+    translations: Annotated[list[Vec | None], Field(max_length=MAX_FRAMES)] | None = None
+    offset: Vec | None = None
+    targets: Annotated[list[FrameNumber], Field(max_length=MAX_FRAMES)] | None = None
+
+
+class FillRequest(_Strict):
+    model: str = Field(min_length=1, max_length=200, description="a loaded model's name (see /v1/models)")
+    fps: float = Field(ge=MIN_FPS, le=MAX_FPS, description="frames per second of `frames`")
+    frames: Annotated[list[FrameNumber], Field(min_length=1, max_length=MAX_FRAMES)] = Field(
+        description="frame numbers of the window, strictly increasing (any spacing; subframes allowed)")
+    rotation_format: RotationFormat = Field(default_factory=lambda: QuaternionFormat(type="quaternion"),
+                                            description="default for every joint; quaternion wxyz if left out")
+    normalize_quaternions: bool = Field(
+        False, description="accept non-unit (non-zero) quaternions and normalise them instead of refusing")
+    joints: dict[str, JointTrack] = Field(
+        min_length=1, max_length=MAX_JOINTS, description="tracks by joint name; joints left out are filled "
+        "as needed but not returned")
+    id: str | None = Field(None, pattern=ID_PATTERN, description="a client-chosen job id (to cancel or poll)")
+
+
+class SampleRequest(FillRequest):
+    order: Order = "forward"
+    k: int = Field(1, ge=1, le=MAX_K, description="cells (query model) or frames (triples model) per step")
+    temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    n: int = Field(1, ge=1, le=MAX_VARIATIONS, description="number of variations")
+    stream: bool = Field(False, description="answer with NDJSON events (started, progress, result)")
+
+
+# --- responses ------------------------------------------------------------------------------------------
+
+
+class JointResult(BaseModel):
+    """Per frame: the rotation (the given value where known, the fill where a target, ``null``
+    elsewhere), translations for moving joints, the masks, and each target's uncertainty: the circular
+    standard deviation of its rotation in degrees and the entropy (nats) of its distribution."""
+
+    rotation_format: RotationFormat
+    rotations: list[list[float] | None]
+    translations: list[list[float] | None] | None = None
+    known: list[bool]
+    target: list[bool]
+    uncertainty_deg: list[float | None]
+    entropy: list[float | None]
+
+
+class Timings(BaseModel):
+    total_ms: float = Field(description="from the request's arrival to the answer")
+    queue_ms: float = Field(description="waiting for a free worker")
+    prepare_ms: float = Field(description="validation and conversion into the model's cells")
+    model_ms: float = Field(description="the fill engine itself (network and its feature pipeline)")
+    encode_ms: float = Field(description="conversion of the answer into the requested formats")
+
+
+class FillResponse(BaseModel):
+    id: str
+    model: str
+    frames: list[float]
+    joints: dict[str, JointResult]
+    timings: Timings
+
+
+class Variation(BaseModel):
+    joints: dict[str, JointResult]
+
+
+class SampleResponse(BaseModel):
+    id: str
+    model: str
+    frames: list[float]
+    order: Order
+    k: int
+    temperature: float
+    seed: int
+    variations: list[Variation]
+    timings: Timings
+
+
+class SampleEvent(BaseModel):
+    """One line of a streamed sample (``stream: true``, media type ``application/x-ndjson``): ``started``
+    (with ``id``), ``progress`` (``done`` of ``total`` steps), then ``result`` or ``error`` or
+    ``cancelled``."""
+
+    event: Literal["started", "progress", "result", "error", "cancelled"]
+    id: str
+    done: int | None = None
+    total: int | None = None
+    result: SampleResponse | None = None
+    error: str | None = None
+    status: int | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    api: str = API_VERSION
+    version: str
+    models: list[str]
+
+
+class JointInfo(BaseModel):
+    name: str
+    index: int
+    parent: str | None
+    parent_index: int
+    moving: bool = Field(description="its translation varies over time (send `translations`)")
+    rest_offset: list[float] | None = Field(description="local translation in the rest pose, model units")
+
+
+class Limits(BaseModel):
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_frames: int = MAX_FRAMES
+    max_sample_frames: int
+    max_joints: int = MAX_JOINTS
+    max_variations: int = MAX_VARIATIONS
+    max_k: int = MAX_K
+    max_temperature: float = MAX_TEMPERATURE
+    max_fps: float = MAX_FPS
+
+
+class RotationConventions(BaseModel):
+    internal: str = "unit quaternions (x, y, z, w); local to the parent joint"
+    formats: list[str] = ["quaternion", "euler", "axis_angle", "rotation_vector"]
+    quaternion_layouts: list[str] = ["wxyz", "xyzw"]
+    default_quaternion_layout: str = "wxyz"
+    euler_orders: list[str] = ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"]
+    euler_conventions: list[str] = ["blender", "bvh"]
+    euler_values: str = "[x, y, z] angles (Blender's rotation_euler layout), whatever the order"
+    quaternion_tolerance: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    skeleton: str
+    kind: str
+    variant: str
+    joints: list[JointInfo]
+    root: str
+    up_axis: Literal["x", "y", "z"]
+    units: str
+    window_frames: int = Field(description="the model's window; longer fills run in overlapping windows")
+    fps_range: list[float] = Field(description="frame rates the model was trained at (min, max)")
+    rotations: RotationConventions
+    limits: Limits
+    data: str | None = None
+    licence: str | None = None
+    metrics: dict = Field(default_factory=dict)
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: Literal["fill", "sample"]
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    done: int
+    total: int
+
+
+class CancelResponse(BaseModel):
+    id: str
+    cancelled: bool = Field(description="true when the job was still queued or running")
+    state: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what is wrong, naming the field")
+    field: str | None = Field(None, description="the offending field, e.g. joints.Hips.rotations[3]")
+    detail: list | None = None

@@ -1,0 +1,156 @@
+"""Shared by the backend tests: small untrained models of each schema, and one real uvicorn server on a free
+127.0.0.1 port per test session (started on first use in a thread, stopped at exit)."""
+
+from __future__ import annotations
+
+import atexit
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+
+torch.set_num_threads(1)
+
+TOKEN = "test-token-0123456789abcdef"
+_state: dict = {}
+
+
+def make_models(folder: Path) -> dict[str, Path]:
+    """Untrained models of the right schemas (stats buffers at mean 0 / std 1): hand and body (query
+    variant) and a triples hand, each a few kB."""
+    from anyfill.training.checkpoint import save_model
+    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+
+    torch.manual_seed(0)
+    out = {}
+    for name, skel, variant in (("hand", "hand", "query"), ("body", "body", "query"),
+                                ("hand-triples", "hand", "triples")):
+        cfg = AnyOrderTrainConfig(skeleton=skel, variant=variant, d_model=32, n_heads=2, n_enc_layers=1,
+                                  n_dec_layers=1, dropout=0.0)
+        model = build_model(cfg)
+        torch.nn.init.normal_(model.out.weight, std=0.02)  # not exactly the baseline, so fills differ by input
+        out[name] = save_model(model, folder / f"{name}.safetensors")
+    return out
+
+
+def models_dir() -> Path:
+    if "models" not in _state:
+        d = Path(tempfile.mkdtemp(prefix="anyfill-models-"))
+        _state["models"] = (d, make_models(d))
+    return _state["models"][0]
+
+
+@dataclass
+class Live:
+    url: str
+    token: str
+    app: object
+
+    def client(self, token: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0, **kw)
+
+
+def live_server() -> Live:
+    """The session's server (models hand, body, hand-triples; 2 workers)."""
+    if "server" in _state:
+        return _state["server"]
+    from anyfill.backend.jobs import Jobs
+    from anyfill.backend.registry import Registry
+    from anyfill.backend.server import bind, create_app
+
+    d = models_dir()
+    registry = Registry.load([f"{n}={d / n}.safetensors" for n in ("hand", "body", "hand-triples")])
+    app = create_app(registry, TOKEN, Jobs(workers=2, max_jobs=32))
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+
+    atexit.register(stop)
+    _state["server"] = Live(f"http://127.0.0.1:{port}", TOKEN, app)
+    return _state["server"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Live:
+    return live_server()
+
+
+@pytest.fixture(scope="module")
+def client(server: Live):
+    with server.client() as c:
+        yield c
+
+
+# --- requests --------------------------------------------------------------------------------------------
+
+
+def schema_of(skeleton: str):
+    from anyfill.training.skeleton import get_schema
+
+    return get_schema(skeleton)
+
+
+def random_quats(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 0.6) -> np.ndarray:
+    """Unit quaternions (x, y, z, w) near identity, hemisphere w > 0."""
+    from anyfill.training.rotations import axis_angle_to_quat
+
+    q = axis_angle_to_quat(rng.normal(scale=spread, size=(*shape, 3)))
+    return np.where(q[..., 3:] < 0, -q, q)
+
+
+def smooth_quats(rng: np.random.Generator, frames: int, joints: int) -> np.ndarray:
+    """(frames, joints, 4) curves turning smoothly between two random rotations."""
+    from anyfill.training.rotations import axis_angle_to_quat
+
+    a, b = rng.normal(scale=0.8, size=(2, joints, 3))
+    u = np.linspace(0.0, 1.0, frames)[:, None, None]
+    return axis_angle_to_quat(a * (1 - u) + b * u)
+
+
+def fill_request(skeleton: str = "body", frames: int = 12, keys: tuple[int, ...] | None = None, data_seed: int = 0,
+                 fmt: dict | None = None, model: str | None = None, **extra) -> dict:
+    """A valid request: every joint listed, keys (default first 3 frames and the last) known, quaternions
+    wxyz unless ``fmt`` (values are given in that format)."""
+    from anyfill.backend import convert
+    from anyfill.backend.schemas import FillRequest
+
+    rng = np.random.default_rng(data_seed)
+    schema = schema_of(skeleton)
+    keys = keys if keys is not None else (0, 1, 2, frames - 1)
+    q = smooth_quats(rng, frames, schema.n_joints)
+    fmt = fmt or {"type": "quaternion", "layout": "wxyz"}
+    fmt_model = FillRequest.model_validate({"model": "x", "fps": 30, "frames": [0], "joints": {"a": {}},
+                                            "rotation_format": fmt}).rotation_format
+    joints = {}
+    for j, name in enumerate(schema.joints):
+        values = convert.encode_track(q[:, j], fmt_model, np.zeros((frames, convert.width(fmt_model))),
+                                      np.zeros(frames, dtype=bool))
+        rots = [values[t].tolist() if t in keys else None for t in range(frames)]
+        track = {"rotations": rots}
+        if j in schema.moving:
+            pos = rng.normal(size=(frames, 3)) + np.linspace(0, 1, frames)[:, None]
+            track["translations"] = [pos[t].tolist() if t in keys else None for t in range(frames)]
+        joints[name] = track
+    body = {"model": model or skeleton, "fps": 30.0, "frames": list(range(frames)), "rotation_format": fmt,
+            "joints": joints}
+    body.update(extra)
+    return body

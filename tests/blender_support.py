@@ -1,0 +1,160 @@
+"""Shared by the extension's tests (``tests/test_addon_*.py``): the real ``bpy`` with isolated user
+resources, the built extension installed and enabled in it, a real backend process (``anyfill serve`` on a
+free 127.0.0.1 port with small untrained models), shortened real BVH files and scene helpers."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXT_MODULE = "bl_ext.user_default.anyfill"
+_state: dict = {}
+
+
+def import_bpy():
+    """The real Blender module, with its user resources (prefs, extensions) in a temporary folder."""
+    if "bpy" not in sys.modules:
+        os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="anyfill-blender-user-"))
+    try:
+        import bpy
+    except (ImportError, OSError) as e:
+        pytest.skip(f"the real Blender module (pip install bpy==5.0.1, CPython 3.11) cannot be imported: {e}")
+    return bpy
+
+
+def build_zip(out_dir: Path) -> Path:
+    from anyfill.build_addon import build
+
+    return build(ROOT, out_dir)
+
+
+def install_extension(bpy):
+    """Build, install and enable the extension (once per session); return its package module."""
+    if EXT_MODULE in sys.modules and bpy.context.preferences.addons.get(EXT_MODULE):
+        return sys.modules[EXT_MODULE]
+    z = build_zip(Path(tempfile.mkdtemp(prefix="anyfill-dist-")))
+    result = bpy.ops.extensions.package_install_files(filepath=str(z), repo="user_default", enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    assert bpy.context.preferences.addons.get(EXT_MODULE), "the extension did not enable"
+    return sys.modules[EXT_MODULE]
+
+
+def clean_scene(bpy) -> None:
+    """Remove every object, armature and action (keeps the extension and the preferences)."""
+    for ob in list(bpy.data.objects):
+        bpy.data.objects.remove(ob)
+    for coll in (bpy.data.armatures, bpy.data.actions):
+        for item in list(coll):
+            coll.remove(item)
+    scene = bpy.context.scene
+    scene.use_preview_range = False
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+
+
+def short_bvh(src: Path, frames: int, step: int = 1, start: int = 0) -> Path:
+    """A copy of a real BVH file cut to ``frames`` frames (every ``step``-th from ``start``)."""
+    from anyfill.training import bvh
+
+    key = (str(src), frames, step, start)
+    if key not in _state:
+        b = bvh.read(src)
+        b = dataclasses.replace(b, motion=b.motion[start::step][:frames], frame_time=b.frame_time * step)
+        out = Path(tempfile.mkdtemp(prefix="anyfill-bvh-")) / src.name
+        bvh.write(b, out)
+        _state[key] = out
+    return _state[key]
+
+
+def import_bvh(bpy, path: Path, rotate_mode: str = "NATIVE"):
+    """Import with Blender's own importer (frames from 1, BVH frame 0 is skipped by the importer)."""
+    assert bpy.ops.import_anim.bvh(filepath=str(path), rotate_mode=rotate_mode, update_scene_fps=False,
+                                   update_scene_duration=True) == {"FINISHED"}
+    arm = bpy.context.view_layer.objects.active
+    assert arm.type == "ARMATURE"
+    return arm
+
+
+# --- the backend ----------------------------------------------------------------------------------------------
+
+
+def make_models(folder: Path) -> dict[str, Path]:
+    import torch
+    from anyfill.training.checkpoint import save_model
+    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+
+    torch.manual_seed(0)
+    out = {}
+    for name in ("hand", "body"):
+        cfg = AnyOrderTrainConfig(skeleton=name, variant="query", d_model=32, n_heads=2, n_enc_layers=1,
+                                  n_dec_layers=1, dropout=0.0)
+        out[name] = save_model(build_model(cfg), folder / f"{name}.safetensors")
+    return out
+
+
+@dataclasses.dataclass
+class Backend:
+    url: str
+    token: str
+    process: subprocess.Popen
+    config_home: Path
+
+
+def start_backend() -> Backend:
+    """``anyfill serve --port 0`` in a subprocess with its own config folder (token); once per session. The
+    test process's ``XDG_CONFIG_HOME`` points at the same folder, so the extension finds the token itself."""
+    if "backend" in _state:
+        return _state["backend"]
+    tmp = Path(tempfile.mkdtemp(prefix="anyfill-backend-"))
+    models = make_models(tmp)
+    config = tmp / "config"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(config), OMP_NUM_THREADS="1")
+    env.pop("ANYFILL_TOKEN_FILE", None)
+    exe = Path(sys.executable).with_name("anyfill")
+    cmd = [str(exe), "serve", "--port", "0", "--threads", "1", "--workers", "1", "--log-level", "info"]
+    for name, path in models.items():
+        cmd += ["--model", f"{name}={path}"]
+    log = tmp / "serve.log"
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    url = None
+    while time.time() < deadline and url is None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"anyfill serve exited ({proc.returncode}):\n{log.read_text()}")
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
+        url = m.group(1) if m else None
+        time.sleep(0.2)
+    if url is None:
+        proc.kill()
+        raise RuntimeError(f"anyfill serve did not start:\n{log.read_text()}")
+    os.environ["XDG_CONFIG_HOME"] = str(config)
+    os.environ.pop("ANYFILL_TOKEN_FILE", None)
+    token = (config / "anyfill" / "token").read_text().strip()
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    atexit.register(stop)
+    _state["backend"] = Backend(url, token, proc, config)
+    return _state["backend"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

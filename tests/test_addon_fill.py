@@ -1,0 +1,302 @@
+"""End to end in real Blender: the installed extension talks to a real backend process (``anyfill serve`` on
+127.0.0.1, small untrained models) and fills rigs imported from the shared BVH capture.
+
+The models are untrained, so the filled poses are not good motion; the tests check what the extension
+guarantees (which keys are written, which stay, conversion, errors, undo) and report the pose error next to
+Blender's own Bezier interpolation of the same keys.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from blender_support import (
+    EXT_MODULE,
+    clean_scene,
+    free_port,
+    import_bpy,
+    import_bvh,
+    install_extension,
+    short_bvh,
+    start_backend,
+)
+
+pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
+
+HAND = "manipnet/teapot3/rightHand.bvh"  # the hand model's side (its rest offsets are the right hand's)
+BODY = "bandai/dataset-1/dataset-1_walk_angry_001.bvh"
+KEEP_EVERY = 10
+FRAMES = 61
+
+
+@pytest.fixture(scope="module")
+def bpy():
+    return import_bpy()
+
+
+@pytest.fixture(scope="module")
+def ext(bpy):
+    return install_extension(bpy)
+
+
+@pytest.fixture(scope="module")
+def backend(ext):
+    try:
+        return start_backend()
+    except ImportError as e:
+        pytest.skip(f"the backend's packages are not installed: {e}")
+
+
+@pytest.fixture()
+def prefs(bpy, ext, backend):
+    p = bpy.context.preferences.addons[EXT_MODULE].preferences
+    p.backend_url, p.token = backend.url, ""  # the token comes from the backend's token file
+    return p
+
+
+def thin_keys(bpy, ob, keep) -> None:
+    """Delete every key not on a frame of ``keep``; the kept keys become Bezier with auto-clamped handles."""
+    from bpy_extras import anim_utils
+
+    bag = anim_utils.action_get_channelbag_for_slot(ob.animation_data.action, ob.animation_data.action_slot)
+    for fc in bag.fcurves:
+        kp = fc.keyframe_points
+        for i in reversed(range(len(kp))):
+            if round(kp[i].co[0]) not in keep:
+                kp.remove(kp[i], fast=True)
+        for k in kp:
+            k.interpolation, k.handle_left_type, k.handle_right_type = "BEZIER", "AUTO_CLAMPED", "AUTO_CLAMPED"
+        fc.update()
+
+
+def heads(bpy, ob, frames) -> dict[int, dict[str, object]]:
+    out = {}
+    for f in frames:
+        bpy.context.scene.frame_set(f)
+        out[f] = {pb.name: (ob.matrix_world @ pb.head).copy() for pb in ob.pose.bones}
+    return out
+
+
+def size_of(ob) -> float:
+    return max((b.head_local - c.head_local).length for b in ob.data.bones for c in ob.data.bones)
+
+
+def pose_error(a, b, size) -> float:
+    errs = [(a[f][n] - b[f][n]).length for f in a for n in a[f]]
+    return sum(errs) / len(errs) / size
+
+
+def load_rig(bpy, ext, data_root, rel, frames=FRAMES, step=1, mode="NATIVE"):
+    clean_scene(bpy)
+    ob = import_bvh(bpy, short_bvh(data_root / rel, frames, step=step), rotate_mode=mode)
+    bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, frames
+    return ob
+
+
+def run_fill(bpy, ob, op="anim.anyfill_fill", **kw):
+    bpy.context.view_layer.objects.active = ob
+    return getattr(bpy.ops.anim, op.split(".")[1])(**kw)
+
+
+def generated_frames(ext, ob) -> dict[tuple[str, int], list[float]]:
+    bag = ext.keys.channelbag(ob)
+    return {(fc.data_path, fc.array_index): sorted(k.co[0] for k in fc.keyframe_points if k.type == "GENERATED")
+            for fc in bag.fcurves}
+
+
+def own_keys(ext, ob) -> dict:
+    """The animator's keys (everything not GENERATED), all attributes, exactly."""
+    bag = ext.keys.channelbag(ob)
+    return {(fc.data_path, fc.array_index): [
+        (tuple(k.co), tuple(k.handle_left), tuple(k.handle_right), k.handle_left_type, k.handle_right_type,
+         k.interpolation, k.type, k.easing) for k in fc.keyframe_points if k.type != "GENERATED"]
+        for fc in bag.fcurves}
+
+
+@pytest.mark.parametrize(("rel", "step"), [(HAND, 4), (BODY, 1)], ids=["hand", "body"])
+def test_fill_writes_exactly_the_missing_frames(bpy, ext, prefs, data_root, rel, step, capsys):
+    ob = load_rig(bpy, ext, data_root, rel, step=step)
+    all_frames = list(range(1, FRAMES + 1))
+    truth = heads(bpy, ob, all_frames)
+    keep = set(range(1, FRAMES + 1, KEEP_EVERY))
+    thin_keys(bpy, ob, keep)
+    targets = [f for f in all_frames if f not in keep]
+    bezier = heads(bpy, ob, targets)
+    before = own_keys(ext, ob)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert ob.anyfill.model == ("hand" if rel == HAND else "body")
+    assert sum(1 for m in ob.anyfill.joints if m.bone) == len(ob.anyfill.joints)  # exact names mapped them all
+    assert own_keys(ext, ob) == before  # the kept keys, bit for bit
+    written = generated_frames(ext, ob)
+    rot_paths = [p for p in written if "rotation" in p[0]]
+    assert rot_paths and all(written[p] == [float(f) for f in targets] for p in rot_paths)
+    loc_paths = [p for p in written if p[0].endswith(".location") and written[p]]
+    moving = {"hand": {"WRIST"}, "body": {"joint_Root", "Hips"}}["hand" if rel == HAND else "body"]
+    assert {p[0].split('"')[1] for p in loc_paths} == moving  # root translation only on the moving joints
+    filled = heads(bpy, ob, targets)
+    size = size_of(ob)
+    e_fill = pose_error(filled, {f: truth[f] for f in targets}, size)
+    e_bez = pose_error(bezier, {f: truth[f] for f in targets}, size)
+    with capsys.disabled():
+        print(f"\n[{rel}] mean joint position error / skeleton size on the {len(targets)} filled frames: "
+              f"anyfill (untrained test model) {e_fill:.4f}, Blender Bezier {e_bez:.4f}")
+    assert math.isfinite(e_fill)
+    # the kept frames still hold the capture exactly
+    kept = heads(bpy, ob, sorted(keep))
+    assert pose_error(kept, {f: truth[f] for f in keep}, size) < 1e-5
+    # running Fill again replaces the generated keys and keeps the animator's
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert own_keys(ext, ob) == before and generated_frames(ext, ob) == written
+
+
+def snapshot_all(ext, ob):
+    return ext.curves.snapshot(ext.keys.channelbag(ob)), {pb.name: tuple(pb.matrix_basis.col[3]) + tuple(
+        pb.rotation_quaternion) for pb in ob.pose.bones}
+
+
+def test_errors_leave_the_rig_untouched(bpy, ext, prefs, data_root):
+    ob = load_rig(bpy, ext, data_root, HAND, step=4)
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+    before = snapshot_all(ext, ob)
+    good_url = prefs.backend_url
+    try:
+        prefs.backend_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        with pytest.raises(RuntimeError, match="not reachable"):
+            run_fill(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+        prefs.backend_url, prefs.token = good_url, "wrong-token-0123456789"
+        with pytest.raises(RuntimeError, match="401"):
+            run_fill(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+    finally:
+        prefs.backend_url, prefs.token = good_url, ""
+    # a rig whose bones match no joint of any model
+    for b in ob.data.bones:
+        b.name = "bone_" + b.name.lower()
+    ob.anyfill.joints.clear()
+    ob.anyfill.model = ""
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match="no bones mapped"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+
+
+def test_nothing_keyed_is_an_error(bpy, ext, prefs, data_root):
+    ob = load_rig(bpy, ext, data_root, HAND, step=4)
+    bag = ext.keys.channelbag(ob)
+    for fc in list(bag.fcurves):
+        bag.fcurves.remove(fc)
+    with pytest.raises(RuntimeError, match="Nothing is keyed"):
+        run_fill(bpy, ob)
+    assert len(bag.fcurves) == 0
+
+
+def test_one_undo_step_restores_the_rig(bpy, ext, prefs, data_root):
+    """Headless, an operator called from Python pushes no undo step of its own (Blender pushes for operators
+    run from the UI), so the test pushes the step around the single Fill call, as the UI would, and checks
+    that one ``ed.undo`` restores every curve and the pose exactly."""
+    ob = load_rig(bpy, ext, data_root, HAND, step=4)
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+    name = ob.name
+    before = snapshot_all(ext, ob)
+    bpy.ops.ed.undo_push(message="before anyfill")
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    bpy.ops.ed.undo_push(message="Fill")
+    assert snapshot_all(ext, bpy.data.objects[name]) != before
+    bpy.ops.ed.undo()
+    assert snapshot_all(ext, bpy.data.objects[name]) == before
+
+
+def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
+    ob = load_rig(bpy, ext, data_root, HAND, frames=41, step=4)
+    keep = {1, 11, 21, 31, 41}
+    thin_keys(bpy, ob, keep)
+    # complete pose: key only the wrist and the index finger at frame 15, fill the other bones there
+    scene = bpy.context.scene
+    scene.frame_set(15)
+    for name in ("WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"):
+        pb = ob.pose.bones[name]
+        pb.keyframe_insert("rotation_euler", frame=15)
+        if name == "WRIST":
+            pb.keyframe_insert("location", frame=15)
+    before = own_keys(ext, ob)
+    assert run_fill(bpy, ob, "anim.anyfill_complete_pose") == {"FINISHED"}
+    written = generated_frames(ext, ob)
+    filled_bones = {p[0].split('"')[1] for p, fr in written.items() if fr}
+    assert filled_bones == set(ext.rig.HAND_JOINTS) - {"WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"}
+    assert all(fr in ([], [15.0]) for fr in written.values())
+    assert own_keys(ext, ob) == before
+    # variations: 3 samples, step through, keep one
+    s = scene.anyfill
+    s.count, s.order, s.k, s.seed, s.temperature = 3, "lowest-entropy", 64, 1, 1.0
+    assert run_fill(bpy, ob, "anim.anyfill_sample_variations") == {"FINISHED"}
+    assert ob.anyfill.variation_count == 3 and ob.anyfill.variation_index == 0
+    targets = [float(f) for f in range(1, 42) if f not in keep and f != 15]
+    path = ext.keys.bone_path("PINKY_MCP", "rotation_euler")
+
+    def curve_values():
+        fc = ext.keys.channelbag(ob).fcurves.find(path, index=0)
+        return [fc.evaluate(f) for f in targets]
+
+    assert generated_frames(ext, ob)[(path, 0)] == sorted(targets + [15.0])
+    first = curve_values()
+    assert bpy.ops.anim.anyfill_step_variation(step=1) == {"FINISHED"}
+    assert ob.anyfill.variation_index == 1
+    assert curve_values() != first  # another sample
+    assert generated_frames(ext, ob)[(path, 0)] == sorted(targets + [15.0])
+    assert own_keys(ext, ob) == before
+    assert bpy.ops.anim.anyfill_keep_variation() == {"FINISHED"}
+    assert ob.anyfill.variation_count == 0
+    assert bpy.ops.anim.anyfill_show_uncertainty() == {"FINISHED"}
+    fc = ext.keys.channelbag(ob).fcurves.find('["anyfill_uncertainty"]', index=0)
+    assert fc is not None and len(fc.keyframe_points) == len(targets) + 1  # frame 15: only 4 bones keyed
+
+
+def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):
+    """Fill on a rig with the reference rig's joints but other bone rolls and directions (and quaternion
+    rotation mode), keyed with the same world-space poses, gives the same world-space joint positions."""
+    ref = load_rig(bpy, ext, data_root, HAND, step=4)
+    keep = set(range(1, FRAMES + 1, KEEP_EVERY))
+    thin_keys(bpy, ref, keep)
+    arm = bpy.data.armatures.new("Rolled")
+    rolled = bpy.data.objects.new("Rolled", arm)
+    bpy.context.scene.collection.objects.link(rolled)
+    bpy.context.view_layer.objects.active = rolled
+    bpy.ops.object.mode_set(mode="EDIT")
+    rng = random.Random(11)
+    for b in ref.data.bones:
+        eb = arm.edit_bones.new(b.name)
+        eb.head = b.head_local
+        d = (b.tail_local - b.head_local).normalized()
+        eb.tail = b.head_local + 0.5 * d.lerp(d.orthogonal().normalized(), rng.uniform(0.3, 0.9)).normalized()
+        eb.roll = rng.uniform(-3.0, 3.0)
+    for b in ref.data.bones:
+        if b.parent:
+            arm.edit_bones[b.name].parent = arm.edit_bones[b.parent.name]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    model = ext.client.model_info(ext.client.Client(prefs.backend_url), "hand")
+    mapping = {n: n for n in ext.rig.HAND_JOINTS}
+    r1 = ext.rig.build_retarget(ext.rig.rest_of_armature(ref.data), mapping, model)
+    r2 = ext.rig.build_retarget(ext.rig.rest_of_armature(arm), mapping, model)
+    assert not r1.aligned and not r2.aligned and not r1.mirrored
+    for f in sorted(keep):
+        bpy.context.scene.frame_set(f)
+        for j in ext.rig.HAND_JOINTS:
+            pb1, pb2 = ref.pose.bones[j], rolled.pose.bones[j]
+            pb2.rotation_mode = "QUATERNION"
+            q1 = ext.keys.to_quaternion(tuple(pb1.rotation_euler), pb1.rotation_mode)
+            pb2.rotation_quaternion = r2.joints[j].from_model(r1.joints[j].to_model(q1))
+            pb2.keyframe_insert("rotation_quaternion", frame=f)
+            if j == "WRIST":
+                pb2.location = r2.joints[j].loc_from(r1.joints[j].loc_to(pb1.location, r1.scale), r2.scale)
+                pb2.keyframe_insert("location", frame=f)
+    assert run_fill(bpy, ref) == {"FINISHED"}
+    assert run_fill(bpy, rolled) == {"FINISHED"}
+    frames = list(range(1, FRAMES + 1))
+    h1, h2 = heads(bpy, ref, frames), heads(bpy, rolled, frames)
+    worst = max((h1[f][n] - h2[f][n]).length for f in frames for n in h1[f])
+    shortest = min((b.head_local - b.parent.head_local).length for b in ref.data.bones
+                   if b.parent and (b.head_local - b.parent.head_local).length > 1e-6)
+    assert worst < 1e-3 * shortest, (worst, shortest)

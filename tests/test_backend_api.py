@@ -1,0 +1,294 @@
+"""The fill server's endpoints against a real uvicorn server on 127.0.0.1 (see backend_support)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import backend_support
+import numpy as np
+import pytest
+from anyfill.backend import convert
+from anyfill.backend.schemas import FillRequest
+from anyfill.training.rotations import quat_angle
+from backend_support import fill_request, schema_of
+
+server, client = backend_support.server, backend_support.client  # the session's live server
+
+FORMATS = (
+    [{"type": "quaternion", "layout": "wxyz"}, {"type": "quaternion", "layout": "xyzw"}]
+    + [{"type": "euler", "order": o, "convention": c} for o in ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+       for c in ("blender", "bvh")]
+    + [{"type": "euler", "order": "ZXY", "units": "radians"}, {"type": "axis_angle"},
+       {"type": "axis_angle", "units": "degrees"}, {"type": "rotation_vector"}]
+)
+
+
+def _fmt(d: dict):
+    return FillRequest.model_validate({"model": "x", "fps": 30, "frames": [0], "joints": {"a": {}},
+                                       "rotation_format": d}).rotation_format
+
+
+def _quats(values: list, fmt: dict) -> np.ndarray:
+    return convert.to_quat(np.array(values, dtype=np.float64), _fmt(fmt), normalize=True)
+
+
+def test_health_needs_no_token(server):
+    import httpx
+
+    r = httpx.get(f"{server.url}/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["api"] == "v1" and body["version"]
+    assert set(body["models"]) == {"hand", "body", "hand-triples"}
+
+
+def test_models_describe_skeletons(client):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    body = models["body"]
+    schema = schema_of("body")
+    assert [j["name"] for j in body["joints"]] == list(schema.joints)
+    assert [j["parent_index"] for j in body["joints"]] == list(schema.parents)
+    assert body["joints"][2]["parent"] == "Hips" and body["joints"][0]["parent"] is None
+    assert [j["name"] for j in body["joints"] if j["moving"]] == ["joint_Root", "Hips"]
+    assert all(len(j["rest_offset"]) == 3 for j in body["joints"])
+    assert body["root"] == "Hips" and body["up_axis"] == "y" and body["window_frames"] == 65
+    assert body["rotations"]["default_quaternion_layout"] == "wxyz"
+    assert set(body["rotations"]["euler_orders"]) == {"XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"}
+    assert body["limits"]["max_sample_frames"] == 65 and body["limits"]["max_variations"] >= 8
+    assert body["fps_range"][0] <= 30 <= body["fps_range"][1]
+    assert models["hand-triples"]["variant"] == "triples" and models["hand"]["skeleton"] == "hand"
+
+
+def test_fill_keeps_known_and_fills_targets(client):
+    req = fill_request("body", frames=12)
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] == "body" and out["frames"] == req["frames"] and out["id"]
+    assert set(out["timings"]) >= {"total_ms", "model_ms", "queue_ms", "prepare_ms", "encode_ms"}
+    assert out["timings"]["model_ms"] <= out["timings"]["total_ms"]
+    for name, track in req["joints"].items():
+        res = out["joints"][name]
+        for t, given in enumerate(track["rotations"]):
+            if given is not None:
+                assert res["known"][t] and not res["target"][t]
+                assert res["rotations"][t] == given  # exactly as sent
+                assert res["uncertainty_deg"][t] is None
+            else:
+                assert res["target"][t] and len(res["rotations"][t]) == 4
+                assert abs(np.linalg.norm(res["rotations"][t]) - 1) < 1e-9
+                assert res["uncertainty_deg"][t] > 0 and np.isfinite(res["entropy"][t])
+        if "translations" in track:
+            assert res["translations"][0] == track["translations"][0]
+            assert all(v is not None for v in res["translations"])
+        else:
+            assert res["translations"] is None
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_rotation_formats_round_trip(client, fmt):
+    """Known cells come back unchanged in every format and Euler order; filled cells are the same
+    rotations as in the quaternion answer, and curves have no jumps."""
+    ref = client.post("/v1/fill", json=fill_request("hand", frames=10, keys=(0, 1, 9))).json()
+    req = fill_request("hand", frames=10, keys=(0, 1, 9), fmt=fmt)
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    for name, track in req["joints"].items():
+        res = out["joints"][name]
+        assert res["rotation_format"]["type"] == fmt["type"]
+        for t in (0, 1, 9):
+            np.testing.assert_allclose(res["rotations"][t], track["rotations"][t], atol=1e-5, rtol=0)
+        got = _quats(res["rotations"], fmt)
+        want = _quats(ref["joints"][name]["rotations"], {"type": "quaternion"})
+        assert quat_angle(got, want).max() < 1e-6
+        v = np.array(res["rotations"])
+        if fmt["type"] == "euler":
+            step = np.abs(np.diff(v, axis=0)).max()
+            assert step < (180 if fmt.get("units", "degrees") == "degrees" else np.pi)  # no wrap-around
+
+
+def test_mixed_formats_per_joint(client):
+    req = fill_request("hand", frames=8)
+    wrist = req["joints"]["WRIST"]
+    q = np.array([r for r in wrist["rotations"] if r is not None])
+    euler = {"type": "euler", "order": "YXZ"}
+    e = convert.encode_track(convert.to_quat(q, _fmt({"type": "quaternion"}))[:, None], _fmt(euler),
+                             np.zeros((len(q), 1, 3)), np.zeros(len(q), dtype=bool))[:, 0]
+    it = iter(e.tolist())
+    wrist["rotations"] = [next(it) if r is not None else None for r in wrist["rotations"]]
+    wrist["rotation_format"] = euler
+    out = client.post("/v1/fill", json=req).json()
+    assert out["joints"]["WRIST"]["rotation_format"]["type"] == "euler"
+    assert len(out["joints"]["WRIST"]["rotations"][4]) == 3
+    assert out["joints"]["INDEX_MCP"]["rotation_format"]["type"] == "quaternion"
+    assert out["joints"]["WRIST"]["rotations"][0] == wrist["rotations"][0]
+
+
+def test_explicit_targets_and_partial_joints(client):
+    req = fill_request("body", frames=10)
+    keep = ["Hips", "Spine", "Chest", "UpperArm_L"]
+    req["joints"] = {k: req["joints"][k] for k in keep}
+    req["joints"]["Spine"]["targets"] = [4, 5]
+    req["joints"]["Chest"]["targets"] = []
+    out = client.post("/v1/fill", json=req).json()
+    assert set(out["joints"]) == set(keep)
+    spine = out["joints"]["Spine"]
+    assert [t for t, v in enumerate(spine["target"]) if v] == [4, 5]
+    assert spine["rotations"][3] is None and spine["rotations"][4] is not None
+    assert not any(out["joints"]["Chest"]["target"])
+    assert sum(out["joints"]["UpperArm_L"]["target"]) == 6
+
+
+def test_long_window_and_uneven_frames(client):
+    req = fill_request("hand", frames=90, keys=(0, 1, 2, 40, 89))
+    req["frames"] = [f * 2 + (0.5 if f % 7 == 0 else 0) for f in range(90)]
+    req["fps"] = 60
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == 200, r.text
+    assert all(v is not None for v in r.json()["joints"]["PINKY_DIP_FE"]["rotations"])
+
+
+def test_sample_variations(client):
+    req = fill_request("hand", frames=6, keys=(0, 5), k=40, n=3, seed=7, order="lowest-entropy")
+    a = client.post("/v1/sample", json=req)
+    assert a.status_code == 200, a.text
+    a = a.json()
+    assert len(a["variations"]) == 3 and a["order"] == "lowest-entropy" and a["seed"] == 7
+    b = client.post("/v1/sample", json=req).json()
+    va = [np.array(v["joints"]["INDEX_MCP"]["rotations"][1:5]) for v in a["variations"]]
+    vb = [np.array(v["joints"]["INDEX_MCP"]["rotations"][1:5]) for v in b["variations"]]
+    np.testing.assert_allclose(va[0], vb[0])  # same seed, same draw
+    assert np.abs(va[0] - va[1]).max() > 1e-6  # variations differ
+    for v in a["variations"]:
+        assert v["joints"]["WRIST"]["rotations"][0] == req["joints"]["WRIST"]["rotations"][0]
+
+
+def test_sample_triples_model_and_stream(client):
+    req = fill_request("hand", frames=6, keys=(0, 5), model="hand-triples", k=1, n=2, stream=True)
+    events = []
+    with client.stream("POST", "/v1/sample", json=req) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        events = [json.loads(line) for line in r.iter_lines() if line]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "result" and "progress" in kinds
+    last = [e for e in events if e["event"] == "progress"][-1]
+    assert last["done"] == last["total"] == 4  # triples variant: one frame per step
+    assert len({e["id"] for e in events}) == 1
+    assert len(events[-1]["result"]["variations"]) == 2
+
+
+def _slow_sample(job_id: str) -> dict:
+    return fill_request("body", frames=20, keys=(0, 19), k=1, n=4, id=job_id)
+
+
+def _wait_state(client, job_id: str, states: set[str], timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = client.get(f"/v1/jobs/{job_id}")
+        if r.status_code == 200 and r.json()["state"] in states:
+            return r.json()
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}")
+
+
+def test_cancel_running_sample(server, client):
+    answer = {}
+
+    def run():
+        with server.client() as c:
+            answer["r"] = c.post("/v1/sample", json=_slow_sample("cancel-me"))
+
+    th = threading.Thread(target=run)
+    th.start()
+    status = _wait_state(client, "cancel-me", {"running"})
+    assert status["kind"] == "sample"
+    _wait_until_progress(client, "cancel-me")
+    c = client.post("/v1/jobs/cancel-me/cancel")
+    assert c.status_code == 200 and c.json()["cancelled"] is True
+    th.join(30)
+    assert answer["r"].status_code == 409 and "cancelled" in answer["r"].json()["error"]
+    final = client.get("/v1/jobs/cancel-me").json()
+    assert final["state"] == "cancelled" and final["done"] < final["total"]
+    assert client.post("/v1/jobs/cancel-me/cancel").json()["cancelled"] is False
+    assert client.post("/v1/fill", json=fill_request("hand", frames=5)).status_code == 200
+
+
+def _wait_until_progress(client, job_id: str) -> None:
+    deadline = time.time() + 30
+    while client.get(f"/v1/jobs/{job_id}").json()["done"] == 0 and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_disconnect_cancels_streamed_sample(server, client):
+    req = _slow_sample("leaver")
+    req["stream"] = True
+    with server.client() as c, c.stream("POST", "/v1/sample", json=req) as r:
+        first = json.loads(next(r.iter_lines()))
+        assert first["event"] == "started" and first["id"] == "leaver"
+    final = _wait_state(client, "leaver", {"cancelled", "done"})
+    assert final["state"] == "cancelled"
+
+
+def test_disconnect_cancels_plain_sample(server, client):
+    import httpx
+
+    def run():
+        try:
+            with server.client() as c:
+                c.post("/v1/sample", json=_slow_sample("gone"), timeout=httpx.Timeout(60, read=1.5))
+        except httpx.ReadTimeout:
+            pass  # the client gives up and closes the connection
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join(30)
+    assert _wait_state(client, "gone", {"cancelled", "done"})["state"] == "cancelled"
+
+
+def test_eight_concurrent_clients_get_their_own_answers(server, client):
+    reqs = [fill_request("body" if i % 2 else "hand", frames=10 + i, data_seed=100 + i) for i in range(8)]
+    expected = [client.post("/v1/fill", json=q).json() for q in reqs]
+    got: list = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def run(i):
+        with server.client() as c:
+            barrier.wait()
+            got[i] = c.post("/v1/fill", json=reqs[i]).json()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for e, g in zip(expected, got, strict=True):
+        assert g["frames"] == e["frames"] and g["model"] == e["model"] and g["id"] != e["id"]
+        for name in e["joints"]:
+            np.testing.assert_allclose(np.array(g["joints"][name]["rotations"], dtype=float),
+                                       np.array(e["joints"][name]["rotations"], dtype=float), atol=1e-6)  # float32
+
+
+def test_openapi_contract(server):
+    """The served schema is the contract: key paths and fields, and docs/openapi.json is up to date."""
+    import httpx
+    from anyfill.backend.openapi import dumps
+
+    spec = httpx.get(f"{server.url}/v1/openapi.json").json()
+    paths = spec["paths"]
+    assert {"/v1/health", "/v1/models", "/v1/fill", "/v1/sample", "/v1/jobs/{job_id}",
+            "/v1/jobs/{job_id}/cancel"} <= set(paths)
+    assert "post" in paths["/v1/fill"] and "422" in paths["/v1/fill"]["post"]["responses"]
+    s = spec["components"]["schemas"]
+    assert {"model", "fps", "frames", "joints", "rotation_format", "id"} <= set(s["FillRequest"]["properties"])
+    assert {"order", "k", "temperature", "seed", "n", "stream"} <= set(s["SampleRequest"]["properties"])
+    assert {"rotations", "translations", "offset", "targets", "rotation_format"} <= set(s["JointTrack"]["properties"])
+    assert {"rotations", "translations", "known", "target", "uncertainty_deg"} <= set(s["JointResult"]["properties"])
+    assert {"total_ms", "model_ms"} <= set(s["Timings"]["properties"])
+    assert set(s["EulerFormat"]["properties"]["order"]["enum"]) == {"XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"}
+    assert {"wxyz", "xyzw"} == set(s["QuaternionFormat"]["properties"]["layout"]["enum"])
+    committed = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+    assert committed.read_text() == dumps(), "docs/openapi.json is stale: run `make openapi`"

@@ -1,0 +1,99 @@
+"""Rotation formats of the API: conversions both ways, the Euler naming conventions, and continuity of
+returned curves (anchored on the known values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from anyfill.backend import convert
+from anyfill.backend.schemas import FillRequest
+from anyfill.training.rotations import axis_angle_to_quat, quat_angle
+
+ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+
+
+def fmt(**d):
+    return FillRequest.model_validate({"model": "x", "fps": 30, "frames": [0], "joints": {"a": {}},
+                                       "rotation_format": d}).rotation_format
+
+
+def _curve(n: int = 200, turns: float = 2.0) -> np.ndarray:
+    """A rotation about a tilted axis through ``turns`` full turns: wraps every representation."""
+    axis = np.array([0.3, 0.2, 0.93])
+    axis /= np.linalg.norm(axis)
+    return axis_angle_to_quat(np.linspace(0, turns * 2 * np.pi, n)[:, None] * axis)
+
+
+ALL = ([fmt(type="quaternion", layout=lay) for lay in ("wxyz", "xyzw")]
+       + [fmt(type="euler", order=o, convention=c) for o in ORDERS for c in ("blender", "bvh")]
+       + [fmt(type="axis_angle"), fmt(type="rotation_vector", units="degrees")])
+
+
+@pytest.mark.parametrize("f", ALL, ids=lambda f: f.model_dump_json())
+def test_round_trip_and_continuity(f):
+    # axis-angle can only be continuous within one turn (past 360 degrees the axis flips)
+    q = _curve(turns=0.95 if f.type in ("axis_angle", "rotation_vector") else 2.0)
+    known = np.zeros(len(q), dtype=bool)
+    known[[0, 120]] = True
+    given = np.full((len(q), convert.width(f)), np.nan)
+    raw = convert.encode_track(q, f, given, np.zeros(len(q), dtype=bool))
+    given[known] = raw[known]
+    v = convert.encode_track(q, f, given, known)
+    np.testing.assert_array_equal(v[known], given[known])
+    assert quat_angle(convert.to_quat(v, f), q).max() < 1e-6
+    step = np.abs(np.diff(v, axis=0)).max()
+    limit = {"quaternion": 0.2, "euler": 90.0, "axis_angle": 0.3, "rotation_vector": 30.0}[f.type]  # wraps: 180+
+    assert step < limit, f"jump of {step} in a smooth curve"
+
+
+def test_anchor_keeps_the_given_branch():
+    """A known Euler value 2*pi away from scipy's branch: the fill continues from it, not from scipy's."""
+    f = fmt(type="euler", order="XYZ")
+    q = _curve(20, turns=0.1)
+    given = np.full((20, 3), np.nan)
+    known = np.zeros(20, dtype=bool)
+    known[0] = True
+    given[0] = convert.encode_track(q[:1], f, given[:1], np.zeros(1, dtype=bool))[0] + [360.0, -360.0, 720.0]
+    v = convert.encode_track(q, f, given, known)
+    assert np.abs(v[1] - v[0]).max() < 10
+    qf = fmt(type="quaternion")
+    gq = np.full((20, 4), np.nan)
+    gq[0] = -convert.encode_track(q[:1], qf, gq[:1], np.zeros(1, dtype=bool))[0]  # the other hemisphere
+    vq = convert.encode_track(q, qf, gq, known)
+    assert np.dot(vq[0], vq[1]) > 0.9
+
+
+def test_blender_and_bvh_naming():
+    """Blender's rotation_mode names the axes in the order they apply: 'XYZ' is BVH/intrinsic 'ZYX'."""
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-170, 170, size=(10, 3))
+    for order in ORDERS:
+        a = convert.to_quat(xyz, fmt(type="euler", order=order))
+        b = convert.to_quat(xyz, fmt(type="euler", order=order[::-1], convention="bvh"))
+        assert quat_angle(a, b).max() < 1e-6
+
+
+@pytest.mark.blender
+def test_matches_blender_mathutils():
+    pytest.importorskip("bpy", reason="the bpy wheel (Blender's mathutils) is not installed")
+    import mathutils
+    rng = np.random.default_rng(1)
+    for order in ORDERS:
+        for x, y, z in rng.uniform(-3, 3, size=(5, 3)):
+            want = mathutils.Euler((x, y, z), order).to_quaternion()  # (w, x, y, z)
+            got = convert.to_quat(np.array([[x, y, z]]), fmt(type="euler", order=order, units="radians"))
+            assert quat_angle(got[0], np.array([want.x, want.y, want.z, want.w])) < 1e-3  # mathutils is float32
+            aa = want.to_axis_angle()
+            got = convert.to_quat(np.array([[aa[1], *aa[0]]]), fmt(type="axis_angle"))
+            assert quat_angle(got[0], np.array([want.x, want.y, want.z, want.w])) < 1e-3  # mathutils is float32
+
+
+def test_quaternion_policy():
+    f = fmt(type="quaternion")
+    with pytest.raises(convert.BadValue) as e:
+        convert.to_quat(np.array([[1.0, 0, 0, 0], [1.1, 0, 0, 0]]), f)
+    assert e.value.row == 1 and "norm" in str(e.value)
+    np.testing.assert_allclose(convert.to_quat(np.array([[2.0, 0, 0, 0]]), f, normalize=True), [[0, 0, 0, 1.0]])
+    with pytest.raises(convert.BadValue):
+        convert.to_quat(np.array([[0.0, 0, 0, 0]]), f, normalize=True)
+    np.testing.assert_allclose(convert.to_quat(np.array([[1.0005, 0, 0, 0]]), f), [[0, 0, 0, 1.0]])

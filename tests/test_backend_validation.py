@@ -1,0 +1,202 @@
+"""Bad requests get a 4xx naming the field (never a 500) and the server keeps serving; token, Origin, Host
+and size checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import backend_support
+import httpx
+import pytest
+from backend_support import fill_request
+
+server, client = backend_support.server, backend_support.client  # the session's live server
+
+@pytest.fixture(autouse=True)
+def still_serving(client):
+    yield
+    assert client.get("/v1/health").status_code == 200
+
+
+def _set(req: dict, path: str, value) -> dict:
+    """``_set(req, "joints.Hips.rotations.0", v)``; value ``...`` deletes the key."""
+    req = copy.deepcopy(req)
+    *parents, last = path.split(".")
+    node = req
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    key = int(last) if isinstance(node, list) else last
+    if value is ...:
+        del node[key]
+    else:
+        node[key] = value
+    return req
+
+
+BASE = fill_request("body", frames=8, keys=(0, 1, 7))
+HIPS_ROT = "joints.Hips.rotations"
+
+# (name, mutated request, expected status, text the field must contain)
+BAD = [
+    ("unknown model", _set(BASE, "model", "dragon"), 422, "model"),
+    ("unknown joint", _set(BASE, "joints.Tail", {"rotations": None}), 422, "joints.Tail"),
+    ("rotations one short", _set(BASE, HIPS_ROT, BASE["joints"]["Hips"]["rotations"][:-1]), 422, HIPS_ROT),
+    ("quaternion of 3", _set(BASE, f"{HIPS_ROT}.1", [1.0, 0.0, 0.0]), 422, f"{HIPS_ROT}[1]"),
+    ("quaternion of 5", _set(BASE, f"{HIPS_ROT}.1", [1.0, 0, 0, 0, 0]), 422, f"{HIPS_ROT}[1]"),
+    ("non-unit quaternion", _set(BASE, f"{HIPS_ROT}.1", [2.0, 0.0, 0.0, 0.0]), 422, f"{HIPS_ROT}[1]"),
+    ("zero quaternion", _set(_set(BASE, "normalize_quaternions", True), f"{HIPS_ROT}.0", [0.0, 0, 0, 0]), 422,
+     f"{HIPS_ROT}[0]"),
+    ("string in rotation", _set(BASE, f"{HIPS_ROT}.0", ["a", 0, 0, 1]), 422, f"{HIPS_ROT}[0]"),
+    ("rotation not a list", _set(BASE, f"{HIPS_ROT}.0", 1.0), 422, f"{HIPS_ROT}[0]"),
+    ("duplicate frames", _set(BASE, "frames", [0, 1, 2, 3, 3, 5, 6, 7]), 422, "frames[4]"),
+    ("unordered frames", _set(BASE, "frames", [0, 1, 2, 4, 3, 5, 6, 7]), 422, "frames[4]"),
+    ("no frames", _set(BASE, "frames", []), 422, "frames"),
+    ("too many frames", _set(BASE, "frames", list(range(2049))), 422, "frames"),
+    ("fps zero", _set(BASE, "fps", 0), 422, "fps"),
+    ("window too long in time", _set(BASE, "frames", [0, 1, 2, 3, 4, 5, 6, 1e8]), 422, "frames"),
+    ("fps negative", _set(BASE, "fps", -30), 422, "fps"),
+    ("fps huge", _set(BASE, "fps", 1e9), 422, "fps"),
+    ("fps missing", _set(BASE, "fps", ...), 422, "fps"),
+    ("fps string", _set(BASE, "fps", "thirty"), 422, "fps"),
+    ("target also known", _set(BASE, "joints.Spine.targets", [2, 1]), 422, "joints.Spine.targets[1]"),
+    ("target not a frame", _set(BASE, "joints.Spine.targets", [2.5]), 422, "joints.Spine.targets[0]"),
+    ("no known cells", {**BASE, "joints": {"Spine": {"rotations": None}}}, 422, "joints"),
+    ("no targets", {**BASE, "joints": {"Spine": {**BASE["joints"]["Spine"], "targets": []}}}, 422, "joints"),
+    ("no joints", _set(BASE, "joints", {}), 422, "joints"),
+    ("moving joint without translations", _set(BASE, "joints.Hips.translations", ...), 422,
+     "joints.Hips.translations"),
+    ("translation without rotation", _set(BASE, "joints.Hips.translations.3", [0, 0, 0]), 422,
+     "joints.Hips.translations[3]"),
+    ("rotation without translation", _set(BASE, "joints.Hips.translations.0", None), 422,
+     "joints.Hips.translations[0]"),
+    ("translation of 2", _set(BASE, "joints.Hips.translations.0", [0, 0]), 422, "joints.Hips.translations[0]"),
+    ("translations on a fixed joint", _set(BASE, "joints.Spine.translations", [None] * 8), 422,
+     "joints.Spine.translations"),
+    ("offset on a moving joint", _set(BASE, "joints.Hips.offset", [0, 0, 0]), 422, "joints.Hips.offset"),
+    ("offset of 2", _set(BASE, "joints.Spine.offset", [1, 2]), 422, "joints.Spine.offset"),
+    ("bad Euler order", _set(BASE, "rotation_format", {"type": "euler", "order": "XXY"}), 422, "rotation_format"),
+    ("unknown format", _set(BASE, "rotation_format", {"type": "matrix"}), 422, "rotation_format"),
+    ("unknown quaternion layout", _set(BASE, "rotation_format", {"type": "quaternion", "layout": "wzyx"}), 422,
+     "rotation_format"),
+    ("Euler values as quaternion", _set(BASE, "joints.Spine.rotation_format", {"type": "euler"}), 422,
+     "joints.Spine.rotations[0]"),
+    ("axis-angle zero axis", _set(_set(BASE, "joints.Spine.rotation_format", {"type": "axis_angle"}),
+                                  "joints.Spine.rotations", [[1.0, 0, 0, 0]] + [None] * 7), 422,
+     "joints.Spine.rotations[0]"),
+    ("extra field", _set(BASE, "colour", "red"), 422, "colour"),
+    ("extra joint field", _set(BASE, "joints.Spine.euler", True), 422, "joints.Spine.euler"),
+    ("bad id", _set(BASE, "id", "no spaces allowed"), 422, "id"),
+    ("model not a string", _set(BASE, "model", 3), 422, "model"),
+    ("joints a list", _set(BASE, "joints", [1, 2]), 422, "joints"),
+]
+
+
+@pytest.mark.parametrize(("req", "status", "field"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_fill_requests(client, req, status, field):
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert field in body["field"] and field in body["error"], body
+
+
+def test_valid_base_request_passes(client):
+    assert client.post("/v1/fill", json=BASE).status_code == 200
+
+
+def test_normalize_quaternions_accepts_scaled(client):
+    req = _set(BASE, "normalize_quaternions", True)
+    q = req["joints"]["Hips"]["rotations"][1]
+    req["joints"]["Hips"]["rotations"][1] = [2 * v for v in q]
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == 200, r.text
+    assert r.json()["joints"]["Hips"]["rotations"][1] == [2 * v for v in q]  # known cells come back as given
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(("where", "field"), [
+    (f"{HIPS_ROT}.0.1", f"{HIPS_ROT}[0]"), ("joints.Hips.translations.0.2", "joints.Hips.translations[0]"),
+    ("fps", "fps"), ("frames.2", "frames[2]"), ("joints.Spine.offset.0", "joints.Spine.offset[0]"),
+])
+def test_non_finite_values(client, token, where, field):
+    req = _set(BASE, "joints.Spine.offset", [1.0, 2.0, 3.0]) if "offset" in where else BASE
+    text = json.dumps(_set(req, where, 12345.678)).replace("12345.678", token)
+    r = client.post("/v1/fill", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith(field), r.json()
+
+
+BAD_SAMPLE = [
+    ("n zero", {"n": 0}, 422, "n"),
+    ("n too large", {"n": 17}, 422, "n"),
+    ("k zero", {"k": 0}, 422, "k"),
+    ("negative temperature", {"temperature": -1}, 422, "temperature"),
+    ("unknown order", {"order": "backward"}, 422, "order"),
+    ("negative seed", {"seed": -1}, 422, "seed"),
+    ("window too long", {"frames": list(range(66))}, 413, "frames"),
+]
+
+
+@pytest.mark.parametrize(("extra", "status", "field"), [b[1:] for b in BAD_SAMPLE], ids=[b[0] for b in BAD_SAMPLE])
+def test_bad_sample_requests(client, extra, status, field):
+    params = {"k": 50, **{k: v for k, v in extra.items() if k != "frames"}}
+    req = fill_request("hand", frames=66 if "frames" in extra else 6, **params)
+    r = client.post("/v1/sample", json=req)
+    assert r.status_code == status, r.text
+    assert r.json()["field"].startswith(field)
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b"null", b'"text"', b"\xff\xfe", b"{}" * 3])
+def test_malformed_bodies(client, content):
+    r = client.post("/v1/fill", content=content, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+
+
+def test_wrong_content_type(client):
+    r = client.post("/v1/fill", content=json.dumps(BASE), headers={"content-type": "text/plain"})
+    assert 400 <= r.status_code < 500
+
+
+def test_unknown_job(client):
+    assert client.get("/v1/jobs/nope").status_code == 404
+    r = client.post("/v1/jobs/nope/cancel")
+    assert r.status_code == 404 and r.json()["field"] == "job_id"
+
+
+def test_token_required(server):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": server.token},
+                    {"X-Anyfill-Token": "nope"}):
+        r = httpx.post(f"{server.url}/v1/fill", json=BASE, headers=headers)
+        assert r.status_code == 401, headers
+        assert "token" in r.json()["error"]
+        assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 401
+    ok = httpx.get(f"{server.url}/v1/models", headers={"X-Anyfill-Token": server.token})
+    assert ok.status_code == 200
+
+
+def test_origin_refused(client):
+    for path in ("/v1/health", "/v1/models"):
+        for origin in ("https://evil.example", "null", "http://127.0.0.1:8765"):
+            r = client.get(path, headers={"Origin": origin})
+            assert r.status_code == 403 and "Origin" in r.json()["error"]
+    r = client.post("/v1/fill", json=BASE, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+
+
+def test_foreign_host_refused(client):
+    r = client.get("/v1/models", headers={"Host": "attacker.example:8765"})
+    assert r.status_code == 403
+    assert client.get("/v1/models", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_body_size_bounded(client):
+    big = b'{"model": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    r = client.post("/v1/fill", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: counted while read
+        for _ in range(10):
+            yield b" " * (1024 * 1024)
+
+    r = client.post("/v1/fill", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413

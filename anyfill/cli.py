@@ -39,7 +39,8 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
 def _bench_prediction(args: argparse.Namespace) -> int:
     from anyfill.training.bench import prediction
 
-    result = prediction.run(args.methods, root=args.data_root, stride=args.stride, threads=args.threads)
+    result = prediction.run(args.methods, root=args.data_root, stride=args.stride, threads=args.threads,
+                            repeats=args.repeats)
     print(prediction.format_table(result))
     if args.json:
         prediction.write_json(result, args.json)
@@ -57,6 +58,7 @@ def _add_bench_prediction(bench_sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--methods", nargs="+", default=["zero"], metavar="METHOD", help="zero, or training run folders")
     pr.add_argument("--stride", type=int, default=5, help="frames between test windows")
     pr.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    pr.add_argument("--repeats", type=int, default=3, help="inference timing: the fastest of N runs")
     pr.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     pr.add_argument("--attention", nargs="+", metavar="RUN", help="export first-encoder-block attention maps")
     pr.add_argument("--attention-out", default="bench-results/attention", metavar="DIR")

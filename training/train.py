@@ -167,7 +167,8 @@ def _newest_readable_checkpoint(ckpt_dir: Path) -> Path | None:
     (a run killed while writing ``last.ckpt`` still resumes from the one before)."""
     import torch
 
-    cands = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))
+    # newest "last*" first (Lightning writes last-v1.ckpt beside a stale last.ckpt in a copied run folder)
+    cands = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (not p.name.startswith("last"), -p.stat().st_mtime))
     for c in cands:
         try:
             torch.load(c, map_location="cpu", weights_only=False, mmap=True)
@@ -189,7 +190,10 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     cfg_path = run_dir / "config.json"
-    snapshot = {"model": task.name, "config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}
+    # through JSON, so tuples compare equal to the lists a saved config.json holds
+    snapshot = json.loads(json.dumps(
+        {"model": task.name, "config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}
+    ))
     resume = None if fresh else (_newest_readable_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None)
     if resume is not None and cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
@@ -234,6 +238,9 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     if resume is not None:
         print(f"anyfill train: resuming from {resume}", file=sys.stderr)
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    if trainer.interrupted or trainer.should_stop or tcfg.max_time:
+        # a run stopped mid-epoch (max_time, Ctrl-C) keeps its last steps: save them for the next resume
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     if task.after_fit is not None and trainer.is_global_zero:
         task.after_fit(cfg, module, trainer, run_dir)
     return run_dir

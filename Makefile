@@ -16,9 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: setup  ## the main job: benchmark the fill methods on the real test split
-	$(VENV)/bin/anyfill bench inbetween --skeleton body --method interp --json bench-results/body-interp.json
-	$(VENV)/bin/anyfill bench inbetween --skeleton hand --method interp --json bench-results/hand-interp.json
+demo: setup  ## the main job: start the backend with the shipped models, fill real sample clips over HTTP
+	$(VENV)/bin/anyfill demo --out demo-output
 
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
@@ -44,4 +43,4 @@ build-addon: setup  ## the Blender extension zip in dist/, checked by Blender's 
 	$(VENV)/bin/anyfill build-addon
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache bench-results
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache bench-results demo-output

@@ -82,7 +82,7 @@ def _backend(args: argparse.Namespace, extra: list[str]) -> int:
     """``anyfill serve``, ``anyfill fill`` and ``anyfill bench serve``: argument parsing lives in the backend."""
     import importlib
 
-    module = {"serve": "server", "fill": "cli_fill"}.get(args.command, "bench")
+    module = {"serve": "server", "fill": "cli_fill", "demo": "demo"}.get(args.command, "bench")
     return importlib.import_module(f"anyfill.backend.{module}").main(extra)
 
 
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub.add_parser("serve", help="fill latency and throughput of a local server",
                          add_help=False).set_defaults(func=_backend, passthrough=True)
     for name, text in (("serve", "run the local fill server (see 'anyfill serve --help')"),
+                       ("demo", "the main job: start the server and fill real sample clips over HTTP"),
                        ("fill", "fill a BVH file from its key frames (see 'anyfill fill --help')")):
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=_backend, passthrough=True)
 

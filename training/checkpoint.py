@@ -47,8 +47,9 @@ def card_path(path: str | Path) -> Path:
 
 
 def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` (.safetensors) and its card (.json), each atomically."""
+               metrics: dict[str, Any] | None = None, rest_offsets=None) -> Path:
+    """Write ``path`` (.safetensors) and its card (.json), each atomically. ``rest_offsets`` (J, 3): the
+    training data's mean bone offsets, which clients use as the model's rest skeleton."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -59,7 +60,9 @@ def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | N
         "kind": "motion-anyorder",
         "config": dataclasses.asdict(model.cfg),
         "schema": {"name": schema.name, "joints": list(schema.joints), "parents": list(schema.parents),
-                   "root": schema.root, "moving": list(schema.moving), "units": schema.units},
+                   "root": schema.root, "moving": list(schema.moving), "units": schema.units,
+                   **({"rest_offsets": [[float(x) for x in row] for row in rest_offsets]}
+                      if rest_offsets is not None else {})},
         "rotation": "local quaternions (x, y, z, w); 6D at the network",
         "data": "ManipNet hands (CC BY-NC)" if schema.name == "hand" else "Bandai Namco Research Motion (CC BY-NC 4.0)",
         "licence": "non-commercial (trained on CC BY-NC data)",

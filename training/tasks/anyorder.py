@@ -47,6 +47,7 @@ class AnyOrderTrainConfig:
     w_angular: float = 1.0
     w_position: float = 0.05
     w_fk: float = 1.0
+    init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
     data_root: str | None = None
     data_seed: int = 0
     val_windows: int = 512
@@ -58,7 +59,15 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         d_model=cfg.d_model, n_heads=cfg.n_heads, n_enc_layers=cfg.n_enc_layers,
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
-    return MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core))
+    model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core))
+    if cfg.init_from:
+        from ..checkpoint import load_model
+
+        source, _ = load_model(cfg.init_from)
+        if source.cfg != model.cfg:
+            raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
+        model.load_state_dict(source.state_dict())
+    return model
 
 
 def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -132,7 +141,7 @@ class AnyOrderModule(L.LightningModule):
         # the statistics are a deterministic function of the training data and data_seed, so setting
         # them again on resume gives the same buffers the checkpoint holds
         dm = self.trainer.datamodule
-        if dm is not None and dm.stats is not None:
+        if dm is not None and dm.stats is not None and not self.cfg.init_from:
             self.model.set_stats(dm.stats)
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -198,7 +207,9 @@ def _build(cfg: AnyOrderTrainConfig):
 def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
     path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
     command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
-    save_model(module.model, path, training={
+    dm = trainer.datamodule
+    rest = dm.stats["offsets"] if dm is not None and dm.stats is not None else None
+    save_model(module.model, path, rest_offsets=rest, training={
         "config": dataclasses.asdict(cfg),
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),

@@ -1,0 +1,38 @@
+"""Training windows come from the training split only; statistics from training windows only."""
+
+import numpy as np
+import pytest
+
+from anyfill.training.datasets import MaskMix, WindowSampler, feature_stats, load_clips, sample_masks
+from anyfill.training.splits import split_files
+
+pytestmark = pytest.mark.data
+
+
+def test_body_training_and_validation_clips_come_from_distinct_training_files(data_root):
+    test = {str(p) for p in split_files("body", "test", data_root)}
+    train = load_clips("body", "train", data_root, fps=(30.0,))
+    val = load_clips("body", "val", data_root, fps=(30.0,))
+    train_names, val_names = {c.name for c in train}, {c.name for c in val}
+    assert train_names and val_names and not (train_names & val_names)
+    assert not ((train_names | val_names) & test)
+    assert all(abs(c.fps - 30.0) < 1e-3 for c in train)
+
+
+def test_hand_clips_are_training_takes_mirrored_and_at_each_rate(data_root):
+    clips = load_clips("hand", "val", data_root, fps=(30.0, 40.0))
+    assert all("teapot3" not in c.name for c in clips)  # the test take
+    assert {round(c.fps, 3) for c in clips} == {30.0, 40.0}
+    # both the capture and its mirror image: WRIST x positions of opposite signs for the same take
+    names = {c.name for c in clips}
+    assert len(names) == 10  # 5 takes x 2 hands
+
+
+def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root):
+    sampler = WindowSampler(load_clips("hand", "val", data_root, fps=(30.0,)), 65)
+    stats = feature_stats(sampler, np.random.default_rng(0), n=64)
+    assert stats["rot_mean"].shape == (17, 6) and (stats["rot_std"] > 0).all()
+    rng = np.random.default_rng(1)
+    known, target = sample_masks(rng, 200, 65, 17, MaskMix())
+    assert not (known & target).any()
+    assert known.any(axis=(1, 2)).all() and target.any(axis=(1, 2)).all()

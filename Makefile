@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench bench-baselines openapi build-addon clean
+.PHONY: setup demo test test-fast lint format bench bench-baselines models openapi build-addon clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,19 @@ bench-baselines: setup  ## zero and interp on both test splits, JSON in bench-re
 	for s in body hand; do for m in zero interp; do \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$m --json bench-results/$$s-$$m.json || exit 1; \
 	done; done
+
+MODEL_ARGS = --variant query d_model=128 batch_size=32 steps_per_epoch=200 val_windows=256 trainer.threads=1
+models: setup  ## retrain the shipped hand and body models (two time-bounded stages, see docs/anyorder.md)
+	for s in hand body; do \
+	  $(VENV)/bin/anyfill train anyorder --skeleton $$s $(MODEL_ARGS) trainer.max_epochs=1000 \
+	    trainer.max_time=00:00:55:00 --run-dir runs/$$s-query || exit 1; \
+	  $(VENV)/bin/anyfill train anyorder --skeleton $$s $(MODEL_ARGS) lr=0.0003 dropout=0.0 warmup_steps=50 \
+	    init_from=runs/$$s-query/export/$$s-query.safetensors trainer.max_epochs=8 trainer.max_time=00:00:20:00 \
+	    --run-dir runs/$$s-query3 || exit 1; \
+	  cp runs/$$s-query3/export/$$s-query.safetensors backend/models/$$s.safetensors; \
+	  cp runs/$$s-query3/export/$$s-query.json backend/models/$$s.json; \
+	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \
+	done
 
 openapi: setup  ## write the server's API contract to docs/openapi.json (checked by the tests)
 	$(PY) -m anyfill.backend.openapi docs/openapi.json

@@ -64,7 +64,8 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         from ..checkpoint import load_model
 
         source, _ = load_model(cfg.init_from)
-        if source.cfg != model.cfg:
+        same_core = dataclasses.replace(source.cfg.core, dropout=core.dropout)  # dropout may change
+        if dataclasses.replace(source.cfg, core=same_core) != model.cfg:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from anyfill.training import bvh as bvh_io
 from anyfill.training import clip as clip_io
 from anyfill.training import fill as engine

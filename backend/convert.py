@@ -10,6 +10,7 @@ written F-curve has no jumps at the seams, and known cells are returned exactly 
 from __future__ import annotations
 
 import numpy as np
+
 from anyfill.training.rotations import (
     axis_angle_to_quat,
     euler_make_continuous,

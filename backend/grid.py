@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from anyfill.training.fill import FillResult
 
 from . import convert

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from anyfill.training.checkpoint import SHIPPED_DIR, CheckpointError, load_model, resolve_path
 from anyfill.training.fill import model_length
 from anyfill.training.models.motion import MotionFill

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from anyfill.training.fill import ORDERS
 from pydantic import BaseModel, ConfigDict, Field
+
+from anyfill.training.fill import ORDERS
 
 API_VERSION = "v1"
 

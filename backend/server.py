@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from anyfill.training import fill as engine
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from anyfill import __version__
+from anyfill.training import fill as engine
 
 from . import errors, grid
 from .auth import Guard, ensure_token, is_loopback, token_path

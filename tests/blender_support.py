@@ -89,6 +89,7 @@ def import_bvh(bpy, path: Path, rotate_mode: str = "NATIVE"):
 
 def make_models(folder: Path) -> dict[str, Path]:
     import torch
+
     from anyfill.training.checkpoint import save_model
     from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
 

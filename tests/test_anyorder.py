@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from anyfill.training import fill as fill_engine
 from anyfill.training.baselines import interpolate_cells
 from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model

@@ -10,10 +10,11 @@ from pathlib import Path
 import backend_support
 import numpy as np
 import pytest
+from backend_support import fill_request, schema_of
+
 from anyfill.backend import convert
 from anyfill.backend.schemas import FillRequest
 from anyfill.training.rotations import quat_angle
-from backend_support import fill_request, schema_of
 
 server, client = backend_support.server, backend_support.client  # the session's live server
 
@@ -275,6 +276,7 @@ def test_eight_concurrent_clients_get_their_own_answers(server, client):
 def test_openapi_contract(server):
     """The served schema is the contract: key paths and fields, and docs/openapi.json is up to date."""
     import httpx
+
     from anyfill.backend.openapi import dumps
 
     spec = httpx.get(f"{server.url}/v1/openapi.json").json()

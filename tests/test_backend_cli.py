@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from backend_support import fill_request, models_dir
+
 from anyfill.backend import auth, registry
+from anyfill.cli import main as cli
 from anyfill.training import bvh, clip
 from anyfill.training.checkpoint import CheckpointError
 from anyfill.training.rotations import quat_angle
-from backend_support import fill_request, models_dir
-
-from anyfill.cli import main as cli
 
 
 def test_serve_process_lifecycle(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from anyfill.backend import convert
 from anyfill.backend.schemas import FillRequest
 from anyfill.training.rotations import axis_angle_to_quat, quat_angle

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from anyfill.training import clip, windows
 from anyfill.training.bench import inbetween
 from anyfill.training.rotations import quat_apply

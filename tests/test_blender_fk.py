@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from anyfill.training import bvh, clip
 from anyfill.training.rotations import EULER_ORDERS
 from anyfill.training.skeleton import forward_kinematics

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from anyfill.training import bvh
 from anyfill.training.rotations import EULER_ORDERS, quat_angle
-from scipy.spatial.transform import Rotation
 
 HAND_FILE = "manipnet/teapot3/leftHand.bvh"
 BODY_FILES = (

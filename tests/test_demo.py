@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from anyfill.training import bvh
 from anyfill.training.checkpoint import SHIPPED_DIR, load_model, read_card
 

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
+
 from anyfill.training import lift_data
 from anyfill.training.bench import lift as lift_bench
 from anyfill.training.metrics import mpjpe, pa_mpjpe
 from anyfill.training.models.lift import LiftConfig, LiftModel, n_parameters
 from anyfill.training.skeleton import BODY
 from anyfill.training.tasks import lift as lift_task
-from scipy.spatial.transform import Rotation
 
 
 def test_report_network_layers_and_parameter_count():

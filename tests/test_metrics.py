@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from anyfill.training import baselines, metrics
 from anyfill.training.rotations import axis_angle_to_quat, quat_angle
-from scipy.spatial.transform import Rotation
 
 S = np.sqrt(0.5)  # sin 45 = cos 45
 IDENTITY = [0.0, 0.0, 0.0, 1.0]

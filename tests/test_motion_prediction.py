@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from anyfill.training import prediction_data as pdata
 from anyfill.training.bench.prediction import map_distances
 from anyfill.training.models.convstgat import ConvSTGAT, ConvSTGATConfig, skeleton_adjacency

@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+
 from anyfill.training import mnist
 from anyfill.training import pixel_sampling as ps
 from anyfill.training.models.anyorder import AnyOrderConfig

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from anyfill.training import rotations as R
 from anyfill.training.rotations import EULER_ORDERS
-from scipy.spatial.transform import Rotation
 
 
 def random_quats(n: int, seed: int = 0) -> np.ndarray:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from anyfill.training import bvh, clip, skeleton, windows
 from anyfill.training.rotations import quat_angle, quat_mirror_x
-from scipy.spatial.transform import Rotation
 
 LEFT_HAND = "manipnet/teapot3/leftHand.bvh"
 RIGHT_HAND = "manipnet/teapot3/rightHand.bvh"

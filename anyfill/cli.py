@@ -72,6 +72,12 @@ def _bench_lift(args: argparse.Namespace, extra: list[str]) -> int:
     return lift_main(extra)
 
 
+def _bench_video(args: argparse.Namespace, extra: list[str]) -> int:
+    from anyfill.training.bench.video import main as video_main
+
+    return video_main(extra)
+
+
 def _pixels(args: argparse.Namespace, extra: list[str]) -> int:
     from anyfill.training.bench import pixels
 
@@ -176,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     lift.set_defaults(func=_bench_lift, passthrough=True)
     px = bench_sub.add_parser("pixels", help="any-order pixel model: test NLL and samples per order", add_help=False)
     px.set_defaults(func=_pixels, passthrough=True)
+    bench_sub.add_parser("video-loader", help="video loader vs perceiver-ae training throughput (samples/s)",
+                         add_help=False).set_defaults(func=_bench_video, passthrough=True)
 
     bench_sub.add_parser("serve", help="fill latency and throughput of a local server",
                          add_help=False).set_defaults(func=_backend, passthrough=True)

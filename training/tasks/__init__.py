@@ -15,6 +15,7 @@ _BUILTIN = {
     "convstgat": "motion_prediction",
     "stacformer": "motion_prediction",
     "perceiver": "perceiver",  # video predictive coding
+    "perceiver-ae": "perceiver",  # the name the issue gives the command
     "video-classifier": "video_classifier",  # (2+1)D CNN + attention heads
 }
 

@@ -87,6 +87,33 @@ def import_bvh(bpy, path: Path, rotate_mode: str = "NATIVE"):
 # --- the backend ----------------------------------------------------------------------------------------------
 
 
+def rolled_copy(bpy, ref, seed: int, bend: tuple[float, float], tail_length: float | None = None):
+    """A second armature with ``ref``'s joint positions and hierarchy but random bone rolls and tails bent
+    away from the bone direction (by a lerp factor drawn from ``bend``), each tail ``tail_length`` from its
+    head (default: the bone's own length). Leaves Blender in object mode."""
+    import random
+
+    arm = bpy.data.armatures.new("Rolled")
+    rolled = bpy.data.objects.new("Rolled", arm)
+    bpy.context.scene.collection.objects.link(rolled)
+    bpy.context.view_layer.objects.active = rolled
+    bpy.ops.object.mode_set(mode="EDIT")
+    rng = random.Random(seed)
+    for b in ref.data.bones:
+        eb = arm.edit_bones.new(b.name)
+        eb.head = b.head_local
+        d = b.tail_local - b.head_local
+        length = d.length if tail_length is None else tail_length
+        dn = d.normalized()
+        eb.tail = b.head_local + length * dn.lerp(dn.orthogonal().normalized(), rng.uniform(*bend)).normalized()
+        eb.roll = rng.uniform(-3.0, 3.0)
+    for b in ref.data.bones:
+        if b.parent:
+            arm.edit_bones[b.name].parent = arm.edit_bones[b.parent.name]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    return rolled
+
+
 def make_models(folder: Path) -> dict[str, Path]:
     import torch
 

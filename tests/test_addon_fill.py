@@ -9,7 +9,6 @@ Blender's own Bezier interpolation of the same keys.
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 from blender_support import (
@@ -19,6 +18,7 @@ from blender_support import (
     import_bpy,
     import_bvh,
     install_extension,
+    rolled_copy,
     short_bvh,
     start_backend,
 )
@@ -260,22 +260,8 @@ def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):
     ref = load_rig(bpy, ext, data_root, HAND, step=4)
     keep = set(range(1, FRAMES + 1, KEEP_EVERY))
     thin_keys(bpy, ref, keep)
-    arm = bpy.data.armatures.new("Rolled")
-    rolled = bpy.data.objects.new("Rolled", arm)
-    bpy.context.scene.collection.objects.link(rolled)
-    bpy.context.view_layer.objects.active = rolled
-    bpy.ops.object.mode_set(mode="EDIT")
-    rng = random.Random(11)
-    for b in ref.data.bones:
-        eb = arm.edit_bones.new(b.name)
-        eb.head = b.head_local
-        d = (b.tail_local - b.head_local).normalized()
-        eb.tail = b.head_local + 0.5 * d.lerp(d.orthogonal().normalized(), rng.uniform(0.3, 0.9)).normalized()
-        eb.roll = rng.uniform(-3.0, 3.0)
-    for b in ref.data.bones:
-        if b.parent:
-            arm.edit_bones[b.name].parent = arm.edit_bones[b.parent.name]
-    bpy.ops.object.mode_set(mode="OBJECT")
+    rolled = rolled_copy(bpy, ref, seed=11, bend=(0.3, 0.9), tail_length=0.5)
+    arm = rolled.data
     model = ext.client.model_info(ext.client.Client(prefs.backend_url), "hand")
     mapping = {n: n for n in ext.rig.HAND_JOINTS}
     r1 = ext.rig.build_retarget(ext.rig.rest_of_armature(ref.data), mapping, model)

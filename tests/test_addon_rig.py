@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from blender_support import clean_scene, import_bpy, import_bvh, install_extension, short_bvh
+from blender_support import clean_scene, import_bpy, import_bvh, install_extension, rolled_copy, short_bvh
 
 pytestmark = pytest.mark.blender
 
@@ -168,23 +168,8 @@ def test_rest_pose_conversion_rolled_rig_matches_world_positions(bpy, ext, data_
     clean_scene(bpy)
     ref = import_bvh(bpy, short_bvh(data_root / HAND, 20, step=4), rotate_mode="QUATERNION")
     # the second rig: same heads and hierarchy, random rolls, tails pointing elsewhere
-    arm2 = bpy.data.armatures.new("Rolled")
-    rolled = bpy.data.objects.new("Rolled", arm2)
-    bpy.context.scene.collection.objects.link(rolled)
-    bpy.context.view_layer.objects.active = rolled
-    bpy.ops.object.mode_set(mode="EDIT")
-    rng = random.Random(7)
-    for b in ref.data.bones:
-        eb = arm2.edit_bones.new(b.name)
-        eb.head = b.head_local
-        d = (b.tail_local - b.head_local)
-        eb.tail = b.head_local + d.length * d.normalized().lerp(
-            d.normalized().orthogonal().normalized(), rng.uniform(0.2, 0.9)).normalized()
-        eb.roll = rng.uniform(-3, 3)
-    for b in ref.data.bones:
-        if b.parent:
-            arm2.edit_bones[b.name].parent = arm2.edit_bones[b.parent.name]
-    bpy.ops.object.mode_set(mode="OBJECT")
+    rolled = rolled_copy(bpy, ref, seed=7, bend=(0.2, 0.9))
+    arm2 = rolled.data
     rolled.matrix_world = ref.matrix_world
     model = {"name": "hand", "up_axis": "y", "joints": [
         {"name": n, "parent": ext.rig.HAND_JOINTS[p] if p >= 0 else None, "moving": n == "WRIST",

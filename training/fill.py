@@ -176,9 +176,8 @@ def fill(model: MotionFill, rotations, translations, known, times) -> FillResult
     start = 0
     while True:
         end = min(start + length, t)
-        after = known[:, end:]
-        ahead = np.nonzero(after.any(axis=0))  # (frame offsets, joints) with a key beyond the window
-        extra = sorted({int(np.min(np.nonzero(after[:, :, jj].any(0))[0])) + end for jj in set(ahead[1].tolist())})
+        ahead = known[:, end:].any(axis=0)  # (frames after the window, joints): keyed in any window
+        extra = sorted({end + int(np.argmax(ahead[:, jj])) for jj in np.flatnonzero(ahead.any(axis=0))})
         idx = np.concatenate([idx_t[start:end], np.array(extra, dtype=int)])
         kn = known_now[:, idx]
         r, tr, out, *_ = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import ORJSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from anyfill import __version__
@@ -85,7 +85,8 @@ def _engine_call(fn, *args, **kwargs):
 
 def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
     t = time.perf_counter()
-    res = _engine_call(engine.fill, win.lm.model, win.rotations, win.translations, win.known, win.times)
+    res = _engine_call(engine.fill, win.lm.model, win.rotations, win.translations, win.known, win.times,
+                       cancel=job.cancelled)
     t_model = time.perf_counter()
     if job.cancelled():
         raise engine.Cancelled()
@@ -159,7 +160,8 @@ def create_app(registry: Registry, token: str, jobs: Jobs | None = None, loopbac
         prepare_ms = (time.perf_counter() - t0) * 1e3
         job = jobs.create("fill", req.id)
         joints, model_ms, encode_ms = await _wait(jobs.run(job, lambda j: _fill_work(win, j)), job, jobs, request)
-        return JSONResponse({"id": job.id, "model": req.model, "frames": req.frames, "joints": joints,
+        # a 65 x 22 answer is about 190 kB of JSON: orjson writes it in a tenth of the stdlib's 5 ms
+        return ORJSONResponse({"id": job.id, "model": req.model, "frames": req.frames, "joints": joints,
                              "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)})
 
     @app.post("/v1/sample", response_model=SampleResponse, responses={
@@ -181,7 +183,7 @@ def create_app(registry: Registry, token: str, jobs: Jobs | None = None, loopbac
 
         if not req.stream:
             fut = jobs.run(job, lambda j: _sample_work(win, req, j))
-            return JSONResponse(answer(*await _wait(fut, job, jobs, request)))
+            return ORJSONResponse(answer(*await _wait(fut, job, jobs, request)))
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()

@@ -225,3 +225,44 @@ def test_fill_refuses_windows_without_keys_and_bad_orders():
 def test_config_is_a_plain_dataclass():
     cfg = AnyOrderTrainConfig(skeleton="body")
     assert dataclasses.asdict(cfg)["skeleton"] == "body"
+
+
+def test_likelihoods_train_only_the_spreads():
+    """The von Mises and Gaussian likelihoods move the spread head alone; the means and the shared trunk
+    learn from the angular and position terms (with the means inside the likelihoods, shrinking spreads
+    drowned that signal and the model never left the interpolation baseline)."""
+    from anyfill.training.tasks.anyorder import AnyOrderModule
+
+    cfg = AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, dropout=0.0)
+    module = AnyOrderModule(cfg)
+    torch.nn.init.normal_(module.model.out.weight, std=0.05)
+    rot, trans, times = synthetic("body", n=2, t=24)
+    known = inbetween_mask(2, 24, 22, ctx=6, gap=12)
+    b = make_batch(rot, trans, np.full(2, 30.0), known, ~known, get_schema("body"))
+    ls = module.losses({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+    (ls["von_mises"] + ls["pos_nll"]).backward(retain_graph=True)
+    spread = {id(p) for p in module.model.spread.parameters()}
+    for name, p in module.model.named_parameters():
+        moved = p.grad is not None and bool(p.grad.abs().sum() > 0)
+        assert moved == (id(p) in spread), name
+    module.zero_grad()
+    (ls["angular"] + ls["fk"] + ls["pos_err"]).backward()
+    assert module.model.out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.model.spread.parameters())
+
+
+def test_long_fill_stops_between_model_windows_when_cancelled():
+    model = tiny("hand", randomise=False)
+    rot, trans, times = synthetic("hand", n=1, t=200)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, [0, 1, 100, 199]] = True
+    asked = []
+
+    def cancel() -> bool:  # let the first window run, then cancel
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(fill_engine.Cancelled, match="fill cancelled at frame"):
+        fill_engine.fill(model, rot, trans, known, times, cancel=cancel)
+    assert len(asked) == 2  # 200 frames take 4 windows of 65; it stopped at the second
+    assert fill_engine.fill(model, rot, trans, known, times, cancel=lambda: False).rotations.shape == rot.shape

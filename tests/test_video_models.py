@@ -155,6 +155,22 @@ def test_restore_continues_step_count(tmp_path) -> None:
     assert (run / "prediction.png").is_file() and (run / "metrics.json").is_file()
 
 
+def test_run_dir_now_expansion_and_restore_from_flag(tmp_path) -> None:
+    import datetime
+
+    from anyfill.training.train import expand_run_dir, main
+
+    when = datetime.datetime(2026, 11, 22, 14, 5, 9)
+    assert expand_run_dir(str(tmp_path / "pae-{now}"), when) == tmp_path / "pae-20261122-140509"
+    args = ["perceiver-ae", "--named", "tiny", "trainer.threads=1", "trainer.progress=false"]
+    assert main([*args, "trainer.max_steps=2", "--run-dir", str(tmp_path / "pae-{now}")]) == 0
+    (run,) = tmp_path.glob("pae-2*")  # the template made one time-stamped folder
+    assert main([*args, "trainer.max_steps=4", "--restore-from", str(run)]) == 0
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
+    with pytest.raises(SystemExit, match="no run there"):
+        main([*args, "--restore-from", str(tmp_path / "missing")])
+
+
 def test_num_iters_sets_step_budget(tmp_path) -> None:
     cfg, tcfg = resolve_configs(ptask.TASK, None, "tiny", ["num_iters=2", "trainer.max_steps=-1",
                                                           "trainer.threads=1", "trainer.progress=false"])

@@ -153,6 +153,9 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema) -> dic
     }
 
 
+ROT_STD_FLOOR = 0.05  # 6D entries lie in [-1, 1]
+
+
 def feature_stats(sampler: WindowSampler, rng: np.random.Generator, n: int = 4096) -> dict[str, np.ndarray]:
     """Mean and std of the 6D rotations (J, 6) and moving positions (M, 3) over training windows."""
     rot, trans, fps = sampler.windows(rng, n)
@@ -161,8 +164,11 @@ def feature_stats(sampler: WindowSampler, rng: np.random.Generator, n: int = 409
     b = make_batch(rot, trans, fps, known, ~known, sampler.schema)
     r = b["rot6d"].reshape(-1, *b["rot6d"].shape[2:])
     p = b["pos"].reshape(-1, *b["pos"].shape[2:])
+    # floors: a component that barely varies in training (a hinge joint's off-axis 6D entries, a root that
+    # stays on the floor) must not turn a small deviation at fill time into a huge network input
+    pos_floor = 0.05 * float(p.std(0).max())
     return {
-        "rot_mean": r.mean(0), "rot_std": r.std(0) + 1e-3,
-        "pos_mean": p.mean(0), "pos_std": p.std(0) + 1e-3,
+        "rot_mean": r.mean(0), "rot_std": np.maximum(r.std(0), ROT_STD_FLOOR),
+        "pos_mean": p.mean(0), "pos_std": np.maximum(p.std(0), pos_floor),
         "offsets": b["offsets"].mean(0),
     }

@@ -35,7 +35,7 @@ ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
 
 
 class Cancelled(Exception):
-    """Raised inside :func:`sample` when its ``cancel`` callback says so."""
+    """Raised inside :func:`fill` or :func:`sample` when its ``cancel`` callback says so."""
 
 
 @dataclass
@@ -149,8 +149,11 @@ def model_length(model: MotionFill) -> int:
     return int(model.cfg.max_frames)
 
 
-def fill(model: MotionFill, rotations, translations, known, times) -> FillResult:
-    """Deterministic fill of windows of any length (see the module docstring)."""
+def fill(
+    model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None
+) -> FillResult:
+    """Deterministic fill of windows of any length (see the module docstring). ``cancel`` is asked before
+    each model window of a long fill; when it says so, :class:`Cancelled` is raised and nothing returned."""
     rotations = np.asarray(rotations, dtype=np.float64)
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
@@ -175,6 +178,8 @@ def fill(model: MotionFill, rotations, translations, known, times) -> FillResult
     idx_t = np.arange(t)
     start = 0
     while True:
+        if cancel is not None and cancel():
+            raise Cancelled(f"fill cancelled at frame {start} of {t}")
         end = min(start + length, t)
         ahead = known[:, end:].any(axis=0)  # (frames after the window, joints): keyed in any window
         extra = sorted({end + int(np.argmax(ahead[:, jj])) for jj in np.flatnonzero(ahead.any(axis=0))})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib
 import json
 import os
@@ -256,17 +257,27 @@ def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--config", metavar="FILE", help="a .toml or .json file of settings")
     p.add_argument("--named", metavar="NAME", help="a named config of the model (e.g. best)")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/MODEL)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="run folder (default runs/MODEL); {now} expands to the start time, e.g. runs/pae-{now}")
+    p.add_argument("--restore-from", metavar="DIR",
+                   help="continue the run in this existing folder from its newest checkpoint")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints in the run folder and start over")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
     return p
+
+
+def expand_run_dir(template: str, now: datetime.datetime | None = None) -> Path:
+    """The run folder of ``--run-dir``: ``{now}`` becomes the start time (YYYYmmdd-HHMMSS), so one template
+    gives each run its own folder, as the video update's output option did."""
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path(template.replace("{now}", stamp))
 
 
 def _load_builtin_tasks() -> None:
     importlib.import_module("anyfill.training.tasks")  # registers every built-in model
 
 
-_OWN_FLAGS = {"--config", "--named", "--run-dir"}
+_OWN_FLAGS = {"--config", "--named", "--run-dir", "--restore-from"}
 _OWN_SWITCHES = {"--fresh", "--print-config", "--help", "-h"}
 
 
@@ -300,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps({"config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}, indent=2))
         return 0
-    run_dir = Path(args.run_dir or os.path.join("runs", args.model))
+    if args.restore_from:
+        if args.run_dir:
+            raise SystemExit("anyfill train: give --run-dir (a new run) or --restore-from (an old one), not both")
+        run_dir = Path(args.restore_from)
+        if not (run_dir / "config.json").is_file():
+            raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
+    else:
+        run_dir = expand_run_dir(args.run_dir or os.path.join("runs", args.model))
     fit(task, cfg, tcfg, run_dir, fresh=args.fresh)
     return 0

@@ -50,9 +50,12 @@ class MotionFill(nn.Module):
         self.time = FourierFeatures(1, cfg.core)
         self.known_in = nn.Linear(n_known, d)
         self.query_in = nn.Linear(n_query, d)
-        self.out = nn.Linear(d, j * 6 + j + m * 3 + m * 3)
+        self.out = nn.Linear(d, j * 6 + m * 3)
         nn.init.zeros_(self.out.weight)  # starts as the interpolation baseline
         nn.init.zeros_(self.out.bias)
+        # the spreads read a detached copy of the features: their likelihood gradients grow as the spreads
+        # shrink and would otherwise drown the signal that fits the means (measured: no learning at all)
+        self.spread = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, j + m * 3))
         if cfg.variant == "query":
             self.core = QueryEncoderDecoder(cfg.core)
         else:
@@ -89,8 +92,8 @@ class MotionFill(nn.Module):
 
     def _head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         j, m = self.cfg.n_joints, self.cfg.n_moving
-        out = self.out(h)
-        d_rot, k_raw, d_pos, s_raw = out.split([j * 6, j, m * 3, m * 3], dim=-1)
+        d_rot, d_pos = self.out(h).split([j * 6, m * 3], dim=-1)
+        k_raw, s_raw = self.spread(h.detach()).split([j, m * 3], dim=-1)
         base = (b["base6d"] - self.rot_mean) / self.rot_std
         basepos = (b["basepos"] - self.pos_mean) / self.pos_std
         rot = (base + d_rot.unflatten(-1, (j, 6))) * self.rot_std + self.rot_mean

@@ -46,7 +46,8 @@ class AnyOrderTrainConfig:
     w_von_mises: float = 0.05
     w_angular: float = 1.0
     w_position: float = 0.05
-    w_fk: float = 1.0
+    w_fk: float = 1.0  # forward-kinematics positions relative to the root
+    w_root: float = 1.0  # moving joints' positions (the root trajectory)
     init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
     data_root: str | None = None
     data_seed: int = 0
@@ -150,12 +151,14 @@ class AnyOrderModule(L.LightningModule):
         tmask = b["target"]
         r_pred, r_true = sixd_to_matrix(out["rot6d"]), sixd_to_matrix(b["rot6d"])
         cos = cos_angle_between(r_pred, r_true)
-        vm = masked_mean(von_mises_nll(cos, out["log_kappa"]), tmask)
+        # the likelihoods train the spreads only: with the mean in them, shrinking spreads scale its
+        # gradient by kappa (1 / sigma^2) and drown the terms that fit the mean
+        vm = masked_mean(von_mises_nll(cos.detach(), out["log_kappa"]), tmask)
         ang = masked_mean(angular_mse(cos), tmask)
         mt = tmask[..., self.moving]
         std = self.model.pos_std
         pos_nll = masked_mean(
-            gaussian_nll(b["pos"] / std, out["pos"] / std, out["log_sigma"] - torch.log(std)).sum(-1), mt
+            gaussian_nll(b["pos"] / std, out["pos"].detach() / std, out["log_sigma"] - torch.log(std)).sum(-1), mt
         )
         pos_err = masked_mean(((b["pos"] - out["pos"]) / std).norm(dim=-1), mt)
         # forward kinematics relative to the root: known cells keep their true rotation, as at fill time
@@ -168,7 +171,7 @@ class AnyOrderModule(L.LightningModule):
         scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
         fk = masked_mean(((p_pred - p_true).norm(dim=-1) / scale), tmask.any(-1, keepdim=True).expand_as(tmask))
         c = self.cfg
-        total = c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * (fk + pos_err)
+        total = c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * fk + c.w_root * pos_err
         angle = masked_mean(torch.rad2deg(torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))), tmask)
         return {"loss": total, "von_mises": vm, "angular": ang, "pos_nll": pos_nll, "fk": fk,
                 "pos_err": pos_err, "angle_deg": angle}

@@ -115,7 +115,14 @@ def rolled_copy(bpy, ref, seed: int, bend: tuple[float, float], tail_length: flo
 
 
 def make_models(folder: Path) -> dict[str, Path]:
+    """Small untrained models (fast), or the shipped ones when ``ANYFILL_TEST_SHIPPED_MODELS=1`` (for the
+    quality figures of docs/blender.md)."""
     import torch
+
+    from anyfill.training.checkpoint import resolve_path
+
+    if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1":
+        return {name: resolve_path(name) for name in ("hand", "body")}
 
     from anyfill.training.checkpoint import save_model
     from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model

@@ -9,6 +9,7 @@ Blender's own Bezier interpolation of the same keys.
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from blender_support import (
@@ -100,6 +101,10 @@ def run_fill(bpy, ob, op="anim.anyfill_fill", **kw):
     return getattr(bpy.ops.anim, op.split(".")[1])(**kw)
 
 
+def which_models() -> str:
+    return "shipped models" if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1" else "untrained test model"
+
+
 def generated_frames(ext, ob) -> dict[tuple[str, int], list[float]]:
     bag = ext.keys.channelbag(ob)
     return {(fc.data_path, fc.array_index): sorted(k.co[0] for k in fc.keyframe_points if k.type == "GENERATED")
@@ -141,7 +146,7 @@ def test_fill_writes_exactly_the_missing_frames(bpy, ext, prefs, data_root, rel,
     e_bez = pose_error(bezier, {f: truth[f] for f in targets}, size)
     with capsys.disabled():
         print(f"\n[{rel}] mean joint position error / skeleton size on the {len(targets)} filled frames: "
-              f"anyfill (untrained test model) {e_fill:.4f}, Blender Bezier {e_bez:.4f}")
+              f"anyfill ({which_models()}) {e_fill:.4f}, Blender Bezier {e_bez:.4f}")
     assert math.isfinite(e_fill)
     # the kept frames still hold the capture exactly
     kept = heads(bpy, ob, sorted(keep))

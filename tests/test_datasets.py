@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anyfill.training.datasets import MaskMix, WindowSampler, feature_stats, load_clips, sample_masks
+from anyfill.training.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets, sample_masks
 from anyfill.training.splits import split_files
 
 pytestmark = pytest.mark.data
@@ -36,3 +36,23 @@ def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root
     known, target = sample_masks(rng, 200, 65, 17, MaskMix())
     assert not (known & target).any()
     assert known.any(axis=(1, 2)).all() and target.any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_root, skeleton):
+    """A card's rest offsets drive the extension's retargeting: they must be one real skeleton (hands: the
+    right hand), not the mean of a hand and its mirror image, whose sideways offsets cancel (that made the
+    Blender extension mis-align a real right-hand rig and fill it 9 skeleton sizes off)."""
+    import json
+
+    from anyfill.backend.rest import REST_OFFSETS
+    from anyfill.training.checkpoint import card_path, resolve_path
+
+    rest = rest_offsets(skeleton, data_root)
+    reference = np.array(REST_OFFSETS[skeleton])
+    bones = slice(2, None)  # the moving joints' entries are only neutral defaults
+    assert np.abs(rest[bones] - reference[bones]).max() < 5e-3
+    if skeleton == "hand":
+        assert (rest[1:, 0] < 0).sum() >= 12  # the right hand's fingers lie towards -x
+    card = json.loads(card_path(resolve_path(skeleton)).read_text())
+    assert np.abs(np.array(card["schema"]["rest_offsets"])[bones] - reference[bones]).max() < 5e-3

@@ -51,6 +51,20 @@ def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30
     return out
 
 
+def rest_offsets(skeleton: str, root=None) -> np.ndarray:
+    """Each joint's rest-pose local translation (J, 3), as written into a model's card for retargeting: the
+    mean over the training files of the schema's reference side, never mirrored (hands: right hands; a left
+    hand is its mirror image). The windows the network trains on mix both sides, so their mean would
+    cancel the hand's sideways offsets."""
+    schema = get_schema(skeleton)
+    files = split_files(skeleton, "train", root)
+    if skeleton == "hand":
+        files = [f for f in files if "right" in str(f).rsplit("/", 1)[-1].lower()]
+    if not files:
+        raise ValueError(f"no training files of the reference side for {skeleton}")
+    return np.concatenate([clip_io.load(f, schema).translations for f in files]).mean(axis=0)
+
+
 def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix, max_gap: int = 50):
     """Known and target cell masks (n, t, j). Cells that are neither are absent from the window."""
     known = np.zeros((n, t, j), dtype=bool)

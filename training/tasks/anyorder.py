@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..checkpoint import save_model
-from ..datasets import WindowSampler, feature_stats, load_clips
+from ..datasets import WindowSampler, feature_stats, load_clips, rest_offsets
 from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from ..models.anyorder import AnyOrderConfig
 from ..models.motion import MotionConfig, MotionFill
@@ -211,8 +211,7 @@ def _build(cfg: AnyOrderTrainConfig):
 def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
     path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
     command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
-    dm = trainer.datamodule
-    rest = dm.stats["offsets"] if dm is not None and dm.stats is not None else None
+    rest = rest_offsets(cfg.skeleton, cfg.data_root)
     save_model(module.model, path, rest_offsets=rest, training={
         "config": dataclasses.asdict(cfg),
         "steps": int(trainer.global_step),

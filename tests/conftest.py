@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests that read the real capture take ``data_root`` and skip when it is absent."""
+"""Shared fixtures. Tests that read the real capture take ``data_root`` and skip when it is absent; Blender
+tests take ``bpy`` (the real module, skipped when it cannot be imported) and ``ext`` (the extension built,
+installed and enabled in it)."""
 
 from __future__ import annotations
 
@@ -16,3 +18,17 @@ def data_root() -> Path:
         return splits.data_root()
     except splits.DataNotFound as e:
         pytest.skip(f"real data folder ../shared/data is absent: {e}")
+
+
+@pytest.fixture(scope="module")
+def bpy():
+    from blender_support import import_bpy
+
+    return import_bpy()
+
+
+@pytest.fixture(scope="module")
+def ext(bpy):
+    from blender_support import install_extension
+
+    return install_extension(bpy)

@@ -16,9 +16,7 @@ from blender_support import (
     EXT_MODULE,
     clean_scene,
     free_port,
-    import_bpy,
     import_bvh,
-    install_extension,
     rolled_copy,
     short_bvh,
     start_backend,
@@ -31,15 +29,6 @@ BODY = "bandai/dataset-1/dataset-1_walk_angry_001.bvh"
 KEEP_EVERY = 10
 FRAMES = 61
 
-
-@pytest.fixture(scope="module")
-def bpy():
-    return import_bpy()
-
-
-@pytest.fixture(scope="module")
-def ext(bpy):
-    return install_extension(bpy)
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,13 @@ import math
 import random
 
 import pytest
-from blender_support import clean_scene, import_bpy, import_bvh, install_extension, rolled_copy, short_bvh
+from blender_support import clean_scene, import_bvh, rolled_copy, short_bvh
 
 pytestmark = pytest.mark.blender
 
 MODES = ("QUATERNION", "XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX", "AXIS_ANGLE")
 HAND = "manipnet/teapot3/rightHand.bvh"
 
-
-@pytest.fixture(scope="module")
-def bpy():
-    return import_bpy()
-
-
-@pytest.fixture(scope="module")
-def ext(bpy):
-    return install_extension(bpy)
 
 
 def make_rig(bpy, name="Rig", rolls=(0.0, 0.0), mode="QUATERNION"):

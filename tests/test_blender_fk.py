@@ -6,8 +6,6 @@ few frames must equal our FK joint positions after the importer's axis conversio
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +19,6 @@ pytestmark = pytest.mark.blender
 
 HAND_FILE = "manipnet/teapot3/leftHand.bvh"
 BODY_FILE = "bandai/dataset-1/dataset-1_walk-back_normal_001.bvh"  # test split; joint_Root moves
-
-
-@pytest.fixture(scope="module")
-def bpy(tmp_path_factory: pytest.TempPathFactory):
-    if "bpy" not in sys.modules:  # Blender reads this when it starts: keep the user's config out of it
-        os.environ["BLENDER_USER_RESOURCES"] = str(tmp_path_factory.mktemp("blender_user"))
-    try:
-        import bpy as module
-    except (ImportError, OSError) as e:
-        pytest.skip(f"the real Blender module (pip install bpy==5.0.1, CPython 3.11) cannot be imported: {e}")
-    return module
 
 
 def import_bvh(bpy, path: Path, **options):

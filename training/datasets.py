@@ -9,6 +9,7 @@ statistics come from training windows only. Each batch is built whole and vector
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def rest_offsets(skeleton: str, root=None) -> np.ndarray:
     schema = get_schema(skeleton)
     files = split_files(skeleton, "train", root)
     if skeleton == "hand":
-        files = [f for f in files if "right" in str(f).rsplit("/", 1)[-1].lower()]
+        files = [f for f in files if "right" in Path(f).name.lower()]
     if not files:
         raise ValueError(f"no training files of the reference side for {skeleton}")
     return np.concatenate([clip_io.load(f, schema).translations for f in files]).mean(axis=0)

@@ -204,6 +204,9 @@ def create_app(registry: Registry, token: str, jobs: Jobs | None = None, loopbac
                         yield line("progress", done=d, total=t)
                     else:
                         getter.cancel()
+                while not events.empty():  # progress posted just before the job ended: the last step included
+                    d, t = events.get_nowait()
+                    yield line("progress", done=d, total=t)
                 try:
                     yield line("result", result=answer(*fut.result()))
                 except engine.Cancelled:

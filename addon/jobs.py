@@ -92,6 +92,10 @@ class AsyncRequest:
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        return self.begin_modal(context)
+
+    def begin_modal(self, context):
+        """The interactive path: start the worker and the timer; ``modal`` takes it from there."""
         if not self._start(context):
             return {"CANCELLED"}
         client, plan = self._client, self._plan

@@ -53,8 +53,11 @@ SKELETONS = {"hand": (HAND_JOINTS, HAND_PARENTS), "body": (BODY_JOINTS, BODY_PAR
 
 
 def _body_aliases() -> dict[str, dict[str, list[str]]]:
-    rigify = {"Hips": ["spine", "hips", "torso"], "Spine": ["spine.001"], "Chest": ["spine.003", "chest"],
-              "Neck": ["spine.004", "neck"], "Head": ["spine.006", "head"]}
+    # Rigify: a generated rig's FK controls first (what an animator keys; its ORG-/DEF-/MCH- bones are
+    # driven by constraints, so keys there do nothing), then the metarig's names
+    rigify = {"joint_Root": ["root"], "Hips": ["torso", "spine", "hips"], "Spine": ["spine_fk.001", "spine.001"],
+              "Chest": ["spine_fk.003", "spine.003", "chest"], "Neck": ["neck", "spine.004"],
+              "Head": ["head", "spine.006"]}
     mixamo = {"Hips": ["hips"], "Spine": ["spine"], "Chest": ["spine2", "spine1"], "Neck": ["neck"],
               "Head": ["head"]}
     unreal = {"joint_Root": ["root"], "Hips": ["pelvis"], "Spine": ["spine_01"], "Chest": ["spine_03", "spine_05"],
@@ -63,7 +66,7 @@ def _body_aliases() -> dict[str, dict[str, list[str]]]:
         for joint, base in (("Shoulder", "shoulder"), ("UpperArm", "upper_arm"), ("LowerArm", "forearm"),
                             ("Hand", "hand"), ("UpperLeg", "thigh"), ("LowerLeg", "shin"), ("Foot", "foot"),
                             ("Toes", "toe")):
-            rigify[f"{joint}_{side}"] = [f"{base}.{rs}", f"{base}_fk.{rs}"]
+            rigify[f"{joint}_{side}"] = [f"{base}_fk.{rs}", f"{base}.{rs}"]
         mixamo.update({f"Shoulder_{side}": [f"{ms}shoulder"], f"UpperArm_{side}": [f"{ms}arm"],
                        f"LowerArm_{side}": [f"{ms}forearm"], f"Hand_{side}": [f"{ms}hand"],
                        f"UpperLeg_{side}": [f"{ms}upleg"], f"LowerLeg_{side}": [f"{ms}leg"],
@@ -79,7 +82,7 @@ def _hand_aliases(side: str) -> dict[str, dict[str, list[str]]]:
     """Finger chains of one hand (side "L" or "R"). The model's thumb has two CMC joints (flexion and
     abduction); three-bone thumbs map the first bone to the abduction joint and leave flexion to the model."""
     rs, ms, us = ("l", "left", "l") if side == "L" else ("r", "right", "r")
-    rigify = {"WRIST": [f"hand.{rs}", f"hand_fk.{rs}"], "THUMB_CMC_AA": [f"thumb.01.{rs}"],
+    rigify = {"WRIST": [f"hand_fk.{rs}", f"hand.{rs}"], "THUMB_CMC_AA": [f"thumb.01.{rs}"],
               "THUMB_MCP_FE": [f"thumb.02.{rs}"], "THUMB_IP_FE": [f"thumb.03.{rs}"]}
     mixamo = {"WRIST": [f"{ms}hand"], "THUMB_CMC_AA": [f"{ms}handthumb1"], "THUMB_MCP_FE": [f"{ms}handthumb2"],
               "THUMB_IP_FE": [f"{ms}handthumb3"]}
@@ -95,6 +98,7 @@ def _hand_aliases(side: str) -> dict[str, dict[str, list[str]]]:
 
 ALIASES = {"body": _body_aliases(), "hand": _hand_aliases("L"), "hand_right": _hand_aliases("R")}
 _PREFIXES = re.compile(r"^(mixamorig\d*[:_]|def[-_]|org[-_]|mch[-_]|cc_base_|bip\d*[ _]|armature[|:])", re.I)
+_MECHANISM = re.compile(r"^(def|org|mch|vis|wgt)[-_]", re.I)  # Rigify's deform/original/mechanism bones
 
 
 def normalise(name: str) -> str:
@@ -102,14 +106,26 @@ def normalise(name: str) -> str:
 
 
 def auto_map(joints: list[str] | tuple[str, ...], bones: list[str], skeleton: str = "") -> tuple[dict[str, str], str]:
-    """The best mapping of ``joints`` onto ``bones``: exact names, then each alias family (the one that
-    maps most joints wins). Returns (mapping, rig family)."""
+    """The best mapping of ``joints`` onto ``bones``: the exact names (a rig imported from the model's BVH)
+    when they are all there, else each alias family's names, then the joint's own name compared without case
+    and prefixes; the family that maps most joints wins. Returns (mapping, rig family)."""
     by_norm: dict[str, str] = {}
-    for b in bones:
+    # a control bone wins over a deform or mechanism bone of the same name (f_index.01.L over DEF-f_index.01.L);
+    # rigs made only of DEF- bones (game exports) still map
+    for b in sorted(bones, key=lambda b: bool(_MECHANISM.match(b))):
         by_norm.setdefault(normalise(b), b)
     exact = {j: j for j in joints if j in bones}
-    exact.update({j: by_norm[j.lower()] for j in joints if j not in exact and j.lower() in by_norm})
-    best, family = exact, "Exact names"
+    if len(exact) == len(joints):
+        return exact, "Exact names"
+
+    def by_name(found: dict[str, str]) -> dict[str, str]:
+        for j in joints:
+            b = by_norm.get(j.lower())
+            if j not in found and b is not None and b not in found.values():
+                found[j] = b
+        return found
+
+    best, family = by_name(dict(exact)), "Exact names"
     tables = [t for key, t in ALIASES.items() if not skeleton or key.split("_")[0] == skeleton]
     for table in tables:
         for fam, aliases in table.items():
@@ -121,6 +137,7 @@ def auto_map(joints: list[str] | tuple[str, ...], bones: list[str], skeleton: st
                     if cand in by_norm and by_norm[cand] not in found.values():
                         found[j] = by_norm[cand]
                         break
+            found = by_name(found)
             if len(found) > len(best):
                 best, family = found, fam
     return best, family

@@ -32,3 +32,24 @@ def ext(bpy):
     from blender_support import install_extension
 
     return install_extension(bpy)
+
+
+@pytest.fixture(scope="module")
+def backend(ext):
+    """A real ``anyfill serve`` process on 127.0.0.1 (one per session; small untrained models)."""
+    from blender_support import start_backend
+
+    try:
+        return start_backend()
+    except ImportError as e:
+        pytest.skip(f"the backend's packages are not installed: {e}")
+
+
+@pytest.fixture()
+def prefs(bpy, ext, backend):
+    """The extension's preferences pointed at the test backend, the token left to the token file."""
+    from blender_support import EXT_MODULE
+
+    p = bpy.context.preferences.addons[EXT_MODULE].preferences
+    p.backend_url, p.token = backend.url, ""
+    return p

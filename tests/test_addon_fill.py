@@ -13,13 +13,11 @@ import os
 
 import pytest
 from blender_support import (
-    EXT_MODULE,
     clean_scene,
     free_port,
     import_bvh,
     rolled_copy,
     short_bvh,
-    start_backend,
 )
 
 pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
@@ -29,21 +27,6 @@ BODY = "bandai/dataset-1/dataset-1_walk_angry_001.bvh"
 KEEP_EVERY = 10
 FRAMES = 61
 
-
-
-@pytest.fixture(scope="module")
-def backend(ext):
-    try:
-        return start_backend()
-    except ImportError as e:
-        pytest.skip(f"the backend's packages are not installed: {e}")
-
-
-@pytest.fixture()
-def prefs(bpy, ext, backend):
-    p = bpy.context.preferences.addons[EXT_MODULE].preferences
-    p.backend_url, p.token = backend.url, ""  # the token comes from the backend's token file
-    return p
 
 
 def thin_keys(bpy, ob, keep) -> None:

@@ -83,6 +83,37 @@ def test_untrained_model_fills_like_interpolation_even_across_long_windows(skele
     assert np.abs(r.translations[:, :, moving] - base_trans[:, :, moving]).max() < 1e-4
 
 
+def test_hand_fill_turns_with_the_hand():
+    """Hand models work in the wrist's own frame: turning and moving the whole recording turns and moves
+    the fill the same way, and leaves every finger's local rotation as it was."""
+    from anyfill.training.rotations import axis_angle_to_quat, quat_apply, quat_mul
+
+    model = tiny("hand")
+    assert model.cfg.frame == "root"
+    rot, trans, times = synthetic("hand", n=2, t=40)
+    known = inbetween_mask(*rot.shape[:3])
+    turn = axis_angle_to_quat(np.array([0.3, -1.9, 0.8]))
+    rot2, trans2 = rot.copy(), trans.copy()
+    rot2[:, :, 0] = quat_mul(turn, rot[:, :, 0])
+    trans2[:, :, 0] = quat_apply(turn, trans[:, :, 0]) + np.array([4.0, -2.0, 1.0])
+    a = fill_engine.fill(model, rot, trans, known, times)
+    b = fill_engine.fill(model, rot2, trans2, known, times)
+    assert np.abs(quat_align(b.rotations[:, :, 1:], a.rotations[:, :, 1:]) - a.rotations[:, :, 1:]).max() < 1e-4
+    wrist = quat_mul(turn, a.rotations[:, :, 0])
+    assert np.abs(quat_align(b.rotations[:, :, 0], wrist) - wrist).max() < 1e-4
+    moved = quat_apply(turn, a.translations[:, :, 0]) + np.array([4.0, -2.0, 1.0])
+    assert np.abs(b.translations[:, :, 0] - moved).max() < 1e-4
+    # the property is the frame's doing: the same network in the old unturned hand frame does not have it
+    model.cfg.frame = "yaw"
+    c = fill_engine.fill(model, rot2, trans2, known, times)
+    assert np.abs(quat_align(c.rotations[:, :, 1:], a.rotations[:, :, 1:]) - a.rotations[:, :, 1:]).max() > 1e-3
+
+
+def test_canonical_frame_is_checked():
+    with pytest.raises(ValueError, match="frame must be one of"):
+        build_model(AnyOrderTrainConfig(skeleton="hand", frame="world"))
+
+
 @pytest.mark.parametrize("variant", ["query", "triples"])
 def test_target_values_never_reach_the_prediction(variant):
     """Change the ground truth of target cells: the model's inputs and outputs stay the same."""
@@ -94,8 +125,8 @@ def test_target_values_never_reach_the_prediction(variant):
     rot2, trans2 = rot.copy(), trans.copy()
     rot2[target] = np.roll(rot2[target], 1, axis=-1)
     trans2[target] += 5.0
-    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema)
-    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema)
+    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.frame)
+    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.frame)
     order = frame_order(rng, known, target)
     t1 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b1.items()} | {"order": torch.from_numpy(order)}
     t2 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b2.items()} | {"order": torch.from_numpy(order)}
@@ -266,3 +297,25 @@ def test_long_fill_stops_between_model_windows_when_cancelled():
         fill_engine.fill(model, rot, trans, known, times, cancel=cancel)
     assert len(asked) == 2  # 200 frames take 4 windows of 65; it stopped at the second
     assert fill_engine.fill(model, rot, trans, known, times, cancel=lambda: False).rotations.shape == rot.shape
+
+
+def test_key_velocities_carry_the_motion_from_each_key():
+    """A joint moving at constant velocity: the displacement from its previous key is exact where the key's
+    neighbour frame is known, zero where it is not, and never uses an unknown cell's value."""
+    from anyfill.training.baselines import key_velocities
+
+    t = 20
+    times = np.arange(t)[None] / 30.0
+    v = np.array([0.5, -1.0, 2.0])
+    x = (np.array([1.0, 2.0, 3.0]) + times[0, :, None] * v)[None, :, None]  # (1, T, 1, 3)
+    known = np.zeros((1, t, 1), dtype=bool)
+    known[0, :5] = True  # context frames 0..4
+    known[0, 12] = True  # a lone key: no known neighbour, so no velocity there
+    x_seen = np.where(known[..., None], x, 1e6)  # unknown cells hold garbage
+    d = key_velocities(x_seen, known, times)
+    assert d.shape == (1, t, 1, 2, 3)
+    for f in range(5, 12):
+        assert np.allclose(d[0, f, 0, 0], v * (times[0, f] - times[0, 4]))
+        assert np.allclose(d[0, f, 0, 1], 0.0)
+    assert np.allclose(d[0, :5], 0.0)  # known cells: nothing to carry
+    assert np.allclose(d[0, 13:, 0, 0], 0.0)  # after the lone key: its velocity is unknown

@@ -46,12 +46,9 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     return rot, trans
 
 
-def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None):
-    """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
-    lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
-    spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
-    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key."""
-    known = np.asarray(known, dtype=bool)
+def _cell_neighbours(known: np.ndarray):
+    """Per cell of known (N, T, J): the frame of the joint's last known cell at or before it and of its first
+    at or after it (clamped to the joint's first and last keys), and which joints have a key at all."""
     n, t, j = known.shape
     idx = np.arange(t)[None, :, None]
     prev = np.maximum.accumulate(np.where(known, idx, -1), axis=1)
@@ -59,10 +56,23 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     has_key = known.any(axis=1)
     first = np.where(has_key, known.argmax(axis=1), 0)[:, None, :]
     last = np.where(has_key, t - 1 - np.flip(known, axis=1).argmax(axis=1), 0)[:, None, :]
-    prev = np.where(prev < 0, first, prev)
-    nxt = np.where(nxt >= t, last, nxt)
+    return np.where(prev < 0, first, prev), np.where(nxt >= t, last, nxt), has_key
+
+
+def _frame_times(times, n: int, t: int) -> np.ndarray:
+    return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
+
+
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None):
+    """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
+    lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
+    spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
+    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, has_key = _cell_neighbours(known)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    tm = np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
+    tm = _frame_times(times, n, t)
     t_prev, t_next, t_now = tm[ni, prev], tm[ni, nxt], tm[:, :, None]
     w = np.where(nxt == prev, 0.0, (t_now - t_prev) / np.where(nxt == prev, 1.0, t_next - t_prev))
     rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
@@ -73,6 +83,29 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     rot = np.where(no_key, rotations, rot)
     trans = np.where(no_key, translations, trans)
     return rot, trans, has_key
+
+
+def key_velocities(values: np.ndarray, known: np.ndarray, times=None) -> np.ndarray:
+    """How the motion leaves and enters each cell's surrounding keys: for values (N, T, J, D), the
+    displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
+    time, and the same from its next key (velocities by finite differences with the key's known
+    neighbour frame; zero where that frame is not known). Interpolation ignores these; an in-between
+    model needs them (a hand still moving when the keys stop keeps moving)."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, _ = _cell_neighbours(known)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    tm = _frame_times(times, n, t)
+    t_now = tm[:, :, None]
+    out = np.zeros((n, t, j, 2, values.shape[-1]))
+    for side, (key, other) in enumerate(((prev, prev - 1), (nxt, nxt + 1))):
+        ok = (other >= 0) & (other < t)
+        other = np.clip(other, 0, t - 1)
+        ok &= known[ni, other, ji] & known[ni, key, ji]
+        dt = tm[ni, key] - tm[ni, other]
+        vel = (values[ni, key, ji] - values[ni, other, ji]) / np.where(ok, dt, 1.0)[..., None]
+        out[:, :, :, side] = np.where(ok[..., None], vel * (t_now - tm[ni, key])[..., None], 0.0)
+    return out
 
 
 BASELINES = {"zero": zero_velocity, "interp": interpolate}

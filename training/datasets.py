@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from . import clip as clip_io
-from .baselines import interpolate_cells
+from .baselines import interpolate_cells, key_velocities
 from .features import canonical_from_known, moving_positions, sixd, to_canonical
+from .rotations import quat_to_6d
 from .skeleton import Schema, get_schema
 from .splits import split_files
 from .windows import at_protocol_rate
@@ -104,7 +105,10 @@ def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix,
 class WindowSampler:
     """Draws batches of random windows from clips, with masks, in the model's feature space."""
 
-    def __init__(self, clips: list[clip_io.Clip], length: int, mix: MaskMix | None = None, max_gap: int = 50):
+    def __init__(
+        self, clips: list[clip_io.Clip], length: int, mix: MaskMix | None = None, max_gap: int = 50,
+        frame: str = "yaw",
+    ):
         if not clips:
             raise ValueError("no clips to sample windows from")
         self.clips = [c for c in clips if c.n_frames >= length]
@@ -114,6 +118,7 @@ class WindowSampler:
         self.length = length
         self.mix = mix or MaskMix()
         self.max_gap = max_gap
+        self.frame = frame  # the canonical frame (features.FRAMES) the model is trained in
         sizes = np.array([c.n_frames - length + 1 for c in self.clips], dtype=np.float64)
         self.p = sizes / sizes.sum()
 
@@ -132,13 +137,13 @@ class WindowSampler:
     def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         rot, trans, fps = self.windows(rng, n)
         known, target = sample_masks(rng, n, self.length, self.schema.n_joints, self.mix, self.max_gap)
-        return make_batch(rot, trans, fps, known, target, self.schema)
+        return make_batch(rot, trans, fps, known, target, self.schema, self.frame)
 
 
-def make_batch(rot, trans, fps, known, target, schema: Schema) -> dict[str, np.ndarray]:
+def make_batch(rot, trans, fps, known, target, schema: Schema, frame: str = "yaw") -> dict[str, np.ndarray]:
     """Features of windows with masks: ground truth and the known-cells-only interpolation baseline,
     all in each window's canonical frame (computed from known cells only)."""
-    canon = canonical_from_known(rot, trans, known, schema)
+    canon = canonical_from_known(rot, trans, known, schema, frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     times = np.arange(rot.shape[1])[None, :] / np.asarray(fps, dtype=np.float64)[:, None]
     return canonical_batch(rot_c, trans_c, times, known, target, schema)
@@ -154,11 +159,14 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema) -> dic
     trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
     base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times)
     moving_known = known[:, :, list(schema.moving)]
+    pos_in = moving_positions(rot_in, trans_in, schema)
     return {
         "rot6d": sixd(rot_c),
         "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
         "base6d": sixd(base_rot),
         "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
+        "keyvel6d": key_velocities(quat_to_6d(rot_in), known, times).astype(np.float32),
+        "keyvelpos": key_velocities(pos_in, moving_known, times).astype(np.float32),
         "offsets": trans_c.mean(axis=1).astype(np.float32),
         "known": known,
         "target": target,
@@ -176,7 +184,7 @@ def feature_stats(sampler: WindowSampler, rng: np.random.Generator, n: int = 409
     rot, trans, fps = sampler.windows(rng, n)
     t = sampler.length
     known = np.ones((n, t, sampler.schema.n_joints), dtype=bool)
-    b = make_batch(rot, trans, fps, known, ~known, sampler.schema)
+    b = make_batch(rot, trans, fps, known, ~known, sampler.schema, sampler.frame)
     r = b["rot6d"].reshape(-1, *b["rot6d"].shape[2:])
     p = b["pos"].reshape(-1, *b["pos"].shape[2:])
     # floors: a component that barely varies in training (a hinge joint's off-axis 6D entries, a root that

@@ -1,8 +1,9 @@
 """What the network sees of a window of motion, computed the same way in training and at fill time.
 
 A window is put in a canonical frame computed from its *known* cells only (so nothing of the answer
-leaks in): centred on the mean known root position (horizontal for bodies, all axes for hands) and, for
-bodies, turned about the vertical axis so that the root's +Z at the middle known root frame faces +X.
+leaks in): centred on the mean known root position (horizontal for bodies, all axes for hands) and turned: bodies
+about the vertical axis so that the root's +Z at the middle known root frame faces +X, hands (models
+trained with ``frame='root'``) so that the wrist is unrotated at that frame.
 The canonical rotation is applied to the top joint, which carries the whole skeleton with it. Rotations
 go to 6D; the moving joints' translations are kept as they are.
 """
@@ -19,9 +20,9 @@ from .skeleton import Schema
 
 @dataclass
 class Canonical:
-    """Per window: canonical = yaw * (x - offset), applied to the top joint."""
+    """Per window: canonical = turn * (x - offset), applied to the top joint."""
 
-    yaw: np.ndarray  # (N, 4)
+    turn: np.ndarray  # (N, 4) quaternion
     offset: np.ndarray  # (N, 3)
 
 
@@ -37,8 +38,20 @@ def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np
     return g_rot, g_pos
 
 
-def canonical_from_known(rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema) -> Canonical:
-    """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known."""
+FRAMES = ("yaw", "root")
+"""How a window is turned: ``yaw`` about the vertical so the root faces +X (bodies; hands are not turned,
+which is how the first hand models were trained), ``root`` by the inverse of the root's whole rotation,
+so the root is unrotated at the reference frame (hands: a grasp looks the same however the wrist is
+held, and the wrist's motion becomes a small rotation near identity)."""
+
+
+def canonical_from_known(
+    rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema, frame: str = "yaw"
+) -> Canonical:
+    """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known; the
+    reference frame for the turn is the middle known root frame."""
+    if frame not in FRAMES:
+        raise ValueError(f"unknown canonical frame {frame!r}; expected one of {', '.join(FRAMES)}")
     n, t = known.shape[:2]
     root_known = known[:, :, schema.root]
     has_root = root_known.any(axis=1)  # without a known root a window keeps its own frame
@@ -46,20 +59,24 @@ def canonical_from_known(rot: np.ndarray, trans: np.ndarray, known: np.ndarray, 
     w = root_known[..., None].astype(np.float64)
     pos = np.where(root_known[..., None], g_pos, 0.0)
     offset = pos.sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
-    yaw = np.zeros((n, 4))
-    yaw[:, 3] = 1.0
-    if schema.name == "body":
-        offset[:, schema.up] = 0.0
-        idx = np.arange(t)[None, :]
-        frames = np.where(root_known, idx, -1)
-        counts = root_known.sum(axis=1)
-        # the middle known root frame: the (count // 2)-th known frame
-        order = np.sort(np.where(frames >= 0, frames, 0), axis=1)[:, ::-1]  # known frames first, descending
-        ref = order[np.arange(n), np.maximum(counts - 1, 0) // 2]
-        fwd = quat_apply(g_rot[np.arange(n), ref], np.array([0.0, 0.0, 1.0]))
-        theta = np.where(has_root, np.arctan2(fwd[:, 2], fwd[:, 0]), 0.0)
-        yaw[:, 1], yaw[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
-    return Canonical(yaw, offset)
+    turn = np.zeros((n, 4))
+    turn[:, 3] = 1.0
+    if frame == "yaw" and schema.name != "body":
+        return Canonical(turn, offset)
+    idx = np.arange(t)[None, :]
+    frames = np.where(root_known, idx, -1)
+    counts = root_known.sum(axis=1)
+    # the middle known root frame: the (count // 2)-th known frame
+    order = np.sort(np.where(frames >= 0, frames, 0), axis=1)[:, ::-1]  # known frames first, descending
+    ref_rot = g_rot[np.arange(n), order[np.arange(n), np.maximum(counts - 1, 0) // 2]]
+    if frame == "root":
+        turn = np.where(has_root[:, None], quat_conj(ref_rot), turn)
+        return Canonical(turn, offset)
+    offset[:, schema.up] = 0.0
+    fwd = quat_apply(ref_rot, np.array([0.0, 0.0, 1.0]))
+    theta = np.where(has_root, np.arctan2(fwd[:, 2], fwd[:, 0]), 0.0)
+    turn[:, 1], turn[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
+    return Canonical(turn, offset)
 
 
 def _top(schema: Schema) -> int:
@@ -70,7 +87,7 @@ def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schem
     """Rotate and move windows (N, T, J, ...) into their canonical frame (copies)."""
     top = _top(schema)
     rot, trans = rot.copy(), trans.copy()
-    y = c.yaw[:, None, :]
+    y = c.turn[:, None, :]
     rot[:, :, top] = quat_mul(y, rot[:, :, top])
     trans[:, :, top] = quat_apply(y, trans[:, :, top] - c.offset[:, None, :])
     return rot, trans
@@ -80,7 +97,7 @@ def from_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Sch
     """Undo :func:`to_canonical`."""
     top = _top(schema)
     rot, trans = rot.copy(), trans.copy()
-    y = quat_conj(c.yaw)[:, None, :]
+    y = quat_conj(c.turn)[:, None, :]
     rot[:, :, top] = quat_mul(y, rot[:, :, top])
     trans[:, :, top] = quat_apply(y, trans[:, :, top]) + c.offset[:, None, :]
     return rot, trans

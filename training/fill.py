@@ -129,7 +129,7 @@ def _window_fill(model: MotionFill, rot, trans, known, times):
     given_trans = np.asarray(trans, dtype=np.float64)
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
-    canon = canonical_from_known(rot, trans, known, schema)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     b = canonical_batch(rot_c, trans_c, times, known, ~known, schema)
     out = _distributions(model, b)

@@ -87,9 +87,13 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 
 def bench(run: str, checkpoint: str | None = None, images: int = 8, samples: int = 64, per_step: int = 8,
-          out_dir: str | Path = "bench-results/pixels", seed: int = 0, threads: int = 0) -> dict[str, Any]:
+          out_dir: str | Path = "bench-results/pixels", seed: int = 0, threads: int = 0,
+          orders: Sequence[str] = ps.ORDERS) -> dict[str, Any]:
     """Test NLL per order (exact, one cell per step, on the first ``images`` test digits) and sample
-    grids and statistics per order (``per_step`` cells per step)."""
+    grids and statistics per order (``per_step`` cells per step; none when ``samples`` is 0)."""
+    unknown = [o for o in orders if o not in ps.ORDERS]
+    if unknown:
+        raise ValueError(f"unknown order(s) {', '.join(unknown)}; expected some of {', '.join(ps.ORDERS)}")
     model, centres, cfg = _load(run, checkpoint, threads)
     out_dir = Path(out_dir)
     test = _test_colours(cfg, centres, images)
@@ -97,19 +101,22 @@ def bench(run: str, checkpoint: str | None = None, images: int = 8, samples: int
                               "sample_per_step": per_step, "test_stats": ps.summary(_test_colours(cfg, centres,
                                                                                                   1000).numpy()),
                               "nll": {}, "samples": {}}
-    for order in ps.ORDERS:
+    for order in orders:
         t0 = time.perf_counter()
         r = ps.run_order(model, order, image=test, score=True, seed=seed)
         nats = float(r.nll.mean()) / model.n_cells
         result["nll"][order] = {"nats_per_pixel": nats, "bits_per_pixel": nats / math.log(2),
                                 "seconds": time.perf_counter() - t0}
         print(f"pixels {model.cfg.variant}: {order} NLL {nats:.4f} nats/pixel", file=sys.stderr, flush=True)
-        png = out_dir / f"{model.cfg.variant}-{order}.png"
-        result["samples"][order] = sample_grid(model, centres, cfg, order, samples, png, per_step=per_step, seed=seed)
-        print(f"pixels {model.cfg.variant}: {order} samples -> {png}", file=sys.stderr, flush=True)
-    png = out_dir / f"{model.cfg.variant}-complete-random.png"
-    result["completion"] = sample_grid(model, centres, cfg, "random", 16, png, complete=True, per_step=per_step,
-                                       seed=seed)
+        if samples > 0:
+            png = out_dir / f"{model.cfg.variant}-{order}.png"
+            result["samples"][order] = sample_grid(model, centres, cfg, order, samples, png, per_step=per_step,
+                                                   seed=seed)
+            print(f"pixels {model.cfg.variant}: {order} samples -> {png}", file=sys.stderr, flush=True)
+    if samples > 0:
+        png = out_dir / f"{model.cfg.variant}-complete-random.png"
+        result["completion"] = sample_grid(model, centres, cfg, "random", 16, png, complete=True, per_step=per_step,
+                                           seed=seed)
     nll = [v["nats_per_pixel"] for v in result["nll"].values()]
     result["nll_spread_nats_per_pixel"] = max(nll) - min(nll)
     return result
@@ -119,10 +126,10 @@ def format_table(result: dict[str, Any]) -> str:
     t = result["test_stats"]
     lines = [f"| {result['variant']}: order | test NLL (nats/pixel) | test NLL (bits/pixel) | sample brightness "
              "| sample background |", "| --- | --- | --- | --- | --- |"]
-    for order in ps.ORDERS:
-        n, s = result["nll"][order], result["samples"][order]
-        lines.append(f"| {order} | {n['nats_per_pixel']:.4f} | {n['bits_per_pixel']:.4f} | {s['brightness']:.3f} "
-                     f"| {s['background']:.3f} |")
+    for order, n in result["nll"].items():
+        s = result["samples"].get(order)
+        stats = f"{s['brightness']:.3f} | {s['background']:.3f}" if s else "not sampled | not sampled"
+        lines.append(f"| {order} | {n['nats_per_pixel']:.4f} | {n['bits_per_pixel']:.4f} | {stats} |")
     lines.append(f"| test digits | | | {t['brightness']:.3f} | {t['background']:.3f} |")
     lines.append(f"\nNLL spread across orders: {result['nll_spread_nats_per_pixel']:.4f} nats/pixel "
                  f"({result['test_images']} test digits); samples: {result['sample_per_step']} cells per step")
@@ -135,15 +142,20 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run", default="runs/pixels", help="run folder of 'anyfill train pixels' (default runs/pixels)")
     p.add_argument("--checkpoint", help="a checkpoint file (default RUN/checkpoints/last.ckpt)")
     p.add_argument("--images", type=int, default=8, help="test digits scored under every order (default 8)")
-    p.add_argument("--samples", type=int, default=64, help="digits sampled per order (default 64)")
+    p.add_argument("--samples", type=int, default=64, help="digits sampled per order (default 64; 0: NLL only)")
     p.add_argument("--per-step", type=int, default=8, help="cells per step when sampling (default 8)")
+    p.add_argument("--orders", default=",".join(ps.ORDERS),
+                   help=f"comma-separated orders to score (default all: {','.join(ps.ORDERS)})")
     p.add_argument("--out-dir", default="bench-results/pixels", help="where the PNG grids go")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    if not set(orders) <= set(ps.ORDERS):
+        p.error(f"--orders {args.orders!r}: choose from {', '.join(ps.ORDERS)}")
     result = bench(args.run, args.checkpoint, args.images, args.samples, args.per_step, args.out_dir, args.seed,
-                   args.threads)
+                   args.threads, orders)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)

@@ -2,8 +2,9 @@
 
 A window is a grid of cells (frame t, joint j); any subset is known, any other subset is the target.
 Cells become one token per frame: each joint's 6D rotation with a known bit (a moving joint's position
-rides with its joint), plus the interpolation of the known cells as a baseline the network corrects,
-and the frame's time in seconds through Fourier features (any fps, any key spacing).
+rides with its joint), plus the interpolation of the known cells as a baseline the network corrects
+(and, with ``key_velocity``, where the velocity at each cell's surrounding keys would carry it), and the
+frame's time in seconds through Fourier features (any fps, any key spacing).
 
 Every target cell gets a distribution: its rotation is the mean (6D) with a von Mises concentration
 kappa on the geodesic angle to it; a moving joint's position is a Gaussian. The mean is the
@@ -34,6 +35,8 @@ class MotionConfig:
     max_frames: int = 65  # training window length; longer windows are filled piecewise
     core: AnyOrderConfig = field(default_factory=AnyOrderConfig)
     kappa_offset: float = 4.0  # log kappa = head output + offset: starts the spread near 0.15 rad
+    frame: str = "yaw"  # the canonical frame windows are turned into (features.FRAMES)
+    key_velocity: bool = False  # queries also see how the motion leaves and enters their keys
 
 
 class MotionFill(nn.Module):
@@ -47,6 +50,8 @@ class MotionFill(nn.Module):
             self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
         n_known = j * 6 + m * 3 + j + m  # known values and known bits
         n_query = n_known + j * 6 + m * 3 + j + j + m  # + baseline, target bits, has-key bits
+        if cfg.key_velocity:
+            n_query += 2 * (j * 6 + m * 3)  # + displacements carried from the previous and next keys
         self.time = FourierFeatures(1, cfg.core)
         self.known_in = nn.Linear(n_known, d)
         self.query_in = nn.Linear(n_query, d)
@@ -79,7 +84,11 @@ class MotionFill(nn.Module):
         t = b["target"].float()
         has = b["has_key"].float()[:, None].expand_as(t)
         mhas = b["moving_has_key"].float()[:, None].expand_as(moving_known)
-        q = torch.cat([kn, base.flatten(-2), basepos.flatten(-2), t, has, mhas], dim=-1)
+        q = [kn, base.flatten(-2), basepos.flatten(-2), t, has, mhas]
+        if self.cfg.key_velocity:
+            q += [(b["keyvel6d"] / self.rot_std[:, None]).flatten(-3),
+                  (b["keyvelpos"] / self.pos_std[:, None]).flatten(-3)]
+        q = torch.cat(q, dim=-1)
         times = b["times"]
         frame_known = b["known"].any(-1)
         ref = (times * frame_known).sum(1, keepdim=True) / frame_known.sum(1, keepdim=True).clamp(min=1)

@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..checkpoint import save_model
-from ..datasets import WindowSampler, feature_stats, load_clips, rest_offsets
+from ..datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
+from ..features import FRAMES
 from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from ..models.anyorder import AnyOrderConfig
 from ..models.motion import MotionConfig, MotionFill
@@ -37,6 +38,8 @@ class AnyOrderTrainConfig:
     n_dec_layers: int = 3
     dropout: float = 0.1
     length: int = 65  # frames per training window (the benchmark's window)
+    frame: str | None = None  # canonical frame (features.FRAMES); None: 'root' for hands, 'yaw' for bodies
+    key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     batch_size: int = 64
     steps_per_epoch: int = 500
@@ -48,6 +51,12 @@ class AnyOrderTrainConfig:
     w_position: float = 0.05
     w_fk: float = 1.0  # forward-kinematics positions relative to the root
     w_root: float = 1.0  # moving joints' positions (the root trajectory)
+    w_top_angle: float = 0.0  # extra angular term on the top joint (hands: the wrist, most of L2Q)
+    # how often each known/target pattern is drawn in training (validation always uses the defaults)
+    mix_inbetween: float = 0.45
+    mix_keyframes: float = 0.25
+    mix_cells: float = 0.15
+    mix_pose: float = 0.15
     init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
     data_root: str | None = None
     data_seed: int = 0
@@ -60,7 +69,8 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         d_model=cfg.d_model, n_heads=cfg.n_heads, n_enc_layers=cfg.n_enc_layers,
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
-    model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core))
+    model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core,
+                                    frame=canonical_frame_of(cfg), key_velocity=cfg.key_velocity))
     if cfg.init_from:
         from ..checkpoint import load_model
 
@@ -70,6 +80,14 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model
+
+
+def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:
+    if cfg.frame is not None:
+        if cfg.frame not in FRAMES:
+            raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {cfg.frame!r}")
+        return cfg.frame
+    return "root" if cfg.skeleton == "hand" else "yaw"
 
 
 def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -109,8 +127,12 @@ class AnyOrderData(L.LightningDataModule):
         if self.stats is not None:
             return
         cfg = self.cfg
-        self.train_sampler = WindowSampler(load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length)
-        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length)
+        mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
+        frame = canonical_frame_of(cfg)
+        self.train_sampler = WindowSampler(
+            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, frame=frame
+        )
+        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, frame=frame)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
         rng = np.random.default_rng(cfg.data_seed + 1)
         self.val = []
@@ -138,6 +160,7 @@ class AnyOrderModule(L.LightningModule):
         self.schema = get_schema(cfg.skeleton)
         self.model = build_model(cfg)
         self.moving = list(self.schema.moving)
+        self.top = self.schema.parents.index(-1)
 
     def on_fit_start(self) -> None:
         # the statistics are a deterministic function of the training data and data_seed, so setting
@@ -155,6 +178,8 @@ class AnyOrderModule(L.LightningModule):
         # gradient by kappa (1 / sigma^2) and drown the terms that fit the mean
         vm = masked_mean(von_mises_nll(cos.detach(), out["log_kappa"]), tmask)
         ang = masked_mean(angular_mse(cos), tmask)
+        # the top joint turns everything below it: its error is every joint's global error
+        top_ang = masked_mean(angular_mse(cos[..., self.top]), tmask[..., self.top])
         mt = tmask[..., self.moving]
         std = self.model.pos_std
         pos_nll = masked_mean(
@@ -171,9 +196,10 @@ class AnyOrderModule(L.LightningModule):
         scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
         fk = masked_mean(((p_pred - p_true).norm(dim=-1) / scale), tmask.any(-1, keepdim=True).expand_as(tmask))
         c = self.cfg
-        total = c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * fk + c.w_root * pos_err
+        total = (c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * fk + c.w_root * pos_err
+                 + c.w_top_angle * top_ang)
         angle = masked_mean(torch.rad2deg(torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))), tmask)
-        return {"loss": total, "von_mises": vm, "angular": ang, "pos_nll": pos_nll, "fk": fk,
+        return {"loss": total, "von_mises": vm, "angular": ang, "top_angular": top_ang, "pos_nll": pos_nll, "fk": fk,
                 "pos_err": pos_err, "angle_deg": angle}
 
     def training_step(self, batch, batch_idx):

@@ -319,3 +319,5 @@ def test_key_velocities_carry_the_motion_from_each_key():
         assert np.allclose(d[0, f, 0, 1], 0.0)
     assert np.allclose(d[0, :5], 0.0)  # known cells: nothing to carry
     assert np.allclose(d[0, 13:, 0, 0], 0.0)  # after the lone key: its velocity is unknown
+    single = key_velocities(x_seen[:, :1], known[:, :1], times[:, :1])  # a single pose (pose completion)
+    assert single.shape == (1, 1, 1, 2, 3) and not single.any()

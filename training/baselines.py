@@ -46,7 +46,7 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     return rot, trans
 
 
-def _cell_neighbours(known: np.ndarray):
+def cell_neighbours(known: np.ndarray):
     """Per cell of known (N, T, J): the frame of the joint's last known cell at or before it and of its first
     at or after it (clamped to the joint's first and last keys), and which joints have a key at all."""
     n, t, j = known.shape
@@ -63,14 +63,16 @@ def _frame_times(times, n: int, t: int) -> np.ndarray:
     return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
 
 
-def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None):
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
+                      neighbours=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
     lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
     spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
-    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key."""
+    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key.
+    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
-    prev, nxt, has_key = _cell_neighbours(known)
+    prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     tm = _frame_times(times, n, t)
     t_prev, t_next, t_now = tm[ni, prev], tm[ni, nxt], tm[:, :, None]
@@ -85,26 +87,27 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     return rot, trans, has_key
 
 
-def key_velocities(values: np.ndarray, known: np.ndarray, times=None) -> np.ndarray:
+def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
     """How the motion leaves and enters each cell's surrounding keys: for values (N, T, J, D), the
     displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
     time, and the same from its next key (velocities by finite differences with the key's known
     neighbour frame; zero where that frame is not known). Interpolation ignores these; an in-between
-    model needs them (a hand still moving when the keys stop keeps moving)."""
+    model needs them (a hand still moving when the keys stop keeps moving). ``neighbours`` is
+    :func:`cell_neighbours` of ``known`` when the caller has it."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
-    prev, nxt, _ = _cell_neighbours(known)
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
-    t_now = tm[:, :, None]
-    out = np.zeros((n, t, j, 2, values.shape[-1]))
-    for side, (key, other) in enumerate(((prev, prev - 1), (nxt, nxt + 1))):
-        ok = (other >= 0) & (other < t)
-        other = np.clip(other, 0, t - 1)
-        ok &= known[ni, other, ji] & known[ni, key, ji]
-        dt = tm[ni, key] - tm[ni, other]
-        vel = (values[ni, key, ji] - values[ni, other, ji]) / np.where(ok, dt, 1.0)[..., None]
-        out[:, :, :, side] = np.where(ok[..., None], vel * (t_now - tm[ni, key])[..., None], 0.0)
+    dt = np.diff(tm, axis=1)[:, :, None, None]
+    both = (known[:, 1:] & known[:, :-1])[..., None]
+    step = np.where(both, np.diff(values, axis=1) / np.where(both & (dt != 0), dt, 1.0), 0.0)
+    zero = np.zeros((n, 1, j, values.shape[-1]))
+    arrive = np.concatenate([zero, step], axis=1)  # at frame f: the velocity from f - 1 to f
+    leave = np.concatenate([step, zero], axis=1)  # at frame f: the velocity from f to f + 1
+    ni = np.arange(n)[:, None, None]
+    out = np.empty((n, t, j, 2, values.shape[-1]))
+    out[:, :, :, 0] = np.take_along_axis(arrive, prev[..., None], 1) * (tm[:, :, None] - tm[ni, prev])[..., None]
+    out[:, :, :, 1] = np.take_along_axis(leave, nxt[..., None], 1) * (tm[:, :, None] - tm[ni, nxt])[..., None]
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clip as clip_io
-from .baselines import interpolate_cells, key_velocities
+from .baselines import cell_neighbours, interpolate_cells, key_velocities
 from .features import canonical_from_known, moving_positions, sixd, to_canonical
 from .rotations import quat_to_6d
 from .skeleton import Schema, get_schema
@@ -149,24 +149,25 @@ def make_batch(rot, trans, fps, known, target, schema: Schema, frame: str = "yaw
     return canonical_batch(rot_c, trans_c, times, known, target, schema)
 
 
-def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema) -> dict[str, np.ndarray]:
-    """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds."""
+def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, velocities: bool = True
+                    ) -> dict[str, np.ndarray]:
+    """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds
+    (``velocities=False`` skips the key velocities, for models that do not read them)."""
     # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
     # (bone offsets of the other joints are the rig's, not the answer)
     rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
     moving = np.zeros(schema.n_joints, dtype=bool)
     moving[list(schema.moving)] = True
     trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
-    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times)
-    moving_known = known[:, :, list(schema.moving)]
-    pos_in = moving_positions(rot_in, trans_in, schema)
-    return {
+    neighbours = cell_neighbours(known)
+    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
+    mv = list(schema.moving)
+    moving_known = known[:, :, mv]
+    out = {
         "rot6d": sixd(rot_c),
         "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
         "base6d": sixd(base_rot),
         "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
-        "keyvel6d": key_velocities(quat_to_6d(rot_in), known, times).astype(np.float32),
-        "keyvelpos": key_velocities(pos_in, moving_known, times).astype(np.float32),
         "offsets": trans_c.mean(axis=1).astype(np.float32),
         "known": known,
         "target": target,
@@ -174,6 +175,12 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema) -> dic
         "moving_has_key": moving_known.any(axis=1),
         "times": np.asarray(times, dtype=np.float32),
     }
+    if velocities:
+        pos_in = moving_positions(rot_in, trans_in, schema)
+        moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
+        out["keyvel6d"] = key_velocities(quat_to_6d(rot_in), known, times, neighbours).astype(np.float32)
+        out["keyvelpos"] = key_velocities(pos_in, moving_known, times, moving_neighbours).astype(np.float32)
+    return out
 
 
 ROT_STD_FLOOR = 0.05  # 6D entries lie in [-1, 1]

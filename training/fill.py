@@ -131,7 +131,7 @@ def _window_fill(model: MotionFill, rot, trans, known, times):
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema)
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.key_velocity)
     out = _distributions(model, b)
     r, t = _decode(model, out, canon, rot, trans, known)
     t = np.where(known[..., None] & np.isfinite(given_trans), given_trans, t)  # known cells exactly as given

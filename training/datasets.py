@@ -16,7 +16,6 @@ import numpy as np
 from . import clip as clip_io
 from .baselines import cell_neighbours, interpolate_cells, key_velocities
 from .features import canonical_from_known, moving_positions, sixd, to_canonical
-from .rotations import quat_to_6d
 from .skeleton import Schema, get_schema
 from .splits import split_files
 from .windows import at_protocol_rate
@@ -156,12 +155,12 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, veloci
     # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
     # (bone offsets of the other joints are the rig's, not the answer)
     rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
+    mv = list(schema.moving)
     moving = np.zeros(schema.n_joints, dtype=bool)
-    moving[list(schema.moving)] = True
+    moving[mv] = True
     trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
     neighbours = cell_neighbours(known)
     base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
-    mv = list(schema.moving)
     moving_known = known[:, :, mv]
     out = {
         "rot6d": sixd(rot_c),
@@ -178,7 +177,7 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, veloci
     if velocities:
         pos_in = moving_positions(rot_in, trans_in, schema)
         moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
-        out["keyvel6d"] = key_velocities(quat_to_6d(rot_in), known, times, neighbours).astype(np.float32)
+        out["keyvel6d"] = key_velocities(sixd(rot_in), known, times, neighbours).astype(np.float32)
         out["keyvelpos"] = key_velocities(pos_in, moving_known, times, moving_neighbours).astype(np.float32)
     return out
 

@@ -79,13 +79,14 @@ def canonical_from_known(
     return Canonical(turn, offset)
 
 
-def _top(schema: Schema) -> int:
+def top_joint(schema: Schema) -> int:
+    """The joint with no parent: turning it turns the whole skeleton."""
     return schema.parents.index(-1)
 
 
 def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
     """Rotate and move windows (N, T, J, ...) into their canonical frame (copies)."""
-    top = _top(schema)
+    top = top_joint(schema)
     rot, trans = rot.copy(), trans.copy()
     y = c.turn[:, None, :]
     rot[:, :, top] = quat_mul(y, rot[:, :, top])
@@ -95,7 +96,7 @@ def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schem
 
 def from_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
     """Undo :func:`to_canonical`."""
-    top = _top(schema)
+    top = top_joint(schema)
     rot, trans = rot.copy(), trans.copy()
     y = quat_conj(c.turn)[:, None, :]
     rot[:, :, top] = quat_mul(y, rot[:, :, top])

@@ -86,14 +86,18 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_orders(orders: Sequence[str]) -> None:
+    unknown = [o for o in orders if o not in ps.ORDERS]
+    if unknown:
+        raise ValueError(f"unknown order(s) {', '.join(unknown)}; expected some of {', '.join(ps.ORDERS)}")
+
+
 def bench(run: str, checkpoint: str | None = None, images: int = 8, samples: int = 64, per_step: int = 8,
           out_dir: str | Path = "bench-results/pixels", seed: int = 0, threads: int = 0,
           orders: Sequence[str] = ps.ORDERS) -> dict[str, Any]:
     """Test NLL per order (exact, one cell per step, on the first ``images`` test digits) and sample
     grids and statistics per order (``per_step`` cells per step; none when ``samples`` is 0)."""
-    unknown = [o for o in orders if o not in ps.ORDERS]
-    if unknown:
-        raise ValueError(f"unknown order(s) {', '.join(unknown)}; expected some of {', '.join(ps.ORDERS)}")
+    _check_orders(orders)
     model, centres, cfg = _load(run, checkpoint, threads)
     out_dir = Path(out_dir)
     test = _test_colours(cfg, centres, images)
@@ -152,8 +156,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
-    if not set(orders) <= set(ps.ORDERS):
-        p.error(f"--orders {args.orders!r}: choose from {', '.join(ps.ORDERS)}")
+    try:
+        _check_orders(orders)
+    except ValueError as e:
+        p.error(f"--orders: {e}")
     result = bench(args.run, args.checkpoint, args.images, args.samples, args.per_step, args.out_dir, args.seed,
                    args.threads, orders)
     print(format_table(result))

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..checkpoint import save_model
 from ..datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
-from ..features import FRAMES
+from ..features import FRAMES, top_joint
 from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from ..models.anyorder import AnyOrderConfig
 from ..models.motion import MotionConfig, MotionFill
@@ -160,7 +160,7 @@ class AnyOrderModule(L.LightningModule):
         self.schema = get_schema(cfg.skeleton)
         self.model = build_model(cfg)
         self.moving = list(self.schema.moving)
-        self.top = self.schema.parents.index(-1)
+        self.top = top_joint(self.schema)
 
     def on_fit_start(self) -> None:
         # the statistics are a deterministic function of the training data and data_seed, so setting

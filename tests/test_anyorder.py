@@ -15,7 +15,7 @@ from anyfill.training import fill as fill_engine
 from anyfill.training.baselines import interpolate_cells
 from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model
 from anyfill.training.datasets import MaskMix, make_batch, sample_masks
-from anyfill.training.rotations import quat_align
+from anyfill.training.rotations import quat_align, quat_angle
 from anyfill.training.skeleton import get_schema
 from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model, frame_order
 
@@ -321,3 +321,50 @@ def test_key_velocities_carry_the_motion_from_each_key():
     assert np.allclose(d[0, 13:, 0, 0], 0.0)  # after the lone key: its velocity is unknown
     single = key_velocities(x_seen[:, :1], known[:, :1], times[:, :1])  # a single pose (pose completion)
     assert single.shape == (1, 1, 1, 2, 3) and not single.any()
+
+
+def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
+    """Context frames measure the velocity leaving the last context key; the lone next key has none, so
+    it keeps the secant slope: interpolation plus the offsets is scipy's cubic Hermite spline with those
+    tangents (share 1), constant-velocity motion stays exact, and nothing is added outside the span."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    from anyfill.training.baselines import hermite_offsets, key_velocities
+
+    t = 30
+    times = np.arange(t)[None] / 30.0
+    known = np.zeros((1, t, 1), dtype=bool)
+    known[0, :10] = True
+    known[0, 22] = True
+    v = 0.1 * 30.0  # context velocity per second
+    for end, exact in ((2.2, True), (0.5, False)):  # on the constant-velocity line, and a stop short of it
+        x = np.where(np.arange(t) < 10, np.arange(t) * 0.1, end)[None, :, None, None]
+        x_seen = np.where(known[..., None], x, 1e6)
+        lerp = np.interp(np.arange(t), [9, 22], [0.9, end])
+        lerp = np.where(np.arange(t) <= 9, x[0, :, 0, 0], np.where(np.arange(t) >= 22, end, lerp))[None, :, None, None]
+        off = hermite_offsets(lerp, key_velocities(x_seen, known, times), known, times)
+        secant = (end - 0.9) / (13 / 30.0)
+        spline = CubicHermiteSpline([9 / 30.0, 22 / 30.0], [0.9, end], [v, secant])
+        gap = np.arange(10, 22)
+        assert np.allclose((lerp + off)[0, gap, 0, 0], spline(gap / 30.0), atol=1e-9)
+        assert np.allclose(off[0, :10], 0.0) and np.allclose(off[0, 22:], 0.0)  # keys and the trailing frames
+        assert np.allclose(off, 0.0) == exact
+    half = hermite_offsets(lerp, key_velocities(x_seen, known, times), known, times, share=0.5)
+    assert np.allclose(half, 0.5 * off)
+
+
+def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity():
+    """A zero-head model with ``base_velocity`` fills the Hermite baseline: known cells come back exactly,
+    and the first filled frame continues the context's motion better than interpolation does."""
+    torch.manual_seed(0)
+    model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2,
+                                            dropout=0.0, base_velocity=1.0)).eval()
+    assert model.cfg.base_velocity == 1.0
+    rot, trans, times = synthetic("body", n=1, t=40)
+    known = inbetween_mask(1, 40, 22, ctx=10, gap=20)
+    known[:, 31:] = False  # one key after the gap, as in the benchmark
+    h = fill_engine.fill(model, rot, trans, known, times)
+    i = fill_engine.fill(tiny("body", randomise=False), rot, trans, known, times)
+    assert np.allclose(h.rotations[known], rot[known], atol=1e-12)
+    err = lambda r: quat_angle(r[:, 10], rot[:, 10]).mean()  # noqa: E731
+    assert err(h.rotations) < 0.5 * err(i.rotations)

@@ -111,4 +111,29 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
     return out
 
 
+def hermite_offsets(base: np.ndarray, velocities: np.ndarray, known: np.ndarray, times=None, neighbours=None,
+                    share: float = 1.0) -> np.ndarray:
+    """What turns the interpolation ``base`` (N, T, J, D) between each cell's two keys into a cubic Hermite
+    curve that leaves the previous key and enters the next with ``share`` of their measured velocities
+    (``velocities`` is :func:`key_velocities` of the same cells). A key whose velocity was not measured
+    (its neighbour frame unknown) keeps the interpolation's slope, so constant-velocity motion stays
+    exact whatever is known; outside a span (before the first key, after the last) nothing is added:
+    there a velocity would carry the motion on without bound."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    span = tm[ni, nxt] - tm[ni, prev]
+    inside = (nxt != prev) & (span != 0)
+    s = np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0)
+    measured_prev = (prev > 0) & known[ni, np.maximum(prev - 1, 0), ji]
+    measured_next = (nxt < t - 1) & known[ni, np.minimum(nxt + 1, t - 1), ji]
+    w_prev = (share * (1.0 - s) ** 2 * (inside & measured_prev))[..., None]
+    w_next = (share * s ** 2 * (inside & measured_next))[..., None]
+    # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))
+    return (w_prev * (velocities[..., 0, :] - (base - base[ni, prev, ji]))
+            + w_next * (velocities[..., 1, :] - (base - base[ni, nxt, ji])))
+
+
 BASELINES = {"zero": zero_velocity, "interp": interpolate}

@@ -28,7 +28,7 @@ from .datasets import canonical_batch
 from .features import canonical_from_known, from_canonical, moving_translations, to_canonical
 from .losses import von_mises_entropy
 from .models.motion import MotionFill
-from .rotations import axis_angle_to_quat, quat_mul, quat_to_6d, sixd_to_quat
+from .rotations import axis_angle_to_quat, quat_mul, sixd_to_quat
 from .skeleton import get_schema
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
@@ -111,31 +111,36 @@ def _triples_marginals(model: MotionFill, b: dict[str, torch.Tensor]) -> dict[st
     return model.head(h_all, b)
 
 
-def _decode(model: MotionFill, out, canon, rot_in, trans_in, known):
-    """Network outputs -> local motion in the caller's frame; known cells restored exactly. Bone offsets
-    are canonical-invariant, so the sanitised input supplies them."""
+def _decode(model: MotionFill, rot_c, pos_c, canon, rot_in, trans_in, known):
+    """Canonical rotations (quaternions) and moving positions -> local motion in the caller's frame; known
+    cells restored exactly. Bone offsets are canonical-invariant, so the sanitised input supplies them."""
     schema = get_schema(model.cfg.skeleton)
-    rot_c = sixd_to_quat(out["rot6d"])
-    trans_c = moving_translations(rot_c, out["pos"], trans_in, schema)
+    trans_c = moving_translations(rot_c, pos_c, trans_in, schema)
     rot, trans = from_canonical(rot_c, trans_c, canon, schema)
     rot = np.where(known[..., None], rot_in, rot)
     trans = np.where(known[..., None], trans_in, trans)
     return rot, trans
 
 
-def _window_fill(model: MotionFill, rot, trans, known, times):
-    """Fill one batch of windows of at most the model's length: (rotations, translations, raw outputs,
-    canonical frames, sanitised rotations and translations)."""
-    given_trans = np.asarray(trans, dtype=np.float64)
+def _window_distributions(model: MotionFill, rot, trans, known, times):
+    """The model's outputs for one batch of windows of at most its length: (raw outputs, canonical frames,
+    sanitised rotations and translations)."""
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.key_velocity)
-    out = _distributions(model, b)
-    r, t = _decode(model, out, canon, rot, trans, known)
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.key_velocity,
+                        model.cfg.base_velocity)
+    return _distributions(model, b), canon, rot, trans
+
+
+def _window_fill(model: MotionFill, rot, trans, known, times):
+    """Fill one batch of windows of at most the model's length: (rotations, translations, raw outputs)."""
+    given_trans = np.asarray(trans, dtype=np.float64)
+    out, canon, rot, trans = _window_distributions(model, rot, trans, known, times)
+    r, t = _decode(model, sixd_to_quat(out["rot6d"]), out["pos"], canon, rot, trans, known)
     t = np.where(known[..., None] & np.isfinite(given_trans), given_trans, t)  # known cells exactly as given
-    return r, t, out, canon, rot, trans
+    return r, t, out
 
 
 def _spread(out: dict[str, np.ndarray], known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +168,7 @@ def fill(
         raise ValueError("every window needs at least one known cell")
     length = model_length(model)
     if t <= length:
-        r, tr, out, *_ = _window_fill(model, rotations, translations, known, times)
+        r, tr, out = _window_fill(model, rotations, translations, known, times)
         ent, spread = _spread(out, known)
         return FillResult(r, tr, ent, spread)
     # long windows: overlapping windows; each commits its first (length - ctx) frames, and the next one
@@ -185,7 +190,7 @@ def fill(
         extra = sorted({end + int(np.argmax(ahead[:, jj])) for jj in np.flatnonzero(ahead.any(axis=0))})
         idx = np.concatenate([idx_t[start:end], np.array(extra, dtype=int)])
         kn = known_now[:, idx]
-        r, tr, out, *_ = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])
+        r, tr, out = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])
         e, s = _spread(out, kn)
         commit_to = end if end == t else end - ctx
         c = slice(start, commit_to)
@@ -278,10 +283,10 @@ def sample(
     while (~known_now).any():
         if cancel is not None and cancel():
             raise Cancelled()
-        _, _, out, canon, rot, trans = _window_fill(model, rot, trans, known_now, tms)
+        out, canon, rot, trans = _window_distributions(model, rot, trans, known_now, tms)
         ent, spread = _spread(out, known_now)
         q_draw, pos_draw = _draw(rng, out, temperature)
-        rs, trs = _decode(model, dict(out, rot6d=quat_to_6d(q_draw), pos=pos_draw), canon, rot, trans, known_now)
+        rs, trs = _decode(model, q_draw, pos_draw, canon, rot, trans, known_now)
         step = 0
         for v in range(n):
             remaining = ~known_now[v]

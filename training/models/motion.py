@@ -3,7 +3,8 @@
 A window is a grid of cells (frame t, joint j); any subset is known, any other subset is the target.
 Cells become one token per frame: each joint's 6D rotation with a known bit (a moving joint's position
 rides with its joint), plus the interpolation of the known cells as a baseline the network corrects
-(and, with ``key_velocity``, where the velocity at each cell's surrounding keys would carry it), and the
+(with ``base_velocity``, a Hermite curve through the keys that keeps part of their velocity; and, with
+``key_velocity``, where the velocity at each cell's surrounding keys would carry it), and the
 frame's time in seconds through Fourier features (any fps, any key spacing).
 
 Every target cell gets a distribution: its rotation is the mean (6D) with a von Mises concentration
@@ -37,6 +38,7 @@ class MotionConfig:
     kappa_offset: float = 4.0  # log kappa = head output + offset: starts the spread near 0.15 rad
     frame: str = "yaw"  # the canonical frame windows are turned into (features.FRAMES)
     key_velocity: bool = False  # queries also see how the motion leaves and enters their keys
+    base_velocity: float = 0.0  # the baseline leaves and enters keys with this share of their velocity
 
 
 class MotionFill(nn.Module):

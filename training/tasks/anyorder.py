@@ -40,6 +40,7 @@ class AnyOrderTrainConfig:
     length: int = 65  # frames per training window (the benchmark's window)
     frame: str | None = None  # canonical frame (features.FRAMES); None: 'root' for hands, 'yaw' for bodies
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
+    base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     batch_size: int = 64
     steps_per_epoch: int = 500
@@ -70,7 +71,8 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
     model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core,
-                                    frame=canonical_frame_of(cfg), key_velocity=cfg.key_velocity))
+                                    frame=canonical_frame_of(cfg), key_velocity=cfg.key_velocity,
+                                    base_velocity=cfg.base_velocity))
     if cfg.init_from:
         from ..checkpoint import load_model
 
@@ -130,9 +132,11 @@ class AnyOrderData(L.LightningDataModule):
         mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
         frame = canonical_frame_of(cfg)
         self.train_sampler = WindowSampler(
-            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, frame=frame
+            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, frame=frame,
+            base_velocity=cfg.base_velocity,
         )
-        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, frame=frame)
+        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, frame=frame,
+                                    base_velocity=cfg.base_velocity)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
         rng = np.random.default_rng(cfg.data_seed + 1)
         self.val = []

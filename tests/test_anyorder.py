@@ -125,8 +125,8 @@ def test_target_values_never_reach_the_prediction(variant):
     rot2, trans2 = rot.copy(), trans.copy()
     rot2[target] = np.roll(rot2[target], 1, axis=-1)
     trans2[target] += 5.0
-    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.frame)
-    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.frame)
+    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.features())
+    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.features())
     order = frame_order(rng, known, target)
     t1 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b1.items()} | {"order": torch.from_numpy(order)}
     t2 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b2.items()} | {"order": torch.from_numpy(order)}
@@ -301,7 +301,8 @@ def test_long_fill_stops_between_model_windows_when_cancelled():
 
 def test_key_velocities_carry_the_motion_from_each_key():
     """A joint moving at constant velocity: the displacement from its previous key is exact where the key's
-    neighbour frame is known, zero where it is not, and never uses an unknown cell's value."""
+    neighbour frame is known, zero (and unmeasured) where it is not unless ``across_keys`` takes the slope
+    between the lone key's neighbouring keys, and never uses an unknown cell's value."""
     from anyfill.training.baselines import key_velocities
 
     t = 20
@@ -310,16 +311,24 @@ def test_key_velocities_carry_the_motion_from_each_key():
     x = (np.array([1.0, 2.0, 3.0]) + times[0, :, None] * v)[None, :, None]  # (1, T, 1, 3)
     known = np.zeros((1, t, 1), dtype=bool)
     known[0, :5] = True  # context frames 0..4
-    known[0, 12] = True  # a lone key: no known neighbour, so no velocity there
+    known[0, [12, 18]] = True  # lone keys: no known neighbour frame
     x_seen = np.where(known[..., None], x, 1e6)  # unknown cells hold garbage
-    d = key_velocities(x_seen, known, times)
-    assert d.shape == (1, t, 1, 2, 3)
+    d, measured = key_velocities(x_seen, known, times)
+    assert d.shape == (1, t, 1, 2, 3) and measured.shape == (1, t, 1, 2)
     for f in range(5, 12):
-        assert np.allclose(d[0, f, 0, 0], v * (times[0, f] - times[0, 4]))
-        assert np.allclose(d[0, f, 0, 1], 0.0)
+        assert np.allclose(d[0, f, 0, 0], v * (times[0, f] - times[0, 4])) and measured[0, f, 0, 0]
+        assert np.allclose(d[0, f, 0, 1], 0.0) and not measured[0, f, 0, 1]
     assert np.allclose(d[0, :5], 0.0)  # known cells: nothing to carry
-    assert np.allclose(d[0, 13:, 0, 0], 0.0)  # after the lone key: its velocity is unknown
-    single = key_velocities(x_seen[:, :1], known[:, :1], times[:, :1])  # a single pose (pose completion)
+    assert np.allclose(d[0, 13:, 0, 0], 0.0) and not measured[0, 13:, 0, 0].any()  # lone keys: unknown velocity
+    across, measured_across = key_velocities(x_seen, known, times, across_keys=True)
+    assert np.allclose(across[:, :12, :, 0], d[:, :12, :, 0])  # measured velocities are kept
+    assert (measured_across[:, :12, :, 0] == measured[:, :12, :, 0]).all()
+    for f in range(13, 18):  # key 12 takes the slope from key 4 to key 18, and key 18 from 12 to nothing: none
+        assert np.allclose(across[0, f, 0, 0], v * (times[0, f] - times[0, 12])) and measured_across[0, f, 0, 0]
+        assert np.allclose(across[0, f, 0, 1], 0.0) and not measured_across[0, f, 0, 1]
+    for f in range(5, 12):  # and key 12 is entered with that slope
+        assert np.allclose(across[0, f, 0, 1], v * (times[0, f] - times[0, 12])) and measured_across[0, f, 0, 1]
+    single, _ = key_velocities(x_seen[:, :1], known[:, :1], times[:, :1])  # a single pose (pose completion)
     assert single.shape == (1, 1, 1, 2, 3) and not single.any()
 
 
@@ -342,14 +351,14 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
         x_seen = np.where(known[..., None], x, 1e6)
         lerp = np.interp(np.arange(t), [9, 22], [0.9, end])
         lerp = np.where(np.arange(t) <= 9, x[0, :, 0, 0], np.where(np.arange(t) >= 22, end, lerp))[None, :, None, None]
-        off = hermite_offsets(lerp, key_velocities(x_seen, known, times), known, times)
+        off = hermite_offsets(lerp, *key_velocities(x_seen, known, times), known, times)
         secant = (end - 0.9) / (13 / 30.0)
         spline = CubicHermiteSpline([9 / 30.0, 22 / 30.0], [0.9, end], [v, secant])
         gap = np.arange(10, 22)
         assert np.allclose((lerp + off)[0, gap, 0, 0], spline(gap / 30.0), atol=1e-9)
         assert np.allclose(off[0, :10], 0.0) and np.allclose(off[0, 22:], 0.0)  # keys and the trailing frames
         assert np.allclose(off, 0.0) == exact
-    half = hermite_offsets(lerp, key_velocities(x_seen, known, times), known, times, share=0.5)
+    half = hermite_offsets(lerp, *key_velocities(x_seen, known, times), known, times, share=0.5)
     assert np.allclose(half, 0.5 * off)
 
 

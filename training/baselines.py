@@ -87,38 +87,53 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     return rot, trans, has_key
 
 
-def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
-    """How the motion leaves and enters each cell's surrounding keys: for values (N, T, J, D), the
+def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the
     displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
-    time, and the same from its next key (velocities by finite differences with the key's known
-    neighbour frame; zero where that frame is not known). Interpolation ignores these; an in-between
-    model needs them (a hand still moving when the keys stop keeps moving). ``neighbours`` is
-    :func:`cell_neighbours` of ``known`` when the caller has it."""
+    time, and the same from its next key; and whether each of those two velocities was measured
+    (N, T, J, 2). A key's velocity is the finite difference with its known neighbour frame; with
+    ``across_keys``, a key without one takes the slope from its previous key to its next (Catmull-Rom,
+    the tangent Blender's automatic Bezier handles give a key). Unmeasured velocities are zero.
+    Interpolation ignores these; an in-between model needs them (a hand still moving when the keys stop
+    keeps moving). ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     dt = np.diff(tm, axis=1)[:, :, None, None]
-    both = (known[:, 1:] & known[:, :-1])[..., None]
-    step = np.where(both, np.diff(values, axis=1) / np.where(both & (dt != 0), dt, 1.0), 0.0)
-    zero = np.zeros((n, 1, j, values.shape[-1]))
+    both = known[:, 1:] & known[:, :-1] & (dt[..., 0] != 0)
+    step = np.where(both[..., None], np.diff(values, axis=1) / np.where(both[..., None], dt, 1.0), 0.0)
+    zero, no = np.zeros((n, 1, j, values.shape[-1])), np.zeros((n, 1, j), dtype=bool)
     arrive = np.concatenate([zero, step], axis=1)  # at frame f: the velocity from f - 1 to f
     leave = np.concatenate([step, zero], axis=1)  # at frame f: the velocity from f to f + 1
-    ni = np.arange(n)[:, None, None]
+    has_arrive, has_leave = np.concatenate([no, both], axis=1), np.concatenate([both, no], axis=1)
+    if across_keys:
+        f = np.arange(t)[None, :, None]
+        before = prev[:, np.maximum(np.arange(t) - 1, 0)]  # each frame's previous key (itself if none)
+        after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
+        span = tm[ni, after] - tm[ni, before]
+        ok = known & (before < f) & (after > f) & (span != 0)
+        slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
+                         / np.where(ok, span, 1.0)[..., None], 0.0)
+        arrive = np.where(has_arrive[..., None], arrive, slope)
+        leave = np.where(has_leave[..., None], leave, slope)
+        has_arrive, has_leave = has_arrive | ok, has_leave | ok
     out = np.empty((n, t, j, 2, values.shape[-1]))
-    out[:, :, :, 0] = np.take_along_axis(arrive, prev[..., None], 1) * (tm[:, :, None] - tm[ni, prev])[..., None]
-    out[:, :, :, 1] = np.take_along_axis(leave, nxt[..., None], 1) * (tm[:, :, None] - tm[ni, nxt])[..., None]
-    return out
+    out[:, :, :, 0] = arrive[ni, prev, ji] * (tm[:, :, None] - tm[ni, prev])[..., None]
+    out[:, :, :, 1] = leave[ni, nxt, ji] * (tm[:, :, None] - tm[ni, nxt])[..., None]
+    return out, np.stack([has_arrive[ni, prev, ji], has_leave[ni, nxt, ji]], axis=-1)
 
 
-def hermite_offsets(base: np.ndarray, velocities: np.ndarray, known: np.ndarray, times=None, neighbours=None,
-                    share: float = 1.0) -> np.ndarray:
+def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarray, known: np.ndarray, times=None,
+                    neighbours=None, share: float = 1.0) -> np.ndarray:
     """What turns the interpolation ``base`` (N, T, J, D) between each cell's two keys into a cubic Hermite
-    curve that leaves the previous key and enters the next with ``share`` of their measured velocities
-    (``velocities`` is :func:`key_velocities` of the same cells). A key whose velocity was not measured
-    (its neighbour frame unknown) keeps the interpolation's slope, so constant-velocity motion stays
-    exact whatever is known; outside a span (before the first key, after the last) nothing is added:
-    there a velocity would carry the motion on without bound."""
+    curve that leaves the previous key and enters the next with ``share`` of their velocities
+    (``velocities`` and ``measured`` are :func:`key_velocities` of the same cells). A key whose velocity
+    was not measured keeps the interpolation's slope, so constant-velocity motion stays exact whatever is
+    known; outside a span (before the first key, after the last) nothing is added: there a velocity would
+    carry the motion on without bound."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
@@ -127,10 +142,8 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, known: np.ndarray,
     span = tm[ni, nxt] - tm[ni, prev]
     inside = (nxt != prev) & (span != 0)
     s = np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0)
-    measured_prev = (prev > 0) & known[ni, np.maximum(prev - 1, 0), ji]
-    measured_next = (nxt < t - 1) & known[ni, np.minimum(nxt + 1, t - 1), ji]
-    w_prev = (share * (1.0 - s) ** 2 * (inside & measured_prev))[..., None]
-    w_next = (share * s ** 2 * (inside & measured_next))[..., None]
+    w_prev = (share * (1.0 - s) ** 2 * (inside & measured[..., 0]))[..., None]
+    w_next = (share * s ** 2 * (inside & measured[..., 1]))[..., None]
     # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))
     return (w_prev * (velocities[..., 0, :] - (base - base[ni, prev, ji]))
             + w_next * (velocities[..., 1, :] - (base - base[ni, nxt, ji])))

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import clip as clip_io
 from .baselines import cell_neighbours, hermite_offsets, interpolate_cells, key_velocities
-from .features import canonical_from_known, moving_positions, sixd, to_canonical
+from .features import DEFAULT_FEATURES, FeatureSpec, canonical_from_known, moving_positions, sixd, to_canonical
 from .skeleton import Schema, get_schema
 from .splits import split_files
 from .windows import at_protocol_rate
@@ -106,7 +106,7 @@ class WindowSampler:
 
     def __init__(
         self, clips: list[clip_io.Clip], length: int, mix: MaskMix | None = None, max_gap: int = 50,
-        frame: str = "yaw", base_velocity: float = 0.0,
+        spec: FeatureSpec = DEFAULT_FEATURES,
     ):
         if not clips:
             raise ValueError("no clips to sample windows from")
@@ -117,8 +117,7 @@ class WindowSampler:
         self.length = length
         self.mix = mix or MaskMix()
         self.max_gap = max_gap
-        self.frame = frame  # the canonical frame (features.FRAMES) the model is trained in
-        self.base_velocity = base_velocity  # the share of key velocities in the baseline (canonical_batch)
+        self.spec = spec  # what the model trained on these windows reads
         sizes = np.array([c.n_frames - length + 1 for c in self.clips], dtype=np.float64)
         self.p = sizes / sizes.sum()
 
@@ -137,25 +136,25 @@ class WindowSampler:
     def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         rot, trans, fps = self.windows(rng, n)
         known, target = sample_masks(rng, n, self.length, self.schema.n_joints, self.mix, self.max_gap)
-        return make_batch(rot, trans, fps, known, target, self.schema, self.frame, self.base_velocity)
+        return make_batch(rot, trans, fps, known, target, self.schema, self.spec)
 
 
-def make_batch(rot, trans, fps, known, target, schema: Schema, frame: str = "yaw", base_velocity: float = 0.0
+def make_batch(rot, trans, fps, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES
                ) -> dict[str, np.ndarray]:
     """Features of windows with masks: ground truth and the known-cells-only interpolation baseline,
     all in each window's canonical frame (computed from known cells only)."""
-    canon = canonical_from_known(rot, trans, known, schema, frame)
+    canon = canonical_from_known(rot, trans, known, schema, spec.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     times = np.arange(rot.shape[1])[None, :] / np.asarray(fps, dtype=np.float64)[:, None]
-    return canonical_batch(rot_c, trans_c, times, known, target, schema, base_velocity=base_velocity)
+    return canonical_batch(rot_c, trans_c, times, known, target, schema, spec)
 
 
-def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, velocities: bool = True,
-                    base_velocity: float = 0.0) -> dict[str, np.ndarray]:
-    """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds
-    (``velocities=False`` leaves the key velocities out, for models that do not read them).
-    ``base_velocity`` > 0 bends the baseline between two keys into a cubic Hermite curve that leaves and
-    enters the keys with that share of their velocities (0: plain interpolation)."""
+def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES
+                    ) -> dict[str, np.ndarray]:
+    """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds. The
+    key velocities are computed only for models that read them (``spec``); with ``spec.base_velocity`` > 0
+    the baseline between two keys is a cubic Hermite curve leaving and entering the keys with that share
+    of their velocities (0: plain interpolation)."""
     # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
     # (bone offsets of the other joints are the rig's, not the answer)
     rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
@@ -178,17 +177,18 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, veloci
         "moving_has_key": moving_known.any(axis=1),
         "times": np.asarray(times, dtype=np.float32),
     }
-    if velocities or base_velocity:
+    if spec.key_velocity or spec.base_velocity:
         pos_in = moving_positions(rot_in, trans_in, schema)
         moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
-        vel6d = key_velocities(sixd(rot_in), known, times, neighbours)
-        velpos = key_velocities(pos_in, moving_known, times, moving_neighbours)
-        if base_velocity:
+        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys)
+        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys)
+        if spec.base_velocity:
             b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
-            out["base6d"] += hermite_offsets(b6, vel6d, known, times, neighbours, base_velocity).astype(np.float32)
-            out["basepos"] += hermite_offsets(bp, velpos, moving_known, times, moving_neighbours,
-                                              base_velocity).astype(np.float32)
-        if velocities:
+            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+                                             spec.base_velocity).astype(np.float32)
+            out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
+                                              spec.base_velocity).astype(np.float32)
+        if spec.key_velocity:
             out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
     return out
 
@@ -201,7 +201,7 @@ def feature_stats(sampler: WindowSampler, rng: np.random.Generator, n: int = 409
     rot, trans, fps = sampler.windows(rng, n)
     t = sampler.length
     known = np.ones((n, t, sampler.schema.n_joints), dtype=bool)
-    b = make_batch(rot, trans, fps, known, ~known, sampler.schema, sampler.frame, sampler.base_velocity)
+    b = make_batch(rot, trans, fps, known, ~known, sampler.schema, sampler.spec)
     r = b["rot6d"].reshape(-1, *b["rot6d"].shape[2:])
     p = b["pos"].reshape(-1, *b["pos"].shape[2:])
     # floors: a component that barely varies in training (a hinge joint's off-axis 6D entries, a root that

@@ -38,6 +38,20 @@ def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np
     return g_rot, g_pos
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model reads of a window besides its cells; fixed by the model's config (``MotionConfig.features``)
+    and computed the same way in training and at fill time (:func:`..datasets.canonical_batch`)."""
+
+    frame: str = "yaw"  # the canonical frame windows are turned into (FRAMES)
+    key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
+    base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
+    across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
+
+
+DEFAULT_FEATURES = FeatureSpec()
+
+
 FRAMES = ("yaw", "root")
 """How a window is turned: ``yaw`` about the vertical so the root faces +X (bodies; hands are not turned,
 which is how the first hand models were trained), ``root`` by the inverse of the root's whole rotation,

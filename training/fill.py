@@ -129,8 +129,7 @@ def _window_distributions(model: MotionFill, rot, trans, known, times):
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.key_velocity,
-                        model.cfg.base_velocity)
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features())
     return _distributions(model, b), canon, rot, trans
 
 

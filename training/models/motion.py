@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..features import FeatureSpec
 from .anyorder import AnyOrderConfig, FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
 
 
@@ -39,6 +40,11 @@ class MotionConfig:
     frame: str = "yaw"  # the canonical frame windows are turned into (features.FRAMES)
     key_velocity: bool = False  # queries also see how the motion leaves and enters their keys
     base_velocity: float = 0.0  # the baseline leaves and enters keys with this share of their velocity
+    across_keys: bool = False  # keys without a known neighbour frame take the slope between their neighbour keys
+
+    def features(self) -> FeatureSpec:
+        """What this model reads of a window (old cards without the newer fields get their defaults here)."""
+        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys)
 
 
 class MotionFill(nn.Module):

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..checkpoint import save_model
 from ..datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
-from ..features import FRAMES, top_joint
+from ..features import FRAMES, FeatureSpec, top_joint
 from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from ..models.anyorder import AnyOrderConfig
 from ..models.motion import MotionConfig, MotionFill
@@ -41,6 +41,7 @@ class AnyOrderTrainConfig:
     frame: str | None = None  # canonical frame (features.FRAMES); None: 'root' for hands, 'yaw' for bodies
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
+    across_keys: bool = False  # keys with no known neighbour frame take the slope between their neighbouring keys
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     batch_size: int = 64
     steps_per_epoch: int = 500
@@ -71,8 +72,7 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
     model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core,
-                                    frame=canonical_frame_of(cfg), key_velocity=cfg.key_velocity,
-                                    base_velocity=cfg.base_velocity))
+                                    **dataclasses.asdict(feature_spec_of(cfg))))
     if cfg.init_from:
         from ..checkpoint import load_model
 
@@ -82,6 +82,11 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model
+
+
+def feature_spec_of(cfg: AnyOrderTrainConfig) -> FeatureSpec:
+    """What the model of this run reads of a window (the training windows are built to match)."""
+    return FeatureSpec(canonical_frame_of(cfg), cfg.key_velocity, cfg.base_velocity, cfg.across_keys)
 
 
 def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:
@@ -130,13 +135,11 @@ class AnyOrderData(L.LightningDataModule):
             return
         cfg = self.cfg
         mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
-        frame = canonical_frame_of(cfg)
+        spec = feature_spec_of(cfg)
         self.train_sampler = WindowSampler(
-            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, frame=frame,
-            base_velocity=cfg.base_velocity,
+            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, spec=spec
         )
-        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, frame=frame,
-                                    base_velocity=cfg.base_velocity)
+        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
         rng = np.random.default_rng(cfg.data_seed + 1)
         self.val = []

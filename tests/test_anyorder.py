@@ -377,3 +377,32 @@ def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity(
     assert np.allclose(h.rotations[known], rot[known], atol=1e-12)
     err = lambda r: quat_angle(r[:, 10], rot[:, 10]).mean()  # noqa: E731
     assert err(h.rotations) < 0.5 * err(i.rotations)
+
+
+def test_key_gate_fades_corrections_in_away_from_keys():
+    """With ``key_gate`` a correction is scaled by 1 - exp(-d / tau), d the time to the joint's nearest key:
+    the same weights without the gate give the ungated correction, and a cell next to a key moves less."""
+    from anyfill.training.baselines import NO_KEY_TIME, key_time
+
+    torch.manual_seed(0)
+    kw = dict(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2, dropout=0.0)
+    gated = build_model(AnyOrderTrainConfig(**kw, key_gate=0.1)).eval()
+    torch.nn.init.normal_(gated.out.weight, std=0.05)
+    plain = build_model(AnyOrderTrainConfig(**kw)).eval()
+    assert plain.load_state_dict(gated.state_dict(), strict=False).unexpected_keys == ["log_gate_time"]
+    rot, trans, times = synthetic("hand", n=1, t=30)
+    known = inbetween_mask(1, 30, 17, ctx=5, gap=20)
+    known[:, 10, 3] = True  # one joint keyed inside the gap
+    known[:, :, 7] = False  # one joint never keyed
+    b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in make_batch(
+        rot, trans, np.full(1, 30.0), known, ~known, get_schema("hand"), gated.cfg.features()).items()}
+    kt = key_time(known, times)
+    assert kt[0, 6, 0] == pytest.approx(2 / 30) and kt[0, 11, 3] == pytest.approx(1 / 30)
+    assert (kt[0, :, 7] == NO_KEY_TIME).all() and (kt[known] == 0).all()
+    with torch.inference_mode():
+        g, p = gated(b), plain(b)
+    gate = 1.0 - np.exp(-kt / 0.1)
+    base = b["base6d"].numpy()
+    dg, dp = g["rot6d"].numpy() - base, p["rot6d"].numpy() - base
+    assert np.allclose(dg, gate[..., None] * dp, atol=1e-6)
+    assert gate[0, 11, 3] < 0.3 and gate[0, 15, 7] == 1.0 and np.abs(dp[0, 11, 3]).sum() > 0

@@ -87,6 +87,21 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     return rot, trans, has_key
 
 
+NO_KEY_TIME = 1e3  # seconds: what key_time reports for a joint without any key in the window
+
+
+def key_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
+    """Per cell of known (N, T, J): the time (seconds, or frames without ``times``) to the joint's nearest
+    known cell; 0 on known cells, :data:`NO_KEY_TIME` for joints never known in the window."""
+    known = np.asarray(known, dtype=bool)
+    n, t, _ = known.shape
+    prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni = np.arange(n)[:, None, None]
+    d = np.minimum(np.abs(tm[:, :, None] - tm[ni, prev]), np.abs(tm[ni, nxt] - tm[:, :, None]))
+    return np.where(has_key[:, None, :], d, NO_KEY_TIME)
+
+
 def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clip as clip_io
-from .baselines import cell_neighbours, hermite_offsets, interpolate_cells, key_velocities
+from .baselines import cell_neighbours, hermite_offsets, interpolate_cells, key_time, key_velocities
 from .features import DEFAULT_FEATURES, FeatureSpec, canonical_from_known, moving_positions, sixd, to_canonical
 from .skeleton import Schema, get_schema
 from .splits import split_files
@@ -176,6 +176,7 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
         "has_key": has_key,
         "moving_has_key": moving_known.any(axis=1),
         "times": np.asarray(times, dtype=np.float32),
+        "key_time": key_time(known, times, neighbours).astype(np.float32),
     }
     if spec.key_velocity or spec.base_velocity:
         pos_in = moving_positions(rot_in, trans_in, schema)

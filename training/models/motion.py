@@ -19,6 +19,7 @@ known frames form the prefix, each generated frame is fed back as the next tripl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,7 @@ class MotionConfig:
     key_velocity: bool = False  # queries also see how the motion leaves and enters their keys
     base_velocity: float = 0.0  # the baseline leaves and enters keys with this share of their velocity
     across_keys: bool = False  # keys without a known neighbour frame take the slope between their neighbour keys
+    key_gate: float = 0.0  # > 0: corrections fade in with the time to the joint's nearest key (seconds; learned)
 
     def features(self) -> FeatureSpec:
         """What this model reads of a window (old cards without the newer fields get their defaults here)."""
@@ -66,6 +68,8 @@ class MotionFill(nn.Module):
         self.out = nn.Linear(d, j * 6 + m * 3)
         nn.init.zeros_(self.out.weight)  # starts as the interpolation baseline
         nn.init.zeros_(self.out.bias)
+        if cfg.key_gate > 0:  # per joint: the time over which a correction fades in away from a key
+            self.log_gate_time = nn.Parameter(torch.full((j,), math.log(cfg.key_gate)))
         # the spreads read a detached copy of the features: their likelihood gradients grow as the spreads
         # shrink and would otherwise drown the signal that fits the means (measured: no learning at all)
         self.spread = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, j + m * 3))
@@ -113,8 +117,14 @@ class MotionFill(nn.Module):
         k_raw, s_raw = self.spread(h.detach()).split([j, m * 3], dim=-1)
         base = (b["base6d"] - self.rot_mean) / self.rot_std
         basepos = (b["basepos"] - self.pos_mean) / self.pos_std
-        rot = (base + d_rot.unflatten(-1, (j, 6))) * self.rot_std + self.rot_mean
-        pos = (basepos + d_pos.unflatten(-1, (m, 3))) * self.pos_std + self.pos_mean
+        d_rot, d_pos = d_rot.unflatten(-1, (j, 6)), d_pos.unflatten(-1, (m, 3))
+        if self.cfg.key_gate > 0:
+            # the baseline is right at a key and close to it (Hermite: to second order); a correction there
+            # is noise, so it fades in with the time to the joint's nearest key
+            gate = -torch.expm1(-b["key_time"] / torch.exp(self.log_gate_time))
+            d_rot, d_pos = d_rot * gate[..., None], d_pos * gate[..., self._moving_index(), None]
+        rot = (base + d_rot) * self.rot_std + self.rot_mean
+        pos = (basepos + d_pos) * self.pos_std + self.pos_mean
         log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
         log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
         return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}

@@ -42,6 +42,7 @@ class AnyOrderTrainConfig:
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     across_keys: bool = False  # keys with no known neighbour frame take the slope between their neighbouring keys
+    key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     batch_size: int = 64
     steps_per_epoch: int = 500
@@ -72,7 +73,7 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
     model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core,
-                                    **dataclasses.asdict(feature_spec_of(cfg))))
+                                    key_gate=cfg.key_gate, **dataclasses.asdict(feature_spec_of(cfg))))
     if cfg.init_from:
         from ..checkpoint import load_model
 

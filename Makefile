@@ -36,16 +36,13 @@ bench-baselines: setup  ## zero and interp on both test splits, JSON in bench-re
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$m --json bench-results/$$s-$$m.json || exit 1; \
 	done; done
 
-MODEL_ARGS = --variant query d_model=128 batch_size=32 steps_per_epoch=200 val_windows=256 trainer.threads=1
-models: setup  ## retrain the shipped hand and body models (two time-bounded stages, see docs/anyorder.md)
+models: setup  ## retrain the shipped hand and body models with the exact commands in their cards (60 min each), bench them
 	for s in hand body; do \
-	  $(VENV)/bin/anyfill train anyorder --skeleton $$s $(MODEL_ARGS) trainer.max_epochs=1000 \
-	    trainer.max_time=00:00:55:00 --run-dir runs/$$s-query || exit 1; \
-	  $(VENV)/bin/anyfill train anyorder --skeleton $$s $(MODEL_ARGS) lr=0.0003 dropout=0.0 warmup_steps=50 \
-	    init_from=runs/$$s-query/export/$$s-query.safetensors trainer.max_epochs=8 trainer.max_time=00:00:20:00 \
-	    --run-dir runs/$$s-query3 || exit 1; \
-	  cp runs/$$s-query3/export/$$s-query.safetensors backend/models/$$s.safetensors; \
-	  cp runs/$$s-query3/export/$$s-query.json backend/models/$$s.json; \
+	  cmd=$$($(PY) -c "import json, sys; print(json.load(open(sys.argv[1]))['training']['command'])" backend/models/$$s.json); \
+	  run=$$(echo "$$cmd" | sed -n 's/.*--run-dir \([^ ]*\).*/\1/p'); \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/$$cmd --fresh || exit 1; \
+	  cp $$run/export/$$s-query.safetensors backend/models/$$s.safetensors; \
+	  cp $$run/export/$$s-query.json backend/models/$$s.json; \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \
 	done
 

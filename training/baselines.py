@@ -63,6 +63,15 @@ def _frame_times(times, n: int, t: int) -> np.ndarray:
     return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
 
 
+def _span_fraction(tm: np.ndarray, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each cell lies between its two keys, as a fraction of the span in time (0 outside a span),
+    and whether it lies inside one (two distinct keys at distinct times)."""
+    ni = np.arange(tm.shape[0])[:, None, None]
+    span = tm[ni, nxt] - tm[ni, prev]
+    inside = (nxt != prev) & (span != 0)
+    return np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0), inside
+
+
 def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
                       neighbours=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
@@ -74,9 +83,7 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     n, t, j = known.shape
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    tm = _frame_times(times, n, t)
-    t_prev, t_next, t_now = tm[ni, prev], tm[ni, nxt], tm[:, :, None]
-    w = np.where(nxt == prev, 0.0, (t_now - t_prev) / np.where(nxt == prev, 1.0, t_next - t_prev))
+    w, _ = _span_fraction(_frame_times(times, n, t), prev, nxt)
     rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
     trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
     rot = np.where(known[..., None], rotations, rot)
@@ -154,9 +161,7 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    span = tm[ni, nxt] - tm[ni, prev]
-    inside = (nxt != prev) & (span != 0)
-    s = np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0)
+    s, inside = _span_fraction(tm, prev, nxt)
     w_prev = (share * (1.0 - s) ** 2 * (inside & measured[..., 0]))[..., None]
     w_next = (share * s ** 2 * (inside & measured[..., 1]))[..., None]
     # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))

@@ -93,7 +93,7 @@ def _backend(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _bench_model(args: argparse.Namespace) -> int:
-    """``anyfill bench speed|sampling|pose``: the trained any-order motion model's benchmarks."""
+    """``anyfill bench speed|sampling|pose|probe``: the trained any-order motion model's benchmarks."""
     import json
     from pathlib import Path
 
@@ -110,6 +110,12 @@ def _bench_model(args: argparse.Namespace) -> int:
                                        ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
                                        progress=lambda row: print(row, flush=True))
         text = sampling.format_sampling(result)
+    elif args.bench == "probe":
+        from anyfill.training.bench import probe
+
+        result = probe.run(args.skeleton, gap=args.gap, windows=args.windows, lambdas=tuple(args.lambdas),
+                           base_velocity=args.base_velocity)
+        text = probe.format_table(result)
     else:
         from anyfill.training.bench import sampling
 
@@ -140,7 +146,13 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     po = bench_sub.add_parser("pose", help="pose completion of the hand from the wrist and some fingers")
     po.add_argument("--model", default="hand", help="checkpoint path or shipped name")
     po.add_argument("--frames", type=int, default=400)
-    for p in (sp, sm, po):
+    pb = bench_sub.add_parser("probe", help="ridge maps from the context: what is linearly predictable in a gap")
+    pb.add_argument("--skeleton", choices=("body", "hand"), default="hand")
+    pb.add_argument("--gap", type=int, default=15)
+    pb.add_argument("--windows", type=int, default=30000, help="training windows to fit on")
+    pb.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-2, 1.0])
+    pb.add_argument("--base-velocity", type=float, default=0.5, help="the Hermite baseline's share (0: interp)")
+    for p in (sp, sm, po, pb):
         p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
         p.set_defaults(func=_bench_model)
 

@@ -15,6 +15,7 @@ from anyfill.training import fill as fill_engine
 from anyfill.training.baselines import interpolate_cells
 from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model
 from anyfill.training.datasets import MaskMix, make_batch, sample_masks
+from anyfill.training.features import FeatureSpec
 from anyfill.training.rotations import quat_align, quat_angle
 from anyfill.training.skeleton import get_schema
 from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model, frame_order
@@ -406,3 +407,24 @@ def test_key_gate_fades_corrections_in_away_from_keys():
     dg, dp = g["rot6d"].numpy() - base, p["rot6d"].numpy() - base
     assert np.allclose(dg, gate[..., None] * dp, atol=1e-6)
     assert gate[0, 11, 3] < 0.3 and gate[0, 15, 7] == 1.0 and np.abs(dp[0, 11, 3]).sum() > 0
+
+
+def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
+    """``hermite_positions=False``: rotations follow the Hermite baseline, the moving joints' positions the
+    straight interpolation (what ``base_velocity=0`` gives); the model config carries the choice."""
+    rot, trans, _ = synthetic("body", n=2, t=40)
+    known = inbetween_mask(2, 40, 22, ctx=10, gap=20)
+    known[:, 31:] = False
+    schema, fps = get_schema("body"), np.full(2, 30.0)
+    batch = lambda spec: make_batch(rot, trans, fps, known, ~known, schema, spec)  # noqa: E731
+    linear = batch(FeatureSpec("yaw", True, 0.0, True))
+    hermite = batch(FeatureSpec("yaw", True, 0.5, True))
+    mixed = batch(FeatureSpec("yaw", True, 0.5, True, hermite_positions=False))
+    assert np.array_equal(mixed["basepos"], linear["basepos"])
+    assert np.array_equal(mixed["base6d"], hermite["base6d"])
+    assert not np.allclose(hermite["basepos"], linear["basepos"])
+    model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
+                                            base_velocity=0.5, hermite_positions=False))
+    assert model.cfg.features() == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
+    loaded, _ = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert loaded.cfg.features() == model.cfg.features()

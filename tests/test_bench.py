@@ -156,3 +156,31 @@ def test_hand_canonical_frame_only_centres(data_root: Path) -> None:
     assert np.allclose(pos[:, :, HAND.root].mean(axis=1), 0.0, atol=1e-12)
     assert np.allclose(pos, g_pos - g_pos[:, :, HAND.root].mean(axis=1)[:, None, None])
     assert np.allclose(np.abs(np.sum(rot * g_rot, axis=-1)), 1.0)
+
+
+def test_probe_ridge_recovers_a_linear_map() -> None:
+    from anyfill.training.bench import probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)) * [1, 2, 3, 4, 5, 6] + 10.0
+    w = rng.normal(size=(6, 3))
+    y = x @ w + 1.5
+    fitted = probe.ridge(x, y, 1e-9)
+    z = rng.normal(size=(20, 6))
+    np.testing.assert_allclose(fitted(z), z @ w + 1.5, atol=1e-5)
+    np.testing.assert_allclose(probe.ridge(x, y, 1e9)(z), np.broadcast_to(y.mean(0), (20, 3)), atol=1e-4)
+
+
+def test_probe_on_real_windows(data_root: Path) -> None:
+    from anyfill.training.bench import probe
+
+    r = probe.run("hand", gap=5, windows=300, lambdas=(1e-6, 1e6), root=data_root)
+    assert r["test_windows"] > 0 and [x["lambda"] for x in r["ridge"]] == [1e-6, 1e6]
+    base = r["baseline"]
+    assert all(0.0 < base[part][k] < 90.0 for part in ("test", "train") for k in ("top", "others"))
+    # more inputs than windows: the weakly regularised map fits its own windows far better than the baseline
+    loose, tight = r["ridge"]
+    assert loose["train"]["top"] < 0.5 * base["train"]["top"]
+    # a map held at zero only adds the mean residual: close to the baseline
+    assert abs(tight["test"]["top"] - base["test"]["top"]) < 0.5
+    assert "ridge lambda=1e-06" in probe.format_table(r)

@@ -187,8 +187,9 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
             b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
             out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
                                              spec.base_velocity).astype(np.float32)
-            out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
-                                              spec.base_velocity).astype(np.float32)
+            if spec.hermite_positions:
+                out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
+                                                  spec.base_velocity).astype(np.float32)
         if spec.key_velocity:
             out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
     return out

@@ -47,6 +47,7 @@ class FeatureSpec:
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
+    hermite_positions: bool = True  # moving joints' positions follow the Hermite curve too (False: straight lines)
 
 
 DEFAULT_FEATURES = FeatureSpec()

@@ -43,10 +43,11 @@ class MotionConfig:
     base_velocity: float = 0.0  # the baseline leaves and enters keys with this share of their velocity
     across_keys: bool = False  # keys without a known neighbour frame take the slope between their neighbour keys
     key_gate: float = 0.0  # > 0: corrections fade in with the time to the joint's nearest key (seconds; learned)
+    hermite_positions: bool = True  # with base_velocity: moving joints' positions follow the Hermite curve too
 
     def features(self) -> FeatureSpec:
         """What this model reads of a window (old cards without the newer fields get their defaults here)."""
-        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys)
+        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys, self.hermite_positions)
 
 
 class MotionFill(nn.Module):

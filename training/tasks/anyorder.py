@@ -43,6 +43,7 @@ class AnyOrderTrainConfig:
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     across_keys: bool = False  # keys with no known neighbour frame take the slope between their neighbouring keys
     key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
+    hermite_positions: bool = True  # with base_velocity: the root trajectory's baseline is Hermite too (False: linear)
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     batch_size: int = 64
     steps_per_epoch: int = 500
@@ -87,7 +88,8 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
 
 def feature_spec_of(cfg: AnyOrderTrainConfig) -> FeatureSpec:
     """What the model of this run reads of a window (the training windows are built to match)."""
-    return FeatureSpec(canonical_frame_of(cfg), cfg.key_velocity, cfg.base_velocity, cfg.across_keys)
+    return FeatureSpec(canonical_frame_of(cfg), cfg.key_velocity, cfg.base_velocity, cfg.across_keys,
+                       cfg.hermite_positions)
 
 
 def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:

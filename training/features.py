@@ -60,6 +60,12 @@ so the root is unrotated at the reference frame (hands: a grasp looks the same h
 held, and the wrist's motion becomes a small rotation near identity)."""
 
 
+def default_frame(skeleton: str) -> str:
+    """The canonical frame new models of a skeleton use unless told otherwise: ``root`` for hands, ``yaw``
+    for bodies."""
+    return "root" if skeleton == "hand" else "yaw"
+
+
 def canonical_from_known(
     rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema, frame: str = "yaw"
 ) -> Canonical:

@@ -115,6 +115,14 @@ def per_window_errors(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int, me
     return q, p
 
 
+def protocol_known(gap: int) -> np.ndarray:
+    """The protocol's known frames (T,) for a gap of ``gap`` frames: the context, then the target frame."""
+    known = np.zeros(N_CONTEXT + gap + 1, dtype=bool)
+    known[:N_CONTEXT] = True
+    known[-1] = True
+    return known
+
+
 @dataclass
 class GapScore:
     L2Q: float
@@ -126,10 +134,8 @@ def score_gap(
     method: Method, windows: Windows, gap: int, mean: np.ndarray, std: np.ndarray
 ) -> tuple[GapScore, float]:
     """Score one gap length on every window; returns the scores and the method's wall time (s)."""
-    length = N_CONTEXT + gap + 1
-    known = np.zeros(length, dtype=bool)
-    known[:N_CONTEXT] = True
-    known[-1] = True
+    known = protocol_known(gap)
+    length = len(known)
     gt_rot = windows.rotations[:, :length]
     gt_trans = windows.translations[:, :length]
     masked = Windows(

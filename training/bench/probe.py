@@ -15,17 +15,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..datasets import WindowSampler, load_clips, make_batch
-from ..features import FeatureSpec, top_joint
+from ..features import FeatureSpec, default_frame, top_joint
 from ..rotations import quat_angle, sixd_to_quat
 from ..skeleton import get_schema
 from ..splits import split_files
 from ..windows import cut
-from .inbetween import N_CONTEXT, STRIDE, WINDOW, load_protocol_clips
+from .inbetween import N_CONTEXT, STRIDE, WINDOW, load_protocol_clips, protocol_known
 
 
 def default_spec(skeleton: str, base_velocity: float = 0.5) -> FeatureSpec:
     """The baseline the shipped models correct: a Hermite curve in the skeleton's canonical frame."""
-    return FeatureSpec("root" if skeleton == "hand" else "yaw", True, base_velocity, True)
+    return FeatureSpec(default_frame(skeleton), True, base_velocity, True)
 
 
 def gap_problem(rot: np.ndarray, trans: np.ndarray, fps: np.ndarray, gap: int, skeleton: str, spec: FeatureSpec):
@@ -34,9 +34,7 @@ def gap_problem(rot: np.ndarray, trans: np.ndarray, fps: np.ndarray, gap: int, s
     schema = get_schema(skeleton)
     length = N_CONTEXT + gap + 1
     n = len(rot)
-    known = np.zeros((n, length, schema.n_joints), dtype=bool)
-    known[:, :N_CONTEXT] = True
-    known[:, -1] = True
+    known = np.broadcast_to(protocol_known(gap)[None, :, None], (n, length, schema.n_joints)).copy()
     b = make_batch(rot[:, :length], trans[:, :length], fps, known, ~known, schema, spec)
     context = np.concatenate([b["rot6d"][:, :N_CONTEXT], b["rot6d"][:, -1:]], axis=1)
     base = b["base6d"][:, N_CONTEXT:-1].astype(np.float64)

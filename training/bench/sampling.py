@@ -23,7 +23,16 @@ from ..rotations import quat_angle, quat_normalize
 from ..skeleton import forward_kinematics, get_schema
 from ..splits import split_files
 from ..windows import at_protocol_rate, cut
-from .inbetween import N_CONTEXT, STRIDE, WINDOW, load_protocol_clips, per_window_errors, position_stats, scored_globals
+from .inbetween import (
+    N_CONTEXT,
+    STRIDE,
+    WINDOW,
+    load_protocol_clips,
+    per_window_errors,
+    position_stats,
+    protocol_known,
+    scored_globals,
+)
 
 
 def run_sampling(model_name: str, skeleton: str, gap: int = 15, windows: int = 12, n: int = 8,
@@ -35,9 +44,7 @@ def run_sampling(model_name: str, skeleton: str, gap: int = 15, windows: int = 1
     pick = np.linspace(0, len(all_w) - 1, windows).round().astype(int)
     length = N_CONTEXT + gap + 1
     gt_rot, gt_trans = all_w.rotations[pick, :length], all_w.translations[pick, :length]
-    known = np.zeros(gt_rot.shape[:3], dtype=bool)
-    known[:, :N_CONTEXT] = True
-    known[:, -1] = True
+    known = np.broadcast_to(protocol_known(gap)[None, :, None], gt_rot.shape[:3]).copy()
     times = np.broadcast_to(np.arange(length) / all_w.fps, (windows, length))
     mean, std = position_stats(skeleton, None if root is None else str(root))
     masked_rot = np.where(known[..., None], gt_rot, np.nan)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..checkpoint import save_model
 from ..datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
-from ..features import FRAMES, FeatureSpec, top_joint
+from ..features import FRAMES, FeatureSpec, default_frame, top_joint
 from ..losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from ..models.anyorder import AnyOrderConfig
 from ..models.motion import MotionConfig, MotionFill
@@ -97,7 +97,7 @@ def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:
         if cfg.frame not in FRAMES:
             raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {cfg.frame!r}")
         return cfg.frame
-    return "root" if cfg.skeleton == "hand" else "yaw"
+    return default_frame(cfg.skeleton)
 
 
 def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray) -> np.ndarray:

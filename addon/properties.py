@@ -60,7 +60,7 @@ class AnyfillSceneSettings(bpy.types.PropertyGroup):
         items=(("ALL", "All Mapped", "Fill every mapped bone"),
                ("SELECTED", "Selected", "Fill the selected mapped bones; the others only condition")),
         default="ALL")
-    order: bpy.props.EnumProperty(name="Order", items=ORDERS, default="forward")
+    order: bpy.props.EnumProperty(name="Order", items=ORDERS, default="lowest-entropy")
     temperature: bpy.props.FloatProperty(name="Temperature", default=1.0, min=0.0, max=10.0)
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     count: bpy.props.IntProperty(name="Count", description="Number of variations", default=4, min=1, max=16)

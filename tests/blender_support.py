@@ -116,13 +116,15 @@ def rolled_copy(bpy, ref, seed: int, bend: tuple[float, float], tail_length: flo
 
 def make_models(folder: Path) -> dict[str, Path]:
     """Small untrained models (fast), or the shipped ones when ``ANYFILL_TEST_SHIPPED_MODELS=1`` (for the
-    quality figures of docs/blender.md)."""
+    quality figures of docs/blender.md), or any model file per skeleton with ``ANYFILL_TEST_MODELS=hand=PATH,...``
+    (a candidate measured in Blender before it ships)."""
     import torch
 
     from anyfill.training.checkpoint import resolve_path
 
-    if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1":
-        return {name: resolve_path(name) for name in ("hand", "body")}
+    if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1" or os.environ.get("ANYFILL_TEST_MODELS"):
+        chosen = dict(item.split("=", 1) for item in os.environ.get("ANYFILL_TEST_MODELS", "").split(",") if item)
+        return {name: resolve_path(chosen.get(name, name)) for name in ("hand", "body")}
 
     from anyfill.training.checkpoint import save_model
     from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model

@@ -74,6 +74,8 @@ def run_fill(bpy, ob, op="anim.anyfill_fill", **kw):
 
 
 def which_models() -> str:
+    if os.environ.get("ANYFILL_TEST_MODELS"):
+        return os.environ["ANYFILL_TEST_MODELS"]
     return "shipped models" if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1" else "untrained test model"
 
 

@@ -333,6 +333,52 @@ def test_key_velocities_carry_the_motion_from_each_key():
     assert single.shape == (1, 1, 1, 2, 3) and not single.any()
 
 
+def test_only_given_cells_measure_key_velocities():
+    """Any-order sampling marks drawn cells known but not given: a drawn cell measures no velocity and sets
+    no tangent across keys, so its noise is not carried across the rest of the gap; given cells measure
+    exactly as before."""
+    from anyfill.training.baselines import key_velocities
+
+    t = 20
+    times = np.arange(t)[None] / 30.0
+    known = np.zeros((1, t, 1), dtype=bool)
+    known[0, [8, 9, 12, 13, 19]] = True  # context 8-9, drawn frames 12-13, a key at 19
+    given = known.copy()
+    given[0, [12, 13]] = False
+    x = (np.arange(t) * 0.1)[None, :, None, None].repeat(2, axis=-1)
+    x[0, 13] += 5.0  # a wild draw
+    plain, m_plain = key_velocities(x, known, times, across_keys=True)
+    only, m_only = key_velocities(x, known, times, across_keys=True, given=given)
+    f = 16  # between the drawn frame 13 and the key 19
+    assert m_plain[0, f, 0, 0] and np.abs(plain[0, f, 0, 0]).max() > 1.0  # the draws set frame 13's velocity
+    assert not m_only[0, f, 0].any() and not only[0, f, 0].any()  # nor key 19's slope through them
+    g = 10  # between the context key 9 and the drawn frame 12: key 9 leaves with the context's velocity
+    assert m_only[0, g, 0, 0] and np.allclose(only[0, g, 0, 0], 3.0 * (times[0, g] - times[0, 9]))
+    assert not m_only[0, g, 0, 1]
+    same, m_same = key_velocities(x, known, times, across_keys=True, given=known)
+    assert np.array_equal(same, plain) and np.array_equal(m_same, m_plain)
+
+
+def test_clamped_keys_get_no_slope_where_they_turn():
+    """``clamp``: a lone key that is an extreme between its neighbouring keys in a component gets a flat
+    tangent in that component (Blender's auto-clamped handles); a component passing through keeps the
+    Catmull-Rom slope."""
+    from anyfill.training.baselines import key_velocities
+
+    t = 21
+    times = np.arange(t)[None] / 30.0
+    known = np.zeros((1, t, 1), dtype=bool)
+    known[0, [0, 10, 20]] = True
+    x = np.full((1, t, 1, 2), 1e6)  # unknown cells hold garbage that must never be read
+    x[0, [0, 10, 20], 0] = [[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]  # component 0 rises through key 10, 1 turns there
+    free, _ = key_velocities(x, known, times, across_keys=True)
+    clamped, measured = key_velocities(x, known, times, across_keys=True, clamp=True)
+    slope = 2.0 / (20 / 30.0)
+    f = 15  # between keys 10 and 20: the displacement from key 10's tangent
+    assert np.allclose(free[0, f, 0, 0], [slope * 5 / 30.0, 0.5 / (20 / 30.0) * 5 / 30.0])
+    assert np.allclose(clamped[0, f, 0, 0], [slope * 5 / 30.0, 0.0]) and measured[0, f, 0, 0]
+
+
 def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
     """Context frames measure the velocity leaving the last context key; the lone next key has none, so
     it keeps the secant slope: interpolation plus the offsets is scipy's cubic Hermite spline with those
@@ -361,6 +407,27 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
         assert np.allclose(off, 0.0) == exact
     half = hermite_offsets(lerp, *key_velocities(x_seen, known, times), known, times, share=0.5)
     assert np.allclose(half, 0.5 * off)
+
+
+def test_velocity_memory_shrinks_the_share_on_spans_longer_than_it():
+    """With ``memory`` the Hermite share is ``share * memory / span`` on spans longer than the memory and the
+    full share on shorter ones: a key's velocity carries the motion about that long, not across a long gap."""
+    from anyfill.training.baselines import hermite_offsets, key_velocities
+
+    t = 40
+    times = np.arange(t)[None] / 30.0
+    for key, span_s in ((14, 5 / 30.0), (39, 30 / 30.0)):  # a 0.17 s span and a 1 s span after the context
+        known = np.zeros((1, t, 1), dtype=bool)
+        known[0, :10] = True
+        known[0, key] = True
+        x = np.where(np.arange(t) < 10, np.arange(t) * 0.1, 0.5)[None, :, None, None]
+        x_seen = np.where(known[..., None], x, 1e6)
+        lerp = np.interp(np.arange(t), [9, key], [0.9, 0.5])[None, :, None, None]
+        vel = key_velocities(x_seen, known, times)
+        full = hermite_offsets(lerp, *vel, known, times)
+        assert np.abs(full).max() > 0.01
+        remembered = hermite_offsets(lerp, *vel, known, times, memory=0.5)
+        assert np.allclose(remembered, full * min(1.0, 0.5 / span_s))
 
 
 def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity():

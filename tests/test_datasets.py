@@ -28,6 +28,22 @@ def test_hand_clips_are_training_takes_mirrored_and_at_each_rate(data_root):
     assert len(names) == 10  # 5 takes x 2 hands
 
 
+def test_speed_and_reverse_augment_the_hand_clips(data_root):
+    """``speeds`` adds each clip played faster or slower (resampled to the training rate), ``reverse`` each
+    played backwards; the captured clips stay as they were."""
+    plain = load_clips("hand", "val", data_root, fps=(30.0,))
+    aug = load_clips("hand", "val", data_root, fps=(30.0,), speeds=(1.0, 1.25), reverse=True)
+    assert all(abs(c.fps - 30.0) < 1e-3 for c in aug)
+    frames = sum(c.n_frames for c in plain)
+    # as captured (4 phases of the 120 fps capture), played 1.25x as fast (150 fps: 5 phases), both backwards
+    assert len(aug) == 2 * (len(plain) + len(plain) * 5 // 4)
+    assert sum(c.n_frames for c in aug) == 4 * frames
+    first = plain[0]
+    same = [c for c in aug if c.n_frames == first.n_frames and np.allclose(c.rotations, first.rotations)]
+    backwards = [c for c in aug if c.n_frames == first.n_frames and np.allclose(c.rotations, first.rotations[::-1])]
+    assert same and backwards
+
+
 def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root):
     sampler = WindowSampler(load_clips("hand", "val", data_root, fps=(30.0,)), 65)
     stats = feature_stats(sampler, np.random.default_rng(0), n=64)

@@ -209,7 +209,7 @@ def test_classifier_overfits_tiny_batch(head: str) -> None:
     y = torch.tensor([0, 1, 2, 3])
     model = VideoClassifier(VideoClassifierConfig(n_classes=4, width=4, blocks=4, head=head, n_self=1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(150):  # 60 steps ended at a loss of 0.1998 on one machine and missed a label on another
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()

@@ -109,23 +109,29 @@ def key_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
     return np.where(has_key[:, None, :], d, NO_KEY_TIME)
 
 
-def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False,
+                   clamp: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the
     displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
     time, and the same from its next key; and whether each of those two velocities was measured
     (N, T, J, 2). A key's velocity is the finite difference with its known neighbour frame; with
     ``across_keys``, a key without one takes the slope from its previous key to its next (Catmull-Rom,
-    the tangent Blender's automatic Bezier handles give a key). Unmeasured velocities are zero.
+    the tangent Blender's automatic Bezier handles give a key); with ``clamp`` too, that slope is zero in
+    every component where the key is an extreme between its neighbouring keys (Blender's auto-clamped
+    handles: a curve never overshoots a key that turns). Unmeasured velocities are zero.
     Interpolation ignores these; an in-between model needs them (a hand still moving when the keys stop
-    keeps moving). ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it."""
+    keeps moving). ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``given``
+    (N, T, J): the known cells whose values may measure a velocity (default: all); any-order sampling
+    passes the animator's cells, so a drawn cell bends no tangent (a draw next to a key would otherwise set
+    that key's velocity, and a Hermite curve would carry the draw's noise across the rest of the gap)."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    g = known if given is None else known & np.asarray(given, dtype=bool)
     dt = np.diff(tm, axis=1)[:, :, None, None]
-    both = known[:, 1:] & known[:, :-1] & (dt[..., 0] != 0)
+    both = g[:, 1:] & g[:, :-1] & (dt[..., 0] != 0)
     step = np.where(both[..., None], np.diff(values, axis=1) / np.where(both[..., None], dt, 1.0), 0.0)
     zero, no = np.zeros((n, 1, j, values.shape[-1])), np.zeros((n, 1, j), dtype=bool)
     arrive = np.concatenate([zero, step], axis=1)  # at frame f: the velocity from f - 1 to f
@@ -136,9 +142,12 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
         before = prev[:, np.maximum(np.arange(t) - 1, 0)]  # each frame's previous key (itself if none)
         after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
         span = tm[ni, after] - tm[ni, before]
-        ok = known & (before < f) & (after > f) & (span != 0)
+        ok = g & g[ni, before, ji] & g[ni, after, ji] & (before < f) & (after > f) & (span != 0)
         slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
                          / np.where(ok, span, 1.0)[..., None], 0.0)
+        if clamp:
+            turns = (values - values[ni, before, ji]) * (values[ni, after, ji] - values) <= 0
+            slope = np.where(turns, 0.0, slope)
         arrive = np.where(has_arrive[..., None], arrive, slope)
         leave = np.where(has_leave[..., None], leave, slope)
         has_arrive, has_leave = has_arrive | ok, has_leave | ok
@@ -149,19 +158,23 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
 
 
 def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarray, known: np.ndarray, times=None,
-                    neighbours=None, share: float = 1.0) -> np.ndarray:
+                    neighbours=None, share: float = 1.0, memory: float = 0.0) -> np.ndarray:
     """What turns the interpolation ``base`` (N, T, J, D) between each cell's two keys into a cubic Hermite
     curve that leaves the previous key and enters the next with ``share`` of their velocities
     (``velocities`` and ``measured`` are :func:`key_velocities` of the same cells). A key whose velocity
     was not measured keeps the interpolation's slope, so constant-velocity motion stays exact whatever is
     known; outside a span (before the first key, after the last) nothing is added: there a velocity would
-    carry the motion on without bound."""
+    carry the motion on without bound. With ``memory`` > 0 (seconds) the share shrinks as ``memory / span``
+    on spans longer than ``memory``: a key's velocity carries the motion about that long, not a whole long gap."""
     known = np.asarray(known, dtype=bool)
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     s, inside = _span_fraction(tm, prev, nxt)
+    if memory > 0:
+        span = np.abs(tm[ni, nxt] - tm[ni, prev])
+        share = share * np.minimum(1.0, memory / np.maximum(span, 1e-9))
     w_prev = (share * (1.0 - s) ** 2 * (inside & measured[..., 0]))[..., None]
     w_next = (share * s ** 2 * (inside & measured[..., 1]))[..., None]
     # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))

@@ -62,6 +62,16 @@ class Clip:
         rot, trans = mirror_x(self.rotations, self.translations)
         return replace(self, rotations=rot, translations=trans)
 
+    def reversed(self) -> Clip:
+        """The clip played backwards (a grasp becomes a release): a training augmentation."""
+        return replace(self, rotations=self.rotations[::-1].copy(), translations=self.translations[::-1].copy())
+
+    def at_speed(self, speed: float) -> Clip:
+        """The same frames played ``speed`` times as fast (the frame rate scales; resample afterwards)."""
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        return replace(self, fps=self.fps * speed)
+
 
 def from_bvh(data: bvh_io.BVH, schema: Schema | str, name: str = "") -> Clip:
     """Map a parsed BVH onto a schema by joint name (any joint order, any channel layout)."""

@@ -31,9 +31,11 @@ class MaskMix:
     pose: float = 0.15  # partially keyed frames, half of them a single pose alone (pose completion)
 
 
-def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True):
+def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True,
+               speeds: tuple[float, ...] = (1.0,), reverse: bool = False) -> list[clip_io.Clip]:
     """Training clips ('train' or 'val' part of the training split) at each of the given frame rates.
-    Hands are also mirrored (left <-> right), doubling the data."""
+    Hands are also mirrored (left <-> right), doubling the data. Augmentations: each clip also played at
+    the given ``speeds`` (1 = as captured) and, with ``reverse``, backwards."""
     schema = get_schema(skeleton)
     files = split_files(skeleton, "train", root)
     out: list[clip_io.Clip] = []
@@ -46,6 +48,8 @@ def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30
             cut_at = int(c.n_frames * 0.85)
             c = c.frames(slice(0, cut_at)) if part == "train" else c.frames(slice(cut_at, None))
         variants = [c, c.mirrored()] if (mirror and skeleton == "hand") else [c]
+        variants = [v.at_speed(s) if s != 1.0 else v for v in variants for s in speeds]
+        variants += [v.reversed() for v in variants] if reverse else []
         for v in variants:
             for rate in fps:
                 out.extend(at_protocol_rate(v, rate))
@@ -149,12 +153,13 @@ def make_batch(rot, trans, fps, known, target, schema: Schema, spec: FeatureSpec
     return canonical_batch(rot_c, trans_c, times, known, target, schema, spec)
 
 
-def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES
-                    ) -> dict[str, np.ndarray]:
+def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES,
+                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds. The
     key velocities are computed only for models that read them (``spec``); with ``spec.base_velocity`` > 0
     the baseline between two keys is a cubic Hermite curve leaving and entering the keys with that share
-    of their velocities (0: plain interpolation)."""
+    of their velocities (0: plain interpolation). ``given``: the known cells that may measure velocities
+    (any-order sampling: not the drawn ones; see :func:`..baselines.key_velocities`)."""
     # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
     # (bone offsets of the other joints are the rig's, not the answer)
     rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
@@ -181,15 +186,17 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
     if spec.key_velocity or spec.base_velocity:
         pos_in = moving_positions(rot_in, trans_in, schema)
         moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
-        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys)
-        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys)
+        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
+                                           given)
+        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
+                                             spec.clamp_keys, None if given is None else given[:, :, mv])
         if spec.base_velocity:
             b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
             out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
-                                             spec.base_velocity).astype(np.float32)
+                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
             if spec.hermite_positions:
                 out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
-                                                  spec.base_velocity).astype(np.float32)
+                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
         if spec.key_velocity:
             out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
     return out

@@ -48,6 +48,8 @@ class FeatureSpec:
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
     hermite_positions: bool = True  # moving joints' positions follow the Hermite curve too (False: straight lines)
+    velocity_memory: float = 0.0  # > 0 (seconds): on longer spans the Hermite share shrinks as memory / span
+    clamp_keys: bool = False  # with across_keys: no slope in a component where a key is an extreme (auto-clamped)
 
 
 DEFAULT_FEATURES = FeatureSpec()

@@ -122,14 +122,15 @@ def _decode(model: MotionFill, rot_c, pos_c, canon, rot_in, trans_in, known):
     return rot, trans
 
 
-def _window_distributions(model: MotionFill, rot, trans, known, times):
+def _window_distributions(model: MotionFill, rot, trans, known, times, given=None):
     """The model's outputs for one batch of windows of at most its length: (raw outputs, canonical frames,
-    sanitised rotations and translations)."""
+    sanitised rotations and translations). ``given``: the known cells the caller was given (sampling: not
+    the drawn ones), the only ones that measure key velocities."""
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features())
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features(), given)
     return _distributions(model, b), canon, rot, trans
 
 
@@ -282,7 +283,7 @@ def sample(
     while (~known_now).any():
         if cancel is not None and cancel():
             raise Cancelled()
-        out, canon, rot, trans = _window_distributions(model, rot, trans, known_now, tms)
+        out, canon, rot, trans = _window_distributions(model, rot, trans, known_now, tms, known0)
         ent, spread = _spread(out, known_now)
         q_draw, pos_draw = _draw(rng, out, temperature)
         rs, trs = _decode(model, q_draw, pos_draw, canon, rot, trans, known_now)

@@ -44,10 +44,13 @@ class MotionConfig:
     across_keys: bool = False  # keys without a known neighbour frame take the slope between their neighbour keys
     key_gate: float = 0.0  # > 0: corrections fade in with the time to the joint's nearest key (seconds; learned)
     hermite_positions: bool = True  # with base_velocity: moving joints' positions follow the Hermite curve too
+    velocity_memory: float = 0.0  # with base_velocity: seconds a key's velocity carries on (0: the whole span)
+    clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
 
     def features(self) -> FeatureSpec:
         """What this model reads of a window (old cards without the newer fields get their defaults here)."""
-        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys, self.hermite_positions)
+        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys, self.hermite_positions,
+                           self.velocity_memory, self.clamp_keys)
 
 
 class MotionFill(nn.Module):

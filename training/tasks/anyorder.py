@@ -44,7 +44,11 @@ class AnyOrderTrainConfig:
     across_keys: bool = False  # keys with no known neighbour frame take the slope between their neighbouring keys
     key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
     hermite_positions: bool = True  # with base_velocity: the root trajectory's baseline is Hermite too (False: linear)
+    velocity_memory: float = 0.0  # with base_velocity, > 0: seconds a key's velocity carries on (share * memory / span)
+    clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
+    speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips also played this many times as fast
+    reverse: bool = False  # augmentation: training clips also played backwards
     batch_size: int = 64
     steps_per_epoch: int = 500
     lr: float = 1e-3
@@ -89,7 +93,7 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
 def feature_spec_of(cfg: AnyOrderTrainConfig) -> FeatureSpec:
     """What the model of this run reads of a window (the training windows are built to match)."""
     return FeatureSpec(canonical_frame_of(cfg), cfg.key_velocity, cfg.base_velocity, cfg.across_keys,
-                       cfg.hermite_positions)
+                       cfg.hermite_positions, cfg.velocity_memory, cfg.clamp_keys)
 
 
 def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:
@@ -139,9 +143,8 @@ class AnyOrderData(L.LightningDataModule):
         cfg = self.cfg
         mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
         spec = feature_spec_of(cfg)
-        self.train_sampler = WindowSampler(
-            load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps), cfg.length, mix, spec=spec
-        )
+        train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
+        self.train_sampler = WindowSampler(train_clips, cfg.length, mix, spec=spec)
         val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
         rng = np.random.default_rng(cfg.data_seed + 1)

@@ -36,6 +36,24 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_keys(args: argparse.Namespace) -> int:
+    from anyfill.training.bench import inbetween, keys
+
+    result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
+    print(keys.format_table(result))
+    if args.baseline and args.baseline != args.method:
+        baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root)
+        result["baseline"] = {"method": args.baseline, "every": baseline["every"]}
+        result["ratio_to_baseline"] = keys.ratios(result, baseline)
+        print(keys.format_table(baseline))
+        print(keys.format_table({**result, "every": result["ratio_to_baseline"]},
+                                title=f"ratio: {args.method} / {args.baseline}"))
+    if args.json:
+        inbetween.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _bench_prediction(args: argparse.Namespace) -> int:
     from anyfill.training.bench import prediction
 
@@ -169,6 +187,16 @@ def _build_addon(args: argparse.Namespace, extra: list[str]) -> int:
     return build_main(extra)
 
 
+def _add_test_split_args(p: argparse.ArgumentParser) -> None:
+    """What every fill benchmark on the test split takes: skeleton, method, data, baseline, output."""
+    p.add_argument("--skeleton", choices=("body", "hand"), required=True)
+    p.add_argument("--method", default="interp", help="zero, interp, or a checkpoint path / shipped model name")
+    p.add_argument("--data", nargs="+", metavar="FILE_OR_DIR", help="score these BVH files instead of the test split")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    p.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from anyfill import __version__
 
@@ -179,15 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (quality and speed)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     ib = bench_sub.add_parser("inbetween", help="LaFAN1-protocol in-betweening on the test split")
-    ib.add_argument("--skeleton", choices=("body", "hand"), required=True)
-    ib.add_argument("--method", default="interp", help="zero, interp, or a checkpoint path / shipped model name")
-    ib.add_argument("--data", nargs="+", metavar="FILE_OR_DIR", help="score these BVH files instead of the test split")
+    _add_test_split_args(ib)
     ib.add_argument("--gaps", nargs="+", type=int, default=[5, 15, 30, 45], metavar="N")
-    ib.add_argument("--json", metavar="OUT", help="also write the result as JSON")
-    ib.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")
     ib.add_argument("--record", action="store_true", help="write the numbers into the model's card")
-    ib.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
     ib.set_defaults(func=_bench_inbetween)
+    kb = bench_sub.add_parser("keys", help="the animator's use: a key every n frames, fill the rest (test split)")
+    _add_test_split_args(kb)
+    kb.add_argument("--every", nargs="+", type=int, default=[5, 10, 20], metavar="N", help="frames between keys")
+    kb.set_defaults(func=_bench_keys)
     _add_bench_prediction(bench_sub)
     _add_bench_model(bench_sub)
     lift = bench_sub.add_parser("lift", help="LiftModel sweep: the CS764 report's four tables", add_help=False)

@@ -184,3 +184,41 @@ def test_probe_on_real_windows(data_root: Path) -> None:
     # a map held at zero only adds the mean residual: close to the baseline
     assert abs(tight["test"]["top"] - base["test"]["top"]) < 0.5
     assert "ridge lambda=1e-06" in probe.format_table(r)
+
+
+def test_keyed_every_keys_frame_zero_and_every_nth_and_scores_between() -> None:
+    from anyfill.training.bench.keys import keyed_every
+
+    known, frames = keyed_every(10)
+    assert np.array_equal(np.nonzero(known)[0], [0, 10, 20, 30, 40, 50, 60])
+    assert frames.min() == 1 and frames.max() == 59 and not known[frames].any() and len(frames) == 54
+    with pytest.raises(ValueError, match="every"):
+        keyed_every(1)
+
+
+def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp_path: Path) -> None:
+    """Interpolation through the keys scores what an untrained model (exactly interpolation) scores, a
+    model of the truth scores zero, and zero velocity is worse; the JSON names every setting."""
+    import torch
+
+    from anyfill.training.bench import keys
+    from anyfill.training.checkpoint import save_model
+    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+
+    files = [data_root / HAND_TEST_FILE]
+    torch.manual_seed(0)
+    untrained = save_model(build_model(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_enc_layers=1,
+                                                           n_dec_layers=1)), tmp_path / "u.safetensors")
+    res = {m: keys.run("hand", str(m), every=(5, 20), data=files, root=data_root)
+           for m in ("interp", "zero", untrained)}
+    assert set(res["interp"]) == {"method", "skeleton", "windows", "every"} and res["interp"]["windows"] > 0
+    for n in ("5", "20"):
+        assert res["zero"]["every"][n]["L2P"] > res["interp"]["every"][n]["L2P"] > 0
+        for m in ("L2Q", "L2P"):
+            assert math.isclose(res[untrained]["every"][n][m], res["interp"]["every"][n][m], rel_tol=1e-3)
+    assert res["interp"]["every"]["20"]["L2P"] > res["interp"]["every"]["5"]["L2P"]  # sparser keys, harder
+    w, mean, std = inbetween.protocol_windows("hand", files, data_root)
+    known, frames = keys.keyed_every(5)
+    truth = lambda batch, k: (w.rotations[:, : k.size].copy(), w.translations[:, : k.size].copy())  # noqa: E731
+    gq, pq, gp, pp, _ = inbetween.fill_and_score(truth, w, known, frames)
+    assert gq.shape[1] == len(frames) and np.allclose(pq, gq) and np.allclose(pp, gp)

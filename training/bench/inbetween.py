@@ -94,16 +94,16 @@ def position_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, 
     return flat.mean(axis=0), flat.std(axis=0)
 
 
-def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int):
-    """Global quaternions and positions of the gap frames, ground truth and prediction, in the
-    window's canonical frame (computed from the ground truth), predictions sign-aligned to it:
-    (gt_quat, pred_quat, gt_pos, pred_pos), each (N, gap, J, .)."""
+def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int, frames=None):
+    """Global quaternions and positions of the gap frames (or of ``frames``, a slice or index array),
+    ground truth and prediction, in the window's canonical frame (computed from the ground truth),
+    predictions sign-aligned to it: (gt_quat, pred_quat, gt_pos, pred_pos), each (N, gap, J, .)."""
     g_rot, g_pos = forward_kinematics(gt_rot, gt_trans, schema.parents)
     p_rot, p_pos = forward_kinematics(rot, trans, schema.parents)
     yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
     g_rot, g_pos = to_canonical(g_rot, g_pos, yaw, offset)
     p_rot, p_pos = to_canonical(p_rot, p_pos, yaw, offset)
-    f = slice(N_CONTEXT, N_CONTEXT + gap)
+    f = slice(N_CONTEXT, N_CONTEXT + gap) if frames is None else frames
     return g_rot[:, f], quat_align(p_rot[:, f], g_rot[:, f]), g_pos[:, f], p_pos[:, f]
 
 
@@ -135,6 +135,13 @@ def score_gap(
 ) -> tuple[GapScore, float]:
     """Score one gap length on every window; returns the scores and the method's wall time (s)."""
     known = protocol_known(gap)
+    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, slice(N_CONTEXT, N_CONTEXT + gap))
+    return GapScore(L2Q=l2q(pq, gq), L2P=l2p(pp, gp, mean, std), NPSS=npss(pq, gq)), elapsed
+
+
+def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames):
+    """Hide every frame of the first ``len(known)`` that is not ``known``, let the method fill them, and
+    return the scored globals of ``frames`` (:func:`scored_globals`) and the method's wall time (s)."""
     length = len(known)
     gt_rot = windows.rotations[:, :length]
     gt_trans = windows.translations[:, :length]
@@ -155,10 +162,7 @@ def score_gap(
     if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
         raise ValueError("method returned NaN or infinite values")
     rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
-
-    gq, pq, gp, pp = scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, gap)
-    score = GapScore(L2Q=l2q(pq, gq), L2P=l2p(pp, gp, mean, std), NPSS=npss(pq, gq))
-    return score, elapsed
+    return (*scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, 0, frames), elapsed)
 
 
 def run(
@@ -169,8 +173,22 @@ def run(
     root: str | Path | None = None,
 ) -> dict:
     """Score a method on the test split (or on the given BVH files or folders of them)."""
+    method = resolve_method(method_name, get_schema(skeleton))
+    windows, mean, std = protocol_windows(skeleton, data, root)
+    result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
+    for gap in gaps:
+        s, elapsed = score_gap(method, windows, gap, mean, std)
+        result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS}
+        result["seconds"][str(gap)] = elapsed
+    return result
+
+
+def protocol_windows(
+    skeleton: str, data: Sequence[str | Path] | None = None, root: str | Path | None = None
+) -> tuple[Windows, np.ndarray, np.ndarray]:
+    """The protocol's windows of the test split (or of the given BVH files or folders of them), and the
+    training-set position statistics that standardise L2P."""
     schema = get_schema(skeleton)
-    method = resolve_method(method_name, schema)
     root_s = str(data_root(root))
     if data:
         files: list[Path] = []
@@ -184,12 +202,7 @@ def run(
     if len(windows) == 0:
         raise ValueError(f"no window of {WINDOW} frames at {windows.fps:g} fps in the given files")
     mean, std = position_stats(skeleton, root_s)
-    result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
-    for gap in gaps:
-        s, elapsed = score_gap(method, windows, gap, mean, std)
-        result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS}
-        result["seconds"][str(gap)] = elapsed
-    return result
+    return windows, mean, std
 
 
 def ratios(result: dict, baseline: dict) -> dict:

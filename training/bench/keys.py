@@ -1,0 +1,63 @@
+"""``anyfill bench keys``: the animator's use of Fill, a key every n frames, on the test split.
+
+The LaFAN1 protocol (``bench inbetween``) asks for one gap after ten context frames; an animator keys a
+pose every few frames and fills the rest. This benchmark keys frame 0 and every n-th frame after it in
+each protocol window (65 frames), hides the others and scores the frames between the first and the last
+key: L2Q and L2P as in ``bench inbetween`` (NPSS needs an unbroken run of frames, so it is left out).
+Any method works: ``interp``, a shipped model, or a model file (an untrained model with a model's
+settings is the curve that model corrects, so a Catmull-Rom curve like Blender's automatic handles is
+one ``--method`` away).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import l2p, l2q
+from ..skeleton import get_schema
+from .inbetween import WINDOW, fill_and_score, protocol_windows, resolve_method
+
+EVERY = (5, 10, 20)
+
+
+def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """The known frames (length,) with a key at frame 0 and every ``every`` frames after it, and the
+    scored frames: those between the first and the last key that are not keys."""
+    if every < 2:
+        raise ValueError(f"every must be at least 2 (a frame between two keys), got {every}")
+    frames = np.arange(length)
+    known = frames % every == 0
+    last = frames[known][-1]
+    return known, frames[(~known) & (frames < last)]
+
+
+def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Sequence[str | Path] | None = None,
+        root: str | Path | None = None) -> dict:
+    """Score a method with a key every n frames for each n of ``every``."""
+    method = resolve_method(method_name, get_schema(skeleton))
+    windows, mean, std = protocol_windows(skeleton, data, root)
+    result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
+    for n in every:
+        known, frames = keyed_every(n)
+        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, frames)
+        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std), "seconds": elapsed}
+    return result
+
+
+def ratios(result: dict, baseline: dict) -> dict:
+    """Each metric of ``result`` divided by the same metric of ``baseline`` (same windows)."""
+    return {n: {m: result["every"][n][m] / baseline["every"][n][m] for m in ("L2Q", "L2P")}
+            for n in result["every"]}
+
+
+def format_table(result: dict, title: str | None = None) -> str:
+    cols = list(result["every"])
+    lines = [title or f"keys every n frames: method {result['method']}, skeleton {result['skeleton']}, "
+                      f"{result['windows']} windows",
+             f"{'metric':<6}" + "".join(f"{'every ' + n:>10}" for n in cols)]
+    for m in ("L2Q", "L2P"):
+        lines.append(f"{m:<6}" + "".join(f"{result['every'][n][m]:>10.4f}" for n in cols))
+    return "\n".join(lines)

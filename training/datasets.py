@@ -34,8 +34,9 @@ class MaskMix:
 def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True,
                speeds: tuple[float, ...] = (1.0,), reverse: bool = False) -> list[clip_io.Clip]:
     """Training clips ('train' or 'val' part of the training split) at each of the given frame rates.
-    Hands are also mirrored (left <-> right), doubling the data. Augmentations: each clip also played at
-    the given ``speeds`` (1 = as captured) and, with ``reverse``, backwards."""
+    Hands are also mirrored (left <-> right), doubling the data. Augmentations: each clip played at each of
+    the given ``speeds`` (1 = as captured; leave it out and the clip as captured is not used) and, with
+    ``reverse``, each of those also backwards."""
     schema = get_schema(skeleton)
     files = split_files(skeleton, "train", root)
     out: list[clip_io.Clip] = []

@@ -47,7 +47,7 @@ class AnyOrderTrainConfig:
     velocity_memory: float = 0.0  # with base_velocity, > 0: seconds a key's velocity carries on (share * memory / span)
     clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
-    speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips also played this many times as fast
+    speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips played at each of these speeds (1: as captured)
     reverse: bool = False  # augmentation: training clips also played backwards
     batch_size: int = 64
     steps_per_epoch: int = 500

@@ -94,16 +94,17 @@ def position_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, 
     return flat.mean(axis=0), flat.std(axis=0)
 
 
-def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int, frames=None):
-    """Global quaternions and positions of the gap frames (or of ``frames``, a slice or index array),
-    ground truth and prediction, in the window's canonical frame (computed from the ground truth),
-    predictions sign-aligned to it: (gt_quat, pred_quat, gt_pos, pred_pos), each (N, gap, J, .)."""
+def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int | slice | np.ndarray):
+    """Global quaternions and positions of the scored frames, ground truth and prediction, in the window's
+    canonical frame (computed from the ground truth), predictions sign-aligned to it: (gt_quat, pred_quat,
+    gt_pos, pred_pos), each (N, F, J, .). ``gap``: the protocol's gap length (frames 10 .. 10 + gap), or
+    the scored frames themselves (a slice or index array)."""
     g_rot, g_pos = forward_kinematics(gt_rot, gt_trans, schema.parents)
     p_rot, p_pos = forward_kinematics(rot, trans, schema.parents)
     yaw, offset = canonical_frame(g_rot, g_pos, schema, N_CONTEXT - 1)
     g_rot, g_pos = to_canonical(g_rot, g_pos, yaw, offset)
     p_rot, p_pos = to_canonical(p_rot, p_pos, yaw, offset)
-    f = slice(N_CONTEXT, N_CONTEXT + gap) if frames is None else frames
+    f = slice(N_CONTEXT, N_CONTEXT + gap) if isinstance(gap, int) else gap
     return g_rot[:, f], quat_align(p_rot[:, f], g_rot[:, f]), g_pos[:, f], p_pos[:, f]
 
 
@@ -135,11 +136,11 @@ def score_gap(
 ) -> tuple[GapScore, float]:
     """Score one gap length on every window; returns the scores and the method's wall time (s)."""
     known = protocol_known(gap)
-    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, slice(N_CONTEXT, N_CONTEXT + gap))
+    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, gap)
     return GapScore(L2Q=l2q(pq, gq), L2P=l2p(pp, gp, mean, std), NPSS=npss(pq, gq)), elapsed
 
 
-def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames):
+def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: int | slice | np.ndarray):
     """Hide every frame of the first ``len(known)`` that is not ``known``, let the method fill them, and
     return the scored globals of ``frames`` (:func:`scored_globals`) and the method's wall time (s)."""
     length = len(known)
@@ -162,7 +163,7 @@ def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames):
     if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
         raise ValueError("method returned NaN or infinite values")
     rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
-    return (*scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, 0, frames), elapsed)
+    return (*scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, frames), elapsed)
 
 
 def run(

@@ -20,7 +20,7 @@ known frames form the prefix, each generated frame is fed back as the next tripl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -49,8 +49,7 @@ class MotionConfig:
 
     def features(self) -> FeatureSpec:
         """What this model reads of a window (old cards without the newer fields get their defaults here)."""
-        return FeatureSpec(self.frame, self.key_velocity, self.base_velocity, self.across_keys, self.hermite_positions,
-                           self.velocity_memory, self.clamp_keys)
+        return FeatureSpec(**{f.name: getattr(self, f.name) for f in fields(FeatureSpec)})
 
 
 class MotionFill(nn.Module):

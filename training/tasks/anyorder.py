@@ -92,8 +92,8 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
 
 def feature_spec_of(cfg: AnyOrderTrainConfig) -> FeatureSpec:
     """What the model of this run reads of a window (the training windows are built to match)."""
-    return FeatureSpec(canonical_frame_of(cfg), cfg.key_velocity, cfg.base_velocity, cfg.across_keys,
-                       cfg.hermite_positions, cfg.velocity_memory, cfg.clamp_keys)
+    same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FeatureSpec) if f.name != "frame"}
+    return FeatureSpec(frame=canonical_frame_of(cfg), **same)
 
 
 def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:

@@ -69,7 +69,7 @@ def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[cl
 
 
 def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str | None = None,
-              model: str | None = None, sample: int = 0, order: str = "forward", k: int = 1,
+              model: str | None = None, sample: int = 0, order: str = "lowest-entropy", k: int = 1,
               temperature: float = 1.0, seed: int = 0) -> list[Path]:
     """Fill a BVH file (see the module docstring); returns the files written."""
     input_path, output = Path(input_path), Path(output)
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME_OR_PATH", help="shipped model name or .safetensors path "
                    "(default: the shipped model of the file's skeleton)")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="write N sampled variations instead")
-    p.add_argument("--order", choices=engine.ORDERS, default="forward", help="sampling order")
+    p.add_argument("--order", choices=engine.ORDERS, default="lowest-entropy",
+                   help="sampling order (default: most certain cells first)")
     p.add_argument("--k", type=int, default=1, help="cells (or frames) per sampling step")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)

@@ -116,7 +116,9 @@ class FillRequest(_Strict):
 
 
 class SampleRequest(FillRequest):
-    order: Order = "forward"
+    order: Order = Field("lowest-entropy", description="which targets are drawn next: lowest-entropy (most "
+                         "certain first, the default: the best mean fill of the four on both shipped models), "
+                         "forward (time order), random, highest-entropy")
     k: int = Field(1, ge=1, le=MAX_K, description="cells (query model) or frames (triples model) per step")
     temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
     seed: int = Field(0, ge=0, le=2**32 - 1)

@@ -213,6 +213,55 @@ def test_triples_cache_matches_the_uncached_model():
     assert torch.allclose(side[:, 2:3], one, atol=1e-5)
 
 
+def test_query_core_drops_invalid_tokens_without_changing_outputs():
+    """Known and query tokens that are not valid are cut before the passes (the speed of sampling);
+    every valid query's output equals the full masked pass."""
+    from anyfill.training.models.anyorder import AnyOrderConfig, QueryEncoderDecoder
+
+    torch.manual_seed(0)
+    core = QueryEncoderDecoder(AnyOrderConfig(d_model=32, n_heads=2, n_enc_layers=2, n_dec_layers=2, dropout=0.0))
+    core.eval()
+    b, t = 3, 12
+    known_tok, query_tok = torch.randn(b, t, 32), torch.randn(b, t, 32)
+    known_valid = torch.rand(b, t) < 0.4
+    known_valid[:, 0] = True
+    query_valid = ~known_valid
+    query_valid[0, 1:] = False  # rows of different lengths: the short ones are padded
+    with torch.no_grad():
+        full = core.decode(query_tok, query_valid, core.encode(known_tok, known_valid), known_valid)
+        cut = core(known_tok, known_valid, query_tok, query_valid)
+    assert torch.allclose(cut[query_valid], full[query_valid], atol=1e-5)
+    assert not torch.allclose(cut[query_valid], torch.zeros_like(cut[query_valid]))
+
+
+def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
+    """Noise corrections are shrunk (lower L2Q on the held-out batches, kept through a model file);
+    an untrained model's zero corrections tie at every share and keep all of it."""
+    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+
+    schema = get_schema("hand")
+    rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
+    known = inbetween_mask(4, 40, schema.n_joints, ctx=8, gap=20)
+    torch.manual_seed(0)
+    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
+                                                n_dec_layers=1, dropout=0.0))
+    b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, module.model.cfg.features())
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+    untouched = calibrate(module, [batch])
+    assert (untouched["rot_scale_top"], untouched["rot_scale_other"], untouched["pos_scale"]) == (1.0, 1.0, 1.0)
+    torch.nn.init.normal_(module.model.out.weight, std=0.3)  # corrections that are noise
+    report = calibrate(module, [batch])
+    assert report["rot_scale_top"] < 1.0 and report["rot_scale_other"] < 1.0
+    assert report["val_calibrated"]["l2q"] < 0.8 * report["val_trained"]["l2q"]
+    cfg = module.model.cfg
+    assert cfg.rot_scale[0] == report["rot_scale_top"] and cfg.rot_scale[1] == report["rot_scale_other"]
+    save_model(module.model, tmp_path / "cal.safetensors")
+    loaded, _ = load_model(tmp_path / "cal.safetensors")
+    assert loaded.cfg == cfg
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch)["rot6d"], module.model.eval()(batch)["rot6d"])
+
+
 def test_checkpoint_round_trip_and_bad_files(tmp_path):
     model = tiny("body")
     path = save_model(model, tmp_path / "body.safetensors", training={"command": "test"})
@@ -495,3 +544,25 @@ def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
     assert model.cfg.features() == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
     loaded, _ = load_model(save_model(model, tmp_path / "m.safetensors"))
     assert loaded.cfg.features() == model.cfg.features()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, data_root):
+    """A run stopped after 2 steps continues from its checkpoint to 4 (the scheduler's state included),
+    and refuses a run folder that holds a different model config."""
+    from anyfill.training.train import main
+
+    run = tmp_path / "run"
+    args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=32", "batch_size=8",
+            f"data_root={data_root}", "trainer.threads=1", "trainer.progress=false", "--run-dir", str(run)]
+    assert main([*args, "trainer.max_steps=2"]) == 0
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["global_step"] == 2
+    assert main([*args, "trainer.max_steps=4"]) == 0
+    again = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert again["global_step"] == 4
+    assert again["lr_schedulers"][0]["last_epoch"] == 4
+    assert (run / "export" / "hand-query.safetensors").is_file()
+    with pytest.raises(ValueError, match="different model config"):
+        main([*args[:-2], "d_model=48", "--run-dir", str(run), "trainer.max_steps=6"])

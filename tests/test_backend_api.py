@@ -180,6 +180,7 @@ def test_sample_triples_model_and_stream(client):
     assert last["done"] == last["total"] == 4  # triples variant: one frame per step
     assert len({e["id"] for e in events}) == 1
     assert len(events[-1]["result"]["variations"]) == 2
+    assert events[-1]["result"]["order"] == "lowest-entropy"  # the default order: most certain first
 
 
 def _slow_sample(job_id: str) -> dict:

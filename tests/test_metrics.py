@@ -42,6 +42,28 @@ def test_l2q_by_hand() -> None:
 # --- L2P --------------------------------------------------------------------------------------------
 
 
+def test_training_l2q_term_is_the_benchmark_l2q() -> None:
+    """The differentiable L2Q of training (global rotations, quaternion distance from cos theta) gives
+    the benchmark's number on the same motion."""
+    import torch
+
+    from anyfill.training.skeleton import HAND, forward_kinematics
+    from anyfill.training.torch_rotations import cos_angle_between, global_rotations, quat_distance_sq, quat_to_matrix
+
+    n, t, j = 3, 5, HAND.n_joints
+    gt = Rotation.random(n * t * j, random_state=1).as_quat().reshape(n, t, j, 4)
+    turn = Rotation.from_rotvec(np.random.default_rng(2).normal(scale=0.3, size=(n * t * j, 3)))
+    pred = (Rotation.from_quat(gt.reshape(-1, 4)) * turn).as_quat().reshape(n, t, j, 4)
+    zero = np.zeros((n, t, j, 3))
+    g_rot = [forward_kinematics(q, zero, HAND.parents)[0] for q in (pred, gt)]
+    expected = metrics.l2q(*g_rot)
+    g_pred = global_rotations(quat_to_matrix(torch.tensor(pred)), HAND.parents)
+    g_gt = global_rotations(quat_to_matrix(torch.tensor(gt)), HAND.parents)
+    got = torch.sqrt(quat_distance_sq(cos_angle_between(g_pred, g_gt)).sum(-1)).mean().item()
+    assert expected > 0.5
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
 def test_l2p_standardised_by_hand() -> None:
     gt = np.array([[[[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]]])  # (N=1, T=1, J=2, 3)
     pred = np.array([[[[2.0, 0.0, 0.0], [1.0, 5.0, 7.0]]]])

@@ -110,7 +110,7 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
         c["core"] = AnyOrderConfig(**c["core"])
         cfg = MotionConfig(**c)
         schema = get_schema(cfg.skeleton)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path(path)}: bad model config ({e})") from None
     if card.get("schema", {}).get("joints") != list(schema.joints):
         raise CheckpointError(f"{card_path(path)}: its joints do not match the {schema.name} skeleton")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .datasets import canonical_batch
-from .features import canonical_from_known, from_canonical, moving_translations, to_canonical
+from .features import Canonical, canonical_from_known, from_canonical, moving_translations, to_canonical
 from .losses import von_mises_entropy
 from .models.motion import MotionFill
 from .rotations import axis_angle_to_quat, quat_mul, sixd_to_quat
@@ -285,8 +285,6 @@ def sample(
             raise Cancelled()
         out, canon, rot, trans = _window_distributions(model, rot, trans, known_now, tms, known0)
         ent, spread = _spread(out, known_now)
-        q_draw, pos_draw = _draw(rng, out, temperature)
-        rs, trs = _decode(model, q_draw, pos_draw, canon, rot, trans, known_now)
         step = 0
         for v in range(n):
             remaining = ~known_now[v]
@@ -307,9 +305,16 @@ def sample(
                 cells = cells.reshape(remaining.shape)
                 visits[v].extend((int(i) // remaining.shape[1], int(i) % remaining.shape[1]) for i in flat)
                 step = max(step, len(flat))
-            # the moving joints' translations follow their joint's cell
-            rot[v] = np.where(cells[..., None], rs[v], rot[v])
-            trans[v] = np.where(cells[..., None], trs[v], trans[v])
+            # draw and decode only the frames of the picked cells; the moving joints' translations follow
+            # their joint's cell
+            f = np.flatnonzero(cells.any(-1))
+            q_draw, pos_draw = _draw(rng, {key: a[v : v + 1, f] for key, a in out.items()}, temperature)
+            one = Canonical(canon.turn[v : v + 1], canon.offset[v : v + 1])
+            sub = np.s_[v : v + 1, f]
+            rs, trs = _decode(model, q_draw, pos_draw, one, rot[sub], trans[sub], known_now[sub])
+            pick = cells[f][..., None]
+            rot[v, f] = np.where(pick, rs[0], rot[v, f])
+            trans[v, f] = np.where(pick, trs[0], trans[v, f])
             ent_out[v] = np.where(cells, ent[v], ent_out[v])
             spread_out[v] = np.where(cells, spread[v], spread_out[v])
             known_now[v] |= cells

@@ -42,16 +42,29 @@ def cos_angle_between(m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
     return ((tr - 1.0) / 2.0).clamp(-1.0, 1.0)
 
 
+def global_rotations(local_rot: torch.Tensor, parents) -> torch.Tensor:
+    """Global rotation matrices (..., J, 3, 3) from local ones, parents before children."""
+    g_rot: list[torch.Tensor] = []
+    for j, p in enumerate(parents):
+        g_rot.append(local_rot[..., j, :, :] if p < 0 else g_rot[p] @ local_rot[..., j, :, :])
+    return torch.stack(g_rot, dim=-3)
+
+
 def forward_kinematics(local_rot: torch.Tensor, local_trans: torch.Tensor, parents) -> torch.Tensor:
     """Global joint positions (..., J, 3) from local rotation matrices (..., J, 3, 3) and local
     translations (..., J, 3)."""
-    g_rot: list[torch.Tensor] = []
+    g_rot = global_rotations(local_rot, parents)
     g_pos: list[torch.Tensor] = []
     for j, p in enumerate(parents):
         if p < 0:
-            g_rot.append(local_rot[..., j, :, :])
             g_pos.append(local_trans[..., j, :])
         else:
-            g_rot.append(g_rot[p] @ local_rot[..., j, :, :])
-            g_pos.append(g_pos[p] + (g_rot[p] @ local_trans[..., j, :, None])[..., 0])
+            g_pos.append(g_pos[p] + (g_rot[..., p, :, :] @ local_trans[..., j, :, None])[..., 0])
     return torch.stack(g_pos, dim=-2)
+
+
+def quat_distance_sq(cos_theta: torch.Tensor) -> torch.Tensor:
+    """Squared distance of two sign-aligned unit quaternions, from the cos of the angle theta between
+    their rotations: |q - q'|^2 = 2 - 2 cos(theta / 2) (the per-joint term of L2Q)."""
+    half = torch.sqrt(((1.0 + cos_theta) / 2.0).clamp(min=1e-8))
+    return 2.0 - 2.0 * half

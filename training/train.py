@@ -238,7 +238,9 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     )
     if resume is not None:
         print(f"anyfill train: resuming from {resume}", file=sys.stderr)
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    # the run's own checkpoints hold more than tensors (optimizer and scheduler state, hyper-parameters):
+    # they are trusted like the code that wrote them, as the readability check above already does
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=False)
     if trainer.interrupted or trainer.should_stop or tcfg.max_time:
         # a run stopped mid-epoch (max_time, Ctrl-C) keeps its last steps: save them for the next resume
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")

@@ -46,6 +46,15 @@ class MotionConfig:
     hermite_positions: bool = True  # with base_velocity: moving joints' positions follow the Hermite curve too
     velocity_memory: float = 0.0  # with base_velocity: seconds a key's velocity carries on (0: the whole span)
     clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
+    # the share of the learned corrections of the key curve that is kept, per joint's rotation and for the moving
+    # positions: set after training where a correction does not pay on held-out takes (empty: all keep 1)
+    rot_scale: tuple[float, ...] = ()
+    pos_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.rot_scale = tuple(float(x) for x in self.rot_scale)  # JSON cards give lists
+        if self.rot_scale and len(self.rot_scale) != self.n_joints:
+            raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
 
     def features(self) -> FeatureSpec:
         """What this model reads of a window (old cards without the newer fields get their defaults here)."""
@@ -126,6 +135,12 @@ class MotionFill(nn.Module):
             # is noise, so it fades in with the time to the joint's nearest key
             gate = -torch.expm1(-b["key_time"] / torch.exp(self.log_gate_time))
             d_rot, d_pos = d_rot * gate[..., None], d_pos * gate[..., self._moving_index(), None]
+        if self.cfg.rot_scale or self.cfg.pos_scale != 1.0:
+            # only where there is a curve to correct: a joint with no key in the window has no baseline,
+            # and its prediction is all the network's
+            scale = d_rot.new_tensor(self.cfg.rot_scale or [1.0] * self.cfg.n_joints)
+            d_rot = d_rot * torch.where(b["has_key"], scale, 1.0)[:, None, :, None]
+            d_pos = d_pos * torch.where(b["moving_has_key"], self.cfg.pos_scale, 1.0)[:, None, :, None]
         rot = (base + d_rot) * self.rot_std + self.rot_mean
         pos = (basepos + d_pos) * self.pos_std + self.pos_mean
         log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)

@@ -190,7 +190,8 @@ def _build_addon(args: argparse.Namespace, extra: list[str]) -> int:
 def _add_test_split_args(p: argparse.ArgumentParser) -> None:
     """What every fill benchmark on the test split takes: skeleton, method, data, baseline, output."""
     p.add_argument("--skeleton", choices=("body", "hand"), required=True)
-    p.add_argument("--method", default="interp", help="zero, interp, or a checkpoint path / shipped model name")
+    p.add_argument("--method", default="interp",
+                   help="zero, interp, bezier (Blender's own curves), or a checkpoint path / shipped model name")
     p.add_argument("--data", nargs="+", metavar="FILE_OR_DIR", help="score these BVH files instead of the test split")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     p.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")

@@ -250,11 +250,20 @@ def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     untouched = calibrate(module, [batch])
     assert (untouched["rot_scale_top"], untouched["rot_scale_other"], untouched["pos_scale"]) == (1.0, 1.0, 1.0)
     torch.nn.init.normal_(module.model.out.weight, std=0.3)  # corrections that are noise
+    offset = module.model.cfg.kappa_offset  # the first calibration re-fitted it already
     report = calibrate(module, [batch])
     assert report["rot_scale_top"] < 1.0 and report["rot_scale_other"] < 1.0
     assert report["val_calibrated"]["l2q"] < 0.8 * report["val_trained"]["l2q"]
     cfg = module.model.cfg
     assert cfg.rot_scale[0] == report["rot_scale_top"] and cfg.rot_scale[1] == report["rot_scale_other"]
+    # the spreads are re-fitted to the calibrated means: the chosen shift is the best of the grid
+    assert cfg.kappa_offset == offset + report["kappa_shift"]
+    with torch.no_grad():
+        fitted = float(module.losses(batch)["von_mises"])
+        module.model.cfg = dataclasses.replace(cfg, kappa_offset=offset)
+        unshifted = float(module.losses(batch)["von_mises"])
+        module.model.cfg = cfg
+    assert fitted == pytest.approx(report["val_calibrated"]["von_mises"]) and fitted <= unshifted
     save_model(module.model, tmp_path / "cal.safetensors")
     loaded, _ = load_model(tmp_path / "cal.safetensors")
     assert loaded.cfg == cfg

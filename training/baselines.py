@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rotations import quat_slerp
+from .rotations import euler_to_quat, quat_slerp, quat_to_euler
 
 
 def _neighbours(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,13 +26,13 @@ def _neighbours(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prev, nxt
 
 
-def zero_velocity(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray):
+def zero_velocity(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
     """Hold the last known frame (the first known one before any key)."""
     prev, _ = _neighbours(known)
     return rotations[:, prev].copy(), translations[:, prev].copy()
 
 
-def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray):
+def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
     """Slerp every local rotation and lerp every translation between the surrounding known frames.
     Arrays are (N, T, J, 4) and (N, T, J, 3); ``known`` is (T,)."""
     prev, nxt = _neighbours(known)
@@ -182,4 +182,81 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
             + w_next * (velocities[..., 1, :] - (base - base[ni, nxt, ji])))
 
 
-BASELINES = {"zero": zero_velocity, "interp": interpolate}
+def auto_clamped_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Slopes at keys (K,) of values (K, C) as Blender's default F-curves set them (*Auto Clamped* handles
+    with *Continuous Acceleration* smoothing): flat at the first and the last key and where a key is a local
+    extreme of its channel; between those, the slopes that make the curve's acceleration continuous at every
+    other key (a cubic spline); a slope whose handle (a third of the way to the neighbouring key) would
+    leave the range of the neighbouring keys' values is clamped to its edge (the worst first), and the rest
+    is solved again with it fixed (checked against real Blender F-curves in ``tests/test_blender_bezier.py``)."""
+    k, c = y.shape
+    s = np.zeros_like(y, dtype=np.float64)
+    if k < 3:
+        return s
+    h = np.diff(t)
+    d = np.diff(y, axis=0) / h[:, None]
+    for ch in range(c):
+        fixed = np.zeros(k, dtype=bool)
+        fixed[[0, -1]] = True
+        fixed[1:-1] = d[:-1, ch] * d[1:, ch] <= 0  # extremes (and flat steps)
+        m = np.zeros(k)
+        for _ in range(k):
+            free = np.flatnonzero(~fixed)
+            if len(free):
+                # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i])
+                a = np.zeros((len(free), len(free)))
+                rhs = 3 * (d[free - 1, ch] / h[free - 1] + d[free, ch] / h[free])
+                pos = {i: n for n, i in enumerate(free)}
+                for n, i in enumerate(free):
+                    a[n, n] = 2 * (1 / h[i - 1] + 1 / h[i])
+                    for nb, w in ((i - 1, 1 / h[i - 1]), (i + 1, 1 / h[i])):
+                        if nb in pos:
+                            a[n, pos[nb]] = w
+                        else:
+                            rhs[n] -= w * m[nb]
+                m[free] = np.linalg.solve(a, rhs)
+            # a handle reaches h / 3 and must stay between the neighbouring keys' values: the slope has the
+            # direction of the channel there and at most 3 times the gentler neighbouring segment's slope
+            lo, hi = np.full(k, -np.inf), np.full(k, np.inf)
+            steepest = 3 * np.minimum(np.abs(d[:-1, ch]), np.abs(d[1:, ch]))
+            rising = d[1:, ch] > 0
+            lo[1:-1], hi[1:-1] = np.where(rising, 0.0, -steepest), np.where(rising, steepest, 0.0)
+            excess = np.where(fixed, 0.0, np.maximum(lo - m, m - hi))
+            worst = int(np.argmax(excess))
+            if excess[worst] <= 1e-12:
+                break
+            m[worst] = np.clip(m[worst], lo[worst], hi[worst])  # one at a time: the others may come back inside
+            fixed[worst] = True
+        s[:, ch] = m
+    return s
+
+
+def auto_clamped_curve(t: np.ndarray, y: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Blender's default F-curve through keys at times ``t`` (K,) with values ``y`` (K, C), evaluated at
+    ``frames`` (F,) -> (F, C): cubic Hermite segments with :func:`auto_clamped_slopes` (handles a third of
+    the way in time, so each Bezier segment is exactly this cubic). Outside the keys the curve holds."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    f = np.clip(np.asarray(frames, dtype=np.float64), t[0], t[-1])
+    return CubicHermiteSpline(t, y, auto_clamped_slopes(t, y))(f)
+
+
+def bezier(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
+    """What Blender does with the keys alone: every rotation channel as the capture keys it (Euler angles
+    in the schema's channel order, unwrapped over time) and every translation channel follows Blender's
+    default Bezier F-curve with *Auto Clamped* handles (:func:`auto_clamped_curve`). Before the first and
+    after the last key a channel holds its key (constant extrapolation)."""
+    order = schema.euler_order if schema is not None else "ZXY"
+    k = np.unique(_neighbours(known)[0])  # the known frames (raises when there is none)
+    n, t, j = rotations.shape[:3]
+    if len(k) == 1:
+        return np.repeat(rotations[:, k], t, axis=1), np.repeat(translations[:, k], t, axis=1)
+    angles = quat_to_euler(rotations[:, k], order, degrees=False, continuous_axis=1)  # (N, K, J, 3)
+    values = np.concatenate([angles, translations[:, k]], axis=-1).transpose(1, 0, 2, 3).reshape(len(k), -1)
+    out = auto_clamped_curve(k.astype(np.float64), values, np.arange(t)).reshape(t, n, j, 6).transpose(1, 0, 2, 3)
+    rot, trans = euler_to_quat(out[..., :3], order, degrees=False), out[..., 3:].copy()
+    rot[:, k], trans[:, k] = rotations[:, k], translations[:, k]
+    return rot, trans
+
+
+BASELINES = {"zero": zero_velocity, "interp": interpolate, "bezier": bezier}

@@ -47,6 +47,7 @@ class Schema:
     up: int = 1
     fps: float = 30.0  # the rate the model is trained at
     units: str = ""
+    euler_order: str = "ZXY"  # the capture's rotation channels (intrinsic, as BVH lists them): how a rig keys them
 
     @property
     def n_joints(self) -> int:
@@ -66,7 +67,7 @@ class Schema:
         return out
 
 
-HAND = Schema("hand", HAND_JOINTS, HAND_PARENTS, root=0, moving=(0,), units="dm (ManipNet)")
+HAND = Schema("hand", HAND_JOINTS, HAND_PARENTS, root=0, moving=(0,), units="dm (ManipNet)", euler_order="YXZ")
 # Bandai: Hips carries the motion; joint_Root stays at the origin except in a few dataset-1 "normal" takes
 BODY = Schema("body", BODY_JOINTS, BODY_PARENTS, root=1, moving=(0, 1), units="cm (Bandai)")
 SCHEMAS: dict[str, Schema] = {"hand": HAND, "body": BODY}

@@ -62,10 +62,10 @@ def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
 
 
 def resolve_method(name: str, schema: Schema) -> Method:
-    """A baseline by name (zero, interp), or a trained model by checkpoint path or shipped name."""
+    """A baseline by name (zero, interp, bezier), or a trained model by checkpoint path or shipped name."""
     if name in BASELINES:
         fill = BASELINES[name]
-        return lambda batch, known: fill(batch.rotations, batch.translations, known)
+        return lambda batch, known: fill(batch.rotations, batch.translations, known, batch.schema)
     from ..checkpoint import CheckpointError
 
     try:

@@ -256,13 +256,16 @@ def _build(cfg: AnyOrderTrainConfig):
 
 
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
+KAPPA_SHIFTS = tuple(float(d) for d in np.arange(-3.0, 3.01, 0.25))  # log-kappa shifts tried by :func:`calibrate`
 
 
 def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) -> dict:
     """Shrink corrections that do not generalise: on held-out batches (the validation takes of the training
     split), pick from :data:`SCALES` the share of the learned rotation corrections kept for the top joint and
-    for the other joints (lowest L2Q) and of the position corrections (lowest position error). Sets the
-    model's ``rot_scale`` and ``pos_scale`` and returns what was measured. Ties keep the larger share."""
+    for the other joints (lowest L2Q) and of the position corrections (lowest position error), then the
+    shift of log kappa that fits the rotation spreads to those means (lowest von Mises likelihood). Sets
+    the model's ``rot_scale``, ``pos_scale`` and ``kappa_offset`` and returns what was measured. Ties keep
+    the larger share and the smaller shift."""
     model = module.model
     top = module.top
 
@@ -282,11 +285,24 @@ def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) ->
     trained = measure(1.0, 1.0, 1.0)
     best = min(((t, r) for t in SCALES[::-1] for r in SCALES[::-1]), key=lambda tr: measure(*tr, 1.0)["l2q"])
     pos = min(SCALES[::-1], key=lambda p: measure(*best, p)["pos_err"])
+    # the spreads were learned for the trained means: re-fit their overall width to the calibrated means
+    # (a shift of log kappa, the von Mises likelihood on the same batches), so entropies and samples match
+    measure(*best, pos)  # sets the chosen shares
+    trained_offset = model.cfg.kappa_offset
+
+    def nll(shift: float) -> float:
+        model.cfg = dataclasses.replace(model.cfg, kappa_offset=trained_offset + shift)
+        with torch.no_grad():
+            return sum(float(module.losses(b)["von_mises"]) for b in batches) / len(batches)
+
+    shift = min(KAPPA_SHIFTS, key=lambda d: (nll(d), abs(d)))
+    model.cfg = dataclasses.replace(model.cfg, kappa_offset=trained_offset + shift)
     chosen = measure(*best, pos)
     model.train(was)
-    return {"rot_scale_top": best[0], "rot_scale_other": best[1], "pos_scale": pos,
-            "val_trained": {k: trained[k] for k in ("l2q", "pos_err", "fk", "angle_deg")},
-            "val_calibrated": {k: chosen[k] for k in ("l2q", "pos_err", "fk", "angle_deg")}}
+    keys = ("l2q", "pos_err", "fk", "angle_deg", "von_mises")
+    return {"rot_scale_top": best[0], "rot_scale_other": best[1], "pos_scale": pos, "kappa_shift": shift,
+            "val_trained": {k: trained[k] for k in keys},
+            "val_calibrated": {k: chosen[k] for k in keys}}
 
 
 def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:

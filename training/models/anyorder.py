@@ -145,7 +145,7 @@ class QueryEncoderDecoder(nn.Module):
         """Tokens (B, T, d) with validity (B, T); returns one output per query token (invalid queries'
         outputs are meaningless). Invalid tokens are masked out of every attention, so they are dropped
         before the passes: the cost follows the numbers of known and target tokens, not the window length
-        (any-order sampling, where most frames are one or the other, runs about twice as fast)."""
+        (in any-order sampling most frames are one or the other)."""
         k_tok, k_valid, _ = _valid_first(known_tokens, known_valid)
         q_tok, q_valid, q_idx = _valid_first(query_tokens, query_valid)
         h = self.decode(q_tok, q_valid, self.encode(k_tok, k_valid), k_valid)

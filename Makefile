@@ -31,8 +31,8 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 
-bench-baselines: setup  ## zero and interp on both test splits, JSON in bench-results/
-	for s in body hand; do for m in zero interp; do \
+bench-baselines: setup  ## zero, interp and bezier (Blender's own curves) on both test splits, JSON in bench-results/
+	for s in body hand; do for m in zero interp bezier; do \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$m --json bench-results/$$s-$$m.json || exit 1; \
 	done; done
 

@@ -267,12 +267,15 @@ def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) ->
     the model's ``rot_scale``, ``pos_scale`` and ``kappa_offset`` and returns what was measured. Ties keep
     the larger share and the smaller shift."""
     model = module.model
-    top = module.top
 
-    def measure(rot_top: float, rot_rest: float, pos: float) -> dict[str, float]:
+    def use(rot_top: float, rot_rest: float, pos: float, kappa_shift: float = 0.0) -> None:
         scale = [rot_rest] * model.cfg.n_joints
-        scale[top] = rot_top
-        model.cfg = dataclasses.replace(model.cfg, rot_scale=tuple(scale), pos_scale=pos)
+        scale[module.top] = rot_top
+        model.cfg = dataclasses.replace(model.cfg, rot_scale=tuple(scale), pos_scale=pos,
+                                        kappa_offset=trained.kappa_offset + kappa_shift)
+
+    def measure(*setting: float) -> dict[str, float]:
+        use(*setting)
         sums: dict[str, float] = {}
         with torch.no_grad():
             for b in batches:
@@ -280,28 +283,19 @@ def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) ->
                     sums[k] = sums.get(k, 0.0) + float(v) / len(batches)
         return sums
 
-    was = model.training
+    was, trained = model.training, model.cfg
     model.eval()
-    trained = measure(1.0, 1.0, 1.0)
+    before = measure(1.0, 1.0, 1.0)
     best = min(((t, r) for t in SCALES[::-1] for r in SCALES[::-1]), key=lambda tr: measure(*tr, 1.0)["l2q"])
     pos = min(SCALES[::-1], key=lambda p: measure(*best, p)["pos_err"])
     # the spreads were learned for the trained means: re-fit their overall width to the calibrated means
     # (a shift of log kappa, the von Mises likelihood on the same batches), so entropies and samples match
-    measure(*best, pos)  # sets the chosen shares
-    trained_offset = model.cfg.kappa_offset
-
-    def nll(shift: float) -> float:
-        model.cfg = dataclasses.replace(model.cfg, kappa_offset=trained_offset + shift)
-        with torch.no_grad():
-            return sum(float(module.losses(b)["von_mises"]) for b in batches) / len(batches)
-
-    shift = min(KAPPA_SHIFTS, key=lambda d: (nll(d), abs(d)))
-    model.cfg = dataclasses.replace(model.cfg, kappa_offset=trained_offset + shift)
-    chosen = measure(*best, pos)
+    shift = min(KAPPA_SHIFTS, key=lambda d: (measure(*best, pos, d)["von_mises"], abs(d)))
+    chosen = measure(*best, pos, shift)
     model.train(was)
     keys = ("l2q", "pos_err", "fk", "angle_deg", "von_mises")
     return {"rot_scale_top": best[0], "rot_scale_other": best[1], "pos_scale": pos, "kappa_shift": shift,
-            "val_trained": {k: trained[k] for k in keys},
+            "val_trained": {k: before[k] for k in keys},
             "val_calibrated": {k: chosen[k] for k in keys}}
 
 

@@ -300,6 +300,11 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     card_path(wrong).write_text(__import__("json").dumps(c))
     with pytest.raises(CheckpointError, match="do not match"):
         load_model(wrong)
+    c["config"]["core"]["d_model"] = 32
+    c["config"]["rot_scale"] = [0.5, 1.0]  # a calibration for another skeleton
+    card_path(wrong).write_text(__import__("json").dumps(c))
+    with pytest.raises(CheckpointError, match="rot_scale has 2 entries"):
+        load_model(wrong)
 
 
 def test_fill_refuses_windows_without_keys_and_bad_orders():

@@ -7,6 +7,7 @@ motion with every frame filled; known frames come back unchanged.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_banded
 
 from .rotations import euler_to_quat, quat_slerp, quat_to_euler
 
@@ -204,17 +205,17 @@ def auto_clamped_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
             free = np.flatnonzero(~fixed)
             if len(free):
                 # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i])
-                a = np.zeros((len(free), len(free)))
-                rhs = 3 * (d[free - 1, ch] / h[free - 1] + d[free, ch] / h[free])
-                pos = {i: n for n, i in enumerate(free)}
-                for n, i in enumerate(free):
-                    a[n, n] = 2 * (1 / h[i - 1] + 1 / h[i])
-                    for nb, w in ((i - 1, 1 / h[i - 1]), (i + 1, 1 / h[i])):
-                        if nb in pos:
-                            a[n, pos[nb]] = w
-                        else:
-                            rhs[n] -= w * m[nb]
-                m[free] = np.linalg.solve(a, rhs)
+                # tridiagonal in the free keys: a neighbour that is free is the next or previous free key
+                hp, hn = h[free - 1], h[free]
+                rhs = 3 * (d[free - 1, ch] / hp + d[free, ch] / hn)
+                prev_free = np.isin(free - 1, free)
+                next_free = np.isin(free + 1, free)
+                rhs -= np.where(prev_free, 0.0, m[free - 1] / hp) + np.where(next_free, 0.0, m[free + 1] / hn)
+                bands = np.zeros((3, len(free)))
+                bands[0, 1:] = np.where(next_free, 1 / hn, 0.0)[:-1]
+                bands[1] = 2 * (1 / hp + 1 / hn)
+                bands[2, :-1] = np.where(prev_free, 1 / hp, 0.0)[1:]
+                m[free] = solve_banded((1, 1), bands, rhs)
             # a handle reaches h / 3 and must stay between the neighbouring keys' values: the slope has the
             # direction of the channel there and at most 3 times the gentler neighbouring segment's slope
             lo, hi = np.full(k, -np.inf), np.full(k, np.inf)

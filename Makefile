@@ -3,8 +3,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Blender 4.4, the oldest Blender the extension supports, in its own venv: its bpy wheel is built on numpy 1.x
+VENV44 ?= .venv-blender4.4
+STAMP44 := $(VENV44)/.installed
 
-.PHONY: setup demo test test-fast lint format bench bench-baselines models openapi build-addon clean
+.PHONY: setup demo test test-fast test-blender-4.4 lint format bench bench-baselines models openapi build-addon clean
 
 setup: $(STAMP)
 
@@ -21,6 +24,16 @@ demo: setup  ## the main job: start the backend with the shipped models, fill re
 
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
+
+test-blender-4.4: $(STAMP44)  ## the extension's Blender tests on Blender 4.4 (bpy 4.4.0), the oldest supported
+	$(VENV44)/bin/python -m pytest -m blender
+
+$(STAMP44): pyproject.toml
+	$(PYTHON) -m venv $(VENV44)
+	$(VENV44)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV44)/bin/python -m pip install --quiet torch==2.13.0 'numpy<2'
+	$(VENV44)/bin/python -m pip install --quiet 'numpy<2' bpy==4.4.0 -e '.[backend]' pytest httpx hypothesis
+	touch $@
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not blender"

@@ -93,6 +93,16 @@ def _read(kp, attr: str, n: int, width: int, typecode: str = "f") -> array.array
     return buf
 
 
+def new_fcurve(bag, data_path: str, index: int, group: str):
+    """A new channel in the bone's group. Blender 4.5+ groups it in ``fcurves.new``; 4.4 takes no group there,
+    so the group is found or made and assigned."""
+    if "group_name" in bag.fcurves.bl_rna.functions["new"].parameters:
+        return bag.fcurves.new(data_path, index=index, group_name=group)
+    fc = bag.fcurves.new(data_path, index=index)
+    fc.group = bag.groups.get(group) or bag.groups.new(group)
+    return fc
+
+
 def write_keys(bag, data_path: str, index: int, group: str, frames: Sequence[float], values: Sequence[float],
                interpolation: str = "BEZIER") -> int:
     """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
@@ -100,7 +110,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames: Sequence[flo
     handles are left exactly as they were. Returns the number of keys written."""
     fc = bag.fcurves.find(data_path, index=index)
     if fc is None:
-        fc = bag.fcurves.new(data_path, index=index, group_name=group)
+        fc = new_fcurve(bag, data_path, index, group)
     kp = fc.keyframe_points
     gen = generated_type_value()
     n0 = len(kp)

@@ -60,8 +60,19 @@ def channelbag(obj, create: bool = False):
         slot = action.slots.new(obj.id_type, obj.name)
         ad.action_slot = slot
     if create:
-        return anim_utils.action_ensure_channelbag_for_slot(action, slot)
+        return ensure_channelbag(action, slot)
     return anim_utils.action_get_channelbag_for_slot(action, slot)
+
+
+def ensure_channelbag(action, slot):
+    """The slot's channelbag, made if missing. Blender 4.5+ has a helper for it; 4.4 (the first with slotted
+    actions) does not, so there the first layer's first keyframe strip is made and asked, as the helper does."""
+    ensure = getattr(anim_utils, "action_ensure_channelbag_for_slot", None)
+    if ensure is not None:
+        return ensure(action, slot)
+    layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+    strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(slot, ensure=True)
 
 
 def generated_type_value() -> int:

@@ -231,6 +231,7 @@ def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
     assert bpy.ops.anim.anyfill_show_uncertainty() == {"FINISHED"}
     fc = ext.keys.channelbag(ob).fcurves.find('["anyfill_uncertainty"]', index=0)
     assert fc is not None and len(fc.keyframe_points) == len(targets) + 1  # frame 15: only 4 bones keyed
+    assert fc.group is not None and fc.group.name == "Anyfill"  # a new channel gets its group (4.4 and 5.x)
 
 
 def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):

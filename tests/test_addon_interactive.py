@@ -260,3 +260,7 @@ def test_generated_rigify_rig_maps_to_its_controls_and_fills_them(bpy, ext, pref
     written_bones = {p[0].split('"')[1] for p in written}
     assert written_bones == set(body.values())
     assert all(generated_frames(ext, rig)[p] == [float(f) for f in range(2, 21)] for p in written)
+    # channels the fill made (bones the animator never keyed) sit in their bone's group, as Blender's own do
+    groups = {(fc.data_path, fc.array_index): fc.group.name if fc.group else None
+              for fc in ext.keys.channelbag(rig).fcurves}
+    assert all(groups[p] == p[0].split('"')[1] for p in written)

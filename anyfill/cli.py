@@ -39,6 +39,10 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
 def _bench_keys(args: argparse.Namespace) -> int:
     from anyfill.training.bench import inbetween, keys
 
+    if args.bands and not (args.baseline and args.baseline != args.method):
+        print("anyfill bench keys: --bands needs a --baseline other than --method (the bands are its errors)",
+              file=sys.stderr)
+        return 2
     result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
     print(keys.format_table(result))
     if args.baseline and args.baseline != args.method:
@@ -48,6 +52,9 @@ def _bench_keys(args: argparse.Namespace) -> int:
         print(keys.format_table(baseline))
         print(keys.format_table({**result, "every": result["ratio_to_baseline"]},
                                 title=f"ratio: {args.method} / {args.baseline}"))
+        if args.bands:
+            result["by_difficulty"] = keys.by_difficulty(result, baseline, bands=args.bands)
+            print(keys.format_difficulty(result["by_difficulty"], args.method, args.baseline))
     if args.json:
         inbetween.write_json(result, args.json)
         print(f"wrote {args.json}")
@@ -215,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     kb = bench_sub.add_parser("keys", help="the animator's use: a key every n frames, fill the rest (test split)")
     _add_test_split_args(kb)
     kb.add_argument("--every", nargs="+", type=int, default=[5, 10, 20], metavar="N", help="frames between keys")
+    kb.add_argument("--bands", type=int, default=0, metavar="K",
+                    help="with --baseline: also the ratio in K bands of windows, easiest (lowest baseline error) first")
     kb.set_defaults(func=_bench_keys)
     _add_bench_prediction(bench_sub)
     _add_bench_model(bench_sub)

@@ -217,8 +217,29 @@ def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp
         for m in ("L2Q", "L2P"):
             assert math.isclose(res[untrained]["every"][n][m], res["interp"]["every"][n][m], rel_tol=1e-3)
     assert res["interp"]["every"]["20"]["L2P"] > res["interp"]["every"]["5"]["L2P"]  # sparser keys, harder
+    # per-window scores average to the benchmark's numbers; bands sort windows by the baseline's error
+    for m in ("L2Q", "L2P"):
+        assert math.isclose(np.mean(res["zero"]["every"]["5"]["windows"][m]), res["zero"]["every"]["5"][m],
+                            rel_tol=1e-9)
+    bands = keys.by_difficulty(res["zero"], res["interp"], bands=3)
+    rows = bands["20"]
+    assert [r["windows"] for r in rows] == [len(x) for x in np.array_split(np.arange(res["interp"]["windows"]), 3)]
+    assert rows[0]["baseline_L2P"] < rows[1]["baseline_L2P"] < rows[2]["baseline_L2P"]
+    assert all(r["L2P"] > 1 for r in rows) and rows[-1]["share_worse"] > 0.5  # holding a key is worse
+    same = keys.by_difficulty(res[untrained], res["interp"], bands=3)["5"]
+    assert all(math.isclose(r["L2P"], 1.0, rel_tol=1e-2) for r in same)
+    assert "band" in keys.format_difficulty(bands, "zero", "interp")
+    with pytest.raises(ValueError, match="bands"):
+        keys.by_difficulty(res["zero"], res["interp"], bands=0)
     w, mean, std = inbetween.protocol_windows("hand", files, data_root)
     known, frames = keys.keyed_every(5)
     truth = lambda batch, k: (w.rotations[:, : k.size].copy(), w.translations[:, : k.size].copy())  # noqa: E731
     gq, pq, gp, pp, _ = inbetween.fill_and_score(truth, w, known, frames)
     assert gq.shape[1] == len(frames) and np.allclose(pq, gq) and np.allclose(pp, gp)
+
+
+def test_keys_bands_without_a_baseline_is_refused(capsys) -> None:
+    from anyfill.cli import main
+
+    assert main(["bench", "keys", "--skeleton", "hand", "--method", "interp", "--bands", "3"]) == 2
+    assert "--bands needs a --baseline" in capsys.readouterr().err

@@ -43,8 +43,51 @@ def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Seq
     for n in every:
         known, frames = keyed_every(n)
         gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, frames)
-        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std), "seconds": elapsed}
+        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std), "seconds": elapsed,
+                                   "windows": per_window(pq, gq, pp, gp, mean, std)}
     return result
+
+
+def per_window(pq: np.ndarray, gq: np.ndarray, pp: np.ndarray, gp: np.ndarray, mean: np.ndarray,
+               std: np.ndarray) -> dict[str, list[float]]:
+    """Each window's L2Q and L2P (every window scores as many frames, so their means are the benchmark's
+    numbers): what :func:`by_difficulty` splits the score with."""
+    return {"L2Q": [l2q(pq[i : i + 1], gq[i : i + 1]) for i in range(len(pq))],
+            "L2P": [l2p(pp[i : i + 1], gp[i : i + 1], mean, std) for i in range(len(pp))]}
+
+
+def by_difficulty(result: dict, baseline: dict, bands: int = 5, metric: str = "L2P") -> dict:
+    """The ratio to the baseline by how hard the windows are: windows sorted by the baseline's own error
+    (``metric``; for interpolation, slow or steady motion first) and cut into ``bands`` bands of equal size.
+    Per band: the baseline's mean error, the ratio of the means for L2Q and L2P, and the share of windows on
+    which the method is worse than the baseline. A method that only adds noise where the baseline is already
+    near exact shows it in the first band; the whole-split ratio hides it."""
+    if bands < 1:
+        raise ValueError(f"bands must be at least 1, got {bands}")
+    out = {}
+    for n in result["every"]:
+        ours, base = result["every"][n]["windows"], baseline["every"][n]["windows"]
+        key = np.asarray(base[metric])
+        rows = []
+        for band in np.array_split(np.argsort(key, kind="stable"), bands):
+            row = {"windows": len(band), f"baseline_{metric}": float(key[band].mean())}
+            for m in ("L2Q", "L2P"):
+                row[m] = float(np.mean(np.asarray(ours[m])[band]) / np.mean(np.asarray(base[m])[band]))
+            row["share_worse"] = float(np.mean(np.asarray(ours[metric])[band] > key[band]))
+            rows.append(row)
+        out[n] = rows
+    return out
+
+
+def format_difficulty(table: dict, method: str, baseline: str, metric: str = "L2P") -> str:
+    lines = [f"ratio {method} / {baseline} by difficulty (windows in bands of the baseline's {metric})",
+             f"{'every':>5} {'band':>4} {'windows':>7} {baseline + ' ' + metric:>14} {'L2Q':>7} {'L2P':>7} "
+             f"{'worse':>6}"]
+    for n, rows in table.items():
+        for i, r in enumerate(rows):
+            lines.append(f"{n:>5} {i + 1:>4} {r['windows']:>7} {r[f'baseline_{metric}']:>14.4f} {r['L2Q']:>7.3f} "
+                         f"{r['L2P']:>7.3f} {r['share_worse']:>6.2f}")
+    return "\n".join(lines)
 
 
 def ratios(result: dict, baseline: dict) -> dict:

@@ -39,8 +39,9 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
 def _bench_keys(args: argparse.Namespace) -> int:
     from anyfill.training.bench import inbetween, keys
 
-    if args.bands and not (args.baseline and args.baseline != args.method):
-        print("anyfill bench keys: --bands needs a --baseline other than --method (the bands are its errors)",
+    if args.bands < 0 or (args.bands and not (args.baseline and args.baseline != args.method)):
+        print("anyfill bench keys: --bands needs a positive count and a --baseline other than --method "
+              f"(the bands are the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}",
               file=sys.stderr)
         return 2
     result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)

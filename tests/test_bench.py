@@ -242,4 +242,7 @@ def test_keys_bands_without_a_baseline_is_refused(capsys) -> None:
     from anyfill.cli import main
 
     assert main(["bench", "keys", "--skeleton", "hand", "--method", "interp", "--bands", "3"]) == 2
-    assert "--bands needs a --baseline" in capsys.readouterr().err
+    assert "--baseline other than --method" in capsys.readouterr().err
+    bad = ["bench", "keys", "--skeleton", "hand", "--method", "hand", "--baseline", "interp", "--bands", "-1"]
+    assert main(bad) == 2
+    assert "--bands -1" in capsys.readouterr().err

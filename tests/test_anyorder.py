@@ -6,6 +6,8 @@ moving-joint translations, long-window stitching).
 """
 
 import dataclasses
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -578,5 +580,76 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, data_roo
     assert again["global_step"] == 4
     assert again["lr_schedulers"][0]["last_epoch"] == 4
     assert (run / "export" / "hand-query.safetensors").is_file()
+    # a run folder from before a setting existed resumes while the setting keeps its default
+    saved = json.loads((run / "config.json").read_text())
+    del saved["config"]["num_workers"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main([*args, "trainer.max_steps=4"]) == 0
+    with pytest.raises(ValueError, match="different model config \\(differs in: num_workers\\)"):
+        main([*args, "num_workers=1", "trainer.max_steps=4"])
     with pytest.raises(ValueError, match="different model config"):
         main([*args[:-2], "d_model=48", "--run-dir", str(run), "trainer.max_steps=6"])
+
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, data_root):
+    """Killed after its first epoch and run again, a run trains its second epoch on that epoch's windows
+    (Lightning asks for the loader before it restores its loop, so the epoch comes from the checkpoint)
+    and ends with the weights of the run that was never stopped; with data-loader workers as without."""
+    from anyfill.training.train import main
+
+    for workers in (0, 2):
+        args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=8", "batch_size=4",
+                "steps_per_epoch=2", "dropout=0.0", f"num_workers={workers}", f"data_root={data_root}",
+                "trainer.threads=1", "trainer.progress=false"]
+        whole, parts = tmp_path / f"whole{workers}", tmp_path / f"parts{workers}"
+        cmd = [*args, "trainer.max_epochs=2"]
+        assert main([*cmd, "--run-dir", str(whole)]) == 0
+        # the same command, killed after its first epoch: only that epoch's checkpoint is left
+        shutil.copytree(whole, parts)
+        for name in ("last.ckpt", "step00000004.ckpt"):
+            (parts / "checkpoints" / name).unlink()
+        assert [p.name for p in (parts / "checkpoints").iterdir()] == ["step00000002.ckpt"]
+        assert main([*cmd, "--run-dir", str(parts)]) == 0
+        a = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        b = torch.load(parts / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"num_workers={workers}: the resumed run drifted"
+
+
+class _CountingSampler:
+    """Stands in for a WindowSampler: a batch is a few numbers drawn from the stream's generator."""
+
+    def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        return {"x": rng.random((n, 3))}
+
+
+def _epoch(batches, workers: int) -> list[np.ndarray]:
+    from torch.utils.data import DataLoader
+
+    return [b["x"].numpy() for b in DataLoader(batches, batch_size=None, num_workers=workers)]
+
+
+def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_seed():
+    """Data-loader workers and DDP ranks each draw their own windows (no batch twice), an epoch has its
+    steps whatever the worker count, the draw is a function of (seed, epoch), and one stream alone draws
+    what runs made before workers existed drew."""
+    from anyfill.training.tasks.anyorder import _Batches
+
+    def batches(rank=0, world=1, epoch=0):
+        b = _Batches(_CountingSampler(), batch_size=2, steps=5, seed=7, variant="query", rank=rank, world_size=world)
+        b.epoch = epoch
+        return b
+
+    one = _epoch(batches(), 0)
+    old = np.random.default_rng([7, 0])
+    assert len(one) == 5 and all(np.array_equal(x, old.random((2, 3))) for x in one)
+    two = _epoch(batches(), 2)
+    assert len(two) == 5
+    assert len({x.tobytes() for x in two}) == 5  # the two workers do not repeat each other
+    assert all(np.array_equal(a, b) for a, b in zip(two, _epoch(batches(), 2), strict=True))  # seeded
+    assert not np.array_equal(two[0], _epoch(batches(epoch=1), 2)[0])  # a new epoch, new windows
+    ranks = _epoch(batches(0, 2), 0) + _epoch(batches(1, 2), 0)
+    assert len({x.tobytes() for x in ranks}) == 10  # DDP ranks do not train on the same batches

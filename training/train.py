@@ -197,9 +197,11 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     ))
     resume = None if fresh else (_newest_readable_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None)
     if resume is not None and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old.get("config") != snapshot["config"]:
-            diff = sorted(k for k in snapshot["config"] if old.get("config", {}).get(k) != snapshot["config"][k])
+        old = json.loads(cfg_path.read_text()).get("config", {})
+        # a setting added to the code after the run began is no difference while it keeps its default
+        defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)())))
+        diff = sorted(k for k, v in snapshot["config"].items() if old.get(k, defaults.get(k)) != v)
+        if diff:
             raise ValueError(
                 f"{run_dir} holds a run with a different model config (differs in: {', '.join(diff)}); "
                 "use another --run-dir, or --fresh to start over"

@@ -72,6 +72,7 @@ class AnyOrderTrainConfig:
     data_root: str | None = None
     data_seed: int = 0
     val_windows: int = 512
+    num_workers: int = 0  # processes making training batches (a GPU outruns one; each draws its own windows)
 
 
 def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
@@ -117,21 +118,48 @@ def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray)
 
 
 class _Batches(IterableDataset):
-    def __init__(self, sampler: WindowSampler, batch_size: int, steps: int, seed: int, variant: str):
+    """An epoch of random training batches. Each stream (a DDP rank's data-loader worker) draws its own
+    windows from ``(seed, epoch, stream)``, so ranks and workers never repeat each other's batches and a
+    resumed run sees the data it would have seen; one stream alone keeps the ``(seed, epoch)`` draw of
+    runs made before there were workers."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, steps: int, seed: int, variant: str,
+                 rank: int = 0, world_size: int = 1):
         self.sampler, self.batch_size, self.steps, self.seed, self.variant = sampler, batch_size, steps, seed, variant
-        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0  # set by the training loop before each epoch's iterator (workers get a copy then)
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        for _ in range(self.steps):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        stream, streams = self.rank * workers + worker, self.world_size * workers
+        key = [self.seed, self.epoch] if streams == 1 else [self.seed, self.epoch, stream]
+        rng = np.random.default_rng(key)
+        # this rank's steps, dealt out to its workers (the loader interleaves them back in turn)
+        for _ in range(self.steps // workers + (worker < self.steps % workers)):
             b = self.sampler.batch(rng, self.batch_size)
             if self.variant == "triples":
                 b["order"] = frame_order(rng, b["known"], b["target"])
             yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+def _starting_epoch(trainer) -> int:
+    """The epoch the loop is about to run. On resume Lightning asks for the loader before it restores its
+    loop state (its ``current_epoch`` still reads 0), so the checkpoint says which epoch comes next."""
+    if trainer is None:
+        return 0
+    if trainer.ckpt_path and trainer.current_epoch == 0:
+        ckpt = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        done = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        # saved at an epoch's end its batches are all processed (the next epoch comes next); saved
+        # mid-epoch (max_time, every n steps) that epoch is resumed
+        if done.get("processed", 0) == done.get("started", 0):
+            return int(done.get("processed", 0))
+        return int(done.get("completed", 0))
+    return trainer.current_epoch
 
 
 class AnyOrderData(L.LightningDataModule):
@@ -159,10 +187,14 @@ class AnyOrderData(L.LightningDataModule):
             self.val.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
 
     def train_dataloader(self):
-        ds = _Batches(self.train_sampler, self.cfg.batch_size, self.cfg.steps_per_epoch, self.cfg.data_seed,
-                      self.cfg.variant)
-        ds.epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return DataLoader(ds, batch_size=None, num_workers=0)
+        t = self.trainer
+        rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
+        self.train_batches = _Batches(self.train_sampler, self.cfg.batch_size, self.cfg.steps_per_epoch,
+                                      self.cfg.data_seed, self.cfg.variant, rank, world)
+        self.train_batches.epoch = _starting_epoch(t)
+        w = self.cfg.num_workers
+        return DataLoader(self.train_batches, batch_size=None, num_workers=w, persistent_workers=False,
+                          prefetch_factor=4 if w > 0 else None, pin_memory=w > 0 and torch.cuda.is_available())
 
     def val_dataloader(self):
         return DataLoader(self.val, batch_size=None, num_workers=0)
@@ -184,6 +216,13 @@ class AnyOrderModule(L.LightningModule):
         dm = self.trainer.datamodule
         if dm is not None and dm.stats is not None and not self.cfg.init_from:
             self.model.set_stats(dm.stats)
+
+    def on_train_epoch_start(self) -> None:
+        # the epoch's batches are drawn from (seed, epoch): the loop makes the epoch's iterator (and its
+        # workers) after this hook, so they draw this epoch's windows, also after a resume
+        batches = getattr(self.trainer.datamodule, "train_batches", None)
+        if batches is not None:
+            batches.epoch = self.current_epoch
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.model(b)

@@ -273,6 +273,55 @@ def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
         assert torch.allclose(loaded(batch)["rot6d"], module.model.eval()(batch)["rot6d"])
 
 
+
+def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_path):
+    """With the motion gate a keyed joint's curve is left alone where its keys do not move (a correction
+    there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
+    still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
+    from anyfill.training.models.motion import MotionConfig
+    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="motion_gate"):
+            MotionConfig(motion_gate=bad)
+    schema = get_schema("hand")
+    rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
+    still_rot, still_trans = np.repeat(rot[:, :1], 40, axis=1), np.repeat(trans[:, :1], 40, axis=1)
+    known = inbetween_mask(4, 40, schema.n_joints, ctx=8, gap=20)
+    known[0, :, 5:8] = False  # window 0: the index finger has no key at all
+    torch.manual_seed(0)
+    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
+                                                n_dec_layers=1, dropout=0.0))
+    model = module.model.eval()
+    torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
+
+    def batch(r, t):
+        b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features())
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+    still, moving = batch(still_rot, still_trans), batch(rot, trans)
+    trained = model.cfg
+    with torch.no_grad():
+        free = model(still)["rot6d"]
+        model.cfg = dataclasses.replace(trained, motion_gate=0.1)
+        gated, gated_moving = model(still)["rot6d"], model(moving)["rot6d"]
+        model.cfg = trained
+        free_moving = model(moving)["rot6d"]
+    gap = slice(8, 28)
+    assert torch.allclose(gated[:, gap][1:], still["base6d"][:, gap][1:], atol=1e-5)  # the curve, to float error
+    assert not torch.allclose(free[:, gap], still["base6d"][:, gap], atol=1e-2)  # the noise it removed
+    assert torch.equal(gated[0, gap, 5:8], free[0, gap, 5:8])  # no key: all the network's
+    moved = (gated_moving[:, gap] - moving["base6d"][:, gap]).norm(dim=-1)
+    assert moved.mean() > 0.5 * (free_moving[:, gap] - moving["base6d"][:, gap]).norm(dim=-1).mean()
+    report = calibrate(module, [still])
+    assert report["motion_gate"] > 0 and model.cfg.motion_gate == report["motion_gate"]
+    with torch.no_grad():
+        model.cfg = dataclasses.replace(trained, rot_scale=(0.0,) * schema.n_joints, pos_scale=0.0)
+        curve = float(module.losses(still)["l2q"])
+    assert report["val_calibrated"]["l2q"] == pytest.approx(curve, rel=1e-3)
+    assert curve < report["val_trained"]["l2q"]
+
+
 def test_checkpoint_round_trip_and_bad_files(tmp_path):
     model = tiny("body")
     path = save_model(model, tmp_path / "body.safetensors", training={"command": "test"})

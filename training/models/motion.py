@@ -50,9 +50,15 @@ class MotionConfig:
     # positions: set after training where a correction does not pay on held-out takes (empty: all keep 1)
     rot_scale: tuple[float, ...] = ()
     pos_scale: float = 1.0
+    # > 0: corrections of a keyed joint's curve fade where the curve hardly moves, by 1 - exp(-(v / motion_gate)^2),
+    # v the curve's speed at the frame in feature standard deviations per second (mean over joints): near-still
+    # motion is where the curve is already right and a correction is noise (chosen by calibration)
+    motion_gate: float = 0.0
 
     def __post_init__(self) -> None:
         self.rot_scale = tuple(float(x) for x in self.rot_scale)  # JSON cards give lists
+        if not self.motion_gate >= 0:
+            raise ValueError(f"motion_gate must be 0 (off) or above; got {self.motion_gate}")
         if self.rot_scale and len(self.rot_scale) != self.n_joints:
             raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
 
@@ -135,6 +141,14 @@ class MotionFill(nn.Module):
             # is noise, so it fades in with the time to the joint's nearest key
             gate = -torch.expm1(-b["key_time"] / torch.exp(self.log_gate_time))
             d_rot, d_pos = d_rot * gate[..., None], d_pos * gate[..., self._moving_index(), None]
+        if self.cfg.motion_gate > 0:
+            # only between two keys of the joint: before its first key or after its last the curve is held
+            # still, and there the prediction is the network's
+            g_rot, g_pos = self.motion_gates(b)
+            known = b["known"]
+            span = (known.cumsum(1) > 0) & (known.flip(1).cumsum(1).flip(1) > 0)
+            d_rot = d_rot * torch.where(span[..., None], g_rot[..., None, None], 1.0)
+            d_pos = d_pos * torch.where(span[..., self._moving_index(), None], g_pos[..., None, None], 1.0)
         if self.cfg.rot_scale or self.cfg.pos_scale != 1.0:
             # only where there is a curve to correct: a joint with no key in the window has no baseline,
             # and its prediction is all the network's
@@ -146,6 +160,25 @@ class MotionFill(nn.Module):
         log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
         log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
         return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}
+
+    def motion_gates(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per frame (B, T), the share of the rotation and of the position corrections the motion gate keeps:
+        from the speed of the curve through the keys there (central differences in time, in standard
+        deviations of the features per second, averaged over joints). A one-frame window keeps them all."""
+        if b["times"].shape[1] < 2:
+            ones = b["times"].new_ones(b["times"].shape)
+            return ones, ones
+
+        def speed(x: torch.Tensor) -> torch.Tensor:  # (B, T, J, C) -> (B, T)
+            t = b["times"]
+            xs, ts = torch.cat([x[:, :1], x, x[:, -1:]], 1), torch.cat([t[:, :1], t, t[:, -1:]], 1)
+            dx, dt = xs[:, 2:] - xs[:, :-2], (ts[:, 2:] - ts[:, :-2]).clamp(min=1e-6)
+            return dx.norm(dim=-1).mean(-1) / dt
+
+        g = self.cfg.motion_gate
+        v_rot = speed((b["base6d"] - self.rot_mean) / self.rot_std)
+        v_pos = speed((b["basepos"] - self.pos_mean) / self.pos_std)
+        return -torch.expm1(-((v_rot / g) ** 2)), -torch.expm1(-((v_pos / g) ** 2))
 
     # --- variants ------------------------------------------------------------------------------------
     def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -270,8 +270,9 @@ class AnyOrderModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         ls = self.losses(batch)
-        self.log_dict({f"val/{k}": v for k, v in ls.items()}, prog_bar=False, batch_size=1)
-        self.log("val_angle", ls["angle_deg"], prog_bar=True, logger=False, batch_size=1)
+        # under DDP each rank validates its share of the batches: the logged value is their mean
+        self.log_dict({f"val/{k}": v for k, v in ls.items()}, prog_bar=False, batch_size=1, sync_dist=True)
+        self.log("val_angle", ls["angle_deg"], prog_bar=True, logger=False, batch_size=1, sync_dist=True)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

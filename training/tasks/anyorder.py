@@ -193,6 +193,7 @@ class AnyOrderData(L.LightningDataModule):
                                       self.cfg.data_seed, self.cfg.variant, rank, world)
         self.train_batches.epoch = _starting_epoch(t)
         w = self.cfg.num_workers
+        # workers are made anew for every epoch's iterator: that is how they learn the epoch (not persistent)
         return DataLoader(self.train_batches, batch_size=None, num_workers=w, persistent_workers=False,
                           prefetch_factor=4 if w > 0 else None, pin_memory=w > 0 and torch.cuda.is_available())
 

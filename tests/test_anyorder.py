@@ -322,6 +322,54 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     assert curve < report["val_trained"]["l2q"]
 
 
+def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
+    """With ``relative_floor`` the fitting terms of a training batch weigh each window by 1 / (its curve's
+    error + floor x the batch mean): windows where the curve is exact (still motion) count most, the mean
+    weight is 1, identical windows weigh alike, the spreads' likelihoods are untouched, and with no floor
+    (or outside training) every cell counts alike as before."""
+    from anyfill.training.tasks.anyorder import AnyOrderModule, _build
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="relative_floor"):
+            _build(AnyOrderTrainConfig(skeleton="body", relative_floor=bad))
+    schema = get_schema("body")
+    rot, trans, _ = synthetic("body", n=4, t=30, seed=3)
+    rot[:2], trans[:2] = np.repeat(rot[:2, :1], 30, axis=1), np.repeat(trans[:2, :1], 30, axis=1)  # 0, 1: still
+    known = inbetween_mask(4, 30, schema.n_joints, ctx=6, gap=16)
+
+    def module(floor):
+        torch.manual_seed(0)
+        m = AnyOrderModule(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1,
+                                               n_dec_layers=1, dropout=0.0, relative_floor=floor))
+        torch.nn.init.normal_(m.model.out.weight, std=0.05)
+        return m
+
+    def batch(r, t):
+        b = make_batch(r, t, np.full(len(r), 30.0), known[: len(r)], ~known[: len(r)], schema,
+                       module(0.0).model.cfg.features())
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+    b = batch(rot, trans)
+    captured = {}
+    m = module(0.5)
+    original = m.window_weights
+    m.window_weights = lambda *a: captured.setdefault("w", original(*a))
+    with torch.no_grad():
+        weighted, plain = m.losses(b, weighted=True), m.losses(b)
+    w = captured["w"]
+    assert w.mean() == pytest.approx(1.0) and w[0] == pytest.approx(w[1])
+    assert float(w[:2].min()) > 1.5 * float(w[2:].max())  # the exact curve weighs most
+    for k in ("von_mises", "pos_nll", "angle_deg"):  # spreads and the report are unweighted
+        assert float(weighted[k]) == pytest.approx(float(plain[k]))
+    assert float(weighted["fk"]) != pytest.approx(float(plain["fk"]))
+    with torch.no_grad():  # no floor: the weighted call is the plain one
+        assert all(torch.equal(v, module(0.0).losses(b)[k]) for k, v in module(0.0).losses(b, weighted=True).items())
+    same = batch(np.repeat(rot[2:3], 4, axis=0), np.repeat(trans[2:3], 4, axis=0))
+    with torch.no_grad():
+        a, c = m.losses(same, weighted=True), m.losses(same)
+    assert float(a["loss"]) == pytest.approx(float(c["loss"]), rel=1e-5)
+
+
 def test_checkpoint_round_trip_and_bad_files(tmp_path):
     model = tiny("body")
     path = save_model(model, tmp_path / "body.safetensors", training={"command": "test"})

@@ -62,6 +62,10 @@ class AnyOrderTrainConfig:
     w_root: float = 1.0  # moving joints' positions (the root trajectory)
     w_top_angle: float = 0.0  # extra angular term on the top joint (hands: the wrist, most of L2Q)
     w_l2q: float = 0.0  # the benchmark's L2Q itself: per frame, the norm over joints of global quaternion errors
+    # > 0: each training window's fitting terms weigh 1 / (the curve's error there + this share of the batch's
+    # mean curve error), so near-still windows, where the curve is nearly right, are fitted as closely,
+    # relative to that error, as fast ones (the benchmarks' ratio to interpolation, window by window)
+    relative_floor: float = 0.0
     # how often each known/target pattern is drawn in training (validation always uses the defaults)
     mix_inbetween: float = 0.45
     mix_keyframes: float = 0.25
@@ -225,37 +229,45 @@ class AnyOrderModule(L.LightningModule):
         if batches is not None:
             batches.epoch = self.current_epoch
 
-    def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses(self, b: dict[str, torch.Tensor], weighted: bool = False) -> dict[str, torch.Tensor]:
+        """The loss terms and their weighted total; ``weighted``: the fitting terms weigh each window by
+        :meth:`window_weights` (training, with ``relative_floor``), else every target cell alike."""
         out = self.model(b)
         tmask = b["target"]
         r_pred, r_true = sixd_to_matrix(out["rot6d"]), sixd_to_matrix(b["rot6d"])
+        offs = b["offsets"].clone()
+        offs[:, self.moving] = 0.0
+        offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
+        p_true = forward_kinematics(r_true, offs, self.schema.parents)
+        scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
+        w = self.window_weights(b, r_true, offs, p_true, scale) if weighted and self.cfg.relative_floor > 0 else None
+
+        def fitted(mask: torch.Tensor) -> torch.Tensor:  # a cell mask, weighted by its window where asked
+            return mask if w is None else mask.to(w.dtype) * w.view(-1, *[1] * (mask.dim() - 1))
+
         cos = cos_angle_between(r_pred, r_true)
         # the likelihoods train the spreads only: with the mean in them, shrinking spreads scale its
         # gradient by kappa (1 / sigma^2) and drown the terms that fit the mean
         vm = masked_mean(von_mises_nll(cos.detach(), out["log_kappa"]), tmask)
-        ang = masked_mean(angular_mse(cos), tmask)
+        ang = masked_mean(angular_mse(cos), fitted(tmask))
         # the top joint turns everything below it: its error is every joint's global error
-        top_ang = masked_mean(angular_mse(cos[..., self.top]), tmask[..., self.top])
+        top_ang = masked_mean(angular_mse(cos[..., self.top]), fitted(tmask[..., self.top]))
         mt = tmask[..., self.moving]
         std = self.model.pos_std
         pos_nll = masked_mean(
             gaussian_nll(b["pos"] / std, out["pos"].detach() / std, out["log_sigma"] - torch.log(std)).sum(-1), mt
         )
-        pos_err = masked_mean(((b["pos"] - out["pos"]) / std).norm(dim=-1), mt)
+        pos_err = masked_mean(((b["pos"] - out["pos"]) / std).norm(dim=-1), fitted(mt))
         # forward kinematics relative to the root: known cells keep their true rotation, as at fill time
         r_mix = torch.where(b["known"][..., None, None], r_true, r_pred)
-        offs = b["offsets"].clone()
-        offs[:, self.moving] = 0.0
-        offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
         p_pred = forward_kinematics(r_mix, offs, self.schema.parents)
-        p_true = forward_kinematics(r_true, offs, self.schema.parents)
-        scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
-        fk = masked_mean(((p_pred - p_true).norm(dim=-1) / scale), tmask.any(-1, keepdim=True).expand_as(tmask))
+        fk = masked_mean(((p_pred - p_true).norm(dim=-1) / scale),
+                         fitted(tmask.any(-1, keepdim=True).expand_as(tmask)))
         # L2Q as the benchmark scores it: a joint's global rotation carries its ancestors' errors, and each
         # frame's error is a norm over joints (not a sum of squares: large-error frames do not dominate)
         parents = self.schema.parents
         cos_g = cos_angle_between(global_rotations(r_mix, parents), global_rotations(r_true, parents))
-        l2q = masked_mean(torch.sqrt(quat_distance_sq(cos_g).sum(-1) + 1e-8), tmask.any(-1))
+        l2q = masked_mean(torch.sqrt(quat_distance_sq(cos_g).sum(-1) + 1e-8), fitted(tmask.any(-1)))
         c = self.cfg
         total = (c.w_von_mises * vm + c.w_angular * ang + c.w_position * pos_nll + c.w_fk * fk + c.w_root * pos_err
                  + c.w_top_angle * top_ang + c.w_l2q * l2q)
@@ -263,8 +275,23 @@ class AnyOrderModule(L.LightningModule):
         return {"loss": total, "von_mises": vm, "angular": ang, "top_angular": top_ang, "pos_nll": pos_nll, "fk": fk,
                 "pos_err": pos_err, "l2q": l2q, "angle_deg": angle}
 
+    def window_weights(self, b: dict[str, torch.Tensor], r_true: torch.Tensor, offs: torch.Tensor,
+                       p_true: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(B,) weights, mean 1 over the windows with targets: ``1 / (e + relative_floor * mean(e))``, ``e``
+        the curve's error in the window (the model's baseline, no network: mean over target frames of the
+        joints' position error, root-relative plus the root's, in skeleton sizes, as L2P measures)."""
+        frames = b["target"].any(-1)
+        r_base = torch.where(b["known"][..., None, None], r_true, sixd_to_matrix(b["base6d"]))
+        p_base = forward_kinematics(r_base, offs, self.schema.parents)
+        err = (p_base - p_true).norm(dim=-1).mean(-1) + (b["basepos"] - b["pos"]).norm(dim=-1).mean(-1)
+        e = (err / scale[..., 0] * frames).sum(1) / frames.sum(1).clamp(min=1)
+        has = frames.any(1)
+        floor = self.cfg.relative_floor * e[has].mean() if has.any() else e.new_tensor(1.0)
+        w = 1.0 / (e + floor.clamp(min=1e-6))
+        return (w / w[has].mean() if has.any() else w).detach()
+
     def training_step(self, batch, batch_idx):
-        ls = self.losses(batch)
+        ls = self.losses(batch, weighted=True)
         self.log_dict({f"train/{k}": v for k, v in ls.items()}, prog_bar=False, batch_size=1)
         self.log("loss", ls["loss"], prog_bar=True, logger=False, batch_size=1)
         return ls["loss"]
@@ -293,6 +320,8 @@ class AnyOrderModule(L.LightningModule):
 def _build(cfg: AnyOrderTrainConfig):
     if cfg.skeleton not in ("hand", "body"):
         raise ValueError(f"skeleton must be 'hand' or 'body', got {cfg.skeleton!r}")
+    if not cfg.relative_floor >= 0.0 or not math.isfinite(cfg.relative_floor):
+        raise ValueError(f"relative_floor must be a finite number >= 0 (0: off), got {cfg.relative_floor!r}")
     return AnyOrderModule(cfg), AnyOrderData(cfg)
 
 

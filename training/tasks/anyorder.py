@@ -286,9 +286,10 @@ class AnyOrderModule(L.LightningModule):
         err = (p_base - p_true).norm(dim=-1).mean(-1) + (b["basepos"] - b["pos"]).norm(dim=-1).mean(-1)
         e = (err / scale[..., 0] * frames).sum(1) / frames.sum(1).clamp(min=1)
         has = frames.any(1)
-        floor = self.cfg.relative_floor * e[has].mean() if has.any() else e.new_tensor(1.0)
-        w = 1.0 / (e + floor.clamp(min=1e-6))
-        return (w / w[has].mean() if has.any() else w).detach()
+        if not has.any():  # nothing to fit: every window alike
+            return torch.ones_like(e)
+        w = 1.0 / (e + (self.cfg.relative_floor * e[has].mean()).clamp(min=1e-6))
+        return (w / w[has].mean()).detach()
 
     def training_step(self, batch, batch_idx):
         ls = self.losses(batch, weighted=True)

@@ -7,11 +7,13 @@ Anyfill writes) are not the animator's and do not condition a fill unless asked.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+import numpy as np
 from bpy_extras import anim_utils
 from mathutils import Euler, Quaternion, Vector
+
+from . import retarget
 
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 
@@ -144,5 +146,61 @@ def read_bone(obj, bag, bone: str, with_location: bool, include_generated: bool 
                     sorted(frames))
 
 
-def angle_unwrap(prev: float, value: float) -> float:
-    return value + 2.0 * math.pi * round((prev - value) / (2.0 * math.pi))
+# --- the armature and its evaluated poses ------------------------------------------------------------------
+
+
+def armature_rig(armature_data) -> retarget.Rig:
+    """The armature's bones as :class:`~.retarget.Rig` arrays (bulk reads), parents before children."""
+    bones = armature_data.bones
+    n = len(bones)
+    names = [b.name for b in bones]
+    index = {name: i for i, name in enumerate(names)}
+    parents = [index[b.parent.name] if b.parent else -1 for b in bones]
+    order: list[int] = []
+    placed = [False] * n
+    while len(order) < n:  # Blender lists parents first; make sure of it
+        for i in range(n):
+            if not placed[i] and (parents[i] < 0 or placed[parents[i]]):
+                placed[i] = True
+                order.append(i)
+    rest = np.empty(n * 16, dtype=np.float32)
+    bones.foreach_get("matrix_local", rest)
+    tails = np.empty(n * 3, dtype=np.float32)
+    bones.foreach_get("tail_local", tails)
+    connect = np.zeros(n, dtype=bool)
+    bones.foreach_get("use_connect", connect)
+    rest = np.swapaxes(rest.reshape(n, 4, 4), 1, 2).astype(np.float64)  # bpy flattens column by column
+    new_index = {old: k for k, old in enumerate(order)}
+    return retarget.Rig([names[i] for i in order], np.array([new_index.get(parents[i], -1) for i in order]),
+                        rest[order], tails.reshape(n, 3).astype(np.float64)[order], connect[order])
+
+
+def _channel(curves: list, static: tuple, frames: np.ndarray) -> np.ndarray:
+    """Values (F, width) of one property's channels: each curve evaluated at the frames, else its value."""
+    out = np.empty((len(frames), len(static)))
+    for c, (fc, value) in enumerate(zip(curves, static, strict=True)):
+        out[:, c] = [fc.evaluate(f) for f in frames] if fc is not None and not fc.mute else value
+    return out
+
+
+def evaluate_basis(obj, bag, rig: retarget.Rig, bones: list[int], frames) -> np.ndarray:
+    """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its F-curves (location, rotation
+    in its rotation mode, scale) or its current values; bones not listed are left at rest (identity)."""
+    frames = np.asarray(frames, dtype=np.float64)
+    out = np.broadcast_to(np.eye(4), (len(frames), len(rig.names), 4, 4)).copy()
+    for b in bones:
+        name = rig.names[b]
+        pb = obj.pose.bones[name]
+        mode = pb.rotation_mode
+        prop, width = rotation_path(mode)
+
+        def curves(p: str, w: int, name=name) -> list:
+            path = bone_path(name, p)
+            return [bag.fcurves.find(path, index=i) if bag else None for i in range(w)]
+
+        loc = _channel(curves("location", 3), tuple(pb.location), frames)
+        rot = _channel(curves(prop, width), tuple(getattr(pb, prop)), frames)
+        scale = _channel(curves("scale", 3), tuple(pb.scale), frames)
+        out[:, b, :3, :3] = retarget.mode_to_matrix(rot, mode) * scale[:, None, :]
+        out[:, b, :3, 3] = loc
+    return out

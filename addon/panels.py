@@ -84,7 +84,7 @@ def _draw_mapping(layout, context) -> None:
     layout.template_list("ANYFILL_UL_mapping", "", s, "joints", s, "active_joint", rows=4)
     col = layout.column(align=True)
     col.prop(s, "mirror")
-    col.prop(s, "align_rest")
+    col.prop(s, "rest_pose")
     col.prop(s, "replace_generated")
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mathutils import Quaternion, Vector
+import numpy as np
+from mathutils import Quaternion
 
 from . import client as client_mod
-from . import curves, keys, rig
+from . import curves, keys
+from . import retarget as retarget_mod
 
 
 class PlanError(Exception):
@@ -22,29 +24,28 @@ class PlanError(Exception):
 
 
 @dataclass
-class JointPlan:
-    conv: rig.JointConversion
-    bone_keys: keys.BoneKeys
-    known: list[float]
-    targets: list[float]
-
-
-@dataclass
 class Plan:
+    """A request and everything needed to write its answer back (read on the main thread)."""
+
     kind: str  # fill, pose, sample
     object_name: str
     model: str
     frames: list[float]
-    joints: dict[str, JointPlan]
-    retarget: rig.Retarget
+    retarget: retarget_mod.Retarget
     body: dict
     job_id: str
+    locals_sent: np.ndarray  # (F, J, 4) wxyz: the model's local rotations of the rig at every frame
+    trans_sent: np.ndarray  # (F, J, 3): moving joints' local translations
+    known: np.ndarray  # (F, J) cells sent as known
+    targets: np.ndarray  # (F, J) cells asked for
+    write: np.ndarray  # (F, J) cells written to the rig (mapped bones in scope)
+    basis: np.ndarray  # (F, N, 4, 4) the bones' current matrix_basis at every frame
+    bone_keys: dict[str, keys.BoneKeys]  # mapped bone -> its keys (the animator's values, for continuity)
     summary: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_targets(self) -> int:
-        return sum(len(j.targets) for j in self.joints.values())
+        return int(self.write.sum())
 
 
 def frame_range(context) -> tuple[int, int]:
@@ -65,8 +66,49 @@ def mapping_of(obj) -> dict[str, str]:
     return {m.joint: m.bone for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones}
 
 
-def _same(f: float, frames: set[float]) -> bool:
-    return any(abs(f - g) <= curves.EPS_FRAME for g in frames)
+def _merge(frames: list[float]) -> list[float]:
+    """Sorted frames with subframes within EPS_FRAME of each other merged."""
+    merged: list[float] = []
+    for f in sorted(frames):
+        if not merged or f - merged[-1] > curves.EPS_FRAME:
+            merged.append(f)
+    return merged
+
+
+def _on(frames: np.ndarray, keyed: list[float]) -> np.ndarray:
+    """(F,) whether each frame is one of ``keyed`` (within EPS_FRAME)."""
+    if not keyed:
+        return np.zeros(len(frames), dtype=bool)
+    k = np.asarray(keyed)
+    return np.min(np.abs(frames[:, None] - k[None, :]), axis=1) <= curves.EPS_FRAME
+
+
+def _ancestors(rig: retarget_mod.Rig, bones: set[int]) -> list[int]:
+    out = set()
+    for b in bones:
+        while b >= 0 and b not in out:
+            out.add(b)
+            b = int(rig.parents[b])
+    return sorted(out)
+
+
+def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
+                   motion: dict[int, np.ndarray] | None = None) -> retarget_mod.Retarget:
+    """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``motion``:
+    bone index -> the bone's keyed local rotations (K, 3, 3), where the rig shows its hinges."""
+    settings = obj.anyfill
+    names = {j["name"] for j in model["joints"]}
+    mapping = {j: b for j, b in mapping_of(obj).items() if j in names}
+    rig_arrays = rig_arrays or keys.armature_rig(obj.data)
+    return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, motion)
+
+
+def selected_bones(obj) -> set[str]:
+    """Names of the selected bones: selection lives on the pose bone in Blender 5.0, on the bone before."""
+    pose_bones = obj.pose.bones
+    if len(pose_bones) and hasattr(pose_bones[0], "select"):
+        return {pb.name for pb in pose_bones if pb.select}
+    return {b.name for b in obj.data.bones if b.select}
 
 
 def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) -> Plan:
@@ -83,67 +125,68 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
     unknown = sorted(set(mapping) - names)
     if len(unknown) == len(mapping):
         raise PlanError(f"The model {model['name']!r} ({model['skeleton']}) has none of the rig's mapped joints "
-                        f"({', '.join(unknown[:4])}...): choose the model of this skeleton")
+                        f"({', '.join(unknown[:4])}...): press Auto Map to map the rig to this model")
+    rig_arrays = keys.armature_rig(obj.data)
     mapping = {j: b for j, b in mapping.items() if j in names}
-    rest = rig.rest_of_armature(obj.data)
-    ret = rig.build_retarget(rest, mapping, model, settings.mirror, settings.align_rest)
+    moving = {j["name"]: bool(j.get("moving")) for j in model["joints"]}
     lo, hi = frame_range(context)
     bag = keys.channelbag(obj)
     scope_selected = context.scene.anyfill.bones == "SELECTED"
-    selected = {b.name for b in obj.data.bones if b.select} if scope_selected else None
+    selected = selected_bones(obj) if scope_selected else None
     if scope_selected and not selected & set(mapping.values()):
         raise PlanError("No mapped bone is selected: select bones, or set Bones to All Mapped")
-    infos = {j["name"]: j for j in model["joints"]}
     include_gen = not settings.replace_generated
 
-    read = {j: keys.read_bone(obj, bag, b, bool(infos[j].get("moving")), include_gen, (lo, hi))
-            for j, b in mapping.items()}
-    keyed = sorted({f for bk in read.values() for f in bk.frames})
+    bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, (lo, hi)) for j, b in mapping.items()}
+    keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
     if not keyed:
         raise PlanError(f"Nothing is keyed on the mapped bones between frames {lo} and {hi}: key a few poses "
                         "first (Anyfill fills between keys)")
     current = float(context.scene.frame_current)
-    if kind == "pose":
-        frames = sorted(set(keyed) | {current})
-        target_frames = [current]
-    else:
-        integer = [float(f) for f in range(lo, hi + 1)]
-        frames = sorted(set(keyed) | set(integer))
-        target_frames = integer
-    # merge subframes that are the same frame within EPS
-    merged: list[float] = []
-    for f in frames:
-        if not merged or f - merged[-1] > curves.EPS_FRAME:
-            merged.append(f)
-    frames = merged
+    integer = [float(f) for f in range(lo, hi + 1)]
+    frames = _merge(keyed + [current]) if kind == "pose" else _merge(keyed + integer)
+    target_frames = np.asarray([current] if kind == "pose" else integer)
+    fr = np.asarray(frames)
+    is_target_frame = _on(fr, list(target_frames))
 
-    joints: dict[str, JointPlan] = {}
-    body_joints: dict[str, dict] = {}
-    for j, bk in read.items():
-        conv = ret.joints[j]
-        kset = set(bk.frames)
-        in_scope = selected is None or bk.bone in selected
-        targets = [f for f in target_frames if in_scope and not _same(f, kset)]
-        rots: list = []
-        trans: list = []
-        for f in frames:
-            if _same(f, kset):
-                q = conv.to_model(bk.rotation(f))
-                rots.append([q.w, q.x, q.y, q.z])
-                if conv.moving:
-                    trans.append(list(conv.loc_to(bk.location(f), ret.scale)))
-            else:
-                rots.append(None)
-                trans.append(None)
-        track = {"rotations": rots, "targets": targets}
-        if conv.moving:
-            track["translations"] = trans
-        body_joints[j] = track
-        joints[j] = JointPlan(conv, bk, [f for f in frames if _same(f, kset)], targets)
-    n_targets = sum(len(j.targets) for j in joints.values())
-    if not n_targets:
+    relevant = _ancestors(rig_arrays, {rig_arrays.index[b] for b in mapping.values()})
+    basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames)
+    motion = {}
+    for b, bk in bone_keys.items():
+        rows = np.flatnonzero(_on(fr, bk.frames))
+        motion[rig_arrays.index[b]] = retarget_mod.orthonormal(basis[rows, rig_arrays.index[b], :3, :3])
+    ret = build_retarget(obj, model, rig_arrays, motion)
+    msk = ret.model
+
+    n_frames, n_joints = len(frames), len(msk.joints)
+    known = np.zeros((n_frames, n_joints), dtype=bool)
+    write = np.zeros((n_frames, n_joints), dtype=bool)
+    for j, name in enumerate(msk.joints):
+        bone = ret.mapping.get(name)
+        if bone is None:
+            continue
+        keyed_here = _on(fr, bone_keys[bone].frames)
+        if selected is not None and bone not in selected:
+            known[:, j] = True  # out of scope: its curves as they are condition the fill
+        else:
+            known[:, j] = keyed_here
+            write[:, j] = is_target_frame & ~keyed_here
+    for j, p in enumerate(msk.parents):  # a joint the rig lacks: known with its nearest mapped ancestor
+        if j not in ret.bone_of:
+            known[:, j] = True if p < 0 else known[:, p]
+    targets = ~known
+    if not write.any():
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
         raise PlanError(f"Nothing to fill: every mapped bone in scope is keyed on {where}")
+
+    local, trans = ret.model_locals(rig_arrays.pose(basis))
+    body_joints: dict[str, dict] = {}
+    for j, name in enumerate(msk.joints):
+        track: dict = {"rotations": [local[i, j].tolist() if known[i, j] else None for i in range(n_frames)],
+                       "targets": [frames[i] for i in np.flatnonzero(targets[:, j])]}
+        if msk.moving[j]:
+            track["translations"] = [trans[i, j].tolist() if known[i, j] else None for i in range(n_frames)]
+        body_joints[name] = track
     fps = context.scene.render.fps / (context.scene.render.fps_base or 1.0)
     job_id = client_mod.new_job_id()
     body = {"model": model["name"], "fps": fps, "frames": frames,
@@ -155,88 +198,95 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
             raise PlanError(f"Variations take at most {limit} frames (the model's window); the range has "
                             f"{len(frames)}: set a shorter preview range")
         body.update(sample or {})
-    summary = f"{n_targets} cells of {len(joints)} bones over {len(frames)} frames"
-    return Plan(kind, obj.name, model["name"], frames, joints, ret, body, job_id, summary)
+    n_bones = int(write.any(axis=0).sum())
+    summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
+    return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
+                bone_keys, summary)
 
 
 # --- answers ---------------------------------------------------------------------------------------------
+
+
+def validate(plan: Plan, joints_result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The answer's cells merged with the known ones: local rotations (F, J, 4) wxyz and translations (F, J, 3).
+    Raises PlanError on anything missing or not finite, before anything is written."""
+    local, trans = plan.locals_sent.copy(), plan.trans_sent.copy()
+    msk = plan.retarget.model
+    for j, name in enumerate(msk.joints):
+        rows = np.flatnonzero(plan.targets[:, j])
+        if not len(rows):
+            continue
+        res = joints_result.get(name)
+        if res is None:
+            raise PlanError(f"The backend's answer has no joint {name!r}; nothing was written")
+        rots, tr = res.get("rotations") or [], res.get("translations")
+        for i in rows:
+            r = rots[i] if i < len(rots) else None
+            if not _finite(r) or len(r) != 4:
+                raise PlanError(f"The backend's answer for {name!r} at frame {plan.frames[i]:g} is missing or not a "
+                                "number (NaN); nothing was written")
+            local[i, j] = r
+            if msk.moving[j]:
+                t = tr[i] if tr and i < len(tr) else None
+                if not _finite(t) or len(t) != 3:
+                    raise PlanError(f"The backend's translation of {name!r} at frame {plan.frames[i]:g} is missing "
+                                    "or NaN; nothing was written")
+                trans[i, j] = t
+    return local, trans
 
 
 def _finite(values) -> bool:
     return values is not None and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
-def validate(plan: Plan, joints_result: dict) -> dict[str, dict[float, tuple[Quaternion, Vector | None]]]:
-    """Decode and check an answer's joints; raise PlanError on anything missing or not finite."""
-    index = {f: i for i, f in enumerate(plan.frames)}
-    out: dict[str, dict[float, tuple[Quaternion, Vector | None]]] = {}
-    for j, jp in plan.joints.items():
-        if not jp.targets:
-            continue
-        res = joints_result.get(j)
-        if res is None:
-            raise PlanError(f"The backend's answer has no joint {j!r}; nothing was written")
-        rots, trans = res.get("rotations") or [], res.get("translations")
-        values = {}
-        for f in jp.targets:
-            i = index[f]
-            r = rots[i] if i < len(rots) else None
-            if not _finite(r) or len(r) != 4:
-                raise PlanError(f"The backend's answer for {j!r} at frame {f:g} is missing or not a number (NaN); "
-                                "nothing was written")
-            t = None
-            if jp.conv.moving:
-                t = trans[i] if trans and i < len(trans) else None
-                if not _finite(t) or len(t) != 3:
-                    raise PlanError(f"The backend's translation of {j!r} at frame {f:g} is missing or NaN; "
-                                    "nothing was written")
-                t = Vector(t)
-            values[f] = (Quaternion(r).normalized(), t)
-        out[j] = values
-    return out
-
-
 def apply(context, plan: Plan, joints_result: dict, decoded=None) -> int:
-    """Write an answer (``joints`` of a fill or of one variation) as GENERATED keys. Returns keys written."""
+    """Write an answer (``joints`` of a fill or of one variation) as GENERATED keys: each mapped bone's local
+    pose solved under its parent's new pose, in its own rotation mode, continuous with its keys; a location
+    only on a moving joint's bone that is not connected to its parent. Returns the number of keys written."""
     import bpy
 
     obj = bpy.data.objects.get(plan.object_name)
     if obj is None:
         raise PlanError(f"The rig {plan.object_name!r} is gone")
-    decoded = decoded or validate(plan, joints_result)
+    local, trans = decoded if decoded is not None else validate(plan, joints_result)
+    ret = plan.retarget
+    basis = ret.solve_basis(local, trans, plan.basis, plan.write)
     bag = keys.channelbag(obj, create=True)
     written = 0
-    for j, values in decoded.items():
-        jp = plan.joints[j]
-        pb = obj.pose.bones[jp.conv.bone]
+    for j, b in ret.bone_of.items():
+        rows = np.flatnonzero(plan.write[:, j])
+        if not len(rows):
+            continue
+        name = ret.rig.names[b]
+        pb = obj.pose.bones[name]
         mode = pb.rotation_mode
         prop, width = keys.rotation_path(mode)
-        new = {f: jp.conv.from_model(q) for f, (q, _) in values.items()}
-        known = {f: jp.bone_keys.rotation_values(f) for f in jp.known} if mode == jp.bone_keys.mode else {
-            f: curves.quaternion_to_mode(jp.bone_keys.rotation(f), mode, None) for f in jp.known}
+        bk = plan.bone_keys[name]
+        new = {plan.frames[i]: Quaternion(retarget_mod.matrix_to_quat(
+            retarget_mod.orthonormal(basis[i, b, :3, :3])).tolist()) for i in rows}
+        known = {f: bk.rotation_values(f) for f in bk.frames} if mode == bk.mode else {
+            f: curves.quaternion_to_mode(bk.rotation(f), mode, None) for f in bk.frames}
         track = curves.continuous_track(plan.frames, new, known, mode, tuple(getattr(pb, prop)))
         frames = sorted(track)
-        path = keys.bone_path(jp.conv.bone, prop)
+        path = keys.bone_path(name, prop)
         for c in range(width):
-            written += curves.write_keys(bag, path, c, jp.conv.bone, frames, [track[f][c] for f in frames])
-        if jp.conv.moving:
-            locs = {f: jp.conv.loc_from(t, plan.retarget.scale) for f, (_, t) in values.items()}
-            path = keys.bone_path(jp.conv.bone, "location")
+            written += curves.write_keys(bag, path, c, name, frames, [track[f][c] for f in frames])
+        if ret.model.moving[j] and not ret.rig.connected[b]:
+            path = keys.bone_path(name, "location")
             for c in range(3):
-                written += curves.write_keys(bag, path, c, jp.conv.bone, frames, [locs[f][c] for f in frames])
+                written += curves.write_keys(bag, path, c, name, frames, [float(basis[i, b, c, 3]) for i in rows])
     return written
 
 
 def uncertainty_per_frame(plan: Plan, joints_result: dict) -> tuple[list[float], list[float]]:
-    """Per target frame, the largest uncertainty (degrees) over the filled joints."""
-    index = {f: i for i, f in enumerate(plan.frames)}
+    """Per written frame, the largest uncertainty (degrees) over the bones written there."""
     per: dict[float, float] = {}
-    for j, jp in plan.joints.items():
-        unc = (joints_result.get(j) or {}).get("uncertainty_deg") or []
-        for f in jp.targets:
-            i = index[f]
+    for j, name in enumerate(plan.retarget.model.joints):
+        unc = (joints_result.get(name) or {}).get("uncertainty_deg") or []
+        for i in np.flatnonzero(plan.write[:, j]):
             u = unc[i] if i < len(unc) else None
             if u is not None and math.isfinite(u):
+                f = plan.frames[i]
                 per[f] = max(per.get(f, 0.0), float(u))
     frames = sorted(per)
     return frames, [per[f] for f in frames]

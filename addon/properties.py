@@ -1,6 +1,6 @@
 """Scene and object settings, saved with the .blend file.
 
-``Object.anyfill`` (per rig): the model, the joint -> bone mapping, mirror and rest alignment, the last
+``Object.anyfill`` (per rig): the model, the joint -> bone mapping, mirror and rest-pose matching, the last
 fill's uncertainty and the variations being browsed. ``Scene.anyfill``: frame range mode, bone scope and
 the sampling settings.
 """
@@ -34,9 +34,14 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
     active_joint: bpy.props.IntProperty(name="Active Joint", default=0)
     mirror: bpy.props.EnumProperty(name="Mirror", items=AUTO_ON_OFF, default="AUTO",
                                    description="Mirror left/right (e.g. a left hand on a right-hand model)")
-    align_rest: bpy.props.EnumProperty(name="Align Rest Pose", items=AUTO_ON_OFF, default="AUTO",
-                                       description="Rotate the model's rest pose onto the rig's when they differ "
-                                       "(Auto: when a bone direction differs by more than 5 degrees)")
+    rest_pose: bpy.props.EnumProperty(
+        name="Rest Pose", default="AUTO",
+        items=(("AUTO", "Auto", "The model's own rest when the rig is an import of the model's skeleton (same bone "
+                "names), else measured from the rig's rest pose"),
+               ("MODEL", "Model's Own", "The rig's rest pose is the model skeleton's rest pose (a BVH import of it)"),
+               ("REST", "From Rig Rest", "Match the rig's rest pose (T-pose, A-pose, any) to the model: bone "
+                "directions from the rig, twists as the model's training data holds them")),
+        description="How the rig's rest pose is matched to the model's skeleton")
     replace_generated: bpy.props.BoolProperty(
         name="Replace Generated Keys", default=True,
         description="Keys typed Generated (earlier fills) do not condition the fill and are replaced")

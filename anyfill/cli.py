@@ -104,6 +104,12 @@ def _bench_video(args: argparse.Namespace, extra: list[str]) -> int:
     return video_main(extra)
 
 
+def _bench_rig(args: argparse.Namespace, extra: list[str]) -> int:
+    from anyfill.training.bench.rig import main as rig_main
+
+    return rig_main(extra)
+
+
 def _pixels(args: argparse.Namespace, extra: list[str]) -> int:
     from anyfill.training.bench import pixels
 
@@ -230,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_model(bench_sub)
     lift = bench_sub.add_parser("lift", help="LiftModel sweep: the CS764 report's four tables", add_help=False)
     lift.set_defaults(func=_bench_lift, passthrough=True)
+    bench_sub.add_parser("rig", help="the extension on real rigs in headless Blender against Blender's Bezier curves",
+                         add_help=False).set_defaults(func=_bench_rig, passthrough=True)
     px = bench_sub.add_parser("pixels", help="any-order pixel model: test NLL and samples per order", add_help=False)
     px.set_defaults(func=_pixels, passthrough=True)
     bench_sub.add_parser("video-loader", help="video loader vs perceiver-ae training throughput (samples/s)",

@@ -205,6 +205,36 @@ class JointInfo(BaseModel):
     rest_offset: list[float] | None = Field(description="local translation in the rest pose, model units")
 
 
+class ReferenceHabit(BaseModel):
+    direction: list[float] = Field(description="mean direction of the reference, perpendicular to the bone, in the "
+                                   "joint's frame")
+    strength: float = Field(description="how consistent the data is (0..1)")
+
+
+class Hinge(BaseModel):
+    axis: list[float] = Field(description="the dominant axis of the local rotation's spread (parent's frame)")
+    share: float = Field(description="the share of the spread along it (a knee: 1.0)")
+
+
+class JointHabit(BaseModel):
+    """How the training data holds one joint: what a rig's rest pose is matched against (twists included)."""
+
+    name: str
+    axis: list[float] = Field(description="the bone's direction in the joint's own frame")
+    references: dict[str, ReferenceHabit]
+    mean_local: list[float] = Field(description="mean local rotation, quaternion [w, x, y, z]")
+    hinge: Hinge | None = None
+
+
+class Conventions(BaseModel):
+    """The training data's joint habits (``training/conventions.py``), relative to two body-anchored
+    directions (body: ``forward``, ``up``; hand: ``finger``, ``palm``)."""
+
+    skeleton: str
+    references: list[str]
+    joints: list[JointHabit]
+
+
 class Limits(BaseModel):
     max_body_bytes: int = MAX_BODY_BYTES
     max_frames: int = MAX_FRAMES
@@ -243,6 +273,7 @@ class ModelInfo(BaseModel):
     data: str | None = None
     licence: str | None = None
     metrics: dict = Field(default_factory=dict)
+    conventions: Conventions | None = Field(None, description="the training data's joint habits, for retargeting")
 
 
 class ModelList(BaseModel):

@@ -66,7 +66,7 @@ def model_info(lm: LoadedModel) -> dict:
         joints=joints, root=s.joints[s.root], up_axis="xyz"[s.up], units=s.units, window_frames=lm.length,
         fps_range=list(lm.fps_range), rotations=RotationConventions(quaternion_tolerance=QUAT_TOLERANCE),
         limits=Limits(max_sample_frames=lm.length), data=lm.card.get("data"), licence=lm.card.get("licence"),
-        metrics=lm.card.get("metrics") or {},
+        metrics=lm.card.get("metrics") or {}, conventions=lm.card.get("schema", {}).get("conventions"),
     ).model_dump()
 
 
@@ -85,8 +85,8 @@ def _engine_call(fn, *args, **kwargs):
 
 def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
     t = time.perf_counter()
-    res = _engine_call(engine.fill, win.lm.model, win.rotations, win.translations, win.known, win.times,
-                       cancel=job.cancelled)
+    res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
+                       win.lm.fps_range, cancel=job.cancelled)
     t_model = time.perf_counter()
     if job.cancelled():
         raise engine.Cancelled()

@@ -195,3 +195,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def pose_matrices(bpy, ob, rig, frames):
+    """Blender's own armature-space pose matrices (F, N, 4, 4) of ``ob`` at the frames, in ``rig``'s bone order."""
+    import numpy as np
+
+    out = np.empty((len(frames), len(rig.names), 4, 4))
+    for i, f in enumerate(frames):
+        bpy.context.scene.frame_set(int(f))
+        for b, name in enumerate(rig.names):
+            out[i, b] = np.array(ob.pose.bones[name].matrix)
+    return out
+
+
+def transfer_pose(bpy, ext, src, dst, r_src, r_dst, frames, key: bool = True) -> None:
+    """Pose ``dst`` like ``src`` through the model space (rig -> model -> rig with the extension's retargeting)
+    at the frames, keying every mapped bone of ``dst`` in quaternion mode (and the moving joints' location)."""
+    import numpy as np
+
+    pose = pose_matrices(bpy, src, r_src.rig, frames)
+    local, trans = r_src.model_locals(pose)
+    basis = np.broadcast_to(np.eye(4), (len(frames), len(r_dst.rig.names), 4, 4)).copy()
+    write = np.ones((len(frames), len(r_dst.model.joints)), dtype=bool)
+    new = r_dst.solve_basis(local, trans, basis, write)
+    for i, f in enumerate(frames):
+        for j, b in r_dst.bone_of.items():
+            pb = dst.pose.bones[r_dst.rig.names[b]]
+            pb.rotation_mode = "QUATERNION"
+            m = new[i, b]
+            pb.rotation_quaternion = ext.retarget.matrix_to_quat(ext.retarget.orthonormal(m[:3, :3])).tolist()
+            if key:
+                pb.keyframe_insert("rotation_quaternion", frame=f)
+            if r_dst.model.moving[j] and not r_dst.rig.connected[b]:
+                pb.location = m[:3, 3].tolist()
+                if key:
+                    pb.keyframe_insert("location", frame=f)

@@ -18,6 +18,7 @@ from blender_support import (
     import_bvh,
     rolled_copy,
     short_bvh,
+    transfer_pose,
 )
 
 pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
@@ -244,20 +245,10 @@ def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):
     arm = rolled.data
     model = ext.client.model_info(ext.client.Client(prefs.backend_url), "hand")
     mapping = {n: n for n in ext.rig.HAND_JOINTS}
-    r1 = ext.rig.build_retarget(ext.rig.rest_of_armature(ref.data), mapping, model)
-    r2 = ext.rig.build_retarget(ext.rig.rest_of_armature(arm), mapping, model)
-    assert not r1.aligned and not r2.aligned and not r1.mirrored
-    for f in sorted(keep):
-        bpy.context.scene.frame_set(f)
-        for j in ext.rig.HAND_JOINTS:
-            pb1, pb2 = ref.pose.bones[j], rolled.pose.bones[j]
-            pb2.rotation_mode = "QUATERNION"
-            q1 = ext.keys.to_quaternion(tuple(pb1.rotation_euler), pb1.rotation_mode)
-            pb2.rotation_quaternion = r2.joints[j].from_model(r1.joints[j].to_model(q1))
-            pb2.keyframe_insert("rotation_quaternion", frame=f)
-            if j == "WRIST":
-                pb2.location = r2.joints[j].loc_from(r1.joints[j].loc_to(pb1.location, r1.scale), r2.scale)
-                pb2.keyframe_insert("location", frame=f)
+    r1 = ext.retarget.build(model, ext.keys.armature_rig(ref.data), mapping)
+    r2 = ext.retarget.build(model, ext.keys.armature_rig(arm), mapping)
+    assert r1.rest_mode == r2.rest_mode == "MODEL" and not r1.mirrored
+    transfer_pose(bpy, ext, ref, rolled, r1, r2, sorted(keep))
     assert run_fill(bpy, ref) == {"FINISHED"}
     assert run_fill(bpy, rolled) == {"FINISHED"}
     frames = list(range(1, FRAMES + 1))

@@ -147,45 +147,45 @@ def test_writing_leaves_the_animators_keys_and_handles_bit_identical(bpy, ext):
     assert ext.curves.write_keys(bag, fc.data_path, 0, "A", [10.0], [5.0]) == 0
 
 
-def _posed_heads(bpy, ob, frame):
-    bpy.context.scene.frame_set(frame)
-    return {pb.name: ob.matrix_world @ pb.head for pb in ob.pose.bones}
+def _hand_model(ext, offsets=None) -> dict:
+    from anyfill.backend.rest import REST_OFFSETS
+
+    offsets = REST_OFFSETS["hand"] if offsets is None else offsets
+    return {"name": "hand", "skeleton": "hand", "up_axis": "y", "joints": [
+        {"name": n, "parent": ext.rig.HAND_JOINTS[p] if p >= 0 else None, "moving": n == "WRIST",
+         "rest_offset": list(offsets[i])}
+        for i, (n, p) in enumerate(zip(ext.rig.HAND_JOINTS, ext.rig.HAND_PARENTS, strict=True))]}
 
 
 @pytest.mark.data
-def test_rest_pose_conversion_rolled_rig_matches_world_positions(bpy, ext, data_root):
+def test_rolled_rig_posed_through_the_model_matches_world_positions(bpy, ext, data_root):
     """A rig with the BVH rig's joint positions but other bone rolls and directions, posed through the model
-    space (reference rig -> model -> rolled rig), has the same world-space joint positions at every frame."""
+    space (reference rig -> model -> rolled rig), has the same world-space joint positions at every frame;
+    and the model space is the BVH file's (the importer's pose reads back as the file's local rotation)."""
+    from blender_support import transfer_pose
+
     clean_scene(bpy)
     ref = import_bvh(bpy, short_bvh(data_root / HAND, 20, step=4), rotate_mode="QUATERNION")
-    # the second rig: same heads and hierarchy, random rolls, tails pointing elsewhere
     rolled = rolled_copy(bpy, ref, seed=7, bend=(0.2, 0.9))
-    arm2 = rolled.data
     rolled.matrix_world = ref.matrix_world
-    model = {"name": "hand", "up_axis": "y", "joints": [
-        {"name": n, "parent": ext.rig.HAND_JOINTS[p] if p >= 0 else None, "moving": n == "WRIST",
-         "rest_offset": [0, 0, 0]} for n, p in zip(ext.rig.HAND_JOINTS, ext.rig.HAND_PARENTS, strict=True)]}
+    model = _hand_model(ext)
     mapping = {n: n for n in ext.rig.HAND_JOINTS}
-    r1 = ext.rig.build_retarget(ext.rig.rest_of_armature(ref.data), mapping, model, "OFF", "OFF")
-    r2 = ext.rig.build_retarget(ext.rig.rest_of_armature(arm2), mapping, model, "OFF", "OFF")
+    r1 = ext.retarget.build(model, ext.keys.armature_rig(ref.data), mapping, "OFF")
+    r2 = ext.retarget.build(model, ext.keys.armature_rig(rolled.data), mapping, "OFF")
+    assert r1.rest_mode == "MODEL"
     size = max((b.head_local - c.head_local).length for b in ref.data.bones for c in ref.data.bones)
+    frames = [1, 8, 15]
+    transfer_pose(bpy, ext, ref, rolled, r1, r2, frames)
     worst = 0.0
-    for frame in (1, 8, 15):
+    for frame in frames:
         bpy.context.scene.frame_set(frame)
-        for j in ext.rig.HAND_JOINTS:
-            pb1, pb2 = ref.pose.bones[j], rolled.pose.bones[j]
-            pb2.rotation_mode = "QUATERNION"
-            pb2.rotation_quaternion = r2.joints[j].from_model(r1.joints[j].to_model(pb1.rotation_quaternion))
-            if j == "WRIST":
-                pb2.location = r2.joints[j].loc_from(r1.joints[j].loc_to(pb1.location, 1.0), 1.0)
-        bpy.context.view_layer.update()
         for j in ext.rig.HAND_JOINTS:
             h1 = ref.matrix_world @ ref.pose.bones[j].head
             h2 = rolled.matrix_world @ rolled.pose.bones[j].head
             worst = max(worst, (h1 - h2).length / size)
     assert worst < 1e-4
-    # and the model space is the BVH file's: the reference conversion of the importer's pose is the file's
-    # local rotation (the importer applies B^-1 C R C^-1 B)
+    from blender_support import pose_matrices
+
     from anyfill.training import bvh as bvh_mod
     from anyfill.training.rotations import euler_to_quat
 
@@ -195,48 +195,19 @@ def test_rest_pose_conversion_rolled_rig_matches_world_positions(bpy, ext, data_
     order = b.rotation_order(j)
     angles = [b.motion[0, idx[j][f"{a}rotation"]] for a in order]  # the importer puts BVH frame 0 on frame 1
     q = euler_to_quat(angles, order)  # degrees; (x, y, z, w)
-    bpy.context.scene.frame_set(1)
-    got = r1.joints["INDEX_MCP"].to_model(ref.pose.bones["INDEX_MCP"].rotation_quaternion)
-    assert abs(abs(got.w * q[3] + got.x * q[0] + got.y * q[1] + got.z * q[2]) - 1.0) < 1e-5
-
-
-def test_rest_alignment_of_a_rig_in_another_rest_pose(bpy, ext):
-    """A rig whose rest pose differs from the model's: with alignment, the model's rest pose (identity local
-    rotations) poses the rig so that its joints sit where the model's rest joints are."""
-    from mathutils import Matrix, Quaternion, Vector
-
-    model = {"name": "m", "up_axis": "z", "joints": [
-        {"name": "r", "parent": None, "moving": True, "rest_offset": [0, 0, 0]},
-        {"name": "a", "parent": "r", "moving": False, "rest_offset": [0, 0, 1]},
-        {"name": "b", "parent": "a", "moving": False, "rest_offset": [1, 0, 0]}]}
-    # rig rest: r -> a points along -y (not +z), a -> b along +z (not +x); bone axes arbitrary
-    rest = {"R": (Matrix.Rotation(0.3, 3, "X"), Vector((0, 0, 0))),
-            "A": (Matrix.Rotation(0.4, 3, "Z"), Vector((0, -1, 0))),
-            "B": (Matrix.Rotation(-1.0, 3, "Y"), Vector((0, -1, 1)))}
-    ret = ext.rig.build_retarget(rest, {"r": "R", "a": "A", "b": "B"}, model, "OFF", "AUTO")
-    assert ret.aligned and ret.max_rest_deviation_deg == pytest.approx(90.0)
-    deltas = {}
-    for j, bone, parent in (("r", "R", None), ("a", "A", "r"), ("b", "B", "a")):
-        b = rest[bone][0]
-        local = b @ ret.joints[j].from_model(Quaternion()).to_matrix() @ b.inverted()
-        deltas[j] = deltas[parent] @ local if parent else local
-    assert (deltas["r"] @ Vector((0, -1, 0)) - Vector((0, 0, 1))).length < 1e-6
-    assert (deltas["a"] @ Vector((0, 0, 1)) - Vector((1, 0, 0))).length < 1e-6
+    local, _ = r1.model_locals(pose_matrices(bpy, ref, r1.rig, [1]))
+    got = local[0, ext.rig.HAND_JOINTS.index("INDEX_MCP")]  # w, x, y, z
+    assert abs(abs(got[0] * q[3] + got[1] * q[0] + got[2] * q[1] + got[3] * q[2]) - 1.0) < 1e-5
 
 
 @pytest.mark.data
 def test_left_hand_rig_is_mirrored_onto_the_right_hand_model(bpy, ext, data_root):
-    from anyfill.backend.rest import REST_OFFSETS
-
-    model = {"name": "hand", "up_axis": "y", "joints": [
-        {"name": n, "parent": ext.rig.HAND_JOINTS[p] if p >= 0 else None, "moving": n == "WRIST",
-         "rest_offset": REST_OFFSETS["hand"][i]}
-        for i, (n, p) in enumerate(zip(ext.rig.HAND_JOINTS, ext.rig.HAND_PARENTS, strict=True))]}
+    model = _hand_model(ext)
     mapping = {n: n for n in ext.rig.HAND_JOINTS}
     for side, mirrored in (("rightHand", False), ("leftHand", True)):
         clean_scene(bpy)
         ob = import_bvh(bpy, short_bvh(data_root / f"manipnet/teapot3/{side}.bvh", 5))
-        ret = ext.rig.build_retarget(ext.rig.rest_of_armature(ob.data), mapping, model)
+        ret = ext.retarget.build(model, ext.keys.armature_rig(ob.data), mapping)
         assert ret.mirrored == mirrored, side
-        assert not ret.aligned and ret.max_rest_deviation_deg < 5.0, side
+        assert ret.rest_mode == "MODEL", side
         assert ret.scale == pytest.approx(1.0, abs=0.02)

@@ -750,3 +750,29 @@ def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_se
     assert not np.array_equal(two[0], _epoch(batches(epoch=1), 2)[0])  # a new epoch, new windows
     ranks = _epoch(batches(0, 2), 0) + _epoch(batches(1, 2), 0)
     assert len({x.tobytes() for x in ranks}) == 10  # DDP ranks do not train on the same batches
+
+
+def test_fill_at_rate_fills_a_high_rate_window_on_a_trained_rate_grid():
+    """A 120 fps window on a 24-40 fps model is filled on a grid at 40 fps that holds every keyed frame: known
+    cells come back exactly, targets are finite and follow the grid's fill (slerped), joints known on every
+    frame stay conditioning curves; at a trained rate it is plain fill()."""
+    m = tiny("hand")
+    rot, trans, _ = synthetic("hand", n=1, t=121)
+    times = (np.arange(121) / 120.0)[None]
+    j = rot.shape[2]
+    known = np.zeros((1, 121, j), dtype=bool)
+    known[:, ::20] = True  # a key every 20 frames
+    known[:, :, 0] = True  # the wrist known on every frame
+    out = fill_engine.fill_at_rate(m, rot, trans, known, times, (24.0, 40.0))
+    assert np.array_equal(out.rotations[known], rot[known])
+    assert np.isfinite(out.rotations).all() and np.isfinite(out.spread_deg).all()
+    assert (out.spread_deg[~known] > 0).all()
+    # the same window at 30 fps is within the trained rates: exactly fill()
+    t30 = (np.arange(121) / 30.0)[None]
+    a = fill_engine.fill_at_rate(m, rot, trans, known, t30, (24.0, 40.0))
+    b = fill_engine.fill(m, rot, trans, known, t30)
+    assert np.array_equal(a.rotations, b.rotations)
+    # it was filled at 40 fps: between two grid frames (every 3rd frame) the curve turns at a constant rate
+    steps = quat_angle(out.rotations[0, 1:19, 5], out.rotations[0, :18, 5]).reshape(-1, 3)
+    assert np.allclose(steps, steps[:, :1], atol=1e-6)
+    assert not np.allclose(steps, steps[0, 0], atol=1e-3)

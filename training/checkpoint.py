@@ -47,9 +47,10 @@ def card_path(path: str | Path) -> Path:
 
 
 def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, rest_offsets=None) -> Path:
+               metrics: dict[str, Any] | None = None, rest_offsets=None, conventions: dict | None = None) -> Path:
     """Write ``path`` (.safetensors) and its card (.json), each atomically. ``rest_offsets`` (J, 3): the
-    training data's mean bone offsets, which clients use as the model's rest skeleton."""
+    training data's mean bone offsets, which clients use as the model's rest skeleton; ``conventions``: the
+    training data's joint habits (:mod:`.conventions`), which clients match a rig's rest pose against."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -62,7 +63,8 @@ def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | N
         "schema": {"name": schema.name, "joints": list(schema.joints), "parents": list(schema.parents),
                    "root": schema.root, "moving": list(schema.moving), "units": schema.units,
                    **({"rest_offsets": [[float(x) for x in row] for row in rest_offsets]}
-                      if rest_offsets is not None else {})},
+                      if rest_offsets is not None else {}),
+                   **({"conventions": conventions} if conventions is not None else {})},
         "rotation": "local quaternions (x, y, z, w); 6D at the network",
         "data": "ManipNet hands (CC BY-NC)" if schema.name == "hand" else "Bandai Namco Research Motion (CC BY-NC 4.0)",
         "licence": "non-commercial (trained on CC BY-NC data)",

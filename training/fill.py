@@ -28,7 +28,7 @@ from .datasets import canonical_batch
 from .features import Canonical, canonical_from_known, from_canonical, moving_translations, to_canonical
 from .losses import von_mises_entropy
 from .models.motion import MotionFill
-from .rotations import axis_angle_to_quat, quat_mul, sixd_to_quat
+from .rotations import axis_angle_to_quat, quat_mul, quat_slerp, sixd_to_quat
 from .skeleton import get_schema
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
@@ -326,3 +326,56 @@ def sample(
     given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
     trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
     return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
+
+
+def _interpolate_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times: np.ndarray):
+    """Rotations (S, J, 4) slerped and translations (S, J, 3) lerped from sorted ``src_times`` (S,) to
+    ``times`` (T,) inside their span."""
+    i = np.clip(np.searchsorted(src_times, times, side="right") - 1, 0, len(src_times) - 2)
+    span = np.maximum(src_times[i + 1] - src_times[i], 1e-12)
+    w = np.clip((times - src_times[i]) / span, 0.0, 1.0)
+    r = quat_slerp(rot[i], rot[i + 1], w[:, None])
+    tr = trans[i] + (trans[i + 1] - trans[i]) * w[:, None, None]
+    return r, tr, i, w
+
+
+def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
+                 cancel: Callable[[], bool] | None = None) -> FillResult:
+    """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
+    further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
+    the nearest trained rate that also holds every frame with a key at its own time; the answer is then
+    slerped back to the window's frames. Joints known on consecutive frames (conditioning curves) are
+    known on the grid between them too. Known cells come back exactly as given."""
+    rotations = np.asarray(rotations, dtype=np.float64)
+    translations = np.asarray(translations, dtype=np.float64)
+    known = np.asarray(known, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    n, t, _ = known.shape
+    lo, hi = fps_range
+    steps = np.diff(times, axis=1)
+    rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
+    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+        return fill(model, rotations, translations, known, times, cancel)
+    target_rate = min(max(rate, lo), hi)
+    parts = []
+    for w in range(n):
+        tm, kn = times[w], known[w]
+        always = kn.all(axis=0)  # joints known on every frame: conditioning curves, not keys
+        anchors = np.flatnonzero((kn & ~always).any(axis=1) | (np.arange(t) == 0) | (np.arange(t) == t - 1))
+        regular = np.arange(tm[0], tm[-1], 1.0 / target_rate)
+        near = np.min(np.abs(regular[:, None] - tm[anchors][None, :]), axis=1) < 0.5 / target_rate
+        grid_t = np.sort(np.concatenate([tm[anchors], regular[~near]]))
+        is_anchor = np.isin(grid_t, tm[anchors])
+        g_rot, g_trans, i, _ = _interpolate_at(tm, rotations[w], translations[w], grid_t)
+        g_known = kn[i] & kn[np.minimum(i + 1, t - 1)]  # between two known frames of the joint
+        exact = np.searchsorted(tm, grid_t[is_anchor])
+        g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
+        g_known[is_anchor] = kn[exact]
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel)
+        r, tr, k, wgt = _interpolate_at(grid_t, res.rotations[0], res.translations[0], tm)
+        ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
+        spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]
+        r = np.where(kn[..., None], rotations[w], r)
+        tr = np.where(kn[..., None], translations[w], tr)
+        parts.append((r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)))
+    return FillResult(*(np.stack(x) for x in zip(*parts, strict=True)))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from .. import conventions
 from ..checkpoint import save_model
 from ..datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
 from ..features import FRAMES, FeatureSpec, default_frame, top_joint
@@ -385,7 +386,8 @@ def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: 
         print(f"calibrated: {calibration}")
     command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
     rest = rest_offsets(cfg.skeleton, cfg.data_root)
-    save_model(module.model, path, rest_offsets=rest, training={
+    habits = conventions.from_training(cfg.skeleton, cfg.data_root)
+    save_model(module.model, path, rest_offsets=rest, conventions=habits, training={
         "config": dataclasses.asdict(cfg),
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),

@@ -1,0 +1,532 @@
+"""Rig <-> model space through world (armature-space) rotations: numpy only, no ``bpy``.
+
+The model lives in its skeleton's space; the animator's rig does not. Every conversion goes through each
+bone's *world* rotation (armature space), so bones the model does not have (a Mixamo ``Spine1``, twist
+bones) keep their own animation and the mapped bones still land where the model says.
+
+Notation (3x3 rotation matrices; ``T`` takes armature axes to model axes, Blender's BVH-importer axis
+conversion, times a mirror for a left hand on a right-hand model; ``s`` rig units per model unit):
+
+* ``B_b`` a bone's rest orientation, ``W_b(f)`` its evaluated orientation at frame f (armature space);
+* ``M_j`` the *matching pose*: the model's global rotation of joint j when the model stands as the rig
+  does in its rest pose (characterised once, :func:`matching_pose`);
+* read:  ``G_j = T W_b B_b^-1 T^-1 M_j``, local ``R_j = G_parent^-1 G_j``; a moving joint's position is
+  ``T head_b / s``;
+* write: ``W_b = T^-1 G_j M_j^-1 T B_b``, solved for the bone's local pose under its actual (possibly
+  unmapped, animated) parent, parents first; the root's location from ``s T^-1 p_j``.
+
+With nothing filled, rig -> model -> rig gives back every bone's world matrix exactly, whatever ``M``.
+``M`` matters for what the model sees: it is built so that the rig's rest pose, read this way, has bone
+directions of the rig and twists as the training data holds them (see ``training/conventions.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# --- small rotation helpers (numpy; Blender bundles numpy, not scipy) --------------------------------------
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def orthonormal(m: np.ndarray) -> np.ndarray:
+    """The rotation nearest to each 3x3 matrix (removes scale and shear; SVD polar factor)."""
+    u, _, vt = np.linalg.svd(m)
+    r = u @ vt
+    d = np.linalg.det(r)
+    if np.any(d < 0):
+        u = u.copy()
+        u[..., :, -1] *= np.where(d < 0, -1.0, 1.0)[..., None]
+        r = u @ vt
+    return r
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) w, x, y, z -> rotation matrices (..., 3, 3)."""
+    q = unit(np.asarray(q, dtype=np.float64))
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) w, x, y, z with w >= 0."""
+    m = np.asarray(m, dtype=np.float64)
+    t = np.stack([1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                  1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
+    k = np.argmax(t, axis=-1)
+    q = np.empty(m.shape[:-2] + (4,))
+    d21, d02, d10 = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
+    s10, s02, s21 = m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2]
+    cands = [np.stack([t[..., 0], d21, d02, d10], -1), np.stack([d21, t[..., 1], s10, s02], -1),
+             np.stack([d02, s10, t[..., 2], s21], -1), np.stack([d10, s02, s21, t[..., 3]], -1)]
+    for i, c in enumerate(cands):
+        q = np.where((k == i)[..., None], c, q)
+    q = unit(q)
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3x3) taking direction a onto direction b."""
+    a, b = unit(a), unit(b)
+    v, c = np.cross(a, b), float(np.dot(a, b))
+    if c < -1 + 1e-9:  # opposite: a half turn about any axis perpendicular to a
+        axis = unit(np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0]))
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    x, y, z = unit(np.asarray(axis, dtype=np.float64))
+    c, s, t = np.cos(angle), np.sin(angle), 1 - np.cos(angle)
+    return np.array([[t * x * x + c, t * x * y - s * z, t * x * z + s * y],
+                     [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
+                     [t * x * z - s * y, t * y * z + s * x, t * z * z + c]])
+
+
+def fit_rotation(local: list[np.ndarray], target: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """The rotation R minimising sum w |R local - target|^2 (Wahba's problem, Kabsch's SVD)."""
+    h = sum(w * np.outer(t, v) for v, t, w in zip(local, target, weights, strict=True))
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+# --- the rig ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    """An armature as plain arrays, parents before children (Blender lists bones that way)."""
+
+    names: list[str]
+    parents: np.ndarray  # (N,) index of the parent bone, -1 for roots
+    rest: np.ndarray  # (N, 4, 4) bone.matrix_local (armature space)
+    tails: np.ndarray  # (N, 3) rest tails, armature space
+    connected: np.ndarray  # (N,) bool: head glued to the parent's tail (location ignored by Blender)
+
+    def __post_init__(self):
+        self.index = {n: i for i, n in enumerate(self.names)}
+        # parent-relative rest: rest[p]^-1 rest[b]
+        self.rest_rel = np.array([np.linalg.inv(self.rest[p]) @ self.rest[b] if p >= 0 else self.rest[b]
+                                  for b, p in enumerate(self.parents)])
+
+    @property
+    def heads(self) -> np.ndarray:
+        return self.rest[:, :3, 3]
+
+    def pose(self, basis: np.ndarray) -> np.ndarray:
+        """Armature-space pose matrices (F, N, 4, 4) from local basis matrices (F, N, 4, 4)
+        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale."""
+        out = np.empty_like(basis)
+        for b, p in enumerate(self.parents):
+            rel = self.rest_rel[b] @ basis[:, b]
+            out[:, b] = rel if p < 0 else out[:, p] @ rel
+        return out
+
+
+def basis_matrices(location: np.ndarray, quaternion: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``matrix_basis`` (..., 4, 4) from location (..., 3), rotation quaternion (..., 4) wxyz, scale (..., 3)."""
+    m = np.zeros(location.shape[:-1] + (4, 4))
+    m[..., :3, :3] = quat_to_matrix(quaternion) * scale[..., None, :]
+    m[..., :3, 3] = location
+    m[..., 3, 3] = 1.0
+    return m
+
+
+# --- the model side -----------------------------------------------------------------------------------------
+
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # Blender's BVH importer default
+
+
+def axis_conversion(up_axis: str) -> np.ndarray:
+    """Model axes -> armature axes, as Blender's BVH importer converts a file of that up axis."""
+    if up_axis.lower() == "y":
+        return Y_UP_TO_Z_UP.copy()
+    if up_axis.lower() == "x":
+        return np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return np.eye(3)
+
+
+MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+
+
+@dataclass
+class ModelSkeleton:
+    """What the backend's ``/v1/models`` says of a model's skeleton."""
+
+    joints: list[str]
+    parents: list[int]
+    offsets: np.ndarray  # (J, 3) rest offsets, model units
+    moving: list[bool]
+    up_axis: str
+    conventions: dict | None = None  # per joint: axis, references, mean_local (training/conventions.py)
+    reference_names: tuple[str, str] = ("forward", "up")
+
+    @classmethod
+    def from_info(cls, model: dict) -> ModelSkeleton:
+        names = [j["name"] for j in model["joints"]]
+        conv = model.get("conventions")
+        refs = tuple(conv["references"]) if conv else (("forward", "up") if model.get("skeleton") != "hand"
+                                                       else ("finger", "palm"))
+        return cls(names, [names.index(j["parent"]) if j.get("parent") else -1 for j in model["joints"]],
+                   np.array([j.get("rest_offset") or (0.0, 0.0, 0.0) for j in model["joints"]], dtype=np.float64),
+                   [bool(j.get("moving")) for j in model["joints"]], model.get("up_axis", "y"),
+                   {c["name"]: c for c in conv["joints"]} if conv else None, refs)
+
+    def children(self, j: int) -> list[int]:
+        return [k for k, p in enumerate(self.parents) if p == j]
+
+    def rest_positions(self) -> np.ndarray:
+        pos = np.zeros((len(self.joints), 3))
+        for j, p in enumerate(self.parents):
+            pos[j] = self.offsets[j] + (pos[p] if p >= 0 else 0.0)
+        return pos
+
+
+# --- characterisation ---------------------------------------------------------------------------------------
+
+
+def rig_references(model: ModelSkeleton, heads: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The rig's two body-anchored directions at rest (model axes), as ``training/conventions.py`` defines them
+    on the capture; None when the bones that define them are not mapped."""
+    try:
+        if model.reference_names[0] == "forward":
+            up = np.zeros(3)
+            up[{"x": 0, "y": 1, "z": 2}[model.up_axis.lower()]] = 1.0
+            lateral = heads["UpperLeg_L"] - heads["UpperLeg_R"]
+            forward = unit(np.cross(lateral, up))
+            toes = heads["Toes_L"] + heads["Toes_R"] - heads["Foot_L"] - heads["Foot_R"]
+            if np.dot(forward, toes) < 0:
+                forward = -forward
+            return {"forward": forward, "up": up}
+        finger = unit(heads["MIDDLE_MCP"] - heads["WRIST"])
+        return {"finger": finger, "palm": unit(np.cross(finger, heads["INDEX_MCP"] - heads["PINKY_MCP"]))}
+    except KeyError:
+        return None
+
+
+def rotvecs(m: np.ndarray) -> np.ndarray:
+    """Rotation vectors (..., 3) of rotation matrices (..., 3, 3)."""
+    q = matrix_to_quat(m)
+    s = np.linalg.norm(q[..., 1:], axis=-1)
+    angle = 2 * np.arctan2(s, q[..., 0])
+    return q[..., 1:] * (angle / np.maximum(s, 1e-12))[..., None]
+
+
+def dominant_axis(local: np.ndarray, min_share: float = 0.9, min_spread_deg: float = 5.0) -> np.ndarray | None:
+    """The axis a bone's keyed local rotations (K, 3, 3) mostly turn about (the axis of their spread), or None
+    when they do not turn enough, or not mostly about one axis."""
+    if len(local) < 3:
+        return None
+    rv = rotvecs(local)
+    _, sv, vt = np.linalg.svd(rv - rv.mean(axis=0), full_matrices=False)
+    share = sv[0] ** 2 / max(float(np.sum(sv**2)), 1e-12)
+    spread = np.degrees(sv[0] / np.sqrt(len(rv)))
+    return vt[0] if share >= min_share and spread >= min_spread_deg else None
+
+
+def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_model: np.ndarray,
+                  mode: str = "AUTO", motion: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
+    """The model's global rotations (J, 3, 3) in the pose the rig's rest stands in, and the mode used.
+
+    ``MODEL``: the rig's rest *is* the model's rest (a BVH import of the training skeleton): identity.
+    ``REST``: estimated from the rig's rest: each mapped joint's bone points where the rig's bone points
+    (towards its mapped child, else along the bone); joints with several mapped children fit them all. The
+    twist about a single bone follows the training data's habit for that joint, relative to the rig's
+    forward/up (hand: finger/palm) directions, and, where the data's joint is a hinge (a knee, a finger's
+    PIP) and ``motion`` (bone index -> its keyed local rotations, (K, 3, 3)) shows the rig's bone turning
+    about one axis, that axis is the data's hinge axis. Unmapped joints hold the data's mean local rotation.
+    ``AUTO``: MODEL when every joint is mapped to a bone of its own name, else REST."""
+    n = len(model.joints)
+    if mode == "AUTO":
+        mode = "MODEL" if all(mapping.get(j) == j for j in model.joints) else "REST"
+    if mode == "MODEL" or model.conventions is None:
+        return np.tile(np.eye(3), (n, 1, 1)), "MODEL"
+    heads = {j: to_model @ rig.heads[rig.index[b]] for j, b in mapping.items() if b in rig.index}
+    refs = rig_references(model, heads)
+    rest_rot = orthonormal(rig.rest[:, :3, :3])
+    hinges: dict[int, np.ndarray] = {}  # model joint -> the rig's hinge axis, model axes
+    for j, name in enumerate(model.joints):
+        b = rig.index.get(mapping.get(name, ""))
+        hinge = model.conventions[name].get("hinge") or {}
+        if b is not None and motion and b in motion and hinge.get("share", 0.0) >= 0.9:
+            axis = dominant_axis(motion[b])
+            if axis is not None:
+                hinges[j] = unit(to_model @ rest_rot[b] @ axis)
+    out = np.empty((n, 3, 3))
+    for j, name in enumerate(model.joints):
+        conv = model.conventions[name]
+        p = model.parents[j]
+        parent_m = out[p] if p >= 0 else np.eye(3)
+        bone = mapping.get(name)
+        if bone not in rig.index:
+            out[j] = parent_m @ quat_to_matrix(np.array(conv["mean_local"]))
+            continue
+        b = rig.index[bone]
+        pairs = []  # (direction in the joint's frame, direction in the rig, model axes)
+        for k in model.children(j):
+            kb = mapping.get(model.joints[k])
+            if kb in rig.index and np.linalg.norm(model.offsets[k]) > 1e-9:
+                d = heads[model.joints[k]] - heads[name]
+                if np.linalg.norm(d) > 1e-9:
+                    pairs.append((unit(model.offsets[k]), unit(d)))
+        if len(pairs) >= 2 and np.linalg.matrix_rank(np.array([t for _, t in pairs]), tol=1e-6) >= 2:
+            out[j] = fit_rotation([v for v, _ in pairs], [t for _, t in pairs], [1.0] * len(pairs))
+            continue
+        if pairs:
+            local_dir, rig_dir = pairs[0]
+        else:  # a leaf: the bone's own direction
+            local_dir = np.array(conv["axis"], dtype=np.float64)
+            rig_dir = unit(to_model @ (rig.tails[b] - rig.heads[b]))
+        swing = rotation_between(local_dir, rig_dir)
+        targets = []  # (direction in the joint's frame, direction it should take, weight)
+        for ref_name, target in (refs or {}).items():
+            ref = conv["references"].get(ref_name)
+            if ref:
+                t_perp = target - np.dot(target, rig_dir) * rig_dir
+                targets.append((np.array(ref["direction"], dtype=np.float64), t_perp, ref["strength"]))
+        first = swing @ _twist(swing, rig_dir, targets)
+        for k in [j, *(c for c in model.children(j) if c in hinges and j not in hinges)]:
+            if k in hinges:  # a hinge is shared by the joint's frame and its parent's
+                a = np.array(model.conventions[model.joints[k]]["hinge"]["axis"], dtype=np.float64)
+                h = hinges[k] if np.dot(first @ a, hinges[k]) >= 0 else -hinges[k]
+                targets.append((a, h - np.dot(h, rig_dir) * rig_dir, 3.0))
+        out[j] = swing @ _twist(swing, rig_dir, targets)
+    return out, "REST"
+
+
+def _twist(swing: np.ndarray, rig_dir: np.ndarray, targets: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
+    """The turn about the joint's own bone axis (applied before ``swing``) that best brings directions of the
+    joint's frame onto the directions they should take (perpendicular to the bone), weighted by how sure each
+    is and how far it is from the bone."""
+    axis_local = swing.T @ rig_dir
+    num = den = 0.0
+    for local, target, weight in targets:
+        w = weight * np.linalg.norm(target)
+        if w < 1e-6:
+            continue
+        a = swing @ unit(local)
+        a = a - np.dot(a, rig_dir) * rig_dir
+        b = unit(target)
+        num += w * np.dot(np.cross(a, b), rig_dir)
+        den += w * np.dot(a, b)
+    if num == 0.0 and den == 0.0:
+        return np.eye(3)
+    return axis_rotation(axis_local, np.arctan2(num, den))
+
+
+# --- the conversion -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Retarget:
+    """Everything needed to take a rig's poses to the model and the model's answer back (see the module
+    docstring). Build it with :func:`build`."""
+
+    model: ModelSkeleton
+    rig: Rig
+    mapping: dict[str, str]  # model joint -> bone (only bones of the rig)
+    to_model: np.ndarray  # T (3x3, det -1 when mirrored)
+    scale: float  # rig units per model unit
+    match: np.ndarray  # (J, 3, 3) M
+    rest_mode: str
+    mirrored: bool
+    bone_of: dict[int, int] = field(default_factory=dict)  # model joint -> bone index
+
+    def __post_init__(self):
+        self.bone_of = {j: self.rig.index[self.mapping[name]] for j, name in enumerate(self.model.joints)
+                        if self.mapping.get(name) in self.rig.index}
+        self.from_model = np.linalg.inv(self.to_model)
+        rest_rot = orthonormal(self.rig.rest[:, :3, :3])
+        # read: G_j = T W_b (B_b^-1 T^-1 M_j); write: W_b = T^-1 G_j (M_j^-1 T B_b)
+        self._read = {j: rest_rot[b].T @ self.from_model @ self.match[j] for j, b in self.bone_of.items()}
+        self._write = {j: self.match[j].T @ self.to_model @ rest_rot[b] for j, b in self.bone_of.items()}
+
+    @property
+    def mapped_bones(self) -> set[int]:
+        return set(self.bone_of.values())
+
+    def model_globals(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model global rotations (F, J, 3, 3) and positions of the moving joints (F, J, 3; zero elsewhere)
+        from the rig's armature-space pose matrices (F, N, 4, 4). Unmapped joints follow their parent as in
+        the matching pose; an unmapped root stays at the origin."""
+        f = pose.shape[0]
+        g = np.empty((f, len(self.model.joints), 3, 3))
+        pos = np.zeros((f, len(self.model.joints), 3))
+        world = orthonormal(pose[..., :3, :3])
+        for j, p in enumerate(self.model.parents):
+            b = self.bone_of.get(j)
+            if b is not None:
+                g[:, j] = self.to_model @ world[:, b] @ self._read[j]
+                if self.model.moving[j]:
+                    pos[:, j] = pose[:, b, :3, 3] @ self.to_model.T / self.scale
+            else:
+                rel = self.match[p].T @ self.match[j] if p >= 0 else self.match[j]
+                g[:, j] = (g[:, p] if p >= 0 else np.eye(3)) @ rel
+                if self.model.moving[j] and p >= 0:
+                    pos[:, j] = pos[:, p] + g[:, p] @ self.model.offsets[j]
+        return g, pos
+
+    def model_locals(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local rotations (F, J, 4) wxyz and local translations of the moving joints (F, J, 3) as the model
+        takes them, from armature-space pose matrices (F, N, 4, 4)."""
+        g, pos = self.model_globals(pose)
+        local = g.copy()
+        trans = np.zeros_like(pos)
+        for j, p in enumerate(self.model.parents):
+            if p >= 0:
+                local[:, j] = np.swapaxes(g[:, p], -1, -2) @ g[:, j]
+            if self.model.moving[j]:
+                d = pos[:, j] - (pos[:, p] if p >= 0 else 0.0)
+                trans[:, j] = np.einsum("fji,fj->fi", g[:, p], d) if p >= 0 else d
+        return matrix_to_quat(local), trans
+
+    def solve_basis(self, local: np.ndarray, trans: np.ndarray, basis: np.ndarray, write: np.ndarray) -> np.ndarray:
+        """New ``matrix_basis`` (F, N, 4, 4) for frames whose model local rotations (F, J, 4 wxyz) and moving
+        joints' local translations (F, J, 3) are given. ``basis`` is every bone's current basis at those
+        frames (unmapped bones keep theirs); ``write`` (F, J) says which joints are set at which frame.
+        Bones are solved parents first, each under its parent's new pose; a bone connected to its parent
+        never gets a location."""
+        model = self.model
+        g = quat_to_matrix(local)
+        pos = np.zeros(trans.shape)
+        for j, p in enumerate(model.parents):  # model forward kinematics
+            if p >= 0:
+                g[:, j] = g[:, p] @ g[:, j]
+                t = trans[:, j] if model.moving[j] else model.offsets[j]
+                pos[:, j] = pos[:, p] + np.einsum("fij,fj->fi", g[:, p], np.broadcast_to(t, pos[:, j].shape))
+            else:
+                pos[:, j] = trans[:, j] if model.moving[j] else model.offsets[j]
+        joint_of = {b: j for j, b in self.bone_of.items()}
+        rig = self.rig
+        out = basis.copy()
+        pose = np.empty_like(basis)
+        for b, p in enumerate(rig.parents):
+            a = rig.rest_rel[b] if p < 0 else pose[:, p] @ rig.rest_rel[b]  # (F or 1, 4, 4)
+            a = np.broadcast_to(a, basis[:, b].shape)
+            j = joint_of.get(b)
+            if j is not None and write[:, j].any():
+                sel = write[:, j]
+                a3 = a[sel, :3, :3]
+                a3n = orthonormal(a3)
+                w_target = self.from_model @ g[sel, j] @ self._write[j]
+                scale = np.linalg.norm(basis[sel, b, :3, :3], axis=-2)  # the bone's own scale is kept
+                out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
+                if model.moving[j] and not rig.connected[b]:
+                    head = pos[sel, j] @ self.from_model.T * self.scale
+                    out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a3), head - a[sel, :3, 3])
+            pose[:, b] = a @ out[:, b]
+        return out
+
+
+def leg_length(heads: dict[str, np.ndarray], names: tuple[str, ...]) -> float:
+    pts = [heads[n] for n in names if n in heads]
+    return float(sum(np.linalg.norm(b - a) for a, b in zip(pts, pts[1:], strict=False))) if len(pts) == len(names) \
+        else 0.0
+
+
+SCALE_CHAINS = {
+    "body": (("UpperLeg_L", "LowerLeg_L", "Foot_L"), ("UpperLeg_R", "LowerLeg_R", "Foot_R"),
+             ("Hips", "Spine", "Chest", "Neck", "Head")),
+    "hand": (("MIDDLE_MCP", "MIDDLE_PIP_FE", "MIDDLE_DIP_FE"), ("INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"),
+             ("WRIST", "MIDDLE_MCP")),
+}
+
+
+def rig_scale(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], skeleton: str) -> float:
+    """Rig units per model unit: the first chain (legs, then spine; hand: fingers, then palm) that the rig
+    maps whole, compared with the model's; else the median of the mapped bones' length ratios; else 1."""
+    model_heads = dict(zip(model.joints, model.rest_positions(), strict=True))
+    rig_heads = {j: rig.heads[rig.index[b]] for j, b in mapping.items() if b in rig.index}
+    for chain in SCALE_CHAINS.get(skeleton, ()):
+        lm, lr = leg_length(model_heads, chain), leg_length(rig_heads, chain)
+        if lm > 1e-9 and lr > 1e-9:
+            return lr / lm
+    ratios = []
+    for j, name in enumerate(model.joints):
+        p = model.parents[j]
+        if p >= 0 and name in rig_heads and model.joints[p] in rig_heads and np.linalg.norm(model.offsets[j]) > 1e-9:
+            rig_length = np.linalg.norm(rig_heads[name] - rig_heads[model.joints[p]])
+            ratios.append(rig_length / np.linalg.norm(model.offsets[j]))
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
+          motion: dict[int, np.ndarray] | None = None) -> Retarget:
+    """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a left hand on a hand
+    model: the mapped wrist's side, from the bone names or its rest position), 'ON', 'OFF'. ``rest_mode``: see
+    :func:`matching_pose` (``motion``: bone index -> its keyed local rotations, (K, 3, 3))."""
+    model = ModelSkeleton.from_info(model_info)
+    mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
+    c_inv = np.linalg.inv(axis_conversion(model.up_axis))
+    mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv))
+    to_model = (MIRROR_X @ c_inv) if mirrored else c_inv
+    match, used = matching_pose(model, rig, mapping, to_model, rest_mode, motion)
+    scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
+    return Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
+
+
+def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray) -> bool:
+    """Whether a hand model's mapped hand is the other hand than the model's (ManipNet: a right hand): the
+    handedness of (finger direction, index-to-pinky, thumb) at rest, against the model's rest."""
+    if model_info.get("skeleton") != "hand":
+        return False
+    names = ("WRIST", "INDEX_MCP", "PINKY_MCP", "MIDDLE_MCP", "THUMB_MCP_FE")
+    if not all(mapping.get(n) in rig.index for n in names):
+        return False
+    model = ModelSkeleton.from_info(model_info)
+    mh = dict(zip(model.joints, model.rest_positions(), strict=True))
+    rh = {n: c_inv @ rig.heads[rig.index[mapping[n]]] for n in names}
+
+    def handedness(p: dict[str, np.ndarray]) -> float:
+        return float(np.linalg.det(np.stack([p["MIDDLE_MCP"] - p["WRIST"], p["INDEX_MCP"] - p["PINKY_MCP"],
+                                             p["THUMB_MCP_FE"] - p["WRIST"]])))
+
+    return handedness(rh) * handedness(mh) < 0
+
+
+# --- rotation modes (Blender's ``rotation_mode``) -----------------------------------------------------------
+
+
+def _axis_matrices(angles: np.ndarray, axis: int) -> np.ndarray:
+    c, s = np.cos(angles), np.sin(angles)
+    m = np.zeros(angles.shape + (3, 3))
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    m[..., axis, axis] = 1.0
+    m[..., i, i], m[..., i, j], m[..., j, i], m[..., j, j] = c, -s, s, c
+    return m
+
+
+def euler_to_matrix(angles: np.ndarray, order: str) -> np.ndarray:
+    """Blender Euler angles (..., 3) [x, y, z] in ``rotation_mode`` order (``'XYZ'``: X applied first,
+    R = Rz Ry Rx) -> matrices (..., 3, 3)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    m = np.broadcast_to(np.eye(3), angles.shape[:-1] + (3, 3))
+    for a in order:
+        k = "XYZ".index(a)
+        m = _axis_matrices(angles[..., k], k) @ m
+    return m
+
+
+def mode_to_matrix(values: np.ndarray, mode: str) -> np.ndarray:
+    """A rotation property's values (..., width) in a ``rotation_mode`` -> matrices (..., 3, 3)."""
+    values = np.asarray(values, dtype=np.float64)
+    if mode == "QUATERNION":
+        norm = np.linalg.norm(values, axis=-1, keepdims=True)
+        return quat_to_matrix(np.where(norm < 1e-12, [1.0, 0.0, 0.0, 0.0], values))
+    if mode == "AXIS_ANGLE":
+        angle, axis = values[..., 0], values[..., 1:4]
+        norm = np.linalg.norm(axis, axis=-1)
+        half = np.where(norm < 1e-12, 0.0, angle / 2)
+        ax = axis / np.maximum(norm, 1e-12)[..., None]
+        return quat_to_matrix(np.concatenate([np.cos(half)[..., None], ax * np.sin(half)[..., None]], -1))
+    return euler_to_matrix(values, mode)

@@ -1,0 +1,115 @@
+"""The extension's retargeting maths (``addon/retarget.py``: numpy only, no Blender needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("anyfill_addon_retarget", ROOT / "addon" / "retarget.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+rt = _load()
+
+
+def _random_rotations(rng, shape):
+    q = rng.normal(size=shape + (4,))
+    return rt.quat_to_matrix(q / np.linalg.norm(q, axis=-1, keepdims=True))
+
+
+def _body_model() -> dict:
+    card = json.loads((ROOT / "backend" / "models" / "body.json").read_text())
+    s = card["schema"]
+    return {"name": "body", "skeleton": "body", "up_axis": "y", "conventions": s.get("conventions"),
+            "joints": [{"name": n, "parent": s["joints"][p] if p >= 0 else None, "moving": j in s["moving"],
+                        "rest_offset": s["rest_offsets"][j]} for j, (n, p) in enumerate(zip(s["joints"], s["parents"],
+                                                                                          strict=True))]}
+
+
+def _rig_from_model(model: dict, rng, extra_every: int = 3):
+    """A rig with the model's joints at 1.7x scale, an unmapped extra bone after every few joints (a Mixamo
+    ``Spine1``), random bone rolls; returns (rig, mapping)."""
+    names, parents, rest, tails = [], [], [], []
+    index = {}
+    positions = {}
+    c = rt.axis_conversion("y")
+    for k, j in enumerate(model["joints"]):
+        p = index.get(j["parent"], -1)
+        head = c @ np.asarray(j["rest_offset"]) * 1.7 + (positions[j["parent"]] if j["parent"] else 0.0)
+        if p >= 0 and k % extra_every == 0:  # an extra bone halfway along the parent's bone
+            mid = (head + rest[p][:3, 3]) / 2
+            m = np.eye(4)
+            m[:3, :3] = _random_rotations(rng, ())
+            m[:3, 3] = mid
+            names.append(f"extra_{j['name']}")
+            parents.append(p)
+            rest.append(m)
+            tails.append(mid + m[:3, 1])
+            p = len(names) - 1
+        m = np.eye(4)
+        m[:3, :3] = _random_rotations(rng, ())
+        m[:3, 3] = head
+        index[j["name"]] = len(names)
+        positions[j["name"]] = head
+        names.append(f"bone_{j['name']}")
+        parents.append(p)
+        rest.append(m)
+        tails.append(head + m[:3, 1] * 5)
+    rig = rt.Rig(names, np.array(parents), np.array(rest), np.array(tails), np.zeros(len(names), dtype=bool))
+    return rig, {j["name"]: f"bone_{j['name']}" for j in model["joints"] if j["name"] != "joint_Root"}
+
+
+@pytest.mark.parametrize("rest_mode", ["MODEL", "REST"])
+def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode):
+    """With nothing filled, rig -> model -> rig returns every bone's world matrix, the unmapped bones animated
+    and the rig lacking the model's root joint, whatever the rest-pose matching."""
+    rng = np.random.default_rng(0)
+    model = _body_model()
+    rig, mapping = _rig_from_model(model, rng)
+    ret = rt.build(model, rig, mapping, rest_mode=rest_mode)
+    frames = 7
+    basis = np.broadcast_to(np.eye(4), (frames, len(rig.names), 4, 4)).copy()
+    basis[..., :3, :3] = _random_rotations(rng, (frames, len(rig.names)))
+    root = rig.index["bone_Hips"]
+    basis[:, root, :3, 3] = rng.normal(size=(frames, 3)) * 20
+    pose = rig.pose(basis)
+    local, trans = ret.model_locals(pose)
+    write = np.ones((frames, len(model["joints"])), dtype=bool)
+    start = basis.copy()
+    start[:, list(ret.mapped_bones)] = np.eye(4)  # what the mapped bones held before does not matter
+    new = ret.solve_basis(local, trans, start, write)
+    height = float(np.ptp(rig.heads[:, 2]))
+    assert np.abs(rig.pose(new) - pose).max() < 1e-4 * height
+
+
+def test_rest_matching_points_each_bone_where_the_rig_points():
+    """REST matching: the model's bone directions in the matching pose are the rig's rest bone directions."""
+    rng = np.random.default_rng(1)
+    model = _body_model()
+    rig, mapping = _rig_from_model(model, rng, extra_every=100)
+    # bend the rig's rest: the arms down (an A-pose) by moving the heads below the shoulders
+    ret = rt.build(model, rig, mapping, rest_mode="REST")
+    assert ret.rest_mode == "REST"
+    ms = ret.model
+    for j, name in enumerate(ms.joints):
+        kids = [k for k in ms.children(j) if ms.joints[k] in mapping and np.linalg.norm(ms.offsets[k]) > 1e-9]
+        if name not in mapping or len(kids) != 1:
+            continue
+        k = kids[0]
+        heads = {n: rig.heads[rig.index[b]] for n, b in mapping.items()}
+        want = rt.unit(ret.to_model @ (heads[ms.joints[k]] - heads[name]))
+        got = rt.unit(ret.match[j] @ ms.offsets[k])
+        assert np.dot(want, got) > 1 - 1e-6, name
+    assert ret.scale == pytest.approx(1.7, rel=1e-6)

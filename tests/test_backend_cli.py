@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +65,103 @@ def test_serve_process_lifecycle(tmp_path):
             proc.wait()
 
 
+def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, str, Path]:
+    """A real ``anyfill serve`` (hand and body test models) logging to a file, every Python warning shown;
+    returns (process, url, token, log file) once it listens."""
+    d = models_dir()
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONWARNINGS="always", OMP_NUM_THREADS="1")
+    env.pop(auth.TOKEN_ENV, None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "anyfill.cli", "serve", "--port", "0", "--threads", "1",
+                             "--model", f"hand={d / 'hand.safetensors'}", "--model", f"body={d / 'body.safetensors'}",
+                             *extra], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
+        if m:
+            return proc, m.group(1), (tmp_path / "cfg" / "anyfill" / "token").read_text().strip(), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"anyfill serve did not start:\n{log.read_text()}")
+
+
+def test_serve_log_stays_quiet_per_request(tmp_path):
+    """Answers add nothing to the log: no deprecation (or any other) warning per request, even with every
+    warning shown, so the log does not grow with the number of requests."""
+    proc, url, token, log = _serve(tmp_path)
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            size = log.stat().st_size
+            for i in range(10):
+                assert c.post("/v1/fill", json=fill_request("body", frames=12, data_seed=i)).status_code == 200
+                assert c.post("/v1/sample", json=fill_request("hand", frames=6, k=100)).status_code == 200
+                assert c.get("/v1/models").status_code == 200
+                assert c.post("/v1/fill", json={"model": "body"}).status_code == 422
+            with c.stream("POST", "/v1/sample", json=fill_request("hand", frames=6, k=100, stream=True)) as r:
+                assert r.status_code == 200 and list(r.iter_lines())
+        grown = log.read_text()[size:]
+        assert grown == "", grown
+        assert "Warning" not in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_during_a_sample_answers_and_exits_at_once(tmp_path):
+    """SIGTERM while a long sampling runs (one plain request, one streamed): the plain one gets the
+    documented 503 JSON, the stream a ``cancelled`` event; no traceback in the log, and the process exits
+    (status 0) well within uvicorn's 5 s grace period, since the jobs are cancelled when the stop begins."""
+    proc, url, token, log = _serve(tmp_path, "--workers", "2")
+    slow = fill_request("body", frames=65, keys=(0, 64), k=1, n=16)
+    answers: dict = {}
+
+    def plain():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            answers["plain"] = c.post("/v1/sample", json={**slow, "id": "plain"})
+
+    def streamed():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c, \
+                c.stream("POST", "/v1/sample", json={**slow, "id": "streamed", "stream": True}) as r:
+            answers["stream"] = [json.loads(line) for line in r.iter_lines() if line]
+
+    threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+    try:
+        for th in threads:
+            th.start()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                states = [c.get(f"/v1/jobs/{i}").json() for i in ("plain", "streamed")]
+                if all(s.get("state") == "running" and s.get("done", 0) > 0 for s in states):
+                    break
+                time.sleep(0.05)
+            assert all(s["state"] == "running" for s in states), states
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        took = time.time() - t0
+        for th in threads:
+            th.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert took < 2.5, (took, text)
+    r = answers["plain"]
+    assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
+    assert "shutting down" in r.json()["error"]
+    events = answers["stream"]
+    assert events[0]["event"] == "started" and events[-1]["event"] == "cancelled", events[-1]
+    assert events[-1]["status"] == 503 and "shutting down" in events[-1]["error"]
+    for bad in ("Traceback", "Exception in ASGI application", "Future exception was never retrieved",
+                "timeout graceful shutdown exceeded", "Warning"):
+        assert bad not in text, text
+    assert "stopped" in text
+
+
 def test_token_is_kept(tmp_path):
     p = tmp_path / "a" / "token"
     t = auth.ensure_token(p)
@@ -89,7 +188,9 @@ def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
 
 def test_loopback_detection():
     assert auth.is_loopback("127.0.0.1") and auth.is_loopback("localhost") and auth.is_loopback("::1")
-    assert not auth.is_loopback("0.0.0.0") and not auth.is_loopback("192.168.1.4")
+    assert auth.is_loopback("127.3.2.1") and auth.is_loopback("[::1]")
+    for host in ("0.0.0.0", "192.168.1.4", "127.evil.example", "127.0.0.1.nip.io", "localhost.example", "127.1"):
+        assert not auth.is_loopback(host), host
 
 
 def _slice(src: Path, out: Path, frames: int) -> Path:
@@ -136,3 +237,4 @@ def test_fill_cli_errors(tmp_path, capsys):
     src.write_text("HIERARCHY\nROOT a\n{\n")
     assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0"]) == 2
     assert "x.bvh" in capsys.readouterr().err
+

@@ -3,24 +3,30 @@
 * The token is created on first start in the user's config folder (``$XDG_CONFIG_HOME/anyfill/token``,
   else ``~/.config/anyfill/token``) with owner-only permissions (folder 0700, file 0600); clients read it
   from there and send ``Authorization: Bearer <token>`` on every request except ``GET /v1/health``
-  (and the OpenAPI schema, which is public).
-* A request with an ``Origin`` header comes from a web page and is refused (403), so a site open in a
-  browser cannot drive the server; when bound to loopback, a ``Host`` other than a loopback name is
-  refused too (DNS rebinding).
-* Bodies over the limit are refused (413) before they are parsed.
+  (and the OpenAPI schema, which is public). :func:`require_token` is the FastAPI security dependency
+  that checks it, so the OpenAPI contract shows the scheme.
+* :class:`LocalOnly` (ASGI middleware, before anything else): a request with an ``Origin`` header comes
+  from a web page and is refused (403), so a site open in a browser cannot drive the server; when bound
+  to loopback, a ``Host`` that is not a loopback address or ``localhost`` is refused too (DNS
+  rebinding); bodies over the limit are refused (413) before they are parsed.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
+from typing import Annotated
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 TOKEN_ENV = "ANYFILL_TOKEN_FILE"
-OPEN_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_PORT = re.compile(r":[0-9]{1,5}")
 
 
 def config_dir() -> Path:
@@ -53,52 +59,86 @@ def ensure_token(path: Path | None = None) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """A loopback address (``127.0.0.0/8`` or ``::1``, as IP literals) or ``localhost``; anything else,
+    ``127.evil.example`` included, is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host).is_loopback
+    except ValueError:
+        return False
 
 
-def _host_name(value: str) -> str:
+def loopback_host_header(value: str) -> bool:
+    """A ``Host`` header naming a loopback address or ``localhost``, with an optional ``:port``:
+    ``127.0.0.1:8765``, ``localhost``, ``[::1]:8765``. The port, when given, is 1 to 5 digits."""
     if value.startswith("["):
-        return value[: value.find("]") + 1]
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        end = value.find("]")
+        host, rest = value[: end + 1], value[end + 1 :]
+        if end < 0:
+            return False
+    else:
+        host, sep, port = value.partition(":")
+        rest = sep + port
+    return (not rest or _PORT.fullmatch(rest) is not None) and is_loopback(host)
 
 
-class Guard:
-    """ASGI middleware: Origin, Host, token and body-size checks before the application sees a request."""
+# --- the token, as a FastAPI security dependency ----------------------------------------------------------
 
-    def __init__(self, app, token: str, max_body: int, loopback_only: bool = True):
-        self.app, self.token, self.max_body, self.loopback_only = app, token.encode(), max_body, loopback_only
+_bearer = HTTPBearer(auto_error=False, description="the token from the token file (see docs/backend.md)")
+_token_header = APIKeyHeader(name="X-Anyfill-Token", auto_error=False,
+                             description="the same token, for clients that cannot send Authorization")
 
-    async def _refuse(self, send, status: int, message: str, extra: list | None = None) -> None:
+
+async def require_token(request: Request,
+                        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+                        header: Annotated[str | None, Security(_token_header)]) -> None:
+    """401 unless the request carries the server's token (``request.app.state.token``)."""
+    given = bearer.credentials if bearer is not None else header
+    token = request.app.state.token
+    if not (given and token and hmac.compare_digest(given.encode(), token.encode())):
+        raise HTTPException(401, f"missing or wrong token: send 'Authorization: Bearer <token>' with the token "
+                            f"from {token_path()}", headers={"WWW-Authenticate": "Bearer"})
+
+
+# --- Origin, Host and body size, before the application sees a request -----------------------------------
+
+
+class LocalOnly:
+    """ASGI middleware: refuses requests with an ``Origin`` header, a ``Host`` that is not loopback (when
+    ``loopback_only``), and bodies over ``max_body`` bytes (by ``Content-Length`` and as read, so a chunked
+    body cannot get past it); the body is read here and replayed to the application."""
+
+    def __init__(self, app, max_body: int, loopback_only: bool = True):
+        self.app, self.max_body, self.loopback_only = app, max_body, loopback_only
+
+    async def _refuse(self, send, status: int, message: str) -> None:
         body = json.dumps({"error": message, "field": None, "detail": None}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        auth = headers.get(b"authorization", b"")
-        given = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-anyfill-token", b"")
-        return bool(given) and hmac.compare_digest(given, self.token)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        headers: dict[bytes, list[bytes]] = {}
+        for k, v in scope.get("headers") or []:
+            headers.setdefault(k.lower(), []).append(v)
         if b"origin" in headers:
             return await self._refuse(send, 403, "requests from web pages (with an Origin header) are refused")
-        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
-        if self.loopback_only and not is_loopback(host):
-            return await self._refuse(send, 403, f"Host {host!r} is not a loopback address")
-        if scope["path"] not in OPEN_PATHS and not self._authorised(headers):
-            return await self._refuse(send, 401, "missing or wrong token: send 'Authorization: Bearer <token>' "
-                                      f"with the token from {token_path()}",
-                                      [(b"www-authenticate", b"Bearer")])
+        hosts = [h.decode("latin-1") for h in headers.get(b"host", [])]
+        if self.loopback_only and not (len(hosts) == 1 and loopback_host_header(hosts[0])):
+            shown = hosts[0] if len(hosts) == 1 else ", ".join(hosts) or "(none)"
+            return await self._refuse(send, 403, f"Host {shown!r} is not a loopback address (127.x.x.x, [::1]) "
+                                      "or localhost")
         try:
-            length = int(headers.get(b"content-length", b"0") or 0)
+            lengths = {int(v) for v in headers.get(b"content-length", [])}
+            if len(lengths) > 1 or any(n < 0 for n in lengths):
+                raise ValueError
         except ValueError:
             return await self._refuse(send, 400, "bad Content-Length header")
-        if length > self.max_body:
-            return await self._refuse(send, 413, f"request body of {length} bytes exceeds {self.max_body}")
-        # read the body here (bounded), then replay it: a chunked body cannot sneak past the limit
+        if lengths and lengths.pop() > self.max_body:
+            return await self._refuse(send, 413, f"request body exceeds {self.max_body} bytes")
         chunks, size = [], 0
         while True:
             msg = await receive()

@@ -1,16 +1,22 @@
-"""``anyfill fill INPUT.bvh -o OUTPUT.bvh --keys FRAMES [--joints NAMES] [--model ...] [--sample N ...]``:
-the fill engine without a server, for people without Blender.
+"""``anyfill fill INPUT.bvh -o OUTPUT.bvh --keys FRAMES [--joints NAMES] [--frames A-B] [--model ...]
+[--sample N ...]``: the fill engine without a server, for people without Blender.
 
 The given frames (every joint) and the given joints (every frame) are kept as keys; every other cell is
 filled, deterministically or, with ``--sample N``, as N any-order variations written to
 ``OUTPUT-1.bvh`` ... ``OUTPUT-N.bvh``. The output keeps the input file's hierarchy and channel layout.
-Frames are numbered from 0 (the first frame of the file's MOTION table).
+Frames are numbered from 0 (the first frame of the file's MOTION table); ``--frames A-B`` fills only
+that part and copies the rest of the file unchanged.
+
+The outputs are checked before any work (not a directory, a folder that can be written) and written
+all or nothing: a failure leaves no output of this run and no temporary file.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,33 +31,113 @@ from anyfill.training.skeleton import SCHEMAS
 from .registry import LoadedModel, load_one
 
 
-def parse_frames(spec: str, n_frames: int) -> list[int]:
-    """``"0,10,20-25,last"`` -> sorted unique frame indices (0-based, ranges inclusive)."""
+def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | None = None) -> list[int]:
+    """``"0,10,20-25,last"`` -> sorted unique frame indices (0-based, ranges inclusive). ``A:B:STEP`` is
+    every STEP-th frame from A to B (``0:last:10``: 0, 10, 20, ...; ``A:B`` every frame). ``last``
+    (or ``end``) is frame ``last`` (default ``n_frames - 1``); frames must lie in ``0..n_frames - 1``."""
     out: set[int] = set()
+    end = n_frames - 1 if last is None else last
+
+    def number(tok: str) -> int:
+        return end if tok in ("last", "end") else int(tok)
+
     for part in spec.replace(" ", "").split(","):
         if not part:
             continue
         try:
-            if part in ("last", "end"):
-                out.add(n_frames - 1)
+            if ":" in part:
+                bits = part.split(":")
+                if len(bits) not in (2, 3):
+                    raise ValueError
+                lo, hi = number(bits[0]), number(bits[1])
+                step = int(bits[2]) if len(bits) == 3 else 1
+                if step < 1:
+                    raise ValueError(f"{what}: {part!r}: the step must be at least 1")
+                if hi < lo:
+                    raise ValueError(f"{what}: {part!r} runs backwards")
+                out.update(range(lo, hi + 1, step))
             elif "-" in part[1:]:
                 a, b = part.split("-", 1)
-                lo, hi = int(a), (n_frames - 1 if b in ("last", "end") else int(b))
+                lo, hi = number(a), number(b)
                 if hi < lo:
-                    raise ValueError(f"--keys: range {part!r} runs backwards")
+                    raise ValueError(f"{what}: range {part!r} runs backwards")
                 out.update(range(lo, hi + 1))
             else:
-                out.add(int(part))
+                out.add(number(part))
         except ValueError as e:
-            if "--keys" in str(e):
+            if what in str(e):
                 raise
-            raise ValueError(f"--keys: {part!r} is not a frame number or range (e.g. 0,10,20-25,last)") from None
+            raise ValueError(f"{what}: {part!r} is not a frame number, range or step (e.g. 0,10,20-25,last or "
+                             "0:last:10)") from None
     bad = sorted(f for f in out if not 0 <= f < n_frames)
     if bad:
-        raise ValueError(f"--keys: frame(s) {', '.join(map(str, bad))} outside 0..{n_frames - 1} of the file")
+        raise ValueError(f"{what}: frame(s) {', '.join(map(str, bad))} outside 0..{n_frames - 1} of the file")
     if not out:
-        raise ValueError("--keys: no frames given")
+        raise ValueError(f"{what}: no frames given")
     return sorted(out)
+
+
+def parse_part(spec: str, n_frames: int) -> tuple[int, int]:
+    """``--frames A-B`` (also ``A-last``, ``A:B``): the first and last frame of the part to fill."""
+    lo_hi = spec.replace(" ", "").replace(":", "-", 1).split("-")
+    try:
+        if len(lo_hi) != 2:
+            raise ValueError
+        lo, hi = (n_frames - 1 if x in ("last", "end") else int(x) for x in lo_hi)
+    except ValueError:
+        raise ValueError(f"--frames: {spec!r} is not a range of frames such as 100-164") from None
+    if not 0 <= lo < hi < n_frames:
+        raise ValueError(f"--frames: {spec!r} must be a range of at least 2 frames within 0..{n_frames - 1}")
+    return lo, hi
+
+
+def output_paths(output: str | Path, sample: int) -> list[Path]:
+    output = Path(output)
+    if not sample:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix or '.bvh'}") for i in range(sample)]
+
+
+def check_outputs(outs: list[Path]) -> None:
+    """Refuse, before any work, outputs that cannot be written: a directory, a path under a file, a folder
+    that cannot be written (tried with a temporary file, removed at once)."""
+    for out in outs:
+        if out.is_dir():
+            raise ValueError(f"-o {out}: is a directory; name a file, e.g. {out / 'filled.bvh'}")
+        folder = out.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ValueError(f"-o {out}: {folder} is not a directory")
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".anyfill-probe-")
+        except OSError as e:
+            raise ValueError(f"-o {out}: cannot write in {folder} ({e.strerror or e})") from None
+        os.close(fd)
+        os.unlink(probe)
+
+
+def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
+    """Write every file or none: each goes to ``NAME.tmp`` first and is renamed once all are written; on a
+    failure the temporary files (and any output already renamed) are removed."""
+    staged: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    try:
+        for data, out in files:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            staged.append((tmp, out))
+            tmp.write_text(bvh_io.dumps(data), encoding="utf-8")
+        for tmp, out in staged:
+            tmp.replace(out)
+            done.append(out)
+    except OSError as e:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for out in done:
+            out.unlink(missing_ok=True)
+        where = e.filename or (staged[-1][1] if staged else "")
+        raise ValueError(f"cannot write {where}: {e.strerror or e}; no output was written") from None
 
 
 def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[clip_io.Clip, LoadedModel]:
@@ -68,44 +154,73 @@ def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[cl
                      "see `anyfill serve`'s /v1/models for the expected joints")
 
 
+def _joint_indices(names: str | None, schema) -> list[int]:
+    out = []
+    for name in (names or "").replace(" ", "").split(","):
+        if name:
+            if name not in schema.joints:
+                raise ValueError(f"--joints: unknown joint {name!r} for the {schema.name} skeleton; joints are "
+                                 f"{', '.join(schema.joints)}")
+            out.append(schema.joints.index(name))
+    return out
+
+
+def _check_rate(fps: float, lm: LoadedModel, path: Path) -> None:
+    lo, hi = lm.fps_range
+    if not lo * 0.99 <= fps <= hi * 1.01:
+        trained = f"{lo:g} fps" if lo == hi else f"{lo:g} to {hi:g} fps"
+        print(f"anyfill fill: warning: {path.name} runs at {fps:g} fps, outside the rates model {lm.name} was "
+              f"trained at ({trained}); the fill may be off", file=sys.stderr)
+
+
 def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str | None = None,
               model: str | None = None, sample: int = 0, order: str = "lowest-entropy", k: int = 1,
-              temperature: float = 1.0, seed: int = 0) -> list[Path]:
+              temperature: float = 1.0, seed: int = 0, frames: str | None = None) -> list[Path]:
     """Fill a BVH file (see the module docstring); returns the files written."""
-    input_path, output = Path(input_path), Path(output)
+    input_path = Path(input_path)
+    outs = output_paths(output, sample)
+    check_outputs(outs)
     data = bvh_io.read(input_path)
-    clip, lm = _clip_and_model(data, input_path, model)
+    if data.n_frames == 0:
+        raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
+    whole, lm = _clip_and_model(data, input_path, model)
+    lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
+    clip = whole.frames(slice(lo, hi + 1))
     t, j = clip.n_frames, clip.schema.n_joints
     known = np.zeros((1, t, j), dtype=bool)
-    known[0, parse_frames(keys, t)] = True
-    for name in (joints or "").replace(" ", "").split(","):
-        if name:
-            known[0, :, clip.schema.index(name)] = True
+    # file numbering; with --frames, `last` is the part's last frame and keys outside the part do not count
+    key_frames = [f for f in parse_frames(keys, whole.n_frames, last=hi) if lo <= f <= hi]
+    if not key_frames:
+        raise ValueError(f"--keys: no key frame within --frames {lo}-{hi}")
+    known[0, [f - lo for f in key_frames]] = True
+    known[0, :, _joint_indices(joints, clip.schema)] = True
     if known.all():
         raise ValueError("every cell is a key: nothing to fill")
+    _check_rate(clip.fps, lm, input_path)
+    what = f"{input_path} (frames {lo}-{hi})" if frames else str(input_path)
+    if sample and t > lm.length:
+        raise ValueError(f"--sample works on windows of at most {lm.length} frames (the model's window); "
+                         f"{what} has {t}: choose a part with --frames, or fill it without --sample")
     times = (np.arange(t) / clip.fps)[None]
     rot, trans = clip.rotations[None], clip.translations[None]
     t0 = time.perf_counter()
     if sample:
-        if t > lm.length:
-            raise ValueError(f"--sample works on windows of at most {lm.length} frames (the model's window); "
-                             f"{input_path} has {t}: cut it first, or fill it without --sample")
         results = engine.sample(lm.model, rot, trans, known, times, order=order, k=k, temperature=temperature,
                                 seed=seed, n=sample)
-        outs = [output.with_name(f"{output.stem}-{i + 1}{output.suffix or '.bvh'}") for i in range(sample)]
     else:
         r = engine.fill(lm.model, rot, trans, known, times)
         results = [engine.FillResult(r.rotations[0], r.translations[0], r.entropy[0], r.spread_deg[0])]
-        outs = [output]
     elapsed = time.perf_counter() - t0
+    files = []
     for res, out in zip(results, outs, strict=True):
-        filled = replace(clip, rotations=res.rotations, translations=res.translations)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        bvh_io.write(clip_io.to_bvh(filled, data), out)
+        rotations, translations = whole.rotations.copy(), whole.translations.copy()
+        rotations[lo : hi + 1], translations[lo : hi + 1] = res.rotations, res.translations
+        files.append((clip_io.to_bvh(replace(whole, rotations=rotations, translations=translations), data), out))
+    write_all(files)
     spread = np.concatenate([r.spread_deg[~known[0]] for r in results])
-    print(f"{input_path.name}: {t} frames, {int(known.any(-1).sum())} key frames, {int((~known).sum())} cells "
-          f"filled with model {lm.name} ({lm.model.cfg.variant}) in {elapsed:.2f} s; mean uncertainty "
-          f"{spread.mean():.1f} deg")
+    print(f"{input_path.name}: {t} frames{f' ({lo}-{hi})' if frames else ''}, {int(known.any(-1).sum())} key "
+          f"frames, {int((~known).sum())} cells filled with model {lm.name} ({lm.model.cfg.variant}) in "
+          f"{elapsed:.2f} s; mean uncertainty {spread.mean():.1f} deg")
     for out in outs:
         print(f"wrote {out}")
     return outs
@@ -115,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="anyfill fill", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("input", metavar="INPUT.bvh")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.bvh")
-    p.add_argument("--keys", required=True, metavar="FRAMES", help="key frames to keep, 0-based: e.g. 0,10,20-25,last")
+    p.add_argument("--keys", required=True, metavar="FRAMES",
+                   help="key frames to keep, 0-based: e.g. 0,10,20-25,last; 0:last:10 is every 10th frame")
     p.add_argument("--joints", metavar="NAMES", help="comma-separated joints kept on every frame")
+    p.add_argument("--frames", metavar="A-B", help="fill only frames A to B (file numbering; the rest is copied)")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="shipped model name or .safetensors path "
                    "(default: the shipped model of the file's skeleton)")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="write N sampled variations instead")
@@ -139,5 +256,5 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     fill_file(args.input, args.output, args.keys, args.joints, args.model, args.sample, args.order, args.k,
-              args.temperature, args.seed)
+              args.temperature, args.seed, args.frames)
     return 0

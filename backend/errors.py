@@ -50,6 +50,12 @@ def _jsonable(errors: list[dict]) -> list[dict]:
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = list(exc.errors())
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # loc is ("body", offset): the field is the body itself
+        why = (first.get("ctx") or {}).get("error") or "malformed"
+        pos = first["loc"][1] if len(first.get("loc", ())) > 1 else None
+        where = f" (at offset {pos})" if isinstance(pos, int) and "offset" not in why else ""
+        return JSONResponse(status_code=422, content=error_body(f"body: not valid JSON: {why}{where}", "body",
+                                                                _jsonable(errors)))
     field = field_path(first.get("loc", ()))
     msg = first.get("msg", "invalid")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

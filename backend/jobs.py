@@ -59,11 +59,16 @@ class Jobs:
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}
         self._finished: OrderedDict[str, Job] = OrderedDict()
+        self.closing = False  # set by :meth:`close`: every job is cancelled, new ones are refused (503)
 
     def create(self, kind: str, job_id: str | None = None) -> Job:
         with self._lock:
+            if self.closing:
+                raise RequestError(None, "server is shutting down", 503)
             if len(self._active) >= self.max_jobs:
-                raise RequestError(None, f"server busy: {self.max_jobs} requests already running; retry later", 503)
+                running = sum(j.state == "running" for j in self._active.values())
+                raise RequestError(None, f"server busy: {running} running, {len(self._active) - running} waiting "
+                                   f"(at most {self.max_jobs} at once); retry later", 503)
             if job_id is None:
                 job_id = uuid.uuid4().hex
             elif job_id in self._active:
@@ -114,18 +119,29 @@ class Jobs:
             return out
 
         try:
-            return asyncio.wrap_future(self._pool.submit(work))
+            fut = asyncio.wrap_future(self._pool.submit(work))
         except RuntimeError:  # the pool is shutting down
             self._finish(job, "cancelled")
             raise RequestError(None, "server is shutting down", 503) from None
+        # a request that stopped waiting (its client left) never reads the outcome: read it here, so asyncio
+        # logs no "Future exception was never retrieved"
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
 
     def forget(self, job: Job) -> None:
         """Drop a job that never reached a worker (e.g. its request was invalid)."""
         self._finish(job, "failed")
 
-    def shutdown(self) -> None:
-        """Cancel everything and wait for the workers (running sampling stops at its next step)."""
+    def close(self) -> None:
+        """Refuse new jobs and cancel every queued and running one at once (sampling stops at its next
+        step); their requests answer 503 "server is shutting down". Called when a stop is asked for, before
+        the server waits for its connections to end."""
         with self._lock:
+            self.closing = True
             for job in self._active.values():
                 job.cancel_event.set()
+
+    def shutdown(self) -> None:
+        """:meth:`close`, then wait for the workers."""
+        self.close()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -80,8 +80,9 @@ RotationFormat = Annotated[
 ]
 MAX_VALUE = 1e6  # any rotation or translation number (a translation of 10 km in cm)
 MAX_FRAME_NUMBER = 1e9
-Number = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
-FrameNumber = Annotated[float, Field(ge=-MAX_FRAME_NUMBER, le=MAX_FRAME_NUMBER)]
+# strict: JSON numbers only (integers included); ``true``, ``false`` and numeric strings are refused
+Number = Annotated[float, Field(strict=True, ge=-MAX_VALUE, le=MAX_VALUE)]
+FrameNumber = Annotated[float, Field(strict=True, ge=-MAX_FRAME_NUMBER, le=MAX_FRAME_NUMBER)]
 Vec = Annotated[list[Number], Field(min_length=1, max_length=4)]
 
 
@@ -102,7 +103,7 @@ class JointTrack(_Strict):
 
 class FillRequest(_Strict):
     model: str = Field(min_length=1, max_length=200, description="a loaded model's name (see /v1/models)")
-    fps: float = Field(ge=MIN_FPS, le=MAX_FPS, description="frames per second of `frames`")
+    fps: float = Field(strict=True, ge=MIN_FPS, le=MAX_FPS, description="frames per second of `frames`")
     frames: Annotated[list[FrameNumber], Field(min_length=1, max_length=MAX_FRAMES)] = Field(
         description="frame numbers of the window, strictly increasing (any spacing; subframes allowed)")
     rotation_format: RotationFormat = Field(default_factory=lambda: QuaternionFormat(type="quaternion"),
@@ -119,17 +120,23 @@ class SampleRequest(FillRequest):
     order: Order = Field("lowest-entropy", description="which targets are drawn next: lowest-entropy (most "
                          "certain first, the default: the best mean fill of the four on both shipped models), "
                          "forward (time order), random, highest-entropy")
-    k: int = Field(1, ge=1, le=MAX_K, description="cells (query model) or frames (triples model) per step")
-    temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    n: int = Field(1, ge=1, le=MAX_VARIATIONS, description="number of variations")
+    k: int = Field(1, strict=True, ge=1, le=MAX_K, description="cells (query model) or frames (triples model) per step")
+    temperature: float = Field(1.0, strict=True, ge=0.0, le=MAX_TEMPERATURE)
+    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1)
+    n: int = Field(1, strict=True, ge=1, le=MAX_VARIATIONS, description="number of variations")
     stream: bool = Field(False, description="answer with NDJSON events (started, progress, result)")
 
 
 # --- responses ------------------------------------------------------------------------------------------
+# Every answer is validated against its model before it is sent (FastAPI's ``response_model``); extra
+# fields are an error, so the contract and the code cannot drift apart.
 
 
-class JointResult(BaseModel):
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JointResult(_Answer):
     """Per frame: the rotation (the given value where known, the fill where a target, ``null``
     elsewhere), translations for moving joints, the masks, and each target's uncertainty: the circular
     standard deviation of its rotation in degrees and the entropy (nats) of its distribution."""
@@ -143,7 +150,7 @@ class JointResult(BaseModel):
     entropy: list[float | None]
 
 
-class Timings(BaseModel):
+class Timings(_Answer):
     total_ms: float = Field(description="from the request's arrival to the answer")
     queue_ms: float = Field(description="waiting for a free worker")
     prepare_ms: float = Field(description="validation and conversion into the model's cells")
@@ -151,7 +158,7 @@ class Timings(BaseModel):
     encode_ms: float = Field(description="conversion of the answer into the requested formats")
 
 
-class FillResponse(BaseModel):
+class FillResponse(_Answer):
     id: str
     model: str
     frames: list[float]
@@ -159,11 +166,11 @@ class FillResponse(BaseModel):
     timings: Timings
 
 
-class Variation(BaseModel):
+class Variation(_Answer):
     joints: dict[str, JointResult]
 
 
-class SampleResponse(BaseModel):
+class SampleResponse(_Answer):
     id: str
     model: str
     frames: list[float]
@@ -175,7 +182,7 @@ class SampleResponse(BaseModel):
     timings: Timings
 
 
-class SampleEvent(BaseModel):
+class SampleEvent(_Answer):
     """One line of a streamed sample (``stream: true``, media type ``application/x-ndjson``): ``started``
     (with ``id``), ``progress`` (``done`` of ``total`` steps), then ``result`` or ``error`` or
     ``cancelled``."""
@@ -189,14 +196,14 @@ class SampleEvent(BaseModel):
     status: int | None = None
 
 
-class Health(BaseModel):
+class Health(_Answer):
     status: Literal["ok"] = "ok"
     api: str = API_VERSION
     version: str
     models: list[str]
 
 
-class JointInfo(BaseModel):
+class JointInfo(_Answer):
     name: str
     index: int
     parent: str | None
@@ -205,18 +212,18 @@ class JointInfo(BaseModel):
     rest_offset: list[float] | None = Field(description="local translation in the rest pose, model units")
 
 
-class ReferenceHabit(BaseModel):
+class ReferenceHabit(_Answer):
     direction: list[float] = Field(description="mean direction of the reference, perpendicular to the bone, in the "
                                    "joint's frame")
     strength: float = Field(description="how consistent the data is (0..1)")
 
 
-class Hinge(BaseModel):
+class Hinge(_Answer):
     axis: list[float] = Field(description="the dominant axis of the local rotation's spread (parent's frame)")
     share: float = Field(description="the share of the spread along it (a knee: 1.0)")
 
 
-class JointHabit(BaseModel):
+class JointHabit(_Answer):
     """How the training data holds one joint: what a rig's rest pose is matched against (twists included)."""
 
     name: str
@@ -226,7 +233,7 @@ class JointHabit(BaseModel):
     hinge: Hinge | None = None
 
 
-class Conventions(BaseModel):
+class Conventions(_Answer):
     """The training data's joint habits (``training/conventions.py``), relative to two body-anchored
     directions (body: ``forward``, ``up``; hand: ``finger``, ``palm``)."""
 
@@ -235,7 +242,7 @@ class Conventions(BaseModel):
     joints: list[JointHabit]
 
 
-class Limits(BaseModel):
+class Limits(_Answer):
     max_body_bytes: int = MAX_BODY_BYTES
     max_frames: int = MAX_FRAMES
     max_sample_frames: int
@@ -246,7 +253,7 @@ class Limits(BaseModel):
     max_fps: float = MAX_FPS
 
 
-class RotationConventions(BaseModel):
+class RotationConventions(_Answer):
     internal: str = "unit quaternions (x, y, z, w); local to the parent joint"
     formats: list[str] = ["quaternion", "euler", "axis_angle", "rotation_vector"]
     quaternion_layouts: list[str] = ["wxyz", "xyzw"]
@@ -257,7 +264,7 @@ class RotationConventions(BaseModel):
     quaternion_tolerance: float
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(_Answer):
     name: str
     skeleton: str
     kind: str
@@ -276,11 +283,11 @@ class ModelInfo(BaseModel):
     conventions: Conventions | None = Field(None, description="the training data's joint habits, for retargeting")
 
 
-class ModelList(BaseModel):
+class ModelList(_Answer):
     models: list[ModelInfo]
 
 
-class JobStatus(BaseModel):
+class JobStatus(_Answer):
     id: str
     kind: Literal["fill", "sample"]
     state: Literal["queued", "running", "done", "failed", "cancelled"]
@@ -288,13 +295,13 @@ class JobStatus(BaseModel):
     total: int
 
 
-class CancelResponse(BaseModel):
+class CancelResponse(_Answer):
     id: str
     cancelled: bool = Field(description="true when the job was still queued or running")
     state: str
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Answer):
     error: str = Field(description="what is wrong, naming the field")
     field: str | None = Field(None, description="the offending field, e.g. joints.Hips.rotations[3]")
     detail: list | None = None

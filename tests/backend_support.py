@@ -1,9 +1,16 @@
 """Shared by the backend tests: small untrained models of each schema, and one real uvicorn server on a free
-127.0.0.1 port per test session (started on first use in a thread, stopped at exit)."""
+127.0.0.1 port per test session (started on first use in a thread, stopped at exit).
+
+Every answer a test client of that server receives is checked against the pydantic model of its route
+(:func:`check_answer`, an httpx response hook): a JSON answer against the route's ``response_model``
+(``ErrorResponse`` for an error), each line of an NDJSON stream against ``SampleEvent``. ``CHECKED``
+counts the answers checked, by route and status."""
 
 from __future__ import annotations
 
 import atexit
+import collections
+import re
 import tempfile
 import threading
 import time
@@ -47,28 +54,98 @@ def models_dir() -> Path:
     return _state["models"][0]
 
 
+CHECKED: collections.Counter = collections.Counter()  # (route path, status) -> answers checked
+
+
+def _routes(app) -> list[tuple[str, re.Pattern, str, dict[str, str]]]:
+    """(method, path pattern, path, {status: model name}) of each operation in the app's OpenAPI schema."""
+    if _state.get("routes_of") is not app:
+        table = []
+        for path, ops in app.openapi()["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)) + "$")
+            for method, op in ops.items():
+                models = {}
+                for status, resp in op.get("responses", {}).items():
+                    ref = resp.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+                    if ref:
+                        models[status] = ref.rsplit("/", 1)[1]
+                table.append((method.upper(), pattern, path, models))
+        _state["routes"], _state["routes_of"] = table, app
+    return _state["routes"]
+
+
+class _CheckedLines(httpx.SyncByteStream):
+    """An NDJSON body whose lines are validated with ``model`` as they pass (the test still streams)."""
+
+    def __init__(self, inner, model, key):
+        self.inner, self.model, self.key = inner, model, key
+
+    def __iter__(self):
+        pending = b""
+        for chunk in self.inner:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self.model.model_validate_json(line)
+                    CHECKED[self.key] += 1
+            yield chunk
+        if pending.strip():
+            self.model.model_validate_json(pending)
+            CHECKED[self.key] += 1
+
+    def close(self):
+        self.inner.close()
+
+
+def check_answer(app, response: httpx.Response) -> None:
+    """Validate an answer of ``app`` with the pydantic model its route declares (see the module docstring);
+    raises pydantic's ``ValidationError`` when it does not match."""
+    from anyfill.backend import schemas
+
+    method, path = response.request.method, response.request.url.path
+    route = next((r for r in _routes(app) if r[0] == method and r[1].match(path)), None)
+    key = (route[2] if route else path, response.status_code)
+    kind = response.headers.get("content-type", "").split(";")[0]
+    if kind == "application/x-ndjson":
+        response.stream = _CheckedLines(response.stream, schemas.SampleEvent, key)
+        return
+    assert kind == "application/json", f"{key}: answer of type {kind!r}"
+    response.read()
+    name = route[3].get(str(response.status_code)) if route else None
+    if response.status_code >= 400:
+        name = name or "ErrorResponse"  # also the middleware's refusals (403, 413) and unknown paths
+    elif name is None:  # the OpenAPI schema: no model of its own
+        assert path == "/v1/openapi.json", key
+        return
+    getattr(schemas, name).model_validate_json(response.content)
+    CHECKED[key] += 1
+
+
 @dataclass
 class Live:
     url: str
     token: str
     app: object
 
-    def client(self, token: str | None = None, **kw) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token or self.token}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0, **kw)
+    def client(self, token: str | None = None, anonymous: bool = False, **kw) -> httpx.Client:
+        """A client whose every answer is checked (:func:`check_answer`); ``anonymous``: no token sent."""
+        headers = {**({} if anonymous else {"Authorization": f"Bearer {token or self.token}"}), **kw.pop("headers", {})}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0,
+                            event_hooks={"response": [lambda r: check_answer(self.app, r)]}, **kw)
 
 
-def live_server() -> Live:
-    """The session's server (models hand, body, hand-triples; 2 workers)."""
-    if "server" in _state:
-        return _state["server"]
+def start_server(jobs=None) -> tuple[Live, object]:
+    """A real uvicorn server on a free 127.0.0.1 port in a thread, serving hand, body and hand-triples with
+    ``jobs`` (default: 2 workers, 32 jobs at most); returns it and a function that stops it."""
     from anyfill.backend.jobs import Jobs
     from anyfill.backend.registry import Registry
     from anyfill.backend.server import bind, create_app
 
     d = models_dir()
-    registry = Registry.load([f"{n}={d / n}.safetensors" for n in ("hand", "body", "hand-triples")])
-    app = create_app(registry, TOKEN, Jobs(workers=2, max_jobs=32))
+    if "registry" not in _state:
+        _state["registry"] = Registry.load([f"{n}={d / n}.safetensors" for n in ("hand", "body", "hand-triples")])
+    app = create_app(_state["registry"], TOKEN, jobs or Jobs(workers=2, max_jobs=32))
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -84,8 +161,15 @@ def live_server() -> Live:
         server.should_exit = True
         thread.join(10)
 
-    atexit.register(stop)
-    _state["server"] = Live(f"http://127.0.0.1:{port}", TOKEN, app)
+    return Live(f"http://127.0.0.1:{port}", TOKEN, app), stop
+
+
+def live_server() -> Live:
+    """The session's server (models hand, body, hand-triples; 2 workers)."""
+    if "server" not in _state:
+        live, stop = start_server()
+        atexit.register(stop)
+        _state["server"] = live
     return _state["server"]
 
 

@@ -37,9 +37,8 @@ def _quats(values: list, fmt: dict) -> np.ndarray:
 
 
 def test_health_needs_no_token(server):
-    import httpx
-
-    r = httpx.get(f"{server.url}/v1/health")
+    with server.client(anonymous=True) as anonymous:
+        r = anonymous.get("/v1/health")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["api"] == "v1" and body["version"]
@@ -276,11 +275,11 @@ def test_eight_concurrent_clients_get_their_own_answers(server, client):
 
 def test_openapi_contract(server):
     """The served schema is the contract: key paths and fields, and docs/openapi.json is up to date."""
-    import httpx
 
     from anyfill.backend.openapi import dumps
 
-    spec = httpx.get(f"{server.url}/v1/openapi.json").json()
+    with server.client(anonymous=True) as anonymous:
+        spec = anonymous.get("/v1/openapi.json").json()
     paths = spec["paths"]
     assert {"/v1/health", "/v1/models", "/v1/fill", "/v1/sample", "/v1/jobs/{job_id}",
             "/v1/jobs/{job_id}/cancel"} <= set(paths)
@@ -295,3 +294,67 @@ def test_openapi_contract(server):
     assert {"wxyz", "xyzw"} == set(s["QuaternionFormat"]["properties"]["layout"]["enum"])
     committed = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
     assert committed.read_text() == dumps(), "docs/openapi.json is stale: run `make openapi`"
+
+
+def test_every_answer_is_checked_against_its_response_model(server, client):
+    """The session's test clients validate each answer with its route's pydantic model (backend_support's
+    response hook): every route, its errors and each streamed line; an answer that strays from its model
+    fails the test that received it."""
+    import httpx
+    import pydantic
+
+    before = backend_support.CHECKED.copy()
+    client.get("/v1/health")
+    client.get("/v1/models")
+    client.post("/v1/fill", json=fill_request("hand", frames=5, id="checked"))
+    client.get("/v1/jobs/checked")
+    client.post("/v1/jobs/checked/cancel")
+    client.post("/v1/sample", json=fill_request("hand", frames=5, k=100))
+    with client.stream("POST", "/v1/sample", json=fill_request("hand", frames=5, k=100, stream=True)) as r:
+        lines = [line for line in r.iter_lines() if line]
+    client.post("/v1/fill", json={"model": "hand"})
+    with server.client(anonymous=True) as anonymous:
+        anonymous.get("/v1/models")
+    grew = backend_support.CHECKED - before
+    assert {("/v1/health", 200), ("/v1/models", 200), ("/v1/fill", 200), ("/v1/jobs/{job_id}", 200),
+            ("/v1/jobs/{job_id}/cancel", 200), ("/v1/fill", 422), ("/v1/models", 401)} <= set(grew)
+    assert grew[("/v1/sample", 200)] == 1 + len(lines)  # the plain answer and each streamed event
+    # an answer with a field its model does not have, or a missing one, is caught
+    req = httpx.Request("GET", f"{server.url}/v1/health")
+    for bad in ({"status": "ok", "api": "v1", "version": "1", "models": [], "extra": 1}, {"status": "ok"}):
+        with pytest.raises(pydantic.ValidationError):
+            backend_support.check_answer(server.app, httpx.Response(200, json=bad, request=req))
+
+
+def test_busy_server_says_how_many_run_and_wait():
+    """With every place taken (1 worker, 3 jobs at most), the next request gets 503 and a message that
+    counts the running and the waiting jobs apart."""
+    from anyfill.backend.jobs import Jobs
+
+    live, stop = backend_support.start_server(Jobs(workers=1, max_jobs=3))
+    try:
+        threads = []
+        for i in range(3):
+            def run(i=i):
+                with live.client() as c:
+                    c.post("/v1/sample", json=_slow_sample(f"busy{i}"))
+
+            threads.append(threading.Thread(target=run))
+            threads[-1].start()
+        with live.client() as c:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                states = [c.get(f"/v1/jobs/busy{i}").json().get("state") or "" for i in range(3)]
+                if sorted(states) == ["queued", "queued", "running"]:
+                    break
+                time.sleep(0.02)
+            assert sorted(states) == ["queued", "queued", "running"], states
+            r = c.post("/v1/fill", json=fill_request("hand", frames=5))
+            assert r.status_code == 503, r.text
+            assert "1 running, 2 waiting" in r.json()["error"], r.json()
+            for i in range(3):
+                c.post(f"/v1/jobs/busy{i}/cancel")
+        for th in threads:
+            th.join(30)
+    finally:
+        stop()

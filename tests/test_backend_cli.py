@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +65,103 @@ def test_serve_process_lifecycle(tmp_path):
             proc.wait()
 
 
+def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, str, Path]:
+    """A real ``anyfill serve`` (hand and body test models) logging to a file, every Python warning shown;
+    returns (process, url, token, log file) once it listens."""
+    d = models_dir()
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONWARNINGS="always", OMP_NUM_THREADS="1")
+    env.pop(auth.TOKEN_ENV, None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "anyfill.cli", "serve", "--port", "0", "--threads", "1",
+                             "--model", f"hand={d / 'hand.safetensors'}", "--model", f"body={d / 'body.safetensors'}",
+                             *extra], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
+        if m:
+            return proc, m.group(1), (tmp_path / "cfg" / "anyfill" / "token").read_text().strip(), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"anyfill serve did not start:\n{log.read_text()}")
+
+
+def test_serve_log_stays_quiet_per_request(tmp_path):
+    """Answers add nothing to the log: no deprecation (or any other) warning per request, even with every
+    warning shown, so the log does not grow with the number of requests."""
+    proc, url, token, log = _serve(tmp_path)
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            size = log.stat().st_size
+            for i in range(10):
+                assert c.post("/v1/fill", json=fill_request("body", frames=12, data_seed=i)).status_code == 200
+                assert c.post("/v1/sample", json=fill_request("hand", frames=6, k=100)).status_code == 200
+                assert c.get("/v1/models").status_code == 200
+                assert c.post("/v1/fill", json={"model": "body"}).status_code == 422
+            with c.stream("POST", "/v1/sample", json=fill_request("hand", frames=6, k=100, stream=True)) as r:
+                assert r.status_code == 200 and list(r.iter_lines())
+        grown = log.read_text()[size:]
+        assert grown == "", grown
+        assert "Warning" not in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_during_a_sample_answers_and_exits_at_once(tmp_path):
+    """SIGTERM while a long sampling runs (one plain request, one streamed): the plain one gets the
+    documented 503 JSON, the stream a ``cancelled`` event; no traceback in the log, and the process exits
+    (status 0) well within uvicorn's 5 s grace period, since the jobs are cancelled when the stop begins."""
+    proc, url, token, log = _serve(tmp_path, "--workers", "2")
+    slow = fill_request("body", frames=65, keys=(0, 64), k=1, n=16)
+    answers: dict = {}
+
+    def plain():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            answers["plain"] = c.post("/v1/sample", json={**slow, "id": "plain"})
+
+    def streamed():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c, \
+                c.stream("POST", "/v1/sample", json={**slow, "id": "streamed", "stream": True}) as r:
+            answers["stream"] = [json.loads(line) for line in r.iter_lines() if line]
+
+    threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+    try:
+        for th in threads:
+            th.start()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                states = [c.get(f"/v1/jobs/{i}").json() for i in ("plain", "streamed")]
+                if all(s.get("state") == "running" and s.get("done", 0) > 0 for s in states):
+                    break
+                time.sleep(0.05)
+            assert all(s["state"] == "running" for s in states), states
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        took = time.time() - t0
+        for th in threads:
+            th.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert took < 2.5, (took, text)
+    r = answers["plain"]
+    assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
+    assert "shutting down" in r.json()["error"]
+    events = answers["stream"]
+    assert events[0]["event"] == "started" and events[-1]["event"] == "cancelled", events[-1]
+    assert events[-1]["status"] == 503 and "shutting down" in events[-1]["error"]
+    for bad in ("Traceback", "Exception in ASGI application", "Future exception was never retrieved",
+                "timeout graceful shutdown exceeded", "Warning"):
+        assert bad not in text, text
+    assert "stopped" in text
+
+
 def test_token_is_kept(tmp_path):
     p = tmp_path / "a" / "token"
     t = auth.ensure_token(p)
@@ -89,7 +188,9 @@ def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
 
 def test_loopback_detection():
     assert auth.is_loopback("127.0.0.1") and auth.is_loopback("localhost") and auth.is_loopback("::1")
-    assert not auth.is_loopback("0.0.0.0") and not auth.is_loopback("192.168.1.4")
+    assert auth.is_loopback("127.3.2.1") and auth.is_loopback("[::1]")
+    for host in ("0.0.0.0", "192.168.1.4", "127.evil.example", "127.0.0.1.nip.io", "localhost.example", "127.1"):
+        assert not auth.is_loopback(host), host
 
 
 def _slice(src: Path, out: Path, frames: int) -> Path:
@@ -136,3 +237,154 @@ def test_fill_cli_errors(tmp_path, capsys):
     src.write_text("HIERARCHY\nROOT a\n{\n")
     assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0"]) == 2
     assert "x.bvh" in capsys.readouterr().err
+
+
+def _body_clip(data_root: Path, tmp_path: Path, frames: int = 40, name: str = "in.bvh") -> Path:
+    return _slice(data_root / "bandai" / "dataset-1" / "dataset-1_bow_old_001.bvh", tmp_path / name, frames)
+
+
+def _left_over(folder: Path, before: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - before
+
+
+@pytest.mark.data
+def test_fill_refuses_outputs_it_cannot_write_before_any_work(data_root, tmp_path, capsys, monkeypatch):
+    """-o naming a directory or a path under a file: a clear error before the model runs, nothing left."""
+    from anyfill.training import fill as engine
+
+    src = _body_clip(data_root, tmp_path)
+    model = str(models_dir() / "body.safetensors")
+    ran = []
+    monkeypatch.setattr(engine, "fill", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(engine, "sample", lambda *a, **k: ran.append(1))
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "var-2.bvh").mkdir()
+    before = {p.name for p in tmp_path.iterdir()}
+    for out, extra, says in ((tmp_path / "outdir", [], "is a directory"),
+                             (tmp_path / "afile" / "o.bvh", [], "is not a directory"),
+                             (tmp_path / "var.bvh", ["--sample", "3"], "var-2.bvh: is a directory")):
+        assert cli(["fill", str(src), "-o", str(out), "--keys", "0,last", "--model", model, *extra]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        assert _left_over(tmp_path, before) == set() and list((tmp_path / "outdir").iterdir()) == []
+    assert ran == []
+
+
+@pytest.mark.data
+def test_fill_refuses_an_unwritable_folder(data_root, tmp_path, capsys):
+    """A folder no file can be created in (a read-only one; /proc where the tests run as root, who may
+    write into read-only folders): refused before any work, naming it."""
+    src = _body_clip(data_root, tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    target = Path("/proc/anyfill-test") if os.geteuid() == 0 else locked
+    try:
+        assert cli(["fill", str(src), "-o", str(target / "o.bvh"), "--keys", "0,last", "--model",
+                    str(models_dir() / "body.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write in {target.parent if target.parent == Path('/proc') else target}" in err, err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.data
+def test_fill_sample_writes_all_outputs_or_none(data_root, tmp_path, capsys, monkeypatch):
+    """With --sample 3, a failure while writing the second output (a full disk) leaves no output of the
+    run and no .tmp file; the error names the file."""
+    import errno
+
+    src = _body_clip(data_root, tmp_path, frames=12)
+    real = Path.write_text
+    calls = []
+
+    def full_disk(self, *a, **k):
+        calls.append(self.name)
+        if len(calls) == 2:
+            real(self, "partial", encoding="utf-8")  # half written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
+                "--model", str(models_dir() / "body.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "var-2.bvh" in err and "No space left" in err and "no output was written" in err, err
+    assert _left_over(tmp_path, before) == set()
+    monkeypatch.setattr(Path, "write_text", real)
+    assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
+                "--model", str(models_dir() / "body.safetensors")]) == 0
+    assert _left_over(tmp_path, before) == {"var-1.bvh", "var-2.bvh", "var-3.bvh"}
+
+
+@pytest.mark.data
+def test_fill_reads_a_bom_and_refuses_a_clip_without_frames(data_root, tmp_path, capsys):
+    src = _body_clip(data_root, tmp_path)
+    bom = tmp_path / "bom.bvh"
+    bom.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    assert bvh.read(bom).n_frames == 40
+    out = tmp_path / "bom-out.bvh"
+    assert cli(["fill", str(bom), "-o", str(out), "--keys", "0,last", "--model",
+                str(models_dir() / "body.safetensors")]) == 0
+    assert bvh.read(out).n_frames == 40
+    empty = _slice(src, tmp_path / "empty.bvh", 0)
+    assert bvh.read(empty).n_frames == 0
+    assert cli(["fill", str(empty), "-o", str(tmp_path / "e.bvh"), "--keys", "0", "--model",
+                str(models_dir() / "body.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "the BVH has no frames" in err and "-1" not in err, err
+
+
+def test_key_syntax():
+    from anyfill.backend.cli_fill import parse_frames, parse_part
+
+    assert parse_frames("0:last:10", 35) == [0, 10, 20, 30]
+    assert parse_frames("0:last:10,last", 35) == [0, 10, 20, 30, 34]
+    assert parse_frames("5:9", 20) == [5, 6, 7, 8, 9]
+    assert parse_frames("0,3-5,2:8:3", 20) == [0, 2, 3, 4, 5, 8]
+    assert parse_frames("last", 200, last=164) == [164]
+    for bad, says in (("0:last:0", "step must be at least 1"), ("9:3:1", "runs backwards"), ("0:x:2", "not a frame"),
+                      ("1:2:3:4", "not a frame"), ("0:40:10", "outside 0..34")):
+        with pytest.raises(ValueError, match=says):
+            parse_frames(bad, 35)
+    assert parse_part("100-164", 300) == (100, 164) and parse_part("10-last", 30) == (10, 29)
+    for bad in ("100", "164-100", "0-300", "a-b", "5-5"):
+        with pytest.raises(ValueError, match="--frames"):
+            parse_part(bad, 300)
+
+
+@pytest.mark.data
+def test_fill_part_of_a_clip_with_step_keys(data_root, tmp_path, capsys):
+    """--frames 20-44 fills only that part (keys every 8th frame in it and its last); the frames outside
+    come back unchanged, the keys inside too, the gaps are filled."""
+    src = _body_clip(data_root, tmp_path, frames=60)
+    out = tmp_path / "part.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--keys", "0:last:8,last", "--frames", "20-44", "--model",
+                str(models_dir() / "body.safetensors")]) == 0
+    assert "(20-44)" in capsys.readouterr().out
+    a, b = clip.load(src, "body"), clip.load(out, "body")
+    assert b.n_frames == 60
+    same = [*range(0, 20), 24, 32, 40, 44, *range(45, 60)]
+    assert quat_angle(a.rotations[same], b.rotations[same]).max() < 1e-4
+    assert quat_angle(a.rotations[28], b.rotations[28]).max() > 1e-3
+
+
+@pytest.mark.data
+def test_fill_names_valid_joints_and_warns_about_the_frame_rate(data_root, tmp_path, capsys):
+    src = _body_clip(data_root, tmp_path, frames=20)
+    model = str(models_dir() / "body.safetensors")
+    assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--joints", "Hips,Tail",
+                "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert "unknown joint 'Tail'" in err and "Hips, Spine" in err, err
+    data = bvh.read(src)
+    data.frame_time = 1 / 120
+    fast = tmp_path / "fast.bvh"
+    bvh.write(data, fast)
+    assert cli(["fill", str(fast), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--model", model]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "runs at 120 fps" in err and "trained at (30 fps)" in err, err  # the card: 30 fps
+    assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--model", model]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -7,7 +7,6 @@ import copy
 import json
 
 import backend_support
-import httpx
 import pytest
 from backend_support import fill_request
 
@@ -89,6 +88,12 @@ BAD = [
     ("bad id", _set(BASE, "id", "no spaces allowed"), 422, "id"),
     ("model not a string", _set(BASE, "model", 3), 422, "model"),
     ("joints a list", _set(BASE, "joints", [1, 2]), 422, "joints"),
+    ("boolean in rotation", _set(BASE, f"{HIPS_ROT}.0", [True, 0, 0, 0]), 422, f"{HIPS_ROT}[0][0]"),
+    ("boolean in translation", _set(BASE, "joints.Hips.translations.0", [0, False, 0]), 422,
+     "joints.Hips.translations[0][1]"),
+    ("boolean frame", _set(BASE, "frames.0", False), 422, "frames[0]"),
+    ("boolean fps", _set(BASE, "fps", True), 422, "fps"),
+    ("numeric string", _set(BASE, f"{HIPS_ROT}.0", ["1", 0, 0, 0]), 422, f"{HIPS_ROT}[0][0]"),
 ]
 
 
@@ -102,6 +107,13 @@ def test_bad_fill_requests(client, req, status, field):
 
 def test_valid_base_request_passes(client):
     assert client.post("/v1/fill", json=BASE).status_code == 200
+
+
+def test_integer_rotations_are_numbers(client):
+    req = _set(_set(BASE, f"{HIPS_ROT}.0", [1, 0, 0, 0]), "fps", 30)
+    r = client.post("/v1/fill", json=req)
+    assert r.status_code == 200, r.text
+    assert r.json()["joints"]["Hips"]["rotations"][0] == [1, 0, 0, 0]
 
 
 def test_normalize_quaternions_accepts_scaled(client):
@@ -133,6 +145,8 @@ BAD_SAMPLE = [
     ("negative temperature", {"temperature": -1}, 422, "temperature"),
     ("unknown order", {"order": "backward"}, 422, "order"),
     ("negative seed", {"seed": -1}, 422, "seed"),
+    ("boolean n", {"n": True}, 422, "n"),
+    ("fractional k", {"k": 1.5}, 422, "k"),
     ("window too long", {"frames": list(range(66))}, 413, "frames"),
 ]
 
@@ -166,11 +180,13 @@ def test_unknown_job(client):
 def test_token_required(server):
     for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": server.token},
                     {"X-Anyfill-Token": "nope"}):
-        r = httpx.post(f"{server.url}/v1/fill", json=BASE, headers=headers)
-        assert r.status_code == 401, headers
-        assert "token" in r.json()["error"]
-        assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 401
-    ok = httpx.get(f"{server.url}/v1/models", headers={"X-Anyfill-Token": server.token})
+        with server.client(anonymous=True, headers=headers) as c:
+            r = c.post("/v1/fill", json=BASE)
+            assert r.status_code == 401, headers
+            assert "token" in r.json()["error"] and r.headers["www-authenticate"] == "Bearer"
+            assert c.get("/v1/models").status_code == 401
+    with server.client(anonymous=True, headers={"X-Anyfill-Token": server.token}) as c:
+        ok = c.get("/v1/models")
     assert ok.status_code == 200
 
 
@@ -183,10 +199,56 @@ def test_origin_refused(client):
     assert r.status_code == 403
 
 
-def test_foreign_host_refused(client):
-    r = client.get("/v1/models", headers={"Host": "attacker.example:8765"})
-    assert r.status_code == 403
-    assert client.get("/v1/models", headers={"Host": "localhost"}).status_code == 200
+@pytest.mark.parametrize("host", ["attacker.example:8765", "127.evil.example", "127.0.0.1.nip.io:8765", "127.1",
+                                  "127.0.0.1:", "127.0.0.1:80x", "localhost.evil.example", "[::ffff:127.0.0.1]:80",
+                                  "::1", "[::1", "0.0.0.0:8765", ""])
+def test_foreign_host_refused(client, host):
+    """Only loopback IP literals and localhost pass the Host check (DNS rebinding): a name that merely
+    starts with 127. does not."""
+    for path in ("/v1/health", "/v1/models"):
+        r = client.get(path, headers={"Host": host})
+        assert r.status_code == 403, (host, r.text)
+        assert "Host" in r.json()["error"] and repr(host) in r.json()["error"]
+    assert client.post("/v1/fill", json=BASE, headers={"Host": host}).status_code == 403
+
+
+@pytest.mark.parametrize("host", ["localhost", "LocalHost:8765", "127.0.0.1", "127.0.0.1:8765", "127.254.3.1:1",
+                                  "[::1]", "[::1]:8765"])
+def test_loopback_hosts_pass(client, host):
+    assert client.get("/v1/models", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"\xff\xfe{}", "not valid UTF-8"),
+    (b'{"model": "\xc3\x28"}', "not valid UTF-8"),
+    (b"[" * 1100 + b"]" * 1100, "nested deeper than 1024"),
+    (b"hello", "not valid JSON"),
+    (b"{}{}", "not valid JSON"),
+    (b'{"model": ', "not valid JSON"),
+])
+def test_unreadable_bodies_get_422_saying_why(client, content, says):
+    r = client.post("/v1/fill", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "body" and says in r.json()["error"], r.json()
+
+
+def test_deeply_nested_json_is_refused_by_what_is_wrong(client):
+    """1,000 levels (within the parser's limit): refused by validation, naming where, not as a parse error."""
+    r = client.post("/v1/fill", content=b"[" * 1000 + b"]" * 1000, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body" and "dictionary" in r.json()["error"], r.text
+    nested = b'{"model": "body", "fps": 30, "frames": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    r = client.post("/v1/fill", content=nested, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"].startswith("frames"), r.text
+
+
+@pytest.mark.parametrize(("headers", "content", "says"), [
+    ({"content-type": "text/plain"}, json.dumps(BASE).encode(), "Content-Type: application/json"),
+    ({}, json.dumps(BASE).encode(), "no Content-Type"),
+    ({"content-type": "application/json"}, b"", "no body"),
+])
+def test_bodies_that_are_not_json(client, headers, content, says):
+    r = client.post("/v1/fill", content=content, headers=headers)
+    assert r.status_code == 422 and r.json()["field"] == "body" and says in r.json()["error"], r.text
 
 
 def test_body_size_bounded(client):

@@ -251,8 +251,9 @@ def _locate_motion_error(lines: list[str], first_line: int, n_channels: int, n_f
 
 
 def parse(text: str, path: str | Path | None = None) -> BVH:
-    """Parse BVH text. Raises :class:`BVHError` naming the file and line of the first problem."""
-    text = text.replace("\r\n", "\n")
+    """Parse BVH text (a leading UTF-8 byte-order mark is skipped). Raises :class:`BVHError` naming the
+    file and line of the first problem."""
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     m = re.search(r"^[ \t]*MOTION[ \t]*$", text, flags=re.MULTILINE)
     if m is None:
         raise BVHError(path, len(text.rstrip().split("\n")), "no MOTION section (file truncated?)")

@@ -3,8 +3,12 @@
 Each trainable model registers a :class:`Task` (its config dataclass, named configs, and a function
 that builds the LightningModule and LightningDataModule from a config) in ``TASKS``. This module owns
 the plumbing they share: config files and ``key=value`` overrides, seeds, run folders, TensorBoard
-logs, a progress bar, resumable checkpoints (kill a run, rerun the same command, it continues), and
-multi-device / multi-node DDP through Lightning (``torchrun`` sets the environment it reads).
+logs, a progress bar (progress lines when the output is not a terminal), resumable checkpoints (kill a
+run, rerun the same command, it continues from a checkpoint at most ``checkpoint_every_minutes`` old),
+and multi-device / multi-node DDP through Lightning (``torchrun`` sets the environment it reads).
+
+Checkpoints are pickles (optimizer and scheduler state): resuming unpickles the run folder's ``.ckpt``
+files, so only resume run folders you trust.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     val_every_n_epochs: int = 1
     checkpoint_every_n_steps: int = 0  # 0: at the end of every epoch only
+    checkpoint_every_minutes: float = 1.0  # also a checkpoint (timed.ckpt) this often during epochs; 0: off
     gradient_clip_val: float = 0.0
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal, progress lines otherwise
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Task:
     named_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_trainer: dict[str, Any] = field(default_factory=dict)
     after_fit: Callable[[Any, Any, Any, Path], None] | None = None  # (config, module, trainer, run_dir)
+    check: Callable[[Any], None] | None = None  # raises ValueError naming a bad setting, when settings are given
 
 
 def register(name: str, module: str) -> None:
@@ -152,7 +158,17 @@ def resolve_configs(task: Task, config_file: str | None, named: str | None, over
         m, t = _split_sections(flat)
         cfg = apply_overrides(cfg, m, where)
         tcfg = apply_overrides(tcfg, t, where)
+    if task.check is not None:
+        task.check(cfg)
+    check_trainer(tcfg)
     return cfg, tcfg
+
+
+def check_trainer(tcfg: TrainerConfig) -> None:
+    """Settings of the loop that would only fail later, refused when given."""
+    if tcfg.checkpoint_every_n_steps < 0 or not tcfg.checkpoint_every_minutes >= 0:
+        raise ValueError("trainer.checkpoint_every_n_steps and trainer.checkpoint_every_minutes must be >= 0 "
+                         f"(0: off), got {tcfg.checkpoint_every_n_steps} and {tcfg.checkpoint_every_minutes}")
 
 
 def _devices(spec: str) -> Any:
@@ -163,20 +179,78 @@ def _devices(spec: str) -> Any:
     return int(spec)
 
 
-def _newest_readable_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``last.ckpt`` if it loads, else the newest other one that does
-    (a run killed while writing ``last.ckpt`` still resumes from the one before)."""
+class UnreadableCheckpoints(ValueError):
+    """Every checkpoint of a run folder fails to load: the run must not silently start over."""
+
+
+def _read_step(path: Path) -> int:
     import torch
 
-    # newest "last*" first (Lightning writes last-v1.ckpt beside a stale last.ckpt in a copied run folder)
-    cands = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (not p.name.startswith("last"), -p.stat().st_mtime))
-    for c in cands:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(ckpt.get("global_step", 0))
+
+
+def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: the readable one with the most steps (the newest file on a tie),
+    ``None`` when the folder holds none. Unreadable files beside a readable one (a run killed while
+    writing) are renamed ``NAME.unreadable``, and said so; when every file is unreadable,
+    :class:`UnreadableCheckpoints` names them and how to start over."""
+    files = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    readable, bad = [], []
+    for c in files:
         try:
-            torch.load(c, map_location="cpu", weights_only=False, mmap=True)
-            return c
-        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, and said so
-            print(f"anyfill train: skipping unreadable checkpoint {c} ({type(e).__name__}: {e})", file=sys.stderr)
-    return None
+            readable.append((_read_step(c), c.stat().st_mtime, c))
+        except Exception as e:  # noqa: BLE001 - any file that does not load is unreadable, and named
+            bad.append((c, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    if bad and not readable:
+        listed = "\n".join(f"  {c} ({why})" for c, why in bad)
+        raise UnreadableCheckpoints(
+            f"every checkpoint in {ckpt_dir} is unreadable, so this run cannot resume:\n{listed}\n"
+            "Nothing was trained. To start over from step 0, rerun with --fresh (or use another --run-dir); "
+            "the run's export is then kept and the new one written beside it if it has fewer steps.")
+    for c, why in bad:
+        aside = c.with_name(c.name + ".unreadable")
+        c.replace(aside)
+        print(f"anyfill train: unreadable checkpoint {c} ({why}) moved to {aside.name}", file=sys.stderr)
+    return max(readable, key=lambda r: (r[0], r[1]))[2] if readable else None
+
+
+def progress_lines(every_s: float = 10.0):
+    """Progress as plain lines on stderr (for logs and pipes, where a progress bar shows only at exit): at
+    most one every ``every_s`` seconds, and one at each epoch's end."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback
+
+    class _ProgressLines(Callback):
+        def __init__(self):
+            self.last = 0.0
+            self.start_step, self.start_time = 0, 0.0
+
+        def on_train_start(self, trainer, module):
+            self.start_step, self.start_time = trainer.global_step, time.monotonic()
+            self.last = self.start_time
+
+        def _line(self, trainer, what: str) -> None:
+            if not trainer.is_global_zero:
+                return
+            now = time.monotonic()
+            rate = (trainer.global_step - self.start_step) / max(now - self.start_time, 1e-9)
+            total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+            metrics = trainer.progress_bar_metrics
+            shown = "".join(f", {k} {float(v):.4g}" for k, v in metrics.items() if k in ("loss", "val_angle"))
+            print(f"anyfill train: {what}epoch {trainer.current_epoch} step {trainer.global_step}{total}{shown}, "
+                  f"{rate:.1f} steps/s", file=sys.stderr, flush=True)
+            self.last = now
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if time.monotonic() - self.last >= every_s:
+                self._line(trainer, "")
+
+        def on_train_epoch_end(self, trainer, module):
+            self._line(trainer, "end of ")
+
+    return _ProgressLines()
 
 
 def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = False) -> Path:
@@ -195,7 +269,13 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     snapshot = json.loads(json.dumps(
         {"model": task.name, "config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}
     ))
-    resume = None if fresh else (_newest_readable_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None)
+    had_config = cfg_path.is_file()
+    if fresh and any(ckpt_dir.glob("*.ckpt")):
+        # kept, but out of the way: a later resume must not pick the old run's checkpoints
+        aside = run_dir / f"checkpoints-before-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        ckpt_dir.replace(aside)
+        print(f"anyfill train: --fresh: the run's old checkpoints moved to {aside}", file=sys.stderr)
+    resume = None if fresh else resume_checkpoint(ckpt_dir)
     if resume is not None and cfg_path.is_file():
         old = json.loads(cfg_path.read_text()).get("config", {})
         # a setting added to the code after the run began is no difference while it keeps its default
@@ -212,14 +292,23 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
 
     L.seed_everything(tcfg.seed, workers=True)
     module, data = task.build(cfg)
+    # no version counter: last.ckpt and timed.ckpt are replaced, never written beside as last-v1.ckpt
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False, save_last=True,
-            save_top_k=2, monitor="step", mode="max",
+            save_top_k=2, monitor="step", mode="max", enable_version_counter=False,
             every_n_train_steps=tcfg.checkpoint_every_n_steps or None,
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if tcfg.checkpoint_every_minutes > 0:  # within epochs too: a killed run loses at most this much
+        callbacks.append(ModelCheckpoint(
+            dirpath=ckpt_dir, filename="timed", save_top_k=1, enable_version_counter=False,
+            train_time_interval=datetime.timedelta(minutes=tcfg.checkpoint_every_minutes),
+        ))
+    bar = tcfg.progress and sys.stderr.isatty()
+    if tcfg.progress and not bar:
+        callbacks.append(progress_lines())
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=tcfg.max_epochs,
@@ -235,11 +324,13 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
         log_every_n_steps=tcfg.log_every_n_steps,
         check_val_every_n_epoch=tcfg.val_every_n_epochs,
         gradient_clip_val=tcfg.gradient_clip_val or None,
-        enable_progress_bar=tcfg.progress,
+        enable_progress_bar=bar,
         deterministic="warn",
     )
     if resume is not None:
-        print(f"anyfill train: resuming from {resume}", file=sys.stderr)
+        print(f"anyfill train: resuming from {resume} (step {_read_step(resume)})", file=sys.stderr)
+    elif had_config and not fresh:
+        print(f"anyfill train: no checkpoint in {ckpt_dir}: starting at step 0", file=sys.stderr)
     # the run's own checkpoints hold more than tensors (optimizer and scheduler state, hyper-parameters):
     # they are trusted like the code that wrote them, as the readability check above already does
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=False)

@@ -319,11 +319,19 @@ class AnyOrderModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _build(cfg: AnyOrderTrainConfig):
+def _check(cfg: AnyOrderTrainConfig) -> None:
+    """Settings refused as soon as they are given (``--print-config`` included), naming the valid values."""
     if cfg.skeleton not in ("hand", "body"):
         raise ValueError(f"skeleton must be 'hand' or 'body', got {cfg.skeleton!r}")
+    if cfg.variant not in ("query", "triples"):
+        raise ValueError(f"variant must be 'query' or 'triples', got {cfg.variant!r}")
+    canonical_frame_of(cfg)
     if not cfg.relative_floor >= 0.0 or not math.isfinite(cfg.relative_floor):
         raise ValueError(f"relative_floor must be a finite number >= 0 (0: off), got {cfg.relative_floor!r}")
+
+
+def _build(cfg: AnyOrderTrainConfig):
+    _check(cfg)
     return AnyOrderModule(cfg), AnyOrderData(cfg)
 
 
@@ -376,8 +384,28 @@ def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) ->
             "val_calibrated": {k: chosen[k] for k in keys}}
 
 
-def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
+def _export_path(cfg: AnyOrderTrainConfig, run_dir: Path, steps: int) -> Path:
+    """The run's export, or a file beside it when the export there holds a model of more steps (a run
+    started over with --fresh): an export is never replaced by an earlier step's model unannounced."""
+    from ..checkpoint import CheckpointError, read_card
+
     path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
+    if path.is_file():
+        try:
+            before = int(read_card(path).get("training", {}).get("steps", 0))
+        except (CheckpointError, TypeError, ValueError):
+            before = 0
+        if before > steps:
+            beside = path.with_name(f"{path.stem}-step{steps}{path.suffix}")
+            print(f"anyfill train: {path} holds a model of step {before}, more than this run's {steps}: "
+                  f"exporting to {beside.name} beside it instead (delete the old export to replace it)",
+                  file=sys.stderr)
+            return beside
+    return path
+
+
+def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
+    path = _export_path(cfg, run_dir, int(trainer.global_step))
     calibration = None
     if cfg.calibrate:
         dm = trainer.datamodule
@@ -407,4 +435,5 @@ TASK = Task(
     },
     default_trainer={"max_epochs": 40, "gradient_clip_val": 1.0, "log_every_n_steps": 50},
     after_fit=_export,
+    check=_check,
 )

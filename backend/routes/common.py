@@ -1,0 +1,89 @@
+"""What the routers share: the app state as dependencies, the error answers each route documents, and
+:class:`JSONRoute`, which reads request bodies so that every body the API cannot read gets the documented
+422 with a message saying what is wrong (invalid UTF-8, malformed or too deeply nested JSON, no body, a
+body that is not JSON)."""
+
+from __future__ import annotations
+
+import email.message
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from ..errors import RequestError
+from ..jobs import Jobs
+from ..registry import Registry
+from ..schemas import ErrorResponse
+
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 413, 422, 503)}
+MAX_JSON_DEPTH = 1024  # orjson's own limit: deeper nesting is refused as malformed JSON
+
+
+def registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def jobs(request: Request) -> Jobs:
+    return request.app.state.jobs
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON; :class:`json.JSONDecodeError` (which FastAPI answers as a 422 ``json_invalid``)
+    with a message that says what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise json.JSONDecodeError(f"not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})", "",
+                                   e.start) from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        if "depth" in e.msg:
+            raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, e.pos) from None
+        error = e
+    try:  # NaN and Infinity, which orjson refuses: parsed, so that validation names the field that holds them
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise json.JSONDecodeError(error.msg, text, error.pos) from None
+
+
+class _JSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    m = email.message.Message()
+    m["content-type"] = content_type
+    sub = m.get_content_subtype()
+    return m.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+class JSONRoute(APIRoute):
+    """A route whose JSON body is read by :func:`parse_json`; a route that takes a body refuses an empty
+    one and one whose ``Content-Type`` is not JSON (422, field ``body``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        takes_body = self.body_field is not None
+
+        async def route_handler(request: Request) -> Response:
+            request = _JSONRequest(request.scope, request.receive)
+            if takes_body:
+                given = request.headers.get("content-type")
+                if not _is_json(given):
+                    got = f"got {given!r}" if given else "the request has no Content-Type"
+                    raise RequestError("body", f"send JSON with 'Content-Type: application/json' ({got})")
+                if not await request.body():
+                    raise RequestError("body", "the request has no body: send a JSON object")
+            return await handler(request)
+
+        return route_handler

@@ -1,0 +1,168 @@
+"""``POST /v1/fill`` and ``POST /v1/sample``: validation on a helper thread, the fill engine on the job pool
+(:mod:`..jobs`), so the event loop only moves bytes. Answers are validated against their response models
+and written by pydantic's serialiser; a streamed sample's NDJSON lines are :class:`SampleEvent` s."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from anyfill.training import fill as engine
+
+from .. import grid
+from ..auth import require_token
+from ..errors import RequestError
+from ..jobs import Job, Jobs
+from ..registry import Registry
+from ..schemas import FillRequest, FillResponse, SampleEvent, SampleRequest, SampleResponse
+from . import common
+
+log = logging.getLogger("anyfill.backend")
+router = APIRouter(prefix="/v1", tags=["fill"], responses=common.ERRORS, dependencies=[Depends(require_token)],
+                   route_class=common.JSONRoute)
+Models = Annotated[Registry, Depends(common.registry)]
+JobTable = Annotated[Jobs, Depends(common.jobs)]
+
+
+def _timings(t0: float, job: Job, prepare_ms: float, model_ms: float, encode_ms: float) -> dict:
+    queue = ((job.started or t0) - job.created) * 1e3
+    return {"total_ms": (time.perf_counter() - t0) * 1e3, "queue_ms": queue, "prepare_ms": prepare_ms,
+            "model_ms": model_ms, "encode_ms": encode_ms}
+
+
+def _engine_call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:  # input the engine refuses that validation did not catch
+        raise RequestError(None, str(e)) from None
+
+
+def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
+    t = time.perf_counter()
+    res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
+                       win.lm.fps_range, cancel=job.cancelled)
+    t_model = time.perf_counter()
+    if job.cancelled():
+        raise engine.Cancelled()
+    joints = grid.encode(win, res)
+    return joints, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+
+
+def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, float, float]:
+    t = time.perf_counter()
+    results = _engine_call(engine.sample, win.lm.model, win.rotations, win.translations, win.known, win.times,
+                           order=req.order, k=req.k, temperature=req.temperature, seed=req.seed, n=req.n,
+                           progress=job.progress, cancel=job.cancelled)
+    t_model = time.perf_counter()
+    variations = []
+    for r in results:
+        one = engine.FillResult(r.rotations[None], r.translations[None], r.entropy[None], r.spread_deg[None])
+        variations.append({"joints": grid.encode(win, one)})
+    return variations, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+
+
+def _cancelled(job: Job, jobs: Jobs) -> RequestError:
+    if jobs.closing:
+        return RequestError(None, f"server is shutting down: job {job.id} was cancelled", 503)
+    return RequestError(None, f"job {job.id} was cancelled", 409)
+
+
+async def _wait(fut: asyncio.Future, job: Job, jobs: Jobs, request: Request):
+    """The job's result; a client that goes away cancels it."""
+    while True:
+        done, _ = await asyncio.wait({fut}, timeout=0.05)
+        if done:
+            break
+        if await request.is_disconnected():
+            jobs.cancel(job.id)
+            log.info("client left: cancelled job %s", job.id)
+            break
+    try:
+        return await fut
+    except engine.Cancelled:
+        raise _cancelled(job, jobs) from None
+
+
+@router.post("/fill", response_model=FillResponse)
+async def fill(req: FillRequest, request: Request, registry: Models, jobs: JobTable) -> dict:
+    """Deterministic fill: each target cell gets the mean of its distribution and its uncertainty."""
+    t0 = time.perf_counter()
+    win = await run_in_threadpool(grid.prepare, req, registry)
+    prepare_ms = (time.perf_counter() - t0) * 1e3
+    job = jobs.create("fill", req.id)
+    joints, model_ms, encode_ms = await _wait(jobs.run(job, lambda j: _fill_work(win, j)), job, jobs, request)
+    return {"id": job.id, "model": req.model, "frames": req.frames, "joints": joints,
+            "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)}
+
+
+_NDJSON = {200: {"content": {"application/x-ndjson": {"schema": SampleEvent.model_json_schema(
+    ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/sample", response_model=SampleResponse, responses=_NDJSON)
+async def sample(req: SampleRequest, request: Request, registry: Models, jobs: JobTable):
+    """Any-order sampling of ``n`` variations. With ``stream: true`` the answer is NDJSON events
+    (started, progress..., result | error | cancelled); otherwise poll ``GET /v1/jobs/{id}``."""
+    t0 = time.perf_counter()
+    lm = registry.get(req.model)
+    win = await run_in_threadpool(grid.prepare, req, registry, lm.length if lm else None)
+    prepare_ms = (time.perf_counter() - t0) * 1e3
+    job = jobs.create("sample", req.id)
+
+    def answer(variations, model_ms, encode_ms) -> dict:
+        return {"id": job.id, "model": req.model, "frames": req.frames, "order": req.order, "k": req.k,
+                "temperature": req.temperature, "seed": req.seed, "variations": variations,
+                "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)}
+
+    if not req.stream:
+        fut = jobs.run(job, lambda j: _sample_work(win, req, j))
+        return answer(*await _wait(fut, job, jobs, request))
+
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    job.listeners.append(lambda j: loop.call_soon_threadsafe(events.put_nowait, (j.done, j.total)))
+    fut = jobs.run(job, lambda j: _sample_work(win, req, j))
+
+    def line(event: str, **kw) -> bytes:
+        # validated like every other answer; fields not given are left out of the line
+        return SampleEvent.model_validate({"event": event, "id": job.id, **kw}).model_dump_json(
+            exclude_unset=True).encode() + b"\n"
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield line("started", done=0, total=0)
+            while not fut.done():
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({fut, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    d, t = getter.result()
+                    yield line("progress", done=d, total=t)
+                else:
+                    getter.cancel()
+            while not events.empty():  # progress posted just before the job ended: the last step included
+                d, t = events.get_nowait()
+                yield line("progress", done=d, total=t)
+            try:
+                yield line("result", result=answer(*fut.result()))
+            except engine.Cancelled:
+                if jobs.closing:
+                    yield line("cancelled", error="server is shutting down", status=503)
+                else:
+                    yield line("cancelled")
+            except RequestError as e:
+                yield line("error", error=str(e), status=e.status)
+            except Exception as e:  # noqa: BLE001 - reported in the stream, the status line is already sent
+                log.exception("sample job %s failed", job.id)
+                yield line("error", error=f"internal error: {type(e).__name__}: {e}", status=500)
+        finally:
+            if not fut.done():  # the client went away
+                jobs.cancel(job.id)
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")

@@ -1,0 +1,121 @@
+"""Training runs that stop and go on (real tiny runs on the real capture): unreadable checkpoints stop a
+rerun instead of silently starting over, an export is never replaced by an earlier step's model, a run
+killed mid-epoch resumes from its timed checkpoint, progress lines without a terminal, settings checked
+when they are given."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from anyfill.training.train import UnreadableCheckpoints, main
+
+
+def _args(run: Path, data_root: Path, *extra: str) -> list[str]:
+    return ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=8", "batch_size=4",
+            f"data_root={data_root}", "trainer.threads=1", "trainer.progress=false", "--run-dir", str(run), *extra]
+
+
+def _step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_unreadable_checkpoints_stop_the_rerun_and_the_export_is_kept(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    ckpts, export = run / "checkpoints", run / "export" / "hand-query.safetensors"
+    assert main(_args(run, data_root, "trainer.max_steps=3")) == 0
+    exported = export.read_bytes()
+    # every checkpoint truncated: the rerun stops, naming each file and --fresh, and writes nothing
+    names = sorted(p.name for p in ckpts.iterdir())
+    for p in ckpts.iterdir():
+        p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(UnreadableCheckpoints) as e:
+        main(_args(run, data_root, "trainer.max_steps=5"))
+    assert all(str(ckpts / n) in str(e.value) for n in names) and "--fresh" in str(e.value)
+    assert sorted(p.name for p in ckpts.iterdir()) == names  # no last-v1.ckpt, nothing renamed
+    assert export.read_bytes() == exported
+    # started over on purpose: the old checkpoints are moved aside, and the export of step 3 stays; the new
+    # model of 2 steps goes beside it, said so
+    capsys.readouterr()
+    assert main(_args(run, data_root, "trainer.max_steps=2", "--fresh")) == 0
+    err = capsys.readouterr().err
+    assert "moved to" in err and "step 3" in err and "hand-query-step2.safetensors" in err, err
+    assert export.read_bytes() == exported and (export.parent / "hand-query-step2.safetensors").is_file()
+    assert _step(ckpts / "last.ckpt") == 2
+    assert len(list(run.glob("checkpoints-before-*/*.ckpt"))) == len(names)
+    # only the newest file unreadable (killed while writing): resume from the one before, the bad file set
+    # aside and named, never a last-v1.ckpt
+    (ckpts / "last.ckpt").write_bytes(b"\x00" * 100)
+    assert main(_args(run, data_root, "trainer.max_steps=4")) == 0
+    err = capsys.readouterr().err
+    assert "unreadable checkpoint" in err and "last.ckpt.unreadable" in err and "(step 2)" in err, err
+    assert _step(ckpts / "last.ckpt") == 4 and not list(ckpts.glob("last-v*.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_a_run_killed_mid_epoch_resumes_from_its_timed_checkpoint(tmp_path, data_root):
+    """A checkpoint every few seconds within an epoch (trainer.checkpoint_every_minutes): a run killed
+    (SIGKILL) in its first, long epoch resumes past step 0, from a checkpoint younger than the interval plus
+    a step; its output is not a terminal, so it prints progress lines instead of a bar."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "anyfill.cli", "train", *_args(run, data_root, "steps_per_epoch=100000",
+           "trainer.checkpoint_every_minutes=0.03")]
+    cmd[cmd.index("trainer.progress=false")] = "trainer.progress=true"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    log = tmp_path / "train.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            timed = run / "checkpoints" / "timed.ckpt"
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                if timed.is_file() and time.time() - timed.stat().st_mtime > 1.0 and "steps/s" in log.read_text():
+                    break
+                time.sleep(0.2)
+            assert timed.is_file(), log.read_text()
+            killed_at = time.time()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "anyfill train: epoch 0 step" in text and "steps/s" in text, text
+    assert "it/s]" not in text  # no progress bar
+    age = killed_at - timed.stat().st_mtime
+    assert age < 0.03 * 60 + 5, age
+    saved = _step(timed)
+    assert saved > 0 and not (run / "checkpoints" / "last.ckpt").exists()
+    r = subprocess.run([*cmd[:-1], "trainer.checkpoint_every_minutes=0", f"trainer.max_steps={saved + 2}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {timed} (step {saved})" in r.stderr, r.stderr
+    assert _step(run / "checkpoints" / "last.ckpt") == saved + 2
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ("skeleton=hnd", "skeleton must be 'hand' or 'body', got 'hnd'"),
+    ("variant=pairs", "variant must be 'query' or 'triples'"),
+    ("frame=sideways", "frame must be one of"),
+    ("trainer.checkpoint_every_minutes=-1", "checkpoint_every_minutes must be >= 0"),
+])
+def test_settings_are_checked_when_given(setting, says, capsys):
+    from anyfill.cli import main as cli
+
+    t0 = time.time()
+    assert cli(["train", "anyorder", setting, "--print-config"]) == 2
+    assert says in capsys.readouterr().err
+    assert cli(["train", "anyorder", "skeleton=body", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["skeleton"] == "body"
+    assert time.time() - t0 < 60

@@ -1,21 +1,7 @@
-"""Rig mapping and rest-pose conversion between a Blender armature and a model skeleton.
+"""Rig mapping: model joint name -> bone name.
 
-Mapping: model joint name -> bone name. Exact names first (a BVH imported with Blender's own importer
-keeps the file's joint names), then alias tables for Rigify, Mixamo and Unreal-style rigs.
-
-Conversion. The model's rotations are local to the parent joint in the BVH space of its training data
-(Y up, ``up_axis`` of ``/v1/models``), in a rest pose where every joint's frame is the world frame. A
-Blender pose bone's rotation is relative to its own rest orientation ``B`` (``bone.matrix_local``, armature
-space). With ``C`` the axis conversion (model space -> armature space, as Blender's BVH importer uses), an
-optional mirror ``X`` (a left hand on a right-hand model) and ``A`` the rotation that takes the model's rest
-pose onto the rig's (identity when the rig stands in the model's rest pose; otherwise estimated from the
-rest joint positions), a bone's pose rotation ``P`` and the model's local rotation ``R`` of joint j with
-mapped parent p are related by
-
-    R = X C^-1 A_p^-1 B P B^-1 A_j C X        P = B^-1 A_p C X R X C^-1 A_j^-1 B
-
-which is exactly what the BVH importer does when A = X = 1. Bones that are not mapped are taken at rest.
-Only ``bpy``-free ``mathutils`` maths here, so it runs in any Blender.
+Exact names first (a BVH imported with Blender's own importer keeps the file's joint names), then alias
+tables for Rigify, Mixamo and Unreal-style rigs. The conversion between rig and model is ``retarget.py``.
 """
 
 from __future__ import annotations

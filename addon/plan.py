@@ -93,14 +93,14 @@ def _ancestors(rig: retarget_mod.Rig, bones: set[int]) -> list[int]:
 
 
 def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
-                   motion: dict[int, np.ndarray] | None = None) -> retarget_mod.Retarget:
-    """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``motion``:
-    bone index -> the bone's keyed local rotations (K, 3, 3), where the rig shows its hinges."""
+                   poses: np.ndarray | None = None, key_frames=None) -> retarget_mod.Retarget:
+    """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``poses``:
+    the rig's keyed poses (K, N, 4, 4), from which the twists of the rest-pose match are refined."""
     settings = obj.anyfill
     names = {j["name"] for j in model["joints"]}
     mapping = {j: b for j, b in mapping_of(obj).items() if j in names}
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
-    return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, motion)
+    return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames)
 
 
 def selected_bones(obj) -> set[str]:
@@ -151,11 +151,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
 
     relevant = _ancestors(rig_arrays, {rig_arrays.index[b] for b in mapping.values()})
     basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames)
-    motion = {}
-    for b, bk in bone_keys.items():
-        rows = np.flatnonzero(_on(fr, bk.frames))
-        motion[rig_arrays.index[b]] = retarget_mod.orthonormal(basis[rows, rig_arrays.index[b], :3, :3])
-    ret = build_retarget(obj, model, rig_arrays, motion)
+    pose = rig_arrays.pose(basis)
+    at_keys = _on(fr, keyed)
+    ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys])
     msk = ret.model
 
     n_frames, n_joints = len(frames), len(msk.joints)
@@ -179,7 +177,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
         raise PlanError(f"Nothing to fill: every mapped bone in scope is keyed on {where}")
 
-    local, trans = ret.model_locals(rig_arrays.pose(basis))
+    local, trans = ret.model_locals(pose, frames)
     body_joints: dict[str, dict] = {}
     for j, name in enumerate(msk.joints):
         track: dict = {"rotations": [local[i, j].tolist() if known[i, j] else None for i in range(n_frames)],
@@ -250,7 +248,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> int:
         raise PlanError(f"The rig {plan.object_name!r} is gone")
     local, trans = decoded if decoded is not None else validate(plan, joints_result)
     ret = plan.retarget
-    basis = ret.solve_basis(local, trans, plan.basis, plan.write)
+    basis = ret.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
     bag = keys.channelbag(obj, create=True)
     written = 0
     for j, b in ret.bone_of.items():

@@ -84,6 +84,14 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
+def axis_rotations(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rotations (..., 3, 3) about one axis by each angle (...)."""
+    x, y, z = unit(np.asarray(axis, dtype=np.float64))
+    c, s = np.cos(angles)[..., None, None], np.sin(angles)[..., None, None]
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+
 def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     x, y, z = unit(np.asarray(axis, dtype=np.float64))
     c, s, t = np.cos(angle), np.sin(angle), 1 - np.cos(angle)
@@ -222,47 +230,27 @@ def rotvecs(m: np.ndarray) -> np.ndarray:
     return q[..., 1:] * (angle / np.maximum(s, 1e-12))[..., None]
 
 
-def dominant_axis(local: np.ndarray, min_share: float = 0.9, min_spread_deg: float = 5.0) -> np.ndarray | None:
-    """The axis a bone's keyed local rotations (K, 3, 3) mostly turn about (the axis of their spread), or None
-    when they do not turn enough, or not mostly about one axis."""
-    if len(local) < 3:
-        return None
-    rv = rotvecs(local)
-    _, sv, vt = np.linalg.svd(rv - rv.mean(axis=0), full_matrices=False)
-    share = sv[0] ** 2 / max(float(np.sum(sv**2)), 1e-12)
-    spread = np.degrees(sv[0] / np.sqrt(len(rv)))
-    return vt[0] if share >= min_share and spread >= min_spread_deg else None
-
-
 def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_model: np.ndarray,
-                  mode: str = "AUTO", motion: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
-    """The model's global rotations (J, 3, 3) in the pose the rig's rest stands in, and the mode used.
+                  mode: str = "AUTO") -> tuple[np.ndarray, str, set[int]]:
+    """The model's global rotations (J, 3, 3) in the pose the rig's rest stands in, the mode used, and the
+    joints whose twist is free (a single bone's, not fixed by several children).
 
     ``MODEL``: the rig's rest *is* the model's rest (a BVH import of the training skeleton): identity.
     ``REST``: estimated from the rig's rest: each mapped joint's bone points where the rig's bone points
-    (towards its mapped child, else along the bone); joints with several mapped children fit them all. The
-    twist about a single bone follows the training data's habit for that joint, relative to the rig's
-    forward/up (hand: finger/palm) directions, and, where the data's joint is a hinge (a knee, a finger's
-    PIP) and ``motion`` (bone index -> its keyed local rotations, (K, 3, 3)) shows the rig's bone turning
-    about one axis, that axis is the data's hinge axis. Unmapped joints hold the data's mean local rotation.
+    (towards its mapped child, else where the rig's bone leads); joints with several mapped children fit them
+    all. The twist about a single bone follows the training data's habit for that joint, relative to the
+    rig's forward/up (hand: finger/palm) directions (:func:`fit_twists` refines it from the rig's keys).
+    Unmapped joints hold the data's mean local rotation.
     ``AUTO``: MODEL when every joint is mapped to a bone of its own name, else REST."""
     n = len(model.joints)
     if mode == "AUTO":
         mode = "MODEL" if all(mapping.get(j) == j for j in model.joints) else "REST"
     if mode == "MODEL" or model.conventions is None:
-        return np.tile(np.eye(3), (n, 1, 1)), "MODEL"
+        return np.tile(np.eye(3), (n, 1, 1)), "MODEL", set()
     heads = {j: to_model @ rig.heads[rig.index[b]] for j, b in mapping.items() if b in rig.index}
     refs = rig_references(model, heads)
-    rest_rot = orthonormal(rig.rest[:, :3, :3])
-    hinges: dict[int, np.ndarray] = {}  # model joint -> the rig's hinge axis, model axes
-    for j, name in enumerate(model.joints):
-        b = rig.index.get(mapping.get(name, ""))
-        hinge = model.conventions[name].get("hinge") or {}
-        if b is not None and motion and b in motion and hinge.get("share", 0.0) >= 0.9:
-            axis = dominant_axis(motion[b])
-            if axis is not None:
-                hinges[j] = unit(to_model @ rest_rot[b] @ axis)
     out = np.empty((n, 3, 3))
+    free: set[int] = set()
     for j, name in enumerate(model.joints):
         conv = model.conventions[name]
         p = model.parents[j]
@@ -282,11 +270,12 @@ def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_mo
         if len(pairs) >= 2 and np.linalg.matrix_rank(np.array([t for _, t in pairs]), tol=1e-6) >= 2:
             out[j] = fit_rotation([v for v, _ in pairs], [t for _, t in pairs], [1.0] * len(pairs))
             continue
+        free.add(j)
         if pairs:
             local_dir, rig_dir = pairs[0]
-        else:  # a leaf: the bone's own direction
+        else:  # a leaf of the model: where the rig's bone leads (its children, else its tail), else the parent's line
             local_dir = np.array(conv["axis"], dtype=np.float64)
-            rig_dir = unit(to_model @ (rig.tails[b] - rig.heads[b]))
+            rig_dir = _leaf_direction(rig, b, to_model)
         swing = rotation_between(local_dir, rig_dir)
         targets = []  # (direction in the joint's frame, direction it should take, weight)
         for ref_name, target in (refs or {}).items():
@@ -294,14 +283,27 @@ def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_mo
             if ref:
                 t_perp = target - np.dot(target, rig_dir) * rig_dir
                 targets.append((np.array(ref["direction"], dtype=np.float64), t_perp, ref["strength"]))
-        first = swing @ _twist(swing, rig_dir, targets)
-        for k in [j, *(c for c in model.children(j) if c in hinges and j not in hinges)]:
-            if k in hinges:  # a hinge is shared by the joint's frame and its parent's
-                a = np.array(model.conventions[model.joints[k]]["hinge"]["axis"], dtype=np.float64)
-                h = hinges[k] if np.dot(first @ a, hinges[k]) >= 0 else -hinges[k]
-                targets.append((a, h - np.dot(h, rig_dir) * rig_dir, 3.0))
         out[j] = swing @ _twist(swing, rig_dir, targets)
-    return out, "REST"
+    return out, "REST", free
+
+
+def _leaf_direction(rig: Rig, b: int, to_model: np.ndarray) -> np.ndarray:
+    """Where a bone that ends a model chain (a hand, a toe, the head) points at rest, in model axes: towards
+    the mean of its children's heads (a hand's fingers), else along its tail when that is a real length
+    (BVH end sites of zero length give importers' made-up tails), else on along its parent's line."""
+    head = rig.heads[b]
+    parent = int(rig.parents[b])
+    parent_length = np.linalg.norm(head - rig.heads[parent]) if parent >= 0 else 0.0
+    kids = [k for k in range(len(rig.names)) if rig.parents[k] == b]
+    ahead = np.mean([rig.heads[k] for k in kids], axis=0) - head if kids else np.zeros(3)
+    if np.linalg.norm(ahead) > 0.1 * parent_length and np.linalg.norm(ahead) > 1e-9:
+        return unit(to_model @ ahead)
+    tail = rig.tails[b] - head
+    if not kids and np.linalg.norm(tail) > 0.1 * parent_length and np.linalg.norm(tail) > 1e-9:
+        return unit(to_model @ tail)
+    if parent >= 0 and parent_length > 1e-9:
+        return unit(to_model @ (head - rig.heads[parent]))
+    return unit(to_model @ tail)
 
 
 def _twist(swing: np.ndarray, rig_dir: np.ndarray, targets: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
@@ -341,6 +343,25 @@ class Retarget:
     rest_mode: str
     mirrored: bool
     bone_of: dict[int, int] = field(default_factory=dict)  # model joint -> bone index
+    # per-key twists (about each joint's own bone, moving no joint) that bring the rig's keyed poses into the
+    # training data's habits; interpolated between keys on the way back (see fit_key_twists)
+    twist_axes: dict[int, np.ndarray] = field(default_factory=dict)
+    key_frames: np.ndarray | None = None  # (K,)
+    key_twists: np.ndarray | None = None  # (K, J) radians
+
+    def twists_at(self, frames) -> np.ndarray | None:
+        """(F, J) twist angles at the frames: each key's own, linear between keys, held beyond them."""
+        if self.key_frames is None or frames is None or not len(self.key_frames):
+            return None
+        frames = np.asarray(frames, dtype=np.float64)
+        return np.stack([np.interp(frames, self.key_frames, self.key_twists[:, j])
+                         for j in range(self.key_twists.shape[1])], axis=-1)
+
+    def _twist_matrices(self, frames, sign: float) -> dict[int, np.ndarray]:
+        tw = self.twists_at(frames)
+        if tw is None:
+            return {}
+        return {j: axis_rotations(axis, sign * tw[:, j]) for j, axis in self.twist_axes.items()}
 
     def __post_init__(self):
         self.bone_of = {j: self.rig.index[self.mapping[name]] for j, name in enumerate(self.model.joints)
@@ -355,10 +376,11 @@ class Retarget:
     def mapped_bones(self) -> set[int]:
         return set(self.bone_of.values())
 
-    def model_globals(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def model_globals(self, pose: np.ndarray, frames=None) -> tuple[np.ndarray, np.ndarray]:
         """Model global rotations (F, J, 3, 3) and positions of the moving joints (F, J, 3; zero elsewhere)
-        from the rig's armature-space pose matrices (F, N, 4, 4). Unmapped joints follow their parent as in
-        the matching pose; an unmapped root stays at the origin."""
+        from the rig's armature-space pose matrices (F, N, 4, 4) at ``frames`` (for the per-key twists).
+        Unmapped joints follow their parent as in the matching pose; an unmapped root stays at the origin."""
+        turn = self._twist_matrices(frames, 1.0)
         f = pose.shape[0]
         g = np.empty((f, len(self.model.joints), 3, 3))
         pos = np.zeros((f, len(self.model.joints), 3))
@@ -367,6 +389,8 @@ class Retarget:
             b = self.bone_of.get(j)
             if b is not None:
                 g[:, j] = self.to_model @ world[:, b] @ self._read[j]
+                if j in turn:
+                    g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
                     pos[:, j] = pose[:, b, :3, 3] @ self.to_model.T / self.scale
             else:
@@ -376,10 +400,10 @@ class Retarget:
                     pos[:, j] = pos[:, p] + g[:, p] @ self.model.offsets[j]
         return g, pos
 
-    def model_locals(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def model_locals(self, pose: np.ndarray, frames=None) -> tuple[np.ndarray, np.ndarray]:
         """Local rotations (F, J, 4) wxyz and local translations of the moving joints (F, J, 3) as the model
-        takes them, from armature-space pose matrices (F, N, 4, 4)."""
-        g, pos = self.model_globals(pose)
+        takes them, from armature-space pose matrices (F, N, 4, 4) at ``frames``."""
+        g, pos = self.model_globals(pose, frames)
         local = g.copy()
         trans = np.zeros_like(pos)
         for j, p in enumerate(self.model.parents):
@@ -390,13 +414,15 @@ class Retarget:
                 trans[:, j] = np.einsum("fji,fj->fi", g[:, p], d) if p >= 0 else d
         return matrix_to_quat(local), trans
 
-    def solve_basis(self, local: np.ndarray, trans: np.ndarray, basis: np.ndarray, write: np.ndarray) -> np.ndarray:
+    def solve_basis(self, local: np.ndarray, trans: np.ndarray, basis: np.ndarray, write: np.ndarray,
+                    frames=None) -> np.ndarray:
         """New ``matrix_basis`` (F, N, 4, 4) for frames whose model local rotations (F, J, 4 wxyz) and moving
         joints' local translations (F, J, 3) are given. ``basis`` is every bone's current basis at those
         frames (unmapped bones keep theirs); ``write`` (F, J) says which joints are set at which frame.
         Bones are solved parents first, each under its parent's new pose; a bone connected to its parent
-        never gets a location."""
+        never gets a location. ``frames``: the frame numbers (for the per-key twists)."""
         model = self.model
+        unturn = self._twist_matrices(frames, -1.0)
         g = quat_to_matrix(local)
         pos = np.zeros(trans.shape)
         for j, p in enumerate(model.parents):  # model forward kinematics
@@ -418,7 +444,8 @@ class Retarget:
                 sel = write[:, j]
                 a3 = a[sel, :3, :3]
                 a3n = orthonormal(a3)
-                w_target = self.from_model @ g[sel, j] @ self._write[j]
+                g_j = g[sel, j] @ unturn[j][sel] if j in unturn else g[sel, j]
+                w_target = self.from_model @ g_j @ self._write[j]
                 scale = np.linalg.norm(basis[sel, b, :3, :3], axis=-2)  # the bone's own scale is kept
                 out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
                 if model.moving[j] and not rig.connected[b]:
@@ -460,19 +487,118 @@ def rig_scale(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], skeleton:
     return float(np.median(ratios)) if ratios else 1.0
 
 
+TWIST_PRIOR = 0.5  # cost of turning a bone's twist away from the rest estimate (units of the data's spread)
+
+
+def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2) -> np.ndarray:
+    """The matching pose with each free joint's twist about its own bone (which moves no joint) chosen so that
+    the rig's keyed poses (K, N, 4, 4), read through it, are as typical of the training data as they can be:
+    the Mahalanobis distance of every local rotation from the data's mean, under the data's spread, summed
+    over the keys (a knee off its hinge, a forearm twisted against the capture's habit cost much), plus a
+    small cost for leaving the rest estimate. Coordinate descent over a grid of angles, parents first."""
+    model = ret.model
+    conv = model.conventions or {}
+    names = model.joints
+    if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
+        return ret.match
+    g, _ = ret.model_globals(poses)  # (K, J, 3, 3) at zero twist
+    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
+    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
+                 for j, n in enumerate(names)}
+    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
+    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
+    turns = {j: np.stack([axis_rotation(axes[j], a) for a in angles]) for j in free}  # (S, 3, 3)
+    phi = dict.fromkeys(free, 0.0)
+
+    def current(j: int) -> np.ndarray:  # (K, 3, 3)
+        return g[:, j] @ axis_rotation(axes[j], phi[j]) if j in free else g[:, j]
+
+    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
+        """Mean over keys of the data distance of local rotations parent^T child (..., K, 3, 3) -> (...)."""
+        rel = mean[k].T @ np.swapaxes(parent, -1, -2) @ child
+        v = rotvecs(rel)
+        return np.einsum("...i,ij,...j->...", v, precision[k], v).mean(axis=-1)
+
+    for _ in range(passes):
+        for j in sorted(free):
+            p = model.parents[j]
+            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
+            total = TWIST_PRIOR * (1 - np.cos(angles)) * 2
+            if p >= 0:
+                total = total + cost(j, current(p)[None], cand)
+            for k in model.children(j):
+                total = total + cost(k, cand, current(k)[None])
+            phi[j] = float(angles[int(np.argmin(total))])
+    out = ret.match.copy()
+    for j in free:
+        out[j] = ret.match[j] @ axis_rotation(axes[j], phi[j])
+    return out
+
+
+def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
+                   passes: int = 2) -> np.ndarray:
+    """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
+    cost per key instead of over all keys (a Mixamo knee that is no hinge in its own frame gets its thigh
+    turned at each key so that the knee bends about the data's hinge), each held near the shared match."""
+    model = ret.model
+    conv = model.conventions or {}
+    names = model.joints
+    k_count = len(poses)
+    out = np.zeros((k_count, len(names)))
+    if not free or not k_count or not all("spread" in conv.get(n, {}) for n in names):
+        return out
+    g, _ = ret.model_globals(poses)
+    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
+    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
+                 for j, n in enumerate(names)}
+    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
+    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
+    turns = {j: axis_rotations(axes[j], angles) for j in free}  # (S, 3, 3)
+
+    def current(j: int) -> np.ndarray:  # (K, 3, 3)
+        return g[:, j] @ axis_rotations(axes[j], out[:, j]) if j in free else g[:, j]
+
+    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
+        v = rotvecs(mean[k].T @ np.swapaxes(parent, -1, -2) @ child)
+        return np.einsum("...i,ij,...j->...", v, precision[k], v)
+
+    prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
+    for _ in range(passes):
+        for j in sorted(free):
+            p = model.parents[j]
+            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
+            total = prior + 0.0
+            if p >= 0:
+                total = total + cost(j, current(p)[None], cand)
+            for k in model.children(j):
+                total = total + cost(k, cand, current(k)[None])
+            out[:, j] = angles[np.argmin(total, axis=0)]
+    return out
+
+
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
-          motion: dict[int, np.ndarray] | None = None) -> Retarget:
+          poses: np.ndarray | None = None, key_frames=None) -> Retarget:
     """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a left hand on a hand
     model: the mapped wrist's side, from the bone names or its rest position), 'ON', 'OFF'. ``rest_mode``: see
-    :func:`matching_pose` (``motion``: bone index -> its keyed local rotations, (K, 3, 3))."""
+    :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
+    twists of a REST match are refined (:func:`fit_twists`), and, given their ``key_frames``, per key
+    (:func:`fit_key_twists`, interpolated between keys on the way back)."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
     mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv))
     to_model = (MIRROR_X @ c_inv) if mirrored else c_inv
-    match, used = matching_pose(model, rig, mapping, to_model, rest_mode, motion)
+    match, used, free = matching_pose(model, rig, mapping, to_model, rest_mode)
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
-    return Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
+    ret = Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
+    if used == "REST" and poses is not None and len(poses):
+        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free), used, mirrored)
+        if key_frames is not None:
+            twists = fit_key_twists(ret, poses, free)
+            axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
+            ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
+                           key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)
+    return ret
 
 
 def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray) -> bool:

@@ -230,6 +230,8 @@ class JointHabit(_Answer):
     axis: list[float] = Field(description="the bone's direction in the joint's own frame")
     references: dict[str, ReferenceHabit]
     mean_local: list[float] = Field(description="mean local rotation, quaternion [w, x, y, z]")
+    spread: list[list[float]] | None = Field(None, description="covariance (rad^2) of the local rotation's "
+                                             "rotation vector about the mean")
     hinge: Hinge | None = None
 
 

@@ -8,7 +8,8 @@ other way). So each joint's habit is measured on the training capture, in the jo
 * for each of two body-anchored references (body: the character's ``forward`` and ``up``; hand: the
   ``finger`` direction and the ``palm`` normal), the mean direction of the reference perpendicular to
   the axis, and how consistent it is (``strength``: the length of the mean of unit vectors, 0..1),
-* ``mean_local``: the mean local rotation (a joint a rig does not have is held at it),
+* ``mean_local``: the mean local rotation (a joint a rig does not have is held at it) and ``spread``, the
+  covariance (rad^2) of the local rotation's rotation vector about it,
 * ``hinge``: the dominant axis of the local rotation's spread (in the parent's frame, which a hinge shares
   with the joint) and the share of the spread along it (a knee: 1.0).
 
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .rotations import quat_apply, quat_conj, quat_normalize
+from .rotations import quat_apply, quat_conj, quat_mul, quat_normalize
 from .skeleton import Schema
 
 REFERENCES = {"body": ("forward", "up"), "hand": ("finger", "palm")}
@@ -101,6 +102,10 @@ def measure(schema: Schema, rotations: Sequence[np.ndarray], translations: Seque
         m = quat_normalize(vecs[:, -1])
         m = -m if m[3] < 0 else m
         entry["mean_local"] = [float(m[3]), float(m[0]), float(m[1]), float(m[2])]  # wxyz
+        # the spread about the mean: covariance of the rotation vectors of mean^-1 q
+        rel = quat_mul(quat_conj(np.broadcast_to(m, q.shape)), q)
+        v = _rotvec(rel)
+        entry["spread"] = np.cov(v.T).tolist()
         # the hinge: the dominant axis of the local rotation vectors' spread and the share of it
         rv = _rotvec(q)
         _, sv, vt = np.linalg.svd(rv - rv.mean(axis=0), full_matrices=False)

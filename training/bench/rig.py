@@ -95,11 +95,16 @@ def clean_scene(bpy) -> None:
 
 
 def import_clip(bpy, path: Path):
-    """Blender's own BVH importer, at the file's frame rate; returns the armature object."""
+    """Blender's own BVH importer, at the file's frame rate, the scene's range set to the clip's frames;
+    returns the armature object."""
     clean_scene(bpy)
-    assert bpy.ops.import_anim.bvh(filepath=str(path), update_scene_fps=True, update_scene_duration=True,
+    assert bpy.ops.import_anim.bvh(filepath=str(path), update_scene_fps=True, update_scene_duration=False,
                                    rotate_mode="NATIVE") == {"FINISHED"}
-    return bpy.context.view_layer.objects.active
+    ob = bpy.context.view_layer.objects.active
+    lo, hi = ob.animation_data.action.frame_range
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = int(round(lo)), int(round(hi))
+    return ob
 
 
 def keep_every(bpy, ext, gt, every: int, name: str = "Keys"):

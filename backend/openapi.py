@@ -1,4 +1,4 @@
-"""The API contract as a file: ``python -m anyfill.backend.openapi [OUT]`` (``make openapi``) writes the
+"""The API contract as a file: ``python -m backend.openapi [OUT]`` (``make openapi``) writes the
 server's OpenAPI schema to ``docs/openapi.json`` (or OUT). No model is needed: the schema does not depend
 on which models are loaded."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def schema() -> dict:
-    from .registry import Registry
-    from .server import create_app
+    from backend.registry import Registry
+    from backend.server import create_app
 
     return create_app(Registry(), token="").openapi()
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from anyfill.training.checkpoint import SHIPPED_DIR, CheckpointError, load_model, resolve_path
-from anyfill.training.fill import model_length
-from anyfill.training.models.motion import MotionFill
-from anyfill.training.skeleton import Schema, get_schema
-
-from .rest import REST_OFFSETS
+from backend.rest import REST_OFFSETS
+from training.inbetween.checkpoint import SHIPPED_DIR, CheckpointError, load_model, resolve_path
+from training.inbetween.fill import model_length
+from training.inbetween.model import MotionFill
+from training.motion.skeleton import Schema, get_schema
 
 DEFAULT_MODELS = ("hand", "body")
 

@@ -25,15 +25,13 @@ from fastapi.responses import ORJSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from anyfill import __version__
-from anyfill.training import fill as engine
-
-from . import errors, grid
-from .auth import Guard, ensure_token, is_loopback, token_path
-from .convert import QUAT_TOLERANCE
-from .errors import RequestError
-from .jobs import Job, Jobs
-from .registry import LoadedModel, Registry
-from .schemas import (
+from backend import errors, grid
+from backend.auth import Guard, ensure_token, is_loopback, token_path
+from backend.convert import QUAT_TOLERANCE
+from backend.errors import RequestError
+from backend.jobs import Job, Jobs
+from backend.registry import LoadedModel, Registry
+from backend.schemas import (
     MAX_BODY_BYTES,
     CancelResponse,
     ErrorResponse,
@@ -50,6 +48,7 @@ from .schemas import (
     SampleRequest,
     SampleResponse,
 )
+from training.inbetween import fill as engine
 
 log = logging.getLogger("anyfill.backend")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765

@@ -25,8 +25,8 @@ _state: dict = {}
 def make_models(folder: Path) -> dict[str, Path]:
     """Untrained models of the right schemas (stats buffers at mean 0 / std 1): hand and body (query
     variant) and a triples hand, each a few kB."""
-    from anyfill.training.checkpoint import save_model
-    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+    from training.inbetween.checkpoint import save_model
+    from training.inbetween.task import AnyOrderTrainConfig, build_model
 
     torch.manual_seed(0)
     out = {}
@@ -62,9 +62,9 @@ def live_server() -> Live:
     """The session's server (models hand, body, hand-triples; 2 workers)."""
     if "server" in _state:
         return _state["server"]
-    from anyfill.backend.jobs import Jobs
-    from anyfill.backend.registry import Registry
-    from anyfill.backend.server import bind, create_app
+    from backend.jobs import Jobs
+    from backend.registry import Registry
+    from backend.server import bind, create_app
 
     d = models_dir()
     registry = Registry.load([f"{n}={d / n}.safetensors" for n in ("hand", "body", "hand-triples")])
@@ -104,14 +104,14 @@ def client(server: Live):
 
 
 def schema_of(skeleton: str):
-    from anyfill.training.skeleton import get_schema
+    from training.motion.skeleton import get_schema
 
     return get_schema(skeleton)
 
 
 def random_quats(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 0.6) -> np.ndarray:
     """Unit quaternions (x, y, z, w) near identity, hemisphere w > 0."""
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     q = axis_angle_to_quat(rng.normal(scale=spread, size=(*shape, 3)))
     return np.where(q[..., 3:] < 0, -q, q)
@@ -119,7 +119,7 @@ def random_quats(rng: np.random.Generator, shape: tuple[int, ...], spread: float
 
 def smooth_quats(rng: np.random.Generator, frames: int, joints: int) -> np.ndarray:
     """(frames, joints, 4) curves turning smoothly between two random rotations."""
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     a, b = rng.normal(scale=0.8, size=(2, joints, 3))
     u = np.linspace(0.0, 1.0, frames)[:, None, None]
@@ -130,8 +130,8 @@ def fill_request(skeleton: str = "body", frames: int = 12, keys: tuple[int, ...]
                  fmt: dict | None = None, model: str | None = None, **extra) -> dict:
     """A valid request: every joint listed, keys (default first 3 frames and the last) known, quaternions
     wxyz unless ``fmt`` (values are given in that format)."""
-    from anyfill.backend import convert
-    from anyfill.backend.schemas import FillRequest
+    from backend import convert
+    from backend.schemas import FillRequest
 
     rng = np.random.default_rng(data_seed)
     schema = schema_of(skeleton)

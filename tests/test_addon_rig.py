@@ -186,8 +186,8 @@ def test_rest_pose_conversion_rolled_rig_matches_world_positions(bpy, ext, data_
     assert worst < 1e-4
     # and the model space is the BVH file's: the reference conversion of the importer's pose is the file's
     # local rotation (the importer applies B^-1 C R C^-1 B)
-    from anyfill.training import bvh as bvh_mod
-    from anyfill.training.rotations import euler_to_quat
+    from training.motion import bvh as bvh_mod
+    from training.motion.rotations import euler_to_quat
 
     b = bvh_mod.read(short_bvh(data_root / HAND, 20, step=4))
     idx = b.channel_index()
@@ -226,7 +226,7 @@ def test_rest_alignment_of_a_rig_in_another_rest_pose(bpy, ext):
 
 @pytest.mark.data
 def test_left_hand_rig_is_mirrored_onto_the_right_hand_model(bpy, ext, data_root):
-    from anyfill.backend.rest import REST_OFFSETS
+    from backend.rest import REST_OFFSETS
 
     model = {"name": "hand", "up_axis": "y", "joints": [
         {"name": n, "parent": ext.rig.HAND_JOINTS[p] if p >= 0 else None, "moving": n == "WRIST",

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from anyfill.training import fill as fill_engine
-from anyfill.training.baselines import interpolate_cells
-from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model
-from anyfill.training.datasets import MaskMix, make_batch, sample_masks
-from anyfill.training.features import FeatureSpec
-from anyfill.training.rotations import quat_align, quat_angle
-from anyfill.training.skeleton import get_schema
-from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model, frame_order
+from training.inbetween import fill as fill_engine
+from training.inbetween.baselines import interpolate_cells
+from training.inbetween.checkpoint import CheckpointError, card_path, load_model, save_model
+from training.inbetween.datasets import MaskMix, make_batch, sample_masks
+from training.inbetween.features import FeatureSpec
+from training.inbetween.task import AnyOrderTrainConfig, build_model, frame_order
+from training.motion.rotations import quat_align, quat_angle
+from training.motion.skeleton import get_schema
 
 torch.set_num_threads(1)
 
@@ -39,7 +39,7 @@ def synthetic(skeleton="hand", n=2, t=40, seed=0):
     schema = get_schema(skeleton)
     rng = np.random.default_rng(seed)
     j = schema.n_joints
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1, j, 3))
     amp = rng.uniform(0.1, 0.8, size=(n, 1, j, 3))
@@ -89,7 +89,7 @@ def test_untrained_model_fills_like_interpolation_even_across_long_windows(skele
 def test_hand_fill_turns_with_the_hand():
     """Hand models work in the wrist's own frame: turning and moving the whole recording turns and moves
     the fill the same way, and leaves every finger's local rotation as it was."""
-    from anyfill.training.rotations import axis_angle_to_quat, quat_apply, quat_mul
+    from training.motion.rotations import axis_angle_to_quat, quat_apply, quat_mul
 
     model = tiny("hand")
     assert model.cfg.frame == "root"
@@ -187,7 +187,7 @@ def test_sampling_lower_temperature_stays_closer_to_the_mean():
     rot, trans, times = synthetic("hand", n=1, t=12)
     known = inbetween_mask(1, 12, 17, ctx=3, gap=6)[0]
     mean = fill_engine.fill(model, rot, trans, known[None], times)
-    from anyfill.training.rotations import quat_angle
+    from training.motion.rotations import quat_angle
 
     def dev(temp):
         s = fill_engine.sample(model, rot[0], trans[0], known, times[0], k=17, temperature=temp, seed=0, n=4)
@@ -218,7 +218,7 @@ def test_triples_cache_matches_the_uncached_model():
 def test_query_core_drops_invalid_tokens_without_changing_outputs():
     """Known and query tokens that are not valid are cut before the passes (the speed of sampling);
     every valid query's output equals the full masked pass."""
-    from anyfill.training.models.anyorder import AnyOrderConfig, QueryEncoderDecoder
+    from training.inbetween.transformer import AnyOrderConfig, QueryEncoderDecoder
 
     torch.manual_seed(0)
     core = QueryEncoderDecoder(AnyOrderConfig(d_model=32, n_heads=2, n_enc_layers=2, n_dec_layers=2, dropout=0.0))
@@ -239,7 +239,7 @@ def test_query_core_drops_invalid_tokens_without_changing_outputs():
 def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     """Noise corrections are shrunk (lower L2Q on the held-out batches, kept through a model file);
     an untrained model's zero corrections tie at every share and keep all of it."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+    from training.inbetween.task import AnyOrderModule, calibrate
 
     schema = get_schema("hand")
     rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
@@ -278,8 +278,8 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     """With the motion gate a keyed joint's curve is left alone where its keys do not move (a correction
     there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
     still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
-    from anyfill.training.models.motion import MotionConfig
-    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+    from training.inbetween.model import MotionConfig
+    from training.inbetween.task import AnyOrderModule, calibrate
 
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="motion_gate"):
@@ -327,7 +327,7 @@ def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
     error + floor x the batch mean): windows where the curve is exact (still motion) count most, the mean
     weight is 1, identical windows weigh alike, the spreads' likelihoods are untouched, and with no floor
     (or outside training) every cell counts alike as before."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule, _build
+    from training.inbetween.task import AnyOrderModule, _build
 
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="relative_floor"):
@@ -425,7 +425,7 @@ def test_likelihoods_train_only_the_spreads():
     """The von Mises and Gaussian likelihoods move the spread head alone; the means and the shared trunk
     learn from the angular and position terms (with the means inside the likelihoods, shrinking spreads
     drowned that signal and the model never left the interpolation baseline)."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule
+    from training.inbetween.task import AnyOrderModule
 
     cfg = AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, dropout=0.0)
     module = AnyOrderModule(cfg)
@@ -466,7 +466,7 @@ def test_key_velocities_carry_the_motion_from_each_key():
     """A joint moving at constant velocity: the displacement from its previous key is exact where the key's
     neighbour frame is known, zero (and unmeasured) where it is not unless ``across_keys`` takes the slope
     between the lone key's neighbouring keys, and never uses an unknown cell's value."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 20
     times = np.arange(t)[None] / 30.0
@@ -499,7 +499,7 @@ def test_only_given_cells_measure_key_velocities():
     """Any-order sampling marks drawn cells known but not given: a drawn cell measures no velocity and sets
     no tangent across keys, so its noise is not carried across the rest of the gap; given cells measure
     exactly as before."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 20
     times = np.arange(t)[None] / 30.0
@@ -525,7 +525,7 @@ def test_clamped_keys_get_no_slope_where_they_turn():
     """``clamp``: a lone key that is an extreme between its neighbouring keys in a component gets a flat
     tangent in that component (Blender's auto-clamped handles); a component passing through keeps the
     Catmull-Rom slope."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 21
     times = np.arange(t)[None] / 30.0
@@ -547,7 +547,7 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
     tangents (share 1), constant-velocity motion stays exact, and nothing is added outside the span."""
     from scipy.interpolate import CubicHermiteSpline
 
-    from anyfill.training.baselines import hermite_offsets, key_velocities
+    from training.inbetween.baselines import hermite_offsets, key_velocities
 
     t = 30
     times = np.arange(t)[None] / 30.0
@@ -574,7 +574,7 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
 def test_velocity_memory_shrinks_the_share_on_spans_longer_than_it():
     """With ``memory`` the Hermite share is ``share * memory / span`` on spans longer than the memory and the
     full share on shorter ones: a key's velocity carries the motion about that long, not across a long gap."""
-    from anyfill.training.baselines import hermite_offsets, key_velocities
+    from training.inbetween.baselines import hermite_offsets, key_velocities
 
     t = 40
     times = np.arange(t)[None] / 30.0
@@ -612,7 +612,7 @@ def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity(
 def test_key_gate_fades_corrections_in_away_from_keys():
     """With ``key_gate`` a correction is scaled by 1 - exp(-d / tau), d the time to the joint's nearest key:
     the same weights without the gate give the ungated correction, and a cell next to a key moves less."""
-    from anyfill.training.baselines import NO_KEY_TIME, key_time
+    from training.inbetween.baselines import NO_KEY_TIME, key_time
 
     torch.manual_seed(0)
     kw = dict(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2, dropout=0.0)
@@ -664,7 +664,7 @@ def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
 def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, data_root):
     """A run stopped after 2 steps continues from its checkpoint to 4 (the scheduler's state included),
     and refuses a run folder that holds a different model config."""
-    from anyfill.training.train import main
+    from training.train import main
 
     run = tmp_path / "run"
     args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=32", "batch_size=8",
@@ -695,7 +695,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, data_root)
     """Killed after its first epoch and run again, a run trains its second epoch on that epoch's windows
     (Lightning asks for the loader before it restores its loop, so the epoch comes from the checkpoint)
     and ends with the weights of the run that was never stopped; with data-loader workers as without."""
-    from anyfill.training.train import main
+    from training.train import main
 
     for workers in (0, 2):
         args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=8", "batch_size=4",
@@ -733,7 +733,7 @@ def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_se
     """Data-loader workers and DDP ranks each draw their own windows (no batch twice), an epoch has its
     steps whatever the worker count, the draw is a function of (seed, epoch), and one stream alone draws
     what runs made before workers existed drew."""
-    from anyfill.training.tasks.anyorder import _Batches
+    from training.inbetween.task import _Batches
 
     def batches(rank=0, world=1, epoch=0):
         b = _Batches(_CountingSampler(), batch_size=2, steps=5, seed=7, variant="query", rank=rank, world_size=world)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from backend_support import fill_request, schema_of
 
-from anyfill.backend import convert
-from anyfill.backend.schemas import FillRequest
-from anyfill.training.rotations import quat_angle
+from backend import convert
+from backend.schemas import FillRequest
+from training.motion.rotations import quat_angle
 
 server, client = backend_support.server, backend_support.client  # the session's live server
 
@@ -278,7 +278,7 @@ def test_openapi_contract(server):
     """The served schema is the contract: key paths and fields, and docs/openapi.json is up to date."""
     import httpx
 
-    from anyfill.backend.openapi import dumps
+    from backend.openapi import dumps
 
     spec = httpx.get(f"{server.url}/v1/openapi.json").json()
     paths = spec["paths"]

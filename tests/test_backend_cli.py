@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from backend_support import fill_request, models_dir
 
-from anyfill.backend import auth, registry
 from anyfill.cli import main as cli
-from anyfill.training import bvh, clip
-from anyfill.training.checkpoint import CheckpointError
-from anyfill.training.rotations import quat_angle
+from backend import auth, registry
+from training.inbetween.checkpoint import CheckpointError
+from training.motion import bvh, clip
+from training.motion.rotations import quat_angle
 
 
 def test_serve_process_lifecycle(tmp_path):

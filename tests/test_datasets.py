@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from anyfill.training.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets, sample_masks
-from anyfill.training.splits import split_files
+from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets, sample_masks
+from training.motion.splits import split_files
 
 pytestmark = pytest.mark.data
 
@@ -61,8 +61,8 @@ def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_ro
     Blender extension mis-align a real right-hand rig and fill it 9 skeleton sizes off)."""
     import json
 
-    from anyfill.backend.rest import REST_OFFSETS
-    from anyfill.training.checkpoint import card_path, resolve_path
+    from backend.rest import REST_OFFSETS
+    from training.inbetween.checkpoint import card_path, resolve_path
 
     rest = rest_offsets(skeleton, data_root)
     reference = np.array(REST_OFFSETS[skeleton])

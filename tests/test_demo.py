@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from anyfill.training import bvh
-from anyfill.training.checkpoint import SHIPPED_DIR, load_model, read_card
+from training.inbetween.checkpoint import SHIPPED_DIR, load_model, read_card
+from training.motion import bvh
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def test_shipped_models_load_and_their_cards_say_how_they_were_made(name):
 
 
 def test_demo_fills_real_clips_through_the_server(data_root, tmp_path):
-    from anyfill.backend import demo
+    from backend import demo
 
     results = demo.run(every=8, frames=41, out_dir=tmp_path)
     assert [r["skeleton"] for r in results] == ["body", "hand"]

@@ -278,7 +278,7 @@ def expand_run_dir(template: str, now: datetime.datetime | None = None) -> Path:
 
 
 def _load_builtin_tasks() -> None:
-    importlib.import_module("anyfill.training.tasks")  # registers every built-in model
+    importlib.import_module("training.tasks")  # registers every built-in model
 
 
 _OWN_FLAGS = {"--config", "--named", "--run-dir", "--restore-from"}

@@ -1,0 +1,165 @@
+"""What the network sees of a window of motion, computed the same way in training and at fill time.
+
+A window is put in a canonical frame computed from its *known* cells only (so nothing of the answer
+leaks in): centred on the mean known root position (horizontal for bodies, all axes for hands) and turned: bodies
+about the vertical axis so that the root's +Z at the middle known root frame faces +X, hands (models
+trained with ``frame='root'``) so that the wrist is unrotated at that frame.
+The canonical rotation is applied to the top joint, which carries the whole skeleton with it. Rotations
+go to 6D; the moving joints' translations are kept as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.motion.rotations import quat_apply, quat_conj, quat_mul, quat_to_6d
+from training.motion.skeleton import Schema
+
+
+@dataclass
+class Canonical:
+    """Per window: canonical = turn * (x - offset), applied to the top joint."""
+
+    turn: np.ndarray  # (N, 4) quaternion
+    offset: np.ndarray  # (N, 3)
+
+
+def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotation and position of the schema's root joint (the chain above it is short)."""
+    chain = [schema.root]
+    while schema.parents[chain[-1]] >= 0:
+        chain.append(schema.parents[chain[-1]])
+    g_rot, g_pos = rot[..., chain[-1], :], trans[..., chain[-1], :]
+    for j in reversed(chain[:-1]):
+        g_pos = g_pos + quat_apply(g_rot, trans[..., j, :])
+        g_rot = quat_mul(g_rot, rot[..., j, :])
+    return g_rot, g_pos
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model reads of a window besides its cells; fixed by the model's config (``MotionConfig.features``)
+    and computed the same way in training and at fill time (:func:`..datasets.canonical_batch`)."""
+
+    frame: str = "yaw"  # the canonical frame windows are turned into (FRAMES)
+    key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
+    base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
+    across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
+    hermite_positions: bool = True  # moving joints' positions follow the Hermite curve too (False: straight lines)
+    velocity_memory: float = 0.0  # > 0 (seconds): on longer spans the Hermite share shrinks as memory / span
+    clamp_keys: bool = False  # with across_keys: no slope in a component where a key is an extreme (auto-clamped)
+
+
+DEFAULT_FEATURES = FeatureSpec()
+
+
+FRAMES = ("yaw", "root")
+"""How a window is turned: ``yaw`` about the vertical so the root faces +X (bodies; hands are not turned,
+which is how the first hand models were trained), ``root`` by the inverse of the root's whole rotation,
+so the root is unrotated at the reference frame (hands: a grasp looks the same however the wrist is
+held, and the wrist's motion becomes a small rotation near identity)."""
+
+
+def default_frame(skeleton: str) -> str:
+    """The canonical frame new models of a skeleton use unless told otherwise: ``root`` for hands, ``yaw``
+    for bodies."""
+    return "root" if skeleton == "hand" else "yaw"
+
+
+def canonical_from_known(
+    rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema, frame: str = "yaw"
+) -> Canonical:
+    """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known; the
+    reference frame for the turn is the middle known root frame."""
+    if frame not in FRAMES:
+        raise ValueError(f"unknown canonical frame {frame!r}; expected one of {', '.join(FRAMES)}")
+    n, t = known.shape[:2]
+    root_known = known[:, :, schema.root]
+    has_root = root_known.any(axis=1)  # without a known root a window keeps its own frame
+    g_rot, g_pos = _root_global(rot, trans, schema)
+    w = root_known[..., None].astype(np.float64)
+    pos = np.where(root_known[..., None], g_pos, 0.0)
+    offset = pos.sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
+    turn = np.zeros((n, 4))
+    turn[:, 3] = 1.0
+    if frame == "yaw" and schema.name != "body":
+        return Canonical(turn, offset)
+    idx = np.arange(t)[None, :]
+    frames = np.where(root_known, idx, -1)
+    counts = root_known.sum(axis=1)
+    # the middle known root frame: the (count // 2)-th known frame
+    order = np.sort(np.where(frames >= 0, frames, 0), axis=1)[:, ::-1]  # known frames first, descending
+    ref_rot = g_rot[np.arange(n), order[np.arange(n), np.maximum(counts - 1, 0) // 2]]
+    if frame == "root":
+        turn = np.where(has_root[:, None], quat_conj(ref_rot), turn)
+        return Canonical(turn, offset)
+    offset[:, schema.up] = 0.0
+    fwd = quat_apply(ref_rot, np.array([0.0, 0.0, 1.0]))
+    theta = np.where(has_root, np.arctan2(fwd[:, 2], fwd[:, 0]), 0.0)
+    turn[:, 1], turn[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
+    return Canonical(turn, offset)
+
+
+def top_joint(schema: Schema) -> int:
+    """The joint with no parent: turning it turns the whole skeleton."""
+    return schema.parents.index(-1)
+
+
+def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Rotate and move windows (N, T, J, ...) into their canonical frame (copies)."""
+    top = top_joint(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = c.turn[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top] - c.offset[:, None, :])
+    return rot, trans
+
+
+def from_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Undo :func:`to_canonical`."""
+    top = top_joint(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = quat_conj(c.turn)[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top]) + c.offset[:, None, :]
+    return rot, trans
+
+
+def sixd(rot: np.ndarray) -> np.ndarray:
+    return quat_to_6d(rot).astype(np.float32)
+
+
+def _chain_globals(rot: np.ndarray, trans: np.ndarray, schema: Schema, upto: int):
+    """Global rotation and position of every joint from the top down to ``upto`` (inclusive)."""
+    g_rot: dict[int, np.ndarray] = {}
+    g_pos: dict[int, np.ndarray] = {}
+    for j in range(upto + 1):
+        p = schema.parents[j]
+        if p < 0:
+            g_rot[j], g_pos[j] = rot[..., j, :], trans[..., j, :]
+        else:
+            g_rot[j] = quat_mul(g_rot[p], rot[..., j, :])
+            g_pos[j] = g_pos[p] + quat_apply(g_rot[p], trans[..., j, :])
+    return g_rot, g_pos
+
+
+def moving_positions(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Global positions (..., M, 3) of the schema's moving joints: what the network sees of translation."""
+    _, g_pos = _chain_globals(rot, trans, schema, max(schema.moving))
+    return np.stack([g_pos[m] for m in schema.moving], axis=-2)
+
+
+def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Inverse of :func:`moving_positions`: local translations (..., J, 3) whose moving joints land at
+    ``positions`` (..., M, 3) given local rotations; other joints keep ``trans``."""
+    out = trans.copy()
+    for k, m in enumerate(schema.moving):
+        g_rot, g_pos = _chain_globals(rot, out, schema, m)
+        p = schema.parents[m]
+        if p < 0:
+            out[..., m, :] = positions[..., k, :]
+        else:
+            out[..., m, :] = quat_apply(quat_conj(g_rot[p]), positions[..., k, :] - g_pos[p])
+    return out

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.inbetween.baselines import cell_neighbours, hermite_offsets, interpolate_cells, key_time, key_velocities
 from training.inbetween.features import (
     DEFAULT_FEATURES,
     FeatureSpec,
+    canonical_batch,
     canonical_from_known,
-    moving_positions,
-    sixd,
     to_canonical,
 )
 from training.motion import clip as clip_io
@@ -159,55 +157,6 @@ def make_batch(rot, trans, fps, known, target, schema: Schema, spec: FeatureSpec
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     times = np.arange(rot.shape[1])[None, :] / np.asarray(fps, dtype=np.float64)[:, None]
     return canonical_batch(rot_c, trans_c, times, known, target, schema, spec)
-
-
-def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES,
-                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """:func:`make_batch` for windows already in their canonical frame, with frame times in seconds. The
-    key velocities are computed only for models that read them (``spec``); with ``spec.base_velocity`` > 0
-    the baseline between two keys is a cubic Hermite curve leaving and entering the keys with that share
-    of their velocities (0: plain interpolation). ``given``: the known cells that may measure velocities
-    (any-order sampling: not the drawn ones; see :func:`..baselines.key_velocities`)."""
-    # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
-    # (bone offsets of the other joints are the rig's, not the answer)
-    rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
-    mv = list(schema.moving)
-    moving = np.zeros(schema.n_joints, dtype=bool)
-    moving[mv] = True
-    trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
-    neighbours = cell_neighbours(known)
-    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
-    moving_known = known[:, :, mv]
-    out = {
-        "rot6d": sixd(rot_c),
-        "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
-        "base6d": sixd(base_rot),
-        "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
-        "offsets": trans_c.mean(axis=1).astype(np.float32),
-        "known": known,
-        "target": target,
-        "has_key": has_key,
-        "moving_has_key": moving_known.any(axis=1),
-        "times": np.asarray(times, dtype=np.float32),
-        "key_time": key_time(known, times, neighbours).astype(np.float32),
-    }
-    if spec.key_velocity or spec.base_velocity:
-        pos_in = moving_positions(rot_in, trans_in, schema)
-        moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
-        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
-                                           given)
-        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
-                                             spec.clamp_keys, None if given is None else given[:, :, mv])
-        if spec.base_velocity:
-            b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
-            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
-                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
-            if spec.hermite_positions:
-                out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
-                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
-        if spec.key_velocity:
-            out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
-    return out
 
 
 ROT_STD_FLOOR = 0.05  # 6D entries lie in [-1, 1]

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.inbetween.baselines import (
+    cell_neighbours,
+    hermite_offsets,
+    interpolate_cells,
+    key_time,
+    key_velocities,
+)
 from training.motion.rotations import quat_apply, quat_conj, quat_mul, quat_to_6d
 from training.motion.skeleton import Schema
 
@@ -41,7 +48,7 @@ def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np
 @dataclass(frozen=True)
 class FeatureSpec:
     """What a model reads of a window besides its cells; fixed by the model's config (``MotionConfig.features``)
-    and computed the same way in training and at fill time (:func:`..datasets.canonical_batch`)."""
+    and computed the same way in training and at fill time (:func:`canonical_batch`)."""
 
     frame: str = "yaw"  # the canonical frame windows are turned into (FRAMES)
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
@@ -162,4 +169,53 @@ def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarra
             out[..., m, :] = positions[..., k, :]
         else:
             out[..., m, :] = quat_apply(quat_conj(g_rot[p]), positions[..., k, :] - g_pos[p])
+    return out
+
+
+def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES,
+                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The network's inputs of windows already in their canonical frame (training batches and fill alike),
+    with frame times in seconds. The key velocities are computed only for models that read them (``spec``);
+    with ``spec.base_velocity`` > 0 the baseline between two keys is a cubic Hermite curve leaving and entering
+    the keys with that share of their velocities (0: plain interpolation). ``given``: the known cells that may
+    measure velocities (any-order sampling: not the drawn ones; see :func:`.baselines.key_velocities`)."""
+    # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
+    # (bone offsets of the other joints are the rig's, not the answer)
+    rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
+    mv = list(schema.moving)
+    moving = np.zeros(schema.n_joints, dtype=bool)
+    moving[mv] = True
+    trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
+    neighbours = cell_neighbours(known)
+    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
+    moving_known = known[:, :, mv]
+    out = {
+        "rot6d": sixd(rot_c),
+        "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
+        "base6d": sixd(base_rot),
+        "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
+        "offsets": trans_c.mean(axis=1).astype(np.float32),
+        "known": known,
+        "target": target,
+        "has_key": has_key,
+        "moving_has_key": moving_known.any(axis=1),
+        "times": np.asarray(times, dtype=np.float32),
+        "key_time": key_time(known, times, neighbours).astype(np.float32),
+    }
+    if spec.key_velocity or spec.base_velocity:
+        pos_in = moving_positions(rot_in, trans_in, schema)
+        moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
+        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
+                                           given)
+        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
+                                             spec.clamp_keys, None if given is None else given[:, :, mv])
+        if spec.base_velocity:
+            b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
+            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
+            if spec.hermite_positions:
+                out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
+                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
+        if spec.key_velocity:
+            out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
     return out

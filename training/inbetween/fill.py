@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.inbetween.datasets import canonical_batch
 from training.inbetween.features import (
     Canonical,
+    canonical_batch,
     canonical_from_known,
     from_canonical,
     moving_translations,

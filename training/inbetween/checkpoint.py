@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ class CheckpointError(ValueError):
     """A model file that is missing, corrupt, or does not match its card."""
 
 
-# Shipped default models live with the backend that serves them; found by path, not by import.
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "backend" / "models"
+# Shipped default models live with the backend that serves them, as package data of ``backend.models``: found
+# through importlib.resources (a data dependency; nothing here imports the server's code).
+SHIPPED_PACKAGE = "backend.models"
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the shipped models (``hand.safetensors`` + ``hand.json``, ...)."""
+    return Path(str(resources.files(SHIPPED_PACKAGE)))
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
@@ -34,10 +41,11 @@ def resolve_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".safetensors" or p.exists():
         return p
-    shipped = SHIPPED_DIR / f"{name_or_path}.safetensors"
+    shipped_dir = shipped_models_dir()
+    shipped = shipped_dir / f"{name_or_path}.safetensors"
     if shipped.is_file():
         return shipped
-    names = sorted(q.stem for q in SHIPPED_DIR.glob("*.safetensors"))
+    names = sorted(q.stem for q in shipped_dir.glob("*.safetensors"))
     shipped_names = ", ".join(names) or "none"
     raise CheckpointError(f"no model {str(name_or_path)!r}: not a file, and shipped models are {shipped_names}")
 

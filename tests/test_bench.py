@@ -171,6 +171,7 @@ def test_probe_ridge_recovers_a_linear_map() -> None:
     np.testing.assert_allclose(probe.ridge(x, y, 1e9)(z), np.broadcast_to(y.mean(0), (20, 3)), atol=1e-4)
 
 
+@pytest.mark.slow  # about 3 s
 def test_probe_on_real_windows(data_root: Path) -> None:
     from training.bench import probe
 
@@ -196,6 +197,7 @@ def test_keyed_every_keys_frame_zero_and_every_nth_and_scores_between() -> None:
         keyed_every(1)
 
 
+@pytest.mark.slow  # 2 to 6 s
 def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp_path: Path) -> None:
     """Interpolation through the keys scores what an untrained model (exactly interpolation) scores, a
     model of the truth scores zero, and zero velocity is worse; the JSON names every setting."""

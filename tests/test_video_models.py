@@ -122,6 +122,7 @@ def test_decoder_queries_at_arbitrary_positions() -> None:
 # ------------------------------------------------------------------------------------------------ training
 
 
+@pytest.mark.slow  # about 3 s
 def test_perceiver_overfits_tiny_batch() -> None:
     torch.manual_seed(0)
     cfg = tiny_perceiver_cfg(p_droptoken=0.25, lr=3e-3)
@@ -201,6 +202,7 @@ def test_fewer_blocks_fewer_cnn_params() -> None:
     assert n == sorted(n, reverse=True) and len(set(n)) == 4
 
 
+@pytest.mark.slow  # about 5 s each
 @pytest.mark.parametrize("head", ["cross", "pool"])
 def test_classifier_overfits_tiny_batch(head: str) -> None:
     torch.manual_seed(0)

@@ -92,7 +92,7 @@ def test_hand_fill_turns_with_the_hand():
     from training.motion.rotations import axis_angle_to_quat, quat_apply, quat_mul
 
     model = tiny("hand")
-    assert model.cfg.frame == "root"
+    assert model.cfg.features.frame == "root"
     rot, trans, times = synthetic("hand", n=2, t=40)
     known = inbetween_mask(*rot.shape[:3])
     turn = axis_angle_to_quat(np.array([0.3, -1.9, 0.8]))
@@ -107,14 +107,14 @@ def test_hand_fill_turns_with_the_hand():
     moved = quat_apply(turn, a.translations[:, :, 0]) + np.array([4.0, -2.0, 1.0])
     assert np.abs(b.translations[:, :, 0] - moved).max() < 1e-4
     # the property is the frame's doing: the same network in the old unturned hand frame does not have it
-    model.cfg.frame = "yaw"
+    model.cfg.features = dataclasses.replace(model.cfg.features, frame="yaw")
     c = fill_engine.fill(model, rot2, trans2, known, times)
     assert np.abs(quat_align(c.rotations[:, :, 1:], a.rotations[:, :, 1:]) - a.rotations[:, :, 1:]).max() > 1e-3
 
 
 def test_canonical_frame_is_checked():
     with pytest.raises(ValueError, match="frame must be one of"):
-        build_model(AnyOrderTrainConfig(skeleton="hand", frame="world"))
+        build_model(AnyOrderTrainConfig(skeleton="hand", features=FeatureSpec(frame="world")))
 
 
 @pytest.mark.parametrize("variant", ["query", "triples"])
@@ -128,8 +128,8 @@ def test_target_values_never_reach_the_prediction(variant):
     rot2, trans2 = rot.copy(), trans.copy()
     rot2[target] = np.roll(rot2[target], 1, axis=-1)
     trans2[target] += 5.0
-    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.features())
-    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.features())
+    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.features)
+    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.features)
     order = frame_order(rng, known, target)
     t1 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b1.items()} | {"order": torch.from_numpy(order)}
     t2 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b2.items()} | {"order": torch.from_numpy(order)}
@@ -247,7 +247,7 @@ def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     torch.manual_seed(0)
     module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
                                                 n_dec_layers=1, dropout=0.0))
-    b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, module.model.cfg.features())
+    b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, module.model.cfg.features)
     batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
     untouched = calibrate(module, [batch])
     assert (untouched["rot_scale_top"], untouched["rot_scale_other"], untouched["pos_scale"]) == (1.0, 1.0, 1.0)
@@ -296,7 +296,7 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
 
     def batch(r, t):
-        b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features())
+        b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
     still, moving = batch(still_rot, still_trans), batch(rot, trans)
@@ -346,7 +346,7 @@ def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
 
     def batch(r, t):
         b = make_batch(r, t, np.full(len(r), 30.0), known[: len(r)], ~known[: len(r)], schema,
-                       module(0.0).model.cfg.features())
+                       module(0.0).model.cfg.features)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
     b = batch(rot, trans)
@@ -597,8 +597,8 @@ def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity(
     and the first filled frame continues the context's motion better than interpolation does."""
     torch.manual_seed(0)
     model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2,
-                                            dropout=0.0, base_velocity=1.0)).eval()
-    assert model.cfg.base_velocity == 1.0
+                                            dropout=0.0, features=FeatureSpec(base_velocity=1.0))).eval()
+    assert model.cfg.features.base_velocity == 1.0
     rot, trans, times = synthetic("body", n=1, t=40)
     known = inbetween_mask(1, 40, 22, ctx=10, gap=20)
     known[:, 31:] = False  # one key after the gap, as in the benchmark
@@ -625,7 +625,7 @@ def test_key_gate_fades_corrections_in_away_from_keys():
     known[:, 10, 3] = True  # one joint keyed inside the gap
     known[:, :, 7] = False  # one joint never keyed
     b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in make_batch(
-        rot, trans, np.full(1, 30.0), known, ~known, get_schema("hand"), gated.cfg.features()).items()}
+        rot, trans, np.full(1, 30.0), known, ~known, get_schema("hand"), gated.cfg.features).items()}
     kt = key_time(known, times)
     assert kt[0, 6, 0] == pytest.approx(2 / 30) and kt[0, 11, 3] == pytest.approx(1 / 30)
     assert (kt[0, :, 7] == NO_KEY_TIME).all() and (kt[known] == 0).all()
@@ -653,10 +653,10 @@ def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
     assert np.array_equal(mixed["base6d"], hermite["base6d"])
     assert not np.allclose(hermite["basepos"], linear["basepos"])
     model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
-                                            base_velocity=0.5, hermite_positions=False))
-    assert model.cfg.features() == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
+                                            features=FeatureSpec(base_velocity=0.5, hermite_positions=False)))
+    assert model.cfg.features == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
     loaded, _ = load_model(save_model(model, tmp_path / "m.safetensors"))
-    assert loaded.cfg.features() == model.cfg.features()
+    assert loaded.cfg.features == model.cfg.features
 
 
 @pytest.mark.slow
@@ -750,3 +750,18 @@ def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_se
     assert not np.array_equal(two[0], _epoch(batches(epoch=1), 2)[0])  # a new epoch, new windows
     ranks = _epoch(batches(0, 2), 0) + _epoch(batches(1, 2), 0)
     assert len({x.tobytes() for x in ranks}) == 10  # DDP ranks do not train on the same batches
+
+
+def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_path):
+    """A card whose config holds the feature settings flat (every shipped card) loads them; a setting it leaves
+    out means what the model config defaulted to then (``key_velocity`` off, the ``yaw`` frame)."""
+    model = build_model(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
+                                            features=FeatureSpec(frame="yaw", key_velocity=False, base_velocity=0.5)))
+    path = save_model(model, tmp_path / "m.safetensors")
+    card = json.loads(card_path(path).read_text())
+    features = card["config"].pop("features")
+    card["config"].update({k: v for k, v in features.items() if k not in ("frame", "key_velocity")})
+    card_path(path).write_text(json.dumps(card))
+    loaded, _ = load_model(path)
+    assert loaded.cfg == model.cfg
+    assert loaded.cfg.features == FeatureSpec("yaw", False, 0.5)

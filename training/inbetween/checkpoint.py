@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from training.inbetween.model import MotionConfig, MotionFill
-from training.inbetween.transformer import AnyOrderConfig
 from training.motion.skeleton import get_schema
 
 FORMAT = "anyfill-model/1"
@@ -114,9 +113,7 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
         raise CheckpointError(f"{path}: no such model file")
     card = read_card(path)
     try:
-        c = dict(card["config"])
-        c["core"] = AnyOrderConfig(**c["core"])
-        cfg = MotionConfig(**c)
+        cfg = MotionConfig.from_card(card["config"])
         schema = get_schema(cfg.skeleton)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path(path)}: bad model config ({e})") from None

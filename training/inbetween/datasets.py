@@ -127,7 +127,7 @@ class WindowSampler:
         self.length = length
         self.mix = mix or MaskMix()
         self.max_gap = max_gap
-        self.spec = spec  # what the model trained on these windows reads
+        self.spec = spec.for_skeleton(self.schema.name)  # what the model trained on these windows reads
         sizes = np.array([c.n_frames - length + 1 for c in self.clips], dtype=np.float64)
         self.p = sizes / sizes.sum()
 
@@ -153,6 +153,7 @@ def make_batch(rot, trans, fps, known, target, schema: Schema, spec: FeatureSpec
                ) -> dict[str, np.ndarray]:
     """Features of windows with masks: ground truth and the known-cells-only interpolation baseline,
     all in each window's canonical frame (computed from known cells only)."""
+    spec = spec.for_skeleton(schema.name)
     canon = canonical_from_known(rot, trans, known, schema, spec.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     times = np.arange(rot.shape[1])[None, :] / np.asarray(fps, dtype=np.float64)[:, None]

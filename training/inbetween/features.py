@@ -10,7 +10,8 @@ go to 6D; the moving joints' translations are kept as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +48,12 @@ def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What a model reads of a window besides its cells; fixed by the model's config (``MotionConfig.features``)
-    and computed the same way in training and at fill time (:func:`canonical_batch`)."""
+    """What a model reads of a window besides its cells: each setting defined here once, with its one default.
+    The model's config holds it (``MotionConfig.features``), the training config sets it (``AnyOrderTrainConfig
+    .features``, each setting also given by its own name), and it is computed the same way in training and at
+    fill time (:func:`canonical_batch`)."""
 
-    frame: str = "yaw"  # the canonical frame windows are turned into (FRAMES)
+    frame: str | None = None  # the canonical frame windows are turned into (FRAMES); None: the skeleton's own
     key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
     base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
     across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
@@ -58,6 +61,27 @@ class FeatureSpec:
     velocity_memory: float = 0.0  # > 0 (seconds): on longer spans the Hermite share shrinks as memory / span
     clamp_keys: bool = False  # with across_keys: no slope in a component where a key is an extreme (auto-clamped)
 
+    def for_skeleton(self, skeleton: str) -> FeatureSpec:
+        """This spec with its canonical frame settled (``frame``, or :func:`default_frame` of the skeleton)."""
+        frame = default_frame(skeleton) if self.frame is None else self.frame
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+        return replace(self, frame=frame)
+
+    @classmethod
+    def from_card(cls, config: dict[str, Any]) -> FeatureSpec:
+        """The features of a model card's config: its ``features``, or, in a card written before they were one
+        object, its flat settings, each one it leaves out taking what models then defaulted to
+        (:data:`CARD_DEFAULTS`). Removes what it reads from ``config``."""
+        if "features" in config:
+            given = config.pop("features")
+            return given if isinstance(given, cls) else cls(**given)
+        flat = {f.name: config.pop(f.name) for f in fields(cls) if f.name in config}
+        return cls(**{**CARD_DEFAULTS, **flat})
+
+
+# the settings a model card without ``features`` meant where it left them out (its model config's defaults then)
+CARD_DEFAULTS = {"frame": "yaw", "key_velocity": False}
 
 DEFAULT_FEATURES = FeatureSpec()
 

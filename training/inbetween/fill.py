@@ -134,9 +134,9 @@ def _window_distributions(model: MotionFill, rot, trans, known, times, given=Non
     the drawn ones), the only ones that measure key velocities."""
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
-    canon = canonical_from_known(rot, trans, known, schema, model.cfg.frame)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features(), given)
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features, given)
     return _distributions(model, b), canon, rot, trans
 
 

@@ -20,7 +20,8 @@ known frames form the prefix, each generated frame is fed back as the next tripl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,14 +39,8 @@ class MotionConfig:
     max_frames: int = 65  # training window length; longer windows are filled piecewise
     core: AnyOrderConfig = field(default_factory=AnyOrderConfig)
     kappa_offset: float = 4.0  # log kappa = head output + offset: starts the spread near 0.15 rad
-    frame: str = "yaw"  # the canonical frame windows are turned into (features.FRAMES)
-    key_velocity: bool = False  # queries also see how the motion leaves and enters their keys
-    base_velocity: float = 0.0  # the baseline leaves and enters keys with this share of their velocity
-    across_keys: bool = False  # keys without a known neighbour frame take the slope between their neighbour keys
+    features: FeatureSpec = field(default_factory=FeatureSpec)  # what the model reads of a window (frame settled)
     key_gate: float = 0.0  # > 0: corrections fade in with the time to the joint's nearest key (seconds; learned)
-    hermite_positions: bool = True  # with base_velocity: moving joints' positions follow the Hermite curve too
-    velocity_memory: float = 0.0  # with base_velocity: seconds a key's velocity carries on (0: the whole span)
-    clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
     # the share of the learned corrections of the key curve that is kept, per joint's rotation and for the moving
     # positions: set after training where a correction does not pay on held-out takes (empty: all keep 1)
     rot_scale: tuple[float, ...] = ()
@@ -56,15 +51,22 @@ class MotionConfig:
     motion_gate: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.features, dict):  # JSON cards give a dict
+            self.features = FeatureSpec(**self.features)
+        self.features = self.features.for_skeleton(self.skeleton)
         self.rot_scale = tuple(float(x) for x in self.rot_scale)  # JSON cards give lists
         if not self.motion_gate >= 0:
             raise ValueError(f"motion_gate must be 0 (off) or above; got {self.motion_gate}")
         if self.rot_scale and len(self.rot_scale) != self.n_joints:
             raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
 
-    def features(self) -> FeatureSpec:
-        """What this model reads of a window (old cards without the newer fields get their defaults here)."""
-        return FeatureSpec(**{f.name: getattr(self, f.name) for f in fields(FeatureSpec)})
+    @classmethod
+    def from_card(cls, config: dict[str, Any]) -> MotionConfig:
+        """The config a model card stores (its ``config``), cards of every age alike."""
+        c = dict(config)
+        c["core"] = AnyOrderConfig(**c["core"])
+        c["features"] = FeatureSpec.from_card(c)
+        return cls(**c)
 
 
 class MotionFill(nn.Module):
@@ -78,7 +80,7 @@ class MotionFill(nn.Module):
             self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
         n_known = j * 6 + m * 3 + j + m  # known values and known bits
         n_query = n_known + j * 6 + m * 3 + j + j + m  # + baseline, target bits, has-key bits
-        if cfg.key_velocity:
+        if cfg.features.key_velocity:
             n_query += 2 * (j * 6 + m * 3)  # + displacements carried from the previous and next keys
         self.time = FourierFeatures(1, cfg.core)
         self.known_in = nn.Linear(n_known, d)
@@ -115,7 +117,7 @@ class MotionFill(nn.Module):
         has = b["has_key"].float()[:, None].expand_as(t)
         mhas = b["moving_has_key"].float()[:, None].expand_as(moving_known)
         q = [kn, base.flatten(-2), basepos.flatten(-2), t, has, mhas]
-        if self.cfg.key_velocity:
+        if self.cfg.features.key_velocity:
             q += [(b["keyvel6d"] / self.rot_std[:, None]).flatten(-3),
                   (b["keyvelpos"] / self.pos_std[:, None]).flatten(-3)]
         q = torch.cat(q, dim=-1)

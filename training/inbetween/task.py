@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from training.inbetween.checkpoint import save_model
 from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
-from training.inbetween.features import FRAMES, FeatureSpec, default_frame, top_joint
+from training.inbetween.features import FeatureSpec, top_joint
 from training.inbetween.losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from training.inbetween.model import MotionConfig, MotionFill
 from training.inbetween.transformer import AnyOrderConfig
@@ -45,14 +45,10 @@ class AnyOrderTrainConfig:
     n_dec_layers: int = 3
     dropout: float = 0.1
     length: int = 65  # frames per training window (the benchmark's window)
-    frame: str | None = None  # canonical frame (features.FRAMES); None: 'root' for hands, 'yaw' for bodies
-    key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
-    base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
-    across_keys: bool = False  # keys with no known neighbour frame take the slope between their neighbouring keys
+    # what the model reads of a window (features.FeatureSpec: frame, key_velocity, base_velocity, across_keys,
+    # hermite_positions, velocity_memory, clamp_keys); each setting is also given by its own name (base_velocity=0.5)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
     key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
-    hermite_positions: bool = True  # with base_velocity: the root trajectory's baseline is Hermite too (False: linear)
-    velocity_memory: float = 0.0  # with base_velocity, > 0: seconds a key's velocity carries on (share * memory / span)
-    clamp_keys: bool = False  # with across_keys: a key that is an extreme in a component gets no slope there
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips played at each of these speeds (1: as captured)
     reverse: bool = False  # augmentation: training clips also played backwards
@@ -92,7 +88,7 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
         n_dec_layers=cfg.n_dec_layers, dropout=cfg.dropout,
     )
     model = MotionFill(MotionConfig(cfg.skeleton, schema.n_joints, len(schema.moving), cfg.variant, cfg.length, core,
-                                    key_gate=cfg.key_gate, **dataclasses.asdict(feature_spec_of(cfg))))
+                                    features=cfg.features, key_gate=cfg.key_gate))
     if cfg.init_from:
         from training.inbetween.checkpoint import load_model
 
@@ -102,20 +98,6 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model
-
-
-def feature_spec_of(cfg: AnyOrderTrainConfig) -> FeatureSpec:
-    """What the model of this run reads of a window (the training windows are built to match)."""
-    same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FeatureSpec) if f.name != "frame"}
-    return FeatureSpec(frame=canonical_frame_of(cfg), **same)
-
-
-def canonical_frame_of(cfg: AnyOrderTrainConfig) -> str:
-    if cfg.frame is not None:
-        if cfg.frame not in FRAMES:
-            raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {cfg.frame!r}")
-        return cfg.frame
-    return default_frame(cfg.skeleton)
 
 
 def frame_order(rng: np.random.Generator, known: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -183,7 +165,7 @@ class AnyOrderData(L.LightningDataModule):
             return
         cfg = self.cfg
         mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
-        spec = feature_spec_of(cfg)
+        spec = cfg.features.for_skeleton(cfg.skeleton)  # what the model of this run reads of a window
         train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
         self.train_sampler = WindowSampler(train_clips, cfg.length, mix, spec=spec)
         val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)

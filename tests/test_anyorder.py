@@ -239,7 +239,8 @@ def test_query_core_drops_invalid_tokens_without_changing_outputs():
 def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     """Noise corrections are shrunk (lower L2Q on the held-out batches, kept through a model file);
     an untrained model's zero corrections tie at every share and keep all of it."""
-    from training.inbetween.task import AnyOrderModule, calibrate
+    from training.inbetween.calibrate import calibrate
+    from training.inbetween.task import AnyOrderModule
 
     schema = get_schema("hand")
     rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
@@ -278,8 +279,9 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     """With the motion gate a keyed joint's curve is left alone where its keys do not move (a correction
     there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
     still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
+    from training.inbetween.calibrate import calibrate
     from training.inbetween.model import MotionConfig
-    from training.inbetween.task import AnyOrderModule, calibrate
+    from training.inbetween.task import AnyOrderModule
 
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="motion_gate"):

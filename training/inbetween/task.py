@@ -1,25 +1,24 @@
 """``anyfill train anyorder --skeleton hand|body [--variant query|triples]``: the thesis model on motion.
 
 Lightning plumbing around :class:`~training.inbetween.model.MotionFill`: batches of random windows
-from the training split with random known/target patterns, the losses of :mod:`..losses`, validation
-on held-out training files, and, at the end, an export to safetensors + JSON card (``run_dir/export``).
+from the training split with random known/target patterns, the losses of :mod:`training.inbetween.losses`,
+validation on held-out training files, and, at the end, the export of :mod:`training.inbetween.export`
+(calibrated by :mod:`training.inbetween.calibrate` with ``calibrate=true``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from training.inbetween.checkpoint import save_model
-from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets
+from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips
+from training.inbetween.export import export
 from training.inbetween.features import FeatureSpec, top_joint
 from training.inbetween.losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
 from training.inbetween.model import MotionConfig, MotionFill
@@ -314,76 +313,6 @@ def _build(cfg: AnyOrderTrainConfig):
     return AnyOrderModule(cfg), AnyOrderData(cfg)
 
 
-SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
-MOTION_GATES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # motion-gate speeds tried by :func:`calibrate` (0: off)
-KAPPA_SHIFTS = tuple(float(d) for d in np.arange(-3.0, 3.01, 0.25))  # log-kappa shifts tried by :func:`calibrate`
-
-
-def calibrate(module: AnyOrderModule, batches: list[dict[str, torch.Tensor]]) -> dict:
-    """Shrink corrections that do not generalise: on held-out batches (the validation takes of the training
-    split), pick the motion gate from :data:`MOTION_GATES` (lowest L2Q, all corrections kept), then from
-    :data:`SCALES` the share of the learned rotation corrections kept for the top joint and for the other
-    joints (lowest L2Q) and of the position corrections (lowest position error), then the shift of log
-    kappa that fits the rotation spreads to those means (lowest von Mises likelihood). Sets the model's
-    ``motion_gate``, ``rot_scale``, ``pos_scale`` and ``kappa_offset`` and returns what was measured. Ties
-    keep the weaker gate, the larger share and the smaller shift."""
-    model = module.model
-    was, trained = model.training, model.cfg
-
-    def use(gate: float, rot_top: float, rot_rest: float, pos: float, kappa_shift: float = 0.0) -> None:
-        scale = [rot_rest] * model.cfg.n_joints
-        scale[module.top] = rot_top
-        model.cfg = dataclasses.replace(trained, rot_scale=tuple(scale), pos_scale=pos, motion_gate=gate,
-                                        kappa_offset=trained.kappa_offset + kappa_shift)
-
-    def measure(*setting: float) -> dict[str, float]:
-        use(*setting)
-        sums: dict[str, float] = {}
-        with torch.no_grad():
-            for b in batches:
-                for k, v in module.losses(b).items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / len(batches)
-        return sums
-
-    model.eval()
-    before = measure(0.0, 1.0, 1.0, 1.0)
-    by_gate = {g: measure(g, 1.0, 1.0, 1.0)["l2q"] for g in MOTION_GATES}
-    gate = min(MOTION_GATES, key=by_gate.__getitem__)
-    best = min(((t, r) for t in SCALES[::-1] for r in SCALES[::-1]), key=lambda tr: measure(gate, *tr, 1.0)["l2q"])
-    pos = min(SCALES[::-1], key=lambda p: measure(gate, *best, p)["pos_err"])
-    # the spreads were learned for the trained means: re-fit their overall width to the calibrated means
-    # (a shift of log kappa, the von Mises likelihood on the same batches), so entropies and samples match
-    shift = min(KAPPA_SHIFTS, key=lambda d: (measure(gate, *best, pos, d)["von_mises"], abs(d)))
-    chosen = measure(gate, *best, pos, shift)
-    model.train(was)
-    keys = ("l2q", "pos_err", "fk", "angle_deg", "von_mises")
-    return {"motion_gate": gate, "val_l2q_by_motion_gate": {str(g): v for g, v in by_gate.items()},
-            "rot_scale_top": best[0], "rot_scale_other": best[1], "pos_scale": pos,
-            "kappa_shift": shift, "val_trained": {k: before[k] for k in keys},
-            "val_calibrated": {k: chosen[k] for k in keys}}
-
-
-def _export(cfg: AnyOrderTrainConfig, module: AnyOrderModule, trainer, run_dir: Path) -> None:
-    path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
-    calibration = None
-    if cfg.calibrate:
-        dm = trainer.datamodule
-        dm.setup("fit")
-        calibration = calibrate(module, dm.val)
-        print(f"calibrated: {calibration}")
-    command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
-    rest = rest_offsets(cfg.skeleton, cfg.data_root)
-    save_model(module.model, path, rest_offsets=rest, training={
-        "config": dataclasses.asdict(cfg),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "command": command.strip(),
-        "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-        **({"calibration": calibration} if calibration else {}),
-    })
-    print(f"exported {path}")
-
-
 TASK = Task(
     name="anyorder",
     config_cls=AnyOrderTrainConfig,
@@ -392,5 +321,5 @@ TASK = Task(
         "tiny": {"d_model": 64, "n_enc_layers": 1, "n_dec_layers": 1, "steps_per_epoch": 20, "val_windows": 64},
     },
     default_trainer={"max_epochs": 40, "gradient_clip_val": 1.0, "log_every_n_steps": 50},
-    after_fit=_export,
+    after_fit=export,
 )

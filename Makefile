@@ -60,7 +60,7 @@ models: setup  ## retrain the shipped hand and body models with the exact comman
 	done
 
 openapi: setup  ## write the server's API contract to docs/openapi.json (checked by the tests)
-	$(PY) -m anyfill.backend.openapi docs/openapi.json
+	$(PY) -m backend.openapi docs/openapi.json
 
 build-addon: setup  ## the Blender extension zip in dist/, checked by Blender's own validator
 	$(VENV)/bin/anyfill build-addon

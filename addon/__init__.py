@@ -1,8 +1,10 @@
 """Anyfill, the Blender extension: key a few poses, fill the rest with the local anyfill backend.
 
-Only ``bpy`` and the standard library are used here; the model runs in the backend, reached over HTTP.
+Only ``bpy``, the numpy that Blender bundles and the standard library are used here; the model runs in the
+backend, reached over HTTP.
 Modules: ``preferences`` (backend URL, token, Python), ``properties`` (scene and rig settings), ``rig``
-(mapping, rest-pose conversion), ``keys`` (reading keys), ``curves`` (writing keys), ``client`` (HTTP, token,
+(mapping), ``retarget`` (rig <-> model through world rotations), ``keys`` (reading keys and poses),
+``curves`` (writing keys), ``client`` (HTTP, token,
 worker thread, backend process), ``plan`` (request and answer), ``jobs`` (non-blocking operators),
 ``operators`` and ``panels``.
 """

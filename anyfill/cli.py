@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 
 def _bench_inbetween(args: argparse.Namespace) -> int:
-    from anyfill.training.bench import inbetween
+    from training.bench import inbetween
 
     result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
     print(inbetween.format_table(result))
@@ -37,7 +37,7 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
 
 
 def _bench_keys(args: argparse.Namespace) -> int:
-    from anyfill.training.bench import inbetween, keys
+    from training.bench import inbetween, keys
 
     if args.bands < 0 or (args.bands and not (args.baseline and args.baseline != args.method)):
         print("anyfill bench keys: --bands needs a positive count and a --baseline other than --method "
@@ -63,7 +63,7 @@ def _bench_keys(args: argparse.Namespace) -> int:
 
 
 def _bench_prediction(args: argparse.Namespace) -> int:
-    from anyfill.training.bench import prediction
+    from training.documents.stcformer import bench as prediction
 
     result = prediction.run(args.methods, root=args.data_root, stride=args.stride, threads=args.threads,
                             repeats=args.repeats)
@@ -93,25 +93,30 @@ def _add_bench_prediction(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_lift(args: argparse.Namespace, extra: list[str]) -> int:
-    from anyfill.training.bench.lift import main as lift_main
+    from training.documents.lift.bench import main as lift_main
 
     return lift_main(extra)
 
 
 def _bench_video(args: argparse.Namespace, extra: list[str]) -> int:
-    from anyfill.training.bench.video import main as video_main
+    from training.documents.perceiver.bench import main as video_main
 
     return video_main(extra)
 
 
 def _bench_rig(args: argparse.Namespace, extra: list[str]) -> int:
-    from anyfill.training.bench.rig import main as rig_main
+    import tempfile
+    from pathlib import Path
 
-    return rig_main(extra)
+    from anyfill.build_addon import build
+    from training.bench.rig import main as rig_main
+
+    root = Path(__file__).resolve().parents[1]
+    return rig_main(extra, addon_zip=build(root, Path(tempfile.mkdtemp(prefix="anyfill-dist-"))))
 
 
 def _pixels(args: argparse.Namespace, extra: list[str]) -> int:
-    from anyfill.training.bench import pixels
+    from training.documents.pixels import bench as pixels
 
     return (pixels.bench_main if args.command == "bench" else pixels.sample_main)(extra)
 
@@ -121,7 +126,7 @@ def _backend(args: argparse.Namespace, extra: list[str]) -> int:
     import importlib
 
     module = {"serve": "server", "fill": "cli_fill", "demo": "demo"}.get(args.command, "bench")
-    return importlib.import_module(f"anyfill.backend.{module}").main(extra)
+    return importlib.import_module(f"backend.{module}").main(extra)
 
 
 def _bench_model(args: argparse.Namespace) -> int:
@@ -130,26 +135,26 @@ def _bench_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.bench == "speed":
-        from anyfill.training.bench import speed
+        from training.bench import speed
 
         result = speed.run(dict(zip(("body", "hand"), args.models, strict=False)), threads=args.threads,
                            repeats=args.repeats)
         text = speed.format_table(result)
     elif args.bench == "sampling":
-        from anyfill.training.bench import sampling
+        from training.bench import sampling
 
         result = sampling.run_sampling(args.model, args.skeleton, gap=args.gap, windows=args.windows, n=args.n,
                                        ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
                                        progress=lambda row: print(row, flush=True))
         text = sampling.format_sampling(result)
     elif args.bench == "probe":
-        from anyfill.training.bench import probe
+        from training.bench import probe
 
         result = probe.run(args.skeleton, gap=args.gap, windows=args.windows, lambdas=tuple(args.lambdas),
                            base_velocity=args.base_velocity)
         text = probe.format_table(result)
     else:
-        from anyfill.training.bench import sampling
+        from training.bench import sampling
 
         result = sampling.run_pose(args.model, frames=args.frames)
         text = sampling.format_pose(result)
@@ -190,7 +195,7 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from anyfill.training.train import main as train_main
+    from training.train import main as train_main
 
     return train_main([args.model, *extra])
 

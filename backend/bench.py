@@ -28,7 +28,7 @@ WINDOW, CONTEXT = 65, 10
 def window_request(model: dict, frames: int = WINDOW, context: int = CONTEXT, seed: int = 0) -> dict:
     """A fill request for a model described by ``GET /v1/models``: smooth random rotations near the rest
     pose, moving joints drifting forward, keys on the context frames and the last frame."""
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     rng = np.random.default_rng(seed)
     keys = set(range(context)) | {frames - 1}

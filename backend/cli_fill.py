@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from anyfill.training import bvh as bvh_io
-from anyfill.training import clip as clip_io
-from anyfill.training import fill as engine
-from anyfill.training.skeleton import SCHEMAS
-
-from .registry import LoadedModel, load_one
+from backend.registry import LoadedModel, load_one
+from training.inbetween import fill as engine
+from training.motion import bvh as bvh_io
+from training.motion import clip as clip_io
+from training.motion.skeleton import SCHEMAS
 
 
 def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | None = None) -> list[int]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from anyfill.training.rotations import (
+from backend.schemas import AxisAngleFormat, EulerFormat, QuaternionFormat, RotationFormat, RotationVectorFormat
+from training.motion.rotations import (
     axis_angle_to_quat,
     euler_make_continuous,
     euler_to_quat,
@@ -19,8 +20,6 @@ from anyfill.training.rotations import (
     quat_to_axis_angle,
     quat_to_euler,
 )
-
-from .schemas import AxisAngleFormat, EulerFormat, QuaternionFormat, RotationFormat, RotationVectorFormat
 
 QUAT_TOLERANCE = 1e-3  # |norm - 1| accepted (and normalised) without ``normalize_quaternions``
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training import bvh as bvh_io
-from ..training import clip as clip_io
-from ..training.baselines import interpolate
-from ..training.rotations import quat_align
-from ..training.skeleton import forward_kinematics, get_schema
-from ..training.splits import split_files
-from .bench import start_server
+from backend.bench import start_server
+from training.inbetween.baselines import interpolate
+from training.motion import bvh as bvh_io
+from training.motion import clip as clip_io
+from training.motion.rotations import quat_align
+from training.motion.skeleton import forward_kinematics, get_schema
+from training.motion.splits import split_files
 
 SAMPLES = {"body": 0, "hand": 0}  # index into each test split
 

@@ -2,7 +2,7 @@
 
 :func:`prepare` validates everything the schema cannot (joint names, shapes per rotation format, unit
 quaternions, frame order, targets that are also known, ...) and raises :class:`~.errors.RequestError`
-naming the field; :func:`encode` turns a :class:`~anyfill.training.fill.FillResult` into the JSON
+naming the field; :func:`encode` turns a :class:`~training.inbetween.fill.FillResult` into the JSON
 tracks of the answer: known cells exactly as given, targets filled, everything else ``null``.
 """
 
@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from anyfill.training.fill import FillResult
-
-from . import convert
-from .errors import RequestError
-from .registry import LoadedModel, Registry
-from .schemas import MAX_SECONDS, FillRequest, JointTrack, RotationFormat
+from backend import convert
+from backend.errors import RequestError
+from backend.registry import LoadedModel, Registry
+from backend.schemas import MAX_SECONDS, FillRequest, JointTrack, RotationFormat
+from training.inbetween.fill import FillResult
 
 _LAYOUT = {"quaternion": "quaternion [w, x, y, z] or [x, y, z, w]", "euler": "Euler [x, y, z]",
            "axis_angle": "axis-angle [angle, x, y, z]", "rotation_vector": "rotation vector [x, y, z]"}

@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyfill.training.fill import Cancelled
-
-from .errors import RequestError
+from backend.errors import RequestError
+from training.inbetween.fill import Cancelled
 
 KEEP_FINISHED = 256  # finished jobs remembered for polling and idempotent cancels
 

@@ -1,8 +1,9 @@
 """The models a server holds: loaded once at start-up (safetensors + JSON card, never unpickled), read-only
 afterwards, so any number of requests may use them at once.
 
-By default the shipped ``hand`` and ``body`` models in :data:`SHIPPED_DIR`; ``--model NAME_OR_PATH``
-(or ``NAME=PATH``) replaces that list. A missing, corrupt or mismatched file stops the start with a
+By default the shipped ``hand`` and ``body`` models (package data of ``backend.models``, see
+:func:`~training.inbetween.checkpoint.shipped_models_dir`); ``--model NAME_OR_PATH`` (or ``NAME=PATH``) replaces
+that list. A missing, corrupt or mismatched file stops the start with a
 :class:`CheckpointError` that says which file and why.
 """
 
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from anyfill.training.checkpoint import SHIPPED_DIR, CheckpointError, load_model, resolve_path
-from anyfill.training.fill import model_length
-from anyfill.training.models.motion import MotionFill
-from anyfill.training.skeleton import Schema, get_schema
-
-from .rest import REST_OFFSETS
+from backend.rest import REST_OFFSETS
+from training.inbetween.checkpoint import CheckpointError, load_model, resolve_path, shipped_models_dir
+from training.inbetween.fill import model_length
+from training.inbetween.model import MotionFill
+from training.motion.skeleton import Schema, get_schema
 
 DEFAULT_MODELS = ("hand", "body")
 
@@ -38,8 +38,9 @@ class LoadedModel:
         return model_length(self.model)
 
 
-def default_specs(shipped_dir: Path = SHIPPED_DIR) -> list[str]:
+def default_specs(shipped_dir: Path | None = None) -> list[str]:
     """The shipped models' paths; raises :class:`CheckpointError` naming any that is missing."""
+    shipped_dir = shipped_models_dir() if shipped_dir is None else shipped_dir
     paths = [shipped_dir / f"{n}.safetensors" for n in DEFAULT_MODELS]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -86,7 +87,7 @@ class Registry:
             self._models[m.name] = m
 
     @classmethod
-    def load(cls, specs: list[str] | None = None, shipped_dir: Path = SHIPPED_DIR) -> Registry:
+    def load(cls, specs: list[str] | None = None, shipped_dir: Path | None = None) -> Registry:
         return cls([load_one(s) for s in (specs or default_specs(shipped_dir))])
 
     def names(self) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anyfill.training.fill import ORDERS
+from training.inbetween.fill import ORDERS
 
 API_VERSION = "v1"
 

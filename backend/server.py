@@ -22,14 +22,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from anyfill import __version__
-
-from . import errors
-from .auth import LocalOnly, ensure_token, is_loopback, token_path
-from .jobs import Jobs
-from .registry import Registry
-from .routes import fill, health
-from .routes import jobs as job_routes
-from .schemas import MAX_BODY_BYTES, ModelList
+from backend import errors
+from backend.auth import LocalOnly, ensure_token, is_loopback, token_path
+from backend.jobs import Jobs
+from backend.registry import Registry
+from backend.routes import fill, health
+from backend.routes import jobs as job_routes
+from backend.schemas import MAX_BODY_BYTES, ModelList
 
 log = logging.getLogger("anyfill.backend")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765

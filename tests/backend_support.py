@@ -32,8 +32,8 @@ _state: dict = {}
 def make_models(folder: Path) -> dict[str, Path]:
     """Untrained models of the right schemas (stats buffers at mean 0 / std 1): hand and body (query
     variant) and a triples hand, each a few kB."""
-    from anyfill.training.checkpoint import save_model
-    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+    from training.inbetween.checkpoint import save_model
+    from training.inbetween.task import AnyOrderTrainConfig, build_model
 
     torch.manual_seed(0)
     out = {}
@@ -101,7 +101,7 @@ class _CheckedLines(httpx.SyncByteStream):
 def check_answer(app, response: httpx.Response) -> None:
     """Validate an answer of ``app`` with the pydantic model its route declares (see the module docstring);
     raises pydantic's ``ValidationError`` when it does not match."""
-    from anyfill.backend import schemas
+    from backend import schemas
 
     method, path = response.request.method, response.request.url.path
     route = next((r for r in _routes(app) if r[0] == method and r[1].match(path)), None)
@@ -138,9 +138,9 @@ class Live:
 def start_server(jobs=None) -> tuple[Live, object]:
     """A real uvicorn server on a free 127.0.0.1 port in a thread, serving hand, body and hand-triples with
     ``jobs`` (default: 2 workers, 32 jobs at most); returns it and a function that stops it."""
-    from anyfill.backend.jobs import Jobs
-    from anyfill.backend.registry import Registry
-    from anyfill.backend.server import bind, create_app
+    from backend.jobs import Jobs
+    from backend.registry import Registry
+    from backend.server import bind, create_app
 
     d = models_dir()
     if "registry" not in _state:
@@ -188,14 +188,14 @@ def client(server: Live):
 
 
 def schema_of(skeleton: str):
-    from anyfill.training.skeleton import get_schema
+    from training.motion.skeleton import get_schema
 
     return get_schema(skeleton)
 
 
 def random_quats(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 0.6) -> np.ndarray:
     """Unit quaternions (x, y, z, w) near identity, hemisphere w > 0."""
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     q = axis_angle_to_quat(rng.normal(scale=spread, size=(*shape, 3)))
     return np.where(q[..., 3:] < 0, -q, q)
@@ -203,7 +203,7 @@ def random_quats(rng: np.random.Generator, shape: tuple[int, ...], spread: float
 
 def smooth_quats(rng: np.random.Generator, frames: int, joints: int) -> np.ndarray:
     """(frames, joints, 4) curves turning smoothly between two random rotations."""
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     a, b = rng.normal(scale=0.8, size=(2, joints, 3))
     u = np.linspace(0.0, 1.0, frames)[:, None, None]
@@ -214,8 +214,8 @@ def fill_request(skeleton: str = "body", frames: int = 12, keys: tuple[int, ...]
                  fmt: dict | None = None, model: str | None = None, **extra) -> dict:
     """A valid request: every joint listed, keys (default first 3 frames and the last) known, quaternions
     wxyz unless ``fmt`` (values are given in that format)."""
-    from anyfill.backend import convert
-    from anyfill.backend.schemas import FillRequest
+    from backend import convert
+    from backend.schemas import FillRequest
 
     rng = np.random.default_rng(data_seed)
     schema = schema_of(skeleton)

@@ -29,7 +29,7 @@ FRAMES, EVERY, REPEATS = 241, 12, 5
 
 
 def main() -> int:
-    from anyfill.training import splits
+    from training.motion import splits
 
     bpy = import_bpy()
     ext = install_extension(bpy)

@@ -63,7 +63,7 @@ def clean_scene(bpy) -> None:
 
 def short_bvh(src: Path, frames: int, step: int = 1, start: int = 0) -> Path:
     """A copy of a real BVH file cut to ``frames`` frames (every ``step``-th from ``start``)."""
-    from anyfill.training import bvh
+    from training.motion import bvh
 
     key = (str(src), frames, step, start)
     if key not in _state:
@@ -120,14 +120,14 @@ def make_models(folder: Path) -> dict[str, Path]:
     (a candidate measured in Blender before it ships)."""
     import torch
 
-    from anyfill.training.checkpoint import resolve_path
+    from training.inbetween.checkpoint import resolve_path
 
     if os.environ.get("ANYFILL_TEST_SHIPPED_MODELS") == "1" or os.environ.get("ANYFILL_TEST_MODELS"):
         chosen = dict(item.split("=", 1) for item in os.environ.get("ANYFILL_TEST_MODELS", "").split(",") if item)
         return {name: resolve_path(chosen.get(name, name)) for name in ("hand", "body")}
 
-    from anyfill.training.checkpoint import save_model
-    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+    from training.inbetween.checkpoint import save_model
+    from training.inbetween.task import AnyOrderTrainConfig, build_model
 
     torch.manual_seed(0)
     out = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anyfill.training import splits
+from training.motion import splits
 
 
 @pytest.fixture(scope="session")

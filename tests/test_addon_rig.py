@@ -148,7 +148,7 @@ def test_writing_leaves_the_animators_keys_and_handles_bit_identical(bpy, ext):
 
 
 def _hand_model(ext, offsets=None) -> dict:
-    from anyfill.backend.rest import REST_OFFSETS
+    from backend.rest import REST_OFFSETS
 
     offsets = REST_OFFSETS["hand"] if offsets is None else offsets
     return {"name": "hand", "skeleton": "hand", "up_axis": "y", "joints": [
@@ -186,8 +186,8 @@ def test_rolled_rig_posed_through_the_model_matches_world_positions(bpy, ext, da
     assert worst < 1e-4
     from blender_support import pose_matrices
 
-    from anyfill.training import bvh as bvh_mod
-    from anyfill.training.rotations import euler_to_quat
+    from training.motion import bvh as bvh_mod
+    from training.motion.rotations import euler_to_quat
 
     b = bvh_mod.read(short_bvh(data_root / HAND, 20, step=4))
     idx = b.channel_index()

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from anyfill.training import fill as fill_engine
-from anyfill.training.baselines import interpolate_cells
-from anyfill.training.checkpoint import CheckpointError, card_path, load_model, save_model
-from anyfill.training.datasets import MaskMix, make_batch, sample_masks
-from anyfill.training.features import FeatureSpec
-from anyfill.training.rotations import quat_align, quat_angle
-from anyfill.training.skeleton import get_schema
-from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model, frame_order
+from training.inbetween import fill as fill_engine
+from training.inbetween.baselines import interpolate_cells
+from training.inbetween.checkpoint import CheckpointError, card_path, load_model, save_model
+from training.inbetween.datasets import MaskMix, make_batch, sample_masks
+from training.inbetween.features import FeatureSpec
+from training.inbetween.task import AnyOrderTrainConfig, build_model, frame_order
+from training.motion.rotations import quat_align, quat_angle
+from training.motion.skeleton import get_schema
 
 torch.set_num_threads(1)
 
@@ -39,7 +39,7 @@ def synthetic(skeleton="hand", n=2, t=40, seed=0):
     schema = get_schema(skeleton)
     rng = np.random.default_rng(seed)
     j = schema.n_joints
-    from anyfill.training.rotations import axis_angle_to_quat
+    from training.motion.rotations import axis_angle_to_quat
 
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1, j, 3))
     amp = rng.uniform(0.1, 0.8, size=(n, 1, j, 3))
@@ -89,10 +89,10 @@ def test_untrained_model_fills_like_interpolation_even_across_long_windows(skele
 def test_hand_fill_turns_with_the_hand():
     """Hand models work in the wrist's own frame: turning and moving the whole recording turns and moves
     the fill the same way, and leaves every finger's local rotation as it was."""
-    from anyfill.training.rotations import axis_angle_to_quat, quat_apply, quat_mul
+    from training.motion.rotations import axis_angle_to_quat, quat_apply, quat_mul
 
     model = tiny("hand")
-    assert model.cfg.frame == "root"
+    assert model.cfg.features.frame == "root"
     rot, trans, times = synthetic("hand", n=2, t=40)
     known = inbetween_mask(*rot.shape[:3])
     turn = axis_angle_to_quat(np.array([0.3, -1.9, 0.8]))
@@ -107,14 +107,14 @@ def test_hand_fill_turns_with_the_hand():
     moved = quat_apply(turn, a.translations[:, :, 0]) + np.array([4.0, -2.0, 1.0])
     assert np.abs(b.translations[:, :, 0] - moved).max() < 1e-4
     # the property is the frame's doing: the same network in the old unturned hand frame does not have it
-    model.cfg.frame = "yaw"
+    model.cfg.features = dataclasses.replace(model.cfg.features, frame="yaw")
     c = fill_engine.fill(model, rot2, trans2, known, times)
     assert np.abs(quat_align(c.rotations[:, :, 1:], a.rotations[:, :, 1:]) - a.rotations[:, :, 1:]).max() > 1e-3
 
 
 def test_canonical_frame_is_checked():
     with pytest.raises(ValueError, match="frame must be one of"):
-        build_model(AnyOrderTrainConfig(skeleton="hand", frame="world"))
+        build_model(AnyOrderTrainConfig(skeleton="hand", features=FeatureSpec(frame="world")))
 
 
 @pytest.mark.parametrize("variant", ["query", "triples"])
@@ -128,8 +128,8 @@ def test_target_values_never_reach_the_prediction(variant):
     rot2, trans2 = rot.copy(), trans.copy()
     rot2[target] = np.roll(rot2[target], 1, axis=-1)
     trans2[target] += 5.0
-    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.features())
-    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.features())
+    b1 = make_batch(rot, trans, np.full(4, 30.0), known, target, schema, model.cfg.features)
+    b2 = make_batch(rot2, trans2, np.full(4, 30.0), known, target, schema, model.cfg.features)
     order = frame_order(rng, known, target)
     t1 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b1.items()} | {"order": torch.from_numpy(order)}
     t2 = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b2.items()} | {"order": torch.from_numpy(order)}
@@ -187,7 +187,7 @@ def test_sampling_lower_temperature_stays_closer_to_the_mean():
     rot, trans, times = synthetic("hand", n=1, t=12)
     known = inbetween_mask(1, 12, 17, ctx=3, gap=6)[0]
     mean = fill_engine.fill(model, rot, trans, known[None], times)
-    from anyfill.training.rotations import quat_angle
+    from training.motion.rotations import quat_angle
 
     def dev(temp):
         s = fill_engine.sample(model, rot[0], trans[0], known, times[0], k=17, temperature=temp, seed=0, n=4)
@@ -218,7 +218,7 @@ def test_triples_cache_matches_the_uncached_model():
 def test_query_core_drops_invalid_tokens_without_changing_outputs():
     """Known and query tokens that are not valid are cut before the passes (the speed of sampling);
     every valid query's output equals the full masked pass."""
-    from anyfill.training.models.anyorder import AnyOrderConfig, QueryEncoderDecoder
+    from training.inbetween.transformer import AnyOrderConfig, QueryEncoderDecoder
 
     torch.manual_seed(0)
     core = QueryEncoderDecoder(AnyOrderConfig(d_model=32, n_heads=2, n_enc_layers=2, n_dec_layers=2, dropout=0.0))
@@ -239,7 +239,8 @@ def test_query_core_drops_invalid_tokens_without_changing_outputs():
 def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     """Noise corrections are shrunk (lower L2Q on the held-out batches, kept through a model file);
     an untrained model's zero corrections tie at every share and keep all of it."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+    from training.inbetween.calibrate import calibrate
+    from training.inbetween.task import AnyOrderModule
 
     schema = get_schema("hand")
     rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
@@ -247,7 +248,7 @@ def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
     torch.manual_seed(0)
     module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
                                                 n_dec_layers=1, dropout=0.0))
-    b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, module.model.cfg.features())
+    b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, module.model.cfg.features)
     batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
     untouched = calibrate(module, [batch])
     assert (untouched["rot_scale_top"], untouched["rot_scale_other"], untouched["pos_scale"]) == (1.0, 1.0, 1.0)
@@ -278,8 +279,9 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     """With the motion gate a keyed joint's curve is left alone where its keys do not move (a correction
     there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
     still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
-    from anyfill.training.models.motion import MotionConfig
-    from anyfill.training.tasks.anyorder import AnyOrderModule, calibrate
+    from training.inbetween.calibrate import calibrate
+    from training.inbetween.model import MotionConfig
+    from training.inbetween.task import AnyOrderModule
 
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="motion_gate"):
@@ -296,7 +298,7 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
 
     def batch(r, t):
-        b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features())
+        b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
     still, moving = batch(still_rot, still_trans), batch(rot, trans)
@@ -327,7 +329,7 @@ def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
     error + floor x the batch mean): windows where the curve is exact (still motion) count most, the mean
     weight is 1, identical windows weigh alike, the spreads' likelihoods are untouched, and with no floor
     (or outside training) every cell counts alike as before."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule, _build
+    from training.inbetween.task import AnyOrderModule, _build
 
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="relative_floor"):
@@ -346,7 +348,7 @@ def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
 
     def batch(r, t):
         b = make_batch(r, t, np.full(len(r), 30.0), known[: len(r)], ~known[: len(r)], schema,
-                       module(0.0).model.cfg.features())
+                       module(0.0).model.cfg.features)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
     b = batch(rot, trans)
@@ -425,7 +427,7 @@ def test_likelihoods_train_only_the_spreads():
     """The von Mises and Gaussian likelihoods move the spread head alone; the means and the shared trunk
     learn from the angular and position terms (with the means inside the likelihoods, shrinking spreads
     drowned that signal and the model never left the interpolation baseline)."""
-    from anyfill.training.tasks.anyorder import AnyOrderModule
+    from training.inbetween.task import AnyOrderModule
 
     cfg = AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, dropout=0.0)
     module = AnyOrderModule(cfg)
@@ -466,7 +468,7 @@ def test_key_velocities_carry_the_motion_from_each_key():
     """A joint moving at constant velocity: the displacement from its previous key is exact where the key's
     neighbour frame is known, zero (and unmeasured) where it is not unless ``across_keys`` takes the slope
     between the lone key's neighbouring keys, and never uses an unknown cell's value."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 20
     times = np.arange(t)[None] / 30.0
@@ -499,7 +501,7 @@ def test_only_given_cells_measure_key_velocities():
     """Any-order sampling marks drawn cells known but not given: a drawn cell measures no velocity and sets
     no tangent across keys, so its noise is not carried across the rest of the gap; given cells measure
     exactly as before."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 20
     times = np.arange(t)[None] / 30.0
@@ -525,7 +527,7 @@ def test_clamped_keys_get_no_slope_where_they_turn():
     """``clamp``: a lone key that is an extreme between its neighbouring keys in a component gets a flat
     tangent in that component (Blender's auto-clamped handles); a component passing through keeps the
     Catmull-Rom slope."""
-    from anyfill.training.baselines import key_velocities
+    from training.inbetween.baselines import key_velocities
 
     t = 21
     times = np.arange(t)[None] / 30.0
@@ -547,7 +549,7 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
     tangents (share 1), constant-velocity motion stays exact, and nothing is added outside the span."""
     from scipy.interpolate import CubicHermiteSpline
 
-    from anyfill.training.baselines import hermite_offsets, key_velocities
+    from training.inbetween.baselines import hermite_offsets, key_velocities
 
     t = 30
     times = np.arange(t)[None] / 30.0
@@ -574,7 +576,7 @@ def test_hermite_offsets_make_the_cubic_hermite_curve_through_the_keys():
 def test_velocity_memory_shrinks_the_share_on_spans_longer_than_it():
     """With ``memory`` the Hermite share is ``share * memory / span`` on spans longer than the memory and the
     full share on shorter ones: a key's velocity carries the motion about that long, not across a long gap."""
-    from anyfill.training.baselines import hermite_offsets, key_velocities
+    from training.inbetween.baselines import hermite_offsets, key_velocities
 
     t = 40
     times = np.arange(t)[None] / 30.0
@@ -597,8 +599,8 @@ def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity(
     and the first filled frame continues the context's motion better than interpolation does."""
     torch.manual_seed(0)
     model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2,
-                                            dropout=0.0, base_velocity=1.0)).eval()
-    assert model.cfg.base_velocity == 1.0
+                                            dropout=0.0, features=FeatureSpec(base_velocity=1.0))).eval()
+    assert model.cfg.features.base_velocity == 1.0
     rot, trans, times = synthetic("body", n=1, t=40)
     known = inbetween_mask(1, 40, 22, ctx=10, gap=20)
     known[:, 31:] = False  # one key after the gap, as in the benchmark
@@ -612,7 +614,7 @@ def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity(
 def test_key_gate_fades_corrections_in_away_from_keys():
     """With ``key_gate`` a correction is scaled by 1 - exp(-d / tau), d the time to the joint's nearest key:
     the same weights without the gate give the ungated correction, and a cell next to a key moves less."""
-    from anyfill.training.baselines import NO_KEY_TIME, key_time
+    from training.inbetween.baselines import NO_KEY_TIME, key_time
 
     torch.manual_seed(0)
     kw = dict(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2, dropout=0.0)
@@ -625,7 +627,7 @@ def test_key_gate_fades_corrections_in_away_from_keys():
     known[:, 10, 3] = True  # one joint keyed inside the gap
     known[:, :, 7] = False  # one joint never keyed
     b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in make_batch(
-        rot, trans, np.full(1, 30.0), known, ~known, get_schema("hand"), gated.cfg.features()).items()}
+        rot, trans, np.full(1, 30.0), known, ~known, get_schema("hand"), gated.cfg.features).items()}
     kt = key_time(known, times)
     assert kt[0, 6, 0] == pytest.approx(2 / 30) and kt[0, 11, 3] == pytest.approx(1 / 30)
     assert (kt[0, :, 7] == NO_KEY_TIME).all() and (kt[known] == 0).all()
@@ -653,10 +655,10 @@ def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
     assert np.array_equal(mixed["base6d"], hermite["base6d"])
     assert not np.allclose(hermite["basepos"], linear["basepos"])
     model = build_model(AnyOrderTrainConfig(skeleton="body", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
-                                            base_velocity=0.5, hermite_positions=False))
-    assert model.cfg.features() == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
+                                            features=FeatureSpec(base_velocity=0.5, hermite_positions=False)))
+    assert model.cfg.features == FeatureSpec("yaw", True, 0.5, False, hermite_positions=False)
     loaded, _ = load_model(save_model(model, tmp_path / "m.safetensors"))
-    assert loaded.cfg.features() == model.cfg.features()
+    assert loaded.cfg.features == model.cfg.features
 
 
 @pytest.mark.slow
@@ -664,7 +666,7 @@ def test_hermite_positions_off_keeps_the_root_trajectory_linear(tmp_path):
 def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, data_root):
     """A run stopped after 2 steps continues from its checkpoint to 4 (the scheduler's state included),
     and refuses a run folder that holds a different model config."""
-    from anyfill.training.train import main
+    from training.train import main
 
     run = tmp_path / "run"
     args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=32", "batch_size=8",
@@ -695,7 +697,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, data_root)
     """Killed after its first epoch and run again, a run trains its second epoch on that epoch's windows
     (Lightning asks for the loader before it restores its loop, so the epoch comes from the checkpoint)
     and ends with the weights of the run that was never stopped; with data-loader workers as without."""
-    from anyfill.training.train import main
+    from training.train import main
 
     for workers in (0, 2):
         args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=8", "batch_size=4",
@@ -733,7 +735,7 @@ def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_se
     """Data-loader workers and DDP ranks each draw their own windows (no batch twice), an epoch has its
     steps whatever the worker count, the draw is a function of (seed, epoch), and one stream alone draws
     what runs made before workers existed drew."""
-    from anyfill.training.tasks.anyorder import _Batches
+    from training.inbetween.task import _Batches
 
     def batches(rank=0, world=1, epoch=0):
         b = _Batches(_CountingSampler(), batch_size=2, steps=5, seed=7, variant="query", rank=rank, world_size=world)
@@ -776,3 +778,18 @@ def test_fill_at_rate_fills_a_high_rate_window_on_a_trained_rate_grid():
     steps = quat_angle(out.rotations[0, 1:19, 5], out.rotations[0, :18, 5]).reshape(-1, 3)
     assert np.allclose(steps, steps[:, :1], atol=1e-6)
     assert not np.allclose(steps, steps[0, 0], atol=1e-3)
+
+
+def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_path):
+    """A card whose config holds the feature settings flat (every shipped card) loads them; a setting it leaves
+    out means what the model config defaulted to then (``key_velocity`` off, the ``yaw`` frame)."""
+    model = build_model(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
+                                            features=FeatureSpec(frame="yaw", key_velocity=False, base_velocity=0.5)))
+    path = save_model(model, tmp_path / "m.safetensors")
+    card = json.loads(card_path(path).read_text())
+    features = card["config"].pop("features")
+    card["config"].update({k: v for k, v in features.items() if k not in ("frame", "key_velocity")})
+    card_path(path).write_text(json.dumps(card))
+    loaded, _ = load_model(path)
+    assert loaded.cfg == model.cfg
+    assert loaded.cfg.features == FeatureSpec("yaw", False, 0.5)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from backend_support import fill_request, schema_of
 
-from anyfill.backend import convert
-from anyfill.backend.schemas import FillRequest
-from anyfill.training.rotations import quat_angle
+from backend import convert
+from backend.schemas import FillRequest
+from training.motion.rotations import quat_angle
 
 server, client = backend_support.server, backend_support.client  # the session's live server
 
@@ -276,7 +276,7 @@ def test_eight_concurrent_clients_get_their_own_answers(server, client):
 def test_openapi_contract(server):
     """The served schema is the contract: key paths and fields, and docs/openapi.json is up to date."""
 
-    from anyfill.backend.openapi import dumps
+    from backend.openapi import dumps
 
     with server.client(anonymous=True) as anonymous:
         spec = anonymous.get("/v1/openapi.json").json()
@@ -329,7 +329,7 @@ def test_every_answer_is_checked_against_its_response_model(server, client):
 def test_busy_server_says_how_many_run_and_wait():
     """With every place taken (1 worker, 3 jobs at most), the next request gets 503 and a message that
     counts the running and the waiting jobs apart."""
-    from anyfill.backend.jobs import Jobs
+    from backend.jobs import Jobs
 
     live, stop = backend_support.start_server(Jobs(workers=1, max_jobs=3))
     try:

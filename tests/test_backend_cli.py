@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from backend_support import fill_request, models_dir
 
-from anyfill.backend import auth, registry
 from anyfill.cli import main as cli
-from anyfill.training import bvh, clip
-from anyfill.training.checkpoint import CheckpointError
-from anyfill.training.rotations import quat_angle
+from backend import auth, registry
+from training.inbetween.checkpoint import CheckpointError
+from training.motion import bvh, clip
+from training.motion.rotations import quat_angle
 
 
 def test_serve_process_lifecycle(tmp_path):
@@ -250,7 +250,7 @@ def _left_over(folder: Path, before: set[str]) -> set[str]:
 @pytest.mark.data
 def test_fill_refuses_outputs_it_cannot_write_before_any_work(data_root, tmp_path, capsys, monkeypatch):
     """-o naming a directory or a path under a file: a clear error before the model runs, nothing left."""
-    from anyfill.training import fill as engine
+    from training.inbetween import fill as engine
 
     src = _body_clip(data_root, tmp_path)
     model = str(models_dir() / "body.safetensors")
@@ -338,7 +338,7 @@ def test_fill_reads_a_bom_and_refuses_a_clip_without_frames(data_root, tmp_path,
 
 
 def test_key_syntax():
-    from anyfill.backend.cli_fill import parse_frames, parse_part
+    from backend.cli_fill import parse_frames, parse_part
 
     assert parse_frames("0:last:10", 35) == [0, 10, 20, 30]
     assert parse_frames("0:last:10,last", 35) == [0, 10, 20, 30, 34]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anyfill.backend import convert
-from anyfill.backend.schemas import FillRequest
-from anyfill.training.rotations import axis_angle_to_quat, quat_angle
+from backend import convert
+from backend.schemas import FillRequest
+from training.motion.rotations import axis_angle_to_quat, quat_angle
 
 ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 

@@ -97,6 +97,7 @@ def _realistic(body):
     return body
 
 
+@pytest.mark.slow  # 4 to 6 s each
 @pytest.mark.parametrize("path,name", [("/v1/fill", "FillRequest"), ("/v1/sample", "SampleRequest")])
 def test_fuzz_request_schemas(api, path, name):
     client, components = api

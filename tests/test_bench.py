@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anyfill.training import clip, windows
-from anyfill.training.bench import inbetween
-from anyfill.training.rotations import quat_apply
-from anyfill.training.skeleton import BODY, HAND
+from training.bench import inbetween
+from training.motion import clip, windows
+from training.motion.rotations import quat_apply
+from training.motion.skeleton import BODY, HAND
 
 pytestmark = pytest.mark.data
 
@@ -25,7 +25,7 @@ BODY_TEST_FILES = (
 
 
 def test_test_files_are_in_the_test_split(data_root: Path) -> None:
-    from anyfill.training.splits import split_files
+    from training.motion.splits import split_files
 
     hand_test = {p.resolve() for p in split_files("hand", "test", data_root)}
     body_test = {p.resolve() for p in split_files("body", "test", data_root)}
@@ -159,7 +159,7 @@ def test_hand_canonical_frame_only_centres(data_root: Path) -> None:
 
 
 def test_probe_ridge_recovers_a_linear_map() -> None:
-    from anyfill.training.bench import probe
+    from training.bench import probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)) * [1, 2, 3, 4, 5, 6] + 10.0
@@ -171,8 +171,9 @@ def test_probe_ridge_recovers_a_linear_map() -> None:
     np.testing.assert_allclose(probe.ridge(x, y, 1e9)(z), np.broadcast_to(y.mean(0), (20, 3)), atol=1e-4)
 
 
+@pytest.mark.slow  # about 3 s
 def test_probe_on_real_windows(data_root: Path) -> None:
-    from anyfill.training.bench import probe
+    from training.bench import probe
 
     r = probe.run("hand", gap=5, windows=300, lambdas=(1e-6, 1e6), root=data_root)
     assert r["test_windows"] > 0 and [x["lambda"] for x in r["ridge"]] == [1e-6, 1e6]
@@ -187,7 +188,7 @@ def test_probe_on_real_windows(data_root: Path) -> None:
 
 
 def test_keyed_every_keys_frame_zero_and_every_nth_and_scores_between() -> None:
-    from anyfill.training.bench.keys import keyed_every
+    from training.bench.keys import keyed_every
 
     known, frames = keyed_every(10)
     assert np.array_equal(np.nonzero(known)[0], [0, 10, 20, 30, 40, 50, 60])
@@ -196,14 +197,15 @@ def test_keyed_every_keys_frame_zero_and_every_nth_and_scores_between() -> None:
         keyed_every(1)
 
 
+@pytest.mark.slow  # 2 to 6 s
 def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp_path: Path) -> None:
     """Interpolation through the keys scores what an untrained model (exactly interpolation) scores, a
     model of the truth scores zero, and zero velocity is worse; the JSON names every setting."""
     import torch
 
-    from anyfill.training.bench import keys
-    from anyfill.training.checkpoint import save_model
-    from anyfill.training.tasks.anyorder import AnyOrderTrainConfig, build_model
+    from training.bench import keys
+    from training.inbetween.checkpoint import save_model
+    from training.inbetween.task import AnyOrderTrainConfig, build_model
 
     files = [data_root / HAND_TEST_FILE]
     torch.manual_seed(0)

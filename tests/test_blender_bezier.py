@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anyfill.training import baselines
-from anyfill.training.rotations import euler_to_quat, quat_angle
-from anyfill.training.skeleton import HAND
+from training.inbetween import baselines
+from training.motion.rotations import euler_to_quat, quat_angle
+from training.motion.skeleton import HAND
 
 pytestmark = pytest.mark.blender
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anyfill.training import bvh, clip
-from anyfill.training.rotations import EULER_ORDERS
-from anyfill.training.skeleton import forward_kinematics
+from training.motion import bvh, clip
+from training.motion.rotations import EULER_ORDERS
+from training.motion.skeleton import forward_kinematics
 
 pytestmark = pytest.mark.blender
 

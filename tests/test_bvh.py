@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from anyfill.training import bvh
-from anyfill.training.rotations import EULER_ORDERS, quat_angle
+from training.motion import bvh
+from training.motion.rotations import EULER_ORDERS, quat_angle
 
 HAND_FILE = "manipnet/teapot3/leftHand.bvh"
 BODY_FILES = (

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from anyfill.training.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets, sample_masks
-from anyfill.training.splits import split_files
+from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips, rest_offsets, sample_masks
+from training.motion.splits import split_files
 
 pytestmark = pytest.mark.data
 
 
+@pytest.mark.slow  # reads every body training file (about 20 s)
 def test_body_training_and_validation_clips_come_from_distinct_training_files(data_root):
     test = {str(p) for p in split_files("body", "test", data_root)}
     train = load_clips("body", "train", data_root, fps=(30.0,))
@@ -28,6 +29,7 @@ def test_hand_clips_are_training_takes_mirrored_and_at_each_rate(data_root):
     assert len(names) == 10  # 5 takes x 2 hands
 
 
+@pytest.mark.slow  # about 4 s
 def test_speed_and_reverse_augment_the_hand_clips(data_root):
     """``speeds`` adds each clip played faster or slower (resampled to the training rate), ``reverse`` each
     played backwards; the captured clips stay as they were."""
@@ -54,15 +56,15 @@ def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root
     assert known.any(axis=(1, 2)).all() and target.any(axis=(1, 2)).all()
 
 
-@pytest.mark.parametrize("skeleton", ["hand", "body"])
+@pytest.mark.parametrize("skeleton", ["hand", pytest.param("body", marks=pytest.mark.slow)])  # body: about 10 s
 def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_root, skeleton):
     """A card's rest offsets drive the extension's retargeting: they must be one real skeleton (hands: the
     right hand), not the mean of a hand and its mirror image, whose sideways offsets cancel (that made the
     Blender extension mis-align a real right-hand rig and fill it 9 skeleton sizes off)."""
     import json
 
-    from anyfill.backend.rest import REST_OFFSETS
-    from anyfill.training.checkpoint import card_path, resolve_path
+    from backend.rest import REST_OFFSETS
+    from training.inbetween.checkpoint import card_path, resolve_path
 
     rest = rest_offsets(skeleton, data_root)
     reference = np.array(REST_OFFSETS[skeleton])

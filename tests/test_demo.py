@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from anyfill.training import bvh
-from anyfill.training.checkpoint import SHIPPED_DIR, load_model, read_card
+from training.inbetween.checkpoint import load_model, read_card, shipped_models_dir
+from training.motion import bvh
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
@@ -14,15 +14,15 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 def test_shipped_models_load_and_their_cards_say_how_they_were_made(name):
     model, card = load_model(name)
     assert card["schema"]["name"] == name and model.cfg.skeleton == name
-    assert (SHIPPED_DIR / f"{name}.safetensors").stat().st_size <= 20 * 1024 * 1024
-    card = read_card(SHIPPED_DIR / f"{name}.safetensors")
+    assert (shipped_models_dir() / f"{name}.safetensors").stat().st_size <= 20 * 1024 * 1024
+    card = read_card(shipped_models_dir() / f"{name}.safetensors")
     assert card["training"]["command"].startswith("anyfill train anyorder")
     gaps = card["metrics"]["inbetween"]["gaps"]
     assert set(gaps) == {"5", "15", "30", "45"} and all(v["L2Q"] > 0 for v in gaps.values())
 
 
 def test_demo_fills_real_clips_through_the_server(data_root, tmp_path):
-    from anyfill.backend import demo
+    from backend import demo
 
     results = demo.run(every=8, frames=41, out_dir=tmp_path)
     assert [r["skeleton"] for r in results] == ["body", "hand"]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from anyfill.training import lift_data
-from anyfill.training.bench import lift as lift_bench
-from anyfill.training.metrics import mpjpe, pa_mpjpe
-from anyfill.training.models.lift import LiftConfig, LiftModel, n_parameters
-from anyfill.training.skeleton import BODY
-from anyfill.training.tasks import lift as lift_task
+from training.documents.lift import bench as lift_bench
+from training.documents.lift import data as lift_data
+from training.documents.lift import task as lift_task
+from training.documents.lift.metrics import mpjpe, pa_mpjpe
+from training.documents.lift.model import LiftConfig, LiftModel, n_parameters
+from training.motion.skeleton import BODY
 
 
 def test_report_network_layers_and_parameter_count():
@@ -201,7 +201,7 @@ def test_lift_data_from_real_files(data_root):
 @pytest.mark.slow
 def test_train_lift_end_to_end(data_root, tmp_path):
     """``anyfill train lift`` on a few files: trains, writes checkpoints and the test metrics."""
-    from anyfill.training.train import main
+    from training.train import main
 
     run_dir = tmp_path / "lift"
     assert main(["lift", "trainer.threads=1", "trainer.progress=false", "max_files=3", "hidden=64",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from anyfill.training import baselines, metrics
-from anyfill.training.rotations import axis_angle_to_quat, quat_angle
+from training.inbetween import baselines, metrics
+from training.motion.rotations import axis_angle_to_quat, quat_angle
 
 S = np.sqrt(0.5)  # sin 45 = cos 45
 IDENTITY = [0.0, 0.0, 0.0, 1.0]
@@ -47,8 +47,8 @@ def test_training_l2q_term_is_the_benchmark_l2q() -> None:
     the benchmark's number on the same motion."""
     import torch
 
-    from anyfill.training.skeleton import HAND, forward_kinematics
-    from anyfill.training.torch_rotations import cos_angle_between, global_rotations, quat_distance_sq, quat_to_matrix
+    from training.motion.skeleton import HAND, forward_kinematics
+    from training.motion.torch_rotations import cos_angle_between, global_rotations, quat_distance_sq, quat_to_matrix
 
     n, t, j = 3, 5, HAND.n_joints
     gt = Rotation.random(n * t * j, random_state=1).as_quat().reshape(n, t, j, 4)

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from anyfill.training import prediction_data as pdata
-from anyfill.training.bench.prediction import map_distances
-from anyfill.training.models.convstgat import ConvSTGAT, ConvSTGATConfig, skeleton_adjacency
-from anyfill.training.models.criss_cross import CrissCrossAttention
-from anyfill.training.models.stacformer import STACFormer, STACFormerConfig
-from anyfill.training.models.stcformer import STCFormer, STCFormerConfig
-from anyfill.training.models.sttformer import STTFormer, STTFormerConfig
-from anyfill.training.skeleton import get_schema
-from anyfill.training.splits import DataNotFound, data_root, split_files
+from training.documents.stcformer import data as pdata
+from training.documents.stcformer.bench import map_distances
+from training.documents.stcformer.convstgat import ConvSTGAT, ConvSTGATConfig, skeleton_adjacency
+from training.documents.stcformer.criss_cross import CrissCrossAttention
+from training.documents.stcformer.stacformer import STACFormer, STACFormerConfig
+from training.documents.stcformer.stcformer import STCFormer, STCFormerConfig
+from training.documents.stcformer.sttformer import STTFormer, STTFormerConfig
+from training.motion.skeleton import get_schema
+from training.motion.splits import DataNotFound, data_root, split_files
 
 J = 22
 torch.set_num_threads(1)  # tiny models: threads only contend (and the machine is shared)
@@ -217,7 +217,7 @@ def test_windows_come_from_training_files_only_and_see_no_future() -> None:
 def test_train_command_runs_and_scores_on_the_test_split(tmp_path) -> None:
     import json
 
-    from anyfill.training.train import main
+    from training.train import main
 
     run = tmp_path / "run"
     assert main(["convstgat", "max_files=4", "hidden=8", "batch_size=16", "trainer.max_steps=2", "trainer.threads=1",

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from anyfill.training import mnist
-from anyfill.training import pixel_sampling as ps
-from anyfill.training.models.anyorder import AnyOrderConfig
-from anyfill.training.models.pixels import PixelAnyOrder, PixelConfig
-from anyfill.training.tasks.pixels import order_loss
+from training.documents import mnist
+from training.documents.pixels import sampling as ps
+from training.documents.pixels.model import PixelAnyOrder, PixelConfig
+from training.documents.pixels.task import order_loss
+from training.inbetween.transformer import AnyOrderConfig
 
 SIDE = 8  # small images keep every order's loop fast; the model does not depend on the side
 

@@ -71,27 +71,71 @@ def _rig_from_model(model: dict, rng, extra_every: int = 3):
     return rig, {j["name"]: f"bone_{j['name']}" for j in model["joints"] if j["name"] != "joint_Root"}
 
 
-@pytest.mark.parametrize("rest_mode", ["MODEL", "REST"])
-def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode):
+@pytest.mark.parametrize("rest_mode,from_keys", [("MODEL", False), ("REST", False), ("REST", True)])
+def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_keys):
     """With nothing filled, rig -> model -> rig returns every bone's world matrix, the unmapped bones animated
-    and the rig lacking the model's root joint, whatever the rest-pose matching."""
+    and the rig lacking the model's root joint, whatever the rest-pose matching (twists fitted to the keys
+    and interpolated between them included)."""
     rng = np.random.default_rng(0)
     model = _body_model()
     rig, mapping = _rig_from_model(model, rng)
-    ret = rt.build(model, rig, mapping, rest_mode=rest_mode)
     frames = 7
     basis = np.broadcast_to(np.eye(4), (frames, len(rig.names), 4, 4)).copy()
     basis[..., :3, :3] = _random_rotations(rng, (frames, len(rig.names)))
     root = rig.index["bone_Hips"]
     basis[:, root, :3, 3] = rng.normal(size=(frames, 3)) * 20
     pose = rig.pose(basis)
-    local, trans = ret.model_locals(pose)
+    numbers = np.arange(frames, dtype=float) * 3
+    keys = [0, 3, 6]
+    ret = rt.build(model, rig, mapping, rest_mode=rest_mode, poses=pose[keys] if from_keys else None,
+                   key_frames=numbers[keys] if from_keys else None)
+    assert (ret.key_twists is not None) == from_keys
+    if from_keys:
+        assert np.abs(ret.key_twists).max() > 0  # random poses are far from the data: the twists turn
+    local, trans = ret.model_locals(pose, numbers)
     write = np.ones((frames, len(model["joints"])), dtype=bool)
     start = basis.copy()
     start[:, list(ret.mapped_bones)] = np.eye(4)  # what the mapped bones held before does not matter
-    new = ret.solve_basis(local, trans, start, write)
+    new = ret.solve_basis(local, trans, start, write, numbers)
     height = float(np.ptp(rig.heads[:, 2]))
     assert np.abs(rig.pose(new) - pose).max() < 1e-4 * height
+
+
+def test_twists_fitted_to_keys_bring_a_knee_back_onto_its_hinge():
+    """A rig whose thigh bone is twisted against the data's habit at every key (the knee then bends about the
+    wrong axis in the model's frame): the per-key twists turn it back, the knee's local rotation is then about
+    the data's hinge axis, and no joint moves."""
+    model = _body_model()
+    rng = np.random.default_rng(2)
+    rig, mapping = _rig_from_model(model, rng, extra_every=100)
+    ret0 = rt.build(model, rig, mapping, rest_mode="REST")
+    ms = ret0.model
+    knee, thigh = ms.joints.index("LowerLeg_L"), ms.joints.index("UpperLeg_L")
+    hinge = np.array(ms.conventions["LowerLeg_L"]["hinge"]["axis"])
+    # model poses: the data's mean pose with the knee bent about its hinge, the thigh twisted 40 degrees
+    k = 4
+    local = np.tile(np.array([ms.conventions[n]["mean_local"] for n in ms.joints]), (k, 1, 1))
+    bends = np.radians([20.0, 45.0, 70.0, 30.0])
+    local[:, knee] = rt.matrix_to_quat(rt.axis_rotations(hinge, bends))
+    twist = rt.axis_rotations(np.array(ms.conventions["UpperLeg_L"]["axis"]), np.full(k, np.radians(40.0)))
+    local[:, thigh] = rt.matrix_to_quat(rt.quat_to_matrix(local[:, thigh]) @ twist)
+    local[:, knee] = rt.matrix_to_quat(twist.transpose(0, 2, 1) @ rt.quat_to_matrix(local[:, knee]))
+    trans = np.zeros((k, len(ms.joints), 3))
+    trans[:, 1] = [0.0, 90.0, 0.0]
+    basis = np.broadcast_to(np.eye(4), (k, len(rig.names), 4, 4)).copy()
+    basis = ret0.solve_basis(local, trans, basis, np.ones((k, len(ms.joints)), dtype=bool))
+    pose = rig.pose(basis)
+    frames = np.arange(k, dtype=float) * 10
+    ret = rt.build(model, rig, mapping, rest_mode="REST", poses=pose, key_frames=frames)
+    got, _ = ret.model_locals(pose, frames)
+    axis = rt.rotvecs(rt.quat_to_matrix(got[:, knee]))
+    off = np.linalg.norm(np.cross(rt.unit(axis), hinge), axis=-1)
+    before = rt.rotvecs(rt.quat_to_matrix(ret0.model_locals(pose)[0][:, knee]))
+    assert off.max() < np.sin(np.radians(8.0)) < np.linalg.norm(np.cross(rt.unit(before), hinge), axis=-1).min()
+    # and positions are untouched: reading back through the fitted twists gives the same rig
+    new = ret.solve_basis(got, ret.model_locals(pose, frames)[1], basis, np.ones((k, len(ms.joints)), dtype=bool),
+                          frames)
+    assert np.abs(rig.pose(new) - pose).max() < 1e-6 * float(np.ptp(rig.heads[:, 2]))
 
 
 def test_rest_matching_points_each_bone_where_the_rig_points():

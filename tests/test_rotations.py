@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from anyfill.training import rotations as R
-from anyfill.training.rotations import EULER_ORDERS
+from training.motion import rotations as R
+from training.motion.rotations import EULER_ORDERS
 
 
 def random_quats(n: int, seed: int = 0) -> np.ndarray:

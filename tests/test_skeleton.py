@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from anyfill.training import bvh, clip, skeleton, windows
-from anyfill.training.rotations import quat_angle, quat_mirror_x
+from training.motion import bvh, clip, skeleton, windows
+from training.motion.rotations import quat_angle, quat_mirror_x
 
 LEFT_HAND = "manipnet/teapot3/leftHand.bvh"
 RIGHT_HAND = "manipnet/teapot3/rightHand.bvh"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anyfill.training.train import UnreadableCheckpoints, main
+from training.train import UnreadableCheckpoints, main
 
 
 def _args(run: Path, data_root: Path, *extra: str) -> list[str]:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from anyfill.training import video_data
-from anyfill.training.models.perceiver_ae import (
+from training.documents import video_data
+from training.documents.perceiver import task as ptask
+from training.documents.perceiver.model import (
     PerceiverAE,
     PerceiverAEConfig,
     droptoken,
@@ -18,9 +19,8 @@ from anyfill.training.models.perceiver_ae import (
     patchify,
     unpatchify,
 )
-from anyfill.training.models.video_classifier import VideoClassifier, VideoClassifierConfig
-from anyfill.training.tasks import perceiver as ptask
-from anyfill.training.train import apply_overrides, fit, resolve_configs
+from training.documents.video_classifier.model import VideoClassifier, VideoClassifierConfig
+from training.train import apply_overrides, fit, resolve_configs
 
 torch.set_num_threads(1)
 
@@ -122,6 +122,7 @@ def test_decoder_queries_at_arbitrary_positions() -> None:
 # ------------------------------------------------------------------------------------------------ training
 
 
+@pytest.mark.slow  # about 3 s
 def test_perceiver_overfits_tiny_batch() -> None:
     torch.manual_seed(0)
     cfg = tiny_perceiver_cfg(p_droptoken=0.25, lr=3e-3)
@@ -158,7 +159,7 @@ def test_restore_continues_step_count(tmp_path) -> None:
 def test_run_dir_now_expansion_and_restore_from_flag(tmp_path) -> None:
     import datetime
 
-    from anyfill.training.train import expand_run_dir, main
+    from training.train import expand_run_dir, main
 
     when = datetime.datetime(2026, 11, 22, 14, 5, 9)
     assert expand_run_dir(str(tmp_path / "pae-{now}"), when) == tmp_path / "pae-20261122-140509"
@@ -201,6 +202,7 @@ def test_fewer_blocks_fewer_cnn_params() -> None:
     assert n == sorted(n, reverse=True) and len(set(n)) == 4
 
 
+@pytest.mark.slow  # about 5 s each
 @pytest.mark.parametrize("head", ["cross", "pool"])
 def test_classifier_overfits_tiny_batch(head: str) -> None:
     torch.manual_seed(0)

@@ -1,4 +1,6 @@
-"""Motion data, models, losses, metrics, benchmarks and the training command line.
+"""Everything that learns or scores: the motion data core (:mod:`training.motion`), the product model
+(:mod:`training.inbetween`), the documents' models (:mod:`training.documents`), the product's benchmarks
+(:mod:`training.bench`) and the shared training command (:mod:`training.train`).
 
-Never imports ``anyfill.backend`` or the Blender extension: the import flow is addon -> backend -> training.
+Never imports ``backend`` or the Blender extension: the import flow is addon -> backend -> training.
 """

@@ -99,13 +99,30 @@ def _coerce(value: str, current: Any, ftype: Any) -> Any:
     return value
 
 
+def _nested(cfg: Any) -> dict[str, str]:
+    """Setting name -> the dataclass field of ``cfg`` that holds it, for the settings of nested dataclasses
+    (a model config's ``features``): those are given by their own names, as if they were ``cfg``'s."""
+    return {f.name: name for name in (f.name for f in dataclasses.fields(cfg))
+            if dataclasses.is_dataclass(inner := getattr(cfg, name)) for f in dataclasses.fields(inner)}
+
+
 def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass ``cfg`` with fields replaced; unknown fields are an error naming them."""
+    """A copy of dataclass ``cfg`` with fields replaced; unknown fields are an error naming them. A setting
+    of a nested dataclass field is given by its own name, or as that field's dict (a saved config)."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}
-    changes = {}
+    nested = _nested(cfg)
+    inner: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
+        if key in nested:
+            inner.setdefault(nested[key], {})[key] = value
+        elif key in fields and dataclasses.is_dataclass(getattr(cfg, key)) and isinstance(value, dict):
+            inner.setdefault(key, {}).update(value)
+    changes = {name: apply_overrides(getattr(cfg, name), values, where) for name, values in inner.items()}
+    for key, value in overrides.items():
+        if key in nested or key in changes:
+            continue
         if key not in fields:
-            raise KeyError(f"{where}: unknown setting {key!r}; settings are {', '.join(fields)}")
+            raise KeyError(f"{where}: unknown setting {key!r}; settings are {', '.join([*fields, *nested])}")
         current = getattr(cfg, key)
         try:
             changes[key] = _coerce(value, current, fields[key].type) if isinstance(value, str) else value
@@ -169,6 +186,14 @@ def check_trainer(tcfg: TrainerConfig) -> None:
     if tcfg.checkpoint_every_n_steps < 0 or not tcfg.checkpoint_every_minutes >= 0:
         raise ValueError("trainer.checkpoint_every_n_steps and trainer.checkpoint_every_minutes must be >= 0 "
                          f"(0: off), got {tcfg.checkpoint_every_n_steps} and {tcfg.checkpoint_every_minutes}")
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with its nested settings (a model's ``features``) at the top, as runs saved them before."""
+    out = {}
+    for k, v in config.items():
+        out.update(v if isinstance(v, dict) and k == "features" else {k: v})
+    return out
 
 
 def _devices(spec: str) -> Any:
@@ -279,8 +304,9 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     if resume is not None and cfg_path.is_file():
         old = json.loads(cfg_path.read_text()).get("config", {})
         # a setting added to the code after the run began is no difference while it keeps its default
-        defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)())))
-        diff = sorted(k for k, v in snapshot["config"].items() if old.get(k, defaults.get(k)) != v)
+        defaults = _flat(json.loads(json.dumps(dataclasses.asdict(type(cfg)()))))
+        old = _flat(old)
+        diff = sorted(k for k, v in _flat(snapshot["config"]).items() if old.get(k, defaults.get(k)) != v)
         if diff:
             raise ValueError(
                 f"{run_dir} holds a run with a different model config (differs in: {', '.join(diff)}); "
@@ -369,7 +395,7 @@ def expand_run_dir(template: str, now: datetime.datetime | None = None) -> Path:
 
 
 def _load_builtin_tasks() -> None:
-    importlib.import_module("anyfill.training.tasks")  # registers every built-in model
+    importlib.import_module("training.tasks")  # registers every built-in model
 
 
 _OWN_FLAGS = {"--config", "--named", "--run-dir", "--restore-from"}

@@ -14,10 +14,10 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from ..errors import RequestError
-from ..jobs import Jobs
-from ..registry import Registry
-from ..schemas import ErrorResponse
+from backend.errors import RequestError
+from backend.jobs import Jobs
+from backend.registry import Registry
+from backend.schemas import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 413, 422, 503)}
 MAX_JSON_DEPTH = 1024  # orjson's own limit: deeper nesting is refused as malformed JSON

@@ -14,15 +14,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from anyfill.training import fill as engine
-
-from .. import grid
-from ..auth import require_token
-from ..errors import RequestError
-from ..jobs import Job, Jobs
-from ..registry import Registry
-from ..schemas import FillRequest, FillResponse, SampleEvent, SampleRequest, SampleResponse
-from . import common
+from backend import grid
+from backend.auth import require_token
+from backend.errors import RequestError
+from backend.jobs import Job, Jobs
+from backend.registry import Registry
+from backend.routes import common
+from backend.schemas import FillRequest, FillResponse, SampleEvent, SampleRequest, SampleResponse
+from training.inbetween import fill as engine
 
 log = logging.getLogger("anyfill.backend")
 router = APIRouter(prefix="/v1", tags=["fill"], responses=common.ERRORS, dependencies=[Depends(require_token)],

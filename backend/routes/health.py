@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from anyfill import __version__
-
-from ..auth import require_token
-from ..convert import QUAT_TOLERANCE
-from ..registry import LoadedModel, Registry
-from ..schemas import Health, JointInfo, Limits, ModelInfo, ModelList, RotationConventions
-from . import common
+from backend.auth import require_token
+from backend.convert import QUAT_TOLERANCE
+from backend.registry import LoadedModel, Registry
+from backend.routes import common
+from backend.schemas import Health, JointInfo, Limits, ModelInfo, ModelList, RotationConventions
 
 router = APIRouter(prefix="/v1", tags=["server"], route_class=common.JSONRoute)
 

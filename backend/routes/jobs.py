@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from ..auth import require_token
-from ..errors import RequestError
-from ..jobs import Jobs
-from ..schemas import CancelResponse, JobStatus
-from . import common
+from backend.auth import require_token
+from backend.errors import RequestError
+from backend.jobs import Jobs
+from backend.routes import common
+from backend.schemas import CancelResponse, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=common.ERRORS, dependencies=[Depends(require_token)],
                    route_class=common.JSONRoute)

@@ -4,10 +4,10 @@ Test windows of 65 frames every 40 frames (hands at 30 fps: every 4th frame of t
 per phase offset); 10 context frames, a gap of n frames, one target frame at 10 + n; only the gap is
 scored. L2Q on global quaternions, L2P on global positions standardised by training-set statistics
 (windows of 50 frames every 20), NPSS on flattened global quaternions. Every window is first put in its
-canonical frame (see :mod:`anyfill.training.windows`).
+canonical frame (see :mod:`training.motion.windows`).
 
 A method is any callable ``method(batch, known) -> (rotations, translations)``: ``batch`` is a
-:class:`~anyfill.training.windows.Windows` whose unknown frames are NaN (the method never sees the
+:class:`~training.motion.windows.Windows` whose unknown frames are NaN (the method never sees the
 answer), ``known`` the (T,) mask of known frames.
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import clip as clip_io
-from ..baselines import BASELINES
-from ..metrics import l2p, l2q, npss
-from ..rotations import quat_align
-from ..skeleton import Schema, forward_kinematics, get_schema
-from ..splits import data_root, split_files
-from ..windows import Windows, at_protocol_rate, canonical_frame, cut, to_canonical
+from training.inbetween.baselines import BASELINES
+from training.inbetween.metrics import l2p, l2q, npss
+from training.motion import clip as clip_io
+from training.motion.rotations import quat_align
+from training.motion.skeleton import Schema, forward_kinematics, get_schema
+from training.motion.splits import data_root, split_files
+from training.motion.windows import Windows, at_protocol_rate, canonical_frame, cut, to_canonical
 
 GAPS = (5, 15, 30, 45)
 N_CONTEXT = 10
@@ -40,8 +40,8 @@ Method = Callable[[Windows, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
     """A trained model (checkpoint path or shipped name) as a benchmark method: deterministic fill."""
-    from ..checkpoint import load_model
-    from ..fill import fill
+    from training.inbetween.checkpoint import load_model
+    from training.inbetween.fill import fill
 
     model, _ = load_model(path)
     if model.cfg.skeleton != schema.name:
@@ -66,7 +66,7 @@ def resolve_method(name: str, schema: Schema) -> Method:
     if name in BASELINES:
         fill = BASELINES[name]
         return lambda batch, known: fill(batch.rotations, batch.translations, known, batch.schema)
-    from ..checkpoint import CheckpointError
+    from training.inbetween.checkpoint import CheckpointError
 
     try:
         return model_method(name, schema)
@@ -214,7 +214,7 @@ def ratios(result: dict, baseline: dict) -> dict:
 
 def record_in_card(path: str | Path, result: dict, baseline: dict | None, command: str) -> None:
     """Write benchmark numbers into a model's card (``metrics.inbetween``), with the command used."""
-    from ..checkpoint import read_card, resolve_path, write_card
+    from training.inbetween.checkpoint import read_card, resolve_path, write_card
 
     p = resolve_path(path)
     card = read_card(p)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import l2p, l2q
-from ..skeleton import get_schema
-from .inbetween import WINDOW, fill_and_score, protocol_windows, resolve_method
+from training.bench.inbetween import WINDOW, fill_and_score, protocol_windows, resolve_method
+from training.inbetween.metrics import l2p, l2q
+from training.motion.skeleton import get_schema
 
 EVERY = (5, 10, 20)
 

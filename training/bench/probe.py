@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..datasets import WindowSampler, load_clips, make_batch
-from ..features import FeatureSpec, default_frame, top_joint
-from ..rotations import quat_angle, sixd_to_quat
-from ..skeleton import get_schema
-from ..splits import split_files
-from ..windows import cut
-from .inbetween import N_CONTEXT, STRIDE, WINDOW, load_protocol_clips, protocol_known
+from training.bench.inbetween import N_CONTEXT, STRIDE, WINDOW, load_protocol_clips, protocol_known
+from training.inbetween.datasets import WindowSampler, load_clips, make_batch
+from training.inbetween.features import FeatureSpec, default_frame, top_joint
+from training.motion.rotations import quat_angle, sixd_to_quat
+from training.motion.skeleton import get_schema
+from training.motion.splits import split_files
+from training.motion.windows import cut
 
 
 def default_spec(skeleton: str, base_velocity: float = 0.5) -> FeatureSpec:

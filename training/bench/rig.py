@@ -40,9 +40,10 @@ class Session:
     log: Path
 
 
-def start_session(models: Sequence[str] = ("hand", "body"), root: Path | None = None) -> Session:
-    """Real Blender with the built extension enabled (user resources in a temporary folder) and a real
-    ``anyfill serve`` on a free loopback port with the given models; the extension finds its token."""
+def start_session(addon_zip: Path, models: Sequence[str] = ("hand", "body")) -> Session:
+    """Real Blender with the built extension (``addon_zip``, see ``anyfill build-addon``) enabled, user
+    resources in a temporary folder, and a real ``anyfill serve`` on a free loopback port with the given
+    models; the extension finds its token."""
     tmp = Path(tempfile.mkdtemp(prefix="anyfill-bench-rig-"))
     os.environ.setdefault("BLENDER_USER_RESOURCES", str(tmp / "blender"))
     config = tmp / "config"
@@ -50,12 +51,9 @@ def start_session(models: Sequence[str] = ("hand", "body"), root: Path | None = 
     os.environ.pop("ANYFILL_TOKEN_FILE", None)
     import bpy
 
-    from anyfill.build_addon import build
-
-    root = root or Path(__file__).resolve().parents[2]
-    z = build(root, tmp / "dist")
     if not bpy.context.preferences.addons.get(EXT_MODULE):
-        bpy.ops.extensions.package_install_files(filepath=str(z), repo="user_default", enable_on_install=True)
+        bpy.ops.extensions.package_install_files(filepath=str(addon_zip), repo="user_default",
+                                                 enable_on_install=True)
     ext = sys.modules[EXT_MODULE]
     log = tmp / "serve.log"
     exe = Path(sys.executable).with_name("anyfill")
@@ -253,7 +251,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, addon_zip: Path | None = None) -> int:
+    """``anyfill bench rig``; ``addon_zip``: the extension as built by ``anyfill build-addon`` (the command line
+    builds it first)."""
     parser = argparse.ArgumentParser(prog="anyfill bench rig", description=__doc__.split("\n\n")[0])
     parser.add_argument("clips", nargs="*", help=f"BVH files (default: {', '.join(DEFAULT_CLIPS)} under the data "
                         "folder)")
@@ -261,10 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
-    from anyfill.training.splits import data_root
+    from training.motion.splits import data_root
 
     clips = [Path(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]
-    s = start_session(args.model or ("hand", "body"))
+    if addon_zip is None:
+        raise SystemExit("anyfill bench rig: run it as 'anyfill bench rig' (it builds the extension first)")
+    s = start_session(addon_zip, args.model or ("hand", "body"))
     rows = []
     try:
         for c in clips:

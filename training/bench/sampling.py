@@ -16,14 +16,7 @@ import itertools
 
 import numpy as np
 
-from ..checkpoint import load_model
-from ..fill import ORDERS, fill, sample
-from ..metrics import l2p
-from ..rotations import quat_angle, quat_normalize
-from ..skeleton import forward_kinematics, get_schema
-from ..splits import split_files
-from ..windows import at_protocol_rate, cut
-from .inbetween import (
+from training.bench.inbetween import (
     N_CONTEXT,
     STRIDE,
     WINDOW,
@@ -33,6 +26,13 @@ from .inbetween import (
     protocol_known,
     scored_globals,
 )
+from training.inbetween.checkpoint import load_model
+from training.inbetween.fill import ORDERS, fill, sample
+from training.inbetween.metrics import l2p
+from training.motion.rotations import quat_angle, quat_normalize
+from training.motion.skeleton import forward_kinematics, get_schema
+from training.motion.splits import split_files
+from training.motion.windows import at_protocol_rate, cut
 
 
 def run_sampling(model_name: str, skeleton: str, gap: int = 15, windows: int = 12, n: int = 8,
@@ -106,7 +106,7 @@ def mean_pose(skeleton: str, root=None) -> np.ndarray:
     schema = get_schema(skeleton)
     acc = np.zeros((schema.n_joints, 4))
     for f in split_files(skeleton, "train", root):
-        from ..clip import load
+        from training.motion.clip import load
 
         q = load(f, schema).rotations
         ref = q[0]
@@ -121,7 +121,7 @@ def run_pose(model_name: str, frames: int = 400, root=None) -> dict:
     model, _ = load_model(model_name)
     clips = []
     for f in split_files("hand", "test", root):
-        from ..clip import load
+        from training.motion.clip import load
 
         clips.extend(at_protocol_rate(load(f, schema))[:1])
     rot = np.concatenate([c.rotations for c in clips])

@@ -15,11 +15,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
-from ..fill import fill, sample
-from ..splits import split_files
-from ..windows import cut
-from .inbetween import N_CONTEXT, WINDOW, load_protocol_clips
+from training.bench.inbetween import N_CONTEXT, WINDOW, load_protocol_clips
+from training.inbetween.checkpoint import load_model
+from training.inbetween.fill import fill, sample
+from training.motion.splits import split_files
+from training.motion.windows import cut
 
 
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
@@ -34,7 +34,7 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple
 
 
 def _test_window(skeleton: str, root=None):
-    from ..skeleton import get_schema
+    from training.motion.skeleton import get_schema
 
     schema = get_schema(skeleton)
     w = cut(load_protocol_clips(split_files(skeleton, "test", root)[:1], schema), WINDOW, 40)

@@ -1,0 +1,95 @@
+"""The folders tell the architecture: imports are absolute and flow one way, with no cycle.
+
+``backend`` -> ``training.inbetween`` -> ``training.motion``; the documents' models may use the product's
+parts, nothing of the product imports them; the fill engine imports no training-data code and no task.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("training.motion", "training.inbetween", "training.documents", "training.bench", "training.train",
+          "training.tasks", "backend", "anyfill")
+ALLOWED = {  # layer -> the layers it may import (its own included)
+    "training.motion": {"training.motion"},
+    "training.inbetween": {"training.motion", "training.inbetween", "training.train"},
+    "training.bench": {"training.motion", "training.inbetween", "training.bench"},
+    "training.documents": {"training.motion", "training.inbetween", "training.documents", "training.train",
+                           "training.bench", "training.tasks"},
+    "training.train": set(),
+    "training.tasks": {"training.train"},
+    "backend": {"backend", "training.motion", "training.inbetween", "anyfill"},
+    "anyfill": {"anyfill", "training.bench", "training.train", "training.documents"},
+}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for top in ("training", "backend", "anyfill"):
+        for p in (ROOT / top).rglob("*.py"):
+            parts = p.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def layer(module: str) -> str | None:
+    return next((x for x in LAYERS if module == x or module.startswith(x + ".")), None)
+
+
+def import_graph() -> tuple[dict[str, set[str]], list[str]]:
+    """Module -> the project's modules it imports (also inside functions); and every relative import."""
+    mods = modules()
+
+    def ours(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    relative = []
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    relative.append(f"{name}: line {node.lineno}")
+                    continue
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            edges[name] |= {o for t in targets if (o := ours(t)) not in (None, name, "training")}
+    return edges, relative
+
+
+def test_imports_are_absolute():
+    assert import_graph()[1] == []
+
+
+def test_imports_flow_one_way():
+    edges, _ = import_graph()
+    wrong = [f"{a} -> {b}" for a, bs in edges.items() if layer(a) for b in bs if layer(b) not in ALLOWED[layer(a)]]
+    assert wrong == []
+
+
+def test_fill_engine_imports_no_training_data_and_no_task():
+    edges, _ = import_graph()
+    assert not edges["training.inbetween.fill"] & {"training.inbetween.datasets", "training.inbetween.task"}
+
+
+def test_no_import_cycle():
+    edges, _ = import_graph()
+    done: set[str] = set()
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in path:
+            cycles.append(" -> ".join(path[path.index(m):] + [m]))
+        elif m not in done:
+            for n in sorted(edges[m]):
+                visit(n, path + [m])
+            done.add(m)
+
+    for m in sorted(edges):
+        visit(m, [])
+    assert cycles == []

@@ -1,0 +1,1 @@
+"""CS764 LiftModel: 2D joints to 3D."""

@@ -1,0 +1,1 @@
+"""The Perceiver predictive-coding autoencoder on video."""

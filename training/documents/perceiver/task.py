@@ -1,0 +1,339 @@
+"""``anyfill train perceiver-ae`` (also ``perceiver``): the Perceiver predictive-coding video autoencoder.
+
+One training step takes a clip, slides a window of ``present`` frames over it ``exposures`` times
+(``window_inc`` frames each time), and at every exposure encodes the window's patches (after droptoken)
+into the latent carried over from the previous exposure, then decodes the present patches and a random
+subset of the next ``future`` frames' patches. Loss per exposure: ``(1 - alpha) * present MSE + alpha *
+future MSE``; the first ``blind_iters`` exposures only warm the latent up and are not counted.
+
+The update's command-line options map onto this config and the shared plumbing of ``anyfill train``
+(docs/video.md has the full table): ``--num-iters`` and ``--ckpt-period`` are fields here that set the
+trainer's step limit and checkpoint period; ``--cpu-only`` / ``--one-gpu`` hide GPUs before the trainer
+starts; the output folder is ``--run-dir`` and re-running in it continues from the newest checkpoint
+(what ``--restore-from`` did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from training.documents import mnist, video_data
+from training.documents.perceiver.model import (
+    PerceiverAE,
+    PerceiverAEConfig,
+    droptoken,
+    patch_grid,
+    patchify,
+    unpatchify,
+)
+from training.train import Task
+
+
+@dataclass
+class PerceiverTaskConfig:
+    """Settings of ``anyfill train perceiver-ae``; names follow the update's command-line options."""
+
+    # data
+    data: str = "mnist"  # mnist (moving MNIST), sticks (Bandai stick figures) or a folder of class folders
+    data_root: str | None = None
+    num_frames: int = 0  # frames per clip; 0: present + future + (exposures - 1) * window_inc
+    frame_size: int = 64
+    batch_size: int = 16
+    num_workers: int = 1
+    num_prefetch: int = 4  # batches each loader worker keeps ready
+    overfit: int = 0  # > 0: train (and validate) on the first N clips only
+    n_train: int = 10000  # moving MNIST clips per epoch
+    # model
+    patch_hwd: tuple[int, int, int] = (8, 8, 2)
+    latent_dims: tuple[int, int] = (64, 128)  # number of latents, their width
+    nheads: int = 4
+    keydim: int = 32
+    mhadropout: float = 0.0
+    n_enc_blocks: int = 1
+    n_latent_blocks: int = 2
+    distinct_latent: bool = False
+    n_dec_blocks: int = 1
+    k_mu_space: tuple[int, int] = (8, 8)  # Fourier bands, max resolution (patches) per spatial axis
+    k_mu_time: tuple[int, int] = (4, 8)  # Fourier bands, max resolution (patch steps) in time
+    # objective
+    present: int = 8  # frames seen per exposure
+    future: int = 4  # frames after the window to predict
+    future_selection_probability: float = 0.5  # chance that each future patch is queried in training
+    alpha: float = 0.5  # loss = (1 - alpha) * present + alpha * future
+    p_droptoken: float = 0.5  # fraction of input tokens dropped per exposure
+    no_re_droptoken: bool = False  # True: the same tokens are dropped at every exposure of a clip
+    exposures: int = 2  # re-exposures per clip (the latent carries over)
+    window_inc: int = 2  # frames the window moves between exposures
+    blind_iters: int = 1  # first exposures whose loss is not counted
+    # optimisation and loop (num_iters / ckpt_period set the trainer; 0 leaves trainer.* as given)
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    num_iters: int = 0
+    ckpt_period: int = 0
+    cpu_only: bool = False
+    one_gpu: bool = False
+    seed: int = 0  # data seed (moving MNIST generation); the training seed is trainer.seed
+    profile_steps: int = 3  # after training, profile this many steps into tb/profile (0: no trace)
+
+    def model_config(self, channels: int = 1) -> PerceiverAEConfig:
+        return PerceiverAEConfig(
+            channels=channels, patch_hwd=tuple(self.patch_hwd), n_latents=self.latent_dims[0], dim=self.latent_dims[1],
+            nheads=self.nheads, keydim=self.keydim, mhadropout=self.mhadropout, n_enc_blocks=self.n_enc_blocks,
+            n_latent_blocks=self.n_latent_blocks, distinct_latent=self.distinct_latent, n_dec_blocks=self.n_dec_blocks,
+            k_space=self.k_mu_space[0], mu_space=self.k_mu_space[1], k_time=self.k_mu_time[0],
+            mu_time=self.k_mu_time[1],
+        )
+
+    def clip_frames(self) -> int:
+        return self.num_frames or self.present + self.future + (self.exposures - 1) * self.window_inc
+
+    def check(self) -> None:
+        ph, pw, pd = self.patch_hwd
+        need = self.present + self.future + (self.exposures - 1) * self.window_inc
+        problems = [
+            (self.clip_frames() < need, f"num_frames must be >= present + future + (exposures-1)*window_inc = {need}"),
+            (self.present % pd or self.future % pd or self.window_inc % pd,
+             f"present, future and window_inc must be multiples of the patch depth {pd}"),
+            (self.frame_size % ph or self.frame_size % pw,
+             f"frame_size must be a multiple of the patch size {ph}x{pw}"),
+            (not 0.0 <= self.p_droptoken < 1.0, "p_droptoken must be in [0, 1)"),
+            (self.blind_iters >= self.exposures, "blind_iters must be < exposures (some exposure must count)"),
+        ]
+        for bad, msg in problems:
+            if bad:
+                raise ValueError(f"perceiver-ae: {msg}")
+
+
+class PerceiverModule(L.LightningModule):
+    def __init__(self, cfg: PerceiverTaskConfig, channels: int = 1) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.channels = channels
+        self.model = PerceiverAE(cfg.model_config(channels))
+        ph, pw, pd = cfg.patch_hwd
+        gh, gw = cfg.frame_size // ph, cfg.frame_size // pw
+        tp, tf = cfg.present // pd, cfg.future // pd
+        span = tp + tf
+        self.register_buffer("pos_present", patch_grid(tp, gh, gw, 0, span).unsqueeze(0), persistent=False)
+        self.register_buffer("pos_future", patch_grid(tf, gh, gw, tp, span).unsqueeze(0), persistent=False)
+        self.history: list[dict[str, float]] = []
+
+    # -- one exposure sequence --------------------------------------------------------------------------------
+    def windows(self, video: torch.Tensor, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = e * self.cfg.window_inc
+        present = video[:, :, s : s + self.cfg.present]
+        future = video[:, :, s + self.cfg.present : s + self.cfg.present + self.cfg.future]
+        return patchify(present, self.cfg.patch_hwd), patchify(future, self.cfg.patch_hwd)
+
+    def run(self, video: torch.Tensor, train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+        """Loss, metrics and the last exposure's tensors of a batch of clips (B, C, T, H, W)."""
+        cfg = self.cfg
+        b = video.shape[0]
+        n_tok = self.pos_present.shape[1]
+        latent = None
+        keep = None
+        total = video.new_zeros(())
+        sums = {"present_mse": 0.0, "future_mse": 0.0, "copy_last_mse": 0.0}
+        counted = 0
+        for e in range(cfg.exposures):
+            cur, fut = self.windows(video, e)
+            if train and cfg.p_droptoken > 0 and (keep is None or not cfg.no_re_droptoken):
+                keep = droptoken(n_tok, 1.0 - cfg.p_droptoken, b, device=video.device)
+            if train and cfg.p_droptoken > 0:
+                idx = keep.unsqueeze(-1)
+                inp = cur.gather(1, idx.expand(-1, -1, cur.shape[-1]))
+                pos = self.pos_present.expand(b, -1, -1).gather(1, idx.expand(-1, -1, 3))
+            else:
+                inp, pos = cur, self.pos_present
+            z = self.model.encode(inp, pos, latent)
+            latent = z
+            if e < cfg.blind_iters:
+                continue
+            rec = self.model.decode(z, self.pos_present)
+            present_mse = F.mse_loss(rec, cur)
+            fpos, ftarget = self.pos_future, fut
+            if train and cfg.future_selection_probability < 1.0:
+                sel = torch.rand(fut.shape[1], device=video.device) < cfg.future_selection_probability
+                sel[torch.randint(fut.shape[1], (1,), device=video.device)] = True
+                fpos, ftarget = self.pos_future[:, sel], fut[:, sel]
+            pred = self.model.decode(z, fpos)
+            future_mse = F.mse_loss(pred, ftarget)
+            total = total + (1 - cfg.alpha) * present_mse + cfg.alpha * future_mse
+            counted += 1
+            s = e * cfg.window_inc
+            last = video[:, :, s + cfg.present - 1 : s + cfg.present]
+            fut_frames = video[:, :, s + cfg.present : s + cfg.present + cfg.future]
+            sums["present_mse"] += float(present_mse.detach())
+            sums["future_mse"] += float(future_mse.detach())
+            sums["copy_last_mse"] += float(F.mse_loss(last.expand_as(fut_frames), fut_frames))
+        metrics = {k: torch.tensor(v / counted) for k, v in sums.items()}
+        return total / counted, metrics, {"latent": latent, "start": (cfg.exposures - 1) * cfg.window_inc}
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.cfg.num_iters > 0:  # the update's --num-iters: a step budget instead of epochs
+            self.trainer.fit_loop.epoch_loop.max_steps = self.cfg.num_iters
+            self.trainer.fit_loop.max_epochs = -1
+
+    def configure_callbacks(self) -> list:
+        if self.cfg.ckpt_period <= 0:
+            return []
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        # replaces the plumbing's ModelCheckpoint (same folder and names), only the period differs
+        return [ModelCheckpoint(
+            dirpath=Path(self.trainer.default_root_dir) / "checkpoints", filename="step{step:08d}",
+            auto_insert_metric_name=False, save_last=True, save_top_k=2, monitor="step", mode="max",
+            every_n_train_steps=self.cfg.ckpt_period,
+        )]
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, m, _ = self.run(batch[0], train=True)
+        self.log("train/loss", loss, prog_bar=True)
+        for k, v in m.items():
+            self.log(f"train/{k}", v)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, m, extra = self.run(batch[0], train=False)
+        self.log("val/loss", loss, prog_bar=True)
+        for k, v in m.items():
+            self.log(f"val/{k}", v, prog_bar=k == "future_mse")
+        if batch_idx == 0:
+            self._figure_batch = (batch[0][:4].detach(), extra)
+
+    def on_validation_epoch_end(self) -> None:
+        logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        if logged:
+            self.history.append({"step": int(self.global_step), **logged})
+        fig = getattr(self, "_figure_batch", None)
+        if fig is not None and self.logger is not None and hasattr(self.logger, "experiment"):
+            img = self.figure(fig[0], fig[1])
+            self.logger.experiment.add_image("val/reconstruction", img[None], self.global_step, dataformats="CHW")
+
+    @torch.no_grad()
+    def figure(self, video: torch.Tensor, extra: dict[str, Any]) -> np.ndarray:
+        """A uint8 grid: per clip three rows (truth, model, copy-last-frame) of present + future frames."""
+        cfg, s = self.cfg, extra["start"]
+        z = extra["latent"][: len(video)]
+        shape_p = (self.channels, cfg.present, cfg.frame_size, cfg.frame_size)
+        shape_f = (self.channels, cfg.future, cfg.frame_size, cfg.frame_size)
+        rec = unpatchify(self.model.decode(z, self.pos_present), shape_p, cfg.patch_hwd)
+        pred = unpatchify(self.model.decode(z, self.pos_future), shape_f, cfg.patch_hwd)
+        truth = video[:, :, s : s + cfg.present + cfg.future]
+        model = torch.cat([rec, pred], dim=2)
+        copy = torch.cat([truth[:, :, : cfg.present], truth[:, :, cfg.present - 1 : cfg.present].expand_as(pred)], 2)
+        rows = []
+        for i in range(len(video)):
+            for v in (truth, model, copy):
+                rows.append(v[i].mean(0))  # (T, H, W), channels averaged
+        tiles = torch.stack(rows).clamp(0, 1).mul(255).round().byte().cpu().numpy()
+        return mnist.grid(tiles.reshape(-1, cfg.frame_size, cfg.frame_size), cols=cfg.present + cfg.future)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+def make_data(cfg: PerceiverTaskConfig) -> tuple[Any, Any]:
+    spec = video_data.VideoSpec(source=cfg.data, frames=cfg.clip_frames(), size=cfg.frame_size, n_train=cfg.n_train,
+                                seed=cfg.seed, root=cfg.data_root)
+    train, val, _ = video_data.make_datasets(spec)
+    if cfg.overfit > 0:
+        train = val = Subset(train, range(min(cfg.overfit, len(train))))
+    return train, val
+
+
+class VideoData(L.LightningDataModule):
+    """Loaders with worker processes and prefetching, so decoding/rendering overlaps the model's steps."""
+
+    def __init__(self, cfg: PerceiverTaskConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_set, self.val_set = make_data(cfg)
+
+    def _loader(self, ds: Any, shuffle: bool) -> DataLoader:
+        w = self.cfg.num_workers
+        return DataLoader(ds, batch_size=min(self.cfg.batch_size, len(ds)), shuffle=shuffle, drop_last=shuffle,
+                          num_workers=w, prefetch_factor=self.cfg.num_prefetch if w > 0 else None,
+                          persistent_workers=w > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+def build(cfg: PerceiverTaskConfig) -> tuple[PerceiverModule, VideoData]:
+    # --cpu-only / --one-gpu: the trainer picks its accelerator after build(), from the visible devices
+    if cfg.cpu_only:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif cfg.one_gpu and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+    data = VideoData(cfg)
+    channels = int(data.train_set[0][0].shape[0])
+    return PerceiverModule(cfg, channels), data
+
+
+def profile(module: PerceiverModule, video: torch.Tensor, steps: int, out: Path) -> None:
+    """A torch.profiler trace of ``steps`` training steps (forward + backward) for TensorBoard's profile tab
+    (``torch-tb-profiler``) or chrome://tracing: where the time of a step goes."""
+    from torch.profiler import ProfilerActivity, schedule, tensorboard_trace_handler
+
+    module.train()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if video.is_cuda else [])
+    with torch.profiler.profile(activities=acts, schedule=schedule(wait=0, warmup=1, active=steps),
+                                on_trace_ready=tensorboard_trace_handler(str(out))) as prof:
+        for _ in range(steps + 1):
+            module.run(video, train=True)[0].backward()
+            module.zero_grad(set_to_none=True)
+            prof.step()
+    module.eval()
+
+
+def after_fit(cfg: PerceiverTaskConfig, module: PerceiverModule, trainer: Any, run_dir: Path) -> None:
+    """Write the reconstruction/prediction figure, the validation history, and the arguments' summary."""
+    run_dir = Path(run_dir)
+    module = module.cpu().eval()
+    val = make_data(cfg)[1]
+    video = torch.stack([val[i][0] for i in range(min(4, len(val)))])
+    with torch.no_grad():
+        _, m, extra = module.run(video, train=False)
+    mnist.write_png(run_dir / "prediction.png", mnist.grid(module.figure(video, extra)[None], cols=1, pad=0, scale=2))
+    if cfg.profile_steps > 0:
+        profile(module, video, cfg.profile_steps, run_dir / "tb" / "profile")
+    result = {"steps": int(trainer.global_step), "figure_clips": {k: float(v) for k, v in m.items()},
+              "history": module.history}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"perceiver-ae: {result['steps']} steps; figure clips present {result['figure_clips']['present_mse']:.4f}, "
+          f"future {result['figure_clips']['future_mse']:.4f}, copy-last {result['figure_clips']['copy_last_mse']:.4f}"
+          f" -> {run_dir / 'prediction.png'}")
+
+
+TASK = Task(
+    name="perceiver-ae",
+    config_cls=PerceiverTaskConfig,
+    build=build,
+    named_configs={
+        # a few minutes on a 2-core CPU
+        "cpu-small": {"frame_size": 64, "latent_dims": (32, 96), "batch_size": 8, "lr": 1e-3, "trainer.max_steps": 2700,
+                      "trainer.log_every_n_steps": 10, "n_train": 2400, "trainer.max_epochs": -1},
+        # the smoke test: overfit 2 clips
+        "tiny": {"frame_size": 32, "patch_hwd": (8, 8, 2), "latent_dims": (16, 64), "overfit": 2, "batch_size": 2,
+                 "num_workers": 0, "trainer.max_steps": 50, "trainer.max_epochs": -1},
+        "stick": {"data": "sticks", "frame_size": 64, "num_frames": 16},
+    },
+    default_trainer={"max_epochs": 10, "log_every_n_steps": 20},
+    after_fit=after_fit,
+)

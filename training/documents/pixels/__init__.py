@@ -1,0 +1,1 @@
+"""The any-order model on 4-colour MNIST pixels."""

@@ -1,0 +1,1 @@
+"""The (2+1)D CNN + attention video classifier."""

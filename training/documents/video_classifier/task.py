@@ -1,0 +1,143 @@
+"""``anyfill train video-classifier``: the (2+1)D CNN + attention video classifier and its ablations.
+
+Default data: stick-figure renderings of the real Bandai capture, labelled by content class (walk, run,
+bow, punch, ...; validation = the fixed test split's files). ``data=DIR`` reads a folder of class
+folders of video files (HMDB51 layout) instead. Named configs give one run per row of the three
+ablation tables (attention depth, CNN depth, cross- versus self-attention); after training,
+``results.json`` in the run folder holds train loss, validation loss and accuracy and the CNN and
+attention parameter counts, the columns of those tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from training.documents import video_data
+from training.documents.video_classifier.model import VideoClassifier, VideoClassifierConfig
+from training.train import Task
+
+
+@dataclass
+class VideoClassifierTaskConfig:
+    # data
+    data: str = "sticks"  # sticks, mnist (no labels: only for smoke tests) or a folder of class folders
+    data_root: str | None = None
+    frames: int = 16
+    size: int = 64
+    stride: int = 2  # take every stride-th frame of the capture / video
+    max_files: int = 0  # sticks: > 0 uses this many files per split (quick runs)
+    overfit: int = 0  # > 0: train and validate on the first N clips only
+    batch_size: int = 16
+    num_workers: int = 1
+    # model
+    width: int = 16
+    blocks: int = 8
+    head: str = "cross"
+    n_queries: int = 4
+    n_cross: int = 1
+    n_self: int = 1
+    nheads: int = 4
+    dropout: float = 0.1
+    # optimiser
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, cfg: VideoClassifierTaskConfig, n_classes: int, in_channels: int = 1) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = VideoClassifier(VideoClassifierConfig(
+            n_classes=n_classes, in_channels=in_channels, width=cfg.width, blocks=cfg.blocks, head=cfg.head,
+            n_queries=cfg.n_queries, n_cross=cfg.n_cross, n_self=cfg.n_self, nheads=cfg.nheads, dropout=cfg.dropout,
+        ))
+        self.last: dict[str, float] = {}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y))
+        self.log("val/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        self.last = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+class ClassifierData(L.LightningDataModule):
+    def __init__(self, cfg: VideoClassifierTaskConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        spec = video_data.VideoSpec(source=cfg.data, frames=cfg.frames, size=cfg.size, stride=cfg.stride,
+                                    max_files=cfg.max_files, root=cfg.data_root)
+        self.train_set, self.val_set, self.classes = video_data.make_datasets(spec)
+        if cfg.overfit > 0:
+            self.train_set = self.val_set = Subset(self.train_set, range(min(cfg.overfit, len(self.train_set))))
+
+    def _loader(self, ds: Any, shuffle: bool) -> DataLoader:
+        w = self.cfg.num_workers
+        return DataLoader(ds, batch_size=min(self.cfg.batch_size, len(ds)), shuffle=shuffle, drop_last=shuffle,
+                          num_workers=w, persistent_workers=w > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+
+def build(cfg: VideoClassifierTaskConfig) -> tuple[ClassifierModule, ClassifierData]:
+    data = ClassifierData(cfg)
+    return ClassifierModule(cfg, len(data.classes), int(data.train_set[0][0].shape[0])), data
+
+
+def after_fit(cfg: VideoClassifierTaskConfig, module: ClassifierModule, trainer: Any, run_dir: Path) -> None:
+    """``results.json``: the ablation tables' columns for this run."""
+    m = trainer.callback_metrics
+    get = lambda k: float(m[k]) if k in m else None  # noqa: E731
+    result = {
+        "blocks": cfg.blocks, "head": cfg.head, "n_queries": cfg.n_queries, "n_cross": cfg.n_cross,
+        "n_self": cfg.n_self, "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+        "train_loss": get("train/loss_epoch"), "val_loss": get("val/loss"), "val_acc": get("val/acc"),
+        "params": module.model.param_counts(),
+    }
+    (Path(run_dir) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"video-classifier: val acc {result['val_acc']}, val loss {result['val_loss']}, "
+          f"params {result['params']} -> {Path(run_dir) / 'results.json'}")
+
+
+# one named config per row of the document's three ablation tables
+_NAMED: dict[str, dict[str, Any]] = {"baseline": {"head": "pool", "blocks": 8}}
+for _n in (0, 1, 2, 4):  # table 1: attention depth (self-attention layers after the cross-attention)
+    _NAMED[f"attn-depth-{_n}"] = {"head": "cross", "blocks": 8, "n_self": _n}
+for _b in (8, 7, 6, 4):  # table 2: CNN depth (blocks kept), with the attention head
+    _NAMED[f"cnn-blocks-{_b}"] = {"head": "cross", "blocks": _b}
+for _h in ("cross", "self", "pool"):  # table 3: cross- versus self-attention (and none)
+    _NAMED[f"head-{_h}"] = {"head": _h, "blocks": 8}
+_NAMED["tiny"] = {"max_files": 8, "size": 32, "frames": 8, "width": 8, "overfit": 8, "batch_size": 8,
+                  "num_workers": 0, "trainer.max_epochs": 30}
+
+TASK = Task(
+    name="video-classifier",
+    config_cls=VideoClassifierTaskConfig,
+    build=build,
+    named_configs=_NAMED,
+    default_trainer={"max_epochs": 10, "log_every_n_steps": 10},
+    after_fit=after_fit,
+)

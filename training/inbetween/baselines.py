@@ -1,0 +1,263 @@
+"""Non-learned fill methods: the benchmark's baselines, and what a learned model has to beat.
+
+A fill method takes local motion with unknown frames (``known[t]`` False, values NaN) and returns the
+motion with every frame filled; known frames come back unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_banded
+
+from training.motion.rotations import euler_to_quat, quat_slerp, quat_to_euler
+
+
+def _neighbours(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame, the index of the last known frame at or before it and the first at or after it
+    (clamped to the ends, so leading and trailing gaps hold the nearest key)."""
+    known = np.asarray(known, dtype=bool)
+    if not known.any():
+        raise ValueError("no known frame to fill from")
+    idx = np.arange(known.size)
+    prev = np.maximum.accumulate(np.where(known, idx, -1))
+    nxt = np.minimum.accumulate(np.where(known, idx, known.size)[::-1])[::-1]
+    first, last = idx[known][0], idx[known][-1]
+    prev = np.where(prev < 0, first, prev)
+    nxt = np.where(nxt >= known.size, last, nxt)
+    return prev, nxt
+
+
+def zero_velocity(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
+    """Hold the last known frame (the first known one before any key)."""
+    prev, _ = _neighbours(known)
+    return rotations[:, prev].copy(), translations[:, prev].copy()
+
+
+def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
+    """Slerp every local rotation and lerp every translation between the surrounding known frames.
+    Arrays are (N, T, J, 4) and (N, T, J, 3); ``known`` is (T,)."""
+    prev, nxt = _neighbours(known)
+    span = np.maximum(nxt - prev, 1)
+    t = np.clip((np.arange(len(prev)) - prev) / span, 0.0, 1.0)  # leading/trailing gaps: t = 0, hold the key
+    rot = quat_slerp(rotations[:, prev], rotations[:, nxt], np.broadcast_to(t[None, :, None], rotations.shape[:3]))
+    w = t[None, :, None, None]
+    trans = translations[:, prev] * (1.0 - w) + translations[:, nxt] * w
+    k = np.asarray(known, dtype=bool)
+    rot[:, k], trans[:, k] = rotations[:, k], translations[:, k]
+    return rot, trans
+
+
+def cell_neighbours(known: np.ndarray):
+    """Per cell of known (N, T, J): the frame of the joint's last known cell at or before it and of its first
+    at or after it (clamped to the joint's first and last keys), and which joints have a key at all."""
+    n, t, j = known.shape
+    idx = np.arange(t)[None, :, None]
+    prev = np.maximum.accumulate(np.where(known, idx, -1), axis=1)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(known, idx, t), axis=1), axis=1), axis=1)
+    has_key = known.any(axis=1)
+    first = np.where(has_key, known.argmax(axis=1), 0)[:, None, :]
+    last = np.where(has_key, t - 1 - np.flip(known, axis=1).argmax(axis=1), 0)[:, None, :]
+    return np.where(prev < 0, first, prev), np.where(nxt >= t, last, nxt), has_key
+
+
+def _frame_times(times, n: int, t: int) -> np.ndarray:
+    return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
+
+
+def _span_fraction(tm: np.ndarray, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each cell lies between its two keys, as a fraction of the span in time (0 outside a span),
+    and whether it lies inside one (two distinct keys at distinct times)."""
+    ni = np.arange(tm.shape[0])[:, None, None]
+    span = tm[ni, nxt] - tm[ni, prev]
+    inside = (nxt != prev) & (span != 0)
+    return np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0), inside
+
+
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
+                      neighbours=None):
+    """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
+    lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
+    spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
+    never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key.
+    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    w, _ = _span_fraction(_frame_times(times, n, t), prev, nxt)
+    rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
+    trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
+    rot = np.where(known[..., None], rotations, rot)
+    trans = np.where(known[..., None], translations, trans)
+    no_key = ~has_key[:, None, :, None]
+    rot = np.where(no_key, rotations, rot)
+    trans = np.where(no_key, translations, trans)
+    return rot, trans, has_key
+
+
+NO_KEY_TIME = 1e3  # seconds: what key_time reports for a joint without any key in the window
+
+
+def key_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
+    """Per cell of known (N, T, J): the time (seconds, or frames without ``times``) to the joint's nearest
+    known cell; 0 on known cells, :data:`NO_KEY_TIME` for joints never known in the window."""
+    known = np.asarray(known, dtype=bool)
+    n, t, _ = known.shape
+    prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni = np.arange(n)[:, None, None]
+    d = np.minimum(np.abs(tm[:, :, None] - tm[ni, prev]), np.abs(tm[ni, nxt] - tm[:, :, None]))
+    return np.where(has_key[:, None, :], d, NO_KEY_TIME)
+
+
+def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False,
+                   clamp: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the
+    displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
+    time, and the same from its next key; and whether each of those two velocities was measured
+    (N, T, J, 2). A key's velocity is the finite difference with its known neighbour frame; with
+    ``across_keys``, a key without one takes the slope from its previous key to its next (Catmull-Rom,
+    the tangent Blender's automatic Bezier handles give a key); with ``clamp`` too, that slope is zero in
+    every component where the key is an extreme between its neighbouring keys (Blender's auto-clamped
+    handles: a curve never overshoots a key that turns). Unmeasured velocities are zero.
+    Interpolation ignores these; an in-between model needs them (a hand still moving when the keys stop
+    keeps moving). ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``given``
+    (N, T, J): the known cells whose values may measure a velocity (default: all); any-order sampling
+    passes the animator's cells, so a drawn cell bends no tangent (a draw next to a key would otherwise set
+    that key's velocity, and a Hermite curve would carry the draw's noise across the rest of the gap)."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    g = known if given is None else known & np.asarray(given, dtype=bool)
+    dt = np.diff(tm, axis=1)[:, :, None, None]
+    both = g[:, 1:] & g[:, :-1] & (dt[..., 0] != 0)
+    step = np.where(both[..., None], np.diff(values, axis=1) / np.where(both[..., None], dt, 1.0), 0.0)
+    zero, no = np.zeros((n, 1, j, values.shape[-1])), np.zeros((n, 1, j), dtype=bool)
+    arrive = np.concatenate([zero, step], axis=1)  # at frame f: the velocity from f - 1 to f
+    leave = np.concatenate([step, zero], axis=1)  # at frame f: the velocity from f to f + 1
+    has_arrive, has_leave = np.concatenate([no, both], axis=1), np.concatenate([both, no], axis=1)
+    if across_keys:
+        f = np.arange(t)[None, :, None]
+        before = prev[:, np.maximum(np.arange(t) - 1, 0)]  # each frame's previous key (itself if none)
+        after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
+        span = tm[ni, after] - tm[ni, before]
+        ok = g & g[ni, before, ji] & g[ni, after, ji] & (before < f) & (after > f) & (span != 0)
+        slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
+                         / np.where(ok, span, 1.0)[..., None], 0.0)
+        if clamp:
+            turns = (values - values[ni, before, ji]) * (values[ni, after, ji] - values) <= 0
+            slope = np.where(turns, 0.0, slope)
+        arrive = np.where(has_arrive[..., None], arrive, slope)
+        leave = np.where(has_leave[..., None], leave, slope)
+        has_arrive, has_leave = has_arrive | ok, has_leave | ok
+    out = np.empty((n, t, j, 2, values.shape[-1]))
+    out[:, :, :, 0] = arrive[ni, prev, ji] * (tm[:, :, None] - tm[ni, prev])[..., None]
+    out[:, :, :, 1] = leave[ni, nxt, ji] * (tm[:, :, None] - tm[ni, nxt])[..., None]
+    return out, np.stack([has_arrive[ni, prev, ji], has_leave[ni, nxt, ji]], axis=-1)
+
+
+def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarray, known: np.ndarray, times=None,
+                    neighbours=None, share: float = 1.0, memory: float = 0.0) -> np.ndarray:
+    """What turns the interpolation ``base`` (N, T, J, D) between each cell's two keys into a cubic Hermite
+    curve that leaves the previous key and enters the next with ``share`` of their velocities
+    (``velocities`` and ``measured`` are :func:`key_velocities` of the same cells). A key whose velocity
+    was not measured keeps the interpolation's slope, so constant-velocity motion stays exact whatever is
+    known; outside a span (before the first key, after the last) nothing is added: there a velocity would
+    carry the motion on without bound. With ``memory`` > 0 (seconds) the share shrinks as ``memory / span``
+    on spans longer than ``memory``: a key's velocity carries the motion about that long, not a whole long gap."""
+    known = np.asarray(known, dtype=bool)
+    n, t, j = known.shape
+    prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    s, inside = _span_fraction(tm, prev, nxt)
+    if memory > 0:
+        span = np.abs(tm[ni, nxt] - tm[ni, prev])
+        share = share * np.minimum(1.0, memory / np.maximum(span, 1e-9))
+    w_prev = (share * (1.0 - s) ** 2 * (inside & measured[..., 0]))[..., None]
+    w_next = (share * s ** 2 * (inside & measured[..., 1]))[..., None]
+    # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))
+    return (w_prev * (velocities[..., 0, :] - (base - base[ni, prev, ji]))
+            + w_next * (velocities[..., 1, :] - (base - base[ni, nxt, ji])))
+
+
+def auto_clamped_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Slopes at keys (K,) of values (K, C) as Blender's default F-curves set them (*Auto Clamped* handles
+    with *Continuous Acceleration* smoothing): flat at the first and the last key and where a key is a local
+    extreme of its channel; between those, the slopes that make the curve's acceleration continuous at every
+    other key (a cubic spline); a slope whose handle (a third of the way to the neighbouring key) would
+    leave the range of the neighbouring keys' values is clamped to its edge (the worst first), and the rest
+    is solved again with it fixed (checked against real Blender F-curves in ``tests/test_blender_bezier.py``)."""
+    k, c = y.shape
+    s = np.zeros_like(y, dtype=np.float64)
+    if k < 3:
+        return s
+    h = np.diff(t)
+    d = np.diff(y, axis=0) / h[:, None]
+    for ch in range(c):
+        fixed = np.zeros(k, dtype=bool)
+        fixed[[0, -1]] = True
+        fixed[1:-1] = d[:-1, ch] * d[1:, ch] <= 0  # extremes (and flat steps)
+        m = np.zeros(k)
+        for _ in range(k):
+            free = np.flatnonzero(~fixed)
+            if len(free):
+                # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i])
+                # tridiagonal in the free keys: a neighbour that is free is the next or previous free key
+                hp, hn = h[free - 1], h[free]
+                rhs = 3 * (d[free - 1, ch] / hp + d[free, ch] / hn)
+                prev_free = np.isin(free - 1, free)
+                next_free = np.isin(free + 1, free)
+                rhs -= np.where(prev_free, 0.0, m[free - 1] / hp) + np.where(next_free, 0.0, m[free + 1] / hn)
+                bands = np.zeros((3, len(free)))
+                bands[0, 1:] = np.where(next_free, 1 / hn, 0.0)[:-1]
+                bands[1] = 2 * (1 / hp + 1 / hn)
+                bands[2, :-1] = np.where(prev_free, 1 / hp, 0.0)[1:]
+                m[free] = solve_banded((1, 1), bands, rhs)
+            # a handle reaches h / 3 and must stay between the neighbouring keys' values: the slope has the
+            # direction of the channel there and at most 3 times the gentler neighbouring segment's slope
+            lo, hi = np.full(k, -np.inf), np.full(k, np.inf)
+            steepest = 3 * np.minimum(np.abs(d[:-1, ch]), np.abs(d[1:, ch]))
+            rising = d[1:, ch] > 0
+            lo[1:-1], hi[1:-1] = np.where(rising, 0.0, -steepest), np.where(rising, steepest, 0.0)
+            excess = np.where(fixed, 0.0, np.maximum(lo - m, m - hi))
+            worst = int(np.argmax(excess))
+            if excess[worst] <= 1e-12:
+                break
+            m[worst] = np.clip(m[worst], lo[worst], hi[worst])  # one at a time: the others may come back inside
+            fixed[worst] = True
+        s[:, ch] = m
+    return s
+
+
+def auto_clamped_curve(t: np.ndarray, y: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Blender's default F-curve through keys at times ``t`` (K,) with values ``y`` (K, C), evaluated at
+    ``frames`` (F,) -> (F, C): cubic Hermite segments with :func:`auto_clamped_slopes` (handles a third of
+    the way in time, so each Bezier segment is exactly this cubic). Outside the keys the curve holds."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    f = np.clip(np.asarray(frames, dtype=np.float64), t[0], t[-1])
+    return CubicHermiteSpline(t, y, auto_clamped_slopes(t, y))(f)
+
+
+def bezier(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
+    """What Blender does with the keys alone: every rotation channel as the capture keys it (Euler angles
+    in the schema's channel order, unwrapped over time) and every translation channel follows Blender's
+    default Bezier F-curve with *Auto Clamped* handles (:func:`auto_clamped_curve`). Before the first and
+    after the last key a channel holds its key (constant extrapolation)."""
+    order = schema.euler_order if schema is not None else "ZXY"
+    k = np.unique(_neighbours(known)[0])  # the known frames (raises when there is none)
+    n, t, j = rotations.shape[:3]
+    if len(k) == 1:
+        return np.repeat(rotations[:, k], t, axis=1), np.repeat(translations[:, k], t, axis=1)
+    angles = quat_to_euler(rotations[:, k], order, degrees=False, continuous_axis=1)  # (N, K, J, 3)
+    values = np.concatenate([angles, translations[:, k]], axis=-1).transpose(1, 0, 2, 3).reshape(len(k), -1)
+    out = auto_clamped_curve(k.astype(np.float64), values, np.arange(t)).reshape(t, n, j, 6).transpose(1, 0, 2, 3)
+    rot, trans = euler_to_quat(out[..., :3], order, degrees=False), out[..., 3:].copy()
+    rot[:, k], trans[:, k] = rotations[:, k], translations[:, k]
+    return rot, trans
+
+
+BASELINES = {"zero": zero_velocity, "interp": interpolate, "bezier": bezier}

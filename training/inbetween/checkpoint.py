@@ -1,0 +1,137 @@
+"""Model files: weights in safetensors, everything else in a JSON card beside them. Nothing is pickled.
+
+``hand.safetensors`` + ``hand.json``: the card names the model kind, its config, the skeleton schema it
+fills, how it was trained (the exact command) and its benchmark numbers. Loading checks the card against
+the weights, so a corrupt or mismatched file fails with a message that says which and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.inbetween.model import MotionConfig, MotionFill
+from training.motion.skeleton import get_schema
+
+FORMAT = "anyfill-model/1"
+
+
+class CheckpointError(ValueError):
+    """A model file that is missing, corrupt, or does not match its card."""
+
+
+# Shipped default models live with the backend that serves them, as package data of ``backend.models``: found
+# through importlib.resources (a data dependency; nothing here imports the server's code).
+SHIPPED_PACKAGE = "backend.models"
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the shipped models (``hand.safetensors`` + ``hand.json``, ...)."""
+    return Path(str(resources.files(SHIPPED_PACKAGE)))
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A model file from a path, or from a shipped model's name (``hand``, ``body``)."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.exists():
+        return p
+    shipped_dir = shipped_models_dir()
+    shipped = shipped_dir / f"{name_or_path}.safetensors"
+    if shipped.is_file():
+        return shipped
+    names = sorted(q.stem for q in shipped_dir.glob("*.safetensors"))
+    shipped_names = ", ".join(names) or "none"
+    raise CheckpointError(f"no model {str(name_or_path)!r}: not a file, and shipped models are {shipped_names}")
+
+
+def card_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None, rest_offsets=None, conventions: dict | None = None) -> Path:
+    """Write ``path`` (.safetensors) and its card (.json), each atomically. ``rest_offsets`` (J, 3): the
+    training data's mean bone offsets, which clients use as the model's rest skeleton; ``conventions``: the
+    training data's joint habits (:mod:`.conventions`), which clients match a rig's rest pose against."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = get_schema(model.cfg.skeleton)
+    card = {
+        "format": FORMAT,
+        "kind": "motion-anyorder",
+        "config": dataclasses.asdict(model.cfg),
+        "schema": {"name": schema.name, "joints": list(schema.joints), "parents": list(schema.parents),
+                   "root": schema.root, "moving": list(schema.moving), "units": schema.units,
+                   **({"rest_offsets": [[float(x) for x in row] for row in rest_offsets]}
+                      if rest_offsets is not None else {}),
+                   **({"conventions": conventions} if conventions is not None else {})},
+        "rotation": "local quaternions (x, y, z, w); 6D at the network",
+        "data": "ManipNet hands (CC BY-NC)" if schema.name == "hand" else "Bandai Namco Research Motion (CC BY-NC 4.0)",
+        "licence": "non-commercial (trained on CC BY-NC data)",
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    write_card(path, card)
+    return path
+
+
+def write_card(path: str | Path, card: dict[str, Any]) -> None:
+    cp = card_path(path)
+    tmp = cp.with_name(cp.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(cp)
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    cp = card_path(path)
+    if not cp.is_file():
+        raise CheckpointError(f"{path}: its card {cp.name} is missing")
+    try:
+        card = json.loads(cp.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cp}: not valid JSON ({e})") from None
+    if card.get("format") != FORMAT:
+        raise CheckpointError(f"{cp}: format {card.get('format')!r} is not {FORMAT!r}")
+    return card
+
+
+def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
+    """Load a model file and its card; the model is in eval mode on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = resolve_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    card = read_card(path)
+    try:
+        cfg = MotionConfig.from_card(card["config"])
+        schema = get_schema(cfg.skeleton)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{card_path(path)}: bad model config ({e})") from None
+    if card.get("schema", {}).get("joints") != list(schema.joints):
+        raise CheckpointError(f"{card_path(path)}: its joints do not match the {schema.name} skeleton")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
+    model = MotionFill(cfg)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
+    for k, v in state.items():
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values")
+    model.eval()
+    return model, card

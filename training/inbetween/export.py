@@ -1,0 +1,56 @@
+"""The end of a training run: the model of ``anyfill train anyorder`` written as safetensors + JSON card
+(``run_dir/export``), calibrated first where the run asks for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.inbetween.calibrate import calibrate
+from training.inbetween.checkpoint import CheckpointError, read_card, save_model
+from training.inbetween.datasets import rest_offsets
+from training.motion import conventions
+
+
+def export_path(cfg: Any, run_dir: Path, steps: int) -> Path:
+    """The run's export, or a file beside it when the export there holds a model of more steps (a run
+    started over with --fresh): an export is never replaced by an earlier step's model unannounced."""
+    path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
+    if path.is_file():
+        try:
+            before = int(read_card(path).get("training", {}).get("steps", 0))
+        except (CheckpointError, TypeError, ValueError):
+            before = 0
+        if before > steps:
+            beside = path.with_name(f"{path.stem}-step{steps}{path.suffix}")
+            print(f"anyfill train: {path} holds a model of step {before}, more than this run's {steps}: "
+                  f"exporting to {beside.name} beside it instead (delete the old export to replace it)",
+                  file=sys.stderr)
+            return beside
+    return path
+
+
+def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
+    """After fit (``Task.after_fit``): ``cfg`` the run's ``AnyOrderTrainConfig``, ``module`` its ``AnyOrderModule``.
+    The card carries the training data's rest offsets and joint habits (what clients retarget rigs with)."""
+    path = export_path(cfg, run_dir, int(trainer.global_step))
+    calibration = None
+    if cfg.calibrate:
+        dm = trainer.datamodule
+        dm.setup("fit")
+        calibration = calibrate(module, dm.val)
+        print(f"calibrated: {calibration}")
+    command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    rest = rest_offsets(cfg.skeleton, cfg.data_root)
+    habits = conventions.from_training(cfg.skeleton, cfg.data_root)
+    save_model(module.model, path, rest_offsets=rest, conventions=habits, training={
+        "config": dataclasses.asdict(cfg),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "command": command.strip(),
+        "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+        **({"calibration": calibration} if calibration else {}),
+    })
+    print(f"exported {path}")

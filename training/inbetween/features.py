@@ -1,0 +1,245 @@
+"""What the network sees of a window of motion, computed the same way in training and at fill time.
+
+A window is put in a canonical frame computed from its *known* cells only (so nothing of the answer
+leaks in): centred on the mean known root position (horizontal for bodies, all axes for hands) and turned: bodies
+about the vertical axis so that the root's +Z at the middle known root frame faces +X, hands (models
+trained with ``frame='root'``) so that the wrist is unrotated at that frame.
+The canonical rotation is applied to the top joint, which carries the whole skeleton with it. Rotations
+go to 6D; the moving joints' translations are kept as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from training.inbetween.baselines import (
+    cell_neighbours,
+    hermite_offsets,
+    interpolate_cells,
+    key_time,
+    key_velocities,
+)
+from training.motion.rotations import quat_apply, quat_conj, quat_mul, quat_to_6d
+from training.motion.skeleton import Schema
+
+
+@dataclass
+class Canonical:
+    """Per window: canonical = turn * (x - offset), applied to the top joint."""
+
+    turn: np.ndarray  # (N, 4) quaternion
+    offset: np.ndarray  # (N, 3)
+
+
+def _root_global(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotation and position of the schema's root joint (the chain above it is short)."""
+    chain = [schema.root]
+    while schema.parents[chain[-1]] >= 0:
+        chain.append(schema.parents[chain[-1]])
+    g_rot, g_pos = rot[..., chain[-1], :], trans[..., chain[-1], :]
+    for j in reversed(chain[:-1]):
+        g_pos = g_pos + quat_apply(g_rot, trans[..., j, :])
+        g_rot = quat_mul(g_rot, rot[..., j, :])
+    return g_rot, g_pos
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model reads of a window besides its cells: each setting defined here once, with its one default.
+    The model's config holds it (``MotionConfig.features``), the training config sets it (``AnyOrderTrainConfig
+    .features``, each setting also given by its own name), and it is computed the same way in training and at
+    fill time (:func:`canonical_batch`)."""
+
+    frame: str | None = None  # the canonical frame windows are turned into (FRAMES); None: the skeleton's own
+    key_velocity: bool = True  # queries see the displacement the velocity at their keys would give
+    base_velocity: float = 0.0  # > 0: the baseline is a Hermite curve keeping this share of the key velocities
+    across_keys: bool = False  # a key with no known neighbour frame takes the slope between its neighbouring keys
+    hermite_positions: bool = True  # moving joints' positions follow the Hermite curve too (False: straight lines)
+    velocity_memory: float = 0.0  # > 0 (seconds): on longer spans the Hermite share shrinks as memory / span
+    clamp_keys: bool = False  # with across_keys: no slope in a component where a key is an extreme (auto-clamped)
+
+    def for_skeleton(self, skeleton: str) -> FeatureSpec:
+        """This spec with its canonical frame settled (``frame``, or :func:`default_frame` of the skeleton)."""
+        frame = default_frame(skeleton) if self.frame is None else self.frame
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+        return replace(self, frame=frame)
+
+    @classmethod
+    def from_card(cls, config: dict[str, Any]) -> FeatureSpec:
+        """The features of a model card's config: its ``features``, or, in a card written before they were one
+        object, its flat settings, each one it leaves out taking what models then defaulted to
+        (:data:`CARD_DEFAULTS`). Removes what it reads from ``config``."""
+        if "features" in config:
+            given = config.pop("features")
+            return given if isinstance(given, cls) else cls(**given)
+        flat = {f.name: config.pop(f.name) for f in fields(cls) if f.name in config}
+        return cls(**{**CARD_DEFAULTS, **flat})
+
+
+# the settings a model card without ``features`` meant where it left them out (its model config's defaults then)
+CARD_DEFAULTS = {"frame": "yaw", "key_velocity": False}
+
+DEFAULT_FEATURES = FeatureSpec()
+
+
+FRAMES = ("yaw", "root")
+"""How a window is turned: ``yaw`` about the vertical so the root faces +X (bodies; hands are not turned,
+which is how the first hand models were trained), ``root`` by the inverse of the root's whole rotation,
+so the root is unrotated at the reference frame (hands: a grasp looks the same however the wrist is
+held, and the wrist's motion becomes a small rotation near identity)."""
+
+
+def default_frame(skeleton: str) -> str:
+    """The canonical frame new models of a skeleton use unless told otherwise: ``root`` for hands, ``yaw``
+    for bodies."""
+    return "root" if skeleton == "hand" else "yaw"
+
+
+def canonical_from_known(
+    rot: np.ndarray, trans: np.ndarray, known: np.ndarray, schema: Schema, frame: str = "yaw"
+) -> Canonical:
+    """The canonical frame of windows (N, T, J, ...) from the frames whose root cell is known; the
+    reference frame for the turn is the middle known root frame."""
+    if frame not in FRAMES:
+        raise ValueError(f"unknown canonical frame {frame!r}; expected one of {', '.join(FRAMES)}")
+    n, t = known.shape[:2]
+    root_known = known[:, :, schema.root]
+    has_root = root_known.any(axis=1)  # without a known root a window keeps its own frame
+    g_rot, g_pos = _root_global(rot, trans, schema)
+    w = root_known[..., None].astype(np.float64)
+    pos = np.where(root_known[..., None], g_pos, 0.0)
+    offset = pos.sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
+    turn = np.zeros((n, 4))
+    turn[:, 3] = 1.0
+    if frame == "yaw" and schema.name != "body":
+        return Canonical(turn, offset)
+    idx = np.arange(t)[None, :]
+    frames = np.where(root_known, idx, -1)
+    counts = root_known.sum(axis=1)
+    # the middle known root frame: the (count // 2)-th known frame
+    order = np.sort(np.where(frames >= 0, frames, 0), axis=1)[:, ::-1]  # known frames first, descending
+    ref_rot = g_rot[np.arange(n), order[np.arange(n), np.maximum(counts - 1, 0) // 2]]
+    if frame == "root":
+        turn = np.where(has_root[:, None], quat_conj(ref_rot), turn)
+        return Canonical(turn, offset)
+    offset[:, schema.up] = 0.0
+    fwd = quat_apply(ref_rot, np.array([0.0, 0.0, 1.0]))
+    theta = np.where(has_root, np.arctan2(fwd[:, 2], fwd[:, 0]), 0.0)
+    turn[:, 1], turn[:, 3] = np.sin(theta / 2.0), np.cos(theta / 2.0)
+    return Canonical(turn, offset)
+
+
+def top_joint(schema: Schema) -> int:
+    """The joint with no parent: turning it turns the whole skeleton."""
+    return schema.parents.index(-1)
+
+
+def to_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Rotate and move windows (N, T, J, ...) into their canonical frame (copies)."""
+    top = top_joint(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = c.turn[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top] - c.offset[:, None, :])
+    return rot, trans
+
+
+def from_canonical(rot: np.ndarray, trans: np.ndarray, c: Canonical, schema: Schema):
+    """Undo :func:`to_canonical`."""
+    top = top_joint(schema)
+    rot, trans = rot.copy(), trans.copy()
+    y = quat_conj(c.turn)[:, None, :]
+    rot[:, :, top] = quat_mul(y, rot[:, :, top])
+    trans[:, :, top] = quat_apply(y, trans[:, :, top]) + c.offset[:, None, :]
+    return rot, trans
+
+
+def sixd(rot: np.ndarray) -> np.ndarray:
+    return quat_to_6d(rot).astype(np.float32)
+
+
+def _chain_globals(rot: np.ndarray, trans: np.ndarray, schema: Schema, upto: int):
+    """Global rotation and position of every joint from the top down to ``upto`` (inclusive)."""
+    g_rot: dict[int, np.ndarray] = {}
+    g_pos: dict[int, np.ndarray] = {}
+    for j in range(upto + 1):
+        p = schema.parents[j]
+        if p < 0:
+            g_rot[j], g_pos[j] = rot[..., j, :], trans[..., j, :]
+        else:
+            g_rot[j] = quat_mul(g_rot[p], rot[..., j, :])
+            g_pos[j] = g_pos[p] + quat_apply(g_rot[p], trans[..., j, :])
+    return g_rot, g_pos
+
+
+def moving_positions(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Global positions (..., M, 3) of the schema's moving joints: what the network sees of translation."""
+    _, g_pos = _chain_globals(rot, trans, schema, max(schema.moving))
+    return np.stack([g_pos[m] for m in schema.moving], axis=-2)
+
+
+def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarray, schema: Schema) -> np.ndarray:
+    """Inverse of :func:`moving_positions`: local translations (..., J, 3) whose moving joints land at
+    ``positions`` (..., M, 3) given local rotations; other joints keep ``trans``."""
+    out = trans.copy()
+    for k, m in enumerate(schema.moving):
+        g_rot, g_pos = _chain_globals(rot, out, schema, m)
+        p = schema.parents[m]
+        if p < 0:
+            out[..., m, :] = positions[..., k, :]
+        else:
+            out[..., m, :] = quat_apply(quat_conj(g_rot[p]), positions[..., k, :] - g_pos[p])
+    return out
+
+
+def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES,
+                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The network's inputs of windows already in their canonical frame (training batches and fill alike),
+    with frame times in seconds. The key velocities are computed only for models that read them (``spec``);
+    with ``spec.base_velocity`` > 0 the baseline between two keys is a cubic Hermite curve leaving and entering
+    the keys with that share of their velocities (0: plain interpolation). ``given``: the known cells that may
+    measure velocities (any-order sampling: not the drawn ones; see :func:`.baselines.key_velocities`)."""
+    # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
+    # (bone offsets of the other joints are the rig's, not the answer)
+    rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
+    mv = list(schema.moving)
+    moving = np.zeros(schema.n_joints, dtype=bool)
+    moving[mv] = True
+    trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
+    neighbours = cell_neighbours(known)
+    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
+    moving_known = known[:, :, mv]
+    out = {
+        "rot6d": sixd(rot_c),
+        "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
+        "base6d": sixd(base_rot),
+        "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
+        "offsets": trans_c.mean(axis=1).astype(np.float32),
+        "known": known,
+        "target": target,
+        "has_key": has_key,
+        "moving_has_key": moving_known.any(axis=1),
+        "times": np.asarray(times, dtype=np.float32),
+        "key_time": key_time(known, times, neighbours).astype(np.float32),
+    }
+    if spec.key_velocity or spec.base_velocity:
+        pos_in = moving_positions(rot_in, trans_in, schema)
+        moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
+        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
+                                           given)
+        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
+                                             spec.clamp_keys, None if given is None else given[:, :, mv])
+        if spec.base_velocity:
+            b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
+            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
+            if spec.hermite_positions:
+                out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
+                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
+        if spec.key_velocity:
+            out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
+    return out

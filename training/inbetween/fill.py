@@ -1,0 +1,387 @@
+"""The fill engine: deterministic fill and any-order sampling with a trained motion model.
+
+Input is local motion in a schema, (N, T, J, 4) quaternions and (N, T, J, 3) translations, a known-cell
+mask (N, T, J) and the frame times in seconds (N, T) (any rate, any spacing). Unknown cells may hold
+anything (NaN included): they are never read. Known cells come back exactly as given.
+
+* :func:`fill` - the distribution means, in one pass per window (query variant) or with the known
+  frames as a cached prefix and every target scored side by side (triples variant). Windows longer than
+  the model's training length are filled by overlapping windows, each conditioned on what the previous
+  one committed, so there is no seam.
+* :func:`sample` - any-order sampling: each step scores the remaining targets, picks the next k by an
+  order (forward, random, lowest-entropy, highest-entropy), draws them (temperature, seed) and conditions
+  on them. The query variant steps through cells (joints within a frame in any order too); the triples
+  variant steps through frames, with a key/value cache so that each step costs one token.
+
+The backend and the benchmarks both call these; neither re-implements them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training.inbetween.features import (
+    Canonical,
+    canonical_batch,
+    canonical_from_known,
+    from_canonical,
+    moving_translations,
+    to_canonical,
+)
+from training.inbetween.losses import von_mises_entropy
+from training.inbetween.model import MotionFill
+from training.motion.rotations import axis_angle_to_quat, quat_mul, quat_slerp, sixd_to_quat
+from training.motion.skeleton import get_schema
+
+ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
+
+
+class Cancelled(Exception):
+    """Raised inside :func:`fill` or :func:`sample` when its ``cancel`` callback says so."""
+
+
+@dataclass
+class FillResult:
+    rotations: np.ndarray  # (N, T, J, 4)
+    translations: np.ndarray  # (N, T, J, 3)
+    entropy: np.ndarray  # (N, T, J) rotation entropy (nats) per cell; 0 for known cells
+    spread_deg: np.ndarray  # (N, T, J) circular std of the rotation error in degrees; 0 for known cells
+
+
+def _identity_like(rot: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(rot)
+    out[..., 3] = 1.0
+    return out
+
+
+def _sanitise(model: MotionFill, rot, trans, known):
+    """Replace unknown cells so nothing unknown is ever read: rotations -> identity, moving-joint
+    translations -> 0. Other joints' translations are bone offsets (the rig, not the answer): each
+    takes the mean of the finite values given for it."""
+    schema = get_schema(model.cfg.skeleton)
+    known = np.asarray(known, dtype=bool)
+    rot = np.where(known[..., None], np.nan_to_num(np.asarray(rot, dtype=np.float64)), _identity_like(rot))
+    norms = np.linalg.norm(rot, axis=-1, keepdims=True)
+    if (norms < 1e-6).any():
+        raise ValueError("a known rotation is a zero quaternion")
+    rot = rot / norms
+    trans = np.asarray(trans, dtype=np.float64)
+    finite = np.isfinite(trans)
+    count = finite.sum(axis=1)
+    offsets = np.where(finite, trans, 0.0).sum(axis=1) / np.maximum(count, 1)  # (N, J, 3)
+    moving = np.zeros(schema.n_joints, dtype=bool)
+    moving[list(schema.moving)] = True
+    missing = (count == 0).any(-1) & ~moving[None]
+    if missing.any():
+        names = sorted({schema.joints[j] for j in np.nonzero(missing)[1]})
+        raise ValueError(f"no bone offset given for joint(s) {', '.join(names)}")
+    out = np.broadcast_to(offsets[:, None], trans.shape).copy()
+    out[:, :, moving] = np.where(known[:, :, moving, None], np.nan_to_num(trans[:, :, moving]), 0.0)
+    return rot, out, known
+
+
+def _to_torch(b: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+def _distributions(model: MotionFill, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One pass of the model: per-cell means and spreads for every target of the batch."""
+    tb = _to_torch(b)
+    with torch.inference_mode():
+        out = model(tb) if model.cfg.variant == "query" else _triples_marginals(model, tb)
+    return {k: v.double().numpy() for k, v in out.items()}
+
+
+def _triples_marginals(model: MotionFill, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Triples variant, all targets at once: known frames (in time order) form the cached prefix, then
+    every target frame is asked for side by side after the last known frame."""
+    kn, q, trel = model.features(b)
+    inp, tgt = model.input_tokens(kn, trel), model.target_tokens(q, trel)
+    n, t = kn.shape[:2]
+    h_all = torch.zeros(n, t, inp.shape[-1])
+    for i in range(n):
+        kf = torch.nonzero(b["known"][i].any(-1)).flatten()
+        tf = torch.nonzero(b["target"][i].any(-1)).flatten()
+        if len(tf) == 0:
+            continue
+        cache = None
+        if len(kf) > 1:
+            _, cache = model.triples_step(inp[i : i + 1, kf[:-1]], tgt[i : i + 1, kf[1:]], None)
+        last = inp[i : i + 1, kf[-1:]].expand(1, len(tf), -1)
+        h, _ = model.triples_step(last, tgt[i : i + 1, tf], cache, independent=True)
+        h_all[i, tf] = h[0]
+    return model.head(h_all, b)
+
+
+def _decode(model: MotionFill, rot_c, pos_c, canon, rot_in, trans_in, known):
+    """Canonical rotations (quaternions) and moving positions -> local motion in the caller's frame; known
+    cells restored exactly. Bone offsets are canonical-invariant, so the sanitised input supplies them."""
+    schema = get_schema(model.cfg.skeleton)
+    trans_c = moving_translations(rot_c, pos_c, trans_in, schema)
+    rot, trans = from_canonical(rot_c, trans_c, canon, schema)
+    rot = np.where(known[..., None], rot_in, rot)
+    trans = np.where(known[..., None], trans_in, trans)
+    return rot, trans
+
+
+def _window_distributions(model: MotionFill, rot, trans, known, times, given=None):
+    """The model's outputs for one batch of windows of at most its length: (raw outputs, canonical frames,
+    sanitised rotations and translations). ``given``: the known cells the caller was given (sampling: not
+    the drawn ones), the only ones that measure key velocities."""
+    rot, trans, known = _sanitise(model, rot, trans, known)
+    schema = get_schema(model.cfg.skeleton)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features, given)
+    return _distributions(model, b), canon, rot, trans
+
+
+def _window_fill(model: MotionFill, rot, trans, known, times):
+    """Fill one batch of windows of at most the model's length: (rotations, translations, raw outputs)."""
+    given_trans = np.asarray(trans, dtype=np.float64)
+    out, canon, rot, trans = _window_distributions(model, rot, trans, known, times)
+    r, t = _decode(model, sixd_to_quat(out["rot6d"]), out["pos"], canon, rot, trans, known)
+    t = np.where(known[..., None] & np.isfinite(given_trans), given_trans, t)  # known cells exactly as given
+    return r, t, out
+
+
+def _spread(out: dict[str, np.ndarray], known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lk = torch.from_numpy(out["log_kappa"])
+    ent = von_mises_entropy(lk).numpy()
+    spread = np.rad2deg(1.0 / np.sqrt(np.exp(out["log_kappa"])))
+    return np.where(known, 0.0, ent), np.where(known, 0.0, spread)
+
+
+def model_length(model: MotionFill) -> int:
+    return int(model.cfg.max_frames)
+
+
+def fill(
+    model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None
+) -> FillResult:
+    """Deterministic fill of windows of any length (see the module docstring). ``cancel`` is asked before
+    each model window of a long fill; when it says so, :class:`Cancelled` is raised and nothing returned."""
+    rotations = np.asarray(rotations, dtype=np.float64)
+    translations = np.asarray(translations, dtype=np.float64)
+    known = np.asarray(known, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    n, t, j = known.shape
+    if not known.any(axis=(1, 2)).all():
+        raise ValueError("every window needs at least one known cell")
+    length = model_length(model)
+    if t <= length:
+        r, tr, out = _window_fill(model, rotations, translations, known, times)
+        ent, spread = _spread(out, known)
+        return FillResult(r, tr, ent, spread)
+    # long windows: overlapping windows; each commits its first (length - ctx) frames, and the next one
+    # starts ctx frames before that point with the committed frames as known context. Each window also
+    # sees, at their true times, the next keyed frame of every joint beyond its end, so nothing is filled
+    # blind to a key that is coming.
+    ctx = length // 4
+    rot_out, trans_out = rotations.copy(), translations.copy()
+    known_now = known.copy()
+    ent = np.zeros((n, t, j))
+    spread = np.zeros((n, t, j))
+    idx_t = np.arange(t)
+    start = 0
+    while True:
+        if cancel is not None and cancel():
+            raise Cancelled(f"fill cancelled at frame {start} of {t}")
+        end = min(start + length, t)
+        ahead = known[:, end:].any(axis=0)  # (frames after the window, joints): keyed in any window
+        extra = sorted({end + int(np.argmax(ahead[:, jj])) for jj in np.flatnonzero(ahead.any(axis=0))})
+        idx = np.concatenate([idx_t[start:end], np.array(extra, dtype=int)])
+        kn = known_now[:, idx]
+        r, tr, out = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])
+        e, s = _spread(out, kn)
+        commit_to = end if end == t else end - ctx
+        c = slice(start, commit_to)
+        w = slice(0, commit_to - start)
+        fillable = ~known[:, c]
+        rot_out[:, c] = np.where(fillable[..., None], r[:, w], rot_out[:, c])
+        trans_out[:, c] = np.where(fillable[..., None], tr[:, w], trans_out[:, c])
+        ent[:, c] = np.where(fillable, e[:, w], 0.0)
+        spread[:, c] = np.where(fillable, s[:, w], 0.0)
+        known_now[:, c] = True
+        if end == t:
+            break
+        start = commit_to - ctx
+    return FillResult(rot_out, trans_out, ent, spread)
+
+
+def _draw(rng: np.random.Generator, out: dict[str, np.ndarray], temperature: float):
+    """A sample of every cell's distribution: the mean rotation turned by a von Mises angle about a
+    uniform random axis; moving positions from their Gaussian. ``temperature`` scales the spread."""
+    mean_q = sixd_to_quat(out["rot6d"])
+    kappa = np.exp(out["log_kappa"]) / max(temperature, 1e-6) ** 2
+    angle = rng.vonmises(0.0, kappa)
+    axis = rng.normal(size=kappa.shape + (3,))
+    axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+    q = quat_mul(mean_q, axis_angle_to_quat(axis * angle[..., None]))
+    pos = out["pos"] + np.exp(out["log_sigma"]) * temperature * rng.normal(size=out["pos"].shape)
+    return q, pos
+
+
+def _pick(order: str, rng: np.random.Generator, remaining: np.ndarray, entropy: np.ndarray, k: int) -> np.ndarray:
+    """Indices (into the flat remaining mask) of the next k targets."""
+    idx = np.flatnonzero(remaining)
+    if order == "forward":
+        chosen = idx[:k]  # flat index is frame-major: earliest frame first, joints in schema order
+    elif order == "random":
+        chosen = rng.choice(idx, size=min(k, len(idx)), replace=False)
+    elif order == "lowest-entropy":
+        chosen = idx[np.argsort(entropy.flat[idx], kind="stable")[:k]]
+    elif order == "highest-entropy":
+        chosen = idx[np.argsort(-entropy.flat[idx], kind="stable")[:k]]
+    else:
+        raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+    return chosen
+
+
+def sample(
+    model: MotionFill,
+    rotations,
+    translations,
+    known,
+    times,
+    order: str = "forward",
+    k: int = 1,
+    temperature: float = 1.0,
+    seed: int = 0,
+    n: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    visit_log: list | None = None,
+) -> list[FillResult]:
+    """N variations of one window (arrays with N = 1, or without the leading axis) by any-order
+    sampling. The query variant steps through cells, k per step; the triples variant through frames,
+    k per step. ``visit_log`` (optional) receives, per variation, the targets in the order visited."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    rotations = np.asarray(rotations, dtype=np.float64)
+    if rotations.ndim == 3:
+        rotations, translations, known, times = (rotations[None], np.asarray(translations)[None],
+                                                 np.asarray(known)[None], np.asarray(times)[None])
+    if rotations.shape[0] != 1:
+        raise ValueError("sample() takes one window; it draws n variations of it")
+    if rotations.shape[1] > model_length(model):
+        raise ValueError(f"sampling handles windows of up to {model_length(model)} frames")
+    rng = np.random.default_rng(seed)
+    rot = np.repeat(rotations, n, axis=0)
+    trans = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
+    known0 = np.repeat(np.asarray(known, dtype=bool), n, axis=0)
+    tms = np.repeat(np.asarray(times, dtype=np.float64), n, axis=0)
+    known_now = known0.copy()
+    ent_out = np.zeros(known0.shape)
+    spread_out = np.zeros(known0.shape)
+    frames_mode = model.cfg.variant == "triples"
+    total = int((~known0[0]).any(-1).sum()) if frames_mode else int((~known0[0]).sum())
+    if total == 0:
+        raise ValueError("nothing to sample: every cell is known")
+    done = 0
+    visits: list[list] = [[] for _ in range(n)]
+    while (~known_now).any():
+        if cancel is not None and cancel():
+            raise Cancelled()
+        out, canon, rot, trans = _window_distributions(model, rot, trans, known_now, tms, known0)
+        ent, spread = _spread(out, known_now)
+        step = 0
+        for v in range(n):
+            remaining = ~known_now[v]
+            if not remaining.any():
+                continue
+            if frames_mode:
+                frame_rem = remaining.any(-1)
+                frame_ent = np.where(remaining, ent[v], 0.0).sum(-1)
+                frames = _pick(order, rng, frame_rem, frame_ent, k)
+                cells = np.zeros_like(remaining)
+                cells[frames] = remaining[frames]
+                visits[v].extend(int(f) for f in frames)
+                step = max(step, len(frames))
+            else:
+                flat = _pick(order, rng, remaining, ent[v], k)
+                cells = np.zeros(remaining.size, dtype=bool)
+                cells[flat] = True
+                cells = cells.reshape(remaining.shape)
+                visits[v].extend((int(i) // remaining.shape[1], int(i) % remaining.shape[1]) for i in flat)
+                step = max(step, len(flat))
+            # draw and decode only the frames of the picked cells; the moving joints' translations follow
+            # their joint's cell
+            f = np.flatnonzero(cells.any(-1))
+            q_draw, pos_draw = _draw(rng, {key: a[v : v + 1, f] for key, a in out.items()}, temperature)
+            one = Canonical(canon.turn[v : v + 1], canon.offset[v : v + 1])
+            sub = np.s_[v : v + 1, f]
+            rs, trs = _decode(model, q_draw, pos_draw, one, rot[sub], trans[sub], known_now[sub])
+            pick = cells[f][..., None]
+            rot[v, f] = np.where(pick, rs[0], rot[v, f])
+            trans[v, f] = np.where(pick, trs[0], trans[v, f])
+            ent_out[v] = np.where(cells, ent[v], ent_out[v])
+            spread_out[v] = np.where(cells, spread[v], spread_out[v])
+            known_now[v] |= cells
+        done += step
+        if progress is not None:
+            progress(min(done, total), total)
+    if visit_log is not None:
+        visit_log.extend(visits)
+    given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
+    trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
+    return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
+
+
+def _interpolate_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times: np.ndarray):
+    """Rotations (S, J, 4) slerped and translations (S, J, 3) lerped from sorted ``src_times`` (S,) to
+    ``times`` (T,) inside their span."""
+    i = np.clip(np.searchsorted(src_times, times, side="right") - 1, 0, len(src_times) - 2)
+    span = np.maximum(src_times[i + 1] - src_times[i], 1e-12)
+    w = np.clip((times - src_times[i]) / span, 0.0, 1.0)
+    r = quat_slerp(rot[i], rot[i + 1], w[:, None])
+    tr = trans[i] + (trans[i + 1] - trans[i]) * w[:, None, None]
+    return r, tr, i, w
+
+
+def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
+                 cancel: Callable[[], bool] | None = None) -> FillResult:
+    """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
+    further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
+    the nearest trained rate that also holds every frame with a key at its own time; the answer is then
+    slerped back to the window's frames. Joints known on consecutive frames (conditioning curves) are
+    known on the grid between them too. Known cells come back exactly as given."""
+    rotations = np.asarray(rotations, dtype=np.float64)
+    translations = np.asarray(translations, dtype=np.float64)
+    known = np.asarray(known, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    n, t, _ = known.shape
+    lo, hi = fps_range
+    steps = np.diff(times, axis=1)
+    rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
+    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+        return fill(model, rotations, translations, known, times, cancel)
+    target_rate = min(max(rate, lo), hi)
+    parts = []
+    for w in range(n):
+        tm, kn = times[w], known[w]
+        always = kn.all(axis=0)  # joints known on every frame: conditioning curves, not keys
+        anchors = np.flatnonzero((kn & ~always).any(axis=1) | (np.arange(t) == 0) | (np.arange(t) == t - 1))
+        regular = np.arange(tm[0], tm[-1], 1.0 / target_rate)
+        near = np.min(np.abs(regular[:, None] - tm[anchors][None, :]), axis=1) < 0.5 / target_rate
+        grid_t = np.sort(np.concatenate([tm[anchors], regular[~near]]))
+        is_anchor = np.isin(grid_t, tm[anchors])
+        g_rot, g_trans, i, _ = _interpolate_at(tm, rotations[w], translations[w], grid_t)
+        g_known = kn[i] & kn[np.minimum(i + 1, t - 1)]  # between two known frames of the joint
+        exact = np.searchsorted(tm, grid_t[is_anchor])
+        g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
+        g_known[is_anchor] = kn[exact]
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel)
+        r, tr, k, wgt = _interpolate_at(grid_t, res.rotations[0], res.translations[0], tm)
+        ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
+        spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]
+        r = np.where(kn[..., None], rotations[w], r)
+        tr = np.where(kn[..., None], translations[w], tr)
+        parts.append((r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)))
+    return FillResult(*(np.stack(x) for x in zip(*parts, strict=True)))

@@ -1,0 +1,232 @@
+"""The conditional any-order transformer for motion (the thesis model), hand or body.
+
+A window is a grid of cells (frame t, joint j); any subset is known, any other subset is the target.
+Cells become one token per frame: each joint's 6D rotation with a known bit (a moving joint's position
+rides with its joint), plus the interpolation of the known cells as a baseline the network corrects
+(with ``base_velocity``, a Hermite curve through the keys that keeps part of their velocity; and, with
+``key_velocity``, where the velocity at each cell's surrounding keys would carry it), and the
+frame's time in seconds through Fourier features (any fps, any key spacing).
+
+Every target cell gets a distribution: its rotation is the mean (6D) with a von Mises concentration
+kappa on the geodesic angle to it; a moving joint's position is a Gaussian. The mean is the
+deterministic fill; kappa and sigma give the entropy that entropy-ordered sampling uses.
+
+Two variants share the token features and the head:
+``query``: encoder over frames with known cells, decoder with one query per frame with target cells.
+``triples``: causal decoder over (known frame, next target frame) triples with a key/value cache; the
+known frames form the prefix, each generated frame is fed back as the next triple's input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.inbetween.features import FeatureSpec
+from training.inbetween.transformer import AnyOrderConfig, FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
+
+
+@dataclass
+class MotionConfig:
+    skeleton: str = "hand"
+    n_joints: int = 17
+    n_moving: int = 1
+    variant: str = "query"  # query | triples
+    max_frames: int = 65  # training window length; longer windows are filled piecewise
+    core: AnyOrderConfig = field(default_factory=AnyOrderConfig)
+    kappa_offset: float = 4.0  # log kappa = head output + offset: starts the spread near 0.15 rad
+    features: FeatureSpec = field(default_factory=FeatureSpec)  # what the model reads of a window (frame settled)
+    key_gate: float = 0.0  # > 0: corrections fade in with the time to the joint's nearest key (seconds; learned)
+    # the share of the learned corrections of the key curve that is kept, per joint's rotation and for the moving
+    # positions: set after training where a correction does not pay on held-out takes (empty: all keep 1)
+    rot_scale: tuple[float, ...] = ()
+    pos_scale: float = 1.0
+    # > 0: corrections of a keyed joint's curve fade where the curve hardly moves, by 1 - exp(-(v / motion_gate)^2),
+    # v the curve's speed at the frame in feature standard deviations per second (mean over joints): near-still
+    # motion is where the curve is already right and a correction is noise (chosen by calibration)
+    motion_gate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, dict):  # JSON cards give a dict
+            self.features = FeatureSpec(**self.features)
+        self.features = self.features.for_skeleton(self.skeleton)
+        self.rot_scale = tuple(float(x) for x in self.rot_scale)  # JSON cards give lists
+        if not self.motion_gate >= 0:
+            raise ValueError(f"motion_gate must be 0 (off) or above; got {self.motion_gate}")
+        if self.rot_scale and len(self.rot_scale) != self.n_joints:
+            raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
+
+    @classmethod
+    def from_card(cls, config: dict[str, Any]) -> MotionConfig:
+        """The config a model card stores (its ``config``), cards of every age alike."""
+        c = dict(config)
+        c["core"] = AnyOrderConfig(**c["core"])
+        c["features"] = FeatureSpec.from_card(c)
+        return cls(**c)
+
+
+class MotionFill(nn.Module):
+    def __init__(self, cfg: MotionConfig):
+        super().__init__()
+        if cfg.variant not in ("query", "triples"):
+            raise ValueError(f"unknown variant {cfg.variant!r}; expected 'query' or 'triples'")
+        self.cfg = cfg
+        j, m, d = cfg.n_joints, cfg.n_moving, cfg.core.d_model
+        for name, shape in (("rot_mean", (j, 6)), ("rot_std", (j, 6)), ("pos_mean", (m, 3)), ("pos_std", (m, 3))):
+            self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
+        n_known = j * 6 + m * 3 + j + m  # known values and known bits
+        n_query = n_known + j * 6 + m * 3 + j + j + m  # + baseline, target bits, has-key bits
+        if cfg.features.key_velocity:
+            n_query += 2 * (j * 6 + m * 3)  # + displacements carried from the previous and next keys
+        self.time = FourierFeatures(1, cfg.core)
+        self.known_in = nn.Linear(n_known, d)
+        self.query_in = nn.Linear(n_query, d)
+        self.out = nn.Linear(d, j * 6 + m * 3)
+        nn.init.zeros_(self.out.weight)  # starts as the interpolation baseline
+        nn.init.zeros_(self.out.bias)
+        if cfg.key_gate > 0:  # per joint: the time over which a correction fades in away from a key
+            self.log_gate_time = nn.Parameter(torch.full((j,), math.log(cfg.key_gate)))
+        # the spreads read a detached copy of the features: their likelihood gradients grow as the spreads
+        # shrink and would otherwise drown the signal that fits the means (measured: no learning at all)
+        self.spread = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, j + m * 3))
+        if cfg.variant == "query":
+            self.core = QueryEncoderDecoder(cfg.core)
+        else:
+            self.core = TriplesDecoder(cfg.core)
+            self.target_time = FourierFeatures(1, cfg.core)
+            self.triple_in = nn.Linear(d * 2, d)
+
+    # --- features -----------------------------------------------------------------------------------
+    def set_stats(self, stats: dict) -> None:
+        for k in ("rot_mean", "rot_std", "pos_mean", "pos_std"):
+            getattr(self, k).copy_(torch.as_tensor(stats[k], dtype=torch.float32))
+
+    def _features(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        known = b["known"].float()
+        moving_known = known[..., self._moving_index()]
+        rot = (b["rot6d"] - self.rot_mean) / self.rot_std * known[..., None]
+        pos = (b["pos"] - self.pos_mean) / self.pos_std * moving_known[..., None]
+        base = (b["base6d"] - self.rot_mean) / self.rot_std
+        basepos = (b["basepos"] - self.pos_mean) / self.pos_std
+        kn = torch.cat([rot.flatten(-2), pos.flatten(-2), known, moving_known], dim=-1)
+        t = b["target"].float()
+        has = b["has_key"].float()[:, None].expand_as(t)
+        mhas = b["moving_has_key"].float()[:, None].expand_as(moving_known)
+        q = [kn, base.flatten(-2), basepos.flatten(-2), t, has, mhas]
+        if self.cfg.features.key_velocity:
+            q += [(b["keyvel6d"] / self.rot_std[:, None]).flatten(-3),
+                  (b["keyvelpos"] / self.pos_std[:, None]).flatten(-3)]
+        q = torch.cat(q, dim=-1)
+        times = b["times"]
+        frame_known = b["known"].any(-1)
+        ref = (times * frame_known).sum(1, keepdim=True) / frame_known.sum(1, keepdim=True).clamp(min=1)
+        return kn, q, (times - ref)[..., None]
+
+    def _moving_index(self) -> list[int]:
+        from training.motion.skeleton import get_schema
+
+        return list(get_schema(self.cfg.skeleton).moving)
+
+    def _head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        j, m = self.cfg.n_joints, self.cfg.n_moving
+        d_rot, d_pos = self.out(h).split([j * 6, m * 3], dim=-1)
+        k_raw, s_raw = self.spread(h.detach()).split([j, m * 3], dim=-1)
+        base = (b["base6d"] - self.rot_mean) / self.rot_std
+        basepos = (b["basepos"] - self.pos_mean) / self.pos_std
+        d_rot, d_pos = d_rot.unflatten(-1, (j, 6)), d_pos.unflatten(-1, (m, 3))
+        if self.cfg.key_gate > 0:
+            # the baseline is right at a key and close to it (Hermite: to second order); a correction there
+            # is noise, so it fades in with the time to the joint's nearest key
+            gate = -torch.expm1(-b["key_time"] / torch.exp(self.log_gate_time))
+            d_rot, d_pos = d_rot * gate[..., None], d_pos * gate[..., self._moving_index(), None]
+        if self.cfg.motion_gate > 0:
+            # only between two keys of the joint: before its first key or after its last the curve is held
+            # still, and there the prediction is the network's
+            g_rot, g_pos = self.motion_gates(b)
+            known = b["known"]
+            span = (known.cumsum(1) > 0) & (known.flip(1).cumsum(1).flip(1) > 0)
+            d_rot = d_rot * torch.where(span[..., None], g_rot[..., None, None], 1.0)
+            d_pos = d_pos * torch.where(span[..., self._moving_index(), None], g_pos[..., None, None], 1.0)
+        if self.cfg.rot_scale or self.cfg.pos_scale != 1.0:
+            # only where there is a curve to correct: a joint with no key in the window has no baseline,
+            # and its prediction is all the network's
+            scale = d_rot.new_tensor(self.cfg.rot_scale or [1.0] * self.cfg.n_joints)
+            d_rot = d_rot * torch.where(b["has_key"], scale, 1.0)[:, None, :, None]
+            d_pos = d_pos * torch.where(b["moving_has_key"], self.cfg.pos_scale, 1.0)[:, None, :, None]
+        rot = (base + d_rot) * self.rot_std + self.rot_mean
+        pos = (basepos + d_pos) * self.pos_std + self.pos_mean
+        log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
+        log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
+        return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}
+
+    def motion_gates(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per frame (B, T), the share of the rotation and of the position corrections the motion gate keeps:
+        from the speed of the curve through the keys there (central differences in time, in standard
+        deviations of the features per second, averaged over joints). A one-frame window keeps them all."""
+        if b["times"].shape[1] < 2:
+            ones = b["times"].new_ones(b["times"].shape)
+            return ones, ones
+
+        def speed(x: torch.Tensor) -> torch.Tensor:  # (B, T, J, C) -> (B, T)
+            t = b["times"]
+            xs, ts = torch.cat([x[:, :1], x, x[:, -1:]], 1), torch.cat([t[:, :1], t, t[:, -1:]], 1)
+            dx, dt = xs[:, 2:] - xs[:, :-2], (ts[:, 2:] - ts[:, :-2]).clamp(min=1e-6)
+            return dx.norm(dim=-1).mean(-1) / dt
+
+        g = self.cfg.motion_gate
+        v_rot = speed((b["base6d"] - self.rot_mean) / self.rot_std)
+        v_pos = speed((b["basepos"] - self.pos_mean) / self.pos_std)
+        return -torch.expm1(-((v_rot / g) ** 2)), -torch.expm1(-((v_pos / g) ** 2))
+
+    # --- variants ------------------------------------------------------------------------------------
+    def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Distributions for every frame of the window (B, T, ...); only target cells are meaningful.
+        Query variant: one pass. Triples variant: teacher-forced over a random order of target frames
+        (``b['order']``, (B, T) frame indices: known frames first, then targets), as in training."""
+        kn, q, trel = self._features(b)
+        if self.cfg.variant == "query":
+            tenc = self.time(trel)
+            h = self.core(self.known_in(kn) + tenc, b["known"].any(-1), self.query_in(q) + tenc, b["target"].any(-1))
+            return self._head(h, b)
+        return self._triples_teacher_forced(kn, q, trel, b)
+
+    def _triples_teacher_forced(self, kn, q, trel, b):
+        """Token i: input frame order[i] (its known cells, or all its cells once generated) and the query
+        of frame order[i + 1]; its output is the distribution of frame order[i + 1]."""
+        order = b["order"]  # (B, T): a permutation of frames: frames with known cells, then target frames
+        nxt = torch.roll(order, -1, dims=1)
+        kn_full, _, _ = self._features(dict(b, known=b["known"] | b["target"]))
+        frame_in = torch.where(b["known"].any(-1, keepdim=True), kn, kn_full)  # generated frames fed back whole
+        inp = self.input_tokens(frame_in, trel)
+        tgt = self.target_tokens(q, trel)
+        steps_in = torch.take_along_dim(inp, order[..., None], 1)
+        steps_tgt = torch.take_along_dim(tgt, nxt[..., None], 1)
+        h, _ = self.core(self.triple_in(torch.cat([steps_in, steps_tgt], -1)))
+        # put each step's output at the frame it predicts (the wrapped last step lands on a known frame)
+        out = torch.zeros_like(h).scatter(1, nxt[..., None].expand_as(h), h)
+        return self._head(out, b)
+
+    def input_tokens(self, kn: torch.Tensor, trel: torch.Tensor) -> torch.Tensor:
+        return self.known_in(kn) + self.time(trel)
+
+    def target_tokens(self, q: torch.Tensor, trel: torch.Tensor) -> torch.Tensor:
+        return self.query_in(q) + self.target_time(trel)
+
+    def triples_step(
+        self, inp: torch.Tensor, tgt: torch.Tensor, cache: KVCache | None, independent: bool = False
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Generation with the cache: input tokens and target tokens (B, S, d) for S new steps; returns
+        the S outputs (feed them to ``head``) and the grown cache. ``independent`` scores S candidate
+        next steps side by side instead."""
+        return self.core(self.triple_in(torch.cat([inp, tgt], dim=-1)), cache=cache, independent=independent)
+
+    def features(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(known-frame features, query features, time relative to the known frames) of a batch."""
+        return self._features(b)
+
+    def head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._head(h, b)

@@ -121,22 +121,22 @@ def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
     failure the temporary files (and any output already renamed) are removed."""
     staged: list[tuple[Path, Path]] = []
     done: list[Path] = []
+    current = files[0][1] if files else None
     try:
-        for data, out in files:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            staged.append((tmp, out))
+        for data, current in files:
+            current.parent.mkdir(parents=True, exist_ok=True)
+            tmp = current.with_name(current.name + ".tmp")
+            staged.append((tmp, current))
             tmp.write_text(bvh_io.dumps(data), encoding="utf-8")
-        for tmp, out in staged:
-            tmp.replace(out)
-            done.append(out)
+        for tmp, current in staged:
+            tmp.replace(current)
+            done.append(current)
     except OSError as e:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         for out in done:
             out.unlink(missing_ok=True)
-        where = e.filename or (staged[-1][1] if staged else "")
-        raise ValueError(f"cannot write {where}: {e.strerror or e}; no output was written") from None
+        raise ValueError(f"cannot write {current}: {e.strerror or e}; no output was written") from None
 
 
 def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[clip_io.Clip, LoadedModel]:

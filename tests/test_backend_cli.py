@@ -311,7 +311,7 @@ def test_fill_sample_writes_all_outputs_or_none(data_root, tmp_path, capsys, mon
     assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
                 "--model", str(models_dir() / "body.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert "var-2.bvh" in err and "No space left" in err and "no output was written" in err, err
+    assert f"cannot write {tmp_path / 'var-2.bvh'}: No space left" in err and "no output was written" in err, err
     assert _left_over(tmp_path, before) == set()
     monkeypatch.setattr(Path, "write_text", real)
     assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
@@ -334,7 +334,7 @@ def test_fill_reads_a_bom_and_refuses_a_clip_without_frames(data_root, tmp_path,
     assert cli(["fill", str(empty), "-o", str(tmp_path / "e.bvh"), "--keys", "0", "--model",
                 str(models_dir() / "body.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert "the BVH has no frames" in err and "frame(s) -1" not in err and "outside 0..-1" not in err, err
+    assert "the BVH has no frames" in err and "outside" not in err, err
 
 
 def test_key_syntax():

@@ -231,8 +231,8 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
         listed = "\n".join(f"  {c} ({why})" for c, why in bad)
         raise UnreadableCheckpoints(
             f"every checkpoint in {ckpt_dir} is unreadable, so this run cannot resume:\n{listed}\n"
-            "Nothing was trained. To start over from step 0, rerun with --fresh (or use another --run-dir); "
-            "the run's export is then kept and the new one written beside it if it has fewer steps.")
+            "Nothing was trained. To start over from step 0, rerun with --fresh (the old checkpoints are moved "
+            "aside) or use another --run-dir.")
     for c, why in bad:
         aside = c.with_name(c.name + ".unreadable")
         c.replace(aside)

@@ -535,6 +535,42 @@ def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72
     return out
 
 
+def short_joints(model: ModelSkeleton, free: set[int], ratio: float = 0.4) -> set[int]:
+    """Free joints whose bone fixes little of the model's shape: leaves of zero length (a hand, a toe, the head)
+    and bones shorter than ``ratio`` of their parent's (a clavicle). Rigs differ most there."""
+    out = set()
+    for j in free:
+        kids = [k for k in model.children(j) if np.linalg.norm(model.offsets[k]) > 1e-9]
+        own = np.linalg.norm(model.offsets[kids[0]]) if kids else 0.0
+        parent = np.linalg.norm(model.offsets[j])
+        if own < ratio * parent or not kids:
+            out.add(j)
+    return out
+
+
+def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int]) -> np.ndarray:
+    """The matching pose with each of ``joints`` turned so that the rig's keyed local rotations (K poses) are,
+    on average, the training data's mean local rotation (a rig's neutral toe or clavicle is the data's): the
+    rotation nearest to the mean of R_k^T mean over the keys, parents first."""
+    conv = ret.model.conventions or {}
+    out = ret.match.copy()
+    if not joints or not len(poses):
+        return out
+    current = ret
+    for j in sorted(joints):
+        p = ret.model.parents[j]
+        if p < 0:
+            continue
+        g, _ = current.model_globals(poses)
+        local = np.swapaxes(g[:, p], -1, -2) @ g[:, j]
+        mean = quat_to_matrix(np.array(conv[ret.model.joints[j]]["mean_local"]))
+        delta = orthonormal((np.swapaxes(local, -1, -2) @ mean).mean(axis=0))
+        out[j] = out[j] @ delta
+        current = Retarget(ret.model, ret.rig, ret.mapping, ret.to_model, ret.scale, out, ret.rest_mode,
+                           ret.mirrored)
+    return out
+
+
 def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
                    passes: int = 2) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
@@ -592,6 +628,8 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
     ret = Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
     if used == "REST" and poses is not None and len(poses):
+        ret = Retarget(model, rig, mapping, to_model, scale, fit_offsets(ret, poses, short_joints(model, free)),
+                       used, mirrored)
         ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free), used, mirrored)
         if key_frames is not None:
             twists = fit_key_twists(ret, poses, free)

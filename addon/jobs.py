@@ -32,18 +32,25 @@ def make_client(context=None) -> client_mod.Client:
 
 
 class AsyncRequest:
-    """Mixin for operators that send one request. Subclasses define ``prepare(context) -> Plan``,
-    ``request(client, plan, progress, cancel) -> answer`` and ``finish(context, plan, answer) -> str``."""
+    """Mixin for operators that send one request per stage (a full rig: the body, then each hand). Subclasses
+    define ``prepare(context, stage) -> Plan``, ``request(client, plan, progress, cancel) -> answer`` and
+    ``finish(context, plan, answer) -> str``, and may define ``stages(context)``; each stage is prepared after
+    the one before it was written (a hand's wrist comes from the body's fill)."""
 
     _worker = None
     _timer = None
     _plan = None
     _client = None
+    _stages: list = []
+    _messages: list = []
     _t0 = 0.0
     label = "Anyfill"
 
     # --- to override ---
-    def prepare(self, context):
+    def stages(self, context) -> list:
+        return [None]
+
+    def prepare(self, context, stage=None):
         raise NotImplementedError
 
     def request(self, client, plan, progress, cancel):
@@ -54,21 +61,45 @@ class AsyncRequest:
 
     # --- shared ---
     def _start(self, context) -> bool:
+        """Prepare the first stage (the stages are listed first)."""
         try:
             self._client = make_client(context)
-            self._plan = self.prepare(context)
+            self._stages = list(self.stages(context))
+            self._messages = []
         except (plan_mod.PlanError, client_mod.BackendError) as e:
             self.report({"ERROR"}, str(e))
             return False
-        return True
+        return self._next(context)
+
+    def _next(self, context) -> bool:
+        """Prepare the next stage's plan; a stage with nothing to fill is passed over while another fills."""
+        skipped = []
+        while self._stages:
+            try:
+                self._plan = self.prepare(context, self._stages.pop(0))
+                return True
+            except plan_mod.NothingToFill as e:
+                skipped.append(str(e))
+            except (plan_mod.PlanError, client_mod.BackendError) as e:
+                self.report({"ERROR"}, "; ".join([*self._messages, str(e)]))
+                return False
+        if self._messages:  # every stage left had nothing to fill: what was written stands
+            self._messages += skipped
+            self._plan = None
+            return True
+        self.report({"ERROR"}, "; ".join(skipped))
+        return False
 
     def _finish(self, context, answer) -> set[str]:
+        """Write a stage's answer; report once the last stage is written."""
         try:
-            message = self.finish(context, self._plan, answer)
+            self._messages.append(self.finish(context, self._plan, answer))
         except (plan_mod.PlanError, client_mod.BackendError) as e:
-            self.report({"ERROR"}, str(e))
+            self.report({"ERROR"}, "; ".join([*self._messages, str(e)]))
             return {"CANCELLED"}
-        self.report({"INFO"}, message)
+        if self._stages:
+            return {"RUNNING_MODAL"}
+        self.report({"INFO"}, "; ".join(self._messages))
         return {"FINISHED"}
 
     def _error(self, e: BaseException) -> set[str]:
@@ -83,24 +114,36 @@ class AsyncRequest:
     def execute(self, context):
         if not self._start(context):
             return {"CANCELLED"}
-        try:
-            answer = self.request(self._client, self._plan, None, None)
-        except Exception as e:  # noqa: BLE001 - reported to the user
-            return self._error(e)
-        return self._finish(context, answer)
+        while True:
+            try:
+                answer = self.request(self._client, self._plan, None, None)
+            except Exception as e:  # noqa: BLE001 - reported to the user
+                return self._error(e)
+            result = self._finish(context, answer)
+            if result != {"RUNNING_MODAL"}:
+                return result
+            if not self._next(context):
+                return {"CANCELLED"}
+            if self._plan is None:
+                self.report({"INFO"}, "; ".join(self._messages))
+                return {"FINISHED"}
 
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         return self.begin_modal(context)
 
+    def _launch(self) -> None:
+        client, plan = self._client, self._plan
+        self._worker = client_mod.Worker(lambda progress, cancel: self.request(client, plan, progress, cancel))
+        self._worker.start()
+
     def begin_modal(self, context):
         """The interactive path: start the worker and the timer; ``modal`` takes it from there."""
         if not self._start(context):
             return {"CANCELLED"}
-        client, plan = self._client, self._plan
-        self._worker = client_mod.Worker(lambda progress, cancel: self.request(client, plan, progress, cancel))
-        self._worker.start()
+        self._launch()
+        plan = self._plan
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -139,7 +182,18 @@ class AsyncRequest:
             step = f" {done}/{total} steps" if total else ""
             self._status(context, f"{self.label}: {self._plan.summary}{step}, {elapsed:.1f} s (Esc to cancel)")
             return {"RUNNING_MODAL"}
-        self._cleanup(context)
         if self._worker.error is not None:
+            self._cleanup(context)
             return self._error(self._worker.error)
-        return self._finish(context, self._worker.result)
+        result = self._finish(context, self._worker.result)
+        if result == {"RUNNING_MODAL"}:  # the next stage (a hand after the body)
+            if not self._next(context):
+                result = {"CANCELLED"}
+            elif self._plan is None:
+                self.report({"INFO"}, "; ".join(self._messages))
+                result = {"FINISHED"}
+            else:
+                self._launch()
+                return result
+        self._cleanup(context)
+        return result

@@ -26,43 +26,76 @@ def _has_armature(context) -> bool:
     return _armature(context) is not None
 
 
-def choose_model(obj, models: list[dict]) -> dict:
-    """The rig's model (by name), else the model whose joints map most of the rig's bones."""
+def model_for(obj, models: list[dict], part: str) -> dict:
+    """The model that fills a part of the rig: the one named in the panel for that part's skeleton (the rig's
+    model, or its hand model for a full rig's hands), else the first of that skeleton the backend serves."""
     if not models:
         raise client_mod.BackendError("The backend serves no model")
-    if obj.anyfill.model:
+    if not part:  # a mapping made before rigs had parts: its model, else its skeleton's
+        part = obj.anyfill.skeleton if obj.anyfill.skeleton in rig.PART_SKELETON else ""
+        if not part:
+            return next((m for m in models if m["name"] == obj.anyfill.model), models[0])
+    skeleton = rig.part_skeleton(part)
+    named = obj.anyfill.hand_model if part.startswith("hand.") else obj.anyfill.model
+    if named:
         for m in models:
-            if m["name"] == obj.anyfill.model:
+            if m["name"] == named:
+                if m["skeleton"] != skeleton:
+                    raise client_mod.BackendError(
+                        f"The model {named!r} is a {m['skeleton']} model; the rig's {part} needs a {skeleton} model: "
+                        "pick one in the Anyfill panel, or clear the name and press Auto Map")
                 return m
-        raise client_mod.BackendError(f"The backend has no model {obj.anyfill.model!r}; it serves "
+        raise client_mod.BackendError(f"The backend has no model {named!r}; it serves "
                                       f"{', '.join(m['name'] for m in models)}: pick one in the Anyfill panel")
-    bones = [b.name for b in obj.data.bones]
-    return max(models, key=lambda m: len(rig.auto_map([j["name"] for j in m["joints"]], bones, m["skeleton"])[0]))
+    for m in models:
+        if m["skeleton"] == skeleton:
+            return m
+    raise client_mod.BackendError(f"The backend serves no {skeleton} model for the rig's {part}; it serves "
+                                  f"{', '.join(m['name'] for m in models)}")
 
 
-def set_mapping(obj, joints: list[str], skeleton: str, keep_existing: bool = False) -> int:
-    """Fill ``obj.anyfill.joints`` with the automatic mapping; returns the number of mapped joints."""
+def set_mapping(obj, skeletons: dict[str, list[str]], keep_existing: bool = False) -> list[tuple[str, int, int]]:
+    """Fill ``obj.anyfill.joints`` with the automatic mapping of every part the rig has (body, each hand, or the
+    one skeleton it is); returns (part, mapped joints, joints) per part."""
     bones = [b.name for b in obj.data.bones]
-    found, family = rig.auto_map(joints, bones, skeleton)
-    old = {m.joint: m.bone for m in obj.anyfill.joints} if keep_existing else {}
+    parts = rig.auto_map_parts(skeletons, bones)
+    if not parts:  # nothing maps well: the skeleton that maps most, as far as it goes
+        best = max(skeletons, key=lambda k: len(rig.auto_map(skeletons[k], bones, k)[0]) / len(skeletons[k]))
+        found, family = rig.auto_map(skeletons[best], bones, best)
+        parts = [(best, found, family)]
+    old = {(m.part, m.joint): m.bone for m in obj.anyfill.joints} if keep_existing else {}
     obj.anyfill.joints.clear()
-    for j in joints:
-        item = obj.anyfill.joints.add()
-        item.joint = j
-        item.bone = old.get(j) or found.get(j, "")
-    obj.anyfill.skeleton = skeleton
-    obj.anyfill.rig_family = family
-    return sum(1 for m in obj.anyfill.joints if m.bone)
+    for part, found, _family in parts:
+        for j in skeletons[rig.part_skeleton(part)]:
+            item = obj.anyfill.joints.add()
+            item.joint, item.part = j, part
+            item.bone = old.get((part, j)) or found.get(j, "")
+    obj.anyfill.skeleton = " + ".join(p for p, _, _ in parts)
+    obj.anyfill.rig_family = parts[0][2]
+    return [(p, sum(1 for m in obj.anyfill.joints if m.part == p and m.bone), len(skeletons[rig.part_skeleton(p)]))
+            for p, _, _ in parts]
 
 
-def resolve(context, obj, client: client_mod.Client) -> dict:
-    """The model for this rig (mapping it automatically the first time)."""
+def skeletons_of(models: list[dict]) -> dict[str, list[str]]:
+    """Skeleton -> joint names, from the backend's models (the first model of each skeleton)."""
+    out: dict[str, list[str]] = {}
+    for m in models:
+        out.setdefault(m["skeleton"], [j["name"] for j in m["joints"]])
+    return out
+
+
+def resolve(context, obj, client: client_mod.Client, part: str | None = None) -> dict:
+    """The model for a part of this rig (mapping the rig automatically the first time)."""
     models = client_mod.cached_models(client.url) or client_mod.refresh_models(client)
-    model = choose_model(obj, models)
-    if not obj.anyfill.model:
-        obj.anyfill.model = model["name"]
     if not any(m.bone for m in obj.anyfill.joints):
-        set_mapping(obj, [j["name"] for j in model["joints"]], model["skeleton"])
+        set_mapping(obj, skeletons_of(models))
+    parts = plan_mod.parts_of(obj)
+    part = part if part is not None else (parts[0] if parts else "body")
+    model = model_for(obj, models, part)
+    if part.startswith("hand."):
+        obj.anyfill.hand_model = obj.anyfill.hand_model or model["name"]
+    else:
+        obj.anyfill.model = obj.anyfill.model or model["name"]
     return model
 
 
@@ -145,19 +178,16 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
 
     def execute(self, context):
         obj = _armature(context)
-        bones = [b.name for b in obj.data.bones]
         try:
             client = make_client(context)
             models = client_mod.cached_models(client.url) or client_mod.refresh_models(client)
-            model = choose_model(obj, models)
-            obj.anyfill.model = model["name"]
-            joints, skeleton = [j["name"] for j in model["joints"]], model["skeleton"]
+            skeletons = skeletons_of(models)
         except client_mod.BackendError:  # offline: the built-in skeletons
-            skeleton = obj.anyfill.skeleton or rig.guess_skeleton(bones)
-            joints = list(rig.SKELETONS[skeleton][0])
-        n = set_mapping(obj, joints, skeleton, self.keep)
-        level = {"INFO"} if n else {"WARNING"}
-        self.report(level, f"Mapped {n} of {len(joints)} {skeleton} joints ({obj.anyfill.rig_family})")
+            skeletons = {name: list(joints) for name, (joints, _) in rig.SKELETONS.items()}
+        found = set_mapping(obj, skeletons, self.keep)
+        mapped = sum(n for _, n, _ in found)
+        self.report({"INFO"} if mapped else {"WARNING"}, "Mapped " + "; ".join(
+            f"{part}: {n} of {total} joints" for part, n, total in found) + f" ({obj.anyfill.rig_family})")
         return {"FINISHED"}
 
 
@@ -171,12 +201,25 @@ class _FillBase(AsyncRequest):
     def poll(cls, context):
         return _has_armature(context)
 
-    def prepare(self, context):
+    def stages(self, context) -> list[str]:
+        """The rig's parts, the body first: each hand's fingers are filled after the body gave its wrist."""
         obj = _armature(context)
         if obj is None:
             raise plan_mod.PlanError("Select an armature (the rig to fill)")
-        model = resolve(context, obj, self._client)
-        return plan_mod.prepare(context, obj, self.kind, model, self.sample_settings(context))
+        if not any(m.bone for m in obj.anyfill.joints):
+            resolve(context, obj, self._client)
+        parts = plan_mod.parts_of(obj)
+        if not parts:
+            raise plan_mod.PlanError(f"The rig {obj.name!r} has no bones mapped to the model's joints: open the "
+                                     "Anyfill panel's Mapping and press Auto Map, or pick bones for the joints")
+        return parts
+
+    def prepare(self, context, stage=None):
+        obj = _armature(context)
+        if obj is None:
+            raise plan_mod.PlanError("Select an armature (the rig to fill)")
+        model = resolve(context, obj, self._client, stage)
+        return plan_mod.prepare(context, obj, self.kind, model, self.sample_settings(context), stage)
 
     def sample_settings(self, context):
         return None
@@ -220,6 +263,10 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     kind = "sample"
     label = "Anyfill variations"
+
+    def stages(self, context) -> list[str]:
+        """Variations of the rig's first part (the body of a full rig)."""
+        return _FillBase.stages(self, context)[:1]
 
     def sample_settings(self, context):
         s = context.scene.anyfill

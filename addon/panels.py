@@ -10,7 +10,8 @@ class ANYFILL_UL_mapping(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         obj = data.id_data
         row = layout.row(align=True)
-        row.label(text=item.joint, icon="CHECKMARK" if item.bone in obj.data.bones else "BLANK1")
+        name = f"{item.part} {item.joint}" if item.part.startswith("hand.") else item.joint
+        row.label(text=name, icon="CHECKMARK" if item.bone in obj.data.bones else "BLANK1")
         row.prop_search(item, "bone", obj.data, "bones", text="")
 
 
@@ -78,6 +79,8 @@ def _draw_mapping(layout, context) -> None:
     row = layout.row(align=True)
     row.prop(s, "model")
     row.operator("anim.anyfill_auto_map", icon="AUTOMERGE_ON")
+    if any(m.part.startswith("hand.") for m in s.joints):
+        layout.prop(s, "hand_model")
     if s.rig_family:
         mapped = sum(1 for m in s.joints if m.bone in obj.data.bones)
         layout.label(text=f"{s.skeleton}: {mapped}/{len(s.joints)} joints mapped ({s.rig_family})")

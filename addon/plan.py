@@ -23,6 +23,10 @@ class PlanError(Exception):
     """The rig or the settings cannot make a request; the message says what to do."""
 
 
+class NothingToFill(PlanError):
+    """The part has no keys in the range, or every cell in scope is keyed: another part may still fill."""
+
+
 @dataclass
 class Plan:
     """A request and everything needed to write its answer back (read on the main thread)."""
@@ -62,8 +66,16 @@ def frame_range(context) -> tuple[int, int]:
     return lo, hi
 
 
-def mapping_of(obj) -> dict[str, str]:
-    return {m.joint: m.bone for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones}
+def mapping_of(obj, part: str | None = None) -> dict[str, str]:
+    """Joint -> bone of one part of the rig (None: the rig's first part)."""
+    part = parts_of(obj)[0] if part is None and parts_of(obj) else part
+    return {m.joint: m.bone for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones and m.part == part}
+
+
+def parts_of(obj) -> list[str]:
+    """The rig's mapped parts, the body first (a full rig's hands take their wrist from it)."""
+    found = {m.part for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones}
+    return sorted(found, key=lambda p: (p != "body", p))
 
 
 def _merge(frames: list[float]) -> list[float]:
@@ -83,6 +95,10 @@ def _on(frames: np.ndarray, keyed: list[float]) -> np.ndarray:
     return np.min(np.abs(frames[:, None] - k[None, :]), axis=1) <= curves.EPS_FRAME
 
 
+def _of(part: str) -> str:
+    return f" of the {part}" if part.startswith("hand.") else ""
+
+
 def _ancestors(rig: retarget_mod.Rig, bones: set[int]) -> list[int]:
     out = set()
     for b in bones:
@@ -93,12 +109,12 @@ def _ancestors(rig: retarget_mod.Rig, bones: set[int]) -> list[int]:
 
 
 def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
-                   poses: np.ndarray | None = None, key_frames=None) -> retarget_mod.Retarget:
+                   poses: np.ndarray | None = None, key_frames=None, part: str | None = None) -> retarget_mod.Retarget:
     """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``poses``:
     the rig's keyed poses (K, N, 4, 4), from which the twists of the rest-pose match are refined."""
     settings = obj.anyfill
     names = {j["name"] for j in model["joints"]}
-    mapping = {j: b for j, b in mapping_of(obj).items() if j in names}
+    mapping = {j: b for j, b in mapping_of(obj, part).items() if j in names}
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
     return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames)
 
@@ -111,13 +127,16 @@ def selected_bones(obj) -> set[str]:
     return {b.name for b in obj.data.bones if b.select}
 
 
-def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) -> Plan:
+def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, part: str | None = None) -> Plan:
     """Read the rig and make the request. ``kind``: 'fill' (unkeyed frames of the range), 'pose' (the
-    current frame), 'sample' (like fill, ``sample`` holds order, k, temperature, seed, n)."""
+    current frame), 'sample' (like fill, ``sample`` holds order, k, temperature, seed, n). ``part``: which
+    part of the rig (default its first); a hand of a rig that also has a body takes its wrist from the body:
+    known on every frame, never written."""
     if obj is None or obj.type != "ARMATURE":
         raise PlanError("Select an armature (the rig to fill)")
     settings = obj.anyfill
-    mapping = mapping_of(obj)
+    part = part if part is not None else (parts_of(obj)[0] if parts_of(obj) else "")
+    mapping = mapping_of(obj, part)
     if not mapping:
         raise PlanError(f"The rig {obj.name!r} has no bones mapped to the model's joints: open the Anyfill panel's "
                         "Mapping and press Auto Map, or pick bones for the joints")
@@ -134,14 +153,15 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
     scope_selected = context.scene.anyfill.bones == "SELECTED"
     selected = selected_bones(obj) if scope_selected else None
     if scope_selected and not selected & set(mapping.values()):
-        raise PlanError("No mapped bone is selected: select bones, or set Bones to All Mapped")
+        raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
     include_gen = not settings.replace_generated
 
     bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, (lo, hi)) for j, b in mapping.items()}
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
-    if not keyed:
-        raise PlanError(f"Nothing is keyed on the mapped bones between frames {lo} and {hi}: key a few poses "
-                        "first (Anyfill fills between keys)")
+    own = [b for j, b in mapping.items() if not (part.startswith("hand.") and j == "WRIST" and "body" in parts_of(obj))]
+    if not any(bone_keys[b].frames for b in own):  # a full rig's hand whose fingers have no key: left alone
+        raise NothingToFill(f"Nothing is keyed on the mapped bones{_of(part)} between frames {lo} and {hi}: key a few "
+                            "poses first (Anyfill fills between keys)")
     current = float(context.scene.frame_current)
     integer = [float(f) for f in range(lo, hi + 1)]
     frames = _merge(keyed + [current]) if kind == "pose" else _merge(keyed + integer)
@@ -153,7 +173,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
     basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames)
     pose = rig_arrays.pose(basis)
     at_keys = _on(fr, keyed)
-    ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys])
+    ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys], part)
     msk = ret.model
 
     n_frames, n_joints = len(frames), len(msk.joints)
@@ -169,13 +189,16 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None) ->
         else:
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
-    for j, p in enumerate(msk.parents):  # a joint the rig lacks: known with its nearest mapped ancestor
-        if j not in ret.bone_of:
+    wrist_from_body = part.startswith("hand") and "body" in parts_of(obj)
+    for j, p in enumerate(msk.parents):
+        if j not in ret.bone_of:  # a joint the rig lacks: known with its nearest mapped ancestor
             known[:, j] = True if p < 0 else known[:, p]
+        elif p < 0 and wrist_from_body:  # the hand's wrist: the body's hand bone, filled by the body model
+            known[:, j], write[:, j] = True, False
     targets = ~known
     if not write.any():
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
-        raise PlanError(f"Nothing to fill: every mapped bone in scope is keyed on {where}")
+        raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope is keyed on {where}")
 
     local, trans = ret.model_locals(pose, frames)
     body_joints: dict[str, dict] = {}

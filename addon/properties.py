@@ -23,12 +23,17 @@ AUTO_ON_OFF = (
 class AnyfillJointMap(bpy.types.PropertyGroup):
     joint: bpy.props.StringProperty(name="Joint", description="Joint of the model's skeleton")
     bone: bpy.props.StringProperty(name="Bone", description="Bone of this rig that plays the joint (empty: unmapped)")
+    part: bpy.props.StringProperty(name="Part", default="",
+                                   description="The part of the rig the joint belongs to: body, hand.L or hand.R "
+                                   "(a rig of one skeleton: that skeleton's name)")
 
 
 class AnyfillRigSettings(bpy.types.PropertyGroup):
     model: bpy.props.StringProperty(name="Model", description="Backend model that fills this rig (hand, body, ...)",
                                     default="")
-    skeleton: bpy.props.StringProperty(name="Skeleton", description="The model's skeleton schema", default="")
+    hand_model: bpy.props.StringProperty(name="Hand Model", default="",
+                                         description="Backend model that fills the fingers of a full rig's hands")
+    skeleton: bpy.props.StringProperty(name="Skeleton", description="The parts of the rig Auto Map found", default="")
     rig_family: bpy.props.StringProperty(name="Rig", description="How the mapping was found", default="")
     joints: bpy.props.CollectionProperty(type=AnyfillJointMap)
     active_joint: bpy.props.IntProperty(name="Active Joint", default=0)

@@ -125,6 +125,60 @@ def auto_map(joints: list[str] | tuple[str, ...], bones: list[str], skeleton: st
     return best, family
 
 
+# The parts a full rig is filled in: the body with the body model, each hand's fingers with the hand model
+# (its wrist taken from the body). A rig of one skeleton (a BVH import of the training skeleton, a hand alone)
+# is one part named by its skeleton.
+PARTS = ("body", "hand.L", "hand.R")
+PART_SKELETON = {"body": "body", "hand.L": "hand", "hand.R": "hand", "hand": "hand"}
+_SIDE_TABLE = {"hand.L": "hand", "hand.R": "hand_right"}
+
+
+def part_skeleton(part: str) -> str:
+    return PART_SKELETON.get(part, part)
+
+
+def auto_map_parts(models: dict[str, list[str]], bones: list[str]) -> list[tuple[str, dict[str, str], str]]:
+    """The parts of a rig and their mappings: (part, joint -> bone, rig family) for every part the rig has.
+    ``models``: skeleton -> its joint names (the backend's models, or the built-in copies). A rig that carries a
+    skeleton's joints under their own names is that one skeleton (one part named by it); otherwise the body
+    (when at least half its joints map) and each hand whose wrist and at least half the fingers map."""
+    for skeleton, joints in models.items():
+        if all(j in bones for j in joints):
+            return [(skeleton, {j: j for j in joints}, "Exact names")]
+    out = []
+    if "body" in models:
+        found, family = auto_map(models["body"], bones, "body")
+        if len(found) >= len(models["body"]) / 2:
+            out.append(("body", found, family))
+    if "hand" in models:
+        joints = models["hand"]
+        for part, table in _SIDE_TABLE.items():
+            found, family = _map_with(joints, bones, ALIASES[table])
+            if "WRIST" in found and len(found) >= len(joints) / 2:
+                out.append((part, found, family))
+    return out
+
+
+def _map_with(joints: list[str] | tuple[str, ...], bones: list[str],
+              tables: dict[str, dict[str, list[str]]]) -> tuple[dict[str, str], str]:
+    """The best mapping of ``joints`` by one side's alias tables (family -> joint -> names)."""
+    by_norm: dict[str, str] = {}
+    for b in sorted(bones, key=lambda b: bool(_MECHANISM.match(b))):
+        by_norm.setdefault(normalise(b), b)
+    best: dict[str, str] = {}
+    family = ""
+    for fam, aliases in tables.items():
+        found: dict[str, str] = {}
+        for j in joints:
+            for cand in aliases.get(j, []):
+                if cand in by_norm and by_norm[cand] not in found.values():
+                    found[j] = by_norm[cand]
+                    break
+        if len(found) > len(best):
+            best, family = found, fam
+    return best, family
+
+
 def guess_skeleton(bones: list[str]) -> str:
     """'hand' or 'body': the built-in skeleton that maps more of these bones."""
     scores = {name: len(auto_map(joints, bones, name)[0]) / len(joints) for name, (joints, _) in SKELETONS.items()}

@@ -255,7 +255,10 @@ def test_generated_rigify_rig_maps_to_its_controls_and_fills_them(bpy, ext, pref
         rig.pose.bones["torso"].keyframe_insert("location", frame=frame)
     rig.anyfill.model = "body"
     assert bpy.ops.anim.anyfill_fill() == {"FINISHED"}
-    assert {m.joint: m.bone for m in rig.anyfill.joints if m.bone} == body
+    assert {m.joint: m.bone for m in rig.anyfill.joints if m.bone and m.part == "body"} == body
+    assert {m.part for m in rig.anyfill.joints if m.bone} == {"body", "hand.L", "hand.R"}  # a full rig: both hands
+    hands = {p: {m.joint: m.bone for m in rig.anyfill.joints if m.part == p and m.bone} for p in ("hand.L", "hand.R")}
+    assert hands["hand.R"]["WRIST"] == "hand_fk.R" and hands["hand.R"]["INDEX_MCP"] == "f_index.01.R"
     written = {p for p, frames in generated_frames(ext, rig).items() if frames}
     written_bones = {p[0].split('"')[1] for p in written}
     assert written_bones == set(body.values())

@@ -1,0 +1,80 @@
+"""A foreign rig (Mixamo, from ../shared/data/foreign) filled as an animator would: Auto Map finds the body
+and both hands, one Fill fills them all, the hands' wrists come from the body, no connected bone gets a
+location, the animator's keys stay as they were, and Bones = Selected fills only the selected bones."""
+
+from __future__ import annotations
+
+import pytest
+from blender_support import clean_scene, import_bvh, short_bvh
+from test_addon_fill import generated_frames, own_keys, run_fill, thin_keys
+
+pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
+
+MIXAMO = "foreign/mixamo_walk-in-circle.bvh"
+FRAMES = 41
+EVERY = 10
+
+
+def mixamo_rig(bpy, data_root):
+    clean_scene(bpy)
+    ob = import_bvh(bpy, short_bvh(data_root / MIXAMO, FRAMES))
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, FRAMES
+    scene.anyfill.range_mode, scene.anyfill.bones = "SCENE", "ALL"
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, EVERY)))
+    return ob
+
+
+def written_bones(ext, ob) -> set[str]:
+    return {p[0].split('"')[1] for p, frames in generated_frames(ext, ob).items() if frames}
+
+
+def test_auto_map_finds_the_body_and_both_hands_and_one_fill_fills_them(bpy, ext, prefs, data_root):
+    ob = mixamo_rig(bpy, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    parts = {m.part for m in ob.anyfill.joints if m.bone}
+    assert parts == {"body", "hand.L", "hand.R"}
+    mapped = {(m.part, m.joint): m.bone for m in ob.anyfill.joints if m.bone}
+    assert mapped[("hand.L", "WRIST")] == mapped[("body", "Hand_L")] == "mixamorig7:LeftHand"
+    assert mapped[("hand.R", "INDEX_PIP_FE")] == "mixamorig7:RightHandIndex2"
+    before = own_keys(ext, ob)
+    hand = ob.data.bones["mixamorig7:LeftHand"]
+    rest_gap = (hand.head_local - hand.parent.tail_local).length
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert own_keys(ext, ob) == before
+    written = written_bones(ext, ob)
+    fingers = {b for (part, _), b in mapped.items() if part.startswith("hand.")} - {
+        mapped[("hand.L", "WRIST")], mapped[("hand.R", "WRIST")]}
+    assert fingers <= written  # the hands' fingers, in the same Fill
+    assert {b for (part, _), b in mapped.items() if part == "body"} <= written
+    # a bone connected to its parent never gets a location; the hand stays on the forearm's tail
+    for path, frames in generated_frames(ext, ob).items():
+        bone = ob.data.bones[path[0].split('"')[1]]
+        if path[0].endswith(".location") and frames:
+            assert not bone.use_connect and bone.parent is None, path
+    for f in range(1, FRAMES + 1, 3):
+        bpy.context.scene.frame_set(f)
+        pb = ob.pose.bones["mixamorig7:LeftHand"]
+        gap = (pb.head - pb.parent.tail).length
+        assert gap == pytest.approx(rest_gap, abs=1e-5)
+
+
+def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root):
+    """Selection lives on the pose bone in Blender 5.0 (on the bone before): Bones = Selected reads it there
+    and fills only the selected mapped bones; the others condition the fill as they are."""
+    ob = mixamo_rig(bpy, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    chosen = {"mixamorig7:LeftArm", "mixamorig7:LeftForeArm"}
+    for pb in ob.pose.bones:
+        if hasattr(pb, "select"):
+            pb.select = pb.name in chosen
+        else:
+            pb.bone.select = pb.name in chosen
+    bpy.context.scene.anyfill.bones = "SELECTED"
+    try:
+        assert run_fill(bpy, ob) == {"FINISHED"}
+    finally:
+        bpy.context.scene.anyfill.bones = "ALL"
+    assert written_bones(ext, ob) == chosen

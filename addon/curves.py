@@ -53,23 +53,54 @@ def quaternion_to_mode(q: Quaternion, mode: str, prev: Sequence[float] | None) -
 def continuous_track(frames: Sequence[float], new: dict[float, Quaternion], known: dict[float, list[float]],
                      mode: str, rest_values: Sequence[float]) -> dict[float, list[float]]:
     """Values of ``mode`` at the frames of ``new``, continuous along ``frames`` with the known (animator's)
-    values: forward from each known frame, backward before the first one."""
+    values on *both* sides of every gap: each gap is walked forward from the key before it and backward from
+    the key after it, and the two walks meet where their values are closest, so a curve never leaps on the
+    frame before a key that sits on another Euler branch (or quaternion hemisphere, or axis-angle turn)."""
     out: dict[float, list[float]] = {}
-    known_frames = [f for f in frames if f in known]
-    first_known = known_frames[0] if known_frames else None
-    prev: list[float] | None = None
-    for f in frames:
-        if f in known:
-            prev = list(known[f])
-        elif f in new and (first_known is None or f > first_known):
-            prev = quaternion_to_mode(new[f], mode, prev if prev is not None else list(rest_values))
-            out[f] = prev
-    if first_known is not None:  # targets before the first known frame, walking backwards
-        prev = list(known[first_known])
-        for f in reversed([f for f in frames if f < first_known and f in new]):
-            prev = quaternion_to_mode(new[f], mode, prev)
-            out[f] = prev
+    run: list[float] = []
+    left: list[float] | None = None
+    for f in [*frames, None]:
+        if f is not None and f in new and f not in known:
+            run.append(f)
+            continue
+        right = list(known[f]) if f is not None and f in known else None
+        if run:
+            out.update(_fill_gap(run, new, mode, left, right, rest_values))
+            run = []
+        if right is not None:
+            left = right
     return out
+
+
+def _fill_gap(run: list[float], new: dict[float, Quaternion], mode: str, left: list[float] | None,
+              right: list[float] | None, rest_values: Sequence[float]) -> dict[float, list[float]]:
+    """One gap's values: walked from ``left`` and from ``right`` (the neighbouring keys' values, None where
+    the gap is open on that side) and joined where the two walks are closest."""
+    forward: list[list[float]] = []
+    prev = left if left is not None else (None if right is not None else list(rest_values))
+    if prev is not None:
+        for f in run:
+            prev = quaternion_to_mode(new[f], mode, prev)
+            forward.append(prev)
+    if right is None:
+        return dict(zip(run, forward, strict=True))
+    backward: list[list[float]] = []
+    prev = right
+    for f in reversed(run):
+        prev = quaternion_to_mode(new[f], mode, prev)
+        backward.append(prev)
+    backward.reverse()
+    if left is None:
+        return dict(zip(run, backward, strict=True))
+
+    def step(a: Sequence[float], b: Sequence[float]) -> float:
+        return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+    # split s: forward[:s] + backward[s:]; the jump is between forward[s-1] (or the left key) and backward[s]
+    # (or the right key)
+    best = min(range(len(run) + 1), key=lambda s: (step(forward[s - 1] if s else left,
+                                                        backward[s] if s < len(run) else right), -s))
+    return dict(zip(run, forward[:best] + backward[best:], strict=True))
 
 
 # --- bulk key writing -------------------------------------------------------------------------------------

@@ -132,6 +132,25 @@ def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: 
     win.tracks[name] = Track(j, fmt, given, known, target, trans)
 
 
+def hold_above_root(win: Window) -> None:
+    """Joints above the skeleton's root that the request leaves out (the body's ``joint_Root``, which the
+    capture keeps at the origin) are held at rest: identity rotation, zero translation, known on every frame.
+    Left to the model, an unconstrained frame above the root would let the root's *local* translation wander
+    while its world path stays smooth: a jump where the answer meets the next key."""
+    schema = win.lm.schema
+    above = set()
+    j = schema.parents[schema.root]
+    while j >= 0:
+        above.add(j)
+        j = schema.parents[j]
+    for j in above:
+        if schema.joints[j] in win.tracks:
+            continue
+        win.rotations[0, :, j] = (0.0, 0.0, 0.0, 1.0)
+        win.translations[0, :, j] = 0.0
+        win.known[0, :, j] = True
+
+
 def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None) -> Window:
     """Validate a request against its model and build the engine's arrays (see the module docstring)."""
     lm = registry.get(req.model)
@@ -159,6 +178,7 @@ def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None)
         _track(req, lm, name, tr, index, win)
     if not win.known.any():
         raise RequestError("joints", "no known cells: give at least one known rotation")
+    hold_above_root(win)
     if win.n_targets == 0:
         raise RequestError("joints", "no target cells: every listed cell is known (or targets are empty)")
     return win

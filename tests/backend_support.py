@@ -135,9 +135,10 @@ class Live:
                             event_hooks={"response": [lambda r: check_answer(self.app, r)]}, **kw)
 
 
-def start_server(jobs=None) -> tuple[Live, object]:
-    """A real uvicorn server on a free 127.0.0.1 port in a thread, serving hand, body and hand-triples with
-    ``jobs`` (default: 2 workers, 32 jobs at most); returns it and a function that stops it."""
+def start_server(jobs=None, registry=None) -> tuple[Live, object]:
+    """A real uvicorn server on a free 127.0.0.1 port in a thread, serving ``registry`` (default: the small
+    hand, body and hand-triples) with ``jobs`` (default: 2 workers, 32 jobs at most); returns it and a
+    function that stops it."""
     from backend.jobs import Jobs
     from backend.registry import Registry
     from backend.server import bind, create_app
@@ -145,7 +146,7 @@ def start_server(jobs=None) -> tuple[Live, object]:
     d = models_dir()
     if "registry" not in _state:
         _state["registry"] = Registry.load([f"{n}={d / n}.safetensors" for n in ("hand", "body", "hand-triples")])
-    app = create_app(_state["registry"], TOKEN, jobs or Jobs(workers=2, max_jobs=32))
+    app = create_app(registry or _state["registry"], TOKEN, jobs or Jobs(workers=2, max_jobs=32))
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

@@ -50,7 +50,7 @@ def test_run_returns_the_documented_json(hand_results: dict[str, dict]) -> None:
     phases = [len(range(k, 4000, 4)) for k in range(4)]
     assert r["windows"] == sum(len(range(0, n - 65 + 1, 40)) for n in phases) == 96
     assert list(r["gaps"]) == ["5"]
-    assert set(r["gaps"]["5"]) == {"L2Q", "L2P", "NPSS"}
+    assert set(r["gaps"]["5"]) == {"L2Q", "L2P", "NPSS", "pop"}
     for v in r["gaps"]["5"].values():
         assert isinstance(v, float) and math.isfinite(v) and v > 0.0
     assert json.loads(json.dumps(r)) == r  # plain JSON
@@ -248,3 +248,20 @@ def test_keys_bands_without_a_baseline_is_refused(capsys) -> None:
     bad = ["bench", "keys", "--skeleton", "hand", "--method", "hand", "--baseline", "interp", "--bands", "-1"]
     assert main(bad) == 2
     assert "--bands -1" in capsys.readouterr().err
+
+
+def test_pop_ratio_compares_the_steps_at_the_keys_with_the_motion_own():
+    """1 for the ground truth itself; a fill that leaps into a key shows its leap over the truth's step there;
+    only steps that touch a key count."""
+    from training.bench.inbetween import pop_ratio
+
+    frames = np.arange(10, 16)  # key 10, gap 11..14, key 15
+    gt = np.zeros((2, 6, 3, 3))
+    gt[..., 0] = frames[None, :, None]  # every joint moves 1 per frame
+    assert pop_ratio(gt, gt, frames, [10, 15]) == pytest.approx(1.0)
+    leap = gt.copy()
+    leap[:, 4, :, 0] -= 2.0  # the last filled frame lags: the step into key 15 is 3, not 1
+    assert pop_ratio(gt, leap, frames, [10, 15]) == pytest.approx(3.0)
+    inside = gt.copy()
+    inside[:, 2, :, 0] += 5.0  # a bump in the middle of the gap is not a pop
+    assert pop_ratio(gt, inside, frames, [10, 15]) == pytest.approx(1.0)

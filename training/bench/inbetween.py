@@ -124,20 +124,45 @@ def protocol_known(gap: int) -> np.ndarray:
     return known
 
 
+def pop_ratio(gt_pos: np.ndarray, pred_pos: np.ndarray, frames: np.ndarray, keys: np.ndarray) -> float:
+    """How hard a fill arrives at its keys: over the frame-to-frame steps into and out of each key (steps
+    between ``frames`` (F,) that touch a frame of ``keys``), each window's largest joint displacement, summed
+    over the windows, divided by the same for the ground truth. 1: the motion's own speed at the keys; a pop
+    shows as a ratio above 1. Positions (N, F, J, 3) of the frames, keys included."""
+    frames, keys = np.asarray(frames), set(np.asarray(keys).tolist())
+    steps = [i for i in range(len(frames) - 1)
+             if frames[i + 1] == frames[i] + 1 and (frames[i] in keys or frames[i + 1] in keys)]
+    if not steps:
+        return float("nan")
+    s = np.asarray(steps)
+
+    def largest(pos: np.ndarray) -> np.ndarray:  # (N,)
+        return np.linalg.norm(pos[:, s + 1] - pos[:, s], axis=-1).max(axis=(1, 2))
+
+    truth = largest(gt_pos).sum()
+    return float(largest(pred_pos).sum() / truth) if truth > 0 else float("nan")
+
+
 @dataclass
 class GapScore:
     L2Q: float
     L2P: float
     NPSS: float
+    pop: float
 
 
 def score_gap(
     method: Method, windows: Windows, gap: int, mean: np.ndarray, std: np.ndarray
 ) -> tuple[GapScore, float]:
-    """Score one gap length on every window; returns the scores and the method's wall time (s)."""
+    """Score one gap length on every window; returns the scores and the method's wall time (s). The gap is
+    scored with the two keys around it too, for the pop ratio (:func:`pop_ratio`)."""
     known = protocol_known(gap)
-    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, gap)
-    return GapScore(L2Q=l2q(pq, gq), L2P=l2p(pp, gp, mean, std), NPSS=npss(pq, gq)), elapsed
+    around = np.arange(N_CONTEXT - 1, N_CONTEXT + gap + 1)
+    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, around)
+    gap_only = slice(1, -1)
+    gq, pq, gpg, ppg = gq[:, gap_only], pq[:, gap_only], gp[:, gap_only], pp[:, gap_only]
+    return GapScore(L2Q=l2q(pq, gq), L2P=l2p(ppg, gpg, mean, std), NPSS=npss(pq, gq),
+                    pop=pop_ratio(gp, pp, around, around[[0, -1]])), elapsed
 
 
 def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: int | slice | np.ndarray):
@@ -179,7 +204,7 @@ def run(
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
     for gap in gaps:
         s, elapsed = score_gap(method, windows, gap, mean, std)
-        result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS}
+        result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS, "pop": s.pop}
         result["seconds"][str(gap)] = elapsed
     return result
 
@@ -232,8 +257,9 @@ def format_table(result: dict) -> str:
         f"in-betweening: method {result['method']}, skeleton {result['skeleton']}, {result['windows']} windows",
         f"{'metric':<6}" + "".join(f"{'gap ' + g:>10}" for g in gaps),
     ]
-    for m in ("L2Q", "L2P", "NPSS"):
-        lines.append(f"{m:<6}" + "".join(f"{result['gaps'][g][m]:>10.4f}" for g in gaps))
+    for m in ("L2Q", "L2P", "NPSS", "pop"):
+        if all(m in result["gaps"][g] for g in gaps):
+            lines.append(f"{m:<6}" + "".join(f"{result['gaps'][g][m]:>10.4f}" for g in gaps))
     return "\n".join(lines)
 
 

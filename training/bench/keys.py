@@ -3,7 +3,8 @@
 The LaFAN1 protocol (``bench inbetween``) asks for one gap after ten context frames; an animator keys a
 pose every few frames and fills the rest. This benchmark keys frame 0 and every n-th frame after it in
 each protocol window (65 frames), hides the others and scores the frames between the first and the last
-key: L2Q and L2P as in ``bench inbetween`` (NPSS needs an unbroken run of frames, so it is left out).
+key: L2Q and L2P as in ``bench inbetween`` (NPSS needs an unbroken run of frames, so it is left out), and
+the pop ratio (``bench inbetween``'s :func:`pop_ratio`: the steps into and out of every key).
 Any method works: ``interp``, a shipped model, or a model file (an untrained model with a model's
 settings is the curve that model corrects, so a Catmull-Rom curve like Blender's automatic handles is
 one ``--method`` away).
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.bench.inbetween import WINDOW, fill_and_score, protocol_windows, resolve_method
+from training.bench.inbetween import WINDOW, fill_and_score, pop_ratio, protocol_windows, resolve_method
 from training.inbetween.metrics import l2p, l2q
 from training.motion.skeleton import get_schema
 
@@ -42,9 +43,13 @@ def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Seq
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
     for n in every:
         known, frames = keyed_every(n)
-        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, frames)
-        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std), "seconds": elapsed,
-                                   "windows": per_window(pq, gq, pp, gp, mean, std)}
+        span = np.arange(frames[0] - 1, frames[-1] + 2)  # the scored frames and the keys around them
+        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, span)
+        scored = ~known[span]
+        gq, pq, gps, pps = gq[:, scored], pq[:, scored], gp[:, scored], pp[:, scored]
+        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pps, gps, mean, std), "seconds": elapsed,
+                                   "pop": pop_ratio(gp, pp, span, span[known[span]]),
+                                   "windows": per_window(pq, gq, pps, gps, mean, std)}
     return result
 
 
@@ -101,6 +106,7 @@ def format_table(result: dict, title: str | None = None) -> str:
     lines = [title or f"keys every n frames: method {result['method']}, skeleton {result['skeleton']}, "
                       f"{result['windows']} windows",
              f"{'metric':<6}" + "".join(f"{'every ' + n:>10}" for n in cols)]
-    for m in ("L2Q", "L2P"):
-        lines.append(f"{m:<6}" + "".join(f"{result['every'][n][m]:>10.4f}" for n in cols))
+    for m in ("L2Q", "L2P", "pop"):
+        if all(m in result["every"][n] for n in cols):
+            lines.append(f"{m:<6}" + "".join(f"{result['every'][n][m]:>10.4f}" for n in cols))
     return "\n".join(lines)

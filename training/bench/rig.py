@@ -139,18 +139,24 @@ def keep_every(bpy, ext, gt, every: int, name: str = "Keys"):
     return ob, kept
 
 
-def world_heads(bpy, ob, frames: Sequence[int]) -> np.ndarray:
-    """Every bone's head (F, N, 3) in world space as Blender evaluates the rig at each frame."""
+def world_poses(bpy, ob, frames: Sequence[int]) -> np.ndarray:
+    """Every bone's world matrix (F, N, 4, 4) as Blender evaluates the rig at each frame (head at [:3, 3])."""
     n = len(ob.pose.bones)
-    out = np.empty((len(frames), n, 3))
+    out = np.empty((len(frames), n, 4, 4))
     mw = np.array(ob.matrix_world)
-    buf = np.empty(3 * n, dtype=np.float32)
+    buf = np.empty(16 * n, dtype=np.float32)
     for i, f in enumerate(frames):
         bpy.context.scene.frame_set(int(f))
-        ob.pose.bones.foreach_get("head", buf)
-        h = buf.reshape(n, 3).astype(np.float64)
-        out[i] = h @ mw[:3, :3].T + mw[:3, 3]
+        ob.pose.bones.foreach_get("matrix", buf)
+        out[i] = mw @ np.swapaxes(buf.reshape(n, 4, 4), 1, 2).astype(np.float64)  # bpy flattens by column
     return out
+
+
+def in_frame_of(poses: np.ndarray, bones: list[int], frame_bone: int) -> np.ndarray:
+    """The heads of ``bones`` (F, B, 3) in the frame of ``frame_bone`` (a hand's fingers in the hand's frame)."""
+    inv = np.linalg.inv(poses[:, frame_bone])
+    heads = np.concatenate([poses[:, bones][..., :3, 3], np.ones(poses.shape[:1] + (len(bones), 1))], axis=-1)
+    return np.einsum("fij,fbj->fbi", inv, heads)[..., :3]
 
 
 def animator_keys(ob) -> dict:
@@ -209,12 +215,12 @@ def run_clip(s: Session, path: Path, every: int) -> dict:
     frames = list(range(scene.frame_start, scene.frame_end + 1))
     ob, kept = keep_every(bpy, ext, gt, every)
     names = [b.name for b in ob.pose.bones]
-    gt_pos = world_heads(bpy, gt, frames)
-    bez_pos = world_heads(bpy, ob, frames)
+    gt_pose = world_poses(bpy, gt, frames)
+    bez_pose = world_poses(bpy, ob, frames)
     for o in bpy.context.view_layer.objects:
         o.select_set(o == ob)
     bpy.context.view_layer.objects.active = ob
-    ob.anyfill.model = ""
+    ob.anyfill.model = ob.anyfill.hand_model = ""
     assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
     before = animator_keys(ob)
     scene.anyfill.range_mode, scene.anyfill.bones = "SCENE", "ALL"
@@ -224,30 +230,59 @@ def run_clip(s: Session, path: Path, every: int) -> dict:
     if result != {"FINISHED"}:
         raise RuntimeError(f"Fill did not finish on {path.name}: {result}")
     after = animator_keys(ob)
-    fill_pos = world_heads(bpy, ob, frames)
-    bones = [names.index(b) for b in mapped_bones(ob)]
+    fill_pose = world_poses(bpy, ob, frames)
     between = np.array([f not in set(kept) for f in frames])
-    height = float(np.ptp(gt_pos[0, :, 2])) or 1.0
+    row = {"clip": path.name, "every": every, "frames": len(frames), "fps": scene.render.fps,
+           "family": ob.anyfill.rig_family, "parts": ob.anyfill.skeleton,
+           "kept_keys_identical": all(after.get(k) == v for k, v in before.items()), "fill_seconds": seconds}
 
-    def err(p):
-        return float(np.linalg.norm(p[between][:, bones] - gt_pos[between][:, bones], axis=-1).mean())
+    def score(prefix: str, gt: np.ndarray, fill: np.ndarray, bez: np.ndarray) -> None:
+        e_fill = float(np.linalg.norm(fill[between] - gt[between], axis=-1).mean())
+        e_bez = float(np.linalg.norm(bez[between] - gt[between], axis=-1).mean())
+        row.update({f"{prefix}fill_error": e_fill, f"{prefix}bezier_error": e_bez,
+                    f"{prefix}ratio": e_fill / max(e_bez, 1e-12),
+                    f"{prefix}pop_fill": pop_ratio(fill, gt, kept, frames),
+                    f"{prefix}pop_bezier": pop_ratio(bez, gt, kept, frames)})
 
-    kept_same = all(after.get(k) == v for k, v in before.items())
-    e_fill, e_bez = err(fill_pos), err(bez_pos)
-    return {"clip": path.name, "every": every, "frames": len(frames), "fps": scene.render.fps,
-            "mapped": len(bones), "family": ob.anyfill.rig_family, "height": height,
-            "fill_error": e_fill, "bezier_error": e_bez, "ratio": e_fill / max(e_bez, 1e-12),
-            "pop_fill": pop_ratio(fill_pos[:, bones], gt_pos[:, bones], kept, frames),
-            "pop_bezier": pop_ratio(bez_pos[:, bones], gt_pos[:, bones], kept, frames),
-            "kept_keys_identical": kept_same, "fill_seconds": seconds}
+    parts = part_bones(ob, names)
+    body = parts.get("body") or parts.get(next(iter(parts), ""), [])
+    row["mapped"] = len(body)
+    score("", gt_pose[:, body][..., :3, 3], fill_pose[:, body][..., :3, 3], bez_pose[:, body][..., :3, 3])
+    for part in ("hand.L", "hand.R"):
+        if part not in parts or "body" not in parts:
+            continue
+        wrist, fingers = parts[part][0], parts[part][1:]
+        score(f"{part}_world_", gt_pose[:, fingers][..., :3, 3], fill_pose[:, fingers][..., :3, 3],
+              bez_pose[:, fingers][..., :3, 3])
+        score(f"{part}_", in_frame_of(gt_pose, fingers, wrist), in_frame_of(fill_pose, fingers, wrist),
+              in_frame_of(bez_pose, fingers, wrist))
+    return row
+
+
+def part_bones(ob, names: list[str]) -> dict[str, list[int]]:
+    """The bones of each mapped part (indices into ``names``), a hand's wrist first."""
+    out: dict[str, list[int]] = {}
+    for m in ob.anyfill.joints:
+        if m.bone and m.bone in ob.data.bones:
+            bones = out.setdefault(m.part, [])
+            index = names.index(m.bone)
+            if index not in bones:
+                bones.insert(0, index) if m.joint == "WRIST" else bones.append(index)
+    return out
 
 
 def format_table(rows: list[dict]) -> str:
-    head = "| clip | keys every | Fill error | Bezier error | Fill / Bezier | pop ratio (Fill) | pop ratio (Bezier) |"
-    lines = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
+    """Markdown: the body's scores, then a full rig's fingers in the hand bone's frame."""
+    head = ("| clip | bones | keys every | Fill error | Bezier error | Fill / Bezier | pop ratio (Fill) "
+            "| pop ratio (Bezier) |")
+    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['clip']} | {r['every']} | {r['fill_error']:.3f} | {r['bezier_error']:.3f} | "
-                     f"{r['ratio']:.3f} | {r['pop_fill']:.2f} | {r['pop_bezier']:.2f} |")
+        for prefix, what in (("", "body"), ("hand.L_", "left fingers, in the hand's frame"),
+                             ("hand.R_", "right fingers, in the hand's frame")):
+            if f"{prefix}ratio" in r:
+                lines.append(f"| {r['clip']} | {what} | {r['every']} | {r[prefix + 'fill_error']:.3f} | "
+                             f"{r[prefix + 'bezier_error']:.3f} | {r[prefix + 'ratio']:.3f} | "
+                             f"{r[prefix + 'pop_fill']:.2f} | {r[prefix + 'pop_bezier']:.2f} |")
     return "\n".join(lines)
 
 
@@ -273,8 +308,9 @@ def main(argv: list[str] | None = None, addon_zip: Path | None = None) -> int:
             for n in args.every:
                 row = run_clip(s, c, n)
                 rows.append(row)
-                print(f"{row['clip']} every {n}: Fill/Bezier {row['ratio']:.3f} (fill {row['fill_error']:.3f}, "
-                      f"bezier {row['bezier_error']:.3f}), pop {row['pop_fill']:.2f}, keys kept "
+                print(f"{row['clip']} every {n} ({row['parts']}): Fill/Bezier {row['ratio']:.3f} "
+                      f"(fill {row['fill_error']:.3f}, bezier {row['bezier_error']:.3f}), pop {row['pop_fill']:.2f}, "
+                      "keys kept "
                       f"{'identical' if row['kept_keys_identical'] else 'CHANGED'}", flush=True)
     finally:
         stop_session(s)

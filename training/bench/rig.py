@@ -105,6 +105,75 @@ def import_clip(bpy, path: Path):
     return ob
 
 
+# A Mixamo rig's bones and the training skeleton's joint each one points at (its child's): what
+# ``put_on_rig`` constrains, independently of the extension's retargeting.
+MIXAMO_TRACKS = {
+    "Spine": "Chest", "Spine2": "Neck", "Neck": "Head",
+    "LeftShoulder": "UpperArm_L", "LeftArm": "LowerArm_L", "LeftForeArm": "Hand_L",
+    "RightShoulder": "UpperArm_R", "RightArm": "LowerArm_R", "RightForeArm": "Hand_R",
+    "LeftUpLeg": "LowerLeg_L", "LeftLeg": "Foot_L", "LeftFoot": "Toes_L",
+    "RightUpLeg": "LowerLeg_R", "RightLeg": "Foot_R", "RightFoot": "Toes_R",
+}
+
+
+def put_on_rig(bpy, source, rig_path: Path):
+    """The training skeleton's motion of ``source`` (a Bandai clip imported by Blender) put on the Mixamo rig of
+    ``rig_path`` with Blender's own constraints, then baked: the source scaled to the rig's leg length, the
+    rig's hips at the source's (Copy Location) and facing as it does (Damped Track to the spine, Locked Track
+    to the left leg), every other bone pointing where the source's bone points (Damped Track to the joint
+    after it). Bones the source has no joint for (hands, toes, head, Spine1) follow their parent as at
+    rest. Returns the baked rig (the source is removed): a foreign rig with a motion of the test split."""
+    scene = bpy.context.scene
+    assert bpy.ops.import_anim.bvh(filepath=str(rig_path), update_scene_fps=False, update_scene_duration=False,
+                                   rotate_mode="NATIVE") == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    rig.animation_data_clear()
+    bones = rig.data.bones
+    prefix = next(b.name[: -len("Hips")] for b in bones if b.name.endswith("Hips"))
+
+    def leg(ob, names):
+        b = ob.data.bones
+        return sum((b[names[i + 1]].head_local - b[names[i]].head_local).length for i in range(len(names) - 1))
+
+    s = leg(rig, [prefix + n for n in ("LeftUpLeg", "LeftLeg", "LeftFoot")]) / leg(
+        source, ["UpperLeg_L", "LowerLeg_L", "Foot_L"])
+    source.scale = (s, s, s)
+    bpy.context.view_layer.update()
+    hips = rig.pose.bones[prefix + "Hips"]
+    c = hips.constraints.new("COPY_LOCATION")
+    c.target, c.subtarget = source, "Hips"
+    c = hips.constraints.new("DAMPED_TRACK")
+    c.target, c.subtarget, c.track_axis = source, "Spine", "TRACK_Y"
+    to_leg = bones[prefix + "Hips"].matrix_local.inverted() @ bones[prefix + "LeftUpLeg"].head_local
+    axis = max((0, 2), key=lambda i: abs(to_leg[i]))
+    c = hips.constraints.new("LOCKED_TRACK")
+    c.target, c.subtarget, c.lock_axis = source, "UpperLeg_L", "LOCK_Y"
+    c.track_axis = ("TRACK_" if to_leg[axis] > 0 else "TRACK_NEGATIVE_") + "XYZ"[axis]
+    for bone, joint in MIXAMO_TRACKS.items():
+        c = rig.pose.bones[prefix + bone].constraints.new("DAMPED_TRACK")
+        c.target, c.subtarget, c.track_axis = source, joint, "TRACK_Y"
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o == rig)
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="POSE")
+    for pb in rig.pose.bones:
+        _select(pb, True)
+    assert bpy.ops.nla.bake(frame_start=scene.frame_start, frame_end=scene.frame_end, only_selected=True,
+                            visual_keying=True, clear_constraints=True, bake_types={"POSE"}) == {"FINISHED"}
+    bpy.ops.object.mode_set(mode="OBJECT")
+    bpy.data.objects.remove(source)
+    rig.name = "GroundTruth"
+    return rig
+
+
+def _select(pose_bone, value: bool) -> None:
+    """Selection lives on the pose bone in Blender 5.0, on the bone before."""
+    if hasattr(pose_bone, "select"):
+        pose_bone.select = value
+    else:
+        pose_bone.bone.select = value
+
+
 def keep_every(bpy, ext, gt, every: int, name: str = "Keys"):
     """A copy of ``gt`` whose action keeps the keys of every ``every``-th frame from the first and the last
     frame, on Blender's default curves (Bezier, Auto Clamped): what an animator's keys would be."""
@@ -207,10 +276,13 @@ def mapped_bones(ob) -> list[str]:
     return [m.bone for m in ob.anyfill.joints if m.bone and m.bone in ob.data.bones]
 
 
-def run_clip(s: Session, path: Path, every: int) -> dict:
-    """One clip at one key spacing: the scores described in the module docstring."""
+def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dict:
+    """One clip at one key spacing: the scores described in the module docstring. ``via``: a Mixamo rig the
+    clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`)."""
     bpy, ext = s.bpy, s.ext
     gt = import_clip(bpy, path)
+    if via is not None:
+        gt = put_on_rig(bpy, gt, via)
     scene = bpy.context.scene
     frames = list(range(scene.frame_start, scene.frame_end + 1))
     ob, kept = keep_every(bpy, ext, gt, every)
@@ -232,7 +304,8 @@ def run_clip(s: Session, path: Path, every: int) -> dict:
     after = animator_keys(ob)
     fill_pose = world_poses(bpy, ob, frames)
     between = np.array([f not in set(kept) for f in frames])
-    row = {"clip": path.name, "every": every, "frames": len(frames), "fps": scene.render.fps,
+    row = {"clip": path.name + (f" on {via.name}" if via else ""), "every": every,
+           "frames": len(frames), "fps": scene.render.fps,
            "family": ob.anyfill.rig_family, "parts": ob.anyfill.skeleton,
            "kept_keys_identical": all(after.get(k) == v for k, v in before.items()), "fill_seconds": seconds}
 
@@ -295,6 +368,9 @@ def main(argv: list[str] | None = None, addon_zip: Path | None = None) -> int:
     parser.add_argument("--every", type=int, nargs="+", default=[5, 10, 20], help="keep a key every n frames")
     parser.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh",
+                        help="put each clip (of the training skeleton) on this Mixamo rig first, with Blender's "
+                        "constraints, baked (rig invariance: compare with the clip on its own skeleton)")
     args = parser.parse_args(argv)
     from training.motion.splits import data_root
 
@@ -306,7 +382,7 @@ def main(argv: list[str] | None = None, addon_zip: Path | None = None) -> int:
     try:
         for c in clips:
             for n in args.every:
-                row = run_clip(s, c, n)
+                row = run_clip(s, c, n, args.via)
                 rows.append(row)
                 print(f"{row['clip']} every {n} ({row['parts']}): Fill/Bezier {row['ratio']:.3f} "
                       f"(fill {row['fill_error']:.3f}, bezier {row['bezier_error']:.3f}), pop {row['pop_fill']:.2f}, "

@@ -232,6 +232,9 @@ class _FillBase(AsyncRequest):
         n = plan_mod.apply(context, plan, answer["joints"], decoded)
         obj = bpy.data.objects[plan.object_name]
         plan_mod.store_uncertainty(obj, plan, answer["joints"])
+        matched = [line for line in obj.anyfill.last_match.split("\n") if line and not line.startswith(
+            f"{plan.part or plan.model}:")]
+        obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan)])
         ms = answer.get("timings", {}).get("total_ms", 0.0)
         return f"Anyfill: wrote {n} keys ({plan.summary}; backend {ms:.0f} ms)"
 

@@ -84,6 +84,9 @@ def _draw_mapping(layout, context) -> None:
     if s.rig_family:
         mapped = sum(1 for m in s.joints if m.bone in obj.data.bones)
         layout.label(text=f"{s.skeleton}: {mapped}/{len(s.joints)} joints mapped ({s.rig_family})")
+    for line in s.last_match.split("\n"):
+        if line:
+            layout.label(text=f"Matched {line}", icon="ARMATURE_DATA")
     layout.template_list("ANYFILL_UL_mapping", "", s, "joints", s, "active_joint", rows=4)
     col = layout.column(align=True)
     col.prop(s, "mirror")

@@ -46,6 +46,7 @@ class Plan:
     basis: np.ndarray  # (F, N, 4, 4) the bones' current matrix_basis at every frame
     bone_keys: dict[str, keys.BoneKeys]  # mapped bone -> its keys (the animator's values, for continuity)
     summary: str = ""
+    part: str = ""
 
     @property
     def n_targets(self) -> int:
@@ -222,7 +223,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     n_bones = int(write.any(axis=0).sum())
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
-                bone_keys, summary)
+                bone_keys, summary, part)
 
 
 # --- answers ---------------------------------------------------------------------------------------------
@@ -311,6 +312,14 @@ def uncertainty_per_frame(plan: Plan, joints_result: dict) -> tuple[list[float],
                 per[f] = max(per.get(f, 0.0), float(u))
     frames = sorted(per)
     return frames, [per[f] for f in frames]
+
+
+def describe_match(plan: Plan) -> str:
+    """One line for the panel: how the rig was matched to the model for this plan's part."""
+    ret = plan.retarget
+    rest = {"MODEL": "the model's own rest", "REST": "the rig's rest, twists fitted to the keys"}[ret.rest_mode]
+    mirrored = ", mirrored" if ret.mirrored else ""
+    return f"{plan.part or plan.model}: {rest}, scale {ret.scale:.3g}{mirrored}"
 
 
 def store_uncertainty(obj, plan: Plan, joints_result: dict) -> None:

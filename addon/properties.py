@@ -51,6 +51,9 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
         name="Replace Generated Keys", default=True,
         description="Keys typed Generated (earlier fills) do not condition the fill and are replaced")
     last_uncertainty: bpy.props.StringProperty(name="Last Uncertainty", default="", options={"HIDDEN"})
+    last_match: bpy.props.StringProperty(
+        name="Last Match", default="", options={"HIDDEN"},
+        description="How the last fill matched the rig to the model (rest pose, scale, mirror, per part)")
     variation_index: bpy.props.IntProperty(name="Variation", default=0, min=0)
     variation_count: bpy.props.IntProperty(name="Variations", default=0, min=0)
 

@@ -126,7 +126,7 @@ def make_models(folder: Path) -> dict[str, Path]:
         chosen = dict(item.split("=", 1) for item in os.environ.get("ANYFILL_TEST_MODELS", "").split(",") if item)
         return {name: resolve_path(chosen.get(name, name)) for name in ("hand", "body")}
 
-    from training.inbetween.checkpoint import save_model
+    from training.inbetween.checkpoint import read_card, save_model
     from training.inbetween.task import AnyOrderTrainConfig, build_model
 
     torch.manual_seed(0)
@@ -134,7 +134,9 @@ def make_models(folder: Path) -> dict[str, Path]:
     for name in ("hand", "body"):
         cfg = AnyOrderTrainConfig(skeleton=name, variant="query", d_model=32, n_heads=2, n_enc_layers=1,
                                   n_dec_layers=1, dropout=0.0)
-        out[name] = save_model(build_model(cfg), folder / f"{name}.safetensors")
+        # the shipped card's joint habits, so the extension matches foreign rigs as it does with real models
+        habits = read_card(resolve_path(name)).get("schema", {}).get("conventions")
+        out[name] = save_model(build_model(cfg), folder / f"{name}.safetensors", conventions=habits)
     return out
 
 

@@ -43,6 +43,9 @@ def test_auto_map_finds_the_body_and_both_hands_and_one_fill_fills_them(bpy, ext
     rest_gap = (hand.head_local - hand.parent.tail_local).length
     assert run_fill(bpy, ob) == {"FINISHED"}
     assert own_keys(ext, ob) == before
+    lines = ob.anyfill.last_match.split("\n")  # what the panel shows of the match, per part
+    assert len(lines) == 3 and lines[0].startswith("body: the rig's rest, twists fitted to the keys, scale ")
+    assert lines[1].startswith("hand.L: ") and lines[2].startswith("hand.R: ")
     written = written_bones(ext, ob)
     fingers = {b for (part, _), b in mapped.items() if part.startswith("hand.")} - {
         mapped[("hand.L", "WRIST")], mapped[("hand.R", "WRIST")]}

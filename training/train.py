@@ -485,6 +485,15 @@ def _flags_to_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` to ``anyfill``. Its arguments depend on the model (``anyfill train MODEL --help``), so the
+    rest of the command line is parsed here, by :func:`build_parser` for that model."""
+    p = sub.add_parser("train", help="train a model (see 'anyfill train MODEL --help')", add_help=False,
+                       description=_DESCRIPTION)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="MODEL [key=value ...] [options]")
+    p.set_defaults(func=lambda args: main(args.argv or ["--help"]))
+
+
 def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 

@@ -74,7 +74,7 @@ class ANYFILL_OT_check_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_check_backend"
     bl_label = "Check Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     def execute(self, context):
         client = make_client(context)
@@ -94,7 +94,7 @@ class ANYFILL_OT_start_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_start_backend"
     bl_label = "Start Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     def execute(self, context):
         from urllib.parse import urlparse
@@ -115,7 +115,7 @@ class ANYFILL_OT_stop_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_stop_backend"
     bl_label = "Stop Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     @classmethod
     def poll(cls, context):

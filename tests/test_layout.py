@@ -97,3 +97,18 @@ def test_no_import_cycle():
         visit(m, [])
     assert cycles == []
 
+
+def test_docs_are_product_pages_and_readme_maps_them():
+    """Every docs/*.md page is a product page: under 300 lines, no experiment history (that goes to
+    docs/notebook/), and linked from the README's map of the docs."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    pages = sorted((root / "docs").glob("*.md"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert len(text.splitlines()) < 300, f"{page.name}: {len(text.splitlines())} lines"
+        assert not re.search(r"\bsession \d|\bwe tried\b", text, re.I), f"{page.name} narrates its history"
+        assert f"](docs/{page.name})" in readme, f"README does not link docs/{page.name}"

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 API = "/v1"
+DEFAULT_URL = "http://127.0.0.1:8765"  # where `anyfill serve` listens unless told otherwise
 
 
 class BackendError(Exception):

@@ -209,21 +209,6 @@ def _near(f: float, frames: Sequence[float]) -> bool:
     return i < len(frames) and abs(frames[i] - f) <= EPS_FRAME
 
 
-def remove_generated(bag, data_path: str, index: int, frames: Sequence[float]) -> int:
-    """Remove the GENERATED keys at ``frames`` from one channel (variations step; nothing else is touched)."""
-    fc = bag.fcurves.find(data_path, index=index)
-    if fc is None:
-        return 0
-    kp = fc.keyframe_points
-    n = len(kp)
-    co, types = _read(kp, "co", n, 2), _read(kp, "type", n, 1, "i")
-    gen, tf = generated_type_value(), sorted(frames)
-    stale = [i for i in range(n) if types[i] == gen and _near(co[2 * i], tf)]
-    for i in reversed(stale):
-        kp.remove(kp[i], fast=True)
-    return len(stale)
-
-
 def snapshot(bag) -> dict:
     """Every key of every channel, all attributes, for exact comparisons (tests, safety checks)."""
     out = {}

@@ -24,11 +24,15 @@ def preferences(context=None):
     return addon.preferences if addon else None
 
 
+def backend_url(context=None) -> str:
+    """The backend's URL from the preferences (:data:`client.DEFAULT_URL` when unregistered)."""
+    prefs = preferences(context)
+    return prefs.backend_url if prefs else client_mod.DEFAULT_URL
+
+
 def make_client(context=None) -> client_mod.Client:
     prefs = preferences(context)
-    url = prefs.backend_url if prefs else "http://127.0.0.1:8765"
-    token = prefs.token if prefs else ""
-    return client_mod.Client(url, token)
+    return client_mod.Client(backend_url(context), prefs.token if prefs else "")
 
 
 class AsyncRequest:

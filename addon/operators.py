@@ -9,7 +9,7 @@ import bpy
 from . import client as client_mod
 from . import curves, keys, rig
 from . import plan as plan_mod
-from .jobs import AsyncRequest, make_client, preferences
+from .jobs import AsyncRequest, backend_url, make_client, preferences
 
 UNCERTAINTY_PROP = "anyfill_uncertainty"
 _variations: dict[str, tuple[plan_mod.Plan, list[dict]]] = {}  # rig name -> (plan, variations' joints)
@@ -107,7 +107,7 @@ class ANYFILL_OT_check_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_check_backend"
     bl_label = "Check Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     def execute(self, context):
         client = make_client(context)
@@ -127,14 +127,13 @@ class ANYFILL_OT_start_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_start_backend"
     bl_label = "Start Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     def execute(self, context):
-        prefs = preferences(context)
-        url = prefs.backend_url if prefs else "http://127.0.0.1:8765"
         from urllib.parse import urlparse
 
-        port = urlparse(url).port or 8765
+        prefs = preferences(context)
+        port = urlparse(backend_url(context)).port or urlparse(client_mod.DEFAULT_URL).port
         try:
             client_mod.start_backend(prefs.python_executable if prefs else "", port)
         except (client_mod.BackendError, OSError) as e:
@@ -149,7 +148,7 @@ class ANYFILL_OT_stop_backend(bpy.types.Operator):
 
     bl_idname = "anim.anyfill_stop_backend"
     bl_label = "Stop Backend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # changes no data: no undo step
 
     @classmethod
     def poll(cls, context):

@@ -3,7 +3,7 @@
 import bpy
 
 from . import client as client_mod
-from .jobs import preferences
+from .jobs import backend_url
 
 
 class ANYFILL_UL_mapping(bpy.types.UIList):
@@ -16,8 +16,7 @@ class ANYFILL_UL_mapping(bpy.types.UIList):
 
 
 def _draw_backend(layout, context) -> None:
-    prefs = preferences(context)
-    url = prefs.backend_url if prefs else "http://127.0.0.1:8765"
+    url = backend_url(context)
     box = layout.box()
     models = client_mod.cached_models(url)
     row = box.row()

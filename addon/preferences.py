@@ -2,6 +2,8 @@
 
 import bpy
 
+from .client import DEFAULT_URL
+
 
 class AnyfillPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
@@ -9,7 +11,7 @@ class AnyfillPreferences(bpy.types.AddonPreferences):
     backend_url: bpy.props.StringProperty(
         name="Backend URL",
         description="Address of the local anyfill backend (anyfill serve)",
-        default="http://127.0.0.1:8765",
+        default=DEFAULT_URL,
     )
     token: bpy.props.StringProperty(
         name="Token",

@@ -87,11 +87,17 @@ def validate(zip_path: Path, python: str = sys.executable) -> tuple[bool, str]:
     return r.returncode == 0, (r.stdout + r.stderr).strip()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="anyfill build-addon", description="Build the Blender extension zip.")
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``build-addon`` to ``anyfill``."""
+    p = sub.add_parser("build-addon", help="build the Blender extension zip into dist/",
+                       description="Build the Blender extension zip.")
     p.add_argument("--out", type=Path, default=None, help="output folder (default dist/)")
     p.add_argument("--no-validate", action="store_true", help="skip Blender's extension validator")
-    args = p.parse_args(argv)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``anyfill build-addon``."""
     path = build(out_dir=args.out)
     print(f"wrote {path}")
     if not args.no_validate:
@@ -102,6 +108,3 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -121,14 +121,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="anyfill bench serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", metavar="NAME_OR_PATH", help="as for anyfill serve (default: shipped)")
-    p.add_argument("--requests", type=int, default=100, help="requests per measurement")
-    p.add_argument("--threads", type=int, default=1, help="the server's torch CPU threads")
-    p.add_argument("--workers", type=int, default=2, help="the server's concurrent requests")
-    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-    args = p.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``anyfill bench serve`` (its arguments: :mod:`backend.commands`)."""
     import httpx
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -225,28 +225,12 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     return outs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="anyfill fill", description=__doc__.split("\n\n")[1].replace("\n", " "))
-    p.add_argument("input", metavar="INPUT.bvh")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT.bvh")
-    p.add_argument("--keys", required=True, metavar="FRAMES",
-                   help="key frames to keep, 0-based: e.g. 0,10,20-25,last; 0:last:10 is every 10th frame")
-    p.add_argument("--joints", metavar="NAMES", help="comma-separated joints kept on every frame")
-    p.add_argument("--frames", metavar="A-B", help="fill only frames A to B (file numbering; the rest is copied)")
-    p.add_argument("--model", metavar="NAME_OR_PATH", help="shipped model name or .safetensors path "
-                   "(default: the shipped model of the file's skeleton)")
-    p.add_argument("--sample", type=int, default=0, metavar="N", help="write N sampled variations instead")
-    p.add_argument("--order", choices=engine.ORDERS, default="lowest-entropy",
-                   help="sampling order (default: most certain cells first)")
-    p.add_argument("--k", type=int, default=1, help="cells (or frames) per sampling step")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``anyfill fill`` (its arguments: :mod:`backend.commands`)."""
+    if args.order not in engine.ORDERS:
+        print(f"anyfill fill: error: --order must be one of {', '.join(engine.ORDERS)}, got {args.order!r}",
+              file=sys.stderr)
+        return 2
     if args.sample < 0 or args.k < 1:
         print("anyfill fill: error: --sample must be >= 0 and --k >= 1", file=sys.stderr)
         return 2

@@ -112,12 +112,8 @@ def run(every: int = 10, frames: int = 121, out_dir: str | Path = "demo-output")
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="anyfill demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--every", type=int, default=10, help="keep one key every N frames (default 10)")
-    p.add_argument("--frames", type=int, default=121, help="frames of each sample clip at 30 fps")
-    p.add_argument("--out", default="demo-output", help="folder for the filled BVH files")
-    args = p.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``anyfill demo`` (its arguments: :mod:`backend.commands`)."""
     results = run(args.every, args.frames, args.out)
     for r in results:
         print(f"{r['skeleton']}: {r['clip']} {r['frames']} frames, {r['keys']} keys, filled {r['filled_frames']} "

@@ -10,6 +10,7 @@ Origin, Host and body size before anything else.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from anyfill import __version__
 from backend import errors
 from backend.auth import LocalOnly, ensure_token, is_loopback, token_path
+from backend.commands import DEFAULT_HOST, DEFAULT_PORT
 from backend.jobs import Jobs
 from backend.registry import Registry
 from backend.routes import fill, health
@@ -31,7 +33,6 @@ from backend.routes import jobs as job_routes
 from backend.schemas import MAX_BODY_BYTES, ModelList
 
 log = logging.getLogger("anyfill.backend")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 
 
 def create_app(registry: Registry, token: str, jobs: Jobs | None = None, loopback_only: bool = True,
@@ -133,22 +134,10 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, models: list[str] 
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """``anyfill serve [--host 127.0.0.1] [--port 8765] [--model NAME_OR_PATH ...]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="anyfill serve", description="Serve the fill models on a local HTTP port.")
-    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1; others warn)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
-    p.add_argument("--model", action="append", metavar="NAME_OR_PATH",
-                   help="model to serve, repeatable: a shipped name, a .safetensors path, or NAME=PATH "
-                   "(default: the shipped hand and body models)")
-    p.add_argument("--workers", type=int, default=2, help="requests run at once")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    args = p.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``anyfill serve`` (its arguments: :mod:`backend.commands`)."""
     if not 0 <= args.port <= 65535 or args.workers < 1:
-        p.error("--port must be 0..65535 and --workers at least 1")
+        raise ValueError("--port must be 0..65535 and --workers at least 1")
     try:
         return serve(args.host, args.port, args.model, args.workers, args.threads or None, args.log_level)
     except OSError as e:

@@ -62,13 +62,13 @@ def test_keys_read_and_written_in_every_rotation_mode(bpy, ext, mode):
         set_rotation(pb, q)
         pb.keyframe_insert(prop, frame=f)
     bag = ext.keys.channelbag(ob)
-    bk = ext.keys.read_bone(ob, bag, "B", with_location=False)
-    assert bk.frames == sorted(qs)
+    bone_keys = ext.keys.read_bone(ob, bag, "B", with_location=False)
+    assert bone_keys.frames == sorted(qs)
     for f, q in qs.items():
-        assert abs(abs(bk.rotation(f).dot(q)) - 1.0) < 1e-5, (mode, f)
+        assert abs(abs(bone_keys.rotation(f).dot(q)) - 1.0) < 1e-5, (mode, f)
     # write a smooth turn at frames 2..6 and read it back
     new = {float(f): qs[1.0].slerp(qs[7.5], (f - 1) / 6.5) for f in range(2, 7)}
-    known = {f: bk.rotation_values(f) for f in bk.frames}
+    known = {f: bone_keys.rotation_values(f) for f in bone_keys.frames}
     track = ext.curves.continuous_track(sorted(set(new) | set(known)), new, known, mode, tuple(getattr(pb, prop)))
     path = ext.keys.bone_path("B", prop)
     for c in range(len(track[2.0])):
@@ -207,7 +207,7 @@ def test_left_hand_rig_is_mirrored_onto_the_right_hand_model(bpy, ext, data_root
     for side, mirrored in (("rightHand", False), ("leftHand", True)):
         clean_scene(bpy)
         ob = import_bvh(bpy, short_bvh(data_root / f"manipnet/teapot3/{side}.bvh", 5))
-        ret = ext.retarget.build(model, ext.keys.armature_rig(ob.data), mapping)
-        assert ret.mirrored == mirrored, side
-        assert ret.rest_mode == "MODEL", side
-        assert ret.scale == pytest.approx(1.0, abs=0.02)
+        retargeting = ext.retarget.build(model, ext.keys.armature_rig(ob.data), mapping)
+        assert retargeting.mirrored == mirrored, side
+        assert retargeting.rest_mode == "MODEL", side
+        assert retargeting.scale == pytest.approx(1.0, abs=0.02)

@@ -87,16 +87,16 @@ def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_
     pose = rig.pose(basis)
     numbers = np.arange(frames, dtype=float) * 3
     keys = [0, 3, 6]
-    ret = rt.build(model, rig, mapping, rest_mode=rest_mode, poses=pose[keys] if from_keys else None,
+    retargeting = rt.build(model, rig, mapping, rest_mode=rest_mode, poses=pose[keys] if from_keys else None,
                    key_frames=numbers[keys] if from_keys else None)
-    assert (ret.key_twists is not None) == from_keys
+    assert (retargeting.key_twists is not None) == from_keys
     if from_keys:
-        assert np.abs(ret.key_twists).max() > 0  # random poses are far from the data: the twists turn
-    local, trans = ret.model_locals(pose, numbers)
+        assert np.abs(retargeting.key_twists).max() > 0  # random poses are far from the data: the twists turn
+    local, trans = retargeting.model_locals(pose, numbers)
     write = np.ones((frames, len(model["joints"])), dtype=bool)
     start = basis.copy()
-    start[:, list(ret.mapped_bones)] = np.eye(4)  # what the mapped bones held before does not matter
-    new = ret.solve_basis(local, trans, start, write, numbers)
+    start[:, list(retargeting.mapped_bones)] = np.eye(4)  # what the mapped bones held before does not matter
+    new = retargeting.solve_basis(local, trans, start, write, numbers)
     height = float(np.ptp(rig.heads[:, 2]))
     assert np.abs(rig.pose(new) - pose).max() < 1e-4 * height
 
@@ -126,15 +126,15 @@ def test_twists_fitted_to_keys_bring_a_knee_back_onto_its_hinge():
     basis = ret0.solve_basis(local, trans, basis, np.ones((k, len(ms.joints)), dtype=bool))
     pose = rig.pose(basis)
     frames = np.arange(k, dtype=float) * 10
-    ret = rt.build(model, rig, mapping, rest_mode="REST", poses=pose, key_frames=frames)
-    got, _ = ret.model_locals(pose, frames)
+    retargeting = rt.build(model, rig, mapping, rest_mode="REST", poses=pose, key_frames=frames)
+    got, _ = retargeting.model_locals(pose, frames)
     axis = rt.rotvecs(rt.quat_to_matrix(got[:, knee]))
     off = np.linalg.norm(np.cross(rt.unit(axis), hinge), axis=-1)
     before = rt.rotvecs(rt.quat_to_matrix(ret0.model_locals(pose)[0][:, knee]))
     assert off.max() < np.sin(np.radians(8.0)) < np.linalg.norm(np.cross(rt.unit(before), hinge), axis=-1).min()
     # and positions are untouched: reading back through the fitted twists gives the same rig
-    new = ret.solve_basis(got, ret.model_locals(pose, frames)[1], basis, np.ones((k, len(ms.joints)), dtype=bool),
-                          frames)
+    everything = np.ones((k, len(ms.joints)), dtype=bool)
+    new = retargeting.solve_basis(got, retargeting.model_locals(pose, frames)[1], basis, everything, frames)
     assert np.abs(rig.pose(new) - pose).max() < 1e-6 * float(np.ptp(rig.heads[:, 2]))
 
 
@@ -144,16 +144,16 @@ def test_rest_matching_points_each_bone_where_the_rig_points():
     model = _body_model()
     rig, mapping = _rig_from_model(model, rng, extra_every=100)
     # bend the rig's rest: the arms down (an A-pose) by moving the heads below the shoulders
-    ret = rt.build(model, rig, mapping, rest_mode="REST")
-    assert ret.rest_mode == "REST"
-    ms = ret.model
+    retargeting = rt.build(model, rig, mapping, rest_mode="REST")
+    assert retargeting.rest_mode == "REST"
+    ms = retargeting.model
     for j, name in enumerate(ms.joints):
         kids = [k for k in ms.children(j) if ms.joints[k] in mapping and np.linalg.norm(ms.offsets[k]) > 1e-9]
         if name not in mapping or len(kids) != 1:
             continue
         k = kids[0]
         heads = {n: rig.heads[rig.index[b]] for n, b in mapping.items()}
-        want = rt.unit(ret.to_model @ (heads[ms.joints[k]] - heads[name]))
-        got = rt.unit(ret.match[j] @ ms.offsets[k])
+        want = rt.unit(retargeting.to_model @ (heads[ms.joints[k]] - heads[name]))
+        got = rt.unit(retargeting.match[j] @ ms.offsets[k])
         assert np.dot(want, got) > 1 - 1e-6, name
-    assert ret.scale == pytest.approx(1.7, rel=1e-6)
+    assert retargeting.scale == pytest.approx(1.7, rel=1e-6)

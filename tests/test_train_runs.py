@@ -5,12 +5,12 @@ when they are given."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -117,5 +117,5 @@ def test_settings_are_checked_when_given(setting, says, capsys):
     assert cli(["train", "anyorder", setting, "--print-config"]) == 2
     assert says in capsys.readouterr().err
     assert cli(["train", "anyorder", "skeleton=body", "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["config"]["skeleton"] == "body"
+    assert tomllib.loads(capsys.readouterr().out)["skeleton"] == "body"
     assert time.time() - t0 < 60

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.settings import Setting, TaskInfo, format_settings, read_config, read_task, shadow
+
 # model name -> module that defines TASK (imported only when that model is trained)
 TASKS: dict[str, str] = {}
 
@@ -34,21 +36,21 @@ TASKS: dict[str, str] = {}
 class TrainerConfig:
     """Settings of the training loop itself, shared by every model (``trainer.<field>=...``)."""
 
-    max_epochs: int = 10
-    max_steps: int = -1
+    max_epochs: int = 10  # passes over the training data (an epoch is the model's own count of steps)
+    max_steps: int = -1  # stop after this many optimiser steps; -1: no step limit
     max_time: str | None = None  # "DD:HH:MM:SS", a wall-clock budget
-    seed: int = 0
+    seed: int = 0  # seeds torch, numpy and the data loaders' workers
     accelerator: str = "auto"  # cpu, gpu, auto
     devices: str = "auto"  # "auto", a count, or a list like "0,1"
-    num_nodes: int = 1
+    num_nodes: int = 1  # machines taking part (DDP; torchrun sets the rest of the environment)
     strategy: str = "auto"  # auto picks DDP for several devices
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning's precision: 32-true, bf16-mixed, 16-mixed
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
-    log_every_n_steps: int = 20
-    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 20  # steps between TensorBoard points
+    val_every_n_epochs: int = 1  # epochs between validations
     checkpoint_every_n_steps: int = 0  # 0: at the end of every epoch only
     checkpoint_every_minutes: float = 1.0  # also a checkpoint (timed.ckpt) this often during epochs; 0: off
-    gradient_clip_val: float = 0.0
+    gradient_clip_val: float = 0.0  # clip the gradient norm to this; 0: no clipping
     progress: bool = True  # a progress bar on a terminal, progress lines otherwise
 
 
@@ -368,23 +370,83 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
     return run_dir
 
 
-def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
+_DESCRIPTION = ("Train a model. Settings: the model's defaults, then --named, then --config, then key=value "
+                "overrides (or --key value; trainer.key=value for the training loop, e.g. trainer.max_epochs=5).")
+
+
+def build_parser(task_names: Sequence[str], info: TaskInfo | None = None) -> argparse.ArgumentParser:
+    """The parser of ``anyfill train``; with a model's ``info``, its help lists every setting of the model
+    and of the training loop with its default and meaning."""
     p = argparse.ArgumentParser(
-        prog="anyfill train",
-        description="Train a model. Settings: the model's defaults, then --named, then --config, then "
-        "key=value overrides (trainer.key=value for the training loop, e.g. trainer.max_epochs=5).",
+        prog="anyfill train" + (f" {info.name}" if info else ""),
+        description=(f"{_DESCRIPTION}\n\n{info.doc}" if info and info.doc else _DESCRIPTION),
+        epilog="\n".join(settings_help(info)) if info else "'anyfill train MODEL --help' lists the model's settings.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", choices=sorted(task_names), metavar="MODEL", help=", ".join(sorted(task_names)))
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--config", metavar="FILE", help="a .toml or .json file of settings")
-    p.add_argument("--named", metavar="NAME", help="a named config of the model (e.g. best)")
+    p.add_argument("--config", metavar="FILE", help="a .toml or .json file of settings (--print-config writes one)")
+    p.add_argument("--named", metavar="NAME", help="a named config of the model (listed in its --help)")
     p.add_argument("--run-dir", metavar="DIR",
                    help="run folder (default runs/MODEL); {now} expands to the start time, e.g. runs/pae-{now}")
     p.add_argument("--restore-from", metavar="DIR",
                    help="continue the run in this existing folder from its newest checkpoint")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints in the run folder and start over")
-    p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved settings, each with its meaning, as a --config file, and exit")
     return p
+
+
+def _trainer_settings() -> list[Setting]:
+    return read_config(__name__, "TrainerConfig")[1]
+
+
+def settings_help(info: TaskInfo) -> list[str]:
+    """The settings part of ``anyfill train MODEL --help``: name, default and meaning of every setting."""
+    trainer = _trainer_settings()
+    for s in trainer:
+        s.default = info.default_trainer.get(s.name, s.default)
+    lines = [f"model settings of {info.name} (key=value or --key value):", *format_settings(info.settings), "",
+             "training loop settings (trainer.key=value; defaults of this model):",
+             *format_settings(trainer, prefix="trainer."), ""]
+    if info.named_configs:
+        lines.append("named configs (--named NAME):")
+        lines += [f"  {k}: " + ", ".join(f"{n}={v}" for n, v in c.items()) for k, c in info.named_configs.items()]
+    return lines
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def config_text(info: TaskInfo, cfg: Any, tcfg: TrainerConfig) -> str:
+    """A resolved config as a TOML file for ``--config``: every setting with its meaning, and its default
+    where the value differs; unset (none) settings commented out."""
+    out = [f"# anyfill train {info.name}: resolved settings ('anyfill train {info.name} --config FILE' reads this)"]
+
+    def section(settings: list[Setting], values: Any, defaults: dict[str, Any]) -> None:
+        for s in settings:
+            if s.nested:
+                continue
+            value, default = getattr(values, s.name), defaults.get(s.name, s.default)
+            shown = "none" if default is None else _toml(default)
+            note = "" if _toml(value) == shown else f" (default {shown})"
+            line = f"{s.name} = {_toml(value)}" if value is not None else f"# {s.name} = (none)"
+            out.append(f"{line:<40} # {s.meaning}{note}")
+        for s in settings:
+            if s.nested:
+                out.extend(["", f"[{s.name}]  # {s.meaning}"])
+                section(s.nested, getattr(values, s.name), {})
+
+    section([s for s in info.settings if not s.nested], cfg, {})
+    out.extend(["", "[trainer]"])
+    section(_trainer_settings(), tcfg, info.default_trainer)
+    section([s for s in info.settings if s.nested], cfg, {})
+    return "\n".join(out) + "\n"
 
 
 def expand_run_dir(template: str, now: datetime.datetime | None = None) -> Path:
@@ -423,15 +485,38 @@ def _flags_to_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` to ``anyfill``. Its arguments depend on the model (``anyfill train MODEL --help``), so the
+    rest of the command line is parsed here, by :func:`build_parser` for that model."""
+    p = sub.add_parser("train", help="train a model (see 'anyfill train MODEL --help')", add_help=False,
+                       description=_DESCRIPTION)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="MODEL [key=value ...] [options]")
+    p.set_defaults(func=lambda args: main(args.argv or ["--help"]))
+
+
+def _model_named(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if a in TASKS), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``anyfill train``. Help and ``--print-config`` read the model's settings from its source
+    (:mod:`training.settings`): neither imports torch or Lightning, except to run a model's own checks."""
     _load_builtin_tasks()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(list(TASKS)).parse_intermixed_args(_flags_to_overrides(argv))
+    argv = _flags_to_overrides(list(sys.argv[1:] if argv is None else argv))
+    name = _model_named(argv)
+    info = read_task(name, TASKS[name]) if name else None
+    args = build_parser(list(TASKS), info).parse_intermixed_args(argv)
+    if args.print_config:
+        # the same resolution as training; on dataclasses made from the source unless the model checks its
+        # settings with its own code (then its module is imported, and a bad setting fails here as in training)
+        task = get_task(args.model) if info.has_check else Task(
+            info.name, shadow(info.settings, "Config"), build=None, named_configs=info.named_configs,
+            default_trainer=info.default_trainer)
+        cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
+        print(config_text(info, cfg, tcfg), end="")
+        return 0
     task = get_task(args.model)
     cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
-    if args.print_config:
-        print(json.dumps({"config": dataclasses.asdict(cfg), "trainer": dataclasses.asdict(tcfg)}, indent=2))
-        return 0
     if args.restore_from:
         if args.run_dir:
             raise SystemExit("anyfill train: give --run-dir (a new run) or --restore-from (an old one), not both")

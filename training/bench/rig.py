@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from training.bench.commands import DEFAULT_CLIPS
+
 EXT_MODULE = "bl_ext.user_default.anyfill"
-DEFAULT_CLIPS = ("foreign/mixamo_walk-in-circle.bvh", "foreign/cmu-xia_normal.bvh", "foreign/cmu-xia_proud.bvh")
 
 
 @dataclass
@@ -359,19 +360,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, addon_zip: Path | None = None) -> int:
-    """``anyfill bench rig``; ``addon_zip``: the extension as built by ``anyfill build-addon`` (the command line
-    builds it first)."""
-    parser = argparse.ArgumentParser(prog="anyfill bench rig", description=__doc__.split("\n\n")[0])
-    parser.add_argument("clips", nargs="*", help=f"BVH files (default: {', '.join(DEFAULT_CLIPS)} under the data "
-                        "folder)")
-    parser.add_argument("--every", type=int, nargs="+", default=[5, 10, 20], help="keep a key every n frames")
-    parser.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
-    parser.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh",
-                        help="put each clip (of the training skeleton) on this Mixamo rig first, with Blender's "
-                        "constraints, baked (rig invariance: compare with the clip on its own skeleton)")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
+    """``anyfill bench rig`` (its arguments: :mod:`training.bench.commands`); ``addon_zip``: the extension as
+    built by ``anyfill build-addon`` (the command line builds it first)."""
     from training.motion.splits import data_root
 
     clips = [Path(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]

@@ -36,13 +36,13 @@ from training.train import Task
 
 @dataclass
 class AnyOrderTrainConfig:
-    skeleton: str = "hand"
-    variant: str = "query"
-    d_model: int = 192
-    n_heads: int = 4
-    n_enc_layers: int = 3
-    n_dec_layers: int = 3
-    dropout: float = 0.1
+    skeleton: str = "hand"  # hand (ManipNet, 17 joints) or body (Bandai, 22 joints and the root's position)
+    variant: str = "query"  # query (encoder-decoder: target queries read the known cells) or triples (decoder-only)
+    d_model: int = 192  # the transformer's width
+    n_heads: int = 4  # attention heads
+    n_enc_layers: int = 3  # encoder layers (query) / causal layers (triples)
+    n_dec_layers: int = 3  # decoder layers of the query variant
+    dropout: float = 0.1  # dropout inside the transformer
     length: int = 65  # frames per training window (the benchmark's window)
     # what the model reads of a window (features.FeatureSpec: frame, key_velocity, base_velocity, across_keys,
     # hermite_positions, velocity_memory, clamp_keys); each setting is also given by its own name (base_velocity=0.5)
@@ -51,14 +51,14 @@ class AnyOrderTrainConfig:
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips played at each of these speeds (1: as captured)
     reverse: bool = False  # augmentation: training clips also played backwards
-    batch_size: int = 64
-    steps_per_epoch: int = 500
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 300
-    w_von_mises: float = 0.05
-    w_angular: float = 1.0
-    w_position: float = 0.05
+    batch_size: int = 64  # windows per training batch
+    steps_per_epoch: int = 500  # training batches per epoch (windows are drawn at random, so an epoch is a count)
+    lr: float = 1e-3  # AdamW's peak learning rate (linear warm-up, then cosine decay)
+    weight_decay: float = 0.01  # AdamW's weight decay
+    warmup_steps: int = 300  # steps of linear learning-rate warm-up (at most half the run)
+    w_von_mises: float = 0.05  # weight of the rotations' von Mises-Fisher likelihood (learns the spread: entropy)
+    w_angular: float = 1.0  # weight of 2 (1 - cos) of the angle between predicted and true local rotations
+    w_position: float = 0.05  # weight of the Gaussian likelihood of moving joints' positions
     w_fk: float = 1.0  # forward-kinematics positions relative to the root
     w_root: float = 1.0  # moving joints' positions (the root trajectory)
     w_top_angle: float = 0.0  # extra angular term on the top joint (hands: the wrist, most of L2Q)
@@ -68,15 +68,15 @@ class AnyOrderTrainConfig:
     # relative to that error, as fast ones (the benchmarks' ratio to interpolation, window by window)
     relative_floor: float = 0.0
     # how often each known/target pattern is drawn in training (validation always uses the defaults)
-    mix_inbetween: float = 0.45
-    mix_keyframes: float = 0.25
-    mix_cells: float = 0.15
-    mix_pose: float = 0.15
+    mix_inbetween: float = 0.45  # share of windows with a gap between context frames (the benchmark's pattern)
+    mix_keyframes: float = 0.25  # share of windows with a key every few frames
+    mix_cells: float = 0.15  # share of windows with random known cells
+    mix_pose: float = 0.15  # share of windows completing a pose from some of its joints
     calibrate: bool = False  # at export: keep only the share of each correction that pays on the validation takes
     init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
-    data_root: str | None = None
-    data_seed: int = 0
-    val_windows: int = 512
+    data_root: str | None = None  # folder holding splits.json; none: ../shared/data
+    data_seed: int = 0  # seeds the feature statistics and the fixed validation windows
+    val_windows: int = 512  # validation windows (drawn once from the validation takes)
     num_workers: int = 0  # processes making training batches (a GPU outruns one; each draws its own windows)
 
 

@@ -20,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from training.bench.inbetween import write_json
+from training.documents.commands import TABLES
 
 # the swept setting (a field of the lift task's config) -> (table title, values)
-TABLES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "dropout": ("dropout", (0.0, 0.5, 0.9999)),
-    "lr": ("learning rate", (0.001, 0.1, 1.0)),
-    "hidden": ("hidden size", (256, 512, 1024)),
-    "blocks": ("residual blocks", (1, 2, 3)),
-}
 RUN_FILE = "sweep_run.json"
 
 
@@ -110,20 +105,8 @@ def format_tables(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="anyfill bench lift",
-        description="Train and score the LiftModel settings of the CS764 report's four tables (dropout, "
-        "learning rate, hidden size, residual blocks). Settings: the lift task's defaults, then --named, then "
-        "key=value overrides (trainer.key=value for the training loop), then the swept value.",
-    )
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--named", default="quick", help="named config of the lift task for every run (default quick)")
-    p.add_argument("--runs-dir", default="runs/lift-sweep", help="one run folder per setting in here")
-    p.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES), metavar="TABLE",
-                   help=f"which tables, by swept setting ({', '.join(TABLES)}); default all")
-    p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
-    args = p.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+def main(args: argparse.Namespace) -> int:
+    """``anyfill bench lift`` (its arguments: :mod:`training.documents.commands`)."""
     result = run(args.overrides, args.runs_dir, args.named or None, args.tables)
     print(format_tables(result))
     if args.json:

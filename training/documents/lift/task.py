@@ -31,24 +31,24 @@ class LiftTaskConfig:
     """Model, optimiser and data settings of ``anyfill train lift`` (defaults: the report's)."""
 
     # the network (the report: 1024 wide, two residual blocks, dropout 0.5)
-    hidden: int = 1024
-    blocks: int = 2
-    dropout: float = 0.5
+    hidden: int = 1024  # width of the network (the report: 1024)
+    blocks: int = 2  # residual blocks (the report: 2)
+    dropout: float = 0.5  # dropout in each block (the report: 0.5)
     # the optimiser (the report: Adam, betas (0.5, 0.999), StepLR)
-    lr: float = 1e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr: float = 1e-3  # Adam's learning rate
+    beta1: float = 0.5  # Adam's beta1 (the report: 0.5)
+    beta2: float = 0.999  # Adam's beta2
     lr_step_epochs: int = 1  # StepLR: multiply the learning rate by lr_gamma every lr_step_epochs epochs
-    lr_gamma: float = 0.8
-    batch_size: int = 256
+    lr_gamma: float = 0.8  # StepLR's factor
+    batch_size: int = 256  # samples per batch
     # the data (see lift_data): every frame_stride-th frame, each seen by cameras_per_pose random cameras
-    frame_stride: int = 1
-    cameras_per_pose: int = 1
-    test_cameras_per_pose: int = 2
+    frame_stride: int = 1  # training data: every frame_stride-th frame
+    cameras_per_pose: int = 1  # training data: random virtual cameras per pose
+    test_cameras_per_pose: int = 2  # test data: virtual cameras per pose (fixed by data_seed)
     data_seed: int = 0  # seeds the virtual cameras; independent of the training seed so the test set is fixed
     val_every: int = 10  # every val_every-th training file is validation data
     max_files: int = 0  # > 0: at most this many files per split (quick runs and tests)
-    data_root: str | None = None
+    data_root: str | None = None  # folder holding splits.json; none: ../shared/data
 
     def model_config(self) -> LiftConfig:
         return LiftConfig(n_joints=len(lift_data.LIFT_JOINTS), hidden=self.hidden, blocks=self.blocks,

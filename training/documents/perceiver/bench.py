@@ -54,16 +54,8 @@ def train_rate(overrides: Sequence[str], steps: int) -> tuple[float, int]:
     return steps * cfg.batch_size / (time.perf_counter() - t), cfg.batch_size
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="anyfill bench video-loader", description=__doc__.splitlines()[0])
-    p.add_argument("--data", nargs="+", default=["mnist", "sticks"], help="mnist, sticks or a video folder")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--steps", type=int, default=10, help="training steps timed")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
-    p.add_argument("--json", default="bench-results/video_loader.json", metavar="OUT")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="perceiver-ae settings, e.g. batch_size=8")
-    args = p.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``anyfill bench video-loader`` (its arguments: :mod:`training.documents.commands`)."""
     torch.set_num_threads(args.threads)
 
     from training.documents.perceiver.task import TASK, make_data

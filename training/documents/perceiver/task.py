@@ -45,24 +45,24 @@ class PerceiverTaskConfig:
 
     # data
     data: str = "mnist"  # mnist (moving MNIST), sticks (Bandai stick figures) or a folder of class folders
-    data_root: str | None = None
+    data_root: str | None = None  # folder holding the data sets; none: ../shared/data
     num_frames: int = 0  # frames per clip; 0: present + future + (exposures - 1) * window_inc
-    frame_size: int = 64
-    batch_size: int = 16
-    num_workers: int = 1
+    frame_size: int = 64  # frames are resized to this square size (pixels)
+    batch_size: int = 16  # clips per batch
+    num_workers: int = 1  # data loader processes
     num_prefetch: int = 4  # batches each loader worker keeps ready
     overfit: int = 0  # > 0: train (and validate) on the first N clips only
     n_train: int = 10000  # moving MNIST clips per epoch
     # model
-    patch_hwd: tuple[int, int, int] = (8, 8, 2)
+    patch_hwd: tuple[int, int, int] = (8, 8, 2)  # patch height, width and depth (frames)
     latent_dims: tuple[int, int] = (64, 128)  # number of latents, their width
-    nheads: int = 4
-    keydim: int = 32
-    mhadropout: float = 0.0
-    n_enc_blocks: int = 1
-    n_latent_blocks: int = 2
-    distinct_latent: bool = False
-    n_dec_blocks: int = 1
+    nheads: int = 4  # attention heads
+    keydim: int = 32  # key width per head
+    mhadropout: float = 0.0  # attention dropout
+    n_enc_blocks: int = 1  # cross-attention encoder blocks (tokens into latents)
+    n_latent_blocks: int = 2  # latent self-attention blocks
+    distinct_latent: bool = False  # False: one latent block applied n_latent_blocks times; True: distinct blocks
+    n_dec_blocks: int = 1  # decoder blocks (queries read the latents)
     k_mu_space: tuple[int, int] = (8, 8)  # Fourier bands, max resolution (patches) per spatial axis
     k_mu_time: tuple[int, int] = (4, 8)  # Fourier bands, max resolution (patch steps) in time
     # objective
@@ -76,12 +76,12 @@ class PerceiverTaskConfig:
     window_inc: int = 2  # frames the window moves between exposures
     blind_iters: int = 1  # first exposures whose loss is not counted
     # optimisation and loop (num_iters / ckpt_period set the trainer; 0 leaves trainer.* as given)
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    num_iters: int = 0
-    ckpt_period: int = 0
-    cpu_only: bool = False
-    one_gpu: bool = False
+    lr: float = 3e-4  # AdamW's learning rate
+    weight_decay: float = 0.01  # AdamW's weight decay
+    num_iters: int = 0  # > 0: train this many steps instead of trainer.max_epochs
+    ckpt_period: int = 0  # > 0: a checkpoint every this many steps
+    cpu_only: bool = False  # train on the CPU even where a GPU is visible
+    one_gpu: bool = False  # use the first GPU only
     seed: int = 0  # data seed (moving MNIST generation); the training seed is trainer.seed
     profile_steps: int = 3  # after training, profile this many steps into tb/profile (0: no trace)
 

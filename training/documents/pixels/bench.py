@@ -65,19 +65,8 @@ def _load(run: str, checkpoint: str | None, threads: int):
     return load_run(run, checkpoint)
 
 
-def sample_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="anyfill sample pixels", description="Sample 4-colour digits in one order.")
-    p.add_argument("--run", default="runs/pixels", help="run folder of 'anyfill train pixels' (default runs/pixels)")
-    p.add_argument("--checkpoint", help="a checkpoint file (default RUN/checkpoints/last.ckpt)")
-    p.add_argument("--order", choices=ps.ORDERS, default="random")
-    p.add_argument("--n", type=int, default=64, help="how many digits")
-    p.add_argument("-o", "--out", default="grid.png", help="PNG file to write")
-    p.add_argument("--complete", action="store_true", help="complete the top halves of the first N test digits")
-    p.add_argument("--per-step", type=int, default=1, help="cells per step (1: the thesis's exact procedure)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+def sample_main(args: argparse.Namespace) -> int:
+    """``anyfill sample pixels`` (its arguments: :mod:`training.documents.commands`)."""
     model, centres, cfg = _load(args.run, args.checkpoint, args.threads)
     res = sample_grid(model, centres, cfg, args.order, args.n, args.out, complete=args.complete,
                       per_step=args.per_step, temperature=args.temperature, seed=args.seed)
@@ -140,26 +129,13 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def bench_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="anyfill bench pixels",
-                                description="Test NLL per order, and samples per order, of a trained pixel model.")
-    p.add_argument("--run", default="runs/pixels", help="run folder of 'anyfill train pixels' (default runs/pixels)")
-    p.add_argument("--checkpoint", help="a checkpoint file (default RUN/checkpoints/last.ckpt)")
-    p.add_argument("--images", type=int, default=8, help="test digits scored under every order (default 8)")
-    p.add_argument("--samples", type=int, default=64, help="digits sampled per order (default 64; 0: NLL only)")
-    p.add_argument("--per-step", type=int, default=8, help="cells per step when sampling (default 8)")
-    p.add_argument("--orders", default=",".join(ps.ORDERS),
-                   help=f"comma-separated orders to score (default all: {','.join(ps.ORDERS)})")
-    p.add_argument("--out-dir", default="bench-results/pixels", help="where the PNG grids go")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+def bench_main(args: argparse.Namespace) -> int:
+    """``anyfill bench pixels`` (its arguments: :mod:`training.documents.commands`)."""
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
     try:
         _check_orders(orders)
     except ValueError as e:
-        p.error(f"--orders: {e}")
+        raise ValueError(f"--orders: {e}") from None
     result = bench(args.run, args.checkpoint, args.images, args.samples, args.per_step, args.out_dir, args.seed,
                    args.threads, orders)
     print(format_table(result))

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.documents.commands import PIXEL_ORDERS as ORDERS  # the command line lists them too
 from training.documents.pixels.model import PixelAnyOrder
-
-ORDERS = ("raster", "random", "lowest-entropy", "highest-entropy")
 
 
 @dataclass

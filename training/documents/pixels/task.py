@@ -33,17 +33,17 @@ from training.train import Task
 @dataclass
 class PixelTaskConfig:
     variant: str = "query"  # query | triples
-    d_model: int = 64
-    n_heads: int = 4
+    d_model: int = 64  # the transformer's width
+    n_heads: int = 4  # attention heads
     n_layers: int = 2  # encoder and decoder depth (query); causal depth (triples)
-    dropout: float = 0.0
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 32
+    dropout: float = 0.0  # dropout inside the transformer
+    lr: float = 1e-3  # AdamW's learning rate
+    weight_decay: float = 0.01  # AdamW's weight decay
+    batch_size: int = 32  # images per batch
     max_targets: int = 0  # query variant: > 0 scores at most this many random targets per image
     max_train: int = 0  # > 0: train on this many images only (quick runs and tests)
     val_images: int = 500  # the last of the 9,000 training images, for validation
-    data_root: str | None = None
+    data_root: str | None = None  # folder holding mnist/; none: ../shared/data
 
     def model_config(self) -> PixelConfig:
         core = dataclasses.replace(PixelConfig().core, d_model=self.d_model, n_heads=self.n_heads,

@@ -20,15 +20,15 @@ from training.motion.skeleton import get_schema
 
 @dataclass
 class ConvSTGATConfig:
-    n_in: int = 10
-    n_out: int = 25
-    n_joints: int = 22
-    hidden: int = 32
-    blocks: int = 2
-    heads: int = 1
-    kernel_t: int = 3
-    dropout: float = 0.0
-    expand_kernel: int = 3
+    n_in: int = 10  # observed frames
+    n_out: int = 25  # predicted frames
+    n_joints: int = 22  # joints per frame
+    hidden: int = 32  # embedding width
+    blocks: int = 2  # graph-attention + temporal-convolution blocks
+    heads: int = 1  # attention heads
+    kernel_t: int = 3  # temporal convolution kernel
+    dropout: float = 0.0  # dropout
+    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
     skeleton: str = "body"  # the graph: parents of the schema's joints
 
 

@@ -19,17 +19,17 @@ from training.documents.stcformer.sttformer import TupleBlock
 
 @dataclass
 class STACFormerConfig:
-    n_in: int = 10
-    n_out: int = 25
-    n_joints: int = 22
-    hidden: int = 32
-    encoder_blocks: int = 1
+    n_in: int = 10  # observed frames
+    n_out: int = 25  # predicted frames
+    n_joints: int = 22  # joints per frame
+    hidden: int = 32  # embedding width
+    encoder_blocks: int = 1  # tuple-attention (STT) encoder blocks
     blocks: int = 2  # decoder (STC) blocks
-    heads: int = 1
-    tuple_len: int = 2
-    mlp_ratio: int = 2
-    dropout: float = 0.0
-    expand_kernel: int = 3
+    heads: int = 1  # attention heads
+    tuple_len: int = 2  # frames per tuple; must divide n_in
+    mlp_ratio: int = 2  # MLP width as a multiple of hidden
+    dropout: float = 0.0  # dropout
+    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
 
 
 class STACFormer(nn.Module):

@@ -30,17 +30,17 @@ START_FLAG = (0.0, 1.0)
 
 @dataclass
 class STCFormerConfig:
-    n_in: int = 10
-    n_out: int = 25
-    n_joints: int = 22
-    hidden: int = 32
+    n_in: int = 10  # observed frames
+    n_out: int = 25  # predicted frames
+    n_joints: int = 22  # joints per frame
+    hidden: int = 32  # embedding width
     blocks: int = 2  # encoder blocks (and decoder blocks unless decoder_blocks is set)
     decoder_blocks: int = 0  # 0: same as blocks
-    heads: int = 1
-    mlp_ratio: int = 2
-    dropout: float = 0.0
-    expand_kernel: int = 3
-    autoregressive: bool = False
+    heads: int = 1  # attention heads
+    mlp_ratio: int = 2  # MLP width as a multiple of hidden
+    dropout: float = 0.0  # dropout
+    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
+    autoregressive: bool = False  # frame by frame with start flags (STCFormer-AR), not all frames at once
 
 
 class STCDecoder(nn.Module):

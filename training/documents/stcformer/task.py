@@ -37,11 +37,11 @@ M_PER_MM = 1e-3  # the networks see metres: values of order 1
 class TrainSettings:
     """Optimisation and data settings shared by the family (the report's starting point)."""
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    amsgrad: bool = True
+    lr: float = 1e-3  # Adam's learning rate
+    weight_decay: float = 1e-5  # Adam's weight decay
+    amsgrad: bool = True  # use the AMSGrad variant of Adam
     lr_decay: float = 1.0  # multiplied into the learning rate after every epoch
-    batch_size: int = 256
+    batch_size: int = 256  # windows per batch
     train_stride: int = 2  # frames between training windows
     eval_stride: int = 5  # frames between validation / test windows
     val_every: int = 10  # every 10th training file (sorted) is validation data
@@ -62,7 +62,7 @@ class STCFormerTaskConfig(TrainSettings, STCFormerConfig):
 
 @dataclass
 class STCFormerARTaskConfig(TrainSettings, STCFormerConfig):
-    autoregressive: bool = True
+    autoregressive: bool = True  # STCFormer-AR: frame by frame with start flags
 
 
 @dataclass
@@ -261,8 +261,8 @@ TASKS: dict[str, Task] = {
         name=name,
         config_cls=task_cfg,
         build=_build(name),
-        named_configs={k: dict(v) for k, v in _NAMED.items()},
-        default_trainer=dict(_DEFAULT_TRAINER),
+        named_configs=_NAMED,
+        default_trainer=_DEFAULT_TRAINER,
         after_fit=after_fit,
     )
     for name, (_, _, task_cfg) in MODELS.items()

@@ -1,0 +1,167 @@
+"""``anyfill bench`` commands of the product: in-betweening and keys on the test split, the motion models'
+speed, any-order sampling, pose completion, the linear probe, and the extension on real rigs. Only argparse
+here: each command imports its module when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# the rig bench's clips, under the data folder: one rig family each (Mixamo, CMU)
+DEFAULT_CLIPS = ("foreign/mixamo_walk-in-circle.bvh", "foreign/cmu-xia_normal.bvh", "foreign/cmu-xia_proud.bvh")
+
+
+def _bench_inbetween(args: argparse.Namespace) -> int:
+    from training.bench import inbetween
+
+    result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
+    print(inbetween.format_table(result))
+    baseline = None
+    if args.baseline and args.baseline != args.method:
+        baseline = inbetween.run(args.skeleton, args.baseline, data=args.data, gaps=args.gaps, root=args.data_root)
+        result["baseline"] = {"method": args.baseline, "gaps": baseline["gaps"]}
+        result["ratio_to_baseline"] = inbetween.ratios(result, baseline)
+        print(inbetween.format_table(baseline))
+        print(inbetween.format_table({**result, "method": f"{args.method} / {args.baseline}",
+                                      "gaps": result["ratio_to_baseline"]}))
+    if args.json:
+        inbetween.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.record:
+        import shlex
+        import sys
+
+        inbetween.record_in_card(args.method, result, baseline, "anyfill " + shlex.join(sys.argv[1:]))
+        print(f"recorded the numbers in the card of {args.method}")
+    return 0
+
+
+def _bench_keys(args: argparse.Namespace) -> int:
+    from training.bench import inbetween, keys
+
+    if args.bands < 0 or (args.bands and not (args.baseline and args.baseline != args.method)):
+        print("anyfill bench keys: --bands needs a positive count and a --baseline other than --method "
+              f"(the bands are the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}",
+              file=sys.stderr)
+        return 2
+    result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
+    print(keys.format_table(result))
+    if args.baseline and args.baseline != args.method:
+        baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root)
+        result["baseline"] = {"method": args.baseline, "every": baseline["every"]}
+        result["ratio_to_baseline"] = keys.ratios(result, baseline)
+        print(keys.format_table(baseline))
+        print(keys.format_table({**result, "every": result["ratio_to_baseline"]},
+                                title=f"ratio: {args.method} / {args.baseline}"))
+        if args.bands:
+            result["by_difficulty"] = keys.by_difficulty(result, baseline, bands=args.bands)
+            print(keys.format_difficulty(result["by_difficulty"], args.method, args.baseline))
+    if args.json:
+        inbetween.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    """``anyfill bench speed|sampling|pose|probe``: the trained any-order motion model's benchmarks."""
+    import json
+    from pathlib import Path
+
+    if args.bench == "speed":
+        from training.bench import speed
+
+        result = speed.run(dict(zip(("body", "hand"), args.models, strict=False)), threads=args.threads,
+                           repeats=args.repeats)
+        text = speed.format_table(result)
+    elif args.bench == "sampling":
+        from training.bench import sampling
+
+        result = sampling.run_sampling(args.model, args.skeleton, gap=args.gap, windows=args.windows, n=args.n,
+                                       ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
+                                       progress=lambda row: print(row, flush=True))
+        text = sampling.format_sampling(result)
+    elif args.bench == "probe":
+        from training.bench import probe
+
+        result = probe.run(args.skeleton, gap=args.gap, windows=args.windows, lambdas=tuple(args.lambdas),
+                           base_velocity=args.base_velocity)
+        text = probe.format_table(result)
+    else:
+        from training.bench import sampling
+
+        result = sampling.run_pose(args.model, frames=args.frames)
+        text = sampling.format_pose(result)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
+    sp = bench_sub.add_parser("speed", help="fill and sampling latency of the motion models (CPU)")
+    sp.add_argument("--models", nargs=2, default=["body", "hand"], metavar=("BODY", "HAND"))
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--repeats", type=int, default=20)
+    sm = bench_sub.add_parser("sampling", help="the thesis experiment: any-order sampling by order and k")
+    sm.add_argument("--model", default="hand", help="checkpoint path or shipped name")
+    sm.add_argument("--skeleton", choices=("body", "hand"), default="hand")
+    sm.add_argument("--gap", type=int, default=15)
+    sm.add_argument("--windows", type=int, default=12)
+    sm.add_argument("--n", type=int, default=8, help="variations per window")
+    sm.add_argument("--k", type=int, nargs="+", default=[1, 8, 64], help="cells per step")
+    sm.add_argument("--temperature", type=float, default=1.0)
+    sm.add_argument("--seed", type=int, default=0)
+    po = bench_sub.add_parser("pose", help="pose completion of the hand from the wrist and some fingers")
+    po.add_argument("--model", default="hand", help="checkpoint path or shipped name")
+    po.add_argument("--frames", type=int, default=400)
+    pb = bench_sub.add_parser("probe", help="ridge maps from the context: what is linearly predictable in a gap")
+    pb.add_argument("--skeleton", choices=("body", "hand"), default="hand")
+    pb.add_argument("--gap", type=int, default=15)
+    pb.add_argument("--windows", type=int, default=30000, help="training windows to fit on")
+    pb.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-2, 1.0])
+    pb.add_argument("--base-velocity", type=float, default=0.5, help="the Hermite baseline's share (0: interp)")
+    for p in (sp, sm, po, pb):
+        p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+        p.set_defaults(func=_bench_model)
+
+
+def _add_test_split_args(p: argparse.ArgumentParser) -> None:
+    """What every fill benchmark on the test split takes: skeleton, method, data, baseline, output."""
+    p.add_argument("--skeleton", choices=("body", "hand"), required=True)
+    p.add_argument("--method", default="interp",
+                   help="zero, interp, bezier (Blender's own curves), or a checkpoint path / shipped model name")
+    p.add_argument("--data", nargs="+", metavar="FILE_OR_DIR", help="score these BVH files instead of the test split")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    p.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
+
+
+def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
+    """Add the product's benchmarks to ``anyfill bench``."""
+    ib = bench_sub.add_parser("inbetween", help="LaFAN1-protocol in-betweening on the test split")
+    _add_test_split_args(ib)
+    ib.add_argument("--gaps", nargs="+", type=int, default=[5, 15, 30, 45], metavar="N")
+    ib.add_argument("--record", action="store_true", help="write the numbers into the model's card")
+    ib.set_defaults(func=_bench_inbetween)
+    kb = bench_sub.add_parser("keys", help="the animator's use: a key every n frames, fill the rest (test split)")
+    _add_test_split_args(kb)
+    kb.add_argument("--every", nargs="+", type=int, default=[5, 10, 20], metavar="N", help="frames between keys")
+    kb.add_argument("--bands", type=int, default=0, metavar="K",
+                    help="with --baseline: also the ratio in K bands of windows, easiest (lowest baseline error) first")
+    kb.set_defaults(func=_bench_keys)
+    _add_bench_model(bench_sub)
+    rig = bench_sub.add_parser(
+        "rig", help="the extension on real rigs in headless Blender against Blender's Bezier curves",
+        description="Score the real extension on real rigs (built with 'anyfill build-addon' first, then run in "
+        "headless Blender) against Blender's own Bezier curves of the same keys.")
+    rig.add_argument("clips", nargs="*", help=f"BVH files (default: {', '.join(DEFAULT_CLIPS)} under the data folder)")
+    rig.add_argument("--every", type=int, nargs="+", default=[5, 10, 20], help="keep a key every n frames")
+    rig.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
+    rig.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    rig.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh",
+                     help="put each clip (of the training skeleton) on this Mixamo rig first, with Blender's "
+                     "constraints, baked (rig invariance: compare with the clip on its own skeleton)")
+    # its func is set by anyfill.cli, which builds the extension first (training never imports anyfill)

@@ -97,9 +97,13 @@ def _fill_gap(run: list[float], new: dict[float, Quaternion], mode: str, left: l
         return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
     # split s: forward[:s] + backward[s:]; the jump is between forward[s-1] (or the left key) and backward[s]
-    # (or the right key)
-    best = min(range(len(run) + 1), key=lambda s: (step(forward[s - 1] if s else left,
-                                                        backward[s] if s < len(run) else right), -s))
+    # (or the right key). The walks meet where they come closest (near a gimbal point two Euler branches touch);
+    # where they never come close (keys on two branches, quaternion keys in two hemispheres) the switch is
+    # made into the right key, so no filled frame is written in a representation away from its neighbour.
+    jumps = [step(forward[s - 1] if s else left, backward[s] if s < len(run) else right) for s in range(len(run) + 1)]
+    best = min(range(len(run) + 1), key=lambda s: (jumps[s], -s))
+    if jumps[best] >= math.pi / 4:
+        best = len(run)
     return dict(zip(run, forward[:best] + backward[best:], strict=True))
 
 

@@ -4,8 +4,8 @@ fill wherever the scheme is the same, and without a seam where a shot is cut."""
 import numpy as np
 import pytest
 import torch
-
 from test_anyorder import synthetic, tiny
+
 from training.inbetween import fill as fill_engine
 from training.motion.rotations import quat_angle
 

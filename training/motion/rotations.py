@@ -148,18 +148,36 @@ def _wrap_near(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def euler_make_continuous(angles: np.ndarray, order: str, axis: int = 0, degrees: bool = True) -> np.ndarray:
     """Unwrap an Euler curve along ``axis``: each sample takes, among its 2*pi shifts and the flipped
-    equivalent triple, the one closest to the previous sample (what Blender's ``make_compatible`` does)."""
-    order = _check_order(order)
-    e = np.moveaxis(np.asarray(angles, dtype=np.float64), axis, 0).copy()
-    if degrees:
-        e = np.deg2rad(e)
-    for i in range(1, e.shape[0]):
-        prev = e[i - 1]
-        a = _wrap_near(e[i], prev)
-        b = _wrap_near(_euler_flip(e[i]), prev)
-        da = np.sum((a - prev) ** 2, axis=-1, keepdims=True)
-        db = np.sum((b - prev) ** 2, axis=-1, keepdims=True)
-        e[i] = np.where(db < da - 1e-9, b, a)
+    equivalent triple, the one closest to the previous sample (what Blender's ``make_compatible`` does).
+
+    Vectorised: whether a sample takes the flipped triple depends only on whether the previous one did
+    (distances after the 2*pi shift do not depend on the shift), so each step is one of four maps of a
+    bit, composed over the whole curve by a prefix scan (log2 T array steps); the 2*pi shifts then add up
+    as a cumulative sum of whole turns."""
+    _check_order(order)
+    e = np.moveaxis(np.asarray(angles, dtype=np.float64), axis, 0)
+    e = np.deg2rad(e) if degrees else e.copy()
+    if e.shape[0] > 1:
+        f = _euler_flip(e)
+
+        def flips_after(prev: np.ndarray) -> np.ndarray:  # does sample i take its flip after ``prev`` = i - 1
+            da = np.sum((_wrap_near(e[1:], prev) - prev) ** 2, axis=-1)
+            db = np.sum((_wrap_near(f[1:], prev) - prev) ** 2, axis=-1)
+            return db < da - 1e-9
+
+        # map of step i: (flip taken if the previous sample was not flipped, ... if it was)
+        p0, p1 = flips_after(e[:-1]), flips_after(f[:-1])
+        k = 1
+        while k < len(p0):  # prefix scan: p[i] becomes step i composed with every step before it
+            g0, g1, f0, f1 = p0[:-k], p1[:-k], p0[k:], p1[k:]
+            p0, p1 = (np.concatenate([p0[:k], np.where(g0, f1, f0)]),
+                      np.concatenate([p1[:k], np.where(g1, f1, f0)]))
+            k *= 2
+        flipped = np.concatenate([np.zeros((1, *p0.shape[1:]), dtype=bool), p0])  # the first sample stays
+        x = np.where(flipped[..., None], f, e)
+        turns = np.cumsum(np.round((x[1:] - x[:-1]) / (2.0 * np.pi)), axis=0)
+        x[1:] -= 2.0 * np.pi * turns
+        e = x
     if degrees:
         e = np.rad2deg(e)
     return np.moveaxis(e, 0, axis)

@@ -218,6 +218,21 @@ def test_fill_bvh_keeps_key_frames(data_root, tmp_path, capsys):
 
 
 @pytest.mark.data
+def test_fill_bvh_shows_progress_on_a_long_clip(data_root, tmp_path, capsys):
+    """Not on a terminal (here): plain lines on stderr, the last one at 100%; a short clip shows none."""
+    src = _slice(data_root / "bandai" / "dataset-1" / "dataset-1_bow_old_001.bvh", tmp_path / "in.bvh", 150)
+    model = str(models_dir() / "body.safetensors")
+    assert cli(["fill", str(src), "-o", str(tmp_path / "out.bvh"), "--keys", "0:last:10", "--model", model]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "filling:" in ln]
+    assert lines and lines[-1].endswith("(100%)")
+    done, total = map(int, re.search(r"(\d+)/(\d+) frames", lines[-1]).groups())
+    assert done == total > 0
+    short = _slice(src, tmp_path / "short.bvh", 40)
+    assert cli(["fill", str(short), "-o", str(tmp_path / "o2.bvh"), "--keys", "0,last", "--model", model]) == 0
+    assert "filling:" not in capsys.readouterr().err
+
+
+@pytest.mark.data
 def test_fill_bvh_samples_and_joints(data_root, tmp_path, capsys):
     src = _slice(data_root / "manipnet" / "teapot3" / "rightHand.bvh", tmp_path / "hand.bvh", 12)
     out = tmp_path / "var.bvh"

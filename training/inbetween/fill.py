@@ -247,12 +247,14 @@ def fill(
     known_now = known.copy()
     ent = np.zeros((n, t, j))
     spread = np.zeros((n, t, j))
-    todo = [_Piece(w, a, b, a, a) for w in range(n) for a, b in (pieces(known[w], length) if cut else [(0, t - 1)])
-            if not known[w, a : b + 1].all()]
-    total = sum(p.b + 1 - p.a for p in todo)
+    # a later piece's first frame is the previous one's last, a whole pose: nothing there to commit twice
+    todo = [_Piece(w, a, b, a, a + (a > 0)) for w in range(n)
+            for a, b in (pieces(known[w], length) if cut else [(0, t - 1)]) if not known[w, a : b + 1].all()]
+    total = sum(p.b + 1 - p.upto for p in todo)
     done = 0
     while todo:
-        for chunk in (todo[i : i + BATCH] for i in range(0, len(todo), BATCH)):
+        calls = -(-len(todo) // BATCH)
+        for chunk in np.array_split(np.array(todo, dtype=object), calls):
             if cancel is not None and cancel():
                 raise Cancelled(f"fill cancelled at frame {min(p.start for p in chunk)} of {t}")
             wins = []
@@ -436,12 +438,14 @@ def _interpolate_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, t
 
 
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
-                 cancel: Callable[[], bool] | None = None) -> FillResult:
+                 cancel: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> FillResult:
     """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
     further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
     the nearest trained rate that also holds every frame with a key at its own time; the answer is then
     slerped back to the window's frames. Joints known on consecutive frames (conditioning curves) are
-    known on the grid between them too. Known cells come back exactly as given."""
+    known on the grid between them too. Known cells come back exactly as given. ``progress`` as in
+    :func:`fill` (frames of the grid a long window is filled on)."""
     rotations = np.asarray(rotations, dtype=np.float64)
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
@@ -451,7 +455,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
     if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
-        return fill(model, rotations, translations, known, times, cancel)
+        return fill(model, rotations, translations, known, times, cancel, progress)
     target_rate = min(max(rate, lo), hi)
     parts = []
     for w in range(n):
@@ -467,7 +471,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
         exact = np.searchsorted(tm, grid_t[is_anchor])
         g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
         g_known[is_anchor] = kn[exact]
-        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel)
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress)
         r, tr, k, wgt = _interpolate_at(grid_t, res.rotations[0], res.translations[0], tm)
         ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
         spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]

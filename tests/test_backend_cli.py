@@ -46,6 +46,8 @@ def test_serve_process_lifecycle(tmp_path):
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
             url = m.group(1) if m else None
         assert url, "".join(log)
+        # one fill per model before it listens, so the first request is as fast as the rest
+        assert re.search(r"warmed up hand \(\d+ ms\), body \(\d+ ms\)", "".join(log)), "".join(log)
         token_file = tmp_path / "cfg" / "anyfill" / "token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700

@@ -4,7 +4,8 @@ Starts ``anyfill serve`` in a subprocess on a free 127.0.0.1 port (its own token
 model sends a 65-frame window in the in-betweening pattern (10 context frames and the last frame known,
 every joint; the 54-frame gap is the target): one client sequentially, then 8 clients at once. Reports
 p50 and p99 of the client-side latency, the model's own time (``timings.model_ms``) beside it so the
-server's overhead is visible, and requests per second.
+server's overhead is visible, and requests per second; and the latency of each model's first request after
+the server started listening (the server warms every model up before it listens).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def measure(url: str, token: str, model: dict, requests: int, clients: int = 8, 
     out = {"model": model["name"], "skeleton": model["skeleton"], "joints": len(model["joints"]),
            "frames": WINDOW, "body_bytes": len(body)}
     with httpx.Client(base_url=url, headers=headers, timeout=120) as c:
+        first: list[float] = []
+        _run_client(c, body, 1, first, [])  # the model's first request since the server started
+        out["first_ms"] = first[0]
         _run_client(c, body, warmup, [], [])
         lat, mm = [], []
         t = time.perf_counter()
@@ -109,15 +113,16 @@ def start_server(models: list[str] | None, threads: int, workers: int, token_fil
 
 
 def format_table(results: list[dict]) -> str:
-    rows = ["| model | clients | p50 ms | p99 ms | model p50 ms | overhead p50 ms | req/s |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | clients | p50 ms | p99 ms | model p50 ms | overhead p50 ms | req/s | first request ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for key in ("single", "clients_8"):
             s = r[key]
             n = 1 if key == "single" else 8
+            first = f"{r['first_ms']:.1f}" if key == "single" else ""
             rows.append(f"| {r['model']} ({r['skeleton']}, {r['joints']} joints x {r['frames']} frames) | {n} | "
                         f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['model_p50_ms']:.1f} | "
-                        f"{s['p50_ms'] - s['model_p50_ms']:.1f} | {s['rps']:.1f} |")
+                        f"{s['p50_ms'] - s['model_p50_ms']:.1f} | {s['rps']:.1f} | {first} |")
     return "\n".join(rows)
 
 

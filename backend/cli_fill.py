@@ -14,6 +14,7 @@ all or nothing: a failure leaves no output of this run and no temporary file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -168,14 +169,56 @@ def _check_rate(fps: float, lm: LoadedModel, path: Path) -> None:
     lo, hi = lm.fps_range
     if not lo * 0.99 <= fps <= hi * 1.01:
         trained = f"{lo:g} fps" if lo == hi else f"{lo:g} to {hi:g} fps"
-        print(f"anyfill fill: warning: {path.name} runs at {fps:g} fps, outside the rates model {lm.name} was "
-              f"trained at ({trained}); the fill may be off", file=sys.stderr)
+        print(f"anyfill fill: note: {path.name} runs at {fps:g} fps, outside the rates model {lm.name} was "
+              f"trained at ({trained}): it is filled at the nearest of those rates and slerped back to its "
+              "frames", file=sys.stderr)
+
+
+class Progress:
+    """What a long fill shows while it runs, on stderr: a bar on a terminal (rich), else a plain line at most
+    every ``every`` seconds and at the end. A context manager; call it with ``(done, total)``."""
+
+    def __init__(self, what: str, unit: str, stream=None, every: float = 1.0):
+        self.what, self.unit, self.every = what, unit, every
+        self.stream = sys.stderr if stream is None else stream
+        self._bar = self._task = None
+        self._last = -1e9
+        self._done = -1
+
+    def __enter__(self) -> Progress:
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn(self.unit), TimeElapsedColumn(), console=Console(file=self.stream),
+                            transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.what, total=None)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        now = time.perf_counter()
+        if done != self._done and (done >= total or now - self._last >= self.every):
+            print(f"anyfill fill: {self.what}: {done}/{total} {self.unit} ({100 * done / max(total, 1):.0f}%)",
+                  file=self.stream, flush=True)
+            self._last, self._done = now, done
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str | None = None,
               model: str | None = None, sample: int = 0, order: str = "lowest-entropy", k: int = 1,
-              temperature: float = 1.0, seed: int = 0, frames: str | None = None) -> list[Path]:
-    """Fill a BVH file (see the module docstring); returns the files written."""
+              temperature: float = 1.0, seed: int = 0, frames: str | None = None,
+              progress: bool | None = None) -> list[Path]:
+    """Fill a BVH file (see the module docstring); returns the files written. ``progress``: show it on stderr
+    (default: for fills longer than the model's window and for sampling)."""
     input_path = Path(input_path)
     outs = output_paths(output, sample)
     check_outputs(outs)
@@ -202,13 +245,17 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
                          f"{what} has {t}: choose a part with --frames, or fill it without --sample")
     times = (np.arange(t) / clip.fps)[None]
     rot, trans = clip.rotations[None], clip.translations[None]
+    show = (bool(sample) or t > lm.length) if progress is None else progress
     t0 = time.perf_counter()
-    if sample:
-        results = engine.sample(lm.model, rot, trans, known, times, order=order, k=k, temperature=temperature,
-                                seed=seed, n=sample)
-    else:
-        r = engine.fill(lm.model, rot, trans, known, times)
-        results = [engine.FillResult(r.rotations[0], r.translations[0], r.entropy[0], r.spread_deg[0])]
+    with contextlib.ExitStack() as stack:
+        report = stack.enter_context(Progress(*(("sampling", "steps") if sample else ("filling", "frames")))) \
+            if show else None
+        if sample:
+            results = engine.sample(lm.model, rot, trans, known, times, order=order, k=k, temperature=temperature,
+                                    seed=seed, n=sample, progress=report)
+        else:
+            r = engine.fill_at_rate(lm.model, rot, trans, known, times, lm.fps_range, progress=report)
+            results = [engine.FillResult(r.rotations[0], r.translations[0], r.entropy[0], r.spread_deg[0])]
     elapsed = time.perf_counter() - t0
     files = []
     for res, out in zip(results, outs, strict=True):
@@ -239,5 +286,5 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     fill_file(args.input, args.output, args.keys, args.joints, args.model, args.sample, args.order, args.k,
-              args.temperature, args.seed, args.frames)
+              args.temperature, args.seed, args.frames, args.progress)
     return 0

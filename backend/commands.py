@@ -29,6 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=2, help="requests run at once")
     serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--no-warm-up", action="store_true",
+                       help="listen at once, without one fill per model first (the first request then pays for it)")
     serve.set_defaults(func=_run("server"))
 
     demo = sub.add_parser("demo", help="the main job: start the server and fill real sample clips over HTTP",
@@ -59,6 +61,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fill.add_argument("--temperature", type=float, default=1.0)
     fill.add_argument("--seed", type=int, default=0)
     fill.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    fill.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="show progress on stderr: a bar on a terminal, plain lines otherwise (default: for "
+                      "clips longer than the model's window, and for --sample)")
     fill.set_defaults(func=_run("cli_fill"))
 
 

@@ -17,8 +17,8 @@ from training.motion.rotations import (
     euler_make_continuous,
     euler_to_quat,
     quat_continuous,
-    quat_to_axis_angle,
     quat_to_euler,
+    quat_to_rotvec_as_is,
 )
 
 QUAT_TOLERANCE = 1e-3  # |norm - 1| accepted (and normalised) without ``normalize_quaternions``
@@ -81,61 +81,64 @@ def to_quat(values: np.ndarray, fmt: RotationFormat, normalize: bool = False) ->
     return axis_angle_to_quat(_radians(v, fmt.units))
 
 
-def _continue(fmt: RotationFormat, anchor: np.ndarray | None, q: np.ndarray) -> np.ndarray:
-    """Values (L, G, width) for the quaternion curves q (L, G, 4), continuing from ``anchor`` (G, width): the
-    known values just before them in the direction of travel; without one, from a canonical start."""
+def _fill_axes(axis: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Axes (L, G, 3), NaN where the angle is zero: each such row takes its neighbour's axis within its
+    stretch of unknown rows (the one before, else the one after; then Blender's default, +Y), so the curve
+    does not jump."""
+    n = len(axis)
+    rows = np.arange(n).reshape((n,) + (1,) * (axis.ndim - 2))
+    brk = (known | ~known & np.concatenate([[True], known[:-1]])).reshape(rows.shape)  # stretch starts
+    missing = np.isnan(axis[..., 0])
+    src = np.maximum.accumulate(np.where(~missing | brk, rows, 0), axis=0)
+    axis = np.where(missing[..., None], np.take_along_axis(axis, src[..., None], axis=0), axis)
+    missing = np.isnan(axis[..., 0])
+    brk = (known | ~known & np.concatenate([known[1:], [True]])).reshape(rows.shape)  # stretch ends
+    src = np.minimum.accumulate(np.where(~missing | brk, rows, n - 1)[::-1], axis=0)[::-1]
+    axis = np.where(missing[..., None], np.take_along_axis(axis, src[..., None], axis=0), axis)
+    missing = np.isnan(axis[..., 0])
+    return np.where(missing[..., None], [0.0, 1.0, 0.0], axis)
+
+
+def _continue(fmt: RotationFormat, given: np.ndarray, q: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Values (L, G, width) for the quaternion curves q (L, G, 4) whose rows ``known`` (L,) hold the given
+    values (L, G, width): every other row continues from the known row before it; a first row that is not
+    known starts from a canonical value. One pass over the whole curve, whatever the number of stretches."""
     if isinstance(fmt, EulerFormat):
         order = bvh_order(fmt)
         perm = _perm(order)
         deg = fmt.units == "degrees"
         e = quat_to_euler(q, order, degrees=deg)
-        if anchor is not None:
-            e = euler_make_continuous(np.concatenate([anchor[None][..., perm], e]), order, degrees=deg)[1:]
-        else:
-            e = euler_make_continuous(e, order, degrees=deg)
+        e[known] = given[known][..., perm]
+        e = euler_make_continuous(e, order, degrees=deg, anchors=known)
         out = np.empty_like(e)
         out[..., perm] = e
         return out
-    if anchor is not None:
-        aq = to_quat(anchor, fmt, normalize=True).reshape(q.shape[1:])
-        qc = quat_continuous(np.concatenate([aq[None], q]), axis=0)[1:]
-    else:
-        qc = quat_continuous(np.where(q[:1, ..., 3:] < 0, -q, q), axis=0)
+    qq = np.array(q, dtype=np.float64)
+    if known.any():
+        qq[known] = to_quat(given[known].reshape(-1, width(fmt)), fmt, normalize=True).reshape(qq[known].shape)
+    if not known[0]:
+        qq[0] = np.where(qq[0, ..., 3:] < 0, -qq[0], qq[0])
+    qc = quat_continuous(qq, axis=0, anchors=known)
     if isinstance(fmt, QuaternionFormat):
         return qc[..., [3, 0, 1, 2]] if fmt.layout == "wxyz" else qc
-    rv = quat_to_axis_angle(qc, continuous_axis=0)
+    rv = quat_to_rotvec_as_is(qc)
     if isinstance(fmt, RotationVectorFormat):
         return _from_radians(rv, fmt.units)
     angle = np.linalg.norm(rv, axis=-1, keepdims=True)
-    axis = np.where(angle > 1e-9, rv / np.maximum(angle, 1e-12), np.nan)
-    # a zero angle has no axis: take its neighbour's (then Blender's default, +Y), so the curve does not jump
-    for rows in (range(1, len(axis)), range(len(axis) - 2, -1, -1)):
-        for i in rows:
-            prev = i - 1 if rows.step == 1 else i + 1
-            axis[i] = np.where(np.isnan(axis[i]), axis[prev], axis[i])
-    axis = np.where(np.isnan(axis), [0.0, 1.0, 0.0], axis)
+    axis = _fill_axes(np.where(angle > 1e-9, rv / np.maximum(angle, 1e-12), np.nan), known)
     return np.concatenate([_from_radians(angle, fmt.units), axis], axis=-1)
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open [a, b) stretches where mask is true."""
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(m)
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
 
 
 def encode_track(q: np.ndarray, fmt: RotationFormat, given: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Curves q (T, ..., 4) that share one known mask (T,) -> values (T, ..., width) in ``fmt``: known rows
     are ``given`` unchanged; each stretch of other rows continues from the known value before it (after
-    it, for a leading stretch)."""
-    t = q.shape[0]
+    it, for a leading stretch). Two vectorised passes at most (the leading stretch backwards, the rest)."""
+    known = np.asarray(known, dtype=bool)
     out = np.full((*q.shape[:-1], width(fmt)), np.nan)
+    first = int(np.argmax(known)) if known.any() else 0
+    if first > 0:
+        lead = slice(first, None, -1)  # rows first, first - 1, ..., 0
+        out[lead] = _continue(fmt, given[lead], q[lead], known[lead])
+    out[first:] = _continue(fmt, given[first:], q[first:], known[first:])
     out[known] = given[known]
-    for a, b in _runs(~known):
-        if a > 0:
-            out[a:b] = _continue(fmt, given[a - 1], q[a:b])
-        elif b < t:
-            out[a:b] = _continue(fmt, given[b], q[a:b][::-1])[::-1]
-        else:
-            out[a:b] = _continue(fmt, None, q[a:b])
     return out

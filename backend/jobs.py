@@ -3,8 +3,10 @@ inference releases the GIL; the event loop stays free), with progress, cancellat
 bound on how many may be queued at once.
 
 Jobs share nothing mutable but their own :class:`Job` (the models are read-only), so concurrent clients
-cannot see each other's data. A cancelled job stops at its next step (sampling checks between steps, a long
-fill between model windows) and its answer is dropped; a client that disconnects cancels its job the same way.
+cannot see each other's data. A job's progress (``done`` of ``total``: sampling steps, or the frames a long
+fill has committed) shows in ``GET /v1/jobs/{id}`` while it runs. A cancelled job stops at its next step
+(sampling checks between steps, a long fill between model calls) and its answer is dropped; a client that
+disconnects cancels its job the same way.
 """
 
 from __future__ import annotations

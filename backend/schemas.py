@@ -293,8 +293,10 @@ class JobStatus(_Answer):
     id: str
     kind: Literal["fill", "sample"]
     state: Literal["queued", "running", "done", "failed", "cancelled"]
-    done: int
-    total: int
+    done: int = Field(description="progress: sampling steps taken, or frames a long fill (longer than the model's "
+                      "window) has committed; 0 until the first report")
+    total: int = Field(description="the steps or frames of the whole job; 0 until the first report (a fill of one "
+                       "model window reports none)")
 
 
 class CancelResponse(_Answer):

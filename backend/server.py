@@ -91,6 +91,59 @@ class _Server(uvicorn.Server):
                 signal.signal(s, h)
 
 
+def warm_up(app: FastAPI, token: str) -> dict[str, float]:
+    """One ``POST /v1/fill`` per model through the application itself (in-process, no socket) before the server
+    listens: validation, the job pool, the engine, the answer's curves and its serialisation all run once, so
+    the first client's request pays no first-call costs (torch's kernels, the feature, rotation and pydantic
+    code's first runs). Returns the milliseconds each took."""
+    import asyncio
+    import json
+    import time
+
+    async def post(body: bytes) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/fill", "raw_path": b"/v1/fill", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                             (b"authorization", f"Bearer {token}".encode()),
+                             (b"content-length", str(len(body)).encode())]}
+        given, status = False, [0]
+
+        async def receive() -> dict:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client never leaves
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+
+        await app(scope, receive, send)
+        return status[0]
+
+    took = {}
+    for lm in app.state.registry:
+        n = lm.length
+        keys = (0, n // 2, n - 1)
+        joints = {}
+        for j, name in enumerate(lm.schema.joints):
+            track: dict = {"rotations": [[1.0, 0.0, 0.0, 0.0] if f in keys else None for f in range(n)]}
+            if j in lm.schema.moving:
+                track["translations"] = [lm.rest_offsets[j].tolist() if f in keys else None for f in range(n)]
+            joints[name] = track
+        body = json.dumps({"model": lm.name, "fps": lm.fps_range[1], "frames": list(range(n)),
+                           "rotation_format": {"type": "quaternion", "layout": "wxyz"}, "joints": joints}).encode()
+        t0 = time.perf_counter()
+        status = asyncio.run(post(body))
+        if status != 200:
+            raise RuntimeError(f"the warm-up fill of model {lm.name} answered {status}")
+        took[lm.name] = (time.perf_counter() - t0) * 1e3
+    return took
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -106,8 +159,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, models: list[str] | None = None,
-          workers: int = 2, threads: int | None = None, log_level: str = "info") -> int:
-    """``anyfill serve``: load the models, create the token if needed, listen until Ctrl-C / SIGTERM."""
+          workers: int = 2, threads: int | None = None, log_level: str = "info", warm: bool = True) -> int:
+    """``anyfill serve``: load the models, warm each up with one fill (``warm``), create the token if needed,
+    listen until Ctrl-C / SIGTERM."""
     import torch
 
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
@@ -126,6 +180,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, models: list[str] 
     shown = f"[{host}]" if ":" in host else host
     for lm in registry:
         log.info("anyfill: model %s (%s, %s) from %s", lm.name, lm.schema.name, lm.model.cfg.variant, lm.path)
+    if warm:
+        took = warm_up(app, token)
+        log.info("anyfill: warmed up %s", ", ".join(f"{name} ({ms:.0f} ms)" for name, ms in took.items()))
     log.info("anyfill: listening on http://%s:%d (token in %s); Ctrl-C to stop", shown, actual, token_path())
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
     server = _Server(config, on_stop=jobs.close)
@@ -139,7 +196,8 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535 or args.workers < 1:
         raise ValueError("--port must be 0..65535 and --workers at least 1")
     try:
-        return serve(args.host, args.port, args.model, args.workers, args.threads or None, args.log_level)
+        return serve(args.host, args.port, args.model, args.workers, args.threads or None, args.log_level,
+                     warm=not args.no_warm_up)
     except OSError as e:
         print(f"anyfill serve: error: {e}", file=sys.stderr)
         return 2

@@ -152,6 +152,16 @@ def test_long_window_and_uneven_frames(client):
     assert all(v is not None for v in r.json()["joints"]["PINKY_DIP_FE"]["rotations"])
 
 
+def test_a_long_fill_reports_its_progress_in_its_job(client):
+    """A fill longer than the model's window tells ``GET /v1/jobs/{id}`` the frames it has committed."""
+    r = client.post("/v1/fill", json=fill_request("body", frames=200, keys=tuple(range(0, 200, 10)) + (199,),
+                                                  id="long-fill"))
+    assert r.status_code == 200
+    status = client.get("/v1/jobs/long-fill").json()
+    assert status["state"] == "done" and status["kind"] == "fill"
+    assert 0 < status["total"] <= 200 and status["done"] == status["total"]
+
+
 def test_sample_variations(client):
     req = fill_request("hand", frames=6, keys=(0, 5), k=40, n=3, seed=7, order="lowest-entropy")
     a = client.post("/v1/sample", json=req)

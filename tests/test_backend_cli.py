@@ -46,6 +46,8 @@ def test_serve_process_lifecycle(tmp_path):
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
             url = m.group(1) if m else None
         assert url, "".join(log)
+        # one fill per model before it listens, so the first request is as fast as the rest
+        assert re.search(r"warmed up hand \(\d+ ms\), body \(\d+ ms\)", "".join(log)), "".join(log)
         token_file = tmp_path / "cfg" / "anyfill" / "token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
@@ -218,6 +220,21 @@ def test_fill_bvh_keeps_key_frames(data_root, tmp_path, capsys):
 
 
 @pytest.mark.data
+def test_fill_bvh_shows_progress_on_a_long_clip(data_root, tmp_path, capsys):
+    """Not on a terminal (here): plain lines on stderr, the last one at 100%; a short clip shows none."""
+    src = _slice(data_root / "bandai" / "dataset-1" / "dataset-1_bow_old_001.bvh", tmp_path / "in.bvh", 150)
+    model = str(models_dir() / "body.safetensors")
+    assert cli(["fill", str(src), "-o", str(tmp_path / "out.bvh"), "--keys", "0:last:10", "--model", model]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "filling:" in ln]
+    assert lines and lines[-1].endswith("(100%)")
+    done, total = map(int, re.search(r"(\d+)/(\d+) frames", lines[-1]).groups())
+    assert done == total > 0
+    short = _slice(src, tmp_path / "short.bvh", 40)
+    assert cli(["fill", str(short), "-o", str(tmp_path / "o2.bvh"), "--keys", "0,last", "--model", model]) == 0
+    assert "filling:" not in capsys.readouterr().err
+
+
+@pytest.mark.data
 def test_fill_bvh_samples_and_joints(data_root, tmp_path, capsys):
     src = _slice(data_root / "manipnet" / "teapot3" / "rightHand.bvh", tmp_path / "hand.bvh", 12)
     out = tmp_path / "var.bvh"
@@ -372,7 +389,7 @@ def test_fill_part_of_a_clip_with_step_keys(data_root, tmp_path, capsys):
 
 
 @pytest.mark.data
-def test_fill_names_valid_joints_and_warns_about_the_frame_rate(data_root, tmp_path, capsys):
+def test_fill_names_valid_joints_and_fills_at_a_trained_rate(data_root, tmp_path, capsys):
     src = _body_clip(data_root, tmp_path, frames=20)
     model = str(models_dir() / "body.safetensors")
     assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--joints", "Hips,Tail",
@@ -385,6 +402,7 @@ def test_fill_names_valid_joints_and_warns_about_the_frame_rate(data_root, tmp_p
     bvh.write(data, fast)
     assert cli(["fill", str(fast), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--model", model]) == 0
     err = capsys.readouterr().err
-    assert "warning" in err and "runs at 120 fps" in err and "trained at (30 fps)" in err, err  # the card: 30 fps
+    assert "note" in err and "runs at 120 fps" in err and "trained at (30 fps)" in err, err
+    assert "filled at the nearest of those rates" in err, err  # the card: 30 fps
     assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--model", model]) == 0
     assert "warning" not in capsys.readouterr().err

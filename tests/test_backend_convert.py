@@ -8,7 +8,7 @@ import pytest
 
 from backend import convert
 from backend.schemas import FillRequest
-from training.motion.rotations import axis_angle_to_quat, quat_angle
+from training.motion.rotations import axis_angle_to_quat, quat_angle, quat_normalize
 
 ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 
@@ -98,3 +98,40 @@ def test_quaternion_policy():
     with pytest.raises(convert.BadValue):
         convert.to_quat(np.array([[0.0, 0, 0, 0]]), f, normalize=True)
     np.testing.assert_allclose(convert.to_quat(np.array([[1.0005, 0, 0, 0]]), f), [[0, 0, 0, 1.0]])
+
+
+def _stretch_by_stretch(q, fmt, given, known):
+    """The reference: each stretch of unknown rows on its own, continuing from the known row before it
+    (after it, for a leading stretch)."""
+    t = len(known)
+    out = np.where(known.reshape((t,) + (1,) * (given.ndim - 1)), given, np.nan)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~known).astype(int), [0]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if a > 0:
+            rows = np.arange(a - 1, b)
+        elif b < t:
+            rows = np.arange(b, -1, -1)
+        else:
+            rows = np.arange(0, b)
+        k = known[rows]
+        out[rows[~k]] = convert._continue(fmt, given[rows], q[rows], k)[~k]
+    return out
+
+
+@pytest.mark.parametrize("spec", [{"type": "euler", "order": "XYZ"},
+                                  {"type": "euler", "order": "ZXY", "units": "radians"}, {"type": "quaternion"},
+                                  {"type": "axis_angle"}, {"type": "rotation_vector"}],
+                         ids=["euler-deg", "euler-rad", "quaternion", "axis-angle", "rotation-vector"])
+def test_a_whole_track_is_made_continuous_in_one_pass_as_stretch_by_stretch(spec):
+    f = fmt(**spec)
+    rng = np.random.default_rng(3)
+    for share in (0.0, 0.1, 0.5, 0.9):
+        t = 90
+        q = quat_normalize(np.cumsum(rng.normal(scale=0.5, size=(t, 3, 4)), axis=0))
+        q[[5, 6, 40]] = [0.0, 0.0, 0.0, 1.0]  # zero angles: no axis of their own
+        known = rng.random(t) < share
+        gq = quat_normalize(np.cumsum(rng.normal(scale=0.5, size=(t, 3, 4)), axis=0))
+        given = convert._continue(f, np.zeros((t, 3, convert.width(f))), gq, np.zeros(t, dtype=bool))
+        given[~known] = np.nan
+        got = convert.encode_track(q, f, given, known)
+        assert np.array_equal(got, _stretch_by_stretch(q, f, given, known), equal_nan=True)

@@ -213,3 +213,31 @@ def test_matrix_round_trip_and_shapes() -> None:
         R.quat_to_matrix(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="zero quaternion"):
         R.quat_normalize(np.zeros(4))
+
+
+def _continuous_one_by_one(angles, order, degrees=True):
+    """The reference: each sample chooses among its 2*pi shifts and its flip after the previous one."""
+
+    e = np.deg2rad(np.asarray(angles, dtype=np.float64)) if degrees else np.array(angles, dtype=np.float64)
+    for i in range(1, e.shape[0]):
+        prev = e[i - 1]
+        a, b = R._wrap_near(e[i], prev), R._wrap_near(R._euler_flip(e[i]), prev)
+        da = np.sum((a - prev) ** 2, axis=-1, keepdims=True)
+        db = np.sum((b - prev) ** 2, axis=-1, keepdims=True)
+        e[i] = np.where(db < da - 1e-9, b, a)
+    return np.rad2deg(e) if degrees else e
+
+
+@pytest.mark.parametrize("order", ["XYZ", "ZXY", "YZX"])
+def test_vectorised_euler_unwrap_equals_the_sample_by_sample_one(order):
+    rng = np.random.default_rng(7)
+    # wild curves: big steps, near gimbal lock, through the flips, several curves side by side
+    q = R.quat_normalize(np.cumsum(rng.normal(scale=0.4, size=(700, 3, 4)), axis=0))
+    e = R.quat_to_euler(q, order)
+    got = R.euler_make_continuous(e, order)
+    assert np.abs(got - _continuous_one_by_one(e, order)).max() < 1e-9
+    radians = R.quat_to_euler(q, order, degrees=False)
+    assert np.abs(R.euler_make_continuous(radians, order, degrees=False)
+                  - _continuous_one_by_one(radians, order, degrees=False)).max() < 1e-9
+    moved = R.euler_make_continuous(np.moveaxis(e, 0, 1), order, axis=1)
+    assert np.abs(np.moveaxis(moved, 1, 0) - got).max() < 1e-9

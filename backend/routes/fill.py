@@ -46,7 +46,7 @@ def _engine_call(fn, *args, **kwargs):
 def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
     t = time.perf_counter()
     res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
-                       win.lm.fps_range, cancel=job.cancelled)
+                       win.lm.fps_range, cancel=job.cancelled, progress=job.progress)
     t_model = time.perf_counter()
     if job.cancelled():
         raise engine.Cancelled()

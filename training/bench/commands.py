@@ -64,7 +64,7 @@ def _bench_keys(args: argparse.Namespace) -> int:
 
 
 def _bench_model(args: argparse.Namespace) -> int:
-    """``anyfill bench speed|sampling|pose|probe``: the trained any-order motion model's benchmarks."""
+    """``anyfill bench speed|sampling|pose|probe|shot``: the trained any-order motion model's benchmarks."""
     import json
     from pathlib import Path
 
@@ -81,6 +81,12 @@ def _bench_model(args: argparse.Namespace) -> int:
                                        ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
                                        progress=lambda row: print(row, flush=True))
         text = sampling.format_sampling(result)
+    elif args.bench == "shot":
+        from training.bench import shot
+
+        result = shot.run(args.shots, every=args.every, threads=args.threads, repeats=args.repeats,
+                          root=args.data_root, sequential=not args.no_window_by_window)
+        text = shot.format_table(result)
     elif args.bench == "probe":
         from training.bench import probe
 
@@ -123,7 +129,15 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     pb.add_argument("--windows", type=int, default=30000, help="training windows to fit on")
     pb.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-2, 1.0])
     pb.add_argument("--base-velocity", type=float, default=0.5, help="the Hermite baseline's share (0: interp)")
-    for p in (sp, sm, po, pb):
+    sh = bench_sub.add_parser("shot", help="whole shots: fill compute and `anyfill fill` end to end on long real takes")
+    sh.add_argument("--shots", nargs="+", choices=("body", "hand"), default=["body", "hand"])
+    sh.add_argument("--every", type=int, default=10, help="frames between keys")
+    sh.add_argument("--threads", type=int, default=2)
+    sh.add_argument("--repeats", type=int, default=5)
+    sh.add_argument("--no-window-by-window", action="store_true",
+                    help="skip the window-by-window fill (timing and error) the pieces are compared with")
+    sh.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
+    for p in (sp, sm, po, pb, sh):
         p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
         p.set_defaults(func=_bench_model)
 

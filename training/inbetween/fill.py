@@ -5,9 +5,11 @@ mask (N, T, J) and the frame times in seconds (N, T) (any rate, any spacing). Un
 anything (NaN included): they are never read. Known cells come back exactly as given.
 
 * :func:`fill` - the distribution means, in one pass per window (query variant) or with the known
-  frames as a cached prefix and every target scored side by side (triples variant). Windows longer than
-  the model's training length are filled by overlapping windows, each conditioned on what the previous
-  one committed, so there is no seam.
+  frames as a cached prefix and every target scored side by side (triples variant). Shots longer than
+  the model's training length are cut at frames where every joint is keyed (the whole pose is known there,
+  so the pieces on either side do not depend on each other) and the pieces run as one batch; a piece
+  longer than the model's window is filled by overlapping windows, each conditioned on what the previous
+  one committed. Either way there is no seam.
 * :func:`sample` - any-order sampling: each step scores the remaining targets, picks the next k by an
   order (forward, random, lowest-entropy, highest-entropy), draws them (temperature, seed) and conditions
   on them. The query variant steps through cells (joints within a frame in any order too); the triples
@@ -128,22 +130,24 @@ def _decode(model: MotionFill, rot_c, pos_c, canon, rot_in, trans_in, known):
     return rot, trans
 
 
-def _window_distributions(model: MotionFill, rot, trans, known, times, given=None):
+def _window_distributions(model: MotionFill, rot, trans, known, times, given=None, valid=None):
     """The model's outputs for one batch of windows of at most its length: (raw outputs, canonical frames,
     sanitised rotations and translations). ``given``: the known cells the caller was given (sampling: not
-    the drawn ones), the only ones that measure key velocities."""
+    the drawn ones), the only ones that measure key velocities. ``valid`` (N, T): the frames that exist
+    (a batch of windows of different lengths is padded; padding frames are neither known nor targets)."""
     rot, trans, known = _sanitise(model, rot, trans, known)
     schema = get_schema(model.cfg.skeleton)
     canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
     rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features, given)
+    target = ~known if valid is None else ~known & valid[..., None]
+    b = canonical_batch(rot_c, trans_c, times, known, target, schema, model.cfg.features, given)
     return _distributions(model, b), canon, rot, trans
 
 
-def _window_fill(model: MotionFill, rot, trans, known, times):
+def _window_fill(model: MotionFill, rot, trans, known, times, valid=None):
     """Fill one batch of windows of at most the model's length: (rotations, translations, raw outputs)."""
     given_trans = np.asarray(trans, dtype=np.float64)
-    out, canon, rot, trans = _window_distributions(model, rot, trans, known, times)
+    out, canon, rot, trans = _window_distributions(model, rot, trans, known, times, valid=valid)
     r, t = _decode(model, sixd_to_quat(out["rot6d"]), out["pos"], canon, rot, trans, known)
     t = np.where(known[..., None] & np.isfinite(given_trans), given_trans, t)  # known cells exactly as given
     return r, t, out
@@ -160,11 +164,65 @@ def model_length(model: MotionFill) -> int:
     return int(model.cfg.max_frames)
 
 
+BATCH = 64  # model windows per call of a long fill (progress and cancellation are checked between calls)
+
+
+@dataclass
+class _Piece:
+    """A stretch [a, b] of one shot filled on its own: by one model window when it fits, else by overlapping
+    windows one after another (``start``: the first frame of its next window)."""
+
+    shot: int
+    a: int
+    b: int
+    start: int
+    upto: int  # frames before it are committed
+
+
+def pieces(known: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """Where one shot (known (T, J)) is cut: [a, b] stretches (inclusive, consecutive ones share their end
+    frame) between frames on which every joint is keyed. Such a frame holds the whole pose, so the stretches on
+    either side of it are filled independently; each takes the farthest such frame within one model window
+    (``length`` frames), or, with none in reach, the next one (a longer stretch, filled by overlapping windows)."""
+    t = known.shape[0]
+    full = np.flatnonzero(known.all(axis=-1))
+    out = []
+    a = 0
+    while a < t - 1:
+        later = full[full > a]
+        reach = later[later <= a + length - 1]
+        b = int(reach[-1]) if len(reach) else int(later[0]) if len(later) else t - 1
+        out.append((a, b))
+        a = b
+    return out or [(0, t - 1)]
+
+
+def _keys_before(known: np.ndarray, a: int) -> np.ndarray:
+    """Each joint's last keyed frame before frame ``a`` (known (T, J)), as sorted unique frames."""
+    if a == 0:
+        return np.zeros(0, dtype=int)
+    behind = known[:a]
+    has = behind.any(axis=0)
+    return np.unique(a - 1 - np.argmax(behind[::-1], axis=0)[has])
+
+
+def _keys_after(known: np.ndarray, end: int) -> np.ndarray:
+    """Each joint's first keyed frame at or after frame ``end``, as sorted unique frames."""
+    ahead = known[end:]
+    if len(ahead) == 0:
+        return np.zeros(0, dtype=int)
+    has = ahead.any(axis=0)
+    return np.unique(end + np.argmax(ahead, axis=0)[has])
+
+
 def fill(
-    model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None
+    model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None, cut: bool = True,
 ) -> FillResult:
     """Deterministic fill of windows of any length (see the module docstring). ``cancel`` is asked before
-    each model window of a long fill; when it says so, :class:`Cancelled` is raised and nothing returned."""
+    each model call of a long fill; when it says so, :class:`Cancelled` is raised and nothing returned.
+    ``progress(done, total)`` hears, in frames, how much of a long fill is committed. ``cut=False`` fills a long
+    shot by overlapping windows from its start to its end, never cutting it at fully keyed frames."""
     rotations = np.asarray(rotations, dtype=np.float64)
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
@@ -177,39 +235,73 @@ def fill(
         r, tr, out = _window_fill(model, rotations, translations, known, times)
         ent, spread = _spread(out, known)
         return FillResult(r, tr, ent, spread)
-    # long windows: overlapping windows; each commits its first (length - ctx) frames, and the next one
-    # starts ctx frames before that point with the committed frames as known context. Each window also
-    # sees, at their true times, the next keyed frame of every joint beyond its end, so nothing is filled
-    # blind to a key that is coming.
+    # long shots: cut at fully keyed frames into pieces filled independently (see :func:`pieces`). A piece
+    # longer than the model's window is filled by overlapping windows: each commits its first (length - ctx)
+    # frames, and the next one starts ctx frames before that point with the committed frames as known context.
+    # Every window also sees, at their true times, the next keyed frame of every joint beyond its end, and a
+    # piece's first window the last keyed frame of every joint before its start, so nothing is filled blind to
+    # a key on either side and a key's velocity is measured as it is in the whole shot. The windows of every
+    # piece that are due run as one batch (padded to the longest), a piece's next window after its previous one.
     ctx = length // 4
     rot_out, trans_out = rotations.copy(), translations.copy()
     known_now = known.copy()
     ent = np.zeros((n, t, j))
     spread = np.zeros((n, t, j))
-    idx_t = np.arange(t)
-    start = 0
-    while True:
-        if cancel is not None and cancel():
-            raise Cancelled(f"fill cancelled at frame {start} of {t}")
-        end = min(start + length, t)
-        ahead = known[:, end:].any(axis=0)  # (frames after the window, joints): keyed in any window
-        extra = sorted({end + int(np.argmax(ahead[:, jj])) for jj in np.flatnonzero(ahead.any(axis=0))})
-        idx = np.concatenate([idx_t[start:end], np.array(extra, dtype=int)])
-        kn = known_now[:, idx]
-        r, tr, out = _window_fill(model, rot_out[:, idx], trans_out[:, idx], kn, times[:, idx])
-        e, s = _spread(out, kn)
-        commit_to = end if end == t else end - ctx
-        c = slice(start, commit_to)
-        w = slice(0, commit_to - start)
-        fillable = ~known[:, c]
-        rot_out[:, c] = np.where(fillable[..., None], r[:, w], rot_out[:, c])
-        trans_out[:, c] = np.where(fillable[..., None], tr[:, w], trans_out[:, c])
-        ent[:, c] = np.where(fillable, e[:, w], 0.0)
-        spread[:, c] = np.where(fillable, s[:, w], 0.0)
-        known_now[:, c] = True
-        if end == t:
-            break
-        start = commit_to - ctx
+    # a later piece's first frame is the previous one's last, a whole pose: nothing there to commit twice
+    todo = [_Piece(w, a, b, a, a + (a > 0)) for w in range(n)
+            for a, b in (pieces(known[w], length) if cut else [(0, t - 1)]) if not known[w, a : b + 1].all()]
+    total = sum(p.b + 1 - p.upto for p in todo)
+    done = 0
+    while todo:
+        calls = -(-len(todo) // BATCH)
+        for chunk in np.array_split(np.array(todo, dtype=object), calls):
+            if cancel is not None and cancel():
+                raise Cancelled(f"fill cancelled at frame {min(p.start for p in chunk)} of {t}")
+            wins = []
+            for p in chunk:
+                end = min(p.start + length, p.b + 1)
+                # keys beyond a piece's ends sit after an empty spacer frame, so that, as in the whole shot, a
+                # key at the cut is not their neighbour frame: its velocity is the slope across it, not a
+                # one-sided difference with a key ten frames away
+                before = _keys_before(known[p.shot], p.a) if p.start == p.a else np.zeros(0, dtype=int)
+                after = _keys_after(known[p.shot], end)
+                gap = [-1] if end == p.b + 1 and len(after) else []
+                idx = np.concatenate([before, [-1] * bool(len(before)), np.arange(p.start, end), gap, after])
+                wins.append((p, end, len(before) + bool(len(before)), idx.astype(int)))
+            size = max(len(w[3]) for w in wins)
+            b_rot = np.broadcast_to(_identity_like(rotations[:1, :1]), (len(wins), size, j, 4)).copy()
+            b_trans = np.full((len(wins), size, j, 3), np.nan)
+            b_known = np.zeros((len(wins), size, j), dtype=bool)
+            b_valid = np.zeros((len(wins), size), dtype=bool)
+            b_times = np.zeros((len(wins), size))
+            for i, (p, _, _, idx) in enumerate(wins):
+                m, real = len(idx), idx >= 0  # spacers and padding: never known, never a target
+                tm = times[p.shot, idx]
+                tm[~real] = np.nan
+                b_rot[i, :m][real], b_trans[i, :m][real] = rot_out[p.shot, idx[real]], trans_out[p.shot, idx[real]]
+                b_known[i, :m][real], b_valid[i, :m] = known_now[p.shot, idx[real]], real
+                spacer = np.flatnonzero(~real)
+                tm[spacer] = (tm[spacer - 1] + tm[spacer + 1]) / 2.0
+                b_times[i, :m] = tm
+                b_times[i, m:] = tm[-1] + np.arange(1, size - m + 1)
+            r, tr, out = _window_fill(model, b_rot, b_trans, b_known, b_times, b_valid)
+            e, s = _spread(out, b_known)
+            for i, (p, end, lead, _) in enumerate(wins):
+                commit_to = end if end == p.b + 1 else end - ctx
+                c = np.s_[p.shot, p.upto : commit_to]  # the frames this window is the first to commit
+                w = np.s_[i, lead + p.upto - p.start : lead + commit_to - p.start]
+                fillable = ~known[c]
+                rot_out[c] = np.where(fillable[..., None], r[w], rot_out[c])
+                trans_out[c] = np.where(fillable[..., None], tr[w], trans_out[c])
+                ent[c] = np.where(fillable, e[w], 0.0)
+                spread[c] = np.where(fillable, s[w], 0.0)
+                known_now[c] = True
+                done += commit_to - p.upto
+                p.upto = commit_to
+                p.start = p.b + 1 if end == p.b + 1 else commit_to - ctx
+            if progress is not None:
+                progress(done, total)
+        todo = [p for p in todo if p.start <= p.b]
     return FillResult(rot_out, trans_out, ent, spread)
 
 
@@ -346,12 +438,14 @@ def _interpolate_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, t
 
 
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
-                 cancel: Callable[[], bool] | None = None) -> FillResult:
+                 cancel: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> FillResult:
     """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
     further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
     the nearest trained rate that also holds every frame with a key at its own time; the answer is then
     slerped back to the window's frames. Joints known on consecutive frames (conditioning curves) are
-    known on the grid between them too. Known cells come back exactly as given."""
+    known on the grid between them too. Known cells come back exactly as given. ``progress`` as in
+    :func:`fill` (frames of the grid a long window is filled on)."""
     rotations = np.asarray(rotations, dtype=np.float64)
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
@@ -361,7 +455,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
     if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
-        return fill(model, rotations, translations, known, times, cancel)
+        return fill(model, rotations, translations, known, times, cancel, progress)
     target_rate = min(max(rate, lo), hi)
     parts = []
     for w in range(n):
@@ -377,7 +471,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
         exact = np.searchsorted(tm, grid_t[is_anchor])
         g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
         g_known[is_anchor] = kn[exact]
-        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel)
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress)
         r, tr, k, wgt = _interpolate_at(grid_t, res.rotations[0], res.translations[0], tm)
         ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
         spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]

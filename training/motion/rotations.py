@@ -79,8 +79,16 @@ def quat_apply(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
     q, v = np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64)
     u, w = q[..., :3], q[..., 3:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    t = 2.0 * _cross(u, v)
+    return v + w * t + _cross(u, t)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of (..., 3) arrays, the same arithmetic without its axis handling (several times faster on
+    the small arrays of a fill)."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
 def quat_align(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -90,15 +98,26 @@ def quat_align(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(dot < 0.0, -q, q)
 
 
-def quat_continuous(q: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Keep a quaternion curve in one hemisphere from sample to sample along ``axis`` (no sign jumps)."""
+def _since_anchor(anchors: np.ndarray | None, n: int) -> np.ndarray:
+    """For each of n samples, the index of the last anchor at or before it (sample 0 always counts as one)."""
+    mark = np.zeros(n, dtype=bool) if anchors is None else np.asarray(anchors, dtype=bool).copy()
+    mark[0] = True
+    return np.maximum.accumulate(np.where(mark, np.arange(n), 0))
+
+
+def quat_continuous(q: np.ndarray, axis: int = 0, anchors: np.ndarray | None = None) -> np.ndarray:
+    """Keep a quaternion curve in one hemisphere from sample to sample along ``axis`` (no sign jumps).
+    ``anchors`` (one flag per sample along ``axis``): samples kept exactly as they are; the samples after
+    one continue from it."""
     q = np.moveaxis(np.asarray(q, dtype=np.float64), axis, 0)
     if q.shape[0] < 2:
         return np.moveaxis(q.copy(), 0, axis)
     dots = np.sum(q[1:] * q[:-1], axis=-1)
     flips = np.concatenate([np.ones((1, *dots.shape[1:])), np.where(dots < 0.0, -1.0, 1.0)], axis=0)
-    signs = np.cumprod(flips, axis=0)[..., None]
-    return np.moveaxis(q * signs, 0, axis)
+    signs = np.cumprod(flips, axis=0)
+    if anchors is not None:
+        signs = signs * signs[_since_anchor(anchors, q.shape[0])]  # +-1: a sign is its own inverse
+    return np.moveaxis(q * signs[..., None], 0, axis)
 
 
 def quat_slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray | float) -> np.ndarray:
@@ -146,20 +165,47 @@ def _wrap_near(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return a - 2.0 * np.pi * np.round((a - ref) / (2.0 * np.pi))
 
 
-def euler_make_continuous(angles: np.ndarray, order: str, axis: int = 0, degrees: bool = True) -> np.ndarray:
+def euler_make_continuous(angles: np.ndarray, order: str, axis: int = 0, degrees: bool = True,
+                          anchors: np.ndarray | None = None) -> np.ndarray:
     """Unwrap an Euler curve along ``axis``: each sample takes, among its 2*pi shifts and the flipped
-    equivalent triple, the one closest to the previous sample (what Blender's ``make_compatible`` does)."""
-    order = _check_order(order)
-    e = np.moveaxis(np.asarray(angles, dtype=np.float64), axis, 0).copy()
-    if degrees:
-        e = np.deg2rad(e)
-    for i in range(1, e.shape[0]):
-        prev = e[i - 1]
-        a = _wrap_near(e[i], prev)
-        b = _wrap_near(_euler_flip(e[i]), prev)
-        da = np.sum((a - prev) ** 2, axis=-1, keepdims=True)
-        db = np.sum((b - prev) ** 2, axis=-1, keepdims=True)
-        e[i] = np.where(db < da - 1e-9, b, a)
+    equivalent triple, the one closest to the previous sample (what Blender's ``make_compatible`` does).
+    ``anchors`` (one flag per sample along ``axis``): samples kept exactly as they are (an animator's
+    keys); the samples after one continue from it.
+
+    Vectorised: whether a sample takes the flipped triple depends only on whether the previous one did
+    (distances after the 2*pi shift do not depend on the shift), so each step is one of four maps of a
+    bit, composed over the whole curve by a prefix scan (log2 T array steps); the 2*pi shifts then add up
+    as a cumulative sum of whole turns."""
+    _check_order(order)
+    e = np.moveaxis(np.asarray(angles, dtype=np.float64), axis, 0)
+    e = np.deg2rad(e) if degrees else e.copy()
+    if e.shape[0] > 1:
+        f = _euler_flip(e)
+
+        def flips_after(prev: np.ndarray) -> np.ndarray:  # does sample i take its flip after ``prev`` = i - 1
+            da = np.sum((_wrap_near(e[1:], prev) - prev) ** 2, axis=-1)
+            db = np.sum((_wrap_near(f[1:], prev) - prev) ** 2, axis=-1)
+            return db < da - 1e-9
+
+        # map of step i: (flip taken if the previous sample was not flipped, ... if it was)
+        p0, p1 = flips_after(e[:-1]), flips_after(f[:-1])
+        if anchors is not None:  # an anchor is never flipped, whatever came before it
+            keep = np.asarray(anchors, dtype=bool)[1:].reshape((-1,) + (1,) * (p0.ndim - 1))
+            p0, p1 = p0 & ~keep, p1 & ~keep
+        k = 1
+        while k < len(p0):  # prefix scan: p[i] becomes step i composed with every step before it
+            g0, g1, f0, f1 = p0[:-k], p1[:-k], p0[k:], p1[k:]
+            p0, p1 = (np.concatenate([p0[:k], np.where(g0, f1, f0)]),
+                      np.concatenate([p1[:k], np.where(g1, f1, f0)]))
+            k *= 2
+        flipped = np.concatenate([np.zeros((1, *p0.shape[1:]), dtype=bool), p0])  # the first sample stays
+        x = np.where(flipped[..., None], f, e)
+        turns = np.concatenate([np.zeros((1, *x.shape[1:])),
+                                np.cumsum(np.round((x[1:] - x[:-1]) / (2.0 * np.pi)), axis=0)])
+        if anchors is not None:  # whole turns counted from the last anchor, which keeps its own value
+            turns = turns - turns[_since_anchor(anchors, x.shape[0])]
+        x = x - 2.0 * np.pi * turns
+        e = x
     if degrees:
         e = np.rad2deg(e)
     return np.moveaxis(e, 0, axis)
@@ -188,6 +234,13 @@ def quat_to_axis_angle(q: np.ndarray, continuous_axis: int | None = None) -> np.
     q = np.asarray(q, dtype=np.float64)
     # a continuous curve may leave w >= 0 (angles above pi); a single rotation takes the short way
     q = quat_continuous(q, axis=continuous_axis) if continuous_axis is not None else np.where(q[..., 3:] < 0, -q, q)
+    return quat_to_rotvec_as_is(q)
+
+
+def quat_to_rotvec_as_is(q: np.ndarray) -> np.ndarray:
+    """Rotation vectors of quaternions taken as they are: a quaternion with w < 0 gives an angle above pi (a
+    curve already made continuous keeps its turns)."""
+    q = np.asarray(q, dtype=np.float64)
     v = q[..., :3]
     s = np.linalg.norm(v, axis=-1, keepdims=True)
     angle = 2.0 * np.arctan2(s, q[..., 3:])

@@ -68,7 +68,7 @@ class Window:
             where += f" (take {take}, {side} hand)"
         a, b = self.file_range
         every = f", every {self.step}th frame of the file's {self.file_fps:.0f} fps" if self.step > 1 else ""
-        return f"{where}, file frames {a}-{b} of {self.file_frames}{every}"
+        return f"{where}, file frames {a}-{b} (0-based) of {self.file_frames}{every}"
 
 
 def _load(path: Path, skeleton: str) -> tuple[bvh_io.BVH, clip_io.Clip, int]:
@@ -281,7 +281,7 @@ def report(r: dict) -> str:
         f"  {r['frames']} frames at {r['fps']:.0f} fps, a key every {r['every']} frames ({r['keys']} keys); "
         f"the server filled {r['filled_frames']} frames in {r['request_ms']:.0f} ms; keys unchanged: "
         f"{'yes' if r['keys_unchanged'] else 'NO'}",
-        f"  mean joint position error over the filled frames, in {u} ({r['units']}), from the written files:",
+        f"  mean joint position error over the filled frames, in {r['units']}, from the written files:",
         f"    fill (model {r['skeleton']})  {fill:.4g}  (error {_ratio(fill, interp)} interpolation's, "
         f"{_ratio(fill, bez)} Bezier's)",
         f"    interpolation       {interp:.4g}",

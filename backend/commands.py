@@ -33,12 +33,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="listen at once, without one fill per model first (the first request then pays for it)")
     serve.set_defaults(func=_run("server"))
 
-    demo = sub.add_parser("demo", help="the main job: start the server and fill real sample clips over HTTP",
-                          description="The main job end to end: start 'anyfill serve', fill real test clips "
-                          "over HTTP, score them against the capture.")
+    demo = sub.add_parser("demo", help="the main job: start the server and fill real test clips over HTTP",
+                          description="The main job end to end: start 'anyfill serve', take the test-split body "
+                          "and hand windows that move the most per second, fill them over HTTP from a key every "
+                          "N frames, write the ground truth, the fill, interpolation's and Blender Bezier's as "
+                          "BVH with a PNG of each method's error per frame, and print which file each clip came "
+                          "from and each method's error.")
     demo.add_argument("--every", type=int, default=10, help="keep one key every N frames (default 10)")
-    demo.add_argument("--frames", type=int, default=121, help="frames of each sample clip at 30 fps")
-    demo.add_argument("--out", default="demo-output", help="folder for the filled BVH files")
+    demo.add_argument("--frames", type=int, default=121, help="frames of each clip at 30 fps (default 121: 4 s)")
+    demo.add_argument("--out", default="demo-output",
+                      help="folder for the BVH files and plots (default demo-output; files there are replaced)")
     demo.set_defaults(func=_run("demo"))
 
     fill = sub.add_parser("fill", help="fill a BVH file from its key frames",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.bench.inbetween import WINDOW, fill_and_score, protocol_windows, resolve_method
+from training.bench.inbetween import WINDOW, Conventions, fill_and_score, protocol_windows, resolve_method
 from training.inbetween.metrics import l2p, l2q
 from training.motion.skeleton import get_schema
 
@@ -35,14 +35,17 @@ def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarra
 
 
 def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Sequence[str | Path] | None = None,
-        root: str | Path | None = None) -> dict:
-    """Score a method with a key every n frames for each n of ``every``."""
+        root: str | Path | None = None, conventions: Conventions | None = None) -> dict:
+    """Score a method with a key every n frames for each n of ``every``; ``conventions``: the windows put in
+    other rig conventions first (see :class:`~training.bench.inbetween.Conventions`)."""
     method = resolve_method(method_name, get_schema(skeleton))
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
+    if conventions is not None:
+        result["conventions"] = conventions.describe(get_schema(skeleton))
     for n in every:
         known, frames = keyed_every(n)
-        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, frames)
+        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, frames, conventions)
         result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std), "seconds": elapsed,
                                    "windows": per_window(pq, gq, pp, gp, mean, std)}
     return result

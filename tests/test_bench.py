@@ -265,3 +265,47 @@ def test_pop_ratio_compares_the_steps_at_the_keys_with_the_motion_own():
     inside = gt.copy()
     inside[:, 2, :, 0] += 5.0  # a bump in the middle of the gap is not a pop
     assert pop_ratio(gt, inside, frames, [10, 15]) == pytest.approx(1.0)
+
+
+def test_perturbed_conventions_move_no_joint_turn_the_keys_and_are_turned_back(body_windows: windows.Windows) -> None:
+    """``--perturb-conventions``: the method sees turned keys (same joint positions), its fill is turned back
+    before scoring; interpolation (slerp is bi-invariant) scores the same; the turns are seeded."""
+    from training.motion.skeleton import forward_kinematics
+
+    conv = inbetween.Conventions(45.0, 15.0, seed=3)
+    mean, std = np.zeros((BODY.n_joints, 3)), np.ones((BODY.n_joints, 3))
+    gap = 15
+    seen = []
+
+    def oracle(batch: windows.Windows, known: np.ndarray):
+        seen.append(batch)
+        # the true answer in the turned conventions: what a perfect model of the turned rig gives
+        from training.motion.conventions import apply_twists
+
+        n = known.size
+        return apply_twists(body_windows.rotations[:, :n], body_windows.translations[:, :n],
+                            conv.angles(BODY, len(body_windows)), BODY)
+
+    score, _ = inbetween.score_gap(oracle, body_windows, gap, mean, std, conv)
+    assert score.L2Q < 1e-9 and score.L2P < 1e-9 and score.NPSS < 1e-9
+    known = inbetween.protocol_known(gap)
+    b = seen[0]
+    _, p_seen = forward_kinematics(b.rotations[:, known], b.translations[:, known], BODY.parents)
+    _, p_true = forward_kinematics(body_windows.rotations[:, : known.size][:, known],
+                                   body_windows.translations[:, : known.size][:, known], BODY.parents)
+    assert np.abs(p_seen - p_true).max() < 1e-6
+    assert not np.allclose(b.rotations[:, known], body_windows.rotations[:, : known.size][:, known], atol=1e-3)
+    np.testing.assert_array_equal(conv.angles(BODY, 4), inbetween.Conventions(45.0, 15.0, seed=3).angles(BODY, 4))
+
+    interp = inbetween.resolve_method("interp", BODY)
+    plain, _ = inbetween.score_gap(interp, body_windows, gap, mean, std)
+    turned, _ = inbetween.score_gap(interp, body_windows, gap, mean, std, conv)
+    for m in ("L2Q", "L2P", "NPSS"):
+        assert abs(getattr(turned, m) - getattr(plain, m)) <= 1e-6 * max(getattr(plain, m), 1e-9)
+    # a method that holds the keys' local rotations as captured is hurt: the bench sees convention errors
+    def captured_locals(batch: windows.Windows, known: np.ndarray):
+        rot, trans = interp(batch, known)
+        n = known.size
+        return body_windows.rotations[:, :n].copy(), trans
+
+    assert inbetween.score_gap(captured_locals, body_windows, gap, mean, std, conv)[0].L2Q > 0.01

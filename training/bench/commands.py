@@ -12,14 +12,43 @@ from pathlib import Path
 DEFAULT_CLIPS = ("foreign/mixamo_walk-in-circle.bvh", "foreign/cmu-xia_normal.bvh", "foreign/cmu-xia_proud.bvh")
 
 
+def _conventions(args: argparse.Namespace):
+    """The rig conventions of ``--perturb-conventions`` (None: the test windows as captured)."""
+    from training.bench.inbetween import Conventions
+
+    if args.perturb_conventions is None:
+        return None
+    for name in ("perturb_conventions", "perturb_hinge"):
+        v = getattr(args, name)
+        if not 0.0 <= v <= 180.0:
+            raise SystemExit(f"anyfill bench: --{name.replace('_', '-')} must be in [0, 180] degrees, got {v}")
+    return Conventions(args.perturb_conventions, args.perturb_hinge, args.perturb_seed)
+
+
 def _bench_inbetween(args: argparse.Namespace) -> int:
     from training.bench import inbetween
 
-    result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
+    conv = _conventions(args)
+    if conv is not None and args.record:
+        print("anyfill bench inbetween: --record writes the card's test-split numbers; not with --perturb-conventions",
+              file=sys.stderr)
+        return 2
+    result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root,
+                           conventions=conv)
     print(inbetween.format_table(result))
+    if conv is not None:  # the same method on the windows as captured, and the ratio perturbed / as captured
+        plain = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
+        result["unperturbed"] = {"gaps": plain["gaps"]}
+        result["ratio_to_unperturbed"] = inbetween.ratios(result, plain)
+        print(f"(above: {args.method} with the test windows in other rig conventions: {conv.twist_deg:g} deg "
+              f"twists, knees {conv.hinge_deg:g} deg off their hinge, seed {conv.seed})")
+        print(inbetween.format_table(plain))
+        print(inbetween.format_table({**result, "method": f"{args.method} perturbed / as captured",
+                                      "gaps": result["ratio_to_unperturbed"]}))
     baseline = None
     if args.baseline and args.baseline != args.method:
-        baseline = inbetween.run(args.skeleton, args.baseline, data=args.data, gaps=args.gaps, root=args.data_root)
+        baseline = inbetween.run(args.skeleton, args.baseline, data=args.data, gaps=args.gaps, root=args.data_root,
+                                 conventions=conv)
         result["baseline"] = {"method": args.baseline, "gaps": baseline["gaps"]}
         result["ratio_to_baseline"] = inbetween.ratios(result, baseline)
         print(inbetween.format_table(baseline))
@@ -30,7 +59,6 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.record:
         import shlex
-        import sys
 
         inbetween.record_in_card(args.method, result, baseline, "anyfill " + shlex.join(sys.argv[1:]))
         print(f"recorded the numbers in the card of {args.method}")
@@ -45,10 +73,21 @@ def _bench_keys(args: argparse.Namespace) -> int:
               f"(the bands are the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}",
               file=sys.stderr)
         return 2
-    result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
+    conv = _conventions(args)
+    result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root,
+                      conventions=conv)
     print(keys.format_table(result))
+    if conv is not None:  # the same method on the windows as captured, and the ratio perturbed / as captured
+        plain = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
+        result["unperturbed"] = {"every": {n: {m: v[m] for m in ("L2Q", "L2P")} for n, v in plain["every"].items()}}
+        result["ratio_to_unperturbed"] = keys.ratios(result, plain)
+        print(keys.format_table(plain, title=f"keys every n frames: {args.method} on the windows as captured"))
+        print(keys.format_table({**result, "every": result["ratio_to_unperturbed"]},
+                                title=f"ratio: {args.method} in other rig conventions ({conv.twist_deg:g} deg twists, "
+                                      f"knees {conv.hinge_deg:g} deg) / as captured"))
     if args.baseline and args.baseline != args.method:
-        baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root)
+        baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root,
+                            conventions=conv)
         result["baseline"] = {"method": args.baseline, "every": baseline["every"]}
         result["ratio_to_baseline"] = keys.ratios(result, baseline)
         print(keys.format_table(baseline))
@@ -151,6 +190,14 @@ def _add_test_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     p.add_argument("--baseline", metavar="METHOD", help="also score this method and print the ratios to it")
     p.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
+    p.add_argument("--perturb-conventions", type=float, metavar="DEG",
+                   help="put the test windows in other rig conventions first: forearms, hands, feet, toes and the "
+                        "head turned about their bone axes by +-DEG (moving no joint); the fill is turned back "
+                        "before scoring; also scores the windows as captured and prints the ratio")
+    p.add_argument("--perturb-hinge", type=float, default=15.0, metavar="DEG",
+                   help="with --perturb-conventions: each knee's hinge tilted by +-DEG (default 15)")
+    p.add_argument("--perturb-seed", type=int, default=0, metavar="N",
+                   help="with --perturb-conventions: the seed of the turns' signs (default 0)")
 
 
 def add_parsers(bench_sub: argparse._SubParsersAction) -> None:

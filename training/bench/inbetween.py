@@ -25,6 +25,7 @@ import numpy as np
 from training.inbetween.baselines import BASELINES
 from training.inbetween.metrics import l2p, l2q, npss
 from training.motion import clip as clip_io
+from training.motion.conventions import BENCH_TWISTS, apply_twists, random_twists
 from training.motion.rotations import quat_align
 from training.motion.skeleton import Schema, forward_kinematics, get_schema
 from training.motion.splits import data_root, split_files
@@ -36,6 +37,34 @@ WINDOW, STRIDE = 65, 40
 STATS_WINDOW, STATS_STRIDE = 50, 20
 
 Method = Callable[[Windows, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """Rig conventions the test windows are put in before a method sees them (``--perturb-conventions``):
+    the issue's twist joints (forearms, hands, feet, toes, the head's roll) turned about their bone axes by
+    exactly +-``twist_deg`` and each knee's hinge tilted by +-``hinge_deg`` (thigh and shin turned together),
+    signs drawn per window from ``seed``. No joint position moves. The method's fill is turned back before
+    scoring, so L2Q, L2P and NPSS compare with the same ground truth as unperturbed (L2P and L2Q would be
+    the same without turning back: positions do not move, and a constant turn on the right of each global
+    quaternion keeps the distance between two of them)."""
+
+    twist_deg: float
+    hinge_deg: float = 15.0
+    seed: int = 0
+
+    def angles(self, schema: Schema, n: int) -> np.ndarray:
+        """(n, J) radians: each window's turn of each joint."""
+        return random_twists(np.random.default_rng(self.seed), n, schema, self.twist_deg, self.hinge_deg,
+                             joints=BENCH_TWISTS.get(schema.name), full=True)
+
+    def describe(self, schema: Schema) -> dict:
+        from training.motion.conventions import HINGES, twist_joints
+
+        limit, _ = twist_joints(schema, self.twist_deg, self.hinge_deg, BENCH_TWISTS.get(schema.name))
+        return {"twist_deg": self.twist_deg, "hinge_deg": self.hinge_deg, "seed": self.seed,
+                "turned": [schema.joints[j] for j in np.flatnonzero(limit > 0)],
+                "hinges": [list(p) for p in HINGES.get(schema.name, ())]}
 
 
 def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
@@ -152,29 +181,36 @@ class GapScore:
 
 
 def score_gap(
-    method: Method, windows: Windows, gap: int, mean: np.ndarray, std: np.ndarray
+    method: Method, windows: Windows, gap: int, mean: np.ndarray, std: np.ndarray,
+    conventions: Conventions | None = None,
 ) -> tuple[GapScore, float]:
     """Score one gap length on every window; returns the scores and the method's wall time (s). The gap is
     scored with the two keys around it too, for the pop ratio (:func:`pop_ratio`)."""
     known = protocol_known(gap)
     around = np.arange(N_CONTEXT - 1, N_CONTEXT + gap + 1)
-    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, around)
+    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, around, conventions)
     gap_only = slice(1, -1)
     gq, pq, gpg, ppg = gq[:, gap_only], pq[:, gap_only], gp[:, gap_only], pp[:, gap_only]
     return GapScore(L2Q=l2q(pq, gq), L2P=l2p(ppg, gpg, mean, std), NPSS=npss(pq, gq),
                     pop=pop_ratio(gp, pp, around, around[[0, -1]])), elapsed
 
 
-def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: int | slice | np.ndarray):
+def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: int | slice | np.ndarray,
+                   conventions: Conventions | None = None):
     """Hide every frame of the first ``len(known)`` that is not ``known``, let the method fill them, and
-    return the scored globals of ``frames`` (:func:`scored_globals`) and the method's wall time (s)."""
+    return the scored globals of ``frames`` (:func:`scored_globals`) and the method's wall time (s).
+    ``conventions``: the method sees the windows in these rig conventions; its fill is turned back."""
     length = len(known)
     gt_rot = windows.rotations[:, :length]
     gt_trans = windows.translations[:, :length]
+    seen_rot, seen_trans, angles = gt_rot, gt_trans, None
+    if conventions is not None:
+        angles = conventions.angles(windows.schema, len(gt_rot))
+        seen_rot, seen_trans = apply_twists(gt_rot, gt_trans, angles, windows.schema)
     masked = Windows(
         windows.schema, windows.fps,
-        np.where(known[None, :, None, None], gt_rot, np.nan),
-        np.where(known[None, :, None, None], gt_trans, np.nan),
+        np.where(known[None, :, None, None], seen_rot, np.nan),
+        np.where(known[None, :, None, None], seen_trans, np.nan),
         windows.sources,
     )
     t0 = time.perf_counter()
@@ -188,6 +224,8 @@ def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: 
     if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
         raise ValueError("method returned NaN or infinite values")
     rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+    if angles is not None:  # back in the ground truth's conventions
+        rot, trans = apply_twists(rot, trans, -angles, windows.schema)
     return (*scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, frames), elapsed)
 
 
@@ -197,13 +235,17 @@ def run(
     data: Sequence[str | Path] | None = None,
     gaps: Sequence[int] = GAPS,
     root: str | Path | None = None,
+    conventions: Conventions | None = None,
 ) -> dict:
-    """Score a method on the test split (or on the given BVH files or folders of them)."""
+    """Score a method on the test split (or on the given BVH files or folders of them); ``conventions``: the
+    windows put in other rig conventions first (see :class:`Conventions`)."""
     method = resolve_method(method_name, get_schema(skeleton))
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
+    if conventions is not None:
+        result["conventions"] = conventions.describe(get_schema(skeleton))
     for gap in gaps:
-        s, elapsed = score_gap(method, windows, gap, mean, std)
+        s, elapsed = score_gap(method, windows, gap, mean, std, conventions)
         result["gaps"][str(gap)] = {"L2Q": s.L2Q, "L2P": s.L2P, "NPSS": s.NPSS, "pop": s.pop}
         result["seconds"][str(gap)] = elapsed
     return result

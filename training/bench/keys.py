@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.bench.inbetween import WINDOW, fill_and_score, pop_ratio, protocol_windows, resolve_method
+from training.bench.inbetween import WINDOW, Conventions, fill_and_score, pop_ratio, protocol_windows, resolve_method
 from training.inbetween.metrics import l2p, l2q
 from training.motion.skeleton import get_schema
 
@@ -36,15 +36,18 @@ def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarra
 
 
 def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Sequence[str | Path] | None = None,
-        root: str | Path | None = None) -> dict:
-    """Score a method with a key every n frames for each n of ``every``."""
+        root: str | Path | None = None, conventions: Conventions | None = None) -> dict:
+    """Score a method with a key every n frames for each n of ``every``; ``conventions``: the windows put in
+    other rig conventions first (see :class:`~training.bench.inbetween.Conventions`)."""
     method = resolve_method(method_name, get_schema(skeleton))
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
+    if conventions is not None:
+        result["conventions"] = conventions.describe(get_schema(skeleton))
     for n in every:
         known, frames = keyed_every(n)
         span = np.arange(frames[0] - 1, frames[-1] + 2)  # the scored frames and the keys around them
-        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, span)
+        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, span, conventions)
         scored = ~known[span]
         gq, pq, gps, pps = gq[:, scored], pq[:, scored], gp[:, scored], pp[:, scored]
         result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pps, gps, mean, std), "seconds": elapsed,

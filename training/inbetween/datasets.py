@@ -21,9 +21,25 @@ from training.inbetween.features import (
     to_canonical,
 )
 from training.motion import clip as clip_io
+from training.motion.conventions import apply_twists, random_twists
 from training.motion.skeleton import Schema, get_schema
 from training.motion.splits import split_files
 from training.motion.windows import at_protocol_rate
+
+
+@dataclass(frozen=True)
+class RigConventions:
+    """An augmentation: each training window's joints turned about their own bone axes by random constant
+    angles, as a rig of other conventions holds them (moving no joint position; see
+    :func:`training.motion.conventions.apply_twists`)."""
+
+    twist_deg: float = 0.0  # largest twist of a joint (uniform in +-this; 0: off)
+    hinge_deg: float = 0.0  # largest tilt of a hinge (a knee: its thigh and shin turned together)
+    share: float = 1.0  # the share of windows turned (the others as captured)
+
+    @property
+    def on(self) -> bool:
+        return self.share > 0 and (self.twist_deg > 0 or self.hinge_deg > 0)
 
 
 @dataclass
@@ -116,7 +132,7 @@ class WindowSampler:
 
     def __init__(
         self, clips: list[clip_io.Clip], length: int, mix: MaskMix | None = None, max_gap: int = 50,
-        spec: FeatureSpec = DEFAULT_FEATURES,
+        spec: FeatureSpec = DEFAULT_FEATURES, conventions: RigConventions | None = None,
     ):
         if not clips:
             raise ValueError("no clips to sample windows from")
@@ -127,12 +143,14 @@ class WindowSampler:
         self.length = length
         self.mix = mix or MaskMix()
         self.max_gap = max_gap
+        self.conventions = conventions or RigConventions()
         self.spec = spec.for_skeleton(self.schema.name)  # what the model trained on these windows reads
         sizes = np.array([c.n_frames - length + 1 for c in self.clips], dtype=np.float64)
         self.p = sizes / sizes.sum()
 
     def windows(self, rng: np.random.Generator, n: int):
-        """n random windows as local rotations (n, T, J, 4), translations (n, T, J, 3) and fps (n,)."""
+        """n random windows as local rotations (n, T, J, 4), translations (n, T, J, 3) and fps (n,), turned by
+        random rig conventions where the sampler has them."""
         idx = rng.choice(len(self.clips), size=n, p=self.p)
         rot, trans, fps = [], [], []
         for i in idx:
@@ -141,7 +159,12 @@ class WindowSampler:
             rot.append(c.rotations[s : s + self.length])
             trans.append(c.translations[s : s + self.length])
             fps.append(c.fps)
-        return np.stack(rot), np.stack(trans), np.array(fps)
+        rot, trans = np.stack(rot), np.stack(trans)
+        rc = self.conventions
+        if rc.on:  # drawn only when on, so runs without it see the windows they always did
+            angles = random_twists(rng, n, self.schema, rc.twist_deg, rc.hinge_deg, share=rc.share)
+            rot, trans = apply_twists(rot, trans, angles, self.schema)
+        return rot, trans, np.array(fps)
 
     def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         rot, trans, fps = self.windows(rng, n)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from training.inbetween.datasets import MaskMix, WindowSampler, feature_stats, load_clips
+from training.inbetween.datasets import MaskMix, RigConventions, WindowSampler, feature_stats, load_clips
 from training.inbetween.export import export
 from training.inbetween.features import FeatureSpec, top_joint
 from training.inbetween.losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
@@ -51,6 +51,9 @@ class AnyOrderTrainConfig:
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
     speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips played at each of these speeds (1: as captured)
     reverse: bool = False  # augmentation: training clips also played backwards
+    twist_deg: float = 0.0  # augmentation: single-child joints turned about their own bone by up to +-this (deg)
+    hinge_deg: float = 0.0  # augmentation: hinges (knees) tilted by up to this (deg), thigh and shin turned together
+    conventions_share: float = 1.0  # the share of training windows given those turns (validation stays as captured)
     batch_size: int = 64  # windows per training batch
     steps_per_epoch: int = 500  # training batches per epoch (windows are drawn at random, so an epoch is a count)
     lr: float = 1e-3  # AdamW's peak learning rate (linear warm-up, then cosine decay)
@@ -166,7 +169,8 @@ class AnyOrderData(L.LightningDataModule):
         mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
         spec = cfg.features.for_skeleton(cfg.skeleton)  # what the model of this run reads of a window
         train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
-        self.train_sampler = WindowSampler(train_clips, cfg.length, mix, spec=spec)
+        conventions = RigConventions(cfg.twist_deg, cfg.hinge_deg, cfg.conventions_share)
+        self.train_sampler = WindowSampler(train_clips, cfg.length, mix, spec=spec, conventions=conventions)
         val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
         rng = np.random.default_rng(cfg.data_seed + 1)
@@ -314,6 +318,12 @@ def _check(cfg: AnyOrderTrainConfig) -> None:
     cfg.features.for_skeleton(cfg.skeleton)
     if not cfg.relative_floor >= 0.0 or not math.isfinite(cfg.relative_floor):
         raise ValueError(f"relative_floor must be a finite number >= 0 (0: off), got {cfg.relative_floor!r}")
+    for name in ("twist_deg", "hinge_deg"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 180.0:
+            raise ValueError(f"{name} must be in [0, 180] degrees (0: off), got {v!r}")
+    if not 0.0 <= cfg.conventions_share <= 1.0:
+        raise ValueError(f"conventions_share must be in [0, 1], got {cfg.conventions_share!r}")
 
 
 def _build(cfg: AnyOrderTrainConfig):

@@ -135,6 +135,82 @@ def from_training(skeleton: str, root=None, every: int = 4) -> dict:
     return measure(schema, rots, trans)
 
 
+# Rig conventions: twists that move no joint position. A rig may hold any bone turned about its own axis
+# against the training data (a forearm's roll, a knee's hinge axis), which changes every local rotation
+# and no joint position. Training windows get random ones (an augmentation, so the network learns not to
+# care) and `anyfill bench` applies fixed ones (so the robustness is measured).
+
+# joints whose twist tilts a hinge below them: (parent, hinge) pairs turned together by one angle, so the
+# hinge stays a pure hinge about an axis tilted by that angle (a knee off its hinge)
+HINGES = {"body": (("UpperLeg_L", "LowerLeg_L"), ("UpperLeg_R", "LowerLeg_R"))}
+# the joints the issue's robustness bench turns by the full twist (forearm, hand, foot, toe, head roll)
+BENCH_TWISTS = {"body": ("LowerArm_L", "LowerArm_R", "Hand_L", "Hand_R", "Foot_L", "Foot_R", "Toes_L", "Toes_R",
+                         "Head")}
+
+
+def twistable(schema: Schema) -> np.ndarray:
+    """(J,) bool: joints a rig convention may turn about their bone axis: not moving, at most one child (a
+    bone with several children, such as the hips or chest, has no single axis to turn about)."""
+    children = schema.children()
+    return np.array([j not in schema.moving and len(children[j]) <= 1 for j in range(schema.n_joints)])
+
+
+def twist_joints(schema: Schema, twist_deg: float, hinge_deg: float, joints: Sequence[str] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per joint, the largest twist (J,) in degrees and a group id (J,) (joints of one group turn by the
+    same angle: a hinge and its parent; -1: a joint of its own). ``joints``: only these turn by ``twist_deg``
+    (default: every :func:`twistable` joint); hinges and their parents turn by ``hinge_deg``."""
+    can = twistable(schema)
+    limit = np.zeros(schema.n_joints)
+    if joints is None:
+        limit[can] = twist_deg
+    else:
+        for name in joints:
+            limit[schema.index(name)] = twist_deg
+    group = -np.ones(schema.n_joints, dtype=np.int64)
+    for g, pair in enumerate(HINGES.get(schema.name, ())):
+        for name in pair:
+            limit[schema.index(name)] = hinge_deg
+            group[schema.index(name)] = g
+    limit[~can] = 0.0
+    return limit, group
+
+
+def random_twists(rng: np.random.Generator, n: int, schema: Schema, twist_deg: float, hinge_deg: float,
+                  joints: Sequence[str] | None = None, share: float = 1.0, full: bool = False) -> np.ndarray:
+    """(n, J) twist angles in radians for n windows: uniform in +-limit (``full``: exactly +-limit, random
+    signs), a hinge's pair alike; each window is turned with probability ``share`` (else all zero)."""
+    limit, group = twist_joints(schema, twist_deg, hinge_deg, joints)
+    u = rng.uniform(-1.0, 1.0, size=(n, schema.n_joints))
+    if full:
+        u = np.where(u < 0, -1.0, 1.0)
+    for g in range(group.max() + 1):  # a hinge and its parent share one angle
+        members = np.flatnonzero(group == g)
+        u[:, members] = u[:, members[:1]]
+    on = rng.random(n) < share
+    return np.deg2rad(limit)[None] * u * on[:, None]
+
+
+def apply_twists(rot: np.ndarray, trans: np.ndarray, angles: np.ndarray, schema: Schema
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Turn each joint about its own bone axis by a constant angle, moving no joint position.
+
+    rot (n, T, J, 4) local quaternions xyzw, trans (n, T, J, 3) local translations, angles (n, J) radians.
+    Each global rotation becomes G_j R_j (R_j: ``angles[j]`` about the joint's bone axis, in its own frame,
+    from the window's mean offsets), so the local one becomes R_parent^-1 L_j R_j and each child's offset
+    R_parent^-1 t_j: every joint position is unchanged (exactly: the child's offset turns with the frame)."""
+    n, _, j_count, _ = rot.shape
+    axes = np.stack([bone_axes(schema, trans[i].mean(axis=0)) for i in range(n)])  # (n, J, 3)
+    half = 0.5 * angles[..., None]
+    r = np.concatenate([axes * np.sin(half), np.cos(half)], axis=-1)  # (n, J, 4)
+    parents = np.asarray(schema.parents)
+    r_parent = np.where((parents >= 0)[None, :, None], r[:, np.maximum(parents, 0)], np.array([0.0, 0.0, 0.0, 1.0]))
+    inv_parent = quat_conj(r_parent)[:, None]  # (n, 1, J, 4)
+    new_rot = quat_mul(quat_mul(inv_parent, rot), r[:, None])
+    new_trans = quat_apply(np.broadcast_to(inv_parent, trans.shape[:-1] + (4,)), trans)
+    return new_rot, new_trans
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the training data's joint habits into model cards (``schema.conventions``); weights untouched."""
     import argparse

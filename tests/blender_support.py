@@ -7,11 +7,9 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -158,35 +156,17 @@ def start_backend() -> Backend:
     config = tmp / "config"
     env = dict(os.environ, XDG_CONFIG_HOME=str(config), OMP_NUM_THREADS="1")
     env.pop("ANYFILL_TOKEN_FILE", None)
-    exe = Path(sys.executable).with_name("anyfill")
-    cmd = [str(exe), "serve", "--port", "0", "--threads", "1", "--workers", "1", "--log-level", "info"]
+    from training.bench.rig import serve, stop_server
+
+    args = ["--threads", "1", "--workers", "1"]
     for name, path in models.items():
-        cmd += ["--model", f"{name}={path}"]
-    log = tmp / "serve.log"
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    url = None
-    while time.time() < deadline and url is None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"anyfill serve exited ({proc.returncode}):\n{log.read_text()}")
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
-        url = m.group(1) if m else None
-        time.sleep(0.2)
-    if url is None:
-        proc.kill()
-        raise RuntimeError(f"anyfill serve did not start:\n{log.read_text()}")
+        args += ["--model", f"{name}={path}"]
+    proc, url = serve(args, env, tmp / "serve.log")
     os.environ["XDG_CONFIG_HOME"] = str(config)
     os.environ.pop("ANYFILL_TOKEN_FILE", None)
     token = (config / "anyfill" / "token").read_text().strip()
 
-    def stop():
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-    atexit.register(stop)
+    atexit.register(stop_server, proc)
     _state["backend"] = Backend(url, token, proc, config)
     return _state["backend"]
 

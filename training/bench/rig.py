@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from training.bench.commands import DEFAULT_CLIPS
+from training.bench.inbetween import pop_ratio
 
 EXT_MODULE = "bl_ext.user_default.anyfill"
 
@@ -57,32 +58,40 @@ def start_session(addon_zip: Path, models: Sequence[str] = ("hand", "body")) -> 
                                                  enable_on_install=True)
     ext = sys.modules[EXT_MODULE]
     log = tmp / "serve.log"
-    exe = Path(sys.executable).with_name("anyfill")
-    cmd = [str(exe), "serve", "--port", "0", "--log-level", "info"]
-    for m in models:
-        cmd += ["--model", m]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url, deadline = None, time.time() + 180
-    while url is None and time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"anyfill serve exited ({proc.returncode}):\n{log.read_text()}")
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
-        url = m.group(1) if m else None
-        time.sleep(0.2)
-    if url is None:
-        proc.kill()
-        raise RuntimeError(f"anyfill serve did not start:\n{log.read_text()}")
+    proc, url = serve([a for m in models for a in ("--model", m)], dict(os.environ), log)
     prefs = bpy.context.preferences.addons[EXT_MODULE].preferences
     prefs.backend_url, prefs.token = url, ""
     return Session(bpy, ext, url, proc, log)
 
 
-def stop_session(s: Session) -> None:
-    s.server.terminate()
+def serve(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``anyfill serve --port 0 ARGS`` in a subprocess, its output in ``log``; returns it and its URL once it
+    listens (a server that exits or does not listen within 3 minutes raises, with its log)."""
+    exe = Path(sys.executable).with_name("anyfill")
+    cmd = [str(exe), "serve", "--port", "0", "--log-level", "info", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"anyfill serve exited ({proc.returncode}):\n{log.read_text()}")
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
+        if m:
+            return proc, m.group(1)
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"anyfill serve did not start:\n{log.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        s.server.wait(10)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
-        s.server.kill()
+        proc.kill()
+
+
+def stop_session(s: Session) -> None:
+    stop_server(s.server)
 
 
 def clean_scene(bpy) -> None:
@@ -260,23 +269,6 @@ def _channelbag(ob):
     return anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
 
 
-def pop_ratio(pos: np.ndarray, gt: np.ndarray, kept: Sequence[int], frames: Sequence[int]) -> float:
-    """The largest frame-to-frame step of any joint over the steps into and out of each key, divided by the
-    ground truth's largest over the same steps."""
-    index = {f: i for i, f in enumerate(frames)}
-    steps = sorted({i for k in kept if k in index for i in (index[k] - 1, index[k]) if 0 <= i < len(frames) - 1})
-    if not steps:
-        return float("nan")
-    s = np.asarray(steps)
-    ours = np.linalg.norm(pos[s + 1] - pos[s], axis=-1).max()
-    truth = np.linalg.norm(gt[s + 1] - gt[s], axis=-1).max()
-    return float(ours / max(truth, 1e-9))
-
-
-def mapped_bones(ob) -> list[str]:
-    return [m.bone for m in ob.anyfill.joints if m.bone and m.bone in ob.data.bones]
-
-
 def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dict:
     """One clip at one key spacing: the scores described in the module docstring. ``via``: a Mixamo rig the
     clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`)."""
@@ -315,8 +307,8 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dic
         e_bez = float(np.linalg.norm(bez[between] - gt[between], axis=-1).mean())
         row.update({f"{prefix}fill_error": e_fill, f"{prefix}bezier_error": e_bez,
                     f"{prefix}ratio": e_fill / max(e_bez, 1e-12),
-                    f"{prefix}pop_fill": pop_ratio(fill, gt, kept, frames),
-                    f"{prefix}pop_bezier": pop_ratio(bez, gt, kept, frames)})
+                    f"{prefix}pop_fill": pop_ratio(gt[None], fill[None], frames, kept),
+                    f"{prefix}pop_bezier": pop_ratio(gt[None], bez[None], frames, kept)})
 
     parts = part_bones(ob, names)
     body = parts.get("body") or parts.get(next(iter(parts), ""), [])

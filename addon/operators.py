@@ -235,7 +235,10 @@ class _FillBase(AsyncRequest):
             f"{plan.part or plan.model}:")]
         obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan)])
         ms = answer.get("timings", {}).get("total_ms", 0.0)
-        return f"Anyfill: wrote {n} keys ({plan.summary}; backend {ms:.0f} ms)"
+        rate = answer.get("resampled")
+        at = f"; filled at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside " \
+             "the model's trained rates" if rate else ""
+        return f"Anyfill: wrote {n} keys ({plan.summary}; backend {ms:.0f} ms{at})"
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):

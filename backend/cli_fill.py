@@ -170,7 +170,7 @@ def _check_rate(fps: float, lm: LoadedModel, path: Path) -> None:
     if not lo * 0.99 <= fps <= hi * 1.01:
         trained = f"{lo:g} fps" if lo == hi else f"{lo:g} to {hi:g} fps"
         print(f"anyfill fill: note: {path.name} runs at {fps:g} fps, outside the rates model {lm.name} was "
-              f"trained at ({trained}): it is filled at the nearest of those rates and slerped back to its "
+              f"trained at ({trained}): it is filled at the nearest of those rates and carried back to its "
               "frames", file=sys.stderr)
 
 

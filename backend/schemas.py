@@ -158,11 +158,22 @@ class Timings(_Answer):
     encode_ms: float = Field(description="conversion of the answer into the requested formats")
 
 
+class Resampling(_Answer):
+    """What the server did with a window whose frame rate the model was not trained at."""
+
+    window_fps: float = Field(description="the request's own frame rate (median spacing of its frames)")
+    filled_fps: float = Field(description="the trained rate the window was filled at, on a grid that also "
+                              "holds every keyed frame at its own time; the answer is carried back to the "
+                              "request's frames by cubic curves through that grid")
+
+
 class FillResponse(_Answer):
     id: str
     model: str
     frames: list[float]
     joints: dict[str, JointResult]
+    resampled: Resampling | None = Field(None, description="set when the window was filled at another frame "
+                                         "rate than its own (a 60 or 120 fps rig on a 24-40 fps model)")
     timings: Timings
 
 

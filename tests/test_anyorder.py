@@ -756,8 +756,8 @@ def test_training_batches_differ_across_workers_and_ranks_and_repeat_with_the_se
 
 def test_fill_at_rate_fills_a_high_rate_window_on_a_trained_rate_grid():
     """A 120 fps window on a 24-40 fps model is filled on a grid at 40 fps that holds every keyed frame: known
-    cells come back exactly, targets are finite and follow the grid's fill (slerped), joints known on every
-    frame stay conditioning curves; at a trained rate it is plain fill()."""
+    cells come back exactly, targets are finite, joints known on every frame stay conditioning curves, and the
+    result says it was resampled; at a trained rate it is plain fill()."""
     m = tiny("hand")
     rot, trans, _ = synthetic("hand", n=1, t=121)
     times = (np.arange(121) / 120.0)[None]
@@ -774,10 +774,33 @@ def test_fill_at_rate_fills_a_high_rate_window_on_a_trained_rate_grid():
     a = fill_engine.fill_at_rate(m, rot, trans, known, t30, (24.0, 40.0))
     b = fill_engine.fill(m, rot, trans, known, t30)
     assert np.array_equal(a.rotations, b.rotations)
-    # it was filled at 40 fps: between two grid frames (every 3rd frame) the curve turns at a constant rate
-    steps = quat_angle(out.rotations[0, 1:19, 5], out.rotations[0, :18, 5]).reshape(-1, 3)
-    assert np.allclose(steps, steps[:, :1], atol=1e-6)
-    assert not np.allclose(steps, steps[0, 0], atol=1e-3)
+    assert out.resampled == pytest.approx((120.0, 40.0)) and a.resampled is None
+
+
+def test_a_grid_fill_reaches_the_rig_frames_along_cubic_curves():
+    """What carries a fill on the grid back to a 120 fps rig's frames follows a smooth motion far closer than
+    straight slerps between grid frames (which make the speed jump at every grid frame), whatever hemisphere
+    each grid quaternion is on, and goes through the grid frames exactly."""
+    grid_t = np.sort(np.concatenate([np.arange(0.0, 2.0, 1 / 40), [0.01, 0.51, 1.33]]))
+    fine_t = np.arange(0.0, grid_t[-1], 1 / 120)
+
+    def motion(t):  # (T, 2, 4): two joints turning back and forth about tilted axes, and their positions
+        ang = np.stack([1.2 * np.sin(2.1 * t), 0.7 * np.cos(3.3 * t)], axis=1)
+        axis = np.array([[0.0, 0.6, 0.8], [1.0, 0.0, 0.0]])
+        q = np.concatenate([np.sin(ang / 2)[..., None] * axis, np.cos(ang / 2)[..., None]], axis=-1)
+        return q, np.stack([np.sin(t), t**2, np.cos(2 * t)], axis=1)[:, None].repeat(2, axis=1)
+
+    q, tr = motion(grid_t)
+    q[::3] *= -1  # the same rotations, some on the other hemisphere
+    rq, rt = fill_engine._smooth_at(grid_t, q, tr, fine_t)
+    lq, lt, _, _ = fill_engine._interpolate_at(grid_t, q, tr, fine_t)
+    true_q, true_t = motion(fine_t)
+    cubic, straight = quat_angle(rq, true_q).max(), quat_angle(lq, true_q).max()
+    assert cubic < straight / 5, (cubic, straight)
+    assert np.abs(rt - true_t).max() < np.abs(lt - true_t).max() / 5
+    on_grid = np.isin(np.round(fine_t * 120), np.round(grid_t * 120)) & np.isclose(
+        fine_t[:, None], grid_t[None], atol=1e-9).any(1)
+    assert quat_angle(rq[on_grid], true_q[on_grid]).max() < 1e-6
 
 
 def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_path):

@@ -152,6 +152,19 @@ def test_long_window_and_uneven_frames(client):
     assert all(v is not None for v in r.json()["joints"]["PINKY_DIP_FE"]["rotations"])
 
 
+def test_the_answer_says_when_a_window_was_filled_at_another_rate(client):
+    """A 120 fps window is filled at the highest rate the model was trained at, and the answer says so; a window
+    at a trained rate is filled at its own frames and says nothing."""
+    lo, hi = next(m for m in client.get("/v1/models").json()["models"] if m["name"] == "body")["fps_range"]
+    req = fill_request("body", frames=60, keys=(0, 20, 40, 59))
+    req["fps"] = 120
+    out = client.post("/v1/fill", json=req).json()
+    assert out["resampled"] == {"window_fps": pytest.approx(120.0), "filled_fps": pytest.approx(hi)}
+    assert all(v is not None for v in out["joints"]["Spine"]["rotations"])
+    req["fps"] = lo
+    assert client.post("/v1/fill", json=req).json()["resampled"] is None
+
+
 def test_a_long_fill_reports_its_progress_in_its_job(client):
     """A fill longer than the model's window tells ``GET /v1/jobs/{id}`` the frames it has committed."""
     r = client.post("/v1/fill", json=fill_request("body", frames=200, keys=tuple(range(0, 200, 10)) + (199,),

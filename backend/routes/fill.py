@@ -43,7 +43,7 @@ def _engine_call(fn, *args, **kwargs):
         raise RequestError(None, str(e)) from None
 
 
-def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
+def _fill_work(win: grid.Window, job: Job) -> tuple[dict, dict | None, float, float]:
     t = time.perf_counter()
     res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
                        win.lm.fps_range, cancel=job.cancelled, progress=job.progress)
@@ -51,7 +51,8 @@ def _fill_work(win: grid.Window, job: Job) -> tuple[dict, float, float]:
     if job.cancelled():
         raise engine.Cancelled()
     joints = grid.encode(win, res)
-    return joints, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+    resampled = None if res.resampled is None else {"window_fps": res.resampled[0], "filled_fps": res.resampled[1]}
+    return joints, resampled, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
 
 
 def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, float, float]:
@@ -96,8 +97,9 @@ async def fill(req: FillRequest, request: Request, registry: Models, jobs: JobTa
     win = await run_in_threadpool(grid.prepare, req, registry)
     prepare_ms = (time.perf_counter() - t0) * 1e3
     job = jobs.create("fill", req.id)
-    joints, model_ms, encode_ms = await _wait(jobs.run(job, lambda j: _fill_work(win, j)), job, jobs, request)
-    return {"id": job.id, "model": req.model, "frames": req.frames, "joints": joints,
+    joints, resampled, model_ms, encode_ms = await _wait(jobs.run(job, lambda j: _fill_work(win, j)), job, jobs,
+                                                         request)
+    return {"id": job.id, "model": req.model, "frames": req.frames, "joints": joints, "resampled": resampled,
             "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)}
 
 

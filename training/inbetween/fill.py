@@ -52,6 +52,9 @@ class FillResult:
     translations: np.ndarray  # (N, T, J, 3)
     entropy: np.ndarray  # (N, T, J) rotation entropy (nats) per cell; 0 for known cells
     spread_deg: np.ndarray  # (N, T, J) circular std of the rotation error in degrees; 0 for known cells
+    # set by :func:`fill_at_rate` when the window's own rate was outside the trained range: (the window's
+    # rate, the rate it was filled at), frames per second
+    resampled: tuple[float, float] | None = None
 
 
 def _identity_like(rot: np.ndarray) -> np.ndarray:
@@ -426,15 +429,44 @@ def sample(
     return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
 
 
+def _bracket(src_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``times`` (T,), the sorted ``src_times`` (S,) frame before it and its weight towards the next."""
+    i = np.clip(np.searchsorted(src_times, times, side="right") - 1, 0, len(src_times) - 2)
+    span = np.maximum(src_times[i + 1] - src_times[i], 1e-12)
+    return i, np.clip((times - src_times[i]) / span, 0.0, 1.0)
+
+
 def _interpolate_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times: np.ndarray):
     """Rotations (S, J, 4) slerped and translations (S, J, 3) lerped from sorted ``src_times`` (S,) to
     ``times`` (T,) inside their span."""
-    i = np.clip(np.searchsorted(src_times, times, side="right") - 1, 0, len(src_times) - 2)
-    span = np.maximum(src_times[i + 1] - src_times[i], 1e-12)
-    w = np.clip((times - src_times[i]) / span, 0.0, 1.0)
+    i, w = _bracket(src_times, times)
     r = quat_slerp(rot[i], rot[i + 1], w[:, None])
     tr = trans[i] + (trans[i + 1] - trans[i]) * w[:, None, None]
     return r, tr, i, w
+
+
+def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times: np.ndarray):
+    """Rotations (S, J, 4) and translations (S, J, 3) on sorted ``src_times`` (S,) carried to ``times`` (T,)
+    by cubic Hermite curves through every source frame (tangents by central differences over the uneven
+    spacing; quaternions on one hemisphere, normalised after). A fill on a coarse grid then reaches a 60 or
+    120 fps rig's frames with the motion's own speed and curvature, not as straight segments whose speed
+    jumps at every grid frame."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    if len(src_times) < 3:
+        r, tr, _, _ = _interpolate_at(src_times, rot, trans, times)
+        return r, tr
+    q = rot.copy()
+    flip = np.cumprod(np.where(np.sum(q[1:] * q[:-1], axis=-1) < 0, -1.0, 1.0), axis=0)
+    q[1:] *= flip[..., None]
+    t = np.clip(times, src_times[0], src_times[-1])
+    out = []
+    for y in (q, trans):
+        flat = y.reshape(len(src_times), -1)
+        curve = CubicHermiteSpline(src_times, flat, np.gradient(flat, src_times, axis=0, edge_order=2), axis=0)
+        out.append(curve(t).reshape((len(t),) + y.shape[1:]))
+    r = out[0] / np.linalg.norm(out[0], axis=-1, keepdims=True)
+    return r, out[1]
 
 
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
@@ -443,9 +475,12 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
     further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
     the nearest trained rate that also holds every frame with a key at its own time; the answer is then
-    slerped back to the window's frames. Joints known on consecutive frames (conditioning curves) are
-    known on the grid between them too. Known cells come back exactly as given. ``progress`` as in
-    :func:`fill` (frames of the grid a long window is filled on)."""
+    carried back to the window's frames by cubic curves through the grid's frames (:func:`_smooth_at`).
+    Joints known on consecutive frames (conditioning curves) are known on the grid between them too. Known
+    cells come back exactly as given. ``progress`` as in :func:`fill` (frames of the grid a long window is
+    filled on). The grid is filled by overlapping windows, never cut at its keyed frames: a 60 or 120 fps rig
+    keyed every few of its frames has a fully keyed grid frame every one or two, and pieces that short would
+    see only the two keys around them (measured: 3-29 % further from the truth on the foreign rigs)."""
     rotations = np.asarray(rotations, dtype=np.float64)
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
@@ -471,11 +506,12 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
         exact = np.searchsorted(tm, grid_t[is_anchor])
         g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
         g_known[is_anchor] = kn[exact]
-        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress)
-        r, tr, k, wgt = _interpolate_at(grid_t, res.rotations[0], res.translations[0], tm)
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress, cut=False)
+        r, tr = _smooth_at(grid_t, res.rotations[0], res.translations[0], tm)
+        k, wgt = _bracket(grid_t, tm)
         ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
         spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]
         r = np.where(kn[..., None], rotations[w], r)
         tr = np.where(kn[..., None], translations[w], tr)
         parts.append((r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)))
-    return FillResult(*(np.stack(x) for x in zip(*parts, strict=True)))
+    return FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))

@@ -56,6 +56,21 @@ def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root
     assert known.any(axis=(1, 2)).all() and target.any(axis=(1, 2)).all()
 
 
+def test_the_animators_mask_keys_every_nth_frame():
+    """``MaskMix(every=...)``: whole poses keyed every n frames (n from 2 to 20, any phase), every other cell a
+    target; the spacings cover the range."""
+    known, target = sample_masks(np.random.default_rng(0), 300, 65, 22, MaskMix(0, 0, 0, 0, every=1.0))
+    assert (known ^ target).all()  # every cell is one or the other
+    assert (known.all(-1) | ~known.any(-1)).all()  # whole poses
+    steps = set()
+    for k in known.any(-1):
+        frames = np.flatnonzero(k)
+        gaps = set(np.diff(frames).tolist())
+        assert len(gaps) == 1 and frames[0] < next(iter(gaps))  # regular, starting within the first step
+        steps |= gaps
+    assert steps == set(range(2, 21))
+
+
 @pytest.mark.parametrize("skeleton", ["hand", pytest.param("body", marks=pytest.mark.slow)])  # body: about 10 s
 def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_root, skeleton):
     """A card's rest offsets drive the extension's retargeting: they must be one real skeleton (hands: the

@@ -50,6 +50,7 @@ class MaskMix:
     keyframes: float = 0.25  # a few full keys anywhere, fill the rest
     cells: float = 0.15  # any subset of cells (any-order sampling states)
     pose: float = 0.15  # partially keyed frames, half of them a single pose alone (pose completion)
+    every: float = 0.0  # a key every n frames (n from 2 to 20, any phase): how animators key a shot
 
 
 def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True,
@@ -96,8 +97,8 @@ def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix,
     """Known and target cell masks (n, t, j). Cells that are neither are absent from the window."""
     known = np.zeros((n, t, j), dtype=bool)
     target = np.zeros((n, t, j), dtype=bool)
-    p = np.array([mix.inbetween, mix.keyframes, mix.cells, mix.pose])
-    kinds = rng.choice(4, size=n, p=p / p.sum())
+    p = np.array([mix.inbetween, mix.keyframes, mix.cells, mix.pose, mix.every])
+    kinds = rng.choice(5, size=n, p=p / p.sum())
     for i, kind in enumerate(kinds):
         if kind == 0:
             ctx = int(rng.integers(1, 11))
@@ -105,6 +106,10 @@ def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix,
             known[i, :ctx] = True
             known[i, ctx + gap] = True
             target[i, ctx : ctx + gap] = True
+        elif kind == 4:
+            step = int(rng.integers(2, 21))
+            known[i, int(rng.integers(0, step)) :: step] = True
+            target[i] = ~known[i]
         else:
             n_keys = int(rng.integers(2, 9))
             keys = rng.choice(t, size=n_keys, replace=False)

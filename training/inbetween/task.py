@@ -72,9 +72,10 @@ class AnyOrderTrainConfig:
     relative_floor: float = 0.0
     # how often each known/target pattern is drawn in training (validation always uses the defaults)
     mix_inbetween: float = 0.45  # share of windows with a gap between context frames (the benchmark's pattern)
-    mix_keyframes: float = 0.25  # share of windows with a key every few frames
+    mix_keyframes: float = 0.25  # share of windows with a few (2-8) full keys anywhere
     mix_cells: float = 0.15  # share of windows with random known cells
     mix_pose: float = 0.15  # share of windows completing a pose from some of its joints
+    mix_every: float = 0.0  # share of windows keyed every n frames (n from 2 to 20), as animators key shots
     calibrate: bool = False  # at export: keep only the share of each correction that pays on the validation takes
     init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
     data_root: str | None = None  # folder holding splits.json; none: ../shared/data
@@ -166,7 +167,7 @@ class AnyOrderData(L.LightningDataModule):
         if self.stats is not None:
             return
         cfg = self.cfg
-        mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose)
+        mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose, cfg.mix_every)
         spec = cfg.features.for_skeleton(cfg.skeleton)  # what the model of this run reads of a window
         train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
         conventions = RigConventions(cfg.twist_deg, cfg.hinge_deg, cfg.conventions_share)

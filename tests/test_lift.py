@@ -215,6 +215,7 @@ def test_train_lift_end_to_end(data_root, tmp_path):
 def test_report_schedule_is_a_named_config_stepped_every_iteration():
     """``--named report``: batch 32, Adam lr 0.1 with betas (0.5, 0.999), StepLR(200, 0.3) per optimiser
     step, 5 epochs; the rate after 400 steps is 0.1 * 0.3^2."""
+    from training import tasks  # noqa: F401 - registers the built-in models
     from training.train import get_task, resolve_configs
 
     task = get_task("lift")

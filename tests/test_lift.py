@@ -210,3 +210,25 @@ def test_train_lift_end_to_end(data_root, tmp_path):
     assert set(metrics["per_joint_mm"]) == set(lift_data.LIFT_JOINTS)
     assert 0 < metrics["pa_mpjpe_mm"] < metrics["mpjpe_mm"] < 1000
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_report_schedule_is_a_named_config_stepped_every_iteration():
+    """``--named report``: batch 32, Adam lr 0.1 with betas (0.5, 0.999), StepLR(200, 0.3) per optimiser
+    step, 5 epochs; the rate after 400 steps is 0.1 * 0.3^2."""
+    from training import tasks  # noqa: F401 - registers the built-in models
+    from training.train import get_task, resolve_configs
+
+    task = get_task("lift")
+    cfg, tcfg = resolve_configs(task, None, "report", ["hidden=16"])
+    assert (cfg.batch_size, cfg.lr, cfg.beta1, cfg.beta2, tcfg.max_epochs) == (32, 0.1, 0.5, 0.999, 5)
+    opt_cfg = lift_task.LiftModule(cfg).configure_optimizers()
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]
+    assert sched["interval"] == "step" and opt.param_groups[0]["betas"] == (0.5, 0.999)
+    for _ in range(400):
+        opt.step()
+        sched["scheduler"].step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.3**2)
+    default = lift_task.LiftModule(lift_task.LiftTaskConfig(hidden=16)).configure_optimizers()
+    assert default["lr_scheduler"]["interval"] == "epoch"
+    with pytest.raises(ValueError, match="lr_step_interval"):
+        lift_task.LiftModule(lift_task.LiftTaskConfig(hidden=16, lr_step_interval="batch")).configure_optimizers()

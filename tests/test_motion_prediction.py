@@ -21,6 +21,8 @@ from training.motion.splits import DataNotFound, data_root, split_files
 J = 22
 torch.set_num_threads(1)  # tiny models: threads only contend (and the machine is shared)
 TINY = {"hidden": 8, "blocks": 1}
+# the wider block layout (decoder self- and cross-attention, output projections, MLP x2, positional)
+WIDE = {"decoder_self_attention": True, "out_proj": True, "mlp_ratio": 2, "positional": True}
 
 
 def tiny_models() -> dict[str, torch.nn.Module]:
@@ -97,8 +99,10 @@ def test_autoregressive_teacher_forced_pass_is_causal() -> None:
     assert not torch.allclose(a[:, 11:], b[:, 11:], atol=1e-4)
 
 
-def test_autoregressive_loop_with_teacher_forcing_equals_parallel_decoder() -> None:
-    model = tiny_models()["stcformer-ar"].eval()
+@pytest.mark.parametrize("layout", [{}, WIDE], ids=["report", "wide"])
+def test_autoregressive_loop_with_teacher_forcing_equals_parallel_decoder(layout: dict) -> None:
+    torch.manual_seed(0)
+    model = STCFormer(STCFormerConfig(**TINY, **layout, autoregressive=True)).eval()
     x, y = motion(3)
     with torch.no_grad():
         parallel = model(x, y)
@@ -152,6 +156,71 @@ def test_each_model_overfits_a_tiny_batch(name: str) -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * start, (start, loss.item())
+
+
+def test_parameter_counts_match_the_report() -> None:
+    """The report: ~23k parameters at hidden 32 (2 blocks, 1 head), 45k with twice the blocks, 86k at
+    hidden 64, 130k for the autoregressive model with 3 blocks at hidden 64. The default layout lands
+    within 6 % of each; the wider layout has about twice as many."""
+    def count(**kw) -> int:
+        return sum(p.numel() for p in STCFormer(STCFormerConfig(**kw)).parameters())
+
+    settings = [({}, 23_000), ({"blocks": 4}, 45_000), ({"hidden": 64}, 86_000),
+                ({"hidden": 64, "blocks": 3, "autoregressive": True}, 130_000)]
+    for kw, report in settings:
+        assert abs(count(**kw) / report - 1) < 0.06, (kw, count(**kw))
+        assert 1.9 < count(**kw, **WIDE) / report < 2.1
+    assert count(**WIDE) == 47_206
+
+
+def test_start_flag_target_has_one_start_frame_per_sequence() -> None:
+    from training.documents.stcformer.stcformer import target_flags
+    from training.documents.stcformer.task import flag_losses
+
+    _, y = motion(3)
+    t = target_flags(y)
+    assert t.shape == (3, 25, J, 2)
+    assert torch.all(t[:, 0] == torch.tensor([0.0, 1.0])) and torch.all(t[:, 1:] == 0)
+    exact = flag_losses(t.clone(), y)
+    assert all(v.item() == 0 for v in exact.values())
+    never_start = flag_losses(torch.zeros_like(t), y)  # predicting "no start" everywhere is now wrong once
+    assert never_start["start"].item() == pytest.approx(1.0) and never_start["other"].item() == 0
+    assert never_start["all"].item() == pytest.approx(1 / 25)  # the imbalance: 1 frame in 25
+
+
+def test_data_fraction_takes_fresh_training_batches_and_fixed_validation_windows() -> None:
+    from training.documents.stcformer.task import PredictionDataModule, STCFormerTaskConfig, fraction_of
+
+    w = np.arange(200, dtype=np.float32)[:, None, None, None] * np.ones((1, 35, J, 3), np.float32)
+    assert len(fraction_of(w, 0.1)) == 20 and np.array_equal(fraction_of(w, 0.1), fraction_of(w, 0.1))
+    assert fraction_of(w, 0.1)[[0, -1], 0, 0, 0].tolist() == [0, 199]  # spread over all the windows
+    dm = PredictionDataModule(STCFormerTaskConfig(batch_size=10, data_fraction=0.1))
+    dm.train_windows, dm.val_windows = w, w
+    torch.manual_seed(0)
+    epochs = [torch.cat([x[:, 0, 0, 0] for x, _ in dm.train_dataloader()]) for _ in range(2)]
+    assert [len(e) for e in epochs] == [20, 20] and all(len(set(e.tolist())) == 20 for e in epochs)
+    assert set(epochs[0].tolist()) != set(epochs[1].tolist())
+    full = PredictionDataModule(STCFormerTaskConfig(batch_size=10))
+    full.train_windows = w
+    assert sum(len(x) for x, _ in full.train_dataloader()) == 200
+
+
+def test_best_validation_weights_round_trip(tmp_path) -> None:
+    from training.documents.stcformer.task import BEST_FILE, MotionPredictionModule, STCFormerTaskConfig, load_best
+
+    cfg = STCFormerTaskConfig(**TINY)
+    module = MotionPredictionModule("stcformer", cfg)
+    module._save_best(tmp_path / BEST_FILE, 123.0)
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)  # training went on after the best epoch
+    model, info = load_best("stcformer", cfg, tmp_path)
+    x, _ = motion(2)
+    assert info["val_a_mpjpe_mm"] == 123.0
+    with torch.no_grad():
+        assert not torch.allclose(model(x), module.model.eval()(x))
+        module.model.load_state_dict(model.state_dict())
+        assert torch.allclose(model(x), module.model(x))
 
 
 def test_skeleton_graph_and_metrics() -> None:

@@ -1,9 +1,10 @@
 """``anyfill bench lift``: the CS764 report's four LiftModel tables, trained and scored on our data.
 
-One setting is varied at a time from the report's network (dropout 0.5, learning rate 0.001, hidden size
-1024, two residual blocks): dropout (0, 0.5, 0.9999), learning rate (0.001, 0.1, 1), hidden size
-(256, 512, 1024) and residual blocks (1, 2, 3). The four tables hold 12 rows but only 9 distinct runs:
-the report's own setting appears once in every table and is trained once. Each run is an ordinary
+One setting is varied at a time from a base setting (the lift task's defaults: dropout 0.5, our learning
+rate 0.001, hidden size 1024, two residual blocks; with ``--named report`` the report's schedule and its
+learning rate 0.1): dropout (0, 0.5, 0.9999), learning rate (0.001, 0.1, 1), hidden size (256, 512,
+1024) and residual blocks (1, 2, 3). The four tables hold 12 rows but only 9 distinct runs: the base
+setting appears once in every table and is trained once. Each run is an ordinary
 ``anyfill train lift`` run in ``RUNS_DIR/<name>`` (resumable), scored on the test split's files; a run
 whose result is already on disk with the same settings is not trained again.
 """

@@ -40,13 +40,16 @@ def _run_paths(path: str | Path) -> tuple[Path, Path]:
     return p, lasts[-1]
 
 
-def load_run(path: str | Path) -> tuple[str, Any, dict]:
-    """The trained torch module of a run: (model name, module in eval mode, run config snapshot)."""
+def load_run(path: str | Path, best: bool = False) -> tuple[str, Any, dict]:
+    """The trained torch module of a run: (model name, module in eval mode, run config snapshot); with
+    ``best``, the weights of its best validation epoch (``best-val.pt``) where the run kept them."""
     import torch
 
-    from training.documents.stcformer.task import MODELS, build_model
+    from training.documents.stcformer.task import BEST_FILE, MODELS, build_model
 
     run_dir, ckpt = _run_paths(path)
+    if best and (run_dir / BEST_FILE).is_file():
+        ckpt = run_dir / BEST_FILE
     snap = json.loads((run_dir / "config.json").read_text())
     name = snap.get("model")
     if name not in MODELS:
@@ -56,7 +59,7 @@ def load_run(path: str | Path) -> tuple[str, Any, dict]:
     state = saved["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     snap["checkpoint"] = {"path": str(ckpt), "step": saved.get("global_step"), "epoch": saved.get("epoch"),
-                          "train_seconds": saved.get("train_seconds")}
+                          "train_seconds": saved.get("train_seconds"), "val_a_mpjpe_mm": saved.get("val_a_mpjpe_mm")}
     return name, model.eval(), snap
 
 
@@ -178,13 +181,14 @@ def attention_maps(
 ) -> dict:
     """Mean softmaxed maps of the first encoder block's criss-cross self-attention over test windows:
     temporal (n_in x n_in, query frame x key frame) and spatial (J x J, query joint x key joint), as PNGs
-    in ``out_dir``, with their L1 distances (also written as ``attention.json``)."""
+    in ``out_dir``, with their L1 distances (also written as ``attention.json``). As in the report, the
+    weights are the run's best validation epoch's (``best-val.pt``), the last ones if it has none."""
     import torch
 
     from training.documents.stcformer.criss_cross import CrissCrossAttention
     from training.documents.stcformer.task import M_PER_MM
 
-    name, model, _ = load_run(run_path)
+    name, model, snap = load_run(run_path, best=True)
     attn = getattr(getattr(model, "encoder", [None])[0], "attn", None)
     if not isinstance(attn, CrissCrossAttention):
         raise ValueError(f"{name}: its first encoder block has no criss-cross attention (use stcformer, stcformer-ar)")
@@ -199,7 +203,8 @@ def attention_maps(
     out = Path(out_dir)
     _heat_png(temporal, out / f"{name}-temporal.png")
     _heat_png(spatial, out / f"{name}-spatial.png")
-    result = {"model": name, "run": str(run_path), "windows": len(windows), **map_distances(temporal, spatial),
+    result = {"model": name, "run": str(run_path), "checkpoint": snap["checkpoint"], "windows": len(windows),
+              **map_distances(temporal, spatial),
               "temporal": temporal.round(4).tolist(), "spatial": spatial.round(4).tolist()}
     write_json(result, out / f"{name}-attention.json")
     return result

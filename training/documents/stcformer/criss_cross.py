@@ -47,14 +47,15 @@ class CrissCrossAttention(nn.Module):
     costs one frame of work instead of the whole prefix.
     """
 
-    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0, out_proj: bool = True):
         super().__init__()
         if dim % (2 * heads):
             raise ValueError(f"hidden size {dim} must split into 2 halves of {heads} heads")
         self.dim, self.heads = dim, heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        # the output projection after the two halves are joined; without it the halves go out as they are
+        self.proj = nn.Linear(dim, dim) if out_proj else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.last_maps: tuple[torch.Tensor, torch.Tensor] | None = None
         self.keep_maps = False  # set by the attention analysis
@@ -97,25 +98,34 @@ class MLP(nn.Sequential):
 
 class STCBlock(nn.Module):
     """A pre-norm transformer block of criss-cross attention: self-attention (causal in a decoder),
-    then, in a decoder, cross-attention to the encoder memory, then an MLP."""
+    then, in a decoder, cross-attention to the encoder memory, then an MLP.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0, decoder: bool = False):
+    ``self_attention=False`` makes a decoder block of one attention, like an encoder block (the STCFormer
+    paper's block: one attention and an MLP): causal cross-attention to the memory only. The decoder
+    then mixes its own frames only through its input and the memory's frames up to each query frame."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0, decoder: bool = False,
+                 self_attention: bool = True, out_proj: bool = True):
         super().__init__()
         self.decoder = decoder
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = CrissCrossAttention(dim, heads, dropout)
+        self.self_attention = self_attention or not decoder
+        if self.self_attention:
+            self.norm1 = nn.LayerNorm(dim)
+            self.attn = CrissCrossAttention(dim, heads, dropout, out_proj)
         if decoder:
             self.norm2 = nn.LayerNorm(dim)
-            self.cross = CrissCrossAttention(dim, heads, dropout)
+            self.cross = CrissCrossAttention(dim, heads, dropout, out_proj)
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio, dropout)
 
     def forward(
         self, x: torch.Tensor, memory: torch.Tensor | None = None, offset: int = 0, cache: dict | None = None
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), causal=self.decoder, offset=offset, cache=cache)
+        if self.self_attention:
+            x = x + self.attn(self.norm1(x), causal=self.decoder, offset=offset, cache=cache)
         if self.decoder:
-            x = x + self.cross(self.norm2(x), memory, offset=offset)
+            # causal too when it is the block's only attention: query frame i sees memory frames up to i
+            x = x + self.cross(self.norm2(x), memory, causal=not self.self_attention, offset=offset)
         return x + self.mlp(self.norm3(x))
 
 
@@ -132,17 +142,22 @@ class TemporalExpand(nn.Module):
 
 
 class GridEmbedding(nn.Module):
-    """Per-cell features -> hidden size, plus learned frame and joint embeddings."""
+    """Per-cell features -> hidden size, plus learned frame and joint embeddings (``positional=False``:
+    none; attention then tells cells apart only by their features)."""
 
-    def __init__(self, in_features: int, dim: int, n_frames: int, n_joints: int):
+    def __init__(self, in_features: int, dim: int, n_frames: int, n_joints: int, positional: bool = True):
         super().__init__()
         self.proj = nn.Linear(in_features, dim)
-        self.frame = nn.Parameter(torch.zeros(n_frames, 1, dim))
-        self.joint = nn.Parameter(torch.zeros(1, n_joints, dim))
-        nn.init.normal_(self.frame, std=0.02)
-        nn.init.normal_(self.joint, std=0.02)
+        self.positional = positional
+        if positional:
+            self.frame = nn.Parameter(torch.zeros(n_frames, 1, dim))
+            self.joint = nn.Parameter(torch.zeros(1, n_joints, dim))
+            nn.init.normal_(self.frame, std=0.02)
+            nn.init.normal_(self.joint, std=0.02)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:  # (B, T, J, F) -> (B, T, J, D)
+        if not self.positional:
+            return self.proj(x)
         return self.proj(x) + self.frame[offset : offset + x.shape[1]] + self.joint
 
 

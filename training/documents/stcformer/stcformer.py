@@ -1,16 +1,26 @@
 """STCFormer: an encoder-decoder transformer of criss-cross attention, and its autoregressive variant.
 
-- Encoder: observed frames -> hidden size (+ frame and joint embeddings), ``blocks`` criss-cross
-  self-attention blocks, no mask.
+- Encoder: observed frames -> hidden size (+ frame and joint embeddings if ``positional``), ``blocks``
+  criss-cross self-attention blocks, no mask.
 - A 2D convolution (frames as channels) expands the encoder's 10 frames to the 25 output frames; the
   expanded memory is what the decoder cross-attends to (frame-aligned for the spatial half).
-- Decoder: ``blocks`` criss-cross blocks with triangular (causal) masking in time, then a linear head.
+- Decoder: ``blocks`` criss-cross blocks with triangular (causal) masking in time (on the cross-attention
+  when it is the block's only attention), then a linear head.
   In the parallel model (``autoregressive=False``) the decoder's input is the expanded memory itself and
   one pass predicts all 25 frames.
 - Autoregressive (``autoregressive=True``): the decoder reads the frames generated so far, each with a
-  start-of-sequence flag pair appended ([0, 1] on the start frame, which repeats the last observed pose;
-  [0, 0] on every other frame) and predicts the next frame's position and flags. Training is teacher
-  forced in one causal pass; :meth:`STCFormer.generate` runs frame by frame on its own predictions.
+  start-of-sequence flag pair appended ([0, 1] on the seed frame, which repeats the last observed pose;
+  [0, 0] on every other frame) and predicts the next frame's position and flags. The flags it must
+  predict mark the start of the predicted sequence: [0, 1] on its first frame, [0, 0] on the other 24
+  (one start frame per sequence, as in the report, with the class imbalance the report discusses).
+  Training is teacher forced in one causal pass; :meth:`STCFormer.generate` runs frame by frame on its
+  own predictions.
+- Block layout: by default every block, encoder or decoder, is one criss-cross attention (Q, K and V
+  maps, no output projection) and an MLP as wide as the hidden size, with no positional embeddings: what
+  the report's parameter counts imply (23k, 45k with twice the blocks, 86k at hidden 64; see
+  docs/motion_prediction.md). ``decoder_self_attention``, ``out_proj``, ``mlp_ratio=2`` and
+  ``positional`` give the wider layout (decoder blocks of causal self- and cross-attention), twice as
+  many parameters.
 
 Positions are predicted as displacements from the last observed frame.
 """
@@ -28,6 +38,14 @@ N_FLAGS = 2
 START_FLAG = (0.0, 1.0)
 
 
+def target_flags(like: torch.Tensor) -> torch.Tensor:
+    """The flags an autoregressive model must predict for its output frames (B, T, J, ...): [0, 1] on the
+    first frame (the start of the predicted sequence), [0, 0] on the others: (B, T, J, 2)."""
+    flags = like.new_zeros(*like.shape[:-1], N_FLAGS)
+    flags[:, 0] = like.new_tensor(START_FLAG)
+    return flags
+
+
 @dataclass
 class STCFormerConfig:
     n_in: int = 10  # observed frames
@@ -37,21 +55,32 @@ class STCFormerConfig:
     blocks: int = 2  # encoder blocks (and decoder blocks unless decoder_blocks is set)
     decoder_blocks: int = 0  # 0: same as blocks
     heads: int = 1  # attention heads
-    mlp_ratio: int = 2  # MLP width as a multiple of hidden
+    mlp_ratio: int = 1  # MLP width as a multiple of hidden
     dropout: float = 0.0  # dropout
     expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
     autoregressive: bool = False  # frame by frame with start flags (STCFormer-AR), not all frames at once
+    # block layout; the defaults give the report's parameter counts (23k at hidden 32); the wider layout
+    # (decoder self-attention, output projections, MLP ratio 2, positional embeddings) has twice as many
+    decoder_self_attention: bool = False  # decoder blocks: causal self- and cross-attention (false: cross only)
+    out_proj: bool = False  # a linear output projection after each criss-cross attention
+    positional: bool = False  # learned frame and joint embeddings added to the inputs
 
 
 class STCDecoder(nn.Module):
     """Expansion of the memory to the output frames, causal criss-cross decoder blocks, linear head."""
 
     def __init__(self, n_in: int, n_out: int, hidden: int, blocks: int, heads: int,
-                 mlp_ratio: int, dropout: float, expand_kernel: int, out_features: int):
+                 mlp_ratio: int, dropout: float, expand_kernel: int, out_features: int,
+                 self_attention: bool = True, out_proj: bool = True, positional: bool = True):
         super().__init__()
         self.expand = TemporalExpand(n_in, n_out, expand_kernel)
-        self.frame = nn.Parameter(torch.zeros(n_out, 1, hidden))
-        self.blocks = nn.ModuleList(STCBlock(hidden, heads, mlp_ratio, dropout, decoder=True) for _ in range(blocks))
+        # output-frame embeddings of the parallel decoder's input (the expanded memory)
+        self.frame = nn.Parameter(torch.zeros(n_out, 1, hidden)) if positional else None
+        self.blocks = nn.ModuleList(
+            STCBlock(hidden, heads, mlp_ratio, dropout, decoder=True, self_attention=self_attention,
+                     out_proj=out_proj)
+            for _ in range(blocks)
+        )
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, out_features)
 
@@ -68,7 +97,7 @@ class STCDecoder(nn.Module):
     def parallel(self, memory: torch.Tensor) -> torch.Tensor:
         """One pass: expand the encoder memory and decode all output frames from it."""
         mem = self.expand(memory)
-        return self(mem + self.frame, mem)
+        return self(mem if self.frame is None else mem + self.frame, mem)
 
 
 class STCFormer(nn.Module):
@@ -76,17 +105,19 @@ class STCFormer(nn.Module):
         super().__init__()
         self.cfg = cfg
         flags = N_FLAGS if cfg.autoregressive else 0
-        self.embed = GridEmbedding(3 + flags, cfg.hidden, cfg.n_in, cfg.n_joints)
+        self.embed = GridEmbedding(3 + flags, cfg.hidden, cfg.n_in, cfg.n_joints, cfg.positional)
         self.encoder = nn.ModuleList(
-            STCBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.blocks)
+            STCBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.dropout, out_proj=cfg.out_proj)
+            for _ in range(cfg.blocks)
         )
         self.enc_norm = nn.LayerNorm(cfg.hidden)
         self.decoder = STCDecoder(
             cfg.n_in, cfg.n_out, cfg.hidden, cfg.decoder_blocks or cfg.blocks, cfg.heads,
             cfg.mlp_ratio, cfg.dropout, cfg.expand_kernel, 3 + flags,
+            cfg.decoder_self_attention, cfg.out_proj, cfg.positional,
         )
         if cfg.autoregressive:
-            self.dec_embed = GridEmbedding(3 + flags, cfg.hidden, cfg.n_out, cfg.n_joints)
+            self.dec_embed = GridEmbedding(3 + flags, cfg.hidden, cfg.n_out, cfg.n_joints, cfg.positional)
 
     def _with_flags(self, pos: torch.Tensor, start: bool = False) -> torch.Tensor:
         flags = pos.new_zeros(*pos.shape[:-1], N_FLAGS)

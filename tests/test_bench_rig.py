@@ -81,3 +81,16 @@ def test_a_takes_finger_motion_is_put_on_the_mixamo_rigs_fingers(bpy, ext, prefs
         for key in ("fill_error", "bezier_error", "ratio", "world_ratio", "pop_fill"):
             assert math.isfinite(row[f"{part}_{key}"]), (part, key)
     assert not [o for o in bpy.data.objects if o.name.endswith("Hand")]  # the take's hands are gone
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_a_hand_alone_has_its_fingers_scored_in_the_wrists_frame_too(bpy, ext, prefs, data_root):
+    from training.bench import rig
+
+    clip = short_bvh(data_root / TAKE / "rightHand.bvh", 41, step=4)
+    row = rig.run_clip(_session(bpy, ext, prefs), clip, every=10)
+    assert row["parts"] == "hand" and row["kept_keys_identical"] and "hand_head_gap" not in row
+    assert math.isfinite(row["hand_ratio"]) and row["hand_bezier_error"] > 0
+    assert "| all mapped bones | 10 |" in rig.format_table([row])
+    assert "| fingers, in the hand's frame | 10 |" in rig.format_table([row])

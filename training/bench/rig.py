@@ -474,8 +474,8 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands:
     body = parts.get("body") or parts.get(next(iter(parts), ""), [])
     row["mapped"] = len(body)
     score("", gt_pose[:, body][..., :3, 3], fill_pose[:, body][..., :3, 3], bez_pose[:, body][..., :3, 3])
-    for part in ("hand.L", "hand.R"):
-        if part not in parts or "body" not in parts:
+    for part in ("hand", "hand.L", "hand.R"):  # a hand alone, or a full rig's
+        if part not in parts or (part != "hand" and "body" not in parts):
             continue
         wrist, fingers = parts[part][0], parts[part][1:]
         score(f"{part}_world_", gt_pose[:, fingers][..., :3, 3], fill_pose[:, fingers][..., :3, 3],
@@ -483,7 +483,8 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands:
         truth = in_frame_of(gt_pose, fingers, wrist)
         score(f"{part}_", truth, in_frame_of(fill_pose, fingers, wrist), in_frame_of(bez_pose, fingers, wrist))
         row[f"{part}_truth_motion"] = float(np.linalg.norm(truth - truth.mean(0), axis=-1).mean())
-        row[f"{part}_head_gap"] = head_gap(bpy, ob, frames, names[wrist])
+        if ob.pose.bones[names[wrist]].parent:
+            row[f"{part}_head_gap"] = head_gap(bpy, ob, frames, names[wrist])
     return row
 
 
@@ -525,7 +526,9 @@ def format_table(rows: list[dict]) -> str:
             "| pop ratio (Bezier) |")
     lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        for prefix, what in (("", "body"), ("hand.L_", "left fingers, in the hand's frame"),
+        for prefix, what in (("", "body" if "body" in r["parts"] else "all mapped bones"),
+                             ("hand_", "fingers, in the hand's frame"),
+                             ("hand.L_", "left fingers, in the hand's frame"),
                              ("hand.R_", "right fingers, in the hand's frame")):
             if f"{prefix}ratio" in r:
                 lines.append(f"| {r['clip']} | {what} | {r['every']} | {r[prefix + 'fill_error']:.3f} | "
@@ -552,7 +555,7 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
                 fingers = "".join(
                     f"; {p} fingers Fill/Bezier {row[p + '_ratio']:.3f} (truth moves {row[p + '_truth_motion']:.3f}), "
                     f"hand head off the forearm's tail by {row[p + '_head_gap']:.2g}"
-                    for p in ("hand.L", "hand.R") if p + "_ratio" in row)
+                    for p in ("hand.L", "hand.R") if p + "_head_gap" in row)
                 print(f"{row['clip']} every {n} ({row['parts']}): Fill/Bezier {row['ratio']:.3f} "
                       f"(fill {row['fill_error']:.3f}, bezier {row['bezier_error']:.3f}), pop {row['pop_fill']:.2f}, "
                       f"keys kept {'identical' if row['kept_keys_identical'] else 'CHANGED'}{fingers}", flush=True)

@@ -38,7 +38,7 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
     joints: bpy.props.CollectionProperty(type=AnyfillJointMap)
     active_joint: bpy.props.IntProperty(name="Active Joint", default=0)
     mirror: bpy.props.EnumProperty(name="Mirror", items=AUTO_ON_OFF, default="AUTO",
-                                   description="Mirror left/right (e.g. a left hand on a right-hand model)")
+                                   description="Mirror left/right (a hand of the other side than the hand model's)")
     rest_pose: bpy.props.EnumProperty(
         name="Rest Pose", default="AUTO",
         items=(("AUTO", "Auto", "The model's own rest when the rig is an import of the model's skeleton (same bone "

@@ -5,7 +5,7 @@ bone's *world* rotation (armature space), so bones the model does not have (a Mi
 bones) keep their own animation and the mapped bones still land where the model says.
 
 Notation (3x3 rotation matrices; ``T`` takes armature axes to model axes, Blender's BVH-importer axis
-conversion, times a mirror for a left hand on a right-hand model; ``s`` rig units per model unit):
+conversion, times a mirror for a hand of the other side than the hand model's; ``s`` rig units per model unit):
 
 * ``B_b`` a bone's rest orientation, ``W_b(f)`` its evaluated orientation at frame f (armature space);
 * ``M_j`` the *matching pose*: the model's global rotation of joint j when the model stands as the rig
@@ -199,6 +199,16 @@ class ModelSkeleton:
             pos[j] = self.offsets[j] + (pos[p] if p >= 0 else 0.0)
         return pos
 
+    def habit_positions(self) -> np.ndarray:
+        """The joints' positions (J, 3) in the pose the training data holds on average: each joint below the
+        root at its mean local rotation (needs the conventions)."""
+        pos, rot = np.zeros((len(self.joints), 3)), np.tile(np.eye(3), (len(self.joints), 1, 1))
+        for j, p in enumerate(self.parents):
+            if p >= 0:
+                pos[j] = pos[p] + rot[p] @ self.offsets[j]
+                rot[j] = rot[p] @ quat_to_matrix(np.array(self.conventions[self.joints[j]]["mean_local"]))
+        return pos
+
 
 # --- characterisation ---------------------------------------------------------------------------------------
 
@@ -243,8 +253,7 @@ def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_mo
     Unmapped joints hold the data's mean local rotation.
     ``AUTO``: MODEL when every joint is mapped to a bone of its own name, else REST."""
     n = len(model.joints)
-    if mode == "AUTO":
-        mode = "MODEL" if all(mapping.get(j) == j for j in model.joints) else "REST"
+    mode = resolve_rest_mode(model, mapping, mode)
     if mode == "MODEL" or model.conventions is None:
         return np.tile(np.eye(3), (n, 1, 1)), "MODEL", set()
     heads = {j: to_model @ rig.heads[rig.index[b]] for j, b in mapping.items() if b in rig.index}
@@ -285,6 +294,14 @@ def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_mo
                 targets.append((np.array(ref["direction"], dtype=np.float64), t_perp, ref["strength"]))
         out[j] = swing @ _twist(swing, rig_dir, targets)
     return out, "REST", free
+
+
+def resolve_rest_mode(model: ModelSkeleton, mapping: dict[str, str], mode: str) -> str:
+    """AUTO: MODEL when every joint is mapped to a bone of its own name (a BVH import of the training
+    skeleton), else REST."""
+    if mode == "AUTO":
+        return "MODEL" if all(mapping.get(j) == j for j in model.joints) else "REST"
+    return mode
 
 
 def _leaf_direction(rig: Rig, b: int, to_model: np.ndarray) -> np.ndarray:
@@ -614,15 +631,16 @@ def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int 
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
           poses: np.ndarray | None = None, key_frames=None) -> Retarget:
-    """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a left hand on a hand
-    model: the mapped wrist's side, from the bone names or its rest position), 'ON', 'OFF'. ``rest_mode``: see
+    """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a hand of the other side
+    than the hand model's, :func:`_left_hand`), 'ON', 'OFF'. ``rest_mode``: see
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
     twists of a REST match are refined (:func:`fit_twists`), and, given their ``key_frames``, per key
     (:func:`fit_key_twists`, interpolated between keys on the way back)."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
-    mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv))
+    own_rest = resolve_rest_mode(model, mapping, rest_mode) == "MODEL"
+    mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv, own_rest))
     to_model = (MIRROR_X @ c_inv) if mirrored else c_inv
     match, used, free = matching_pose(model, rig, mapping, to_model, rest_mode)
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
@@ -639,16 +657,21 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     return ret
 
 
-def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray) -> bool:
-    """Whether a hand model's mapped hand is the other hand than the model's (ManipNet: a right hand): the
-    handedness of (finger direction, index-to-pinky, thumb) at rest, against the model's rest."""
+def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray, own_rest: bool) -> bool:
+    """Whether a hand model's mapped hand is the other hand than the model's: the handedness of (finger
+    direction, index-to-pinky, thumb), the rig's at its rest, the model's in the pose its training data holds
+    on average (:meth:`ModelSkeleton.habit_positions`), or at its rest when the rig's rest is the model's own
+    (``own_rest``: a BVH import of the training skeleton). The side needs the thumb off the palm's plane: a
+    rig's rest and the data's habit hold it well on the palm's side, ManipNet's rest holds it about in the plane
+    (its MCP joint 2 % of the hand's length off it, on the back's side: the sign of the other hand)."""
     if model_info.get("skeleton") != "hand":
         return False
     names = ("WRIST", "INDEX_MCP", "PINKY_MCP", "MIDDLE_MCP", "THUMB_MCP_FE")
     if not all(mapping.get(n) in rig.index for n in names):
         return False
     model = ModelSkeleton.from_info(model_info)
-    mh = dict(zip(model.joints, model.rest_positions(), strict=True))
+    at = model.rest_positions() if own_rest or model.conventions is None else model.habit_positions()
+    mh = dict(zip(model.joints, at, strict=True))
     rh = {n: c_inv @ rig.heads[rig.index[mapping[n]]] for n in names}
 
     def handedness(p: dict[str, np.ndarray]) -> float:

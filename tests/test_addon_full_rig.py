@@ -46,6 +46,9 @@ def test_auto_map_finds_the_body_and_both_hands_and_one_fill_fills_them(bpy, ext
     lines = ob.anyfill.last_match.split("\n")  # what the panel shows of the match, per part
     assert len(lines) == 3 and lines[0].startswith("body: the rig's rest, twists fitted to the keys, scale ")
     assert lines[1].startswith("hand.L: ") and lines[2].startswith("hand.R: ")
+    # the hand data (ManipNet's rightHand.bvh and mirrored left hands) is, read in Blender's right-handed axes,
+    # a left hand: the rig's left hand goes to the model as it is, its right hand mirrored
+    assert not lines[1].endswith("mirrored") and lines[2].endswith(", mirrored")
     written = written_bones(ext, ob)
     fingers = {b for (part, _), b in mapped.items() if part.startswith("hand.")} - {
         mapped[("hand.L", "WRIST")], mapped[("hand.R", "WRIST")]}

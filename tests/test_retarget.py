@@ -29,10 +29,11 @@ def _random_rotations(rng, shape):
     return rt.quat_to_matrix(q / np.linalg.norm(q, axis=-1, keepdims=True))
 
 
-def _body_model() -> dict:
-    card = json.loads((ROOT / "backend" / "models" / "body.json").read_text())
+def _card_model(name: str = "body") -> dict:
+    """The shipped model's skeleton and habits, as ``/v1/models`` serves them."""
+    card = json.loads((ROOT / "backend" / "models" / f"{name}.json").read_text())
     s = card["schema"]
-    return {"name": "body", "skeleton": "body", "up_axis": "y", "conventions": s.get("conventions"),
+    return {"name": name, "skeleton": name, "up_axis": "y", "conventions": s.get("conventions"),
             "joints": [{"name": n, "parent": s["joints"][p] if p >= 0 else None, "moving": j in s["moving"],
                         "rest_offset": s["rest_offsets"][j]} for j, (n, p) in enumerate(zip(s["joints"], s["parents"],
                                                                                           strict=True))]}
@@ -77,7 +78,7 @@ def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_
     and the rig lacking the model's root joint, whatever the rest-pose matching (twists fitted to the keys
     and interpolated between them included)."""
     rng = np.random.default_rng(0)
-    model = _body_model()
+    model = _card_model()
     rig, mapping = _rig_from_model(model, rng)
     frames = 7
     basis = np.broadcast_to(np.eye(4), (frames, len(rig.names), 4, 4)).copy()
@@ -105,7 +106,7 @@ def test_twists_fitted_to_keys_bring_a_knee_back_onto_its_hinge():
     """A rig whose thigh bone is twisted against the data's habit at every key (the knee then bends about the
     wrong axis in the model's frame): the per-key twists turn it back, the knee's local rotation is then about
     the data's hinge axis, and no joint moves."""
-    model = _body_model()
+    model = _card_model()
     rng = np.random.default_rng(2)
     rig, mapping = _rig_from_model(model, rng, extra_every=100)
     ret0 = rt.build(model, rig, mapping, rest_mode="REST")
@@ -141,7 +142,7 @@ def test_twists_fitted_to_keys_bring_a_knee_back_onto_its_hinge():
 def test_rest_matching_points_each_bone_where_the_rig_points():
     """REST matching: the model's bone directions in the matching pose are the rig's rest bone directions."""
     rng = np.random.default_rng(1)
-    model = _body_model()
+    model = _card_model()
     rig, mapping = _rig_from_model(model, rng, extra_every=100)
     # bend the rig's rest: the arms down (an A-pose) by moving the heads below the shoulders
     retargeting = rt.build(model, rig, mapping, rest_mode="REST")
@@ -157,3 +158,33 @@ def test_rest_matching_points_each_bone_where_the_rig_points():
         got = rt.unit(retargeting.match[j] @ ms.offsets[k])
         assert np.dot(want, got) > 1 - 1e-6, name
     assert retargeting.scale == pytest.approx(1.7, rel=1e-6)
+
+
+def _hand_rig(model: dict, positions: np.ndarray, names: list[str], rng, mirror: bool = False):
+    """A hand rig whose joints stand at ``positions`` (model axes, J x 3; mirrored through x), random bone
+    rolls, bones named ``names``."""
+    c = rt.axis_conversion("y")
+    heads = positions @ c.T * (np.array([-1.0, 1.0, 1.0]) if mirror else 1.0)
+    rest = np.tile(np.eye(4), (len(names), 1, 1))
+    rest[:, :3, :3] = _random_rotations(rng, (len(names),))
+    rest[:, :3, 3] = heads
+    parents = np.array([model["joints"].index(next(j for j in model["joints"] if j["name"] == k["parent"]))
+                        if k["parent"] else -1 for k in model["joints"]])
+    return rt.Rig(names, parents, rest, heads + rest[:, :3, 1], np.zeros(len(names), dtype=bool))
+
+
+def test_a_hands_side_is_judged_where_the_thumb_is_off_the_palm():
+    """ManipNet's rest holds the thumb about in the palm's plane, on the back's side of it, so a rig modelled
+    as the hand the data is (thumb on the palm's side, as in the data's habit) must not be taken for the other
+    hand; its mirror image is the other hand. A rig of the model's own skeleton is compared rest to rest."""
+    rng = np.random.default_rng(3)
+    model = _card_model("hand")
+    ms = rt.ModelSkeleton.from_info(model)
+    joints = [j["name"] for j in model["joints"]]
+    foreign = [f"bone_{j}" for j in joints]
+    mapping = dict(zip(joints, foreign, strict=True))
+    for mirror in (False, True):
+        rig = _hand_rig(model, ms.habit_positions(), foreign, rng, mirror)
+        assert rt.build(model, rig, mapping).mirrored == mirror
+        own = _hand_rig(model, ms.rest_positions(), joints, rng, mirror)
+        assert rt.build(model, own, {j: j for j in joints}).mirrored == mirror

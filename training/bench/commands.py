@@ -225,4 +225,7 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
     rig.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh",
                      help="put each clip (of the training skeleton) on this Mixamo rig first, with Blender's "
                      "constraints, baked (rig invariance: compare with the clip on its own skeleton)")
+    rig.add_argument("--hands", type=Path, default=None, metavar="TAKE_DIR_OR_BVH",
+                     help="put the finger motion of this ManipNet take (a folder of hand BVHs, or one) on the Mixamo "
+                     "rig's fingers with Blender's constraints, baked, from the stretch where its fingers move most")
     # its func is set by anyfill.cli, which builds the extension first (training never imports anyfill)

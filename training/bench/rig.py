@@ -6,7 +6,10 @@ extension's own operators (Auto Map, Fill) fill the copy through a real ``anyfil
 Scores, over the frames between keys, on the mapped body bones (hands: the finger bones, in the hand bone's
 frame and in world): mean world joint-position error against the ground truth (rig units and the ratio to
 Bezier's), the *pop ratio* (the largest frame-to-frame joint step on the frames next to each key, over the
-ground truth's largest there) and whether the kept keys are bit-identical afterwards.
+ground truth's largest there) and whether the kept keys are bit-identical afterwards; on a full rig also how
+far the hand bone's head leaves the forearm's tail. The ground truth can be another motion put on a Mixamo
+rig with Blender's own constraints: a body clip of the training skeleton (``--via``), a hand take's finger
+motion on its fingers (``--hands``).
 
 Needs the ``bpy`` wheel (``pip install bpy==5.0.1``, CPython 3.11) and the backend's packages.
 """
@@ -133,7 +136,6 @@ def put_on_rig(bpy, source, rig_path: Path):
     to the left leg), every other bone pointing where the source's bone points (Damped Track to the joint
     after it). Bones the source has no joint for (hands, toes, head, Spine1) follow their parent as at
     rest. Returns the baked rig (the source is removed): a foreign rig with a motion of the test split."""
-    scene = bpy.context.scene
     assert bpy.ops.import_anim.bvh(filepath=str(rig_path), update_scene_fps=False, update_scene_duration=False,
                                    rotate_mode="NATIVE") == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
@@ -162,18 +164,170 @@ def put_on_rig(bpy, source, rig_path: Path):
     for bone, joint in MIXAMO_TRACKS.items():
         c = rig.pose.bones[prefix + bone].constraints.new("DAMPED_TRACK")
         c.target, c.subtarget, c.track_axis = source, joint, "TRACK_Y"
+    bake(bpy, rig, [pb.name for pb in rig.pose.bones])
+    bpy.data.objects.remove(source)
+    rig.name = "GroundTruth"
+    return rig
+
+
+# A Mixamo hand's finger bones (after "Left"/"Right") and the ManipNet joint each one points at (the next one
+# of its finger; a finger's last bone has none: ManipNet's DIP joint is its last point), and the joints that
+# place the ManipNet hand on the rig's (wrist and knuckles: the palm, which does not bend).
+HAND_TRACKS = {"HandThumb1": "THUMB_MCP_FE", "HandThumb2": "THUMB_IP_FE",
+               **{f"Hand{f.title()}{k}": f"{f}_{j}" for f in ("INDEX", "MIDDLE", "RING", "PINKY")
+                  for k, j in ((1, "PIP_FE"), (2, "DIP_FE"))}}
+PALM = {"Hand": "WRIST", "HandIndex1": "INDEX_MCP", "HandMiddle1": "MIDDLE_MCP", "HandRing1": "RING_MCP",
+        "HandPinky1": "PINKY_MCP"}
+
+
+def still_wrist(take) -> np.ndarray:
+    """A ManipNet hand's joint positions (F, J, 3), its wrist held at the origin at rest: its fingers' own
+    motion (``take``: a :class:`training.motion.bvh.BVH`)."""
+    from training.motion.skeleton import forward_kinematics
+
+    rot, trans = take.local_rotations(), take.local_translations()
+    rot[:, 0], trans[:, 0] = (0.0, 0.0, 0.0, 1.0), 0.0
+    return forward_kinematics(rot, trans, take.parents)[1]
+
+
+def anatomical_side(take) -> str:
+    """Which hand ("Left"/"Right") a ManipNet hand is, read in right-handed axes as Blender reads it: with
+    n = (index knuckle - pinky knuckle) x (middle knuckle - wrist), a right hand's palm faces n, a left hand's
+    -n, and the fingers flex to the palm's side. (ManipNet's ``leftHand.bvh`` is a right hand by this.)"""
+    p = still_wrist(take)
+    i = take.index
+    n = np.cross(p[:, i("INDEX_MCP")] - p[:, i("PINKY_MCP")], p[:, i("MIDDLE_MCP")] - p[:, i("WRIST")])
+    flex = sum(np.einsum("fi,fi->f", p[:, i(f"{f}_DIP_FE")] - p[:, i(f"{f}_MCP")], n)
+               for f in ("INDEX", "MIDDLE", "RING", "PINKY"))
+    return "Right" if flex.mean() > 0 else "Left"
+
+
+def hand_takes(path: Path) -> dict[str, tuple[Path, object]]:
+    """Side ("Left"/"Right", :func:`anatomical_side`) -> a ManipNet hand (its file, its BVH) of ``path``: a
+    take's folder (its ``.bvh`` files, one per hand) or one file."""
+    from training.motion import bvh
+
+    out: dict[str, tuple[Path, object]] = {}
+    for f in sorted(path.glob("*.bvh")) if path.is_dir() else [path]:
+        take = bvh.read(f)
+        side = anatomical_side(take)
+        if side in out:
+            raise ValueError(f"{f} and {out[side][0]} are both {side.lower()} hands")
+        out[side] = (f, take)
+    return out
+
+
+def finger_speed(take, fps: float) -> np.ndarray:
+    """How fast a ManipNet hand's fingers move at each of its frames taken at ``fps``: the mean distance its
+    finger joints travel per frame in the wrist's frame, in the take's units."""
+    at = np.round(np.arange(0, take.n_frames - 1e-9, take.fps / fps)).astype(int)
+    fingers = still_wrist(take)[at, 1:]
+    return np.linalg.norm(np.diff(fingers, axis=0), axis=-1).mean(-1)
+
+
+def busiest_stretch(takes: Sequence, frames: int, fps: float) -> int:
+    """The first frame (of the takes, at their own rate) of the ``frames`` frames at ``fps`` in which the
+    hands' fingers move most: :func:`finger_speed` summed over the hands and averaged over the stretch."""
+    speed = sum(finger_speed(t, fps) for t in takes)
+    if len(speed) < frames:
+        return 0
+    mean = np.convolve(speed, np.ones(frames - 1) / (frames - 1), mode="valid")
+    return int(round(int(np.argmax(mean)) * takes[0].fps / fps))
+
+
+def put_hands_on_rig(bpy, rig, take: Path) -> int:
+    """The finger motion of a ManipNet take (:func:`hand_takes`) put on the Mixamo rig ``rig``'s fingers with
+    Blender's own constraints, then baked over the scene's range; the rest of the rig keeps its motion. Each
+    hand of the take is imported by Blender (times scaled to the scene's rate, so the rig's frames take the
+    take at their own times; from the stretch where the fingers move most, :func:`busiest_stretch`), its
+    wrist held at rest, placed on the rig's hand (the rotation, scale and offset that best put its wrist and
+    knuckles on the rig's at rest) and made to follow the rig's hand bone (Child Of); each finger bone of the
+    rig then points where the take's finger points (Damped Track to the next joint). Returns the take's first
+    frame."""
+    start, sources, tracked = constrain_hands(bpy, rig, take)
+    bake(bpy, rig, tracked)
+    for src in sources:
+        action = src.animation_data.action
+        bpy.data.objects.remove(src)
+        bpy.data.actions.remove(action)
+    return start
+
+
+def constrain_hands(bpy, rig, take: Path) -> tuple[int, list, list[str]]:
+    """:func:`put_hands_on_rig` up to the bake: the take's first frame, its hands (armature objects) and the
+    rig's constrained bones."""
+    scene = bpy.context.scene
+    fps = scene.render.fps / scene.render.fps_base
+    hands = hand_takes(take)
+    start = busiest_stretch([t for _, t in hands.values()], scene.frame_end - scene.frame_start + 1, fps)
+    prefix = next(b.name[: -len("Hips")] for b in rig.data.bones if b.name.endswith("Hips"))
+    sources, tracked = [], []
+    for side, (path, t) in hands.items():
+        assert bpy.ops.import_anim.bvh(filepath=str(path), update_scene_fps=False, update_scene_duration=False,
+                                       use_fps_scale=True, rotate_mode="NATIVE") == {"FINISHED"}
+        src = bpy.context.view_layer.objects.active
+        sources.append(src)
+        bag = _channelbag(src)
+        # the importer puts take frame i on scene frame 1 + i * dt; take frame ``start`` goes on the first
+        shift = scene.frame_start - 1 - start * scene.render.fps * t.frame_time
+        for fc in list(bag.fcurves):
+            if fc.data_path.startswith('pose.bones["WRIST"]'):
+                bag.fcurves.remove(fc)
+                continue
+            kp = fc.keyframe_points
+            for attr in ("co", "handle_left", "handle_right"):
+                buf = np.empty(2 * len(kp), dtype=np.float32)
+                kp.foreach_get(attr, buf)
+                buf[0::2] += shift
+                kp.foreach_set(attr, buf)
+            fc.update()
+        wrist = src.pose.bones["WRIST"]  # at rest: the curves are gone, not their last values
+        wrist.location, wrist.rotation_euler, wrist.rotation_quaternion = (0, 0, 0), (0, 0, 0), (1, 0, 0, 0)
+        pairs = [(prefix + side + bone, joint) for bone, joint in PALM.items()]
+        here = np.array([src.matrix_world @ src.data.bones[j].head_local for _, j in pairs])
+        there = np.array([rig.matrix_world @ rig.data.bones[b].head_local for b, _ in pairs])
+        src.matrix_world = similarity(here, there) @ src.matrix_world
+        hand = rig.data.bones[prefix + side + "Hand"]
+        c = src.constraints.new("CHILD_OF")
+        c.target, c.subtarget = rig, hand.name
+        c.inverse_matrix = (rig.matrix_world @ hand.matrix_local).inverted()
+        for bone, joint in HAND_TRACKS.items():
+            pb = rig.pose.bones[prefix + side + bone]
+            c = pb.constraints.new("DAMPED_TRACK")
+            c.target, c.subtarget, c.track_axis = src, joint, "TRACK_Y"
+            tracked.append(pb.name)
+    return start, sources, tracked
+
+
+def similarity(a: np.ndarray, b: np.ndarray):
+    """The rotation, uniform scale and offset (a 4x4 ``mathutils.Matrix``) that best map points ``a`` (N, 3)
+    onto ``b`` (least squares, Umeyama 1991)."""
+    from mathutils import Matrix
+
+    ma, mb = a.mean(0), b.mean(0)
+    u, sig, vt = np.linalg.svd((b - mb).T @ (a - ma))
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    r = u @ d @ vt
+    s = (sig * np.diag(d)).sum() / ((a - ma) ** 2).sum()
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = s * r, mb - s * r @ ma
+    return Matrix(m.tolist())
+
+
+def bake(bpy, rig, bones: list[str]) -> None:
+    """Blender's own bake of ``bones`` of ``rig`` over the scene's range: what their constraints make of them,
+    keyed on every frame into the rig's action (other bones' keys stay), the constraints removed."""
+    scene = bpy.context.scene
     for o in bpy.context.view_layer.objects:
         o.select_set(o == rig)
     bpy.context.view_layer.objects.active = rig
     bpy.ops.object.mode_set(mode="POSE")
     for pb in rig.pose.bones:
-        _select(pb, True)
+        _select(pb, pb.name in bones)
     assert bpy.ops.nla.bake(frame_start=scene.frame_start, frame_end=scene.frame_end, only_selected=True,
-                            visual_keying=True, clear_constraints=True, bake_types={"POSE"}) == {"FINISHED"}
+                            visual_keying=True, clear_constraints=True, use_current_action=True,
+                            bake_types={"POSE"}) == {"FINISHED"}
     bpy.ops.object.mode_set(mode="OBJECT")
-    bpy.data.objects.remove(source)
-    rig.name = "GroundTruth"
-    return rig
 
 
 def _select(pose_bone, value: bool) -> None:
@@ -269,13 +423,16 @@ def _channelbag(ob):
     return anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
 
 
-def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dict:
+def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands: Path | None = None) -> dict:
     """One clip at one key spacing: the scores described in the module docstring. ``via``: a Mixamo rig the
-    clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`)."""
+    clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`);
+    ``hands``: a ManipNet take whose finger motion is then put on the Mixamo rig's fingers
+    (:func:`put_hands_on_rig`)."""
     bpy, ext = s.bpy, s.ext
     gt = import_clip(bpy, path)
     if via is not None:
         gt = put_on_rig(bpy, gt, via)
+    hands_from = put_hands_on_rig(bpy, gt, hands) if hands is not None else None
     scene = bpy.context.scene
     frames = list(range(scene.frame_start, scene.frame_end + 1))
     ob, kept = keep_every(bpy, ext, gt, every)
@@ -297,7 +454,10 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dic
     after = animator_keys(ob)
     fill_pose = world_poses(bpy, ob, frames)
     between = np.array([f not in set(kept) for f in frames])
-    row = {"clip": path.name + (f" on {via.name}" if via else ""), "every": every,
+    clip = path.name + (f" on {via.name}" if via else "")
+    if hands is not None:
+        clip += f" + fingers of {hands.name} from its frame {hands_from}"
+    row = {"clip": clip, "every": every,
            "frames": len(frames), "fps": scene.render.fps,
            "family": ob.anyfill.rig_family, "parts": ob.anyfill.skeleton,
            "kept_keys_identical": all(after.get(k) == v for k, v in before.items()), "fill_seconds": seconds}
@@ -314,15 +474,38 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None) -> dic
     body = parts.get("body") or parts.get(next(iter(parts), ""), [])
     row["mapped"] = len(body)
     score("", gt_pose[:, body][..., :3, 3], fill_pose[:, body][..., :3, 3], bez_pose[:, body][..., :3, 3])
-    for part in ("hand.L", "hand.R"):
-        if part not in parts or "body" not in parts:
+    for part in ("hand", "hand.L", "hand.R"):  # a hand alone, or a full rig's
+        if part not in parts or (part != "hand" and "body" not in parts):
             continue
         wrist, fingers = parts[part][0], parts[part][1:]
         score(f"{part}_world_", gt_pose[:, fingers][..., :3, 3], fill_pose[:, fingers][..., :3, 3],
               bez_pose[:, fingers][..., :3, 3])
-        score(f"{part}_", in_frame_of(gt_pose, fingers, wrist), in_frame_of(fill_pose, fingers, wrist),
-              in_frame_of(bez_pose, fingers, wrist))
+        truth = in_frame_of(gt_pose, fingers, wrist)
+        score(f"{part}_", truth, in_frame_of(fill_pose, fingers, wrist), in_frame_of(bez_pose, fingers, wrist))
+        row[f"{part}_truth_motion"] = float(np.linalg.norm(truth - truth.mean(0), axis=-1).mean())
+        if ob.pose.bones[names[wrist]].parent:
+            row[f"{part}_head_gap"] = head_gap(bpy, ob, frames, names[wrist])
     return row
+
+
+def head_gap(bpy, ob, frames: Sequence[int], bone: str) -> float:
+    """The largest change over ``frames`` of the distance between a bone's head and its parent's tail (world
+    units): the bone's local location on its rest offset in the parent's frame, as Blender composes them,
+    turned and scaled by the parent's pose. (Taken from world positions, float32's resolution at a rig's
+    hands, about 1e-5 at a height of 150, would hide it.)"""
+    pb = ob.pose.bones[bone]
+    parent = pb.parent
+    rest = np.linalg.inv(np.array(parent.bone.matrix_local, dtype=np.float64)) @ np.array(pb.bone.matrix_local)
+    tail = np.array([0.0, parent.bone.length, 0.0])
+    mw = np.array(ob.matrix_world, dtype=np.float64)[:3, :3]
+    at_rest = np.linalg.norm(mw @ (rest[:3, 3] - tail))
+    worst = 0.0
+    for f in frames:
+        bpy.context.scene.frame_set(int(f))
+        local = rest @ np.array(pb.matrix_basis, dtype=np.float64)
+        gap = np.linalg.norm(mw @ np.array(parent.matrix, dtype=np.float64)[:3, :3] @ (local[:3, 3] - tail))
+        worst = max(worst, abs(gap - at_rest))
+    return float(worst)
 
 
 def part_bones(ob, names: list[str]) -> dict[str, list[int]]:
@@ -343,7 +526,9 @@ def format_table(rows: list[dict]) -> str:
             "| pop ratio (Bezier) |")
     lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        for prefix, what in (("", "body"), ("hand.L_", "left fingers, in the hand's frame"),
+        for prefix, what in (("", "body" if "body" in r["parts"] else "all mapped bones"),
+                             ("hand_", "fingers, in the hand's frame"),
+                             ("hand.L_", "left fingers, in the hand's frame"),
                              ("hand.R_", "right fingers, in the hand's frame")):
             if f"{prefix}ratio" in r:
                 lines.append(f"| {r['clip']} | {what} | {r['every']} | {r[prefix + 'fill_error']:.3f} | "
@@ -365,12 +550,15 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     try:
         for c in clips:
             for n in args.every:
-                row = run_clip(s, c, n, args.via)
+                row = run_clip(s, c, n, args.via, args.hands)
                 rows.append(row)
+                fingers = "".join(
+                    f"; {p} fingers Fill/Bezier {row[p + '_ratio']:.3f} (truth moves {row[p + '_truth_motion']:.3f}), "
+                    f"hand head off the forearm's tail by {row[p + '_head_gap']:.2g}"
+                    for p in ("hand.L", "hand.R") if p + "_head_gap" in row)
                 print(f"{row['clip']} every {n} ({row['parts']}): Fill/Bezier {row['ratio']:.3f} "
                       f"(fill {row['fill_error']:.3f}, bezier {row['bezier_error']:.3f}), pop {row['pop_fill']:.2f}, "
-                      "keys kept "
-                      f"{'identical' if row['kept_keys_identical'] else 'CHANGED'}", flush=True)
+                      f"keys kept {'identical' if row['kept_keys_identical'] else 'CHANGED'}{fingers}", flush=True)
     finally:
         stop_session(s)
     print(format_table(rows))

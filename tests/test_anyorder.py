@@ -324,6 +324,65 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     assert curve < report["val_trained"]["l2q"]
 
 
+def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
+    """``gap_time`` is the length of the gap a cell lies in (large outside its joint's keys). With gap gates, a
+    correction in a one-frame gap nearly vanishes while one in a long gap stays; a joint with no key keeps the
+    network's prediction. On keys every other frame with noise corrections, calibration picks both gates,
+    and the keyed windows' error comes back near the curve's."""
+    from training.inbetween.baselines import NO_KEY_TIME, gap_time
+    from training.inbetween.calibrate import calibrate
+    from training.inbetween.model import MotionConfig
+    from training.inbetween.task import AnyOrderModule
+
+    known = np.zeros((1, 12, 2), dtype=bool)
+    known[0, [2, 4, 10], 0] = True
+    g = gap_time(known, np.arange(12)[None] / 30.0)
+    assert np.allclose(g[0, 3, 0], 2 / 30) and np.allclose(g[0, 5:10, 0], 6 / 30) and g[0, 2, 0] == 0
+    assert (g[0, [0, 1, 11], 0] == NO_KEY_TIME).all() and (g[0, :, 1] == NO_KEY_TIME).all()
+    with pytest.raises(ValueError, match="gap_gate_pos"):
+        MotionConfig(gap_gate_pos=-0.1)
+
+    schema = get_schema("hand")
+    rot, trans, _ = synthetic("hand", n=4, t=40, seed=5)
+    dense = np.zeros((4, 40, schema.n_joints), dtype=bool)
+    dense[:, ::2] = True  # a key every other frame
+    wide = inbetween_mask(4, 40, schema.n_joints, ctx=8, gap=20)
+    wide[0, :, 5:8] = False  # window 0: the index finger has no key at all
+    torch.manual_seed(0)
+    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
+                                                n_dec_layers=1, dropout=0.0))
+    model = module.model.eval()
+    torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
+
+    def batch(known):
+        b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, model.cfg.features)
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+    short, long = batch(dense), batch(wide)
+    trained = model.cfg
+    with torch.no_grad():
+        free_s, free_l = model(short), model(long)
+        model.cfg = dataclasses.replace(trained, gap_gate_rot=0.2, gap_gate_pos=0.2)
+        gated_s, gated_l = model(short), model(long)
+        model.cfg = trained
+
+    def moved(out, b):  # how far the fill is from the curve in the cells between two keys
+        return (out["rot6d"] - b["base6d"]).norm(dim=-1)[b["target"] & (b["gap_time"] < 1.0)].mean()
+
+    assert moved(gated_s, short) < 0.15 * moved(free_s, short)  # gaps of 2/30 s: 1 - exp(-(1/3)^2) of it
+    assert moved(gated_l, long) > 0.9 * moved(free_l, long)  # a 0.7 s gap keeps nearly all of it
+    assert torch.equal(gated_l["rot6d"][0, 8:28, 5:8], free_l["rot6d"][0, 8:28, 5:8])  # no key: the network's
+    report = calibrate(module, [long], keyed=[short])
+    assert report["gap_gate_rot"] > 0 and report["gap_gate_pos"] > 0
+    assert (model.cfg.gap_gate_rot, model.cfg.gap_gate_pos) == (report["gap_gate_rot"], report["gap_gate_pos"])
+    with torch.no_grad():
+        out = model(short)
+        fill, curve = module.window_errors(short, out["rot6d"], out["pos"]), module.window_errors(
+            short, short["base6d"], short["basepos"])
+        free = module.window_errors(short, free_s["rot6d"], free_s["pos"])
+    assert (fill < 1.1 * curve).all() and (free > 1.5 * curve).all()
+
+
 def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
     """With ``relative_floor`` the fitting terms of a training batch weigh each window by 1 / (its curve's
     error + floor x the batch mean): windows where the curve is exact (still motion) count most, the mean
@@ -816,3 +875,28 @@ def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_pat
     loaded, _ = load_model(path)
     assert loaded.cfg == model.cfg
     assert loaded.cfg.features == FeatureSpec("yaw", False, 0.5)
+
+
+@pytest.mark.slow  # reads the hand's validation takes
+def test_a_trained_model_file_is_calibrated_again_on_its_runs_validation_data(tmp_path, data_root):
+    """``python -m training.inbetween.export --recalibrate MODEL OUT``: the card's training config names the
+    run's validation takes; the earlier calibration is undone first, the new one (gap gates included) is
+    written into OUT's card and its config, and a model whose card has no training config is refused."""
+    from training.inbetween.checkpoint import CheckpointError
+    from training.inbetween.export import recalibrate
+
+    cfg = AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
+                              val_windows=16, batch_size=16, data_root=str(data_root))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.cfg = dataclasses.replace(model.cfg, motion_gate=0.4, kappa_offset=model.cfg.kappa_offset + 1.0)
+    path = save_model(model, tmp_path / "m.safetensors",
+                      training={"config": dataclasses.asdict(cfg), "calibration": {"kappa_shift": 1.0}})
+    report = recalibrate(path, tmp_path / "again.safetensors")
+    again, card = load_model(tmp_path / "again.safetensors")
+    assert card["training"]["calibration"] == report and "gap_gate_pos" in report
+    assert again.cfg.gap_gate_rot == report["gap_gate_rot"] and again.cfg.motion_gate == report["motion_gate"]
+    assert again.cfg.kappa_offset == pytest.approx(build_model(cfg).cfg.kappa_offset + report["kappa_shift"])
+    bare = save_model(model, tmp_path / "bare.safetensors")
+    with pytest.raises(CheckpointError, match="no training config"):
+        recalibrate(bare, tmp_path / "x.safetensors")

@@ -110,6 +110,19 @@ def key_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
     return np.where(has_key[:, None, :], d, NO_KEY_TIME)
 
 
+def gap_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
+    """Per cell of known (N, T, J): the length (seconds, or frames without ``times``) of the gap it lies in,
+    from the joint's previous known cell to its next; 0 on known cells, :data:`NO_KEY_TIME` outside the
+    joint's keys (before its first, after its last) and for joints never known in the window."""
+    known = np.asarray(known, dtype=bool)
+    n, t, _ = known.shape
+    prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
+    tm = _frame_times(times, n, t)
+    ni = np.arange(n)[:, None, None]
+    inside = (nxt != prev) | known
+    return np.where(has_key[:, None, :] & inside, tm[ni, nxt] - tm[ni, prev], NO_KEY_TIME)
+
+
 def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False,
                    clamp: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the

@@ -20,51 +20,89 @@ class Scored(Protocol):
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
+    def window_errors(self, b: dict[str, torch.Tensor], rot6d: torch.Tensor, pos: torch.Tensor) -> torch.Tensor: ...
+
 
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
 MOTION_GATES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # motion-gate speeds tried by :func:`calibrate` (0: off)
+GAP_GATES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)  # gap-gate lengths (seconds) tried by :func:`calibrate`
 KAPPA_SHIFTS = tuple(float(d) for d in np.arange(-3.0, 3.01, 0.25))  # log-kappa shifts tried by :func:`calibrate`
 
 
-def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]]) -> dict:
+def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]],
+              keyed: list[dict[str, torch.Tensor]] | None = None) -> dict:
     """Shrink corrections that do not generalise: on held-out batches (the validation takes of the training
-    split), pick the motion gate from :data:`MOTION_GATES` (lowest L2Q, all corrections kept), then from
-    :data:`SCALES` the share of the learned rotation corrections kept for the top joint and for the other
-    joints (lowest L2Q) and of the position corrections (lowest position error), then the shift of log
-    kappa that fits the rotation spreads to those means (lowest von Mises likelihood). Sets the model's
-    ``motion_gate``, ``rot_scale``, ``pos_scale`` and ``kappa_offset`` and returns what was measured. Ties
-    keep the weaker gate, the larger share and the smaller shift."""
+    split), pick the gap gates from :data:`GAP_GATES` on ``keyed`` (the same takes keyed every n frames; default
+    ``batches``) by the geometric mean over windows of the fill's position error over the curve's alone (every
+    key spacing counts alike, as an animator compares each with Blender's curve: a few centimetres of noise on
+    keys two frames apart are not paid for by a gain on wide gaps), rotations then moving positions; then,
+    on ``batches`` and ``keyed`` together, the motion gate from
+    :data:`MOTION_GATES` (lowest L2Q), then from :data:`SCALES` the share of the learned rotation corrections
+    kept for the top joint and for the other joints (lowest L2Q) and of the position corrections (lowest
+    position error), then the shift of log kappa that fits the rotation spreads to those means (lowest von
+    Mises likelihood). Sets the model's ``gap_gate_rot``, ``gap_gate_pos``, ``motion_gate``, ``rot_scale``,
+    ``pos_scale`` and ``kappa_offset`` and returns what was measured. Ties keep the weaker gate, the larger
+    share and the smaller shift."""
     model = module.model
     was, trained = model.training, model.cfg
+    chosen: dict[str, float] = {"gap_rot": 0.0, "gap_pos": 0.0, "gate": 0.0, "rot_top": 1.0, "rot_rest": 1.0,
+                                "pos": 1.0, "kappa_shift": 0.0}
 
-    def use(gate: float, rot_top: float, rot_rest: float, pos: float, kappa_shift: float = 0.0) -> None:
-        scale = [rot_rest] * model.cfg.n_joints
-        scale[module.top] = rot_top
-        model.cfg = dataclasses.replace(trained, rot_scale=tuple(scale), pos_scale=pos, motion_gate=gate,
-                                        kappa_offset=trained.kappa_offset + kappa_shift)
+    scored = list(batches) if keyed is None else list(batches) + list(keyed)
+    keyed = list(batches) if keyed is None else list(keyed)
 
-    def measure(*setting: float) -> dict[str, float]:
-        use(*setting)
+    def use(**change: float) -> None:
+        c = {**chosen, **change}
+        scale = [c["rot_rest"]] * trained.n_joints
+        scale[module.top] = c["rot_top"]
+        model.cfg = dataclasses.replace(trained, rot_scale=tuple(scale), pos_scale=c["pos"], motion_gate=c["gate"],
+                                        gap_gate_rot=c["gap_rot"], gap_gate_pos=c["gap_pos"],
+                                        kappa_offset=trained.kappa_offset + c["kappa_shift"])
+
+    def measure(**change: float) -> dict[str, float]:
+        use(**change)
         sums: dict[str, float] = {}
         with torch.no_grad():
-            for b in batches:
+            for b in scored:
                 for k, v in module.losses(b).items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / len(batches)
+                    sums[k] = sums.get(k, 0.0) + float(v) / len(scored)
         return sums
 
+    def log_ratio(**change: float) -> float:
+        """Mean over the keyed windows of log(fill's position error / the curve's alone)."""
+        use(**change)
+        logs = []
+        with torch.no_grad():
+            for b in keyed:
+                out = model(b)
+                fill, curve = module.window_errors(b, out["rot6d"], out["pos"]), module.window_errors(
+                    b, b["base6d"], b["basepos"])
+                has = b["target"].any(-1).any(-1)
+                logs.append(torch.log(fill[has].clamp(min=1e-9) / curve[has].clamp(min=1e-9)))
+        return float(torch.cat(logs).mean())
+
     model.eval()
-    before = measure(0.0, 1.0, 1.0, 1.0)
-    by_gate = {g: measure(g, 1.0, 1.0, 1.0)["l2q"] for g in MOTION_GATES}
-    gate = min(MOTION_GATES, key=by_gate.__getitem__)
-    best = min(((t, r) for t in SCALES[::-1] for r in SCALES[::-1]), key=lambda tr: measure(gate, *tr, 1.0)["l2q"])
-    pos = min(SCALES[::-1], key=lambda p: measure(gate, *best, p)["pos_err"])
+    before = measure()
+    by_gap_rot = {g: log_ratio(gap_rot=g) for g in GAP_GATES}
+    chosen["gap_rot"] = min(GAP_GATES, key=lambda g: (by_gap_rot[g], g))
+    by_gap_pos = {g: log_ratio(gap_pos=g) for g in GAP_GATES}
+    chosen["gap_pos"] = min(GAP_GATES, key=lambda g: (by_gap_pos[g], g))
+    by_gate = {g: measure(gate=g)["l2q"] for g in MOTION_GATES}
+    chosen["gate"] = min(MOTION_GATES, key=lambda g: (by_gate[g], g))
+    top, rest = min(((t, r) for t in SCALES[::-1] for r in SCALES[::-1]),
+                    key=lambda tr: measure(rot_top=tr[0], rot_rest=tr[1])["l2q"])
+    chosen.update(rot_top=top, rot_rest=rest)
+    chosen["pos"] = min(SCALES[::-1], key=lambda p: measure(pos=p)["pos_err"])
     # the spreads were learned for the trained means: re-fit their overall width to the calibrated means
     # (a shift of log kappa, the von Mises likelihood on the same batches), so entropies and samples match
-    shift = min(KAPPA_SHIFTS, key=lambda d: (measure(gate, *best, pos, d)["von_mises"], abs(d)))
-    chosen = measure(gate, *best, pos, shift)
+    chosen["kappa_shift"] = min(KAPPA_SHIFTS, key=lambda d: (measure(kappa_shift=d)["von_mises"], abs(d)))
+    after = measure()
     model.train(was)
     keys = ("l2q", "pos_err", "fk", "angle_deg", "von_mises")
-    return {"motion_gate": gate, "val_l2q_by_motion_gate": {str(g): v for g, v in by_gate.items()},
-            "rot_scale_top": best[0], "rot_scale_other": best[1], "pos_scale": pos,
-            "kappa_shift": shift, "val_trained": {k: before[k] for k in keys},
-            "val_calibrated": {k: chosen[k] for k in keys}}
+    return {"gap_gate_rot": chosen["gap_rot"], "gap_gate_pos": chosen["gap_pos"],
+            "keyed_log_error_ratio_by_gap_gate_rot": {str(g): v for g, v in by_gap_rot.items()},
+            "keyed_log_error_ratio_by_gap_gate_pos": {str(g): v for g, v in by_gap_pos.items()},
+            "motion_gate": chosen["gate"], "val_l2q_by_motion_gate": {str(g): v for g, v in by_gate.items()},
+            "rot_scale_top": top, "rot_scale_other": rest, "pos_scale": chosen["pos"],
+            "kappa_shift": chosen["kappa_shift"], "val_trained": {k: before[k] for k in keys},
+            "val_calibrated": {k: after[k] for k in keys}}

@@ -40,7 +40,7 @@ def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
     if cfg.calibrate:
         dm = trainer.datamodule
         dm.setup("fit")
-        calibration = calibrate(module, dm.val)
+        calibration = calibrate(module, dm.val, dm.val_every)
         print(f"calibrated: {calibration}")
     command = "anyfill train anyorder " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
     rest = rest_offsets(cfg.skeleton, cfg.data_root)
@@ -54,3 +54,47 @@ def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
         **({"calibration": calibration} if calibration else {}),
     })
     print(f"exported {path}")
+
+
+def recalibrate(path: str | Path, out: str | Path, data_root: str | None = None) -> dict:
+    """Calibrate a trained model file again with the calibration of this code, on the validation batches of the
+    run that trained it (its card's config), starting from the model as trained (the card's earlier
+    calibration undone), and write it to ``out`` with the new calibration in its card. Returns it."""
+    from training.inbetween.checkpoint import load_model
+    from training.inbetween.features import FeatureSpec
+    from training.inbetween.task import AnyOrderData, AnyOrderModule, AnyOrderTrainConfig
+
+    model, card = load_model(path)
+    training = dict(card.get("training", {}))
+    if "config" not in training:
+        raise CheckpointError(f"{path}: its card holds no training config, so its run's validation data are unknown")
+    c = dict(training["config"])
+    c["features"] = FeatureSpec(**c["features"]) if isinstance(c.get("features"), dict) else FeatureSpec()
+    if data_root is not None:
+        c["data_root"] = data_root
+    cfg = AnyOrderTrainConfig(**c)
+    before = training.get("calibration", {})
+    model.cfg = dataclasses.replace(model.cfg, rot_scale=(), pos_scale=1.0, motion_gate=0.0, gap_gate_rot=0.0,
+                                    gap_gate_pos=0.0,
+                                    kappa_offset=model.cfg.kappa_offset - float(before.get("kappa_shift", 0.0)))
+    module = AnyOrderModule(cfg)
+    module.model = model
+    val, every = AnyOrderData(cfg).validation_batches()
+    calibration = calibrate(module, val, every)
+    schema = card["schema"]
+    save_model(module.model, out, metrics=card.get("metrics"), rest_offsets=schema.get("rest_offsets"),
+               conventions=schema.get("conventions"), training={**training, "calibration": calibration,
+                         "recalibrated": f"python -m training.inbetween.export --recalibrate {path} {out}"})
+    return calibration
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m training.inbetween.export",
+                                description="calibrate a trained motion model again (see recalibrate)")
+    p.add_argument("--recalibrate", nargs=2, metavar=("MODEL", "OUT"), required=True)
+    p.add_argument("--data-root", metavar="DIR")
+    a = p.parse_args()
+    print(json.dumps(recalibrate(*a.recalibrate, a.data_root), indent=1))

@@ -17,6 +17,7 @@ import numpy as np
 
 from training.inbetween.baselines import (
     cell_neighbours,
+    gap_time,
     hermite_offsets,
     interpolate_cells,
     key_time,
@@ -225,6 +226,7 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
         "moving_has_key": moving_known.any(axis=1),
         "times": np.asarray(times, dtype=np.float32),
         "key_time": key_time(known, times, neighbours).astype(np.float32),
+        "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
     if spec.key_velocity or spec.base_velocity:
         pos_in = moving_positions(rot_in, trans_in, schema)

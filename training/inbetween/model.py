@@ -49,14 +49,21 @@ class MotionConfig:
     # v the curve's speed at the frame in feature standard deviations per second (mean over joints): near-still
     # motion is where the curve is already right and a correction is noise (chosen by calibration)
     motion_gate: float = 0.0
+    # > 0: corrections of a cell between two keys of its joint fade with the length L of that gap, by
+    # 1 - exp(-(L / gap_gate)^2), seconds, for the rotations and for the moving positions: on gaps of a frame or
+    # two the curve through the keys is already right, and a correction there is the network's noise, which
+    # for the root's position (standardised by its whole path's spread) is centimetres (chosen by calibration)
+    gap_gate_rot: float = 0.0
+    gap_gate_pos: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.features, dict):  # JSON cards give a dict
             self.features = FeatureSpec(**self.features)
         self.features = self.features.for_skeleton(self.skeleton)
         self.rot_scale = tuple(float(x) for x in self.rot_scale)  # JSON cards give lists
-        if not self.motion_gate >= 0:
-            raise ValueError(f"motion_gate must be 0 (off) or above; got {self.motion_gate}")
+        for name in ("motion_gate", "gap_gate_rot", "gap_gate_pos"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 (off) or above; got {getattr(self, name)}")
         if self.rot_scale and len(self.rot_scale) != self.n_joints:
             raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
 
@@ -151,6 +158,10 @@ class MotionFill(nn.Module):
             span = (known.cumsum(1) > 0) & (known.flip(1).cumsum(1).flip(1) > 0)
             d_rot = d_rot * torch.where(span[..., None], g_rot[..., None, None], 1.0)
             d_pos = d_pos * torch.where(span[..., self._moving_index(), None], g_pos[..., None, None], 1.0)
+        if self.cfg.gap_gate_rot > 0:
+            d_rot = d_rot * self.gap_gate(b, self.cfg.gap_gate_rot)[..., None]
+        if self.cfg.gap_gate_pos > 0:
+            d_pos = d_pos * self.gap_gate(b, self.cfg.gap_gate_pos)[..., self._moving_index(), None]
         if self.cfg.rot_scale or self.cfg.pos_scale != 1.0:
             # only where there is a curve to correct: a joint with no key in the window has no baseline,
             # and its prediction is all the network's
@@ -162,6 +173,12 @@ class MotionFill(nn.Module):
         log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
         log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
         return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}
+
+    @staticmethod
+    def gap_gate(b: dict[str, torch.Tensor], length: float) -> torch.Tensor:
+        """Per cell (B, T, J), the share of its correction kept in a gap of its joint's keys: 1 - exp(-(L /
+        length)^2) for a gap L seconds long (1 outside the keys, where :func:`gap_time` is large)."""
+        return -torch.expm1(-((b["gap_time"] / length) ** 2))
 
     def motion_gates(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per frame (B, T), the share of the rotation and of the position corrections the motion gate keeps:

@@ -157,6 +157,18 @@ def _starting_epoch(trainer) -> int:
     return trainer.current_epoch
 
 
+def _fixed_batches(sampler: WindowSampler, cfg: AnyOrderTrainConfig, seed: int) -> list[dict[str, torch.Tensor]]:
+    """``cfg.val_windows`` windows drawn once (seeded), in batches of ``cfg.batch_size``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, cfg.val_windows, cfg.batch_size):
+        b = sampler.batch(rng, min(cfg.batch_size, cfg.val_windows - start))
+        if cfg.variant == "triples":
+            b["order"] = frame_order(rng, b["known"], b["target"])
+        out.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+    return out
+
+
 class AnyOrderData(L.LightningDataModule):
     def __init__(self, cfg: AnyOrderTrainConfig):
         super().__init__()
@@ -172,15 +184,17 @@ class AnyOrderData(L.LightningDataModule):
         train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
         conventions = RigConventions(cfg.twist_deg, cfg.hinge_deg, cfg.conventions_share)
         self.train_sampler = WindowSampler(train_clips, cfg.length, mix, spec=spec, conventions=conventions)
-        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
         self.stats = feature_stats(self.train_sampler, np.random.default_rng(cfg.data_seed))
-        rng = np.random.default_rng(cfg.data_seed + 1)
-        self.val = []
-        for start in range(0, cfg.val_windows, cfg.batch_size):
-            b = val_sampler.batch(rng, min(cfg.batch_size, cfg.val_windows - start))
-            if cfg.variant == "triples":
-                b["order"] = frame_order(rng, b["known"], b["target"])
-            self.val.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+        self.val, self.val_every = self.validation_batches()
+
+    def validation_batches(self) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+        """The validation takes' windows, drawn once (seeded): with the default mix's masks (the logged
+        validation) and keyed every n frames (what calibration scores besides)."""
+        cfg = self.cfg
+        spec = cfg.features.for_skeleton(cfg.skeleton)
+        val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
+        every = WindowSampler(val_sampler.clips, cfg.length, MaskMix(0, 0, 0, 0, every=1), spec=spec)
+        return _fixed_batches(val_sampler, cfg, cfg.data_seed + 1), _fixed_batches(every, cfg, cfg.data_seed + 2)
 
     def train_dataloader(self):
         t = self.trainer
@@ -273,15 +287,31 @@ class AnyOrderModule(L.LightningModule):
         the curve's error in the window (the model's baseline, no network: mean over target frames of the
         joints' position error, root-relative plus the root's, in skeleton sizes, as L2P measures)."""
         frames = b["target"].any(-1)
-        r_base = torch.where(b["known"][..., None, None], r_true, sixd_to_matrix(b["base6d"]))
-        p_base = forward_kinematics(r_base, offs, self.schema.parents)
-        err = (p_base - p_true).norm(dim=-1).mean(-1) + (b["basepos"] - b["pos"]).norm(dim=-1).mean(-1)
-        e = (err / scale[..., 0] * frames).sum(1) / frames.sum(1).clamp(min=1)
+        e = self.window_errors(b, b["base6d"], b["basepos"], r_true, offs, p_true, scale)
         has = frames.any(1)
         if not has.any():  # nothing to fit: every window alike
             return torch.ones_like(e)
         w = 1.0 / (e + (self.cfg.relative_floor * e[has].mean()).clamp(min=1e-6))
         return (w / w[has].mean()).detach()
+
+    def window_errors(self, b: dict[str, torch.Tensor], rot6d: torch.Tensor, pos: torch.Tensor,
+                      r_true: torch.Tensor | None = None, offs: torch.Tensor | None = None,
+                      p_true: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) each window's error of a fill (``rot6d``, moving ``pos``; known cells keep their truth): mean
+        over target frames of the joints' position error, root-relative plus the moving joints', in skeleton
+        sizes, as L2P measures. The truth's pieces may be passed in when the caller has them."""
+        if r_true is None:
+            r_true = sixd_to_matrix(b["rot6d"])
+            offs = b["offsets"].clone()
+            offs[:, self.moving] = 0.0
+            offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
+            p_true = forward_kinematics(r_true, offs, self.schema.parents)
+            scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
+        frames = b["target"].any(-1)
+        r = torch.where(b["known"][..., None, None], r_true, sixd_to_matrix(rot6d))
+        p = forward_kinematics(r, offs, self.schema.parents)
+        err = (p - p_true).norm(dim=-1).mean(-1) + (pos - b["pos"]).norm(dim=-1).mean(-1)
+        return (err / scale[..., 0] * frames).sum(1) / frames.sum(1).clamp(min=1)
 
     def training_step(self, batch, batch_idx):
         ls = self.losses(batch, weighted=True)

@@ -83,20 +83,22 @@ def _check_orders(orders: Sequence[str]) -> None:
 
 def bench(run: str, checkpoint: str | None = None, images: int = 8, samples: int = 64, per_step: int = 8,
           out_dir: str | Path = "bench-results/pixels", seed: int = 0, threads: int = 0,
-          orders: Sequence[str] = ps.ORDERS) -> dict[str, Any]:
+          orders: Sequence[str] = ps.ORDERS, query_unknown: bool = False) -> dict[str, Any]:
     """Test NLL per order (exact, one cell per step, on the first ``images`` test digits) and sample
-    grids and statistics per order (``per_step`` cells per step; none when ``samples`` is 0)."""
+    grids and statistics per order (``per_step`` cells per step; none when ``samples`` is 0).
+    ``query_unknown``: the fixed orders query every unknown cell at every step, as the entropy orders do."""
     _check_orders(orders)
     model, centres, cfg = _load(run, checkpoint, threads)
     out_dir = Path(out_dir)
     test = _test_colours(cfg, centres, images)
     result: dict[str, Any] = {"run": str(run), "variant": model.cfg.variant, "test_images": len(test),
+                              "independent": model.cfg.independent, "query_unknown": query_unknown,
                               "sample_per_step": per_step, "test_stats": ps.summary(_test_colours(cfg, centres,
                                                                                                   1000).numpy()),
                               "nll": {}, "samples": {}}
     for order in orders:
         t0 = time.perf_counter()
-        r = ps.run_order(model, order, image=test, score=True, seed=seed)
+        r = ps.run_order(model, order, image=test, score=True, seed=seed, query_unknown=query_unknown)
         nats = float(r.nll.mean()) / model.n_cells
         result["nll"][order] = {"nats_per_pixel": nats, "bits_per_pixel": nats / math.log(2),
                                 "seconds": time.perf_counter() - t0}
@@ -137,7 +139,7 @@ def bench_main(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ValueError(f"--orders: {e}") from None
     result = bench(args.run, args.checkpoint, args.images, args.samples, args.per_step, args.out_dir, args.seed,
-                   args.threads, orders)
+                   args.threads, orders, args.query_unknown)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)

@@ -244,6 +244,31 @@ def test_classifier_shapes_every_block_count(blocks: int) -> None:
     assert channels == 4 * 2 ** ((blocks - 1) // 2)
 
 
+def test_document_sizes_give_the_documents_parameter_counts() -> None:
+    """At the document's sizes (R(2+1)D-18 at width 64 on RGB, 51 classes, 512-wide Perceiver attention)
+    every row's CNN parameter count is the document's to its rounding (0.1 M), its attention count within
+    0.06 M (the 57.2 M of 2 cross + 12 self and the 28.6 M on 6 and 4 blocks within 0.25 M)."""
+    from training.documents.video_classifier.bench import DOC_ROWS, document_size_params
+
+    for name, (_, _, _, _, cnn, att) in DOC_ROWS.items():
+        ours = document_size_params(name)
+        doc_cnn = 31.3 if name == "baseline" else float(cnn[:-1])  # its baseline's 31.5M keeps a 400-class fc
+        assert round(ours["cnn"] / 1e6, 1) == doc_cnn, name
+        tol = 0.06 if name.startswith(("attn", "cross", "self", "cnn-blocks-7")) else 0.25
+        assert abs(ours["attention"] / 1e6 - float(att.rstrip("M"))) <= tol, (name, ours)
+
+
+def test_attention_width_and_groups_are_settings() -> None:
+    base = dict(n_classes=5, width=4, blocks=8, head="cross", n_queries=3)
+    narrow, wide = (VideoClassifier(VideoClassifierConfig(**base, dim=d)) for d in (16, 48))
+    assert narrow.attn["queries"][0].shape == (3, 16) and wide.attn["queries"][0].shape == (3, 48)
+    assert wide.param_counts()["attention"] > 2 * narrow.param_counts()["attention"]
+    assert VideoClassifier(VideoClassifierConfig(**base)).attn["queries"][0].shape == (3, 32)  # default 8 x width
+    two = VideoClassifier(VideoClassifierConfig(**base, n_cross=2, n_self=6))  # the document's 2 cross + 12 self
+    assert len(two.attn["cross"]) == 2 and sum(len(g) for g in two.attn["self"]) == 12
+    assert two(torch.rand(2, 1, 8, 32, 32)).shape == (2, 5)
+
+
 def test_fewer_blocks_fewer_cnn_params() -> None:
     n = [VideoClassifier(VideoClassifierConfig(width=4, blocks=b)).param_counts()["cnn"] for b in (8, 7, 6, 4)]
     assert n == sorted(n, reverse=True) and len(set(n)) == 4

@@ -178,3 +178,17 @@ def test_query_unknown_scoring(independent):
     every = ps.run_order(model, "random", image=truth, score=True, seed=2, query_unknown=True)
     assert torch.equal(one.visited, every.visited)
     assert torch.allclose(one.nll, every.nll, rtol=1e-5) == independent
+
+
+@pytest.mark.slow  # about 15 s: trains the digit classifier of the class check
+def test_digit_classifier_reads_the_test_digits(data_root):
+    """The class check of samples per order rests on a classifier that reads 4-colour digits."""
+    from training.documents.pixels import bench
+    from training.documents.pixels.task import PixelTaskConfig, quantised_splits
+
+    cfg = PixelTaskConfig(data_root=str(data_root))
+    centres, sets = quantised_splits(cfg)
+    net, acc = bench.digit_classifier(cfg, centres, epochs=1)
+    assert acc > 0.9
+    shares = bench.class_shares(net, torch.from_numpy(sets["test"][:100]))
+    assert len(shares) == 10 and abs(sum(shares) - 1) < 1e-6 and max(shares) < 0.3  # every class, none dominant

@@ -9,7 +9,7 @@ the present, 0: only the future): ``alpha * present MSE + (1 - alpha) * future M
 a whole number of patches are cropped to the last whole patch (the update's token arithmetic).
 
 The update's command-line options map onto this config and the shared plumbing of ``anyfill train``
-(docs/video.md has the full table): ``--num-iters`` and ``--ckpt-period`` are fields here that set the
+(docs/perceiver.md has the full table): ``--num-iters`` and ``--ckpt-period`` are fields here that set the
 trainer's step limit and checkpoint period; ``--cpu-only`` / ``--one-gpu`` hide GPUs before the trainer
 starts; the output folder is ``--run-dir`` and re-running in it continues from the newest checkpoint
 (what ``--restore-from`` did).
@@ -80,7 +80,7 @@ class PerceiverTaskConfig:
     window_inc: int = 2  # frames the window moves between exposures
     blind_iters: int = 1  # first exposures whose loss is not counted
     # optimisation and loop (num_iters / ckpt_period set the trainer; 0 leaves trainer.* as given)
-    lr: float = 3e-4  # AdamW's learning rate
+    lr: float = 1e-3  # AdamW's learning rate (the update's default)
     weight_decay: float = 0.01  # AdamW's weight decay
     num_iters: int = 0  # > 0: train this many steps instead of trainer.max_epochs
     ckpt_period: int = 0  # > 0: a checkpoint every this many steps

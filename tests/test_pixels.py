@@ -145,3 +145,50 @@ def test_overfits_a_tiny_batch(variant):
         opt.step()
     losses = [order_loss(model, batch, torch.Generator().manual_seed(s)).item() for s in range(8)]
     assert first > 1.2 and np.mean(losses) < 0.4 * first
+
+
+def test_independent_decoder_target_does_not_depend_on_other_queries():
+    """The thesis's pure-query decoder: a target's distribution is the same whichever other cells are
+    queried with it (alone, among a few, among every unknown cell, in any order); with queries that see
+    each other it changes (so the check has teeth)."""
+    gen = torch.Generator().manual_seed(5)
+    known = torch.randperm(SIDE * SIDE, generator=gen)[:20][None]
+    colours = torch.randint(0, 4, (1, 20), generator=gen)
+    others = torch.tensor([c for c in range(SIDE * SIDE) if c not in set(known[0].tolist())])
+    target = others[:1][None]
+    for independent, same in ((True, True), (False, False)):
+        model = tiny_model("query")
+        model.cfg.independent = independent
+        with torch.no_grad():
+            alone = model.query_logits(known, colours, target)[0, 0]
+            few = model.query_logits(known, colours, others[[7, 0, 3]][None])[0, 1]
+            every = model.query_logits(known, colours, others.flip(0)[None])[0, -1]
+        assert torch.allclose(alone, few, atol=1e-5) == same
+        assert torch.allclose(alone, every, atol=1e-5) == same
+
+
+@pytest.mark.parametrize("independent", [True, False])
+def test_query_unknown_scoring(independent):
+    """Scoring a fixed order while querying every unknown cell (as the entropy orders must) gives the
+    independent decoder's likelihood unchanged, and the cross-talking decoder's a different one."""
+    model = tiny_model("query")
+    model.cfg.independent = independent
+    truth = torch.randint(0, 4, (2, SIDE * SIDE), generator=torch.Generator().manual_seed(6))
+    one = ps.run_order(model, "random", image=truth, score=True, seed=2)
+    every = ps.run_order(model, "random", image=truth, score=True, seed=2, query_unknown=True)
+    assert torch.equal(one.visited, every.visited)
+    assert torch.allclose(one.nll, every.nll, rtol=1e-5) == independent
+
+
+@pytest.mark.slow  # about 15 s: trains the digit classifier of the class check
+def test_digit_classifier_reads_the_test_digits(data_root):
+    """The class check of samples per order rests on a classifier that reads 4-colour digits."""
+    from training.documents.pixels import bench
+    from training.documents.pixels.task import PixelTaskConfig, quantised_splits
+
+    cfg = PixelTaskConfig(data_root=str(data_root))
+    centres, sets = quantised_splits(cfg)
+    net, acc = bench.digit_classifier(cfg, centres, epochs=1)
+    assert acc > 0.9
+    shares = bench.class_shares(net, torch.from_numpy(sets["test"][:100]))
+    assert len(shares) == 10 and abs(sum(shares) - 1) < 1e-6 and max(shares) < 0.3  # every class, none dominant

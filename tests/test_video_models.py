@@ -80,7 +80,7 @@ def test_droptoken_keeps_expected_fraction() -> None:
 
 def test_module_encodes_only_kept_tokens(monkeypatch) -> None:
     torch.manual_seed(0)
-    cfg = tiny_perceiver_cfg(p_droptoken=0.75)
+    cfg = tiny_perceiver_cfg(p_droptoken=0.25)  # the update's meaning: the fraction kept
     module = ptask.PerceiverModule(cfg)
     seen: list[int] = []
     real = module.model.encode
@@ -96,6 +96,53 @@ def test_module_encodes_only_kept_tokens(monkeypatch) -> None:
     seen.clear()
     module.run(torch.rand(2, 1, 8, 32, 32), train=False)  # no droptoken at evaluation
     assert seen == [n_tokens] * cfg.exposures
+
+
+# ------------------------------------------------------------------------------------------------ the update's options
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0, 0.7])
+def test_alpha_weights_present_as_the_update_says(alpha: float) -> None:
+    """The update: alpha 1 -> only the present window's error counts, 0 -> only the future's."""
+    torch.manual_seed(0)
+    module = ptask.PerceiverModule(tiny_perceiver_cfg(alpha=alpha, exposures=2, blind_iters=1))
+    loss, m, _ = module.run(torch.rand(2, 1, 8, 32, 32), train=False)  # one counted exposure
+    assert float(m["present_mse"]) != pytest.approx(float(m["future_mse"]), rel=1e-3)
+    expected = alpha * float(m["present_mse"]) + (1 - alpha) * float(m["future_mse"])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_frame_size_takes_height_and_width() -> None:
+    cfg, _ = resolve_configs(ptask.TASK, None, "tiny", ["frame_size=32,48", "num_workers=0"])
+    assert cfg.frame_size == (32, 48) and cfg.hw() == (32, 48)
+    module, data = ptask.build(cfg)
+    video = data.train_set[0][0]
+    assert video.shape[-2:] == (32, 48)
+    assert module.pos_present.shape[1] == (cfg.present // 2) * (32 // 8) * (48 // 8)
+    loss, _, _ = module.run(torch.stack([video, data.train_set[1][0]]), train=True)
+    assert torch.isfinite(loss)
+    one, _ = resolve_configs(ptask.TASK, None, None, ["frame_size=40"])
+    assert one.hw() == (40, 40)  # one number: a square
+
+
+def test_document_defaults_are_accepted() -> None:
+    """The update's defaults (patch depth 3 with a 5-frame present window and a 5-frame step) run: windows
+    are cropped to whole patches, 120 x 180 frames in 16 x 16 x 3 patches are 7 x 11 = 77 tokens."""
+    cfg, tcfg = resolve_configs(ptask.TASK, None, "document", [])
+    assert (cfg.patch_hwd, cfg.present, cfg.window_inc, cfg.latent_dims, cfg.n_enc_blocks, cfg.alpha) == (
+        (16, 16, 3), 5, 5, (100, 700), 3, 0.7)
+    cfg.check()
+    torch.manual_seed(0)
+    small = apply_overrides(cfg, {"exposures": 2, "num_frames": 0, "latent_dims": (8, 32), "n_enc_blocks": 1},
+                            "test")  # the document's windows and patches, a small model
+    module = ptask.PerceiverModule(small)
+    assert module.pos_present.shape[1] == 77 and module.pos_future.shape[1] == 10 * 77
+    # present patches centre on frame 1.5, future ones on 6.5, 9.5, ... of the 35-frame span
+    t = module.pos_future[0, ::77, 0]
+    assert torch.allclose(module.pos_present[0, 0, 0], torch.tensor(2 * 1.5 / 35 - 1))
+    assert torch.allclose(t, 2 * (5 + 1.5 + 3 * torch.arange(10.0)) / 35 - 1)
+    loss, m, _ = module.run(torch.rand(1, 1, small.clip_frames(), 120, 180), train=True)
+    assert torch.isfinite(loss) and small.clip_frames() == 40
 
 
 # ------------------------------------------------------------------------------------------------ decoder queries
@@ -125,7 +172,7 @@ def test_decoder_queries_at_arbitrary_positions() -> None:
 @pytest.mark.slow  # about 3 s
 def test_perceiver_overfits_tiny_batch() -> None:
     torch.manual_seed(0)
-    cfg = tiny_perceiver_cfg(p_droptoken=0.25, lr=3e-3)
+    cfg = tiny_perceiver_cfg(p_droptoken=0.75, lr=3e-3)
     module = ptask.PerceiverModule(cfg)
     data = video_data.MovingMNIST("train", 2, cfg.clip_frames(), 32, digits=1, seed=1)
     batch = torch.stack([data[i][0] for i in range(2)])
@@ -195,6 +242,31 @@ def test_classifier_shapes_every_block_count(blocks: int) -> None:
     assert counts["pool"]["cnn"] == counts["cross"]["cnn"]
     channels = VideoClassifier(VideoClassifierConfig(width=4, blocks=blocks)).backbone.out_channels
     assert channels == 4 * 2 ** ((blocks - 1) // 2)
+
+
+def test_document_sizes_give_the_documents_parameter_counts() -> None:
+    """At the document's sizes (R(2+1)D-18 at width 64 on RGB, 51 classes, 512-wide Perceiver attention)
+    every row's CNN parameter count is the document's to its rounding (0.1 M), its attention count within
+    0.06 M (the 57.2 M of 2 cross + 12 self and the 28.6 M on 6 and 4 blocks within 0.25 M)."""
+    from training.documents.video_classifier.bench import DOC_ROWS, document_size_params
+
+    for name, (_, _, _, _, cnn, att) in DOC_ROWS.items():
+        ours = document_size_params(name)
+        doc_cnn = 31.3 if name == "baseline" else float(cnn[:-1])  # its baseline's 31.5M keeps a 400-class fc
+        assert round(ours["cnn"] / 1e6, 1) == doc_cnn, name
+        tol = 0.06 if name.startswith(("attn", "cross", "self", "cnn-blocks-7")) else 0.25
+        assert abs(ours["attention"] / 1e6 - float(att.rstrip("M"))) <= tol, (name, ours)
+
+
+def test_attention_width_and_groups_are_settings() -> None:
+    base = dict(n_classes=5, width=4, blocks=8, head="cross", n_queries=3)
+    narrow, wide = (VideoClassifier(VideoClassifierConfig(**base, dim=d)) for d in (16, 48))
+    assert narrow.attn["queries"][0].shape == (3, 16) and wide.attn["queries"][0].shape == (3, 48)
+    assert wide.param_counts()["attention"] > 2 * narrow.param_counts()["attention"]
+    assert VideoClassifier(VideoClassifierConfig(**base)).attn["queries"][0].shape == (3, 32)  # default 8 x width
+    two = VideoClassifier(VideoClassifierConfig(**base, n_cross=2, n_self=6))  # the document's 2 cross + 12 self
+    assert len(two.attn["cross"]) == 2 and sum(len(g) for g in two.attn["self"]) == 12
+    assert two(torch.rand(2, 1, 8, 32, 32)).shape == (2, 5)
 
 
 def test_fewer_blocks_fewer_cnn_params() -> None:

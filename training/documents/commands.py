@@ -82,6 +82,8 @@ def add_bench_parsers(bench_sub: argparse._SubParsersAction) -> None:
     px.add_argument("--per-step", type=int, default=8, help="cells per step when sampling (default 8)")
     px.add_argument("--orders", default=",".join(PIXEL_ORDERS),
                     help=f"comma-separated orders to score (default all: {','.join(PIXEL_ORDERS)})")
+    px.add_argument("--query-unknown", action="store_true",
+                    help="fixed orders query every unknown cell per step, as the entropy orders do (same queries)")
     px.add_argument("--out-dir", default="bench-results/pixels", help="where the PNG grids go")
     px.add_argument("--seed", type=int, default=0)
     px.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -12,13 +12,15 @@ No public video corpus can be downloaded here, so both synthetic sets are built 
   package in the ``training`` extra; imported only when such a folder is read).
 
 Every dataset yields ``(video, label)`` with ``video`` a float32 tensor (C, T, H, W) in [0, 1] and
-``label`` an int (0 for moving MNIST, whose labels are not used). Frames are resized to ``size`` x
-``size`` by area averaging or nearest sampling, in numpy, so no image library is needed.
+``label`` an int (0 for moving MNIST, whose labels are not used). ``size`` is the frame's height and
+width, ``(h, w)``, or one int for a square. Frames are resized by area averaging or nearest sampling, in
+numpy, so no image library is needed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,31 +35,45 @@ from training.motion.splits import data_root, split_files
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
+def frame_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of a frame size given as one int (a square) or as height, width."""
+    if isinstance(size, int):
+        return size, size
+    hw = tuple(int(v) for v in size)
+    if len(hw) == 1:
+        return hw[0], hw[0]
+    if len(hw) != 2:
+        raise ValueError(f"a frame size is 'height,width' or one number, got {size!r}")
+    return hw
+
+
 # --------------------------------------------------------------------------------------------------
 # moving MNIST
 
 
 class MovingMNIST(Dataset):
-    """``n`` clips of ``digits`` real MNIST digits moving at constant speed and bouncing off the walls.
+    """``n`` clips of ``digits`` real MNIST digits moving at constant speed and bouncing off the walls of
+    a frame of ``size`` (one int or height, width).
 
     Sample ``i`` depends only on ``(seed, split, i)``, so two workers or two runs see the same clip.
     """
 
-    def __init__(self, split: str = "train", n: int = 10000, frames: int = 16, size: int = 64, digits: int = 2,
-                 seed: int = 0, root: str | Path | None = None) -> None:
-        if size < 28:
-            raise ValueError(f"moving MNIST needs size >= 28 (a digit is 28 x 28), got {size}")
+    def __init__(self, split: str = "train", n: int = 10000, frames: int = 16, size: int | Sequence[int] = 64,
+                 digits: int = 2, seed: int = 0, root: str | Path | None = None) -> None:
+        self.hw = frame_hw(size)
+        if min(self.hw) < 28:
+            raise ValueError(f"moving MNIST needs frames of at least 28 x 28 (a digit's size), got {size}")
         self.images, _ = mnist.load(split, root)
-        self.split, self.n, self.frames, self.size, self.digits, self.seed = split, n, frames, size, digits, seed
+        self.split, self.n, self.frames, self.digits, self.seed = split, n, frames, digits, seed
 
     def __len__(self) -> int:
         return self.n
 
     def clip(self, i: int) -> np.ndarray:
-        """Clip ``i`` as uint8 (T, size, size)."""
+        """Clip ``i`` as uint8 (T, height, width)."""
         rng = np.random.default_rng([self.seed, 0 if self.split == "train" else 1, i])
-        lim = self.size - 28
-        out = np.zeros((self.frames, self.size, self.size), np.uint8)
+        lim = np.array(self.hw, dtype=np.float64) - 28
+        out = np.zeros((self.frames, *self.hw), np.uint8)
         for _ in range(self.digits):
             img = self.images[rng.integers(len(self.images))]
             pos = rng.uniform(0, lim, 2)
@@ -68,8 +84,8 @@ class MovingMNIST(Dataset):
                 np.maximum(out[t, y : y + 28, x : x + 28], img, out=out[t, y : y + 28, x : x + 28])
                 pos = pos + vel
                 for d in range(2):  # bounce: reflect position and velocity at the walls
-                    if pos[d] < 0 or pos[d] > lim:
-                        pos[d] = -pos[d] if pos[d] < 0 else 2 * lim - pos[d]
+                    if pos[d] < 0 or pos[d] > lim[d]:
+                        pos[d] = -pos[d] if pos[d] < 0 else 2 * lim[d] - pos[d]
                         vel[d] = -vel[d]
                 pos = np.clip(pos, 0, lim)
         return out
@@ -110,12 +126,19 @@ def _stick_positions(split: str, root: Path, max_files: int) -> tuple[list[np.nd
     return pos, names, classes, parents
 
 
-def render_sticks(positions: np.ndarray, parents: tuple, size: int, thickness: float = 1.0) -> np.ndarray:
-    """Front-view (x right, y up) greyscale renderings uint8 (T, size, size) of joint positions (T, J, 3).
+def render_sticks(positions: np.ndarray, parents: tuple, size: int | Sequence[int],
+                  thickness: float = 1.0) -> np.ndarray:
+    """Front-view (x right, y up) greyscale renderings uint8 (T, height, width) of joint positions (T, J, 3).
 
     The figure is centred on its root's mean position and scaled by a fixed body height from the clip,
     so motion through the frame (walking sideways) stays visible while the camera is fixed per clip.
     """
+    h, w = frame_hw(size)
+    if h != w:  # drawn on a square of the longer side, then centre-cropped
+        sq = render_sticks(positions, parents, max(h, w), thickness)
+        y0, x0 = (sq.shape[1] - h) // 2, (sq.shape[2] - w) // 2
+        return sq[:, y0 : y0 + h, x0 : x0 + w]
+    size = h
     xy = positions[..., :2].astype(np.float64)
     centre = xy[:, 0].mean(axis=0)
     extent = max(np.ptp(xy[..., 1]), 0.5 * np.ptp(xy[..., 0]), 1e-6)  # body height, unless it travels far
@@ -145,7 +168,8 @@ class StickFigures(Dataset):
     classes of both Bandai datasets, e.g. ``dataset-1_walk``).
     """
 
-    def __init__(self, split: str = "train", frames: int = 16, size: int = 64, stride: int = 2, hop: int = 16,
+    def __init__(self, split: str = "train", frames: int = 16, size: int | Sequence[int] = 64, stride: int = 2,
+                 hop: int = 16,
                  max_files: int = 0, root: str | Path | None = None, thickness: float = 1.0) -> None:
         self.positions, self.names, self.classes, self.parents = _stick_positions(split, data_root(root), max_files)
         self.frames, self.size, self.stride, self.thickness = frames, size, stride, thickness
@@ -167,18 +191,21 @@ class StickFigures(Dataset):
 # folders of video files (HMDB51 layout)
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W[, C]) uint8 frames centre-cropped to a square and resized to ``size`` (area mean when
-    shrinking by an integer factor, nearest otherwise)."""
+def resize_frames(frames: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
+    """(T, H, W[, C]) uint8 frames centre-cropped to the aspect of ``size`` (one int: a square; or height,
+    width) and resized to it (area mean when shrinking by one integer factor, nearest otherwise)."""
+    oh, ow = frame_hw(size)
     h, w = frames.shape[1:3]
-    m = min(h, w)
-    frames = frames[:, (h - m) // 2 : (h - m) // 2 + m, (w - m) // 2 : (w - m) // 2 + m]
-    if m % size == 0:
-        k = m // size
-        shape = (frames.shape[0], size, k, size, k, *frames.shape[3:])
+    k = min(h / oh, w / ow)  # the crop is k times the output size
+    ch, cw = min(h, round(oh * k)), min(w, round(ow * k))
+    frames = frames[:, (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+    if ch % oh == 0 and cw % ow == 0 and ch // oh == cw // ow:
+        f = ch // oh
+        shape = (frames.shape[0], oh, f, ow, f, *frames.shape[3:])
         return frames.reshape(shape).mean(axis=(2, 4)).round().astype(np.uint8)
-    idx = (np.arange(size) * m / size + m / (2 * size)).astype(int)
-    return frames[:, idx][:, :, idx]
+    iy = (np.arange(oh) * ch / oh + ch / (2 * oh)).astype(int)
+    ix = (np.arange(ow) * cw / ow + cw / (2 * ow)).astype(int)
+    return frames[:, iy][:, :, ix]
 
 
 def read_video(path: str | Path, grey: bool = True) -> np.ndarray:
@@ -221,7 +248,8 @@ class VideoFolder(Dataset):
     Files are decoded on access (in the loader's workers), so a large folder costs no memory up front.
     """
 
-    def __init__(self, root: str | Path, frames: int = 16, size: int = 64, stride: int = 1, grey: bool = True) -> None:
+    def __init__(self, root: str | Path, frames: int = 16, size: int | Sequence[int] = 64, stride: int = 1,
+                 grey: bool = True) -> None:
         root = Path(root)
         self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         self.files = [(f, c) for c, name in enumerate(self.classes)
@@ -255,9 +283,9 @@ class VideoSpec:
 
     source: str = "mnist"
     frames: int = 16
-    size: int = 64
+    size: int | tuple[int, int] = 64  # one int (square) or (height, width)
     n_train: int = 10000  # moving MNIST only: clips per epoch
-    n_val: int = 256
+    n_val: int = 256  # moving MNIST only: validation clips
     stride: int = 2  # sticks / folders: take every stride-th frame
     max_files: int = 0  # sticks: > 0 limits files per split (quick runs, tests)
     seed: int = 0

@@ -5,7 +5,9 @@ Something is known, something else is to be predicted, in any order. Tokens carr
 
 * :class:`QueryEncoderDecoder` - the encoder reads the known tokens as a set; the decoder asks one
   query per target position (queries attend to each other and cross-attend to the encoding), so one
-  pass gives every target's distribution.
+  pass gives every target's distribution. With ``independent`` each query sees only itself and the
+  encoding (the thesis's pure-query decoder): a target's distribution does not depend on which other
+  targets are asked for in the same pass.
 * :class:`TriplesDecoder` - a causal transformer over (input position, input value, target position)
   triples in a random order; at inference the next target is chosen freely, and a key/value cache makes
   each step cost one token.
@@ -135,20 +137,22 @@ class QueryEncoderDecoder(nn.Module):
             tokens, _ = blk(tokens, mask=mask)
         return self.ln_enc(tokens)
 
-    def decode(self, queries, query_valid, memory, memory_valid) -> torch.Tensor:
+    def decode(self, queries, query_valid, memory, memory_valid, independent: bool = False) -> torch.Tensor:
         qmask, mmask = _key_mask(query_valid), _key_mask(memory_valid)
+        if independent:  # each query attends to itself only among the queries
+            qmask = torch.eye(queries.shape[1], dtype=torch.bool, device=queries.device)[None]
         for blk in self.decoder:
             queries, _ = blk(queries, mask=qmask, context=memory, context_mask=mmask)
         return self.ln_out(queries)
 
-    def forward(self, known_tokens, known_valid, query_tokens, query_valid) -> torch.Tensor:
+    def forward(self, known_tokens, known_valid, query_tokens, query_valid, independent: bool = False) -> torch.Tensor:
         """Tokens (B, T, d) with validity (B, T); returns one output per query token (invalid queries'
         outputs are meaningless). Invalid tokens are masked out of every attention, so they are dropped
         before the passes: the cost follows the numbers of known and target tokens, not the window length
         (in any-order sampling most frames are one or the other)."""
         k_tok, k_valid, _ = _valid_first(known_tokens, known_valid)
         q_tok, q_valid, q_idx = _valid_first(query_tokens, query_valid)
-        h = self.decode(q_tok, q_valid, self.encode(k_tok, k_valid), k_valid)
+        h = self.decode(q_tok, q_valid, self.encode(k_tok, k_valid), k_valid, independent)
         if q_idx is None:
             return h
         return torch.zeros_like(query_tokens).scatter(1, q_idx[..., None].expand_as(h), h)

@@ -63,20 +63,26 @@ def code_dim(cfg: PerceiverAEConfig) -> int:
     return (2 * cfg.k_time + 1) + 2 * (2 * cfg.k_space + 1)
 
 
-def patch_grid(t: int, h: int, w: int, t0: int = 0, t_span: int | None = None) -> torch.Tensor:
-    """Normalised (t, y, x) positions (t * h * w, 3) of a patch grid; time is measured on a span of
-    ``t_span`` patch steps starting at ``t0`` (so present and future windows share one time axis)."""
-    t_span = t_span or t
+def patch_grid(t: int, h: int, w: int, t0: float = 0, t_span: float | None = None, depth: int = 1) -> torch.Tensor:
+    """Normalised (t, y, x) positions (t * h * w, 3) of a grid of t x h x w patches, ``depth`` frames
+    deep, the first starting at frame ``t0``. Time is the patch centre's frame on a span of ``t_span``
+    frames (so present and future windows share one time axis, also when a window is not a whole
+    number of patches deep)."""
+    t_span = t_span or t * depth
     norm = lambda i, n: 2.0 * (i + 0.5) / n - 1.0  # noqa: E731 - patch centres in [-1, 1]
-    tt, yy, xx = torch.meshgrid(norm(torch.arange(t0, t0 + t).float(), t_span), norm(torch.arange(h).float(), h),
+    centre = t0 + torch.arange(t).float() * depth + depth / 2.0
+    tt, yy, xx = torch.meshgrid(2.0 * centre / t_span - 1.0, norm(torch.arange(h).float(), h),
                                 norm(torch.arange(w).float(), w), indexing="ij")
     return torch.stack([tt, yy, xx], dim=-1).reshape(-1, 3)
 
 
 def patchify(video: torch.Tensor, phwd: tuple[int, int, int]) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B, T/d * H/h * W/w, C * d * h * w), patches in (t, y, x) order."""
-    b, c, t, h, w = video.shape
+    """(B, C, T, H, W) -> (B, T//d * H//h * W//w, C * d * h * w), patches in (t, y, x) order. Frames and
+    pixels past the last whole patch are cropped (the update's arithmetic: 3 frames of 120 x 180 video in
+    16 x 16 x 3 patches are 7 x 11 = 77 tokens)."""
     ph, pw, pd = phwd
+    video = video[:, :, : video.shape[2] // pd * pd, : video.shape[3] // ph * ph, : video.shape[4] // pw * pw]
+    b, c, t, h, w = video.shape
     x = video.reshape(b, c, t // pd, pd, h // ph, ph, w // pw, pw)
     return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (t // pd) * (h // ph) * (w // pw), c * pd * ph * pw)
 

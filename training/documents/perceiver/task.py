@@ -3,11 +3,13 @@
 One training step takes a clip, slides a window of ``present`` frames over it ``exposures`` times
 (``window_inc`` frames each time), and at every exposure encodes the window's patches (after droptoken)
 into the latent carried over from the previous exposure, then decodes the present patches and a random
-subset of the next ``future`` frames' patches. Loss per exposure: ``(1 - alpha) * present MSE + alpha *
-future MSE``; the first ``blind_iters`` exposures only warm the latent up and are not counted.
+subset of the next ``future`` frames' patches. Loss per exposure, as the update defines ``alpha`` (1: only
+the present, 0: only the future): ``alpha * present MSE + (1 - alpha) * future MSE``; the first
+``blind_iters`` exposures only warm the latent up and are not counted. Windows and frames that are not
+a whole number of patches are cropped to the last whole patch (the update's token arithmetic).
 
 The update's command-line options map onto this config and the shared plumbing of ``anyfill train``
-(docs/video.md has the full table): ``--num-iters`` and ``--ckpt-period`` are fields here that set the
+(docs/perceiver.md has the full table): ``--num-iters`` and ``--ckpt-period`` are fields here that set the
 trainer's step limit and checkpoint period; ``--cpu-only`` / ``--one-gpu`` hide GPUs before the trainer
 starts; the output folder is ``--run-dir`` and re-running in it continues from the newest checkpoint
 (what ``--restore-from`` did).
@@ -36,6 +38,7 @@ from training.documents.perceiver.model import (
     patchify,
     unpatchify,
 )
+from training.documents.video_data import frame_hw
 from training.train import Task
 
 
@@ -47,12 +50,13 @@ class PerceiverTaskConfig:
     data: str = "mnist"  # mnist (moving MNIST), sticks (Bandai stick figures) or a folder of class folders
     data_root: str | None = None  # folder holding the data sets; none: ../shared/data
     num_frames: int = 0  # frames per clip; 0: present + future + (exposures - 1) * window_inc
-    frame_size: int = 64  # frames are resized to this square size (pixels)
+    frame_size: tuple[int, int] = (64, 64)  # frame height, width (pixels); one number: a square
     batch_size: int = 16  # clips per batch
     num_workers: int = 1  # data loader processes
     num_prefetch: int = 4  # batches each loader worker keeps ready
     overfit: int = 0  # > 0: train (and validate) on the first N clips only
     n_train: int = 10000  # moving MNIST clips per epoch
+    n_val: int = 256  # moving MNIST validation clips (from the MNIST test digits)
     # model
     patch_hwd: tuple[int, int, int] = (8, 8, 2)  # patch height, width and depth (frames)
     latent_dims: tuple[int, int] = (64, 128)  # number of latents, their width
@@ -69,14 +73,14 @@ class PerceiverTaskConfig:
     present: int = 8  # frames seen per exposure
     future: int = 4  # frames after the window to predict
     future_selection_probability: float = 0.5  # chance that each future patch is queried in training
-    alpha: float = 0.5  # loss = (1 - alpha) * present + alpha * future
-    p_droptoken: float = 0.5  # fraction of input tokens dropped per exposure
+    alpha: float = 0.5  # loss = alpha * present + (1 - alpha) * future (the update's: 1 -> only present)
+    p_droptoken: float = 0.5  # expected fraction of input tokens kept per exposure (the update's meaning)
     no_re_droptoken: bool = False  # True: the same tokens are dropped at every exposure of a clip
     exposures: int = 2  # re-exposures per clip (the latent carries over)
     window_inc: int = 2  # frames the window moves between exposures
     blind_iters: int = 1  # first exposures whose loss is not counted
     # optimisation and loop (num_iters / ckpt_period set the trainer; 0 leaves trainer.* as given)
-    lr: float = 3e-4  # AdamW's learning rate
+    lr: float = 1e-3  # AdamW's learning rate (the update's default)
     weight_decay: float = 0.01  # AdamW's weight decay
     num_iters: int = 0  # > 0: train this many steps instead of trainer.max_epochs
     ckpt_period: int = 0  # > 0: a checkpoint every this many steps
@@ -94,19 +98,23 @@ class PerceiverTaskConfig:
             mu_time=self.k_mu_time[1],
         )
 
+    def hw(self) -> tuple[int, int]:
+        """Frame (height, width)."""
+        return frame_hw(self.frame_size)
+
     def clip_frames(self) -> int:
         return self.num_frames or self.present + self.future + (self.exposures - 1) * self.window_inc
 
     def check(self) -> None:
         ph, pw, pd = self.patch_hwd
+        h, w = self.hw()
         need = self.present + self.future + (self.exposures - 1) * self.window_inc
         problems = [
             (self.clip_frames() < need, f"num_frames must be >= present + future + (exposures-1)*window_inc = {need}"),
-            (self.present % pd or self.future % pd or self.window_inc % pd,
-             f"present, future and window_inc must be multiples of the patch depth {pd}"),
-            (self.frame_size % ph or self.frame_size % pw,
-             f"frame_size must be a multiple of the patch size {ph}x{pw}"),
-            (not 0.0 <= self.p_droptoken < 1.0, "p_droptoken must be in [0, 1)"),
+            (self.present < pd or self.future < pd, f"present and future must be at least the patch depth {pd}"),
+            (h < ph or w < pw, f"frame_size must be at least the patch size {ph}x{pw}"),
+            (not 0.0 < self.p_droptoken <= 1.0, "p_droptoken (the fraction kept) must be in (0, 1]"),
+            (not 0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
             (self.blind_iters >= self.exposures, "blind_iters must be < exposures (some exposure must count)"),
         ]
         for bad, msg in problems:
@@ -122,19 +130,24 @@ class PerceiverModule(L.LightningModule):
         self.channels = channels
         self.model = PerceiverAE(cfg.model_config(channels))
         ph, pw, pd = cfg.patch_hwd
-        gh, gw = cfg.frame_size // ph, cfg.frame_size // pw
+        h, w = cfg.hw()
+        gh, gw = h // ph, w // pw
         tp, tf = cfg.present // pd, cfg.future // pd
-        span = tp + tf
-        self.register_buffer("pos_present", patch_grid(tp, gh, gw, 0, span).unsqueeze(0), persistent=False)
-        self.register_buffer("pos_future", patch_grid(tf, gh, gw, tp, span).unsqueeze(0), persistent=False)
+        span = cfg.present + cfg.future  # frames; the future starts right after the present window
+        self.register_buffer("pos_present", patch_grid(tp, gh, gw, 0, span, pd).unsqueeze(0), persistent=False)
+        self.register_buffer("pos_future", patch_grid(tf, gh, gw, cfg.present, span, pd).unsqueeze(0),
+                             persistent=False)
         self.history: list[dict[str, float]] = []
 
     # -- one exposure sequence --------------------------------------------------------------------------------
-    def windows(self, video: torch.Tensor, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def windows(self, video: torch.Tensor, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patches of exposure ``e``'s present window and of its future, and of the copy-last-frame
+        baseline's future (the window's last frame repeated)."""
         s = e * self.cfg.window_inc
         present = video[:, :, s : s + self.cfg.present]
         future = video[:, :, s + self.cfg.present : s + self.cfg.present + self.cfg.future]
-        return patchify(present, self.cfg.patch_hwd), patchify(future, self.cfg.patch_hwd)
+        copy = present[:, :, -1:].expand_as(future)
+        return tuple(patchify(v, self.cfg.patch_hwd) for v in (present, future, copy))
 
     def run(self, video: torch.Tensor, train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         """Loss, metrics and the last exposure's tensors of a batch of clips (B, C, T, H, W)."""
@@ -147,10 +160,10 @@ class PerceiverModule(L.LightningModule):
         sums = {"present_mse": 0.0, "future_mse": 0.0, "copy_last_mse": 0.0}
         counted = 0
         for e in range(cfg.exposures):
-            cur, fut = self.windows(video, e)
-            if train and cfg.p_droptoken > 0 and (keep is None or not cfg.no_re_droptoken):
-                keep = droptoken(n_tok, 1.0 - cfg.p_droptoken, b, device=video.device)
-            if train and cfg.p_droptoken > 0:
+            cur, fut, copy = self.windows(video, e)
+            if train and cfg.p_droptoken < 1 and (keep is None or not cfg.no_re_droptoken):
+                keep = droptoken(n_tok, cfg.p_droptoken, b, device=video.device)
+            if train and cfg.p_droptoken < 1:
                 idx = keep.unsqueeze(-1)
                 inp = cur.gather(1, idx.expand(-1, -1, cur.shape[-1]))
                 pos = self.pos_present.expand(b, -1, -1).gather(1, idx.expand(-1, -1, 3))
@@ -169,14 +182,11 @@ class PerceiverModule(L.LightningModule):
                 fpos, ftarget = self.pos_future[:, sel], fut[:, sel]
             pred = self.model.decode(z, fpos)
             future_mse = F.mse_loss(pred, ftarget)
-            total = total + (1 - cfg.alpha) * present_mse + cfg.alpha * future_mse
+            total = total + cfg.alpha * present_mse + (1 - cfg.alpha) * future_mse
             counted += 1
-            s = e * cfg.window_inc
-            last = video[:, :, s + cfg.present - 1 : s + cfg.present]
-            fut_frames = video[:, :, s + cfg.present : s + cfg.present + cfg.future]
             sums["present_mse"] += float(present_mse.detach())
             sums["future_mse"] += float(future_mse.detach())
-            sums["copy_last_mse"] += float(F.mse_loss(last.expand_as(fut_frames), fut_frames))
+            sums["copy_last_mse"] += float(F.mse_loss(copy, fut))
         metrics = {k: torch.tensor(v / counted) for k, v in sums.items()}
         return total / counted, metrics, {"latent": latent, "start": (cfg.exposures - 1) * cfg.window_inc}
 
@@ -227,27 +237,31 @@ class PerceiverModule(L.LightningModule):
         """A uint8 grid: per clip three rows (truth, model, copy-last-frame) of present + future frames."""
         cfg, s = self.cfg, extra["start"]
         z = extra["latent"][: len(video)]
-        shape_p = (self.channels, cfg.present, cfg.frame_size, cfg.frame_size)
-        shape_f = (self.channels, cfg.future, cfg.frame_size, cfg.frame_size)
-        rec = unpatchify(self.model.decode(z, self.pos_present), shape_p, cfg.patch_hwd)
-        pred = unpatchify(self.model.decode(z, self.pos_future), shape_f, cfg.patch_hwd)
-        truth = video[:, :, s : s + cfg.present + cfg.future]
+        ph, pw, pd = cfg.patch_hwd
+        (h, w), tp, tf = cfg.hw(), cfg.present // pd * pd, cfg.future // pd * pd  # the frames the patches cover
+        h, w = h // ph * ph, w // pw * pw
+        rec = unpatchify(self.model.decode(z, self.pos_present), (self.channels, tp, h, w), cfg.patch_hwd)
+        pred = unpatchify(self.model.decode(z, self.pos_future), (self.channels, tf, h, w), cfg.patch_hwd)
+        present = video[:, :, s : s + tp, :h, :w]
+        future = video[:, :, s + cfg.present : s + cfg.present + tf, :h, :w]
+        truth = torch.cat([present, future], dim=2)
         model = torch.cat([rec, pred], dim=2)
-        copy = torch.cat([truth[:, :, : cfg.present], truth[:, :, cfg.present - 1 : cfg.present].expand_as(pred)], 2)
+        last = video[:, :, s + cfg.present - 1 : s + cfg.present, :h, :w]
+        copy = torch.cat([present, last.expand_as(pred)], 2)
         rows = []
         for i in range(len(video)):
             for v in (truth, model, copy):
                 rows.append(v[i].mean(0))  # (T, H, W), channels averaged
         tiles = torch.stack(rows).clamp(0, 1).mul(255).round().byte().cpu().numpy()
-        return mnist.grid(tiles.reshape(-1, cfg.frame_size, cfg.frame_size), cols=cfg.present + cfg.future)
+        return mnist.grid(tiles.reshape(-1, h, w), cols=tp + tf)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 def make_data(cfg: PerceiverTaskConfig) -> tuple[Any, Any]:
-    spec = video_data.VideoSpec(source=cfg.data, frames=cfg.clip_frames(), size=cfg.frame_size, n_train=cfg.n_train,
-                                seed=cfg.seed, root=cfg.data_root)
+    spec = video_data.VideoSpec(source=cfg.data, frames=cfg.clip_frames(), size=cfg.hw(), n_train=cfg.n_train,
+                                n_val=cfg.n_val, seed=cfg.seed, root=cfg.data_root)
     train, val, _ = video_data.make_datasets(spec)
     if cfg.overfit > 0:
         train = val = Subset(train, range(min(cfg.overfit, len(train))))
@@ -327,12 +341,23 @@ TASK = Task(
     build=build,
     named_configs={
         # a few minutes on a 2-core CPU
-        "cpu-small": {"frame_size": 64, "latent_dims": (32, 96), "batch_size": 8, "lr": 1e-3, "trainer.max_steps": 2700,
-                      "trainer.log_every_n_steps": 10, "n_train": 2400, "trainer.max_epochs": -1},
+        "cpu-small": {"frame_size": (64, 64), "latent_dims": (32, 96), "batch_size": 8, "lr": 1e-3,
+                      "trainer.max_steps": 2700, "trainer.log_every_n_steps": 10, "n_train": 2400,
+                      "trainer.max_epochs": -1},
         # the smoke test: overfit 2 clips
-        "tiny": {"frame_size": 32, "patch_hwd": (8, 8, 2), "latent_dims": (16, 64), "overfit": 2, "batch_size": 2,
+        "tiny": {"frame_size": (32, 32), "patch_hwd": (8, 8, 2), "latent_dims": (16, 64), "overfit": 2, "batch_size": 2,
                  "num_workers": 0, "trainer.max_steps": 50, "trainer.max_epochs": -1},
-        "stick": {"data": "sticks", "frame_size": 64, "num_frames": 16},
+        "stick": {"data": "sticks", "frame_size": (64, 64), "num_frames": 16},
+        # the update's defaults (its --help): patches 16,16,3, present 5, future 30, window step 5, 100 frames
+        # a clip (14 exposures), latents 100 x 700, 3 encoder blocks, batch 10, lr 1e-3, alpha 0.7,
+        # future-selection 0.1, droptoken keeps 0.5, Fourier 15,20 (space) and 64,200 (time), a checkpoint
+        # every 50 of 200 iterations. The update gives no default frame size (120 x 180 is its token
+        # arithmetic's) nor data we have (moving MNIST here); settings it does not list keep ours.
+        "document": {"frame_size": (120, 180), "patch_hwd": (16, 16, 3), "batch_size": 10, "num_prefetch": 4,
+                     "k_mu_space": (15, 20), "k_mu_time": (64, 200), "lr": 1e-3, "alpha": 0.7, "present": 5,
+                     "future": 30, "future_selection_probability": 0.1, "window_inc": 5, "num_frames": 100,
+                     "exposures": 14, "latent_dims": (100, 700), "n_enc_blocks": 3, "p_droptoken": 0.5,
+                     "ckpt_period": 50, "num_iters": 200, "trainer.max_epochs": -1},
     },
     default_trainer={"max_epochs": 10, "log_every_n_steps": 20},
     after_fit=after_fit,

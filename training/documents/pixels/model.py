@@ -7,6 +7,9 @@ colours. Both variants of the thesis:
 
 * ``query``: the encoder reads the known cells as a set (plus a learned empty token, so that nothing
   known is allowed); one decoder query per target cell gives every target's distribution in one pass.
+  ``independent`` (the thesis's pure-query decoder, "run independently for every input/output pair"):
+  each query attends to the known cells and to itself only, so a target's distribution is the same
+  whichever other cells are queried with it; otherwise queries also attend to each other.
 * ``triples``: a causal decoder over (input cell, input colour, target cell) triples in a random order;
   token i holds cell order[i - 1] with its colour (a learned start token for i = 0) and asks for cell
   order[i]. A key/value cache makes each generation step cost one token.
@@ -33,6 +36,7 @@ class PixelConfig:
     variant: str = "query"  # query | triples
     side: int = 28
     n_colours: int = 4
+    independent: bool = True  # query variant: queries do not attend to each other (the thesis's decoder)
     core: AnyOrderConfig = field(default_factory=_core)
 
 
@@ -81,7 +85,7 @@ class PixelAnyOrder(nn.Module):
         if known_valid is not None:
             valid[:, 1:] = known_valid
         query_valid = torch.ones(targets.shape, dtype=torch.bool, device=known.device)
-        return self.head(self.core(tokens, valid, self.target_tokens(targets), query_valid))
+        return self.head(self.core(tokens, valid, self.target_tokens(targets), query_valid, self.cfg.independent))
 
     # --- triples variant -------------------------------------------------------------------------------
     def triple_tokens(self, inp: torch.Tensor, target_cells: torch.Tensor) -> torch.Tensor:

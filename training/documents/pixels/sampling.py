@@ -11,6 +11,12 @@ under that order (for an entropy order, the order is chosen from the model's ent
 cells so far). A perfectly consistent model gives every order the same likelihood.
 
 Conditional completion: cells given in ``known`` keep their colours; only the others are visited.
+
+Queried cells: the entropy orders must query every unknown cell at every step (to choose the next one
+by its entropy); the fixed orders query only the next cells, unless ``query_unknown``. For a decoder
+whose queries see each other that changes the distributions, so a fair comparison of orders queries
+the same cells in every order (``query_unknown=True``); for the independent (pure-query) decoder, and
+for the triples variant, whose candidates are scored side by side, it changes nothing.
 """
 
 from __future__ import annotations
@@ -52,11 +58,12 @@ def _rows(mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def run_order(model: PixelAnyOrder, order: str, n: int | None = None, *, image: torch.Tensor | None = None,
               known: torch.Tensor | None = None, score: bool = False, per_step: int = 1,
-              temperature: float = 1.0, seed: int = 0) -> OrderResult:
+              temperature: float = 1.0, seed: int = 0, query_unknown: bool = False) -> OrderResult:
     """Visit every unknown cell in ``order`` and sample its colour; with ``score``, take its colour from
     ``image`` (B, N) instead and score it. ``known`` (B, N) bool marks cells of ``image`` that are given
     (conditional completion: they keep their colours and are not visited). ``n`` is the batch size when
-    there is no ``image``."""
+    there is no ``image``. ``query_unknown``: fixed orders query every unknown cell too, as the entropy
+    orders do, and take the next cells' distributions from that pass (query variant)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     model.eval()
@@ -89,7 +96,13 @@ def run_order(model: PixelAnyOrder, order: str, n: int | None = None, *, image: 
             logits = state.scores(cand)
         else:
             kn = _rows(is_known)
-            logits = model.query_logits(kn, colours.gather(1, kn), cand)
+            if fixed is not None and query_unknown:  # the same queries as an entropy order's step
+                unknown = _rows(~is_known)  # ascending cell indices, so cand's places are a search away
+                every = model.query_logits(kn, colours.gather(1, kn), unknown)
+                at = torch.searchsorted(unknown, cand.contiguous())
+                logits = every.gather(1, at[..., None].expand(-1, -1, every.shape[-1]))
+            else:
+                logits = model.query_logits(kn, colours.gather(1, kn), cand)
         if fixed is None:  # entropy orders: keep the k lowest (or highest) entropy candidates
             pick = entropy(logits).argsort(dim=1, descending=order == "highest-entropy")[:, :k]
             cand = cand.gather(1, pick)

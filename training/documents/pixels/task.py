@@ -36,6 +36,7 @@ class PixelTaskConfig:
     d_model: int = 64  # the transformer's width
     n_heads: int = 4  # attention heads
     n_layers: int = 2  # encoder and decoder depth (query); causal depth (triples)
+    independent: bool = True  # query variant: each query sees the known cells only (false: queries also see each other)
     dropout: float = 0.0  # dropout inside the transformer
     lr: float = 1e-3  # AdamW's learning rate
     weight_decay: float = 0.01  # AdamW's weight decay
@@ -48,7 +49,7 @@ class PixelTaskConfig:
     def model_config(self) -> PixelConfig:
         core = dataclasses.replace(PixelConfig().core, d_model=self.d_model, n_heads=self.n_heads,
                                    n_enc_layers=self.n_layers, n_dec_layers=self.n_layers, dropout=self.dropout)
-        return PixelConfig(variant=self.variant, core=core)
+        return PixelConfig(variant=self.variant, independent=self.independent, core=core)
 
 
 def quantised_splits(cfg: PixelTaskConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -129,7 +130,8 @@ def load_run(
     snapshot = json.loads((run_dir / "config.json").read_text())
     if snapshot.get("model") != "pixels":
         raise ValueError(f"{run_dir} is a run of {snapshot.get('model')!r}, not of the pixel model")
-    cfg = PixelTaskConfig(**snapshot["config"])
+    # runs from before the independent decoder existed trained queries that see each other
+    cfg = PixelTaskConfig(**{"independent": False, **snapshot["config"]})
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     model = PixelAnyOrder(cfg.model_config())

@@ -879,11 +879,11 @@ def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_pat
 
 @pytest.mark.slow  # reads the hand's validation takes
 def test_a_trained_model_file_is_calibrated_again_on_its_runs_validation_data(tmp_path, data_root):
-    """``python -m training.inbetween.export --recalibrate MODEL OUT``: the card's training config names the
+    """``python -m training.inbetween.recalibrate MODEL OUT``: the card's training config names the
     run's validation takes; the earlier calibration is undone first, the new one (gap gates included) is
     written into OUT's card and its config, and a model whose card has no training config is refused."""
     from training.inbetween.checkpoint import CheckpointError
-    from training.inbetween.export import recalibrate
+    from training.inbetween.recalibrate import recalibrate
 
     cfg = AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1,
                               val_windows=16, batch_size=16, data_root=str(data_root))

@@ -33,8 +33,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def orthonormal(m: np.ndarray) -> np.ndarray:
-    """The rotation nearest to each 3x3 matrix (removes scale and shear; SVD polar factor)."""
+def _svd_rotation(m: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(m)
     r = u @ vt
     d = np.linalg.det(r)
@@ -43,6 +42,41 @@ def orthonormal(m: np.ndarray) -> np.ndarray:
         u[..., :, -1] *= np.where(d < 0, -1.0, 1.0)[..., None]
         r = u @ vt
     return r
+
+
+def orthonormal(m: np.ndarray) -> np.ndarray:
+    """The rotation nearest to each 3x3 matrix (removes scale and shear; the polar factor). Newton's iteration
+    X <- (g X + X^-T / g) / 2 on the nine entries as arrays (a bone's matrix is a rotation up to float32 noise
+    and scale: one or two steps); matrices that mirror (det <= 0) take the SVD, with the nearest rotation."""
+    m = np.asarray(m, dtype=np.float64)
+    shape = m.shape
+    y = m.reshape(-1, 9).T.copy()  # (9, N): m00 m01 m02 m10 ... m22
+    out = np.empty_like(y)
+    idx = np.arange(y.shape[1])
+    mirrored = np.zeros(y.shape[1], dtype=bool)
+    for step in range(60):
+        m00, m01, m02, m10, m11, m12, m20, m21, m22 = y
+        c = np.stack([m11 * m22 - m12 * m21, m12 * m20 - m10 * m22, m10 * m21 - m11 * m20,
+                      m02 * m21 - m01 * m22, m00 * m22 - m02 * m20, m01 * m20 - m00 * m21,
+                      m01 * m12 - m02 * m11, m02 * m10 - m00 * m12, m00 * m11 - m01 * m10])  # cofactors
+        det = m00 * c[0] + m01 * c[1] + m02 * c[2]
+        if step == 0:
+            mirrored = ~(det > 0)
+            if mirrored.any():
+                idx, y, c, det = idx[~mirrored], y[:, ~mirrored], c[:, ~mirrored], det[~mirrored]
+        c /= det  # X^-T
+        g = np.sqrt(np.sqrt(np.einsum("ij,ij->j", c, c) / np.einsum("ij,ij->j", y, y)))
+        nxt = 0.5 * (g * y + c / g)
+        out[:, idx] = nxt
+        moving = np.abs(nxt - y).max(axis=0) > 1e-7  # quadratic convergence: the next step would move < 1e-14
+        if not moving.any():
+            break
+        idx, y = idx[moving], nxt[:, moving]
+    out = out.T.reshape(shape)
+    if mirrored.any():
+        flat = out.reshape(-1, 3, 3)
+        flat[mirrored] = _svd_rotation(m.reshape(-1, 3, 3)[mirrored])
+    return out
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -131,11 +165,13 @@ class Rig:
     def heads(self) -> np.ndarray:
         return self.rest[:, :3, 3]
 
-    def pose(self, basis: np.ndarray) -> np.ndarray:
+    def pose(self, basis: np.ndarray, bones=None) -> np.ndarray:
         """Armature-space pose matrices (F, N, 4, 4) from local basis matrices (F, N, 4, 4)
-        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale."""
+        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale.
+        ``bones``: only these (with all their ancestors among them); the others are left undefined."""
         out = np.empty_like(basis)
-        for b, p in enumerate(self.parents):
+        for b in range(len(self.parents)) if bones is None else sorted(bones):
+            p = self.parents[b]
             rel = self.rest_rel[b] @ basis[:, b]
             out[:, b] = rel if p < 0 else out[:, p] @ rel
         return out
@@ -384,11 +420,12 @@ class Retarget:
         f = pose.shape[0]
         g = np.empty((f, len(self.model.joints), 3, 3))
         pos = np.zeros((f, len(self.model.joints), 3))
-        world = orthonormal(pose[..., :3, :3])
+        bones = sorted(set(self.bone_of.values()))
+        world = dict(zip(bones, np.swapaxes(orthonormal(pose[:, bones, :3, :3]), 0, 1), strict=True))
         for j, p in enumerate(self.model.parents):
             b = self.bone_of.get(j)
             if b is not None:
-                g[:, j] = self.to_model @ world[:, b] @ self._read[j]
+                g[:, j] = self.to_model @ world[b] @ self._read[j]
                 if j in turn:
                     g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
@@ -436,7 +473,13 @@ class Retarget:
         rig = self.rig
         out = basis.copy()
         pose = np.empty_like(basis)
-        for b, p in enumerate(rig.parents):
+        needed = set()  # the written bones and their ancestors: the other bones keep their basis
+        for j, b in self.bone_of.items():
+            while b >= 0 and b not in needed and write[:, j].any():
+                needed.add(b)
+                b = int(rig.parents[b])
+        for b in sorted(needed):
+            p = rig.parents[b]
             a = rig.rest_rel[b] if p < 0 else pose[:, p] @ rig.rest_rel[b]  # (F or 1, 4, 4)
             a = np.broadcast_to(a, basis[:, b].shape)
             j = joint_of.get(b)
@@ -490,48 +533,96 @@ def rig_scale(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], skeleton:
 TWIST_PRIOR = 0.5  # cost of turning a bone's twist away from the rest estimate (units of the data's spread)
 
 
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products (..., 4) wxyz (broadcasting)."""
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    return q * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def axis_quats(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) of turns about one unit axis by each angle (...)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    return np.concatenate([np.cos(angles / 2)[..., None], np.sin(angles / 2)[..., None] * axis], -1)
+
+
+def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, passes: int,
+                  per_key: bool) -> np.ndarray | None:
+    """The twists (K, J) radians about each free joint's own bone that make the keyed poses (K, N, 4, 4) most
+    typical of the training data (see :func:`fit_twists`): one per joint for all keys (every row the same), or
+    one per key (``per_key``). Coordinate descent over a grid of angles, parents first, the costs in closed form
+    over the grid (see ``cost``). None when the model has no habits to fit to."""
+    model = ret.model
+    conv = model.conventions or {}
+    names = model.joints
+    if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
+        return None
+    g, _ = ret.model_globals(poses)
+    gq = matrix_to_quat(g)  # (K, J, 4)
+    mean = {j: unit(np.array(conv[n]["mean_local"], dtype=np.float64)) for j, n in enumerate(names)}
+    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
+                 for j, n in enumerate(names)}
+    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
+    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
+    twist = np.zeros((len(poses), len(names)))
+
+    def current(j: int) -> np.ndarray:  # (K, 4)
+        return quat_mul(gq[:, j], axis_quats(axes[j], twist[:, j])) if j in free else gq[:, j]
+
+    half = angles / 2
+    cos, sin = np.cos(half)[:, None], np.sin(half)[:, None]  # (S, 1): a turn is cos + sin (0, axis)
+
+    def cost(k: int, m0: np.ndarray, m1: np.ndarray) -> np.ndarray:
+        """The data distance (S, K) of the local rotations q = cos m0 + sin m1 (m0, m1: (K, 4), already
+        measured from joint k's mean): |v|^2 under the precision, v the rotation vector of q. Linear in (cos,
+        sin), so the grid is a few products of (K,) sums; v and -v cost the same, so q's sign does not matter."""
+        a, b = m0[:, 1:], m1[:, 1:]
+        pa, pb = a @ precision[k], b @ precision[k]
+        quad = cos * cos * (pa * a).sum(1) + 2 * cos * sin * (pa * b).sum(1) + sin * sin * (pb * b).sum(1)
+        norm2 = cos * cos * (a * a).sum(1) + 2 * cos * sin * (a * b).sum(1) + sin * sin * (b * b).sum(1)
+        norm = np.sqrt(np.maximum(norm2, 0.0))
+        angle = 2 * np.arctan2(norm, np.abs(cos * m0[:, 0] + sin * m1[:, 0]))
+        return quad * (angle / np.maximum(norm, 1e-12)) ** 2
+
+    prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
+    for _ in range(passes):
+        for j in sorted(free):
+            p = model.parents[j]
+            total = prior + 0.0
+            pure = np.concatenate([[0.0], axes[j]])  # the turn's axis as a quaternion
+            if p >= 0:  # the joint's local rotation: mean_j^-1 parent^-1 g_j turn
+                m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p)), gq[:, j]))
+                total = total + cost(j, m0, quat_mul(m0, pure))
+            for k in model.children(j):  # each child's: mean_k^-1 turn^-1 g_j^-1 child
+                inner = quat_mul(quat_conj(gq[:, j]), current(k))
+                total = total + cost(k, quat_mul(quat_conj(mean[k]), inner),
+                                     -quat_mul(quat_conj(mean[k]), quat_mul(pure, inner)))
+            if per_key:
+                twist[:, j] = angles[np.argmin(total, axis=0)]
+            else:
+                twist[:, j] = angles[int(np.argmin(total.mean(axis=1)))]
+    return twist
+
+
 def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2) -> np.ndarray:
     """The matching pose with each free joint's twist about its own bone (which moves no joint) chosen so that
     the rig's keyed poses (K, N, 4, 4), read through it, are as typical of the training data as they can be:
     the Mahalanobis distance of every local rotation from the data's mean, under the data's spread, summed
     over the keys (a knee off its hinge, a forearm twisted against the capture's habit cost much), plus a
     small cost for leaving the rest estimate. Coordinate descent over a grid of angles, parents first."""
-    model = ret.model
-    conv = model.conventions or {}
-    names = model.joints
-    if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=False)
+    if twist is None:
         return ret.match
-    g, _ = ret.model_globals(poses)  # (K, J, 3, 3) at zero twist
-    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
-    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
-                 for j, n in enumerate(names)}
-    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
-    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
-    turns = {j: np.stack([axis_rotation(axes[j], a) for a in angles]) for j in free}  # (S, 3, 3)
-    phi = dict.fromkeys(free, 0.0)
-
-    def current(j: int) -> np.ndarray:  # (K, 3, 3)
-        return g[:, j] @ axis_rotation(axes[j], phi[j]) if j in free else g[:, j]
-
-    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        """Mean over keys of the data distance of local rotations parent^T child (..., K, 3, 3) -> (...)."""
-        rel = mean[k].T @ np.swapaxes(parent, -1, -2) @ child
-        v = rotvecs(rel)
-        return np.einsum("...i,ij,...j->...", v, precision[k], v).mean(axis=-1)
-
-    for _ in range(passes):
-        for j in sorted(free):
-            p = model.parents[j]
-            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
-            total = TWIST_PRIOR * (1 - np.cos(angles)) * 2
-            if p >= 0:
-                total = total + cost(j, current(p)[None], cand)
-            for k in model.children(j):
-                total = total + cost(k, cand, current(k)[None])
-            phi[j] = float(angles[int(np.argmin(total))])
     out = ret.match.copy()
+    conv = ret.model.conventions
     for j in free:
-        out[j] = ret.match[j] @ axis_rotation(axes[j], phi[j])
+        out[j] = ret.match[j] @ axis_rotation(unit(np.array(conv[ret.model.joints[j]]["axis"], dtype=np.float64)),
+                                              twist[0, j])
     return out
 
 
@@ -576,40 +667,8 @@ def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int 
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
     cost per key instead of over all keys (a Mixamo knee that is no hinge in its own frame gets its thigh
     turned at each key so that the knee bends about the data's hinge), each held near the shared match."""
-    model = ret.model
-    conv = model.conventions or {}
-    names = model.joints
-    k_count = len(poses)
-    out = np.zeros((k_count, len(names)))
-    if not free or not k_count or not all("spread" in conv.get(n, {}) for n in names):
-        return out
-    g, _ = ret.model_globals(poses)
-    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
-    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
-                 for j, n in enumerate(names)}
-    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
-    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
-    turns = {j: axis_rotations(axes[j], angles) for j in free}  # (S, 3, 3)
-
-    def current(j: int) -> np.ndarray:  # (K, 3, 3)
-        return g[:, j] @ axis_rotations(axes[j], out[:, j]) if j in free else g[:, j]
-
-    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        v = rotvecs(mean[k].T @ np.swapaxes(parent, -1, -2) @ child)
-        return np.einsum("...i,ij,...j->...", v, precision[k], v)
-
-    prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
-    for _ in range(passes):
-        for j in sorted(free):
-            p = model.parents[j]
-            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
-            total = prior + 0.0
-            if p >= 0:
-                total = total + cost(j, current(p)[None], cand)
-            for k in model.children(j):
-                total = total + cost(k, cand, current(k)[None])
-            out[:, j] = angles[np.argmin(total, axis=0)]
-    return out
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=True)
+    return np.zeros((len(poses), len(ret.model.joints))) if twist is None else twist
 
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",

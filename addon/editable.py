@@ -32,6 +32,7 @@ class Track:
     keyed: np.ndarray  # the bone's keyed frames (sorted): where the animator's curve is pinned
     static: tuple  # the property's current values (a channel without keys holds them)
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0))  # frames keyed by this fill so far
+    quats: np.ndarray | None = None  # the dense fill's rotations (n, 4), once measured
 
     @property
     def width(self) -> int:
@@ -72,7 +73,9 @@ def deviation(bag, t: Track) -> np.ndarray:
         now[:, live] = fcurves.evaluate([found[c] for c in live], t.frames).T
     if t.mode == "LOCATION":
         return np.linalg.norm(now - t.values, axis=1)
-    dot = np.abs((curves.mode_to_quat(now, t.mode) * curves.mode_to_quat(t.values, t.mode)).sum(-1))
+    if t.quats is None:
+        t.quats = curves.mode_to_quat(t.values, t.mode)
+    dot = np.abs((curves.mode_to_quat(now, t.mode) * t.quats).sum(-1))
     dot = np.minimum(dot, 1.0)
     return 2.0 * np.arctan2(np.sqrt(1.0 - dot * dot), dot)
 

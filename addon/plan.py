@@ -202,11 +202,12 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
 
     local, trans = ret.model_locals(pose, frames)
     body_joints: dict[str, dict] = {}
-    for j, name in enumerate(msk.joints):
-        track: dict = {"rotations": [local[i, j].tolist() if known[i, j] else None for i in range(n_frames)],
-                       "targets": [frames[i] for i in np.flatnonzero(targets[:, j])]}
+    frame_array = np.asarray(frames)
+    for j, name in enumerate(msk.joints):  # whole columns to lists at once; unknown cells are null
+        track: dict = {"rotations": [r if k else None for r, k in zip(local[:, j].tolist(), known[:, j], strict=True)],
+                       "targets": frame_array[targets[:, j]].tolist()}
         if msk.moving[j]:
-            track["translations"] = [trans[i, j].tolist() if known[i, j] else None for i in range(n_frames)]
+            track["translations"] = [t if k else None for t, k in zip(trans[:, j].tolist(), known[:, j], strict=True)]
         body_joints[name] = track
     fps = context.scene.render.fps / (context.scene.render.fps_base or 1.0)
     job_id = client_mod.new_job_id()

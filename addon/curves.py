@@ -291,7 +291,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
     replaced; a frame holding another key is skipped (the animator's key wins). Every other key keeps its handles
     exactly, except keys at the frames of ``fresh`` (keys this fill wrote a moment ago: their handles are
-    computed again with their new neighbours). Returns the number of keys written. About twenty bulk calls
+    computed again with their new neighbours). Returns the number of keys written. Sixteen bulk calls
     (``foreach_get``/``foreach_set``) per channel, whatever the number of keys."""
     fc = channel(bag, data_path, index, group)
     kp = fc.keyframe_points
@@ -311,7 +311,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     n = len(frames)
     if not n:
         return 0
-    # every existing key's interpolation, handles and handle types (restored after the handle pass)
+    # every existing key's interpolation, handle types and handles (those restored after the handle pass)
     interp = _read(kp, "interpolation", n0, 1, np.int32)
     hl, hr = _read(kp, "handle_left", n0, 2), _read(kp, "handle_right", n0, 2)
     hlt, hrt = _read(kp, "handle_left_type", n0, 1, np.int32), _read(kp, "handle_right_type", n0, 1, np.int32)
@@ -323,8 +323,6 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
                              ("interpolation", interp, enum_value("interpolation", interpolation)),
                              ("handle_right_type", hrt, auto)):
         kp.foreach_set(attr, np.concatenate([old, np.full(n, value, dtype=np.int32)]))
-    kp.foreach_set("handle_left", np.concatenate([hl, new_co]))  # new handles start on their key
-    kp.foreach_set("handle_right", np.concatenate([hr, new_co]))
     kp.sort()
     kp.handles_recalc()
     # where did the old keys go? frames never coincide: an old key's place is its rank among the old keys plus
@@ -336,14 +334,10 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(
         existing, np.sort(np.asarray(fresh, dtype=np.float64)))
     pos, old = pos[keep], np.flatnonzero(keep)
-    for attr, saved in (("handle_left", hl), ("handle_right", hr)):
+    for attr, saved in (("handle_left", hl), ("handle_right", hr)):  # (the handle pass changes no handle type)
         buf = _read(kp, attr, total, 2).reshape(total, 2)
         buf[pos] = saved.reshape(n0, 2)[old]
         kp.foreach_set(attr, buf.ravel())
-    for attr, saved in (("handle_left_type", hlt), ("handle_right_type", hrt)):
-        buf = np.full(total, auto, dtype=np.int32)  # this fill's keys are Auto Clamped; the others keep theirs
-        buf[pos] = saved[old]
-        kp.foreach_set(attr, buf)
     return n
 
 

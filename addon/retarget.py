@@ -412,16 +412,22 @@ class Retarget:
     def mapped_bones(self) -> set[int]:
         return set(self.bone_of.values())
 
-    def model_globals(self, pose: np.ndarray, frames=None) -> tuple[np.ndarray, np.ndarray]:
+    def world_rotations(self, pose: np.ndarray) -> dict[int, np.ndarray]:
+        """Each mapped bone's armature-space rotation (F, 3, 3) in the pose matrices (F, N, 4, 4)."""
+        bones = sorted(set(self.bone_of.values()))
+        return dict(zip(bones, np.swapaxes(orthonormal(pose[:, bones, :3, :3]), 0, 1), strict=True))
+
+    def model_globals(self, pose: np.ndarray, frames=None, world: dict[int, np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """Model global rotations (F, J, 3, 3) and positions of the moving joints (F, J, 3; zero elsewhere)
         from the rig's armature-space pose matrices (F, N, 4, 4) at ``frames`` (for the per-key twists).
-        Unmapped joints follow their parent as in the matching pose; an unmapped root stays at the origin."""
+        Unmapped joints follow their parent as in the matching pose; an unmapped root stays at the origin.
+        ``world``: :meth:`world_rotations` of the pose, when already known."""
         turn = self._twist_matrices(frames, 1.0)
         f = pose.shape[0]
         g = np.empty((f, len(self.model.joints), 3, 3))
         pos = np.zeros((f, len(self.model.joints), 3))
-        bones = sorted(set(self.bone_of.values()))
-        world = dict(zip(bones, np.swapaxes(orthonormal(pose[:, bones, :3, :3]), 0, 1), strict=True))
+        world = self.world_rotations(pose) if world is None else world
         for j, p in enumerate(self.model.parents):
             b = self.bone_of.get(j)
             if b is not None:
@@ -552,7 +558,7 @@ def axis_quats(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
 
 
 def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, passes: int,
-                  per_key: bool) -> np.ndarray | None:
+                  per_key: bool, world: dict[int, np.ndarray] | None = None) -> np.ndarray | None:
     """The twists (K, J) radians about each free joint's own bone that make the keyed poses (K, N, 4, 4) most
     typical of the training data (see :func:`fit_twists`): one per joint for all keys (every row the same), or
     one per key (``per_key``). Coordinate descent over a grid of angles, parents first, the costs in closed form
@@ -562,7 +568,7 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
     names = model.joints
     if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
         return None
-    g, _ = ret.model_globals(poses)
+    g, _ = ret.model_globals(poses, world=world)
     gq = matrix_to_quat(g)  # (K, J, 4)
     mean = {j: unit(np.array(conv[n]["mean_local"], dtype=np.float64)) for j, n in enumerate(names)}
     precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
@@ -574,34 +580,53 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
     def current(j: int) -> np.ndarray:  # (K, 4)
         return quat_mul(gq[:, j], axis_quats(axes[j], twist[:, j])) if j in free else gq[:, j]
 
-    half = angles / 2
-    cos, sin = np.cos(half)[:, None], np.sin(half)[:, None]  # (S, 1): a turn is cos + sin (0, axis)
+    cos_half, sin_half = np.cos(angles / 2)[:, None], np.sin(angles / 2)[:, None]  # (S, 1): a turn is cos + sin axis
+    cos_full, sin_full = np.cos(angles)[:, None], np.sin(angles)[:, None]
 
     def cost(k: int, m0: np.ndarray, m1: np.ndarray) -> np.ndarray:
-        """The data distance (S, K) of the local rotations q = cos m0 + sin m1 (m0, m1: (K, 4), already
-        measured from joint k's mean): |v|^2 under the precision, v the rotation vector of q. Linear in (cos,
-        sin), so the grid is a few products of (K,) sums; v and -v cost the same, so q's sign does not matter."""
+        """The data distance (S, K) of the local rotations q = cos m0 + sin m1 (half angles; m0, m1: (K, 4),
+        already measured from joint k's mean): |v|^2 under the precision, v the rotation vector of q. The
+        quadratic forms in (cos, sin) are sinusoids of the whole angle, so the grid is a few products of (K,)
+        sums; v and -v cost the same, so q's sign does not matter."""
         a, b = m0[:, 1:], m1[:, 1:]
         pa, pb = a @ precision[k], b @ precision[k]
-        quad = cos * cos * (pa * a).sum(1) + 2 * cos * sin * (pa * b).sum(1) + sin * sin * (pb * b).sum(1)
-        norm2 = cos * cos * (a * a).sum(1) + 2 * cos * sin * (a * b).sum(1) + sin * sin * (b * b).sum(1)
-        norm = np.sqrt(np.maximum(norm2, 0.0))
-        angle = 2 * np.arctan2(norm, np.abs(cos * m0[:, 0] + sin * m1[:, 0]))
-        return quad * (angle / np.maximum(norm, 1e-12)) ** 2
+        aa, ab, bb = (pa * a).sum(1), (pa * b).sum(1), (pb * b).sum(1)
+        quad = 2 * (aa + bb) + cos_full * (2 * (aa - bb)) + sin_full * (4 * ab)  # 4 (vector part)^T P (vector part)
+        na, nab, nb = (a * a).sum(1), (a * b).sum(1), (b * b).sum(1)
+        norm = np.sqrt(np.maximum((na + nb) / 2 + cos_full * ((na - nb) / 2) + sin_full * nab, 0.0))
+        half = np.arctan2(norm, np.abs(cos_half * m0[:, 0] + sin_half * m1[:, 0]))
+        return quad * (half / np.maximum(norm, 1e-12)) ** 2
 
     prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
+    seen: dict[tuple, np.ndarray] = {}  # a term's grid, by the neighbour's twists it was computed with
+
+    def term(key: tuple, neighbour: int, make) -> np.ndarray:
+        """A cost grid, computed again only when the neighbouring joint's twists changed (a later pass)."""
+        key = (*key, twist[:, neighbour].tobytes() if neighbour in free else None)
+        if key not in seen:
+            seen[key] = make()
+        return seen[key]
+
     for _ in range(passes):
         for j in sorted(free):
             p = model.parents[j]
             total = prior + 0.0
             pure = np.concatenate([[0.0], axes[j]])  # the turn's axis as a quaternion
             if p >= 0:  # the joint's local rotation: mean_j^-1 parent^-1 g_j turn
-                m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p)), gq[:, j]))
-                total = total + cost(j, m0, quat_mul(m0, pure))
+
+                def parent_term(j=j, p=p, pure=pure) -> np.ndarray:
+                    m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p)), gq[:, j]))
+                    return cost(j, m0, quat_mul(m0, pure))
+
+                total = total + term(("parent", j), p, parent_term)
             for k in model.children(j):  # each child's: mean_k^-1 turn^-1 g_j^-1 child
-                inner = quat_mul(quat_conj(gq[:, j]), current(k))
-                total = total + cost(k, quat_mul(quat_conj(mean[k]), inner),
-                                     -quat_mul(quat_conj(mean[k]), quat_mul(pure, inner)))
+
+                def child_term(j=j, k=k, pure=pure) -> np.ndarray:
+                    inner = quat_mul(quat_conj(gq[:, j]), current(k))
+                    return cost(k, quat_mul(quat_conj(mean[k]), inner),
+                                -quat_mul(quat_conj(mean[k]), quat_mul(pure, inner)))
+
+                total = total + term(("child", j, k), k, child_term)
             if per_key:
                 twist[:, j] = angles[np.argmin(total, axis=0)]
             else:
@@ -609,13 +634,14 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
     return twist
 
 
-def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2) -> np.ndarray:
+def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2,
+               world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The matching pose with each free joint's twist about its own bone (which moves no joint) chosen so that
     the rig's keyed poses (K, N, 4, 4), read through it, are as typical of the training data as they can be:
     the Mahalanobis distance of every local rotation from the data's mean, under the data's spread, summed
     over the keys (a knee off its hinge, a forearm twisted against the capture's habit cost much), plus a
     small cost for leaving the rest estimate. Coordinate descent over a grid of angles, parents first."""
-    twist = _twist_search(ret, poses, free, steps, passes, per_key=False)
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=False, world=world)
     if twist is None:
         return ret.match
     out = ret.match.copy()
@@ -639,7 +665,8 @@ def short_joints(model: ModelSkeleton, free: set[int], ratio: float = 0.4) -> se
     return out
 
 
-def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int]) -> np.ndarray:
+def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int],
+                world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The matching pose with each of ``joints`` turned so that the rig's keyed local rotations (K poses) are,
     on average, the training data's mean local rotation (a rig's neutral toe or clavicle is the data's): the
     rotation nearest to the mean of R_k^T mean over the keys, parents first."""
@@ -652,7 +679,7 @@ def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int]) -> np.ndarra
         p = ret.model.parents[j]
         if p < 0:
             continue
-        g, _ = current.model_globals(poses)
+        g, _ = current.model_globals(poses, world=world)
         local = np.swapaxes(g[:, p], -1, -2) @ g[:, j]
         mean = quat_to_matrix(np.array(conv[ret.model.joints[j]]["mean_local"]))
         delta = orthonormal((np.swapaxes(local, -1, -2) @ mean).mean(axis=0))
@@ -663,11 +690,11 @@ def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int]) -> np.ndarra
 
 
 def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
-                   passes: int = 2) -> np.ndarray:
+                   passes: int = 2, world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
     cost per key instead of over all keys (a Mixamo knee that is no hinge in its own frame gets its thigh
     turned at each key so that the knee bends about the data's hinge), each held near the shared match."""
-    twist = _twist_search(ret, poses, free, steps, passes, per_key=True)
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=True, world=world)
     return np.zeros((len(poses), len(ret.model.joints))) if twist is None else twist
 
 
@@ -687,11 +714,13 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
     ret = Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
     if used == "REST" and poses is not None and len(poses):
-        ret = Retarget(model, rig, mapping, to_model, scale, fit_offsets(ret, poses, short_joints(model, free)),
-                       used, mirrored)
-        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free), used, mirrored)
+        world = ret.world_rotations(poses)  # the same bones' rotations for every fit below
+        ret = Retarget(model, rig, mapping, to_model, scale,
+                       fit_offsets(ret, poses, short_joints(model, free), world), used, mirrored)
+        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free, world=world), used,
+                       mirrored)
         if key_frames is not None:
-            twists = fit_key_twists(ret, poses, free)
+            twists = fit_key_twists(ret, poses, free, world=world)
             axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
             ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
                            key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)

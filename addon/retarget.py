@@ -577,8 +577,8 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
     axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
     twist = np.zeros((len(poses), len(names)))
 
-    def current(j: int) -> np.ndarray:  # (K, 4)
-        return quat_mul(gq[:, j], axis_quats(axes[j], twist[:, j])) if j in free else gq[:, j]
+    def current(j: int, keys=slice(None)) -> np.ndarray:  # (K, 4), or the listed keys'
+        return quat_mul(gq[keys, j], axis_quats(axes[j], twist[keys, j])) if j in free else gq[keys, j]
 
     cos_half, sin_half = np.cos(angles / 2)[:, None], np.sin(angles / 2)[:, None]  # (S, 1): a turn is cos + sin axis
     cos_full, sin_full = np.cos(angles)[:, None], np.sin(angles)[:, None]
@@ -598,14 +598,21 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
         return quad * (half / np.maximum(norm, 1e-12)) ** 2
 
     prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
-    seen: dict[tuple, np.ndarray] = {}  # a term's grid, by the neighbour's twists it was computed with
+    seen: dict[tuple, tuple[np.ndarray | None, np.ndarray]] = {}  # a term's neighbour twists and grid
 
     def term(key: tuple, neighbour: int, make) -> np.ndarray:
-        """A cost grid, computed again only when the neighbouring joint's twists changed (a later pass)."""
-        key = (*key, twist[:, neighbour].tobytes() if neighbour in free else None)
+        """A cost grid (S, K) that depends on one neighbouring joint's twists: computed again (a later pass)
+        only for the keys whose neighbour twist changed since."""
+        now = twist[:, neighbour].copy() if neighbour in free else None
         if key not in seen:
-            seen[key] = make()
-        return seen[key]
+            seen[key] = (now, make(slice(None)))
+        before, grid = seen[key]
+        if now is not None and not np.array_equal(now, before):
+            changed = np.flatnonzero(now != before)
+            grid = grid.copy()
+            grid[:, changed] = make(changed)
+            seen[key] = (now, grid)
+        return grid
 
     for _ in range(passes):
         for j in sorted(free):
@@ -614,15 +621,15 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
             pure = np.concatenate([[0.0], axes[j]])  # the turn's axis as a quaternion
             if p >= 0:  # the joint's local rotation: mean_j^-1 parent^-1 g_j turn
 
-                def parent_term(j=j, p=p, pure=pure) -> np.ndarray:
-                    m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p)), gq[:, j]))
+                def parent_term(keys, j=j, p=p, pure=pure) -> np.ndarray:
+                    m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p, keys)), gq[keys, j]))
                     return cost(j, m0, quat_mul(m0, pure))
 
                 total = total + term(("parent", j), p, parent_term)
             for k in model.children(j):  # each child's: mean_k^-1 turn^-1 g_j^-1 child
 
-                def child_term(j=j, k=k, pure=pure) -> np.ndarray:
-                    inner = quat_mul(quat_conj(gq[:, j]), current(k))
+                def child_term(keys, j=j, k=k, pure=pure) -> np.ndarray:
+                    inner = quat_mul(quat_conj(gq[keys, j]), current(k, keys))
                     return cost(k, quat_mul(quat_conj(mean[k]), inner),
                                 -quat_mul(quat_conj(mean[k]), quat_mul(pure, inner)))
 
@@ -669,23 +676,23 @@ def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int],
                 world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The matching pose with each of ``joints`` turned so that the rig's keyed local rotations (K poses) are,
     on average, the training data's mean local rotation (a rig's neutral toe or clavicle is the data's): the
-    rotation nearest to the mean of R_k^T mean over the keys, parents first."""
+    rotation nearest to the mean of R_k^T mean over the keys, parents first (each of ``joints`` is mapped)."""
     conv = ret.model.conventions or {}
     out = ret.match.copy()
     if not joints or not len(poses):
         return out
-    current = ret
+    g, _ = ret.model_globals(poses, world=world)
     for j in sorted(joints):
         p = ret.model.parents[j]
         if p < 0:
             continue
-        g, _ = current.model_globals(poses, world=world)
         local = np.swapaxes(g[:, p], -1, -2) @ g[:, j]
         mean = quat_to_matrix(np.array(conv[ret.model.joints[j]]["mean_local"]))
         delta = orthonormal((np.swapaxes(local, -1, -2) @ mean).mean(axis=0))
         out[j] = out[j] @ delta
-        current = Retarget(ret.model, ret.rig, ret.mapping, ret.to_model, ret.scale, out, ret.rest_mode,
-                           ret.mirrored)
+        # a mapped joint's global turns with its match (G_j = T W_b B_b^-1 T^-1 M_j); the joints the rig lacks
+        # below it follow M_j^T M_child, which the same turn leaves as it was
+        g[:, j] = g[:, j] @ delta
     return out
 
 

@@ -172,13 +172,13 @@ def format_table(r: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, row in (("every frame", r["dense"]), ("editable", r["editable"])):
         dev = "0 (a key on every filled frame)" if name == "every frame" else (
-            f"{row['measured_rotation_deg']:.3f} deg, {row['measured_location_cm']:.3f} cm "
+            f"{row['measured_rotation_deg']:.4f} deg, {row['measured_location_cm']:.3f} cm "
             f"(tolerance {r['rotation_tolerance_deg']:g} deg, {r['location_tolerance_cm']:g} cm)")
         lines.append(f"| {name} | {row['keys']:,} | {1e3 * row['read_s']:.0f} | {1e3 * row['write_s']:.0f} | "
                      f"{1e3 * row['total_s']:.0f} | {1e3 * (row['cpu_read_s'] + row['cpu_write_s']):.0f} | {dev} |")
     e = r["editable"]
     lines += ["", f"editable: {e['keys']:,} keys = {100 * e['share']:.1f} % of dense ({e['dense_keys']:,}); "
-              f"the extension reported {e['reported_rotation_deg']:.3f} deg, {e['reported_location_cm']:.3f} cm; "
+              f"the extension reported {e['reported_rotation_deg']:.4f} deg, {e['reported_location_cm']:.3f} cm; "
               f"animator's keys identical: dense {r['dense']['animator_keys_identical']}, editable "
               f"{e['animator_keys_identical']}; the server's fill: {1e3 * r['request_s']:.0f} ms over HTTP, "
               f"{1e3 * r['backend_s']:.0f} ms in the backend"]

@@ -48,6 +48,7 @@ class Written:
     editable: bool = False
     max_rotation_deg: float = 0.0  # largest deviation from the dense fill (editable), degrees
     max_location: float = 0.0  # the same for locations, in the rig's units
+    seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of writing took
 
     def add(self, other: Written) -> Written:
         return Written(self.keys + other.keys, self.dense_keys + other.dense_keys, self.editable or other.editable,

@@ -109,13 +109,20 @@ def store_output(obj, written, first: bool = True) -> None:
     s.last_max_rotation, s.last_max_location = written.max_rotation_deg, written.max_location
 
 
-def describe_output(written) -> str:
+def length_text(scene, value: float) -> str:
+    """A length in scene units as the scene shows it (its unit system and Unit Scale), e.g. '9.8 mm'."""
+    units = scene.unit_settings
+    return bpy.utils.units.to_string(units.system if units.system != "NONE" else "METRIC", "LENGTH",
+                                     value * units.scale_length, precision=2)
+
+
+def describe_output(written, scene) -> str:
     """The report's words for what a fill wrote: its keys, and for editable keys the dense count and the largest
     deviations."""
     if not written.editable:
         return f"{written.keys} keys"
     return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
-            f"{written.max_rotation_deg:.2f} deg, {written.max_location:.3g} scene units)")
+            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)})")
 
 
 # --- backend --------------------------------------------------------------------------------------------
@@ -258,7 +265,7 @@ class _FillBase(AsyncRequest):
         rate = answer.get("resampled")
         at = f"; filled at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside " \
              "the model's trained rates" if rate else ""
-        return f"Anyfill: wrote {describe_output(written)} ({plan.summary}; backend {ms:.0f} ms{at})"
+        return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}; backend {ms:.0f} ms{at})"
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):
@@ -311,8 +318,8 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         plan_mod.store_uncertainty(obj, plan, variations[0])
         _variations[obj.name] = (plan, variations)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
-        return (f"Anyfill: variation 1 of {len(variations)} ({describe_output(written)}); step with the arrows, "
-                "then Keep")
+        what = describe_output(written, context.scene)
+        return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
 
 
 class ANYFILL_OT_step_variation(bpy.types.Operator):
@@ -341,7 +348,8 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
         store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[i])
         obj.anyfill.variation_index = i
-        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({describe_output(written)})")
+        what = describe_output(written, context.scene)
+        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what})")
         return {"FINISHED"}
 
 

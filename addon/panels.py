@@ -4,6 +4,7 @@ import bpy
 
 from . import client as client_mod
 from .jobs import backend_url
+from .operators import length_text
 
 
 class ANYFILL_UL_mapping(bpy.types.UIList):
@@ -65,10 +66,7 @@ def output_lines(s, scene) -> list[str]:
     share = 100.0 * s.last_keys / max(s.last_dense_keys, 1)
     lines = [f"Keys: {s.last_keys:,} ({share:.0f} % of {s.last_dense_keys:,} on every frame)"]
     if s.last_editable:
-        units = scene.unit_settings
-        where = bpy.utils.units.to_string(units.system if units.system != "NONE" else "METRIC", "LENGTH",
-                                          s.last_max_location * units.scale_length, precision=2)
-        lines.append(f"Largest deviation: {s.last_max_rotation:.2f}\u00b0, {where}")
+        lines.append(f"Largest deviation: {s.last_max_rotation:.2f}\u00b0, {length_text(scene, s.last_max_location)}")
     return lines
 
 

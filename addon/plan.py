@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class Plan:
     channels: dict[str, keys.Channels]  # mapped bone -> its properties at every frame (as read)
     summary: str = ""
     part: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of reading took
 
     @property
     def n_targets(self) -> int:
@@ -154,6 +156,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if scope_selected and not selected & set(mapping.values()):
         raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
     include_gen = not settings.replace_generated
+    t0 = time.perf_counter()
 
     bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, (lo, hi)) for j, b in mapping.items()}
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
@@ -173,7 +176,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames, channels)
     pose = rig_arrays.pose(basis, relevant)
     at_keys = _on(fr, keyed)
+    t1 = time.perf_counter()
     ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys], part)
+    t2 = time.perf_counter()
     msk = ret.model
 
     n_frames, n_joints = len(frames), len(msk.joints)
@@ -222,8 +227,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         body.update(sample or {})
     n_bones = int(write.any(axis=0).sum())
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
+    seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
-                bone_keys, {b: channels[b] for b in bone_keys}, summary, part)
+                bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds)
 
 
 # --- answers ---------------------------------------------------------------------------------------------
@@ -344,16 +350,23 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     obj = bpy.data.objects.get(plan.object_name)
     if obj is None:
         raise PlanError(f"The rig {plan.object_name!r} is gone")
+    t0 = time.perf_counter()
     local, trans = decoded if decoded is not None else validate(plan, joints_result)
+    t1 = time.perf_counter()
     basis = plan.retarget.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
+    t2 = time.perf_counter()
     bag = keys.channelbag(obj, create=True)
     todo = tracks(plan, obj, basis)
+    t3 = time.perf_counter()
     editable, rotation_tolerance, location_tolerance = output_settings(context)
     if not editable or plan.kind == "pose":
-        return editable_mod.write_dense(bag, todo)
-    scale = max(obj.matrix_world.to_scale()) or 1.0  # locations are in the armature's units
-    written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
-    written.max_location *= scale
+        written = editable_mod.write_dense(bag, todo)
+    else:
+        scale = max(obj.matrix_world.to_scale()) or 1.0  # locations are in the armature's units
+        written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
+        written.max_location *= scale
+    written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
+                       "keys written": time.perf_counter() - t3}
     return written
 
 

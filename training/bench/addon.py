@@ -5,7 +5,8 @@ no seam) keyed every n frames on Blender's default curves, as an animator blocks
 real ``anyfill serve`` fills the body once. Then, from the same keys each time, Blender's side alone is timed:
 *read* (``plan.prepare``: keys read, poses evaluated, the rig matched to the model, the request built) and
 *write* (``plan.apply``: the answer checked, the rig's poses solved, keys written), the answer being the one
-the server gave (so the server is not timed; its own time is reported once beside). Medians of repeats, for
+the server gave (so the server is not timed; its own time is reported once beside), and the stages of each
+as the extension times them (``Plan.seconds``, ``Written.seconds``). Medians of repeats, for
 a key on every filled frame (dense) and for editable curves. For the editable curves: the key count against
 dense, the largest deviation the extension reports, and the same measured independently, with Blender's own
 ``fcurve.evaluate`` on every channel at every filled frame against the dense fill's keys (rotations as the
@@ -145,7 +146,8 @@ def run(s: rig_bench.Session, clip: Path, frames: int, every: int, repeats: int,
             written = ext.plan.apply(bpy.context, plan, answer["joints"])
             t2, c2 = time.perf_counter(), time.process_time()
             rows.append({"read_s": t1 - t0, "write_s": t2 - t1, "total_s": t2 - t0, "cpu_read_s": c1 - c0,
-                         "cpu_write_s": c2 - c1, "load": load})
+                         "cpu_write_s": c2 - c1, "load": load,
+                         **{f"stage {k}": v for k, v in {**plan.seconds, **written.seconds}.items()}})
         row = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         row.update(keys=written.keys, dense_keys=written.dense_keys,
                    animator_keys_identical=rig_bench.animator_keys(ob) == before)
@@ -176,6 +178,9 @@ def format_table(r: dict) -> str:
             f"(tolerance {r['rotation_tolerance_deg']:g} deg, {r['location_tolerance_cm']:g} cm)")
         lines.append(f"| {name} | {row['keys']:,} | {1e3 * row['read_s']:.0f} | {1e3 * row['write_s']:.0f} | "
                      f"{1e3 * row['total_s']:.0f} | {1e3 * (row['cpu_read_s'] + row['cpu_write_s']):.0f} | {dev} |")
+    for name, row in (("every frame", r["dense"]), ("editable", r["editable"])):
+        stages = ", ".join(f"{k[6:]} {1e3 * v:.0f}" for k, v in row.items() if k.startswith("stage "))
+        lines.append(f"\n{name}, the stages (ms, medians): {stages}")
     e = r["editable"]
     lines += ["", f"editable: {e['keys']:,} keys = {100 * e['share']:.1f} % of dense ({e['dense_keys']:,}); "
               f"the extension reported {e['reported_rotation_deg']:.4f} deg, {e['reported_location_cm']:.3f} cm; "

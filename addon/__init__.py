@@ -4,9 +4,9 @@ Only ``bpy``, the numpy that Blender bundles and the standard library are used h
 backend, reached over HTTP.
 Modules: ``preferences`` (backend URL, token, Python), ``properties`` (scene and rig settings), ``rig``
 (mapping), ``retarget`` (rig <-> model through world rotations), ``keys`` (reading keys and poses),
-``curves`` (writing keys), ``client`` (HTTP, token,
-worker thread, backend process), ``plan`` (request and answer), ``jobs`` (non-blocking operators),
-``operators`` and ``panels``.
+``fcurves`` (Blender's F-curve evaluation in bulk), ``curves`` (continuity and writing keys), ``editable``
+(a key per frame, or editable curves within a tolerance), ``client`` (HTTP, token, worker thread, backend
+process), ``plan`` (request and answer), ``jobs`` (non-blocking operators), ``operators`` and ``panels``.
 """
 
 from . import client, operators, panels, preferences, properties

@@ -1,8 +1,9 @@
 """Writing filled values as F-curve keys: only at target frames, never touching the animator's keys.
 
 * Values go to the property of the bone's ``rotation_mode``, made continuous with the neighbouring
-  values: quaternions stay in the previous key's hemisphere, Euler angles are unwrapped (``to_euler`` with
-  a compatible Euler), axis-angle keeps its axis side and angle branch.
+  values: quaternions stay in the previous key's hemisphere, Euler angles are unwrapped (the Euler solution
+  and turn nearest the value before, as Blender's compatible Euler picks), axis-angle keeps its axis side and
+  angle branch. All of it in numpy over whole tracks (:func:`continuous_values`).
 * Keys are added in bulk (``keyframe_points.add`` + ``foreach_set``), typed ``GENERATED``, then sorted and
   their handles computed; every key that was there before keeps its exact handles (restored bit for bit).
 * Keys Anyfill wrote earlier (``GENERATED``) at a target frame are replaced, so Fill can be run again.
@@ -10,119 +11,232 @@
 
 from __future__ import annotations
 
-import array
-import math
 from collections.abc import Sequence
 
-from mathutils import Euler, Quaternion, Vector
+import numpy as np
 
+from .fcurves import enum_value
 from .keys import EULER_ORDERS, generated_type_value
 
 EPS_FRAME = 1e-3
+TAU = 2.0 * np.pi
 
 
-# --- continuity -------------------------------------------------------------------------------------------
+# --- rotation values of each mode, in numpy -----------------------------------------------------------------
 
 
-def quaternion_to_mode(q: Quaternion, mode: str, prev: Sequence[float] | None) -> list[float]:
-    """``q`` in the values of ``mode``, continuous with ``prev`` (the previous values of that property)."""
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products (..., 4) wxyz."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def mode_to_quat(values: np.ndarray, mode: str) -> np.ndarray:
+    """A rotation property's values (..., width) -> unit quaternions (..., 4) wxyz, as Blender reads them
+    (a zero quaternion or axis is no rotation)."""
+    values = np.asarray(values, dtype=np.float64)
     if mode == "QUATERNION":
-        if prev is not None and q.dot(Quaternion(prev)) < 0.0:
-            q = -q
-        return list(q)
+        norm = np.linalg.norm(values, axis=-1, keepdims=True)
+        return np.where(norm < 1e-12, [1.0, 0.0, 0.0, 0.0], values / np.maximum(norm, 1e-12))
+    if mode == "AXIS_ANGLE":
+        axis = values[..., 1:4]
+        norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+        half = np.where(norm[..., 0] < 1e-12, 0.0, values[..., 0] / 2)
+        return np.concatenate([np.cos(half)[..., None], axis / np.maximum(norm, 1e-12) * np.sin(half)[..., None]], -1)
+    q = np.zeros(values.shape[:-1] + (4,))
+    q[..., 0] = 1.0
+    for a in mode:  # the first axis of the order turns first: q = q3 q2 q1
+        k = "XYZ".index(a)
+        step = np.zeros_like(q)
+        step[..., 0] = np.cos(values[..., k] / 2)
+        step[..., 1 + k] = np.sin(values[..., k] / 2)
+        q = quat_multiply(step, q)
+    return q
+
+
+def _matrices(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+
+_PARITY = {"XYZ": False, "XZY": True, "YXZ": True, "YZX": False, "ZXY": False, "ZYX": True}
+
+
+def euler_pair(q: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two Euler solutions (..., 3) [x, y, z] of unit quaternions in a rotation order, as Blender's
+    ``mat3_normalized_to_eulo2`` finds them (the first has its middle angle in [-pi/2, pi/2])."""
+    m = _matrices(q)  # m[..., row, col]; Blender's mat[col][row]
+    i, j, k = ("XYZ".index(a) for a in order)
+
+    def b(c: int, r: int) -> np.ndarray:  # Blender's mat[c][r]
+        return m[..., r, c]
+
+    cy = np.hypot(b(i, i), b(i, j))
+    regular = cy > 16.0 * np.finfo(np.float32).eps
+    e1, e2 = np.empty(q.shape[:-1] + (3,)), np.empty(q.shape[:-1] + (3,))
+    e1[..., i] = np.where(regular, np.arctan2(b(j, k), b(k, k)), np.arctan2(-b(k, j), b(j, j)))
+    e1[..., j] = np.arctan2(-b(i, k), cy)
+    e1[..., k] = np.where(regular, np.arctan2(b(i, j), b(i, i)), 0.0)
+    e2[..., i] = np.where(regular, np.arctan2(-b(j, k), -b(k, k)), e1[..., i])
+    e2[..., j] = np.where(regular, np.arctan2(-b(i, k), -cy), e1[..., j])
+    e2[..., k] = np.where(regular, np.arctan2(-b(i, j), -b(i, i)), e1[..., k])
+    if _PARITY[order]:
+        e1, e2 = -e1, -e2
+    return e1, e2
+
+
+def quat_to_mode(q: np.ndarray, mode: str) -> np.ndarray:
+    """Unit quaternions (..., 4) -> values of ``mode`` with nothing to be continuous with: the quaternion, the
+    Euler solution of smaller angles (Blender's ``to_euler``), axis-angle with its angle in [0, pi]."""
+    if mode == "QUATERNION":
+        return np.array(q, dtype=np.float64)
     if mode in EULER_ORDERS:
-        e = q.to_euler(mode, Euler(prev, mode)) if prev is not None else q.to_euler(mode)
-        return list(e)
-    # axis-angle: [angle, x, y, z]
-    if prev is not None:
-        pq = Quaternion(Vector(prev[1:4]).normalized(), prev[0]) if Vector(prev[1:4]).length > 1e-12 else Quaternion()
-        if q.dot(pq) < 0.0:
-            q = -q
-    w = max(-1.0, min(1.0, q.w))
-    v = Vector((q.x, q.y, q.z))
-    angle = 2.0 * math.atan2(v.length, w)
-    axis = v.normalized() if v.length > 1e-12 else (Vector(prev[1:4]) if prev is not None else Vector((0, 1, 0)))
-    if prev is not None:
-        pa = Vector(prev[1:4])
-        if pa.length > 1e-12 and axis.dot(pa) < 0.0:
-            axis, angle = -axis, -angle
-        angle += 2.0 * math.pi * round((prev[0] - angle) / (2.0 * math.pi))  # the branch nearest prev
-    return [angle, axis.x, axis.y, axis.z]
+        e1, e2 = euler_pair(q, mode)
+        return np.where((np.abs(e1).sum(-1) > np.abs(e2).sum(-1))[..., None], e2, e1)
+    q = np.where(q[..., :1] < 0, -q, q)
+    v = q[..., 1:]
+    s = np.linalg.norm(v, axis=-1, keepdims=True)
+    axis = np.where(s > 1e-12, v / np.maximum(s, 1e-12), [0.0, 1.0, 0.0])
+    return np.concatenate([2 * np.arctan2(s, np.clip(q[..., :1], -1, 1)), axis], -1)
 
 
-def continuous_track(frames: Sequence[float], new: dict[float, Quaternion], known: dict[float, list[float]],
-                     mode: str, rest_values: Sequence[float]) -> dict[float, list[float]]:
-    """Values of ``mode`` at the frames of ``new``, continuous along ``frames`` with the known (animator's)
-    values on *both* sides of every gap: each gap is walked forward from the key before it and backward from
-    the key after it, and the two walks meet where their values are closest, so a curve never leaps on the
-    frame before a key that sits on another Euler branch (or quaternion hemisphere, or axis-angle turn)."""
-    out: dict[float, list[float]] = {}
-    run: list[float] = []
-    left: list[float] | None = None
-    for f in [*frames, None]:
-        if f is not None and f in new and f not in known:
-            run.append(f)
-            continue
-        right = list(known[f]) if f is not None and f in known else None
-        if run:
-            out.update(_fill_gap(run, new, mode, left, right, rest_values))
-            run = []
-        if right is not None:
-            left = right
-    return out
+# --- continuity along a track ------------------------------------------------------------------------------
 
 
-def _fill_gap(run: list[float], new: dict[float, Quaternion], mode: str, left: list[float] | None,
-              right: list[float] | None, rest_values: Sequence[float]) -> dict[float, list[float]]:
-    """One gap's values: walked from ``left`` and from ``right`` (the neighbouring keys' values, None where
-    the gap is open on that side) and joined where the two walks are closest."""
-    forward: list[list[float]] = []
-    prev = left if left is not None else (None if right is not None else list(rest_values))
-    if prev is not None:
-        for f in run:
-            prev = quaternion_to_mode(new[f], mode, prev)
-            forward.append(prev)
-    if right is None:
-        return dict(zip(run, forward, strict=True))
-    backward: list[list[float]] = []
-    prev = right
-    for f in reversed(run):
-        prev = quaternion_to_mode(new[f], mode, prev)
-        backward.append(prev)
-    backward.reverse()
-    if left is None:
-        return dict(zip(run, backward, strict=True))
+def _segment_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Cumulative sums of ``x`` (N, ...) restarting at every item where ``first`` (N,) is set."""
+    cs = np.cumsum(x, axis=0)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+    return cs - cs[start] + x[start]
 
-    def step(a: Sequence[float], b: Sequence[float]) -> float:
-        return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
-    # split s: forward[:s] + backward[s:]; the jump is between forward[s-1] (or the left key) and backward[s]
-    # (or the right key). The walks meet where they come closest (near a gimbal point two Euler branches touch);
-    # where they never come close (keys on two branches, quaternion keys in two hemispheres) the switch is
-    # made into the right key, so no filled frame is written in a representation away from its neighbour.
-    jumps = [step(forward[s - 1] if s else left, backward[s] if s < len(run) else right) for s in range(len(run) + 1)]
-    best = min(range(len(run) + 1), key=lambda s: (jumps[s], -s))
-    if jumps[best] >= math.pi / 4:
-        best = len(run)
-    return dict(zip(run, forward[:best] + backward[best:], strict=True))
+def _wrap(d: np.ndarray) -> np.ndarray:
+    return d - TAU * np.round(d / TAU)
+
+
+def _walk(q: np.ndarray, first: np.ndarray, anchor: np.ndarray, mode: str) -> np.ndarray:
+    """Values of ``mode`` for unit quaternions q (N, 4) along one direction of a track, each made continuous
+    with the value before it; ``first`` (N,) marks where a walk starts from ``anchor`` (N, width; read there)."""
+    prev = np.concatenate([q[:1], q[:-1]])
+    if mode == "QUATERNION":
+        dots = np.where(first, (q * anchor).sum(-1), (q * prev).sum(-1))
+        parity = _segment_cumsum((dots < 0).astype(np.int64), first) % 2
+        return np.where(parity[:, None] == 1, -q, q)
+    if mode in EULER_ORDERS:
+        a, b = euler_pair(q, mode)
+        pa = np.concatenate([a[:1], a[:-1]])
+        pb = np.concatenate([b[:1], b[:-1]])
+        # the solution nearer the value before (sum of turns, each within half a turn), as Blender's compatible
+        # Euler picks; the choice flips along the track exactly where the principal solution jumps branch
+        to_b = np.abs(_wrap(b - anchor)).sum(-1) < np.abs(_wrap(a - anchor)).sum(-1)
+        switch = np.abs(_wrap(a - pb)).sum(-1) < np.abs(_wrap(a - pa)).sum(-1)
+        state = _segment_cumsum(np.where(first, to_b, switch).astype(np.int64), first) % 2
+        s = np.where(state[:, None] == 1, b, a)
+        ps = np.concatenate([s[:1], s[:-1]])
+        turns = np.where(first[:, None], np.round((anchor - s) / TAU), np.round((ps - s) / TAU))
+        return s + TAU * _segment_cumsum(turns, first)
+    # axis-angle [angle, x, y, z]: the axis on the side of the one before, the angle on the nearest branch
+    v = q[:, 1:]
+    s = np.linalg.norm(v, axis=1)
+    angle = 2 * np.arctan2(s, np.clip(q[:, 0], -1, 1))
+    valid = s > 1e-12
+    anchor_axis = anchor[:, 1:4]
+    # an identity rotation has no axis: it keeps the last one (or the anchor's)
+    last = np.maximum.accumulate(np.where(valid | first, np.arange(len(s)), 0))
+    axis = np.where(valid[:, None], v / np.maximum(s, 1e-12)[:, None], np.nan)
+    axis = np.where(np.isnan(axis[last]), anchor_axis, axis[last])
+    prev_axis = np.concatenate([axis[:1], axis[:-1]])
+    flip = np.where(first, (axis * anchor_axis).sum(-1) < 0, (axis * prev_axis).sum(-1) < 0)
+    sign = np.where(_segment_cumsum(flip.astype(np.int64), first) % 2 == 1, -1.0, 1.0)
+    axis, angle = axis * sign[:, None], angle * sign
+    prev_angle = np.concatenate([angle[:1], angle[:-1]])
+    turns = np.where(first, np.round((anchor[:, 0] - angle) / TAU), np.round((prev_angle - angle) / TAU))
+    return np.concatenate([(angle + TAU * _segment_cumsum(turns, first))[:, None], axis], 1)
+
+
+def continuous_values(new_rows: np.ndarray, new_q: np.ndarray, known_rows: np.ndarray, known_values: np.ndarray,
+                      mode: str, rest_values, new_track: np.ndarray | None = None,
+                      known_track: np.ndarray | None = None) -> np.ndarray:
+    """Values (N, width) of ``mode`` for the rotations ``new_q`` (N, 4 wxyz) at the track positions ``new_rows``,
+    continuous with the known (animator's) values at ``known_rows`` (none among ``new_rows``) on *both* sides of
+    every gap: each gap is walked forward from the key before it and backward from the key after it, and the two
+    walks meet where their values are closest, so a curve never leaps on the frame before a key that sits on
+    another Euler branch (or quaternion hemisphere, or axis-angle turn). A gap with no key on either side starts
+    from ``rest_values``. Several tracks (bones) at once: ``new_track``/``known_track`` say whose each row is
+    (rows sorted by track, then row) and ``rest_values`` is (tracks, width)."""
+    new_rows = np.asarray(new_rows, dtype=np.int64)
+    n = len(new_rows)
+    rest = np.atleast_2d(np.asarray(rest_values, dtype=np.float64))
+    width = rest.shape[1]
+    if not n:
+        return np.zeros((0, width))
+    known_rows = np.asarray(known_rows, dtype=np.int64)
+    new_track = np.zeros(n, dtype=np.int64) if new_track is None else np.asarray(new_track, dtype=np.int64)
+    known_track = np.zeros(len(known_rows), dtype=np.int64) if known_track is None else np.asarray(known_track)
+    known_values = np.asarray(known_values, dtype=np.float64).reshape(len(known_rows), width)
+    q = np.asarray(new_q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    span = int(max(new_rows.max(initial=0), known_rows.max(initial=0))) + 2
+    before = np.searchsorted(known_track * span + known_rows, new_track * span + new_rows) - 1  # key before
+    k = len(known_rows)
+    has_left = (before >= 0) & (known_track[np.maximum(before, 0)] == new_track) if k else np.zeros(n, bool)
+    has_right = (before + 1 < k) & (known_track[np.minimum(before + 1, k - 1)] == new_track) if k \
+        else np.zeros(n, bool)
+    gap = np.where(has_left, before, -1 - new_track)  # one id per gap
+    first = np.concatenate([[True], gap[1:] != gap[:-1]])
+    last = np.concatenate([gap[1:] != gap[:-1], [True]])
+    own_rest = rest[np.minimum(new_track, len(rest) - 1)]
+    left = np.where(has_left[:, None], known_values[np.maximum(before, 0)] if k else own_rest, own_rest)
+    right = np.where(has_right[:, None], known_values[np.minimum(before + 1, k - 1)] if k else own_rest, own_rest)
+    forward = _walk(q, first, left, mode)
+    backward = _walk(q[::-1], last[::-1], right[::-1], mode)[::-1]
+    # join: split s of a gap takes forward[:s] + backward[s:]; its jump is between forward[s-1] (or the left key)
+    # and backward[s] (or the right key). The walks meet where they come closest (near a gimbal point two Euler
+    # branches touch); where they never come close (keys on two branches, quaternion keys in two hemispheres) the
+    # switch is made into the right key, so no filled frame is written in a representation away from its
+    # neighbour.
+    prev_forward = np.where(first[:, None], left, np.concatenate([forward[:1], forward[:-1]]))
+    jump = np.abs(prev_forward - backward).max(axis=1)  # split at each item
+    starts = np.flatnonzero(first)
+    ends = np.flatnonzero(last)
+    end_jump = np.abs(forward[ends] - right[ends]).max(axis=1)  # split after the gap's last item
+    best_inner = np.minimum.reduceat(jump, starts)
+    gap_of = np.cumsum(first) - 1
+    at_best = jump == best_inner[gap_of]
+    best_item = np.maximum.reduceat(np.where(at_best, np.arange(n), -1), starts)  # the latest split of the least jump
+    split = np.where((end_jump <= best_inner) | (np.minimum(end_jump, best_inner) >= np.pi / 4), ends + 1, best_item)
+    take_forward = np.arange(n) < split[gap_of]
+    both = has_left & has_right
+    use_forward = np.where(both, take_forward, ~has_right)
+    return np.where(use_forward[:, None], forward, backward)
+
+
+def continuous_track(frames: Sequence[float], new: dict, known: dict[float, Sequence[float]], mode: str,
+                     rest_values: Sequence[float]) -> dict[float, list[float]]:
+    """:func:`continuous_values` for rotations given per frame: ``new`` frame -> quaternion (wxyz, any
+    sequence), ``known`` frame -> values of ``mode``; returns frame -> values for the frames of ``new`` that are
+    not known (``frames``: the track's frames, all of ``new`` and ``known`` among them)."""
+    frames = sorted(frames)
+    pos = {f: i for i, f in enumerate(frames)}
+    new_frames = [f for f in frames if f in new and f not in known]
+    known_frames = [f for f in frames if f in known]
+    values = continuous_values(np.array([pos[f] for f in new_frames], dtype=np.int64),
+                               np.array([list(new[f]) for f in new_frames], dtype=np.float64).reshape(-1, 4),
+                               np.array([pos[f] for f in known_frames], dtype=np.int64),
+                               np.array([list(known[f]) for f in known_frames], dtype=np.float64),
+                               mode, rest_values)
+    return {f: values[i].tolist() for i, f in enumerate(new_frames)}
 
 
 # --- bulk key writing -------------------------------------------------------------------------------------
 
-_HANDLE_ENUMS: dict[str, int] = {}
 
-
-def _enum(prop: str, name: str) -> int:
-    key = f"{prop}:{name}"
-    if key not in _HANDLE_ENUMS:
-        import bpy
-
-        _HANDLE_ENUMS[key] = bpy.types.Keyframe.bl_rna.properties[prop].enum_items[name].value
-    return _HANDLE_ENUMS[key]
-
-
-def _read(kp, attr: str, n: int, width: int, typecode: str = "f") -> array.array:
-    buf = array.array(typecode, [0]) * (n * width)
+def _read(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
+    buf = np.empty(n * width, dtype=dtype)
     if n:
         kp.foreach_get(attr, buf)
     return buf
@@ -138,79 +252,93 @@ def new_fcurve(bag, data_path: str, index: int, group: str):
     return fc
 
 
-def write_keys(bag, data_path: str, index: int, group: str, frames: Sequence[float], values: Sequence[float],
-               interpolation: str = "BEZIER") -> int:
-    """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
-    replaced; a frame holding another key is skipped (the animator's key wins). The other keys and their
-    handles are left exactly as they were. Returns the number of keys written."""
+def channel(bag, data_path: str, index: int, group: str):
+    """The channel's F-curve, made in the bone's group if missing."""
     fc = bag.fcurves.find(data_path, index=index)
-    if fc is None:
-        fc = new_fcurve(bag, data_path, index, group)
+    return new_fcurve(bag, data_path, index, group) if fc is None else fc
+
+
+def near(frames: np.ndarray, sorted_frames: np.ndarray) -> np.ndarray:
+    """(len(frames),) whether each frame is within EPS_FRAME of one of ``sorted_frames``."""
+    frames = np.asarray(frames, dtype=np.float64)
+    sorted_frames = np.asarray(sorted_frames, dtype=np.float64)
+    if not len(sorted_frames) or not len(frames):
+        return np.zeros(len(frames), dtype=bool)
+    i = np.searchsorted(sorted_frames, frames - EPS_FRAME)
+    hit = sorted_frames[np.minimum(i, len(sorted_frames) - 1)]
+    return (i < len(sorted_frames)) & (np.abs(hit - frames) <= EPS_FRAME)
+
+
+def clear_generated(fc, frames, types: np.ndarray | None = None, x: np.ndarray | None = None) -> int:
+    """Remove the GENERATED keys (Anyfill's, from an earlier fill) at the frames; returns how many. ``types``,
+    ``x``: the keys' types and frames when already read."""
     kp = fc.keyframe_points
-    gen = generated_type_value()
-    n0 = len(kp)
-    co = _read(kp, "co", n0, 2)
-    types = _read(kp, "type", n0, 1, "i")
-    existing = co[0::2]
-    targets = sorted(zip(frames, values, strict=True))
-    # drop our own earlier keys at the target frames (reverse order, so indices stay valid)
-    if n0 and targets:
-        tf = [f for f, _ in targets]
-        stale = [i for i in range(n0) if types[i] == gen and _near(existing[i], tf)]
-        for i in reversed(stale):
-            kp.remove(kp[i], fast=True)
-        if stale:
-            n0 = len(kp)
-            co = _read(kp, "co", n0, 2)
-            existing = co[0::2]
-    taken = sorted(existing)
-    targets = [(f, v) for f, v in targets if not _near(f, taken)]
-    if not targets:
+    n = len(kp)
+    if not n:
         return 0
-    # remember every existing key's handles (and handle types) to restore them after the handle pass
+    gen = (_read(kp, "type", n, 1, np.int32) if types is None else types) == generated_type_value()
+    if not gen.any():
+        return 0
+    x = _read(kp, "co", n, 2)[0::2] if x is None else x
+    stale = np.flatnonzero(gen & near(x, np.sort(np.asarray(frames, dtype=np.float64))))
+    for i in stale[::-1]:  # one call per stale key (only when refilling); reverse order keeps indices valid
+        kp.remove(kp[int(i)], fast=True)
+    return len(stale)
+
+
+def write_keys(bag, data_path: str, index: int, group: str, frames, values, interpolation: str = "BEZIER",
+               fresh=None) -> int:
+    """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
+    replaced; a frame holding another key is skipped (the animator's key wins). Every other key keeps its handles
+    exactly, except keys at the frames of ``fresh`` (keys this fill wrote a moment ago: their handles are
+    computed again with their new neighbours). Returns the number of keys written. Sixteen bulk calls
+    (``foreach_get``/``foreach_set``) per channel, whatever the number of keys."""
+    fc = channel(bag, data_path, index, group)
+    kp = fc.keyframe_points
+    frames = np.asarray(frames, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(frames, kind="stable")
+    frames, values = frames[order], values[order]
+    n0 = len(kp)
+    types = _read(kp, "type", n0, 1, np.int32)
+    co = _read(kp, "co", n0, 2)
+    if clear_generated(fc, frames, types, co[0::2]):
+        n0 = len(kp)
+        types, co = _read(kp, "type", n0, 1, np.int32), _read(kp, "co", n0, 2)
+    existing = co[0::2].astype(np.float64)
+    free = ~near(frames, np.sort(existing))
+    frames, values = frames[free], values[free]
+    n = len(frames)
+    if not n:
+        return 0
+    # every existing key's interpolation, handle types and handles (those restored after the handle pass)
+    interp = _read(kp, "interpolation", n0, 1, np.int32)
     hl, hr = _read(kp, "handle_left", n0, 2), _read(kp, "handle_right", n0, 2)
-    hlt, hrt = _read(kp, "handle_left_type", n0, 1, "i"), _read(kp, "handle_right_type", n0, 1, "i")
-    n = len(targets)
+    hlt, hrt = _read(kp, "handle_left_type", n0, 1, np.int32), _read(kp, "handle_right_type", n0, 1, np.int32)
+    auto = enum_value("handle_left_type", "AUTO_CLAMPED")
     kp.add(n)
-    total = n0 + n
-    co_all = _read(kp, "co", total, 2)
-    for k, (f, v) in enumerate(targets):
-        co_all[2 * (n0 + k)] = f
-        co_all[2 * (n0 + k) + 1] = v
-    kp.foreach_set("co", co_all)
-    for attr, value in (("type", gen), ("interpolation", _enum("interpolation", interpolation)),
-                        ("handle_left_type", _enum("handle_left_type", "AUTO_CLAMPED")),
-                        ("handle_right_type", _enum("handle_right_type", "AUTO_CLAMPED"))):
-        buf = _read(kp, attr, total, 1, "i")
-        for k in range(n0, total):
-            buf[k] = value
-        kp.foreach_set(attr, buf)
-    both = _read(kp, "handle_left", total, 2)
-    for k in range(n0, total):  # start the new handles on their key; handles_recalc places them
-        both[2 * k], both[2 * k + 1] = co_all[2 * k], co_all[2 * k + 1]
-    kp.foreach_set("handle_left", both)
-    kp.foreach_set("handle_right", both)
+    new_co = np.stack([frames, values], 1).astype(np.float32).ravel()
+    kp.foreach_set("co", np.concatenate([co, new_co]))
+    for attr, old, value in (("type", types, generated_type_value()), ("handle_left_type", hlt, auto),
+                             ("interpolation", interp, enum_value("interpolation", interpolation)),
+                             ("handle_right_type", hrt, auto)):
+        kp.foreach_set(attr, np.concatenate([old, np.full(n, value, dtype=np.int32)]))
     kp.sort()
     kp.handles_recalc()
-    # where did the old keys go? merge order of (frame, is_new); frames never coincide
-    order = sorted([(existing[i], 0, i) for i in range(n0)] + [(f, 1, k) for k, (f, _) in enumerate(targets)])
-    new_index = {i: pos for pos, (_, is_new, i) in enumerate(order) if not is_new}
-    for attr, saved, width in (("handle_left", hl, 2), ("handle_right", hr, 2), ("handle_left_type", hlt, 1),
-                               ("handle_right_type", hrt, 1)):
-        buf = _read(kp, attr, total, width, "f" if width == 2 else "i")
-        for i, pos in new_index.items():
-            for w in range(width):
-                buf[width * pos + w] = saved[width * i + w]
-        kp.foreach_set(attr, buf)
+    # where did the old keys go? frames never coincide: an old key's place is its rank among the old keys plus
+    # the new keys before it
+    total = n0 + n
+    rank = np.empty(n0, dtype=np.int64)
+    rank[np.argsort(existing, kind="stable")] = np.arange(n0)
+    pos = rank + np.searchsorted(frames, existing)
+    keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(
+        existing, np.sort(np.asarray(fresh, dtype=np.float64)))
+    pos, old = pos[keep], np.flatnonzero(keep)
+    for attr, saved in (("handle_left", hl), ("handle_right", hr)):  # (the handle pass changes no handle type)
+        buf = _read(kp, attr, total, 2).reshape(total, 2)
+        buf[pos] = saved.reshape(n0, 2)[old]
+        kp.foreach_set(attr, buf.ravel())
     return n
-
-
-def _near(f: float, frames: Sequence[float]) -> bool:
-    """Whether ``f`` is within EPS_FRAME of a frame of the sorted list ``frames``."""
-    import bisect
-
-    i = bisect.bisect_left(frames, f - EPS_FRAME)
-    return i < len(frames) and abs(frames[i] - f) <= EPS_FRAME
 
 
 def snapshot(bag) -> dict:
@@ -222,9 +350,10 @@ def snapshot(bag) -> dict:
         kp = fc.keyframe_points
         n = len(kp)
         keys = {}
-        for attr, width, code in (("co", 2, "f"), ("handle_left", 2, "f"), ("handle_right", 2, "f"),
-                                  ("handle_left_type", 1, "i"), ("handle_right_type", 1, "i"),
-                                  ("interpolation", 1, "i"), ("type", 1, "i"), ("easing", 1, "i")):
-            keys[attr] = _read(kp, attr, n, width, code).tobytes()
+        for attr, width, dtype in (("co", 2, np.float32), ("handle_left", 2, np.float32),
+                                   ("handle_right", 2, np.float32), ("handle_left_type", 1, np.int32),
+                                   ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32),
+                                   ("type", 1, np.int32), ("easing", 1, np.int32)):
+            keys[attr] = _read(kp, attr, n, width, dtype).tobytes()
         out[(fc.data_path, fc.array_index)] = keys
     return out

@@ -175,32 +175,71 @@ def armature_rig(armature_data) -> retarget.Rig:
                         rest[order], tails.reshape(n, 3).astype(np.float64)[order], connect[order])
 
 
-def _channel(curves: list, static: tuple, frames: np.ndarray) -> np.ndarray:
-    """Values (F, width) of one property's channels: each curve evaluated at the frames, else its value."""
-    out = np.empty((len(frames), len(static)))
-    for c, (fc, value) in enumerate(zip(curves, static, strict=True)):
-        out[:, c] = [fc.evaluate(f) for f in frames] if fc is not None and not fc.mute else value
-    return out
+@dataclass
+class Channels:
+    """A bone's animated properties evaluated at a track's frames."""
+
+    mode: str
+    rotation: np.ndarray  # (F, width) values of the rotation property of ``mode``
+    location: np.ndarray  # (F, 3)
+    scale: np.ndarray  # (F, 3)
 
 
-def evaluate_basis(obj, bag, rig: retarget.Rig, bones: list[int], frames) -> np.ndarray:
-    """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its F-curves (location, rotation
-    in its rotation mode, scale) or its current values; bones not listed are left at rest (identity)."""
+def curve_map(bag) -> dict[tuple[str, int], object]:
+    """(data path, index) -> F-curve, in one pass over the channelbag."""
+    return {} if bag is None else {(fc.data_path, fc.array_index): fc for fc in bag.fcurves}
+
+
+def evaluate_channels(obj, bag, names: list[str], frames) -> dict[str, Channels]:
+    """Each listed bone's location, rotation (in its rotation mode) and scale at the frames, from its F-curves
+    evaluated in bulk (:mod:`.fcurves`), or its current values where a channel has no curve, is muted or has no
+    keys (Blender leaves the property as it is then)."""
+    from . import fcurves
+
     frames = np.asarray(frames, dtype=np.float64)
-    out = np.broadcast_to(np.eye(4), (len(frames), len(rig.names), 4, 4)).copy()
-    for b in bones:
-        name = rig.names[b]
+    found = curve_map(bag)
+    out: dict[str, Channels] = {}
+    curves, slots = [], []  # curves to evaluate and (bone, property, component) each fills
+    for name in names:
         pb = obj.pose.bones[name]
         mode = pb.rotation_mode
         prop, width = rotation_path(mode)
-
-        def curves(p: str, w: int, name=name) -> list:
+        arrays = {}
+        for key, p, static in (("location", "location", tuple(pb.location)),
+                               ("rotation", prop, tuple(getattr(pb, prop))), ("scale", "scale", tuple(pb.scale))):
+            arrays[key] = np.broadcast_to(np.asarray(static, dtype=np.float64), (len(frames), len(static))).copy()
             path = bone_path(name, p)
-            return [bag.fcurves.find(path, index=i) if bag else None for i in range(w)]
+            for i in range(len(static)):
+                fc = found.get((path, i))
+                if fc is not None and not fc.mute and len(fc.keyframe_points):
+                    curves.append(fc)
+                    slots.append((name, key, i))
+        out[name] = Channels(mode, arrays["rotation"], arrays["location"], arrays["scale"])
+    values = fcurves.evaluate(curves, frames) if curves else np.zeros((0, len(frames)))
+    for (name, key, i), v in zip(slots, values, strict=True):
+        getattr(out[name], key)[:, i] = v
+    return out
 
-        loc = _channel(curves("location", 3), tuple(pb.location), frames)
-        rot = _channel(curves(prop, width), tuple(getattr(pb, prop)), frames)
-        scale = _channel(curves("scale", 3), tuple(pb.scale), frames)
-        out[:, b, :3, :3] = retarget.mode_to_matrix(rot, mode) * scale[:, None, :]
-        out[:, b, :3, 3] = loc
+
+def basis_of(channels: Channels) -> np.ndarray:
+    """``matrix_basis`` (F, 4, 4) from evaluated channels."""
+    f = len(channels.location)
+    out = np.broadcast_to(np.eye(4), (f, 4, 4)).copy()
+    out[:, :3, :3] = retarget.mode_to_matrix(channels.rotation, channels.mode) * channels.scale[:, None, :]
+    out[:, :3, 3] = channels.location
+    return out
+
+
+def evaluate_basis(obj, bag, rig: retarget.Rig, bones: list[int], frames,
+                   channels: dict[str, Channels] | None = None) -> np.ndarray:
+    """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its F-curves (location, rotation
+    in its rotation mode, scale) or its current values; bones not listed are left at rest (identity).
+    ``channels``: the bones' channels already evaluated at the frames (else evaluated here)."""
+    frames = np.asarray(frames, dtype=np.float64)
+    names = [rig.names[b] for b in bones]
+    if channels is None:
+        channels = evaluate_channels(obj, bag, names, frames)
+    out = np.broadcast_to(np.eye(4), (len(frames), len(rig.names), 4, 4)).copy()
+    for b, name in zip(bones, names, strict=True):
+        out[:, b] = basis_of(channels[name])
     return out

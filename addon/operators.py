@@ -99,6 +99,32 @@ def resolve(context, obj, client: client_mod.Client, part: str | None = None) ->
     return model
 
 
+def store_output(obj, written, first: bool = True) -> None:
+    """Keep what a fill wrote on the rig for the panel; the parts of one Fill (body, hands) add up."""
+    s = obj.anyfill
+    if not first:
+        written = written.add(type(written)(s.last_keys, s.last_dense_keys, s.last_editable, s.last_max_rotation,
+                                            s.last_max_location))
+    s.last_keys, s.last_dense_keys, s.last_editable = written.keys, written.dense_keys, written.editable
+    s.last_max_rotation, s.last_max_location = written.max_rotation_deg, written.max_location
+
+
+def length_text(scene, value: float) -> str:
+    """A length in scene units as the scene shows it (its unit system and Unit Scale), e.g. '9.8 mm'."""
+    units = scene.unit_settings
+    return bpy.utils.units.to_string(units.system if units.system != "NONE" else "METRIC", "LENGTH",
+                                     value * units.scale_length, precision=2)
+
+
+def describe_output(written, scene) -> str:
+    """The report's words for what a fill wrote: its keys, and for editable keys the dense count and the largest
+    deviations."""
+    if not written.editable:
+        return f"{written.keys} keys"
+    return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
+            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)})")
+
+
 # --- backend --------------------------------------------------------------------------------------------
 
 
@@ -228,8 +254,9 @@ class _FillBase(AsyncRequest):
 
     def finish(self, context, plan, answer) -> str:
         decoded = plan_mod.validate(plan, answer["joints"])
-        n = plan_mod.apply(context, plan, answer["joints"], decoded)
+        written = plan_mod.apply(context, plan, answer["joints"], decoded)
         obj = bpy.data.objects[plan.object_name]
+        store_output(obj, written, first=not self._messages)
         plan_mod.store_uncertainty(obj, plan, answer["joints"])
         matched = [line for line in obj.anyfill.last_match.split("\n") if line and not line.startswith(
             f"{plan.part or plan.model}:")]
@@ -238,7 +265,7 @@ class _FillBase(AsyncRequest):
         rate = answer.get("resampled")
         at = f"; filled at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside " \
              "the model's trained rates" if rate else ""
-        return f"Anyfill: wrote {n} keys ({plan.summary}; backend {ms:.0f} ms{at})"
+        return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}; backend {ms:.0f} ms{at})"
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):
@@ -285,12 +312,14 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         if not variations:
             raise plan_mod.PlanError("The backend returned no variation")
         decoded = [plan_mod.validate(plan, v) for v in variations]  # all checked before writing
-        n = plan_mod.apply(context, plan, variations[0], decoded[0])
+        written = plan_mod.apply(context, plan, variations[0], decoded[0])
         obj = bpy.data.objects[plan.object_name]
+        store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[0])
         _variations[obj.name] = (plan, variations)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
-        return f"Anyfill: variation 1 of {len(variations)} ({n} keys); step with the arrows, then Keep"
+        what = describe_output(written, context.scene)
+        return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
 
 
 class ANYFILL_OT_step_variation(bpy.types.Operator):
@@ -312,13 +341,15 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
         plan, variations = _variations[obj.name]
         i = (obj.anyfill.variation_index + self.step) % len(variations)
         try:
-            n = plan_mod.apply(context, plan, variations[i])
+            written = plan_mod.apply(context, plan, variations[i])
         except plan_mod.PlanError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+        store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[i])
         obj.anyfill.variation_index = i
-        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({n} keys)")
+        what = describe_output(written, context.scene)
+        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what})")
         return {"FINISHED"}
 
 

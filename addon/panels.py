@@ -4,6 +4,7 @@ import bpy
 
 from . import client as client_mod
 from .jobs import backend_url
+from .operators import length_text
 
 
 class ANYFILL_UL_mapping(bpy.types.UIList):
@@ -42,6 +43,11 @@ def _draw_fill(layout, context) -> None:
         row.prop(scene, "frame_end")
     col.prop(scene, "bones")
     col = layout.column(align=True)
+    col.row().prop(scene, "keys_output", expand=True)
+    if scene.keys_output == "EDITABLE":
+        col.prop(scene, "rotation_tolerance")
+        col.prop(scene, "location_tolerance")
+    col = layout.column(align=True)
     col.scale_y = 1.3
     col.operator("anim.anyfill_fill", icon="IPO_BEZIER")
     col.operator("anim.anyfill_complete_pose", icon="POSE_HLT")
@@ -49,6 +55,19 @@ def _draw_fill(layout, context) -> None:
     col.operator("anim.anyfill_show_uncertainty", icon="GRAPH")
     if obj is not None and obj.type == "ARMATURE" and obj.anyfill.model:
         layout.label(text=f"Model: {obj.anyfill.model}")
+    if obj is not None and obj.type == "ARMATURE" and obj.anyfill.last_dense_keys:
+        for line in output_lines(obj.anyfill, context.scene):
+            layout.label(text=line)
+
+
+def output_lines(s, scene) -> list[str]:
+    """What the last fill wrote: its key count against a key on every frame, and for editable keys the largest
+    deviation from the dense fill as Blender evaluates the curves."""
+    share = 100.0 * s.last_keys / max(s.last_dense_keys, 1)
+    lines = [f"Keys: {s.last_keys:,} ({share:.0f} % of {s.last_dense_keys:,} on every frame)"]
+    if s.last_editable:
+        lines.append(f"Largest deviation: {s.last_max_rotation:.2f}\u00b0, {length_text(scene, s.last_max_location)}")
+    return lines
 
 
 def _draw_variations(layout, context) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
-from mathutils import Quaternion
 
 from . import client as client_mod
 from . import curves, keys
+from . import editable as editable_mod
 from . import retarget as retarget_mod
 
 
@@ -45,8 +46,10 @@ class Plan:
     write: np.ndarray  # (F, J) cells written to the rig (mapped bones in scope)
     basis: np.ndarray  # (F, N, 4, 4) the bones' current matrix_basis at every frame
     bone_keys: dict[str, keys.BoneKeys]  # mapped bone -> its keys (the animator's values, for continuity)
+    channels: dict[str, keys.Channels]  # mapped bone -> its properties at every frame (as read)
     summary: str = ""
     part: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of reading took
 
     @property
     def n_targets(self) -> int:
@@ -88,12 +91,9 @@ def _merge(frames: list[float]) -> list[float]:
     return merged
 
 
-def _on(frames: np.ndarray, keyed: list[float]) -> np.ndarray:
+def _on(frames: np.ndarray, keyed) -> np.ndarray:
     """(F,) whether each frame is one of ``keyed`` (within EPS_FRAME)."""
-    if not keyed:
-        return np.zeros(len(frames), dtype=bool)
-    k = np.asarray(keyed)
-    return np.min(np.abs(frames[:, None] - k[None, :]), axis=1) <= curves.EPS_FRAME
+    return curves.near(frames, np.sort(np.asarray(keyed, dtype=np.float64)))
 
 
 def _of(part: str) -> str:
@@ -156,6 +156,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if scope_selected and not selected & set(mapping.values()):
         raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
     include_gen = not settings.replace_generated
+    t0 = time.perf_counter()
 
     bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, (lo, hi)) for j, b in mapping.items()}
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
@@ -168,13 +169,16 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     frames = _merge(keyed + [current]) if kind == "pose" else _merge(keyed + integer)
     target_frames = np.asarray([current] if kind == "pose" else integer)
     fr = np.asarray(frames)
-    is_target_frame = _on(fr, list(target_frames))
+    is_target_frame = _on(fr, target_frames)
 
     relevant = _ancestors(rig_arrays, {rig_arrays.index[b] for b in mapping.values()})
-    basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames)
-    pose = rig_arrays.pose(basis)
+    channels = keys.evaluate_channels(obj, bag, [rig_arrays.names[b] for b in relevant], frames)
+    basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames, channels)
+    pose = rig_arrays.pose(basis, relevant)
     at_keys = _on(fr, keyed)
+    t1 = time.perf_counter()
     ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys], part)
+    t2 = time.perf_counter()
     msk = ret.model
 
     n_frames, n_joints = len(frames), len(msk.joints)
@@ -203,11 +207,12 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
 
     local, trans = ret.model_locals(pose, frames)
     body_joints: dict[str, dict] = {}
-    for j, name in enumerate(msk.joints):
-        track: dict = {"rotations": [local[i, j].tolist() if known[i, j] else None for i in range(n_frames)],
-                       "targets": [frames[i] for i in np.flatnonzero(targets[:, j])]}
+    frame_array = np.asarray(frames)
+    for j, name in enumerate(msk.joints):  # whole columns to lists at once; unknown cells are null
+        track: dict = {"rotations": [r if k else None for r, k in zip(local[:, j].tolist(), known[:, j], strict=True)],
+                       "targets": frame_array[targets[:, j]].tolist()}
         if msk.moving[j]:
-            track["translations"] = [trans[i, j].tolist() if known[i, j] else None for i in range(n_frames)]
+            track["translations"] = [t if k else None for t, k in zip(trans[:, j].tolist(), known[:, j], strict=True)]
         body_joints[name] = track
     fps = context.scene.render.fps / (context.scene.render.fps_base or 1.0)
     job_id = client_mod.new_job_id()
@@ -222,8 +227,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         body.update(sample or {})
     n_bones = int(write.any(axis=0).sum())
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
+    seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
-                bone_keys, summary, part)
+                bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds)
 
 
 # --- answers ---------------------------------------------------------------------------------------------
@@ -242,39 +248,56 @@ def validate(plan: Plan, joints_result: dict) -> tuple[np.ndarray, np.ndarray]:
         if res is None:
             raise PlanError(f"The backend's answer has no joint {name!r}; nothing was written")
         rots, tr = res.get("rotations") or [], res.get("translations")
-        for i in rows:
-            r = rots[i] if i < len(rots) else None
-            if not _finite(r) or len(r) != 4:
-                raise PlanError(f"The backend's answer for {name!r} at frame {plan.frames[i]:g} is missing or not a "
-                                "number (NaN); nothing was written")
-            local[i, j] = r
-            if msk.moving[j]:
-                t = tr[i] if tr and i < len(tr) else None
-                if not _finite(t) or len(t) != 3:
-                    raise PlanError(f"The backend's translation of {name!r} at frame {plan.frames[i]:g} is missing "
-                                    "or NaN; nothing was written")
-                trans[i, j] = t
+        r = _cells(rots, rows, 4)
+        if r is None:
+            _first_bad(plan, name, rots, rows, 4, "answer for")
+        local[rows, j] = r
+        if msk.moving[j]:
+            t = _cells(tr or [], rows, 3)
+            if t is None:
+                _first_bad(plan, name, tr or [], rows, 3, "translation of")
+            trans[rows, j] = t
     return local, trans
+
+
+def _cells(values: list, rows: np.ndarray, width: int) -> np.ndarray | None:
+    """The answer's cells at the rows as a (len(rows), width) array, or None if any is missing or not finite."""
+    if len(values) <= rows[-1]:
+        return None
+    try:
+        out = np.array([values[i] for i in rows], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (len(rows), width) and np.isfinite(out).all() else None
+
+
+def _first_bad(plan: Plan, name: str, values: list, rows: np.ndarray, width: int, what: str) -> None:
+    """Raise the error that names the first bad cell (the answer was found bad as a whole)."""
+    for i in rows:
+        v = values[i] if i < len(values) else None
+        if not _finite(v) or len(v) != width:
+            raise PlanError(f"The backend's {what} {name!r} at frame {plan.frames[i]:g} is missing or not a number "
+                            "(NaN); nothing was written")
+    raise PlanError(f"The backend's {what} {name!r} is malformed; nothing was written")
 
 
 def _finite(values) -> bool:
     return values is not None and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
-def apply(context, plan: Plan, joints_result: dict, decoded=None) -> int:
-    """Write an answer (``joints`` of a fill or of one variation) as GENERATED keys: each mapped bone's local
-    pose solved under its parent's new pose, in its own rotation mode, continuous with its keys; a location
-    only on a moving joint's bone that is not connected to its parent. Returns the number of keys written."""
-    import bpy
+def output_settings(context) -> tuple[bool, float, float]:
+    """(editable, rotation tolerance in radians, location tolerance in scene units) of the scene's Keys setting."""
+    s = context.scene.anyfill
+    return s.keys_output == "EDITABLE", math.radians(s.rotation_tolerance), s.location_tolerance
 
-    obj = bpy.data.objects.get(plan.object_name)
-    if obj is None:
-        raise PlanError(f"The rig {plan.object_name!r} is gone")
-    local, trans = decoded if decoded is not None else validate(plan, joints_result)
+
+def tracks(plan: Plan, obj, basis: np.ndarray) -> list[editable_mod.Track]:
+    """Each written bone's rotation (in its rotation mode, continuous with its keys) and, for a moving joint's
+    bone not connected to its parent, its location: the dense fill at the bone's target frames. The rotation
+    maths runs once for all bones (per rotation mode)."""
     ret = plan.retarget
-    basis = ret.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
-    bag = keys.channelbag(obj, create=True)
-    written = 0
+    frames = np.asarray(plan.frames)
+    bones = []  # (joint, bone, name, pose bone, mode, rows, keyed frames, their rows, their values)
     for j, b in ret.bone_of.items():
         rows = np.flatnonzero(plan.write[:, j])
         if not len(rows):
@@ -282,21 +305,68 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> int:
         name = ret.rig.names[b]
         pb = obj.pose.bones[name]
         mode = pb.rotation_mode
-        prop, width = keys.rotation_path(mode)
-        bk = plan.bone_keys[name]
-        new = {plan.frames[i]: Quaternion(retarget_mod.matrix_to_quat(
-            retarget_mod.orthonormal(basis[i, b, :3, :3])).tolist()) for i in rows}
-        known = {f: bk.rotation_values(f) for f in bk.frames} if mode == bk.mode else {
-            f: curves.quaternion_to_mode(bk.rotation(f), mode, None) for f in bk.frames}
-        track = curves.continuous_track(plan.frames, new, known, mode, tuple(getattr(pb, prop)))
-        frames = sorted(track)
-        path = keys.bone_path(name, prop)
-        for c in range(width):
-            written += curves.write_keys(bag, path, c, name, frames, [track[f][c] for f in frames])
+        keyed = np.asarray(plan.bone_keys[name].frames, dtype=np.float64)
+        known_rows = np.searchsorted(frames, keyed - curves.EPS_FRAME)  # the track's frames hold every keyed frame
+        channels = plan.channels[name]
+        known = channels.rotation[known_rows]
+        if mode != channels.mode:  # the bone's rotation mode changed since the request was made
+            known = curves.quat_to_mode(curves.mode_to_quat(known, channels.mode), mode)
+        bones.append((j, b, name, pb, mode, rows, keyed, known_rows, known))
+    if not bones:
+        return []
+    cells = np.concatenate([basis[e[5], e[1], :3, :3] for e in bones])
+    quats = np.split(retarget_mod.matrix_to_quat(retarget_mod.orthonormal(cells)),
+                     np.cumsum([len(e[5]) for e in bones])[:-1])
+    values: dict[int, np.ndarray] = {}
+    for mode in {e[4] for e in bones}:
+        group = [i for i, e in enumerate(bones) if e[4] == mode]
+        rest = [getattr(bones[i][3], keys.rotation_path(mode)[0]) for i in group]
+        out = curves.continuous_values(
+            np.concatenate([bones[i][5] for i in group]), np.concatenate([quats[i] for i in group]),
+            np.concatenate([bones[i][7] for i in group]), np.concatenate([bones[i][8] for i in group]), mode,
+            np.array([tuple(r) for r in rest]), np.repeat(np.arange(len(group)), [len(bones[i][5]) for i in group]),
+            np.repeat(np.arange(len(group)), [len(bones[i][7]) for i in group]))
+        for i, v in zip(group, np.split(out, np.cumsum([len(bones[i][5]) for i in group])[:-1]), strict=True):
+            values[i] = v
+    out = []
+    for i, (j, b, name, pb, mode, rows, keyed, _, _) in enumerate(bones):
+        prop = keys.rotation_path(mode)[0]
+        out.append(editable_mod.Track(name, keys.bone_path(name, prop), mode, frames[rows], values[i], keyed,
+                                      tuple(getattr(pb, prop))))
         if ret.model.moving[j] and not ret.rig.connected[b]:
-            path = keys.bone_path(name, "location")
-            for c in range(3):
-                written += curves.write_keys(bag, path, c, name, frames, [float(basis[i, b, c, 3]) for i in rows])
+            out.append(editable_mod.Track(name, keys.bone_path(name, "location"), "LOCATION", frames[rows],
+                                          basis[rows, b, :3, 3].copy(), keyed, tuple(pb.location)))
+    return out
+
+
+def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mod.Written:
+    """Write an answer (``joints`` of a fill or of one variation) as GENERATED keys: each mapped bone's local
+    pose solved under its parent's new pose, in its own rotation mode, continuous with its keys; a location
+    only on a moving joint's bone that is not connected to its parent. A key on every filled frame, or (the
+    scene's Keys set to Editable, not for Complete Pose) keys only where Blender's curves need them to stay
+    within the tolerances (:mod:`.editable`). Returns what was written."""
+    import bpy
+
+    obj = bpy.data.objects.get(plan.object_name)
+    if obj is None:
+        raise PlanError(f"The rig {plan.object_name!r} is gone")
+    t0 = time.perf_counter()
+    local, trans = decoded if decoded is not None else validate(plan, joints_result)
+    t1 = time.perf_counter()
+    basis = plan.retarget.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
+    t2 = time.perf_counter()
+    bag = keys.channelbag(obj, create=True)
+    todo = tracks(plan, obj, basis)
+    t3 = time.perf_counter()
+    editable, rotation_tolerance, location_tolerance = output_settings(context)
+    if not editable or plan.kind == "pose":
+        written = editable_mod.write_dense(bag, todo)
+    else:
+        scale = max(obj.matrix_world.to_scale()) or 1.0  # locations are in the armature's units
+        written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
+        written.max_location *= scale
+    written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
+                       "keys written": time.perf_counter() - t3}
     return written
 
 

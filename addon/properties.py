@@ -1,8 +1,8 @@
 """Scene and object settings, saved with the .blend file.
 
 ``Object.anyfill`` (per rig): the model, the joint -> bone mapping, mirror and rest-pose matching, the last
-fill's uncertainty and the variations being browsed. ``Scene.anyfill``: frame range mode, bone scope and
-the sampling settings.
+fill's uncertainty, what the last fill wrote and the variations being browsed. ``Scene.anyfill``: frame range
+mode, bone scope, the keys written (every frame or editable, with tolerances) and the sampling settings.
 """
 
 import bpy
@@ -54,8 +54,28 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
     last_match: bpy.props.StringProperty(
         name="Last Match", default="", options={"HIDDEN"},
         description="How the last fill matched the rig to the model (rest pose, scale, mirror, per part)")
+    last_keys: bpy.props.IntProperty(name="Keys Written", default=0, options={"HIDDEN"},
+                                     description="Keys the last fill wrote on this rig")
+    last_dense_keys: bpy.props.IntProperty(name="Dense Keys", default=0, options={"HIDDEN"},
+                                           description="Keys a key on every filled frame would have written")
+    last_editable: bpy.props.BoolProperty(name="Last Fill Editable", default=False, options={"HIDDEN"})
+    last_max_rotation: bpy.props.FloatProperty(
+        name="Largest Rotation Deviation", default=0.0, options={"HIDDEN"},
+        description="The last editable fill's largest deviation from the dense fill, degrees, as Blender evaluates "
+        "the written curves")
+    last_max_location: bpy.props.FloatProperty(
+        name="Largest Location Deviation", default=0.0, subtype="DISTANCE", unit="LENGTH", options={"HIDDEN"},
+        description="The last editable fill's largest location deviation from the dense fill")
     variation_index: bpy.props.IntProperty(name="Variation", default=0, min=0)
     variation_count: bpy.props.IntProperty(name="Variations", default=0, min=0)
+
+
+def _get_location_tolerance(self) -> float:
+    return self.location_tolerance_m / (self.id_data.unit_settings.scale_length or 1.0)
+
+
+def _set_location_tolerance(self, value: float) -> None:
+    self.location_tolerance_m = value * (self.id_data.unit_settings.scale_length or 1.0)
 
 
 class AnyfillSceneSettings(bpy.types.PropertyGroup):
@@ -78,6 +98,21 @@ class AnyfillSceneSettings(bpy.types.PropertyGroup):
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     count: bpy.props.IntProperty(name="Count", description="Number of variations", default=4, min=1, max=16)
     k: bpy.props.IntProperty(name="Cells per Step", default=8, min=1, max=4096)
+    keys_output: bpy.props.EnumProperty(
+        name="Keys",
+        items=(("DENSE", "Every Frame", "A key on every filled frame"),
+               ("EDITABLE", "Editable", "Keys only where Blender's curves (Auto Clamped Bezier) need them to stay "
+                "within the tolerances of the fill; a bone's rotation channels share their key frames")),
+        default="DENSE")
+    rotation_tolerance: bpy.props.FloatProperty(
+        name="Rotation Tolerance", default=1.0, min=0.01, max=45.0, precision=2,
+        description="Editable keys: the largest angle (degrees) a bone may turn away from the fill on any filled frame")
+    location_tolerance_m: bpy.props.FloatProperty(default=0.01, min=1e-6, options={"HIDDEN"})  # metres
+    location_tolerance: bpy.props.FloatProperty(
+        name="Location Tolerance", subtype="DISTANCE", unit="LENGTH", min=1e-6, precision=3,
+        get=_get_location_tolerance, set=_set_location_tolerance,
+        description="Editable keys: the largest distance a moving bone's location may stray from the fill (in scene "
+        "units: 1 cm unless set, whatever the scene's Unit Scale)")
 
 
 classes = (AnyfillJointMap, AnyfillRigSettings, AnyfillSceneSettings)

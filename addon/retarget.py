@@ -33,8 +33,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def orthonormal(m: np.ndarray) -> np.ndarray:
-    """The rotation nearest to each 3x3 matrix (removes scale and shear; SVD polar factor)."""
+def _svd_rotation(m: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(m)
     r = u @ vt
     d = np.linalg.det(r)
@@ -43,6 +42,41 @@ def orthonormal(m: np.ndarray) -> np.ndarray:
         u[..., :, -1] *= np.where(d < 0, -1.0, 1.0)[..., None]
         r = u @ vt
     return r
+
+
+def orthonormal(m: np.ndarray) -> np.ndarray:
+    """The rotation nearest to each 3x3 matrix (removes scale and shear; the polar factor). Newton's iteration
+    X <- (g X + X^-T / g) / 2 on the nine entries as arrays (a bone's matrix is a rotation up to float32 noise
+    and scale: one or two steps); matrices that mirror (det <= 0) take the SVD, with the nearest rotation."""
+    m = np.asarray(m, dtype=np.float64)
+    shape = m.shape
+    y = m.reshape(-1, 9).T.copy()  # (9, N): m00 m01 m02 m10 ... m22
+    out = np.empty_like(y)
+    idx = np.arange(y.shape[1])
+    mirrored = np.zeros(y.shape[1], dtype=bool)
+    for step in range(60):
+        m00, m01, m02, m10, m11, m12, m20, m21, m22 = y
+        c = np.stack([m11 * m22 - m12 * m21, m12 * m20 - m10 * m22, m10 * m21 - m11 * m20,
+                      m02 * m21 - m01 * m22, m00 * m22 - m02 * m20, m01 * m20 - m00 * m21,
+                      m01 * m12 - m02 * m11, m02 * m10 - m00 * m12, m00 * m11 - m01 * m10])  # cofactors
+        det = m00 * c[0] + m01 * c[1] + m02 * c[2]
+        if step == 0:
+            mirrored = ~(det > 0)
+            if mirrored.any():
+                idx, y, c, det = idx[~mirrored], y[:, ~mirrored], c[:, ~mirrored], det[~mirrored]
+        c /= det  # X^-T
+        g = np.sqrt(np.sqrt(np.einsum("ij,ij->j", c, c) / np.einsum("ij,ij->j", y, y)))
+        nxt = 0.5 * (g * y + c / g)
+        out[:, idx] = nxt
+        moving = np.abs(nxt - y).max(axis=0) > 1e-7  # quadratic convergence: the next step would move < 1e-14
+        if not moving.any():
+            break
+        idx, y = idx[moving], nxt[:, moving]
+    out = out.T.reshape(shape)
+    if mirrored.any():
+        flat = out.reshape(-1, 3, 3)
+        flat[mirrored] = _svd_rotation(m.reshape(-1, 3, 3)[mirrored])
+    return out
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -131,11 +165,13 @@ class Rig:
     def heads(self) -> np.ndarray:
         return self.rest[:, :3, 3]
 
-    def pose(self, basis: np.ndarray) -> np.ndarray:
+    def pose(self, basis: np.ndarray, bones=None) -> np.ndarray:
         """Armature-space pose matrices (F, N, 4, 4) from local basis matrices (F, N, 4, 4)
-        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale."""
+        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale.
+        ``bones``: only these (with all their ancestors among them); the others are left undefined."""
         out = np.empty_like(basis)
-        for b, p in enumerate(self.parents):
+        for b in range(len(self.parents)) if bones is None else sorted(bones):
+            p = self.parents[b]
             rel = self.rest_rel[b] @ basis[:, b]
             out[:, b] = rel if p < 0 else out[:, p] @ rel
         return out
@@ -393,19 +429,26 @@ class Retarget:
     def mapped_bones(self) -> set[int]:
         return set(self.bone_of.values())
 
-    def model_globals(self, pose: np.ndarray, frames=None) -> tuple[np.ndarray, np.ndarray]:
+    def world_rotations(self, pose: np.ndarray) -> dict[int, np.ndarray]:
+        """Each mapped bone's armature-space rotation (F, 3, 3) in the pose matrices (F, N, 4, 4)."""
+        bones = sorted(set(self.bone_of.values()))
+        return dict(zip(bones, np.swapaxes(orthonormal(pose[:, bones, :3, :3]), 0, 1), strict=True))
+
+    def model_globals(self, pose: np.ndarray, frames=None, world: dict[int, np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """Model global rotations (F, J, 3, 3) and positions of the moving joints (F, J, 3; zero elsewhere)
         from the rig's armature-space pose matrices (F, N, 4, 4) at ``frames`` (for the per-key twists).
-        Unmapped joints follow their parent as in the matching pose; an unmapped root stays at the origin."""
+        Unmapped joints follow their parent as in the matching pose; an unmapped root stays at the origin.
+        ``world``: :meth:`world_rotations` of the pose, when already known."""
         turn = self._twist_matrices(frames, 1.0)
         f = pose.shape[0]
         g = np.empty((f, len(self.model.joints), 3, 3))
         pos = np.zeros((f, len(self.model.joints), 3))
-        world = orthonormal(pose[..., :3, :3])
+        world = self.world_rotations(pose) if world is None else world
         for j, p in enumerate(self.model.parents):
             b = self.bone_of.get(j)
             if b is not None:
-                g[:, j] = self.to_model @ world[:, b] @ self._read[j]
+                g[:, j] = self.to_model @ world[b] @ self._read[j]
                 if j in turn:
                     g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
@@ -453,7 +496,13 @@ class Retarget:
         rig = self.rig
         out = basis.copy()
         pose = np.empty_like(basis)
-        for b, p in enumerate(rig.parents):
+        needed = set()  # the written bones and their ancestors: the other bones keep their basis
+        for j, b in self.bone_of.items():
+            while b >= 0 and b not in needed and write[:, j].any():
+                needed.add(b)
+                b = int(rig.parents[b])
+        for b in sorted(needed):
+            p = rig.parents[b]
             a = rig.rest_rel[b] if p < 0 else pose[:, p] @ rig.rest_rel[b]  # (F or 1, 4, 4)
             a = np.broadcast_to(a, basis[:, b].shape)
             j = joint_of.get(b)
@@ -507,48 +556,123 @@ def rig_scale(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], skeleton:
 TWIST_PRIOR = 0.5  # cost of turning a bone's twist away from the rest estimate (units of the data's spread)
 
 
-def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2) -> np.ndarray:
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products (..., 4) wxyz (broadcasting)."""
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    return q * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def axis_quats(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) of turns about one unit axis by each angle (...)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    return np.concatenate([np.cos(angles / 2)[..., None], np.sin(angles / 2)[..., None] * axis], -1)
+
+
+def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, passes: int,
+                  per_key: bool, world: dict[int, np.ndarray] | None = None) -> np.ndarray | None:
+    """The twists (K, J) radians about each free joint's own bone that make the keyed poses (K, N, 4, 4) most
+    typical of the training data (see :func:`fit_twists`): one per joint for all keys (every row the same), or
+    one per key (``per_key``). Coordinate descent over a grid of angles, parents first, the costs in closed form
+    over the grid (see ``cost``). None when the model has no habits to fit to."""
+    model = ret.model
+    conv = model.conventions or {}
+    names = model.joints
+    if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
+        return None
+    g, _ = ret.model_globals(poses, world=world)
+    gq = matrix_to_quat(g)  # (K, J, 4)
+    mean = {j: unit(np.array(conv[n]["mean_local"], dtype=np.float64)) for j, n in enumerate(names)}
+    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
+                 for j, n in enumerate(names)}
+    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
+    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
+    twist = np.zeros((len(poses), len(names)))
+
+    def current(j: int, keys=slice(None)) -> np.ndarray:  # (K, 4), or the listed keys'
+        return quat_mul(gq[keys, j], axis_quats(axes[j], twist[keys, j])) if j in free else gq[keys, j]
+
+    cos_half, sin_half = np.cos(angles / 2)[:, None], np.sin(angles / 2)[:, None]  # (S, 1): a turn is cos + sin axis
+    cos_full, sin_full = np.cos(angles)[:, None], np.sin(angles)[:, None]
+
+    def cost(k: int, m0: np.ndarray, m1: np.ndarray) -> np.ndarray:
+        """The data distance (S, K) of the local rotations q = cos m0 + sin m1 (half angles; m0, m1: (K, 4),
+        already measured from joint k's mean): |v|^2 under the precision, v the rotation vector of q. The
+        quadratic forms in (cos, sin) are sinusoids of the whole angle, so the grid is a few products of (K,)
+        sums; v and -v cost the same, so q's sign does not matter."""
+        a, b = m0[:, 1:], m1[:, 1:]
+        pa, pb = a @ precision[k], b @ precision[k]
+        aa, ab, bb = (pa * a).sum(1), (pa * b).sum(1), (pb * b).sum(1)
+        quad = 2 * (aa + bb) + cos_full * (2 * (aa - bb)) + sin_full * (4 * ab)  # 4 (vector part)^T P (vector part)
+        na, nab, nb = (a * a).sum(1), (a * b).sum(1), (b * b).sum(1)
+        norm = np.sqrt(np.maximum((na + nb) / 2 + cos_full * ((na - nb) / 2) + sin_full * nab, 0.0))
+        half = np.arctan2(norm, np.abs(cos_half * m0[:, 0] + sin_half * m1[:, 0]))
+        return quad * (half / np.maximum(norm, 1e-12)) ** 2
+
+    prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
+    seen: dict[tuple, tuple[np.ndarray | None, np.ndarray]] = {}  # a term's neighbour twists and grid
+
+    def term(key: tuple, neighbour: int, make) -> np.ndarray:
+        """A cost grid (S, K) that depends on one neighbouring joint's twists: computed again (a later pass)
+        only for the keys whose neighbour twist changed since."""
+        now = twist[:, neighbour].copy() if neighbour in free else None
+        if key not in seen:
+            seen[key] = (now, make(slice(None)))
+        before, grid = seen[key]
+        if now is not None and not np.array_equal(now, before):
+            changed = np.flatnonzero(now != before)
+            grid = grid.copy()
+            grid[:, changed] = make(changed)
+            seen[key] = (now, grid)
+        return grid
+
+    for _ in range(passes):
+        for j in sorted(free):
+            p = model.parents[j]
+            total = prior + 0.0
+            pure = np.concatenate([[0.0], axes[j]])  # the turn's axis as a quaternion
+            if p >= 0:  # the joint's local rotation: mean_j^-1 parent^-1 g_j turn
+
+                def parent_term(keys, j=j, p=p, pure=pure) -> np.ndarray:
+                    m0 = quat_mul(quat_conj(mean[j]), quat_mul(quat_conj(current(p, keys)), gq[keys, j]))
+                    return cost(j, m0, quat_mul(m0, pure))
+
+                total = total + term(("parent", j), p, parent_term)
+            for k in model.children(j):  # each child's: mean_k^-1 turn^-1 g_j^-1 child
+
+                def child_term(keys, j=j, k=k, pure=pure) -> np.ndarray:
+                    inner = quat_mul(quat_conj(gq[keys, j]), current(k, keys))
+                    return cost(k, quat_mul(quat_conj(mean[k]), inner),
+                                -quat_mul(quat_conj(mean[k]), quat_mul(pure, inner)))
+
+                total = total + term(("child", j, k), k, child_term)
+            if per_key:
+                twist[:, j] = angles[np.argmin(total, axis=0)]
+            else:
+                twist[:, j] = angles[int(np.argmin(total.mean(axis=1)))]
+    return twist
+
+
+def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2,
+               world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The matching pose with each free joint's twist about its own bone (which moves no joint) chosen so that
     the rig's keyed poses (K, N, 4, 4), read through it, are as typical of the training data as they can be:
     the Mahalanobis distance of every local rotation from the data's mean, under the data's spread, summed
     over the keys (a knee off its hinge, a forearm twisted against the capture's habit cost much), plus a
     small cost for leaving the rest estimate. Coordinate descent over a grid of angles, parents first."""
-    model = ret.model
-    conv = model.conventions or {}
-    names = model.joints
-    if not free or not len(poses) or not all("spread" in conv.get(n, {}) for n in names):
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=False, world=world)
+    if twist is None:
         return ret.match
-    g, _ = ret.model_globals(poses)  # (K, J, 3, 3) at zero twist
-    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
-    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
-                 for j, n in enumerate(names)}
-    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
-    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
-    turns = {j: np.stack([axis_rotation(axes[j], a) for a in angles]) for j in free}  # (S, 3, 3)
-    phi = dict.fromkeys(free, 0.0)
-
-    def current(j: int) -> np.ndarray:  # (K, 3, 3)
-        return g[:, j] @ axis_rotation(axes[j], phi[j]) if j in free else g[:, j]
-
-    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        """Mean over keys of the data distance of local rotations parent^T child (..., K, 3, 3) -> (...)."""
-        rel = mean[k].T @ np.swapaxes(parent, -1, -2) @ child
-        v = rotvecs(rel)
-        return np.einsum("...i,ij,...j->...", v, precision[k], v).mean(axis=-1)
-
-    for _ in range(passes):
-        for j in sorted(free):
-            p = model.parents[j]
-            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
-            total = TWIST_PRIOR * (1 - np.cos(angles)) * 2
-            if p >= 0:
-                total = total + cost(j, current(p)[None], cand)
-            for k in model.children(j):
-                total = total + cost(k, cand, current(k)[None])
-            phi[j] = float(angles[int(np.argmin(total))])
     out = ret.match.copy()
+    conv = ret.model.conventions
     for j in free:
-        out[j] = ret.match[j] @ axis_rotation(axes[j], phi[j])
+        out[j] = ret.match[j] @ axis_rotation(unit(np.array(conv[ret.model.joints[j]]["axis"], dtype=np.float64)),
+                                              twist[0, j])
     return out
 
 
@@ -565,68 +689,37 @@ def short_joints(model: ModelSkeleton, free: set[int], ratio: float = 0.4) -> se
     return out
 
 
-def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int]) -> np.ndarray:
+def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int],
+                world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """The matching pose with each of ``joints`` turned so that the rig's keyed local rotations (K poses) are,
     on average, the training data's mean local rotation (a rig's neutral toe or clavicle is the data's): the
-    rotation nearest to the mean of R_k^T mean over the keys, parents first."""
+    rotation nearest to the mean of R_k^T mean over the keys, parents first (each of ``joints`` is mapped)."""
     conv = ret.model.conventions or {}
     out = ret.match.copy()
     if not joints or not len(poses):
         return out
-    current = ret
+    g, _ = ret.model_globals(poses, world=world)
     for j in sorted(joints):
         p = ret.model.parents[j]
         if p < 0:
             continue
-        g, _ = current.model_globals(poses)
         local = np.swapaxes(g[:, p], -1, -2) @ g[:, j]
         mean = quat_to_matrix(np.array(conv[ret.model.joints[j]]["mean_local"]))
         delta = orthonormal((np.swapaxes(local, -1, -2) @ mean).mean(axis=0))
         out[j] = out[j] @ delta
-        current = Retarget(ret.model, ret.rig, ret.mapping, ret.to_model, ret.scale, out, ret.rest_mode,
-                           ret.mirrored)
+        # a mapped joint's global turns with its match (G_j = T W_b B_b^-1 T^-1 M_j); the joints the rig lacks
+        # below it follow M_j^T M_child, which the same turn leaves as it was
+        g[:, j] = g[:, j] @ delta
     return out
 
 
 def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
-                   passes: int = 2) -> np.ndarray:
+                   passes: int = 2, world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
     cost per key instead of over all keys (a Mixamo knee that is no hinge in its own frame gets its thigh
     turned at each key so that the knee bends about the data's hinge), each held near the shared match."""
-    model = ret.model
-    conv = model.conventions or {}
-    names = model.joints
-    k_count = len(poses)
-    out = np.zeros((k_count, len(names)))
-    if not free or not k_count or not all("spread" in conv.get(n, {}) for n in names):
-        return out
-    g, _ = ret.model_globals(poses)
-    mean = {j: quat_to_matrix(np.array(conv[n]["mean_local"])) for j, n in enumerate(names)}
-    precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
-                 for j, n in enumerate(names)}
-    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
-    axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
-    turns = {j: axis_rotations(axes[j], angles) for j in free}  # (S, 3, 3)
-
-    def current(j: int) -> np.ndarray:  # (K, 3, 3)
-        return g[:, j] @ axis_rotations(axes[j], out[:, j]) if j in free else g[:, j]
-
-    def cost(k: int, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        v = rotvecs(mean[k].T @ np.swapaxes(parent, -1, -2) @ child)
-        return np.einsum("...i,ij,...j->...", v, precision[k], v)
-
-    prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
-    for _ in range(passes):
-        for j in sorted(free):
-            p = model.parents[j]
-            cand = g[:, j][None] @ turns[j][:, None]  # (S, K, 3, 3)
-            total = prior + 0.0
-            if p >= 0:
-                total = total + cost(j, current(p)[None], cand)
-            for k in model.children(j):
-                total = total + cost(k, cand, current(k)[None])
-            out[:, j] = angles[np.argmin(total, axis=0)]
-    return out
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=True, world=world)
+    return np.zeros((len(poses), len(ret.model.joints))) if twist is None else twist
 
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
@@ -646,11 +739,13 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
     ret = Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
     if used == "REST" and poses is not None and len(poses):
-        ret = Retarget(model, rig, mapping, to_model, scale, fit_offsets(ret, poses, short_joints(model, free)),
-                       used, mirrored)
-        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free), used, mirrored)
+        world = ret.world_rotations(poses)  # the same bones' rotations for every fit below
+        ret = Retarget(model, rig, mapping, to_model, scale,
+                       fit_offsets(ret, poses, short_joints(model, free), world), used, mirrored)
+        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free, world=world), used,
+                       mirrored)
         if key_frames is not None:
-            twists = fit_key_twists(ret, poses, free)
+            twists = fit_key_twists(ret, poses, free, world=world)
             axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
             ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
                            key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)

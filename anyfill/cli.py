@@ -24,6 +24,17 @@ def _bench_rig(args: argparse.Namespace) -> int:
     return rig_main(args, addon_zip=build(out_dir=Path(tempfile.mkdtemp(prefix="anyfill-dist-"))))
 
 
+def _bench_addon(args: argparse.Namespace) -> int:
+    """``anyfill bench addon``: the extension as a user installs it, built first."""
+    import tempfile
+    from pathlib import Path
+
+    from anyfill.build_addon import build
+    from training.bench.addon import main as addon_main
+
+    return addon_main(args, addon_zip=build(out_dir=Path(tempfile.mkdtemp(prefix="anyfill-dist-"))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from anyfill import __version__, build_addon
     from backend import commands as backend_commands
@@ -39,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     bench_commands.add_parsers(bench_sub)
     bench_sub.choices["rig"].set_defaults(func=_bench_rig)
+    bench_sub.choices["addon"].set_defaults(func=_bench_addon)
     document_commands.add_bench_parsers(bench_sub)
     backend_commands.add_bench_parsers(bench_sub)
 

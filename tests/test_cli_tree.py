@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-COMMANDS = [[], ["bench"], ["bench", "inbetween"], ["bench", "keys"], ["bench", "rig"], ["bench", "lift"],
+COMMANDS = [[], ["bench"], ["bench", "inbetween"], ["bench", "keys"], ["bench", "rig"], ["bench", "addon"],
+            ["bench", "lift"],
             ["bench", "pixels"], ["bench", "prediction"], ["bench", "serve"], ["bench", "speed"],
             ["bench", "video-loader"], ["serve"], ["fill"], ["demo"], ["build-addon"], ["train"],
             ["train", "anyorder"], ["sample", "pixels"]]
@@ -19,7 +20,7 @@ def test_every_command_has_help_from_the_tree_without_heavy_imports():
             "        main([*cmd, '--help'])\n"
             "    assert out.getvalue().startswith('usage: anyfill'), (cmd, out.getvalue()[:200])\n"
             "print(sorted(m for m in ('torch', 'lightning', 'fastapi', 'numpy', 'training.bench.rig', "
-            "'backend.server') if m in sys.modules))")
+            "'training.bench.addon', 'backend.server') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """``anyfill bench`` commands of the product: in-betweening and keys on the test split, the motion models'
-speed, any-order sampling, pose completion, the linear probe, and the extension on real rigs. Only argparse
+speed, any-order sampling, pose completion, the linear probe, and the extension on real rigs (its quality and its
+own time). Only argparse
 here: each command imports its module when it runs."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 # the rig bench's clips, under the data folder: one rig family each (Mixamo, CMU)
 DEFAULT_CLIPS = ("foreign/mixamo_walk-in-circle.bvh", "foreign/cmu-xia_normal.bvh", "foreign/cmu-xia_proud.bvh")
+DEFAULT_ADDON_CLIP = DEFAULT_CLIPS[0]  # the addon bench's shot, played forward and back to length
 
 
 def _conventions(args: argparse.Namespace):
@@ -229,3 +231,19 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
                      help="put the finger motion of this ManipNet take (a folder of hand BVHs, or one) on the Mixamo "
                      "rig's fingers with Blender's constraints, baked, from the stretch where its fingers move most")
     # its func is set by anyfill.cli, which builds the extension first (training never imports anyfill)
+    ad = bench_sub.add_parser(
+        "addon", help="the extension's own read and write time in headless Blender on a long shot, and its "
+        "editable curves", description="Time Blender's side of Fill (reading the rig, writing the keys; the "
+        "server's answer is given, not timed) on a long Mixamo shot with a key on every frame and with editable "
+        "curves, and measure the editable curves' key count and deviation with Blender's own fcurve.evaluate.")
+    ad.add_argument("--clip", help=f"a BVH file (default {DEFAULT_ADDON_CLIP} under the data folder)")
+    ad.add_argument("--frames", type=int, default=1291, help="the shot's length: the clip played forward and back")
+    ad.add_argument("--every", type=int, default=10, help="keep a key every n frames")
+    ad.add_argument("--repeats", type=int, default=5)
+    ad.add_argument("--part", default="body", help="the part of the rig to fill (body, hand.L, hand.R)")
+    ad.add_argument("--rotation-tolerance", type=float, default=1.0, metavar="DEG")
+    ad.add_argument("--location-tolerance", type=float, default=1.0, metavar="CM")
+    ad.add_argument("--unit-scale", type=float, default=0.01,
+                    help="the scene's Unit Scale: the clip's units in metres (Mixamo BVH: centimetres, 0.01)")
+    ad.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
+    ad.add_argument("--json", type=Path, default=None, help="write the result as JSON here")

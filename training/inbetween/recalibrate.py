@@ -9,7 +9,6 @@ from pathlib import Path
 
 from training.inbetween.calibrate import calibrate
 from training.inbetween.checkpoint import CheckpointError, load_model, save_model
-from training.inbetween.features import FeatureSpec
 from training.inbetween.task import AnyOrderData, AnyOrderModule, AnyOrderTrainConfig
 
 
@@ -21,8 +20,10 @@ def recalibrate(path: str | Path, out: str | Path, data_root: str | None = None)
     training = dict(card.get("training", {}))
     if "config" not in training:
         raise CheckpointError(f"{path}: its card holds no training config, so its run's validation data are unknown")
-    c = dict(training["config"])
-    c["features"] = FeatureSpec(**c["features"]) if isinstance(c.get("features"), dict) else FeatureSpec()
+    # the run's settings as this code names them (cards of every age; the features are what the model reads)
+    names = {f.name for f in dataclasses.fields(AnyOrderTrainConfig)}
+    c = {k: v for k, v in training["config"].items() if k in names}
+    c["features"] = model.cfg.features
     if data_root is not None:
         c["data_root"] = data_root
     cfg = AnyOrderTrainConfig(**c)

@@ -49,13 +49,18 @@ bench-baselines: setup  ## zero, interp and bezier (Blender's own curves) on bot
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$m --json bench-results/$$s-$$m.json || exit 1; \
 	done; done
 
-models: setup  ## retrain the shipped hand and body models with the exact commands in their cards (60 min each), bench them
+models: setup  ## retrain the shipped hand and body models with the exact commands in their cards (about 2 h), bench them
 	for s in hand body; do \
-	  cmd=$$($(PY) -c "import json, sys; print(json.load(open(sys.argv[1]))['training']['command'])" backend/models/$$s.json); \
-	  run=$$(echo "$$cmd" | sed -n 's/.*--run-dir \([^ ]*\).*/\1/p'); \
-	  OMP_NUM_THREADS=1 $(VENV)/bin/$$cmd --fresh || exit 1; \
-	  cp $$run/export/$$s-query.safetensors backend/models/$$s.safetensors; \
-	  cp $$run/export/$$s-query.json backend/models/$$s.json; \
+	  $(PY) -c "import json, sys; t = json.load(open(sys.argv[1]))['training']; print('\n'.join(t.get('commands') or [t['command']]))" \
+	    backend/models/$$s.json > .models-$$s.txt || exit 1; \
+	  out=$$($(PY) -c "import json, sys; print(json.load(open(sys.argv[1]))['training'].get('output', ''))" backend/models/$$s.json); \
+	  while read -r cmd; do \
+	    case "$$cmd" in anyfill*) fresh=--fresh;; *) fresh=;; esac; \
+	    OMP_NUM_THREADS=1 $(VENV)/bin/$$cmd $$fresh < /dev/null || exit 1; \
+	    r=$$(echo "$$cmd" | sed -n 's/.*--run-dir \([^ ]*\).*/\1/p'); [ -z "$$r" ] || run=$$r; \
+	  done < .models-$$s.txt; rm -f .models-$$s.txt; \
+	  [ -n "$$out" ] || out=$$run/export/$$s-query.safetensors; \
+	  cp $$out backend/models/$$s.safetensors; cp $${out%.safetensors}.json backend/models/$$s.json; \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \
 	done
 

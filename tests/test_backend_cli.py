@@ -151,7 +151,7 @@ def test_sigterm_during_a_sample_answers_and_exits_at_once(tmp_path):
             proc.kill()
             proc.wait()
     text = log.read_text()
-    assert took < 2.5, (took, text)
+    assert took < 4.5, (took, text)  # before uvicorn's 5 s grace ends (the jobs alone would run for minutes)
     r = answers["plain"]
     assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
     assert "shutting down" in r.json()["error"]

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 from blender_support import clean_scene
-from test_addon_fill import BODY, load_rig, own_keys, run_fill, snapshot_all, thin_keys
+from test_addon_fill import BODY, assert_fill_is_one_undo_step, load_rig, own_keys, run_fill, thin_keys
 
 pytestmark = pytest.mark.blender
 
@@ -170,11 +170,4 @@ def test_editable_fill_is_one_undo_step(bpy, ext, prefs, data_root):
     thin_keys(bpy, ob, set(range(1, 42, 10)))
     scene = bpy.context.scene
     scene.anyfill.range_mode, scene.anyfill.keys_output = "SCENE", "EDITABLE"
-    name = ob.name
-    before = snapshot_all(ext, ob)
-    bpy.ops.ed.undo_push(message="before anyfill")
-    assert run_fill(bpy, ob) == {"FINISHED"}
-    bpy.ops.ed.undo_push(message="Fill")
-    assert snapshot_all(ext, bpy.data.objects[name]) != before
-    bpy.ops.ed.undo()
-    assert snapshot_all(ext, bpy.data.objects[name]) == before
+    assert_fill_is_one_undo_step(bpy, ext, ob)

@@ -131,6 +131,18 @@ def test_fill_writes_exactly_the_missing_frames(bpy, ext, prefs, data_root, rel,
     assert own_keys(ext, ob) == before and generated_frames(ext, ob) == written
 
 
+def assert_fill_is_one_undo_step(bpy, ext, ob) -> None:
+    """Fill changes the rig, and one undo gives every F-curve back exactly as it was."""
+    name = ob.name
+    before = snapshot_all(ext, ob)
+    bpy.ops.ed.undo_push(message="before anyfill")
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    bpy.ops.ed.undo_push(message="Fill")
+    assert snapshot_all(ext, bpy.data.objects[name]) != before
+    bpy.ops.ed.undo()
+    assert snapshot_all(ext, bpy.data.objects[name]) == before
+
+
 def snapshot_all(ext, ob):
     return ext.curves.snapshot(ext.keys.channelbag(ob)), {pb.name: tuple(pb.matrix_basis.col[3]) + tuple(
         pb.rotation_quaternion) for pb in ob.pose.bones}
@@ -179,14 +191,7 @@ def test_one_undo_step_restores_the_rig(bpy, ext, prefs, data_root):
     that one ``ed.undo`` restores every curve and the pose exactly."""
     ob = load_rig(bpy, ext, data_root, HAND, step=4)
     thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
-    name = ob.name
-    before = snapshot_all(ext, ob)
-    bpy.ops.ed.undo_push(message="before anyfill")
-    assert run_fill(bpy, ob) == {"FINISHED"}
-    bpy.ops.ed.undo_push(message="Fill")
-    assert snapshot_all(ext, bpy.data.objects[name]) != before
-    bpy.ops.ed.undo()
-    assert snapshot_all(ext, bpy.data.objects[name]) == before
+    assert_fill_is_one_undo_step(bpy, ext, ob)
 
 
 def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):

@@ -275,13 +275,24 @@ def test_calibration_keeps_only_the_corrections_that_pay(tmp_path):
 
 
 
+def _noise_corrections():
+    """A small hand training module (eval mode) whose network's corrections are noise, seeded."""
+    from training.inbetween.task import AnyOrderModule
+
+    torch.manual_seed(0)
+    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
+                                                n_dec_layers=1, dropout=0.0))
+    module.model.eval()
+    torch.nn.init.normal_(module.model.out.weight, std=0.3)
+    return module
+
+
 def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_path):
     """With the motion gate a keyed joint's curve is left alone where its keys do not move (a correction
     there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
     still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
     from training.inbetween.calibrate import calibrate
     from training.inbetween.model import MotionConfig
-    from training.inbetween.task import AnyOrderModule
 
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="motion_gate"):
@@ -291,11 +302,8 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     still_rot, still_trans = np.repeat(rot[:, :1], 40, axis=1), np.repeat(trans[:, :1], 40, axis=1)
     known = inbetween_mask(4, 40, schema.n_joints, ctx=8, gap=20)
     known[0, :, 5:8] = False  # window 0: the index finger has no key at all
-    torch.manual_seed(0)
-    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
-                                                n_dec_layers=1, dropout=0.0))
-    model = module.model.eval()
-    torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
+    module = _noise_corrections()
+    model = module.model
 
     def batch(r, t):
         b = make_batch(r, t, np.full(4, 30.0), known, ~known, schema, model.cfg.features)
@@ -332,7 +340,6 @@ def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
     from training.inbetween.baselines import NO_KEY_TIME, gap_time
     from training.inbetween.calibrate import calibrate
     from training.inbetween.model import MotionConfig
-    from training.inbetween.task import AnyOrderModule
 
     known = np.zeros((1, 12, 2), dtype=bool)
     known[0, [2, 4, 10], 0] = True
@@ -348,11 +355,8 @@ def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
     dense[:, ::2] = True  # a key every other frame
     wide = inbetween_mask(4, 40, schema.n_joints, ctx=8, gap=20)
     wide[0, :, 5:8] = False  # window 0: the index finger has no key at all
-    torch.manual_seed(0)
-    module = AnyOrderModule(AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1,
-                                                n_dec_layers=1, dropout=0.0))
-    model = module.model.eval()
-    torch.nn.init.normal_(model.out.weight, std=0.3)  # corrections that are noise
+    module = _noise_corrections()
+    model = module.model
 
     def batch(known):
         b = make_batch(rot, trans, np.full(4, 30.0), known, ~known, schema, model.cfg.features)

@@ -250,6 +250,72 @@ def test_keys_bands_without_a_baseline_is_refused(capsys) -> None:
     assert "--bands -1" in capsys.readouterr().err
 
 
+def test_keys_wrist_known_is_for_the_hand(capsys) -> None:
+    from anyfill.cli import main
+
+    assert main(["bench", "keys", "--skeleton", "body", "--method", "interp", "--wrist", "known"]) == 2
+    assert "hand skeleton" in capsys.readouterr().err
+
+
+def test_keys_wrist_known_gives_the_wrist_and_scores_the_fingers_in_its_frame(data_root: Path) -> None:
+    """``--wrist known``: every method sees the wrist on every frame and the fingers only at the keys; the
+    scores are the fingers' own in the wrist's frame (finite, zero for the truth, not the keyed mode's), and
+    interp and Bezier fill each finger exactly as they do with the wrist keyed (channels are independent)."""
+    from training.bench import keys
+
+    w = windows.cut(inbetween.load_protocol_clips([data_root / HAND_TEST_FILE], HAND), inbetween.WINDOW,
+                    inbetween.STRIDE)
+    pick = np.sort(np.random.default_rng(0).choice(len(w), 6, replace=False))
+    w = windows.Windows(HAND, w.fps, w.rotations[pick], w.translations[pick], [w.sources[i] for i in pick])
+    known, frames = keys.keyed_every(10)
+    cells, scored = keys.keyed_cells(10, HAND, "known")
+    assert cells.shape == (inbetween.WINDOW, HAND.n_joints) and np.array_equal(scored, frames)
+    assert cells[:, 0].all() and (cells[:, 1:] == known[:, None]).all()
+    assert (keys.keyed_cells(10, HAND, "keyed")[0] == known[:, None]).all()
+    with pytest.raises(ValueError, match="hand"):
+        keys.keyed_cells(10, BODY, "known")
+    with pytest.raises(ValueError, match="wrist"):
+        keys.keyed_cells(10, HAND, "elbow")
+    two, _ = keys.keyed_cells(10, HAND, "known", partial=2)  # thumb and index keyed, the rest never
+    thumb_index = [j for j, name in enumerate(HAND.joints) if name.startswith(("THUMB", "INDEX"))]
+    assert two[:, 0].all() and (two[:, thumb_index] == known[:, None]).all()
+    assert not np.delete(two, [0, *thumb_index], axis=1).any()
+    assert [HAND.joints[j] for j in keys.fingertips(HAND)] == [
+        "THUMB_IP_FE", "INDEX_DIP_FE", "MIDDLE_DIP_FE", "RING_DIP_FE", "PINKY_DIP_FE"]
+
+    seen = []
+    tip_mean, tip_std = np.zeros((5, 3)), np.ones((5, 3))
+    for name in ("interp", "bezier"):
+        base = inbetween.resolve_method(name, HAND)
+
+        def spy(batch, k, base=base):
+            seen.append((batch, k))
+            return base(batch, k)
+
+        got = keys.score_every(spy, w, 10, tip_mean, tip_std, wrist="known")
+        batch, k = seen[-1]
+        assert np.array_equal(k, cells)
+        assert np.isfinite(batch.rotations[:, :, 0]).all() and np.isfinite(batch.translations[:, :, 0]).all()
+        assert np.isnan(batch.rotations[:, ~known, 1:]).all() and np.isfinite(batch.rotations[:, known]).all()
+        assert all(np.isfinite(got[m]) and got[m] > 0 for m in ("L2Q", "L2P", "tips"))
+        plain = keys.score_every(base, w, 10, np.zeros((HAND.n_joints, 3)), np.ones((HAND.n_joints, 3)))
+        assert not math.isclose(got["L2Q"], plain["L2Q"], rel_tol=1e-3)  # the keyed mode scores the wrist too
+        # the fingers' curves do not depend on the wrist for these fills: the same fill as with the wrist keyed
+        rot_k, trans_k, _ = inbetween.fill_and_score(base, w, known, frames, local=True)
+        rot_c, trans_c, _ = inbetween.fill_and_score(base, w, cells, frames, local=True)
+        assert np.allclose(np.abs(np.sum(rot_k[:, :, 1:] * rot_c[:, :, 1:], -1)), 1.0)
+        assert np.allclose(rot_c[:, :, 0], w.rotations[:, : len(known), 0])  # the wrist as given
+    truth = lambda batch, k: (w.rotations[:, : len(k)].copy(), w.translations[:, : len(k)].copy())  # noqa: E731
+    zero = keys.score_every(truth, w, 10, tip_mean, tip_std, wrist="known")
+    assert zero["L2Q"] < 1e-9 and zero["L2P"] < 1e-9 and zero["tips"] < 1e-9
+    # partly keyed: a finger never keyed is held in the rest pose by interp, its bone offsets given
+    rot_p, trans_p, _ = inbetween.fill_and_score(inbetween.resolve_method("interp", HAND), w, two, frames, local=True)
+    never = np.delete(np.arange(HAND.n_joints), [0, *thumb_index])
+    assert np.allclose(rot_p[:, :, never], [0, 0, 0, 1])
+    assert np.allclose(trans_p[:, :, never], w.translations[:, : len(known)][:, :, never])
+    assert keys.score_every(truth, w, 10, tip_mean, tip_std, wrist="known", partial=2)["L2Q"] < 1e-9
+
+
 def test_pop_ratio_compares_the_steps_at_the_keys_with_the_motion_own():
     """1 for the ground truth itself; a fill that leaps into a key shows its leap over the truth's step there;
     only steps that touch a key count."""

@@ -75,12 +75,20 @@ def _bench_keys(args: argparse.Namespace) -> int:
               f"(the bands are the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}",
               file=sys.stderr)
         return 2
+    if (args.wrist == "known" or args.partial is not None) and args.skeleton != "hand":
+        print(f"anyfill bench keys: --wrist known and --partial are for the hand skeleton, not {args.skeleton}",
+              file=sys.stderr)
+        return 2
+    if args.partial is not None and not 0 <= args.partial <= 5:
+        print(f"anyfill bench keys: --partial is a number of fingers, 0 to 5, got {args.partial}", file=sys.stderr)
+        return 2
     conv = _conventions(args)
     result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root,
-                      conventions=conv)
+                      conventions=conv, wrist=args.wrist, partial=args.partial)
     print(keys.format_table(result))
     if conv is not None:  # the same method on the windows as captured, and the ratio perturbed / as captured
-        plain = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root)
+        plain = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root,
+                         wrist=args.wrist, partial=args.partial)
         result["unperturbed"] = {"every": {n: {m: v[m] for m in ("L2Q", "L2P")} for n, v in plain["every"].items()}}
         result["ratio_to_unperturbed"] = keys.ratios(result, plain)
         print(keys.format_table(plain, title=f"keys every n frames: {args.method} on the windows as captured"))
@@ -89,7 +97,7 @@ def _bench_keys(args: argparse.Namespace) -> int:
                                       f"knees {conv.hinge_deg:g} deg) / as captured"))
     if args.baseline and args.baseline != args.method:
         baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root,
-                            conventions=conv)
+                            conventions=conv, wrist=args.wrist, partial=args.partial)
         result["baseline"] = {"method": args.baseline, "every": baseline["every"]}
         result["ratio_to_baseline"] = keys.ratios(result, baseline)
         print(keys.format_table(baseline))
@@ -214,6 +222,13 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
     kb.add_argument("--every", nargs="+", type=int, default=[5, 10, 20], metavar="N", help="frames between keys")
     kb.add_argument("--bands", type=int, default=0, metavar="K",
                     help="with --baseline: also the ratio in K bands of windows, easiest (lowest baseline error) first")
+    kb.add_argument("--wrist", choices=("keyed", "known"), default="keyed",
+                    help="hand: keyed (default) keys the wrist with the fingers and scores the whole hand; known gives "
+                         "every method the wrist on every frame (a full rig's arm), keys the fingers and scores them "
+                         "in the wrist's frame (wrist-relative L2Q, fingertip L2P and distance)")
+    kb.add_argument("--partial", type=int, metavar="K",
+                    help="hand: key only the first K fingers (thumb, index, middle, ring, pinky), the others never "
+                         "(interp and bezier hold those in the rest pose); scored in the wrist's frame")
     kb.set_defaults(func=_bench_keys)
     _add_bench_model(bench_sub)
     rig = bench_sub.add_parser(

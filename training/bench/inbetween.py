@@ -8,7 +8,7 @@ canonical frame (see :mod:`training.motion.windows`).
 
 A method is any callable ``method(batch, known) -> (rotations, translations)``: ``batch`` is a
 :class:`~training.motion.windows.Windows` whose unknown frames are NaN (the method never sees the
-answer), ``known`` the (T,) mask of known frames.
+answer), ``known`` the (T,) mask of known frames, or (T, J) of known cells (the same for every window).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.inbetween.baselines import BASELINES
+from training.inbetween.baselines import BASELINES, by_joint_pattern
 from training.inbetween.metrics import l2p, l2q, npss
 from training.motion import clip as clip_io
 from training.motion.conventions import BENCH_TWISTS, apply_twists, random_twists
@@ -78,7 +78,7 @@ def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
 
     def method(batch: Windows, known: np.ndarray):
         n, t, j = batch.rotations.shape[:3]
-        cells = np.broadcast_to(known[None, :, None], (n, t, j))
+        cells = np.broadcast_to(as_cells(known)[None], (n, t, j))
         times = np.broadcast_to(np.arange(t) / batch.fps, (n, t))
         rot, trans = np.empty_like(batch.rotations), np.empty_like(batch.translations)
         for s in range(0, n, chunk):
@@ -90,11 +90,23 @@ def model_method(path: str | Path, schema: Schema, chunk: int = 64) -> Method:
     return method
 
 
+def as_cells(known: np.ndarray) -> np.ndarray:
+    """Known frames (T,) or known cells (T, J) as cells, (T, 1) or (T, J), broadcastable over joints."""
+    known = np.asarray(known, dtype=bool)
+    return known[:, None] if known.ndim == 1 else known
+
+
 def resolve_method(name: str, schema: Schema) -> Method:
     """A baseline by name (zero, interp, bezier), or a trained model by checkpoint path or shipped name."""
     if name in BASELINES:
         fill = BASELINES[name]
-        return lambda batch, known: fill(batch.rotations, batch.translations, known, batch.schema)
+
+        def baseline(batch: Windows, known: np.ndarray):
+            if np.ndim(known) == 2:
+                return by_joint_pattern(fill, batch.rotations, batch.translations, known, batch.schema)
+            return fill(batch.rotations, batch.translations, known, batch.schema)
+
+        return baseline
     from training.inbetween.checkpoint import CheckpointError
 
     try:
@@ -196,11 +208,17 @@ def score_gap(
 
 
 def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: int | slice | np.ndarray,
-                   conventions: Conventions | None = None):
-    """Hide every frame of the first ``len(known)`` that is not ``known``, let the method fill them, and
-    return the scored globals of ``frames`` (:func:`scored_globals`) and the method's wall time (s).
-    ``conventions``: the method sees the windows in these rig conventions; its fill is turned back."""
+                   conventions: Conventions | None = None, local: bool = False):
+    """Hide every frame of the first ``len(known)`` that is not ``known`` (or, for ``known`` cells (T, J), every
+    cell), let the method fill them, and return the scored globals of ``frames`` (:func:`scored_globals`) and
+    the method's wall time (s); with ``local=True``, the method's fill (local rotations, translations) instead
+    of the scored globals, for scores of another kind. ``conventions``: the method sees the windows in these
+    rig conventions; its fill is turned back."""
     length = len(known)
+    cells = as_cells(known)[None, :, :, None]
+    offsets = cells.copy()  # translations shown: a joint never known still has its bone offset (the rig's)
+    if cells.shape[2] > 1 and not cells.any(axis=1).all():
+        offsets[:, :, [j for j in range(windows.schema.n_joints) if j not in windows.schema.moving]] = True
     gt_rot = windows.rotations[:, :length]
     gt_trans = windows.translations[:, :length]
     seen_rot, seen_trans, angles = gt_rot, gt_trans, None
@@ -209,8 +227,8 @@ def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: 
         seen_rot, seen_trans = apply_twists(gt_rot, gt_trans, angles, windows.schema)
     masked = Windows(
         windows.schema, windows.fps,
-        np.where(known[None, :, None, None], seen_rot, np.nan),
-        np.where(known[None, :, None, None], seen_trans, np.nan),
+        np.where(cells, seen_rot, np.nan),
+        np.where(offsets, seen_trans, np.nan),
         windows.sources,
     )
     t0 = time.perf_counter()
@@ -226,6 +244,8 @@ def fill_and_score(method: Method, windows: Windows, known: np.ndarray, frames: 
     rot = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
     if angles is not None:  # back in the ground truth's conventions
         rot, trans = apply_twists(rot, trans, -angles, windows.schema)
+    if local:
+        return rot, trans, elapsed
     return (*scored_globals(windows.schema, gt_rot, gt_trans, rot, trans, frames), elapsed)
 
 

@@ -8,20 +8,40 @@ the pop ratio (``bench inbetween``'s :func:`pop_ratio`: the steps into and out o
 Any method works: ``interp``, a shipped model, or a model file (an untrained model with a model's
 settings is the curve that model corrects, so a Catmull-Rom curve like Blender's automatic handles is
 one ``--method`` away).
+
+``wrist="known"`` (``--wrist known``, the hand): the animator's full rig, whose arm gives the wrist on every
+frame; only the fingers are keyed every n frames, and the fingers are scored in the wrist's frame
+(:func:`score_in_wrist_frame`), so the wrist's own error, given, does not drown theirs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from training.bench.inbetween import WINDOW, Conventions, fill_and_score, pop_ratio, protocol_windows, resolve_method
+from training.bench.inbetween import (
+    STATS_STRIDE,
+    STATS_WINDOW,
+    WINDOW,
+    Conventions,
+    Method,
+    fill_and_score,
+    load_protocol_clips,
+    pop_ratio,
+    protocol_windows,
+    resolve_method,
+)
 from training.inbetween.metrics import l2p, l2q
-from training.motion.skeleton import get_schema
+from training.motion.rotations import quat_align, quat_identity
+from training.motion.skeleton import Schema, forward_kinematics, get_schema
+from training.motion.splits import data_root, split_files
+from training.motion.windows import Windows, cut
 
 EVERY = (5, 10, 20)
+WRIST = ("keyed", "known")  # keyed: the wrist keyed with the fingers; known: given on every frame (a full rig)
 
 
 def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
@@ -35,24 +55,138 @@ def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarra
     return known, frames[(~known) & (frames < last)]
 
 
+def fingers(schema: Schema) -> list[np.ndarray]:
+    """Each finger's joints, in the schema's order (the hand: thumb, index, middle, ring, pinky): the subtree
+    of each of the root's children."""
+    kids = schema.children()
+
+    def below(j: int) -> list[int]:
+        return [j] + [d for c in kids[j] for d in below(c)]
+
+    return [np.array(below(c)) for c in kids[schema.root]]
+
+
+def keyed_cells(every: int, schema: Schema, wrist: str = "keyed", partial: int | None = None,
+                length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """The known cells (length, J) of :func:`keyed_every` and its scored frames; with ``wrist="known"`` the
+    wrist (the hand's root, ``WRIST``: its rotation and its translation) is known on every frame as well;
+    with ``partial=K`` only the first K fingers (thumb, index, middle, ring, pinky: the grip an animator keys
+    first) are keyed, the others never."""
+    if wrist not in WRIST:
+        raise ValueError(f"wrist must be one of {', '.join(WRIST)}, got {wrist!r}")
+    if (wrist == "known" or partial is not None) and schema.root != 0:
+        raise ValueError(f"wrist known and partial keys are for the hand skeleton, not {schema.name}")
+    known, frames = keyed_every(every, length)
+    cells = np.repeat(known[:, None], schema.n_joints, axis=1)
+    if partial is not None:
+        groups = fingers(schema)
+        if not 0 <= partial <= len(groups):
+            raise ValueError(f"partial must be a number of fingers, 0 to {len(groups)}, got {partial}")
+        for g in groups[partial:]:
+            cells[:, g] = False
+    if wrist == "known":
+        cells[:, schema.root] = True
+    return cells, frames
+
+
+def in_wrist_frame(rot: np.ndarray, trans: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotations (..., J, 4) and positions (..., J, 3) of every joint in the wrist's frame: forward
+    kinematics with the root's rotation and translation taken out (the wrist at the origin, unturned)."""
+    rot, trans = np.array(rot, dtype=np.float64), np.array(trans, dtype=np.float64)
+    rot[..., schema.root, :] = quat_identity()
+    trans[..., schema.root, :] = 0.0
+    return forward_kinematics(rot, trans, schema.parents)
+
+
+def fingertips(schema: Schema) -> np.ndarray:
+    """The joints without children: the hand's tips (its end sites have zero offset, so the DIP joints, and
+    the thumb's IP, are where the fingers end)."""
+    return np.array([j for j, c in enumerate(schema.children()) if not c])
+
+
+@lru_cache(maxsize=4)
+def tip_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (tips, 3) of the fingertips' positions in the wrist's frame over the training windows
+    (50 frames every 20, as :func:`~training.bench.inbetween.position_stats`)."""
+    schema = get_schema(skeleton)
+    w = cut(load_protocol_clips(split_files(skeleton, "train", root), schema), STATS_WINDOW, STATS_STRIDE)
+    _, pos = in_wrist_frame(w.rotations, w.translations, schema)
+    flat = pos[:, :, fingertips(schema)].reshape(-1, len(fingertips(schema)), 3)
+    return flat.mean(axis=0), flat.std(axis=0)
+
+
+def score_in_wrist_frame(schema: Schema, gt_rot, gt_trans, rot, trans, frames: np.ndarray, keys: np.ndarray,
+                         mean: np.ndarray, std: np.ndarray) -> dict:
+    """The fingers' scores in the wrist's frame over ``frames`` (the frames to score, keys among them for the
+    pop ratio; ``keys``: those that are keys). The wrist is taken out of both motions (:func:`in_wrist_frame`),
+    so a given wrist, or a wrong one, changes nothing and every number is the fingers' own.
+
+    - ``L2Q``: the benchmark's L2Q (:func:`~training.inbetween.metrics.l2q`) on the finger joints' rotations
+      relative to the wrist (the wrist's children's local rotations composed down each chain; the wrist
+      itself, identity in both, excluded). With the wrist given this equals the global L2Q of the fingers.
+    - ``L2P``: the benchmark's L2P (:func:`~training.inbetween.metrics.l2p`) on the five fingertips' positions
+      in the wrist's frame, standardised per tip and axis by the training set's statistics of the same
+      (:func:`tip_stats`): the same style as ``bench inbetween``'s L2P, where the whole hand's global
+      positions would be dominated by the wrist's travel, not by how the fingers bend.
+    - ``tips``: the mean distance of a fingertip from its true place, in the skeleton's units (the hand's
+      decimetres): what an animator sees, free of the standardisation's weighting.
+    - ``pop``: :func:`~training.bench.inbetween.pop_ratio` on the joints' positions in the wrist's frame."""
+    g_rot, g_pos = in_wrist_frame(gt_rot[:, frames], gt_trans[:, frames], schema)
+    p_rot, p_pos = in_wrist_frame(rot[:, frames], trans[:, frames], schema)
+    fingers = np.array([j for j in range(schema.n_joints) if j != schema.root])
+    tips = fingertips(schema)
+    scored = ~np.isin(frames, keys)
+    gq = g_rot[:, scored][:, :, fingers]
+    pq = quat_align(p_rot[:, scored][:, :, fingers], gq)
+    gp, pp = g_pos[:, scored][:, :, tips], p_pos[:, scored][:, :, tips]
+    return {"L2Q": l2q(pq, gq), "L2P": l2p(pp, gp, mean, std),
+            "tips": float(np.linalg.norm(pp - gp, axis=-1).mean()),
+            "pop": pop_ratio(g_pos, p_pos, frames, keys), "windows": per_window(pq, gq, pp, gp, mean, std)}
+
+
+def score_every(method: Method, windows: Windows, every: int, mean: np.ndarray, std: np.ndarray,
+                conventions: Conventions | None = None, wrist: str = "keyed", partial: int | None = None) -> dict:
+    """One key spacing's scores on every window (see :func:`run`); ``mean``, ``std``: the statistics the
+    positions are standardised with (the whole skeleton's, or with the wrist known the tips' own)."""
+    known, frames = keyed_every(every)
+    span = np.arange(frames[0] - 1, frames[-1] + 2)  # the scored frames and the keys around them
+    keys = span[known[span]]
+    if wrist == "known" or partial is not None:
+        cells, _ = keyed_cells(every, windows.schema, wrist, partial)
+        rot, trans, elapsed = fill_and_score(method, windows, cells, span, conventions, local=True)
+        gt_rot, gt_trans = windows.rotations[:, : len(known)], windows.translations[:, : len(known)]
+        return {**score_in_wrist_frame(windows.schema, gt_rot, gt_trans, rot, trans, span, keys, mean, std),
+                "seconds": elapsed}
+    gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, span, conventions)
+    scored = ~known[span]
+    gq, pq, gps, pps = gq[:, scored], pq[:, scored], gp[:, scored], pp[:, scored]
+    return {"L2Q": l2q(pq, gq), "L2P": l2p(pps, gps, mean, std), "seconds": elapsed,
+            "pop": pop_ratio(gp, pp, span, keys), "windows": per_window(pq, gq, pps, gps, mean, std)}
+
+
 def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Sequence[str | Path] | None = None,
-        root: str | Path | None = None, conventions: Conventions | None = None) -> dict:
+        root: str | Path | None = None, conventions: Conventions | None = None, wrist: str = "keyed",
+        partial: int | None = None) -> dict:
     """Score a method with a key every n frames for each n of ``every``; ``conventions``: the windows put in
-    other rig conventions first (see :class:`~training.bench.inbetween.Conventions`)."""
-    method = resolve_method(method_name, get_schema(skeleton))
+    other rig conventions first (see :class:`~training.bench.inbetween.Conventions`); ``wrist``: ``keyed``
+    (keyed with the fingers, the skeleton scored whole) or ``known`` (the hand's wrist given on every frame to
+    every method alike, the fingers scored in its frame: :func:`score_in_wrist_frame`); ``partial``: only that
+    many fingers keyed (:func:`keyed_cells`), scored in the wrist's frame too."""
+    schema = get_schema(skeleton)
+    keyed_cells(2, schema, wrist, partial)  # a mode this skeleton has, before anything is loaded
+    method = resolve_method(method_name, schema)
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
+    if wrist == "known" or partial is not None:
+        mean, std = tip_stats(skeleton, str(data_root(root)))
+        result["wrist"] = (f"{wrist}: {'given on every frame' if wrist == 'known' else 'keyed'}; fingers keyed; "
+                           "L2Q, L2P and tips in the wrist's frame")
+    if partial is not None:
+        result["partial"] = f"the first {partial} fingers keyed, the others never (rest pose for interp, bezier)"
     if conventions is not None:
-        result["conventions"] = conventions.describe(get_schema(skeleton))
+        result["conventions"] = conventions.describe(schema)
     for n in every:
-        known, frames = keyed_every(n)
-        span = np.arange(frames[0] - 1, frames[-1] + 2)  # the scored frames and the keys around them
-        gq, pq, gp, pp, elapsed = fill_and_score(method, windows, known, span, conventions)
-        scored = ~known[span]
-        gq, pq, gps, pps = gq[:, scored], pq[:, scored], gp[:, scored], pp[:, scored]
-        result["every"][str(n)] = {"L2Q": l2q(pq, gq), "L2P": l2p(pps, gps, mean, std), "seconds": elapsed,
-                                   "pop": pop_ratio(gp, pp, span, span[known[span]]),
-                                   "windows": per_window(pq, gq, pps, gps, mean, std)}
+        result["every"][str(n)] = score_every(method, windows, n, mean, std, conventions, wrist, partial)
     return result
 
 
@@ -100,16 +234,19 @@ def format_difficulty(table: dict, method: str, baseline: str, metric: str = "L2
 
 def ratios(result: dict, baseline: dict) -> dict:
     """Each metric of ``result`` divided by the same metric of ``baseline`` (same windows)."""
-    return {n: {m: result["every"][n][m] / baseline["every"][n][m] for m in ("L2Q", "L2P")}
-            for n in result["every"]}
+    return {n: {m: result["every"][n][m] / baseline["every"][n][m] for m in ("L2Q", "L2P", "tips")
+                if m in result["every"][n] and m in baseline["every"][n]} for n in result["every"]}
 
 
 def format_table(result: dict, title: str | None = None) -> str:
     cols = list(result["every"])
+    wrist = f", wrist {result['wrist'].split(':')[0]} (fingers in the wrist's frame)" if "wrist" in result else ""
+    if "partial" in result:
+        wrist += f", {result['partial'].split(' fingers')[0].removeprefix('the ')} fingers keyed"
     lines = [title or f"keys every n frames: method {result['method']}, skeleton {result['skeleton']}, "
-                      f"{result['windows']} windows",
+                      f"{result['windows']} windows{wrist}",
              f"{'metric':<6}" + "".join(f"{'every ' + n:>10}" for n in cols)]
-    for m in ("L2Q", "L2P", "pop"):
+    for m in ("L2Q", "L2P", "tips", "pop"):
         if all(m in result["every"][n] for n in cols):
             lines.append(f"{m:<6}" + "".join(f"{result['every'][n][m]:>10.4f}" for n in cols))
     return "\n".join(lines)

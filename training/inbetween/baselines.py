@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_banded
 
-from training.motion.rotations import euler_to_quat, quat_slerp, quat_to_euler
+from training.motion.rotations import euler_to_quat, quat_identity, quat_slerp, quat_to_euler
 
 
 def _neighbours(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -274,3 +274,26 @@ def bezier(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, s
 
 
 BASELINES = {"zero": zero_velocity, "interp": interpolate, "bezier": bezier}
+
+
+def by_joint_pattern(fill, rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, schema=None):
+    """A frame-mask fill of :data:`BASELINES` for known cells (T, J) shared by every window: the joints known
+    on the same frames are filled together by ``fill`` with those frames. These fills treat every joint's
+    channels on their own, so each joint gets exactly the curve it would get alone (a wrist known on every
+    frame is given as is, its fingers interpolated between their own keys). A joint never known holds its
+    rest pose, as a bone without keys does in Blender: identity rotation, its translation as given (a bone
+    offset) or zero."""
+    known = np.asarray(known, dtype=bool)
+    rot, trans = rotations.copy(), translations.copy()
+    patterns, group = np.unique(known.T, axis=0, return_inverse=True)
+    for g, frames in enumerate(patterns):
+        cols = np.flatnonzero(np.ravel(group) == g)
+        if frames.all():
+            continue
+        if not frames.any():
+            rot[:, :, cols] = quat_identity()
+            trans[:, :, cols] = np.nan_to_num(translations[:, :, cols])
+            continue
+        r, t = fill(rotations[:, :, cols], translations[:, :, cols], frames, schema)
+        rot[:, :, cols], trans[:, :, cols] = r, t
+    return rot, trans

@@ -510,23 +510,6 @@ def test_likelihoods_train_only_the_spreads():
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.model.spread.parameters())
 
 
-def test_long_fill_stops_between_model_windows_when_cancelled():
-    model = tiny("hand", randomise=False)
-    rot, trans, times = synthetic("hand", n=1, t=200)
-    known = np.zeros(rot.shape[:3], dtype=bool)
-    known[:, [0, 1, 100, 199]] = True
-    asked = []
-
-    def cancel() -> bool:  # let the first window run, then cancel
-        asked.append(1)
-        return len(asked) > 1
-
-    with pytest.raises(fill_engine.Cancelled, match="fill cancelled at frame"):
-        fill_engine.fill(model, rot, trans, known, times, cancel=cancel)
-    assert len(asked) == 2  # 200 frames take 4 windows of 65; it stopped at the second
-    assert fill_engine.fill(model, rot, trans, known, times, cancel=lambda: False).rotations.shape == rot.shape
-
-
 def test_key_velocities_carry_the_motion_from_each_key():
     """A joint moving at constant velocity: the displacement from its previous key is exact where the key's
     neighbour frame is known, zero (and unmeasured) where it is not unless ``across_keys`` takes the slope

@@ -117,11 +117,31 @@ def test_a_long_real_shot_has_no_seam_where_it_is_cut(data_root):
     assert jumps[np.concatenate([np.array(cuts) - 1, np.array(cuts)])].max() <= true_jumps.max() * 1.1
 
 
-def test_long_fill_reports_progress_in_frames():
+def _long_hand_shot():
+    """A 200-frame hand shot (four model windows) keyed at frames 0, 1, 100 and 199, and a small model."""
     model = tiny("hand", randomise=False)
     rot, trans, times = synthetic("hand", n=1, t=200)
     known = np.zeros(rot.shape[:3], dtype=bool)
     known[:, [0, 1, 100, 199]] = True
+    return model, rot, trans, known, times
+
+
+def test_long_fill_stops_between_model_windows_when_cancelled():
+    model, rot, trans, known, times = _long_hand_shot()
+    asked = []
+
+    def cancel() -> bool:  # let the first window run, then cancel
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(fill_engine.Cancelled, match="fill cancelled at frame"):
+        fill_engine.fill(model, rot, trans, known, times, cancel=cancel)
+    assert len(asked) == 2  # 200 frames take 4 windows of 65; it stopped at the second
+    assert fill_engine.fill(model, rot, trans, known, times, cancel=lambda: False).rotations.shape == rot.shape
+
+
+def test_long_fill_reports_progress_in_frames():
+    model, rot, trans, known, times = _long_hand_shot()
     seen = []
     fill_engine.fill(model, rot, trans, known, times, progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)

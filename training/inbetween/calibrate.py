@@ -4,7 +4,7 @@ that pays there, and fit the spreads' width to the calibrated means (``calibrate
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +20,10 @@ class Scored(Protocol):
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
-    def window_errors(self, b: dict[str, torch.Tensor], rot6d: torch.Tensor, pos: torch.Tensor) -> torch.Tensor: ...
+    def truth(self, b: dict[str, torch.Tensor]) -> Any: ...
+
+    def window_errors(self, b: dict[str, torch.Tensor], rot6d: torch.Tensor, pos: torch.Tensor,
+                      truth: Any = None) -> torch.Tensor: ...
 
 
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -68,15 +71,18 @@ def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]],
                     sums[k] = sums.get(k, 0.0) + float(v) / len(scored)
         return sums
 
+    with torch.no_grad():  # per keyed batch: its truth and the curve's own error (neither depends on a gate)
+        truths = [module.truth(b) for b in keyed]
+        curves = [module.window_errors(b, b["base6d"], b["basepos"], t) for b, t in zip(keyed, truths, strict=True)]
+
     def log_ratio(**change: float) -> float:
         """Mean over the keyed windows of log(fill's position error / the curve's alone)."""
         use(**change)
         logs = []
         with torch.no_grad():
-            for b in keyed:
+            for b, truth, curve in zip(keyed, truths, curves, strict=True):
                 out = model(b)
-                fill, curve = module.window_errors(b, out["rot6d"], out["pos"]), module.window_errors(
-                    b, b["base6d"], b["basepos"])
+                fill = module.window_errors(b, out["rot6d"], out["pos"], truth)
                 has = b["target"].any(-1).any(-1)
                 logs.append(torch.log(fill[has].clamp(min=1e-9) / curve[has].clamp(min=1e-9)))
         return float(torch.cat(logs).mean())

@@ -54,4 +54,3 @@ def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
         **({"calibration": calibration} if calibration else {}),
     })
     print(f"exported {path}")
-

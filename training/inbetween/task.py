@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -211,6 +212,15 @@ class AnyOrderData(L.LightningDataModule):
         return DataLoader(self.val, batch_size=None, num_workers=0)
 
 
+class Truth(NamedTuple):
+    """A batch's ground truth as the losses use it (:meth:`AnyOrderModule.truth`)."""
+
+    rotations: torch.Tensor  # (B, T, J, 3, 3) local
+    offsets: torch.Tensor  # (B, T, J, 3), the moving joints' zeroed
+    positions: torch.Tensor  # (B, T, J, 3), root-relative
+    scale: torch.Tensor  # (B, 1, 1) skeleton size
+
+
 class AnyOrderModule(L.LightningModule):
     def __init__(self, cfg: AnyOrderTrainConfig):
         super().__init__()
@@ -240,13 +250,10 @@ class AnyOrderModule(L.LightningModule):
         :meth:`window_weights` (training, with ``relative_floor``), else every target cell alike."""
         out = self.model(b)
         tmask = b["target"]
-        r_pred, r_true = sixd_to_matrix(out["rot6d"]), sixd_to_matrix(b["rot6d"])
-        offs = b["offsets"].clone()
-        offs[:, self.moving] = 0.0
-        offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
-        p_true = forward_kinematics(r_true, offs, self.schema.parents)
-        scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
-        w = self.window_weights(b, r_true, offs, p_true, scale) if weighted and self.cfg.relative_floor > 0 else None
+        r_pred = sixd_to_matrix(out["rot6d"])
+        truth = self.truth(b)
+        r_true, offs, p_true, scale = truth
+        w = self.window_weights(b, truth) if weighted and self.cfg.relative_floor > 0 else None
 
         def fitted(mask: torch.Tensor) -> torch.Tensor:  # a cell mask, weighted by its window where asked
             return mask if w is None else mask.to(w.dtype) * w.view(-1, *[1] * (mask.dim() - 1))
@@ -281,13 +288,24 @@ class AnyOrderModule(L.LightningModule):
         return {"loss": total, "von_mises": vm, "angular": ang, "top_angular": top_ang, "pos_nll": pos_nll, "fk": fk,
                 "pos_err": pos_err, "l2q": l2q, "angle_deg": angle}
 
-    def window_weights(self, b: dict[str, torch.Tensor], r_true: torch.Tensor, offs: torch.Tensor,
-                       p_true: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def truth(self, b: dict[str, torch.Tensor]) -> Truth:
+        """What the losses and window errors compare a fill with: the true local rotations as matrices, the
+        bone offsets with the moving joints' zeroed (root-relative forward kinematics), the true positions so
+        posed, and each window's skeleton size."""
+        r_true = sixd_to_matrix(b["rot6d"])
+        offs = b["offsets"].clone()
+        offs[:, self.moving] = 0.0
+        offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
+        p_true = forward_kinematics(r_true, offs, self.schema.parents)
+        scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
+        return Truth(r_true, offs, p_true, scale)
+
+    def window_weights(self, b: dict[str, torch.Tensor], truth: Truth) -> torch.Tensor:
         """(B,) weights, mean 1 over the windows with targets: ``1 / (e + relative_floor * mean(e))``, ``e``
         the curve's error in the window (the model's baseline, no network: mean over target frames of the
         joints' position error, root-relative plus the root's, in skeleton sizes, as L2P measures)."""
         frames = b["target"].any(-1)
-        e = self.window_errors(b, b["base6d"], b["basepos"], r_true, offs, p_true, scale)
+        e = self.window_errors(b, b["base6d"], b["basepos"], truth)
         has = frames.any(1)
         if not has.any():  # nothing to fit: every window alike
             return torch.ones_like(e)
@@ -295,18 +313,11 @@ class AnyOrderModule(L.LightningModule):
         return (w / w[has].mean()).detach()
 
     def window_errors(self, b: dict[str, torch.Tensor], rot6d: torch.Tensor, pos: torch.Tensor,
-                      r_true: torch.Tensor | None = None, offs: torch.Tensor | None = None,
-                      p_true: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+                      truth: Truth | None = None) -> torch.Tensor:
         """(B,) each window's error of a fill (``rot6d``, moving ``pos``; known cells keep their truth): mean
         over target frames of the joints' position error, root-relative plus the moving joints', in skeleton
-        sizes, as L2P measures. The truth's pieces may be passed in when the caller has them."""
-        if r_true is None:
-            r_true = sixd_to_matrix(b["rot6d"])
-            offs = b["offsets"].clone()
-            offs[:, self.moving] = 0.0
-            offs = offs[:, None].expand(-1, r_true.shape[1], -1, -1)
-            p_true = forward_kinematics(r_true, offs, self.schema.parents)
-            scale = b["offsets"].norm(dim=-1).mean(-1)[:, None, None].clamp(min=1e-6)
+        sizes, as L2P measures. ``truth``: :meth:`truth` of ``b`` when the caller has it."""
+        r_true, offs, p_true, scale = truth if truth is not None else self.truth(b)
         frames = b["target"].any(-1)
         r = torch.where(b["known"][..., None, None], r_true, sixd_to_matrix(rot6d))
         p = forward_kinematics(r, offs, self.schema.parents)

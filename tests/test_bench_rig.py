@@ -1,12 +1,13 @@
 """``anyfill bench rig``'s scoring in real Blender with the test backend: a real clip, the extension's own Auto
 Map and Fill, scores against the ground truth and Blender's Bezier curves; a clip of the training skeleton
-put on a Mixamo rig with Blender's constraints (the rig-invariance check); and a hand take's finger motion put
-on the Mixamo rig's fingers the same way."""
+put on a Mixamo rig as a capture would move it (the rig-invariance check); and a hand take's finger motion put
+on the Mixamo rig's fingers with Blender's constraints."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from blender_support import short_bvh
 
@@ -38,7 +39,7 @@ def test_a_clip_is_scored_against_the_truth_and_bezier_and_its_keys_stay(bpy, ex
 
 @pytest.mark.blender
 @pytest.mark.slow
-def test_a_training_clip_put_on_a_mixamo_rig_with_blenders_constraints(bpy, ext, prefs, data_root):
+def test_a_training_clip_put_on_a_mixamo_rig_as_a_capture_would_move_it(bpy, ext, prefs, data_root):
     from training.bench import rig
 
     row = rig.run_clip(_session(bpy, ext, prefs), short_bvh(data_root / WALK, 41), every=10,
@@ -46,6 +47,78 @@ def test_a_training_clip_put_on_a_mixamo_rig_with_blenders_constraints(bpy, ext,
     assert row["clip"].endswith("on mixamo_walk-in-circle.bvh") and row["family"] == "Mixamo"
     assert row["kept_keys_identical"] and math.isfinite(row["ratio"]) and row["bezier_error"] > 0
     assert not [o for o in bpy.data.objects if o.name == "dataset-1_walk_angry_001"]  # the source is gone
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_the_rig_a_clip_is_put_on_points_and_turns_as_the_clips_bones_do(bpy, ext, data_root):
+    """The baked Mixamo rig's spine, neck, limbs and feet point where the source's bones point on every frame
+    (the hips and chest, with several children, at their best fit), and every mapped bone turns as its source
+    bone turns, twist included, read back from Blender's evaluation."""
+    from training.bench import rig
+
+    source = rig.import_clip(bpy, short_bvh(data_root / WALK, 21))
+    copy = source.copy()
+    copy.data = source.data.copy()
+    bpy.context.scene.collection.objects.link(copy)
+    gt = rig.put_on_rig(bpy, source, data_root / MIXAMO)
+    assert [o.name for o in bpy.data.objects if o.type == "EMPTY"] == []
+    frames = list(range(bpy.context.scene.frame_start, bpy.context.scene.frame_end + 1))
+    ours, theirs = rig.world_poses(bpy, gt, frames), rig.world_poses(bpy, copy, frames)
+    names, src_names = [b.name for b in gt.pose.bones], [b.name for b in copy.pose.bones]
+    prefix = names[0][: -len("Hips")]
+
+    def turns(poses, i):
+        r = poses[:, i, :3, :3] / np.linalg.norm(poses[:, i, :3, 0], axis=-1)[:, None, None]
+        return r @ r[0].T
+
+    for bone, (joint, aims) in rig.MIXAMO_BODY.items():
+        np.testing.assert_allclose(turns(ours, names.index(prefix + bone)), turns(theirs, src_names.index(joint)),
+                                   atol=1e-3)
+        for aim, target in aims:
+            a = ours[:, names.index(prefix + aim), :3, 3] - ours[:, names.index(prefix + bone), :3, 3]
+            b = theirs[:, src_names.index(target), :3, 3] - theirs[:, src_names.index(joint), :3, 3]
+            cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+            assert cos.min() > (0.95 if bone in ("Hips", "Spine2") else 0.9999), (bone, aim, cos.min())
+    bpy.data.objects.remove(copy)
+
+
+def _skeletons():
+    """A source pose (root with two children, one of them with a child; scaled, anywhere) and a rig with the same
+    joint layout but other bone rolls and rest rotations: what :func:`first_frame_rotations` aims."""
+    from scipy.spatial.transform import Rotation
+
+    heads = np.array([[0.0, 0, 0], [0, 1, 0], [0.3, -0.2, 0], [0, 2, 0]])
+    parents = [-1, 0, 0, 1]
+    rest = np.tile(np.eye(4), (4, 1, 1))
+    rest[:, :3, 3] = heads
+    rest[:, :3, :3] = Rotation.random(4, random_state=1).as_matrix()  # rolls unlike the source's
+    turn = Rotation.random(4, random_state=2).as_matrix()
+    src = np.tile(np.eye(4), (4, 1, 1))
+    for b, p in enumerate(parents):
+        if p < 0:
+            src[b, :3, :3], src[b, :3, 3] = 2.0 * turn[b], (1.0, -2.0, 0.5)
+        else:
+            src[b, :3, :3] = src[p, :3, :3] @ turn[b]
+            src[b, :3, 3] = src[p, :3, 3] + src[p, :3, :3] @ (heads[b] - heads[p])
+    return src, rest, parents
+
+
+def test_first_frame_rotations_aim_each_bone_where_the_source_points():
+    from training.bench import rig
+
+    src, rest, parents = _skeletons()
+    aims = {0: [(1, 1), (2, 2)], 1: [(3, 3)]}
+    first = rig.first_frame_rotations(src, rest, parents, {0: 0, 1: 1, 2: 2, 3: 3}, aims)
+    np.testing.assert_allclose(first @ np.swapaxes(first, 1, 2), np.tile(np.eye(3), (4, 1, 1)), atol=1e-9)
+    for b, pairs in aims.items():  # the root aims at two children at once (same layout: exactly)
+        for a, t in pairs:
+            ours = first[b] @ rest[b, :3, :3].T @ (rest[a, :3, 3] - rest[b, :3, 3])
+            theirs = src[t, :3, 3] - src[b, :3, 3]
+            np.testing.assert_allclose(ours / np.linalg.norm(ours), theirs / np.linalg.norm(theirs), atol=1e-9)
+    for b in (2, 3):  # bones without aims keep their rest under their parent
+        p = parents[b]
+        np.testing.assert_allclose(first[b], first[p] @ rest[p, :3, :3].T @ rest[b, :3, :3], atol=1e-9)
 
 
 def test_a_hand_takes_sides_come_from_how_its_fingers_flex(data_root):

@@ -8,8 +8,8 @@ frame and in world): mean world joint-position error against the ground truth (r
 Bezier's), the *pop ratio* (the largest frame-to-frame joint step on the frames next to each key, over the
 ground truth's largest there) and whether the kept keys are bit-identical afterwards; on a full rig also how
 far the hand bone's head leaves the forearm's tail. The ground truth can be another motion put on a Mixamo
-rig with Blender's own constraints: a body clip of the training skeleton (``--via``), a hand take's finger
-motion on its fingers (``--hands``).
+rig with Blender's own constraints: a body clip of the training skeleton, moving the rig as a capture would
+(``--via``), a hand take's finger motion on its fingers (``--hands``).
 
 Needs the ``bpy`` wheel (``pip install bpy==5.0.1``, CPython 3.11) and the backend's packages.
 """
@@ -118,28 +118,71 @@ def import_clip(bpy, path: Path):
     return ob
 
 
-# A Mixamo rig's bones and the training skeleton's joint each one points at (its child's): what
-# ``put_on_rig`` constrains, independently of the extension's retargeting.
-MIXAMO_TRACKS = {
-    "Spine": "Chest", "Spine2": "Neck", "Neck": "Head",
-    "LeftShoulder": "UpperArm_L", "LeftArm": "LowerArm_L", "LeftForeArm": "Hand_L",
-    "RightShoulder": "UpperArm_R", "RightArm": "LowerArm_R", "RightForeArm": "Hand_R",
-    "LeftUpLeg": "LowerLeg_L", "LeftLeg": "Foot_L", "LeftFoot": "Toes_L",
-    "RightUpLeg": "LowerLeg_R", "RightLeg": "Foot_R", "RightFoot": "Toes_R",
+# A Mixamo rig's bones and the training skeleton's joint at the same place, each with the (rig, source) pairs of
+# joints after it that aim it (the rig's Spine aims at its Spine2 through Spine1, which the source lacks); bones
+# without aims (head, hands, toes) turn as the source's bone turns. What ``put_on_rig`` carries over,
+# independently of the extension's retargeting.
+MIXAMO_BODY = {
+    "Hips": ("Hips", (("Spine", "Spine"), ("LeftUpLeg", "UpperLeg_L"), ("RightUpLeg", "UpperLeg_R"))),
+    "Spine": ("Spine", (("Spine2", "Chest"),)),
+    "Spine2": ("Chest", (("Neck", "Neck"), ("LeftShoulder", "Shoulder_L"), ("RightShoulder", "Shoulder_R"))),
+    "Neck": ("Neck", (("Head", "Head"),)),
+    "Head": ("Head", ()),
+    **{f"{side}{bone}": (f"{joint}_{s}", ((f"{side}{aim}", f"{target}_{s}"),) if aim else ())
+       for side, s in (("Left", "L"), ("Right", "R"))
+       for bone, joint, aim, target in (("Shoulder", "Shoulder", "Arm", "UpperArm"),
+                                        ("Arm", "UpperArm", "ForeArm", "LowerArm"),
+                                        ("ForeArm", "LowerArm", "Hand", "Hand"), ("Hand", "Hand", None, None),
+                                        ("UpLeg", "UpperLeg", "Leg", "LowerLeg"), ("Leg", "LowerLeg", "Foot", "Foot"),
+                                        ("Foot", "Foot", "ToeBase", "Toes"), ("ToeBase", "Toes", None, None))},
 }
+
+
+def first_frame_rotations(src: np.ndarray, rest: np.ndarray, parents: Sequence[int], mapping: dict[int, int],
+                          aims: dict[int, Sequence[tuple[int, int]]]) -> np.ndarray:
+    """Each rig bone's rotation (N, 3, 3) on the first frame of another skeleton's motion: aimed bones turned
+    from their rest so that their directions to their aims lie along the source's (the best rotation over all of
+    them: a bone with several children, such as the hips or a chest, is not aimed by its own axis); every other
+    bone at its rest under its parent. ``src`` (S, 4, 4): the source bones' matrices on that frame; ``rest`` (N,
+    4, 4): the rig's rest matrices in the same space; ``parents``: each rig bone's parent (-1 for none, parents
+    first); ``mapping``: rig bone -> source bone at the same joint; ``aims``: rig bone -> (rig bone, source bone)
+    pairs of the joints after it."""
+    from scipy.spatial.transform import Rotation
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    first = np.zeros((len(rest), 3, 3))
+    for b, p in enumerate(parents):
+        if b in mapping and aims.get(b):
+            rig_dirs = unit(np.array([rest[c, :3, 3] - rest[b, :3, 3] for c, _ in aims[b]]))
+            src_dirs = unit(np.array([src[t, :3, 3] - src[mapping[b], :3, 3] for _, t in aims[b]]))
+            first[b] = Rotation.align_vectors(src_dirs, rig_dirs)[0].as_matrix() @ rest[b, :3, :3]
+        elif p >= 0:
+            first[b] = first[p] @ rest[p, :3, :3].T @ rest[b, :3, :3]
+        else:
+            first[b] = rest[b, :3, :3]
+    return first
 
 
 def put_on_rig(bpy, source, rig_path: Path):
     """The training skeleton's motion of ``source`` (a Bandai clip imported by Blender) put on the Mixamo rig of
-    ``rig_path`` with Blender's own constraints, then baked: the source scaled to the rig's leg length, the
-    rig's hips at the source's (Copy Location) and facing as it does (Damped Track to the spine, Locked Track
-    to the left leg), every other bone pointing where the source's bone points (Damped Track to the joint
-    after it). Bones the source has no joint for (hands, toes, head, Spine1) follow their parent as at
-    rest. Returns the baked rig (the source is removed): a foreign rig with a motion of the test split."""
+    ``rig_path`` as a capture of that motion would move it, with Blender's own parenting and constraints, then
+    baked: the source scaled to the rig's leg length; the rig's hips where the source's are (Copy Location);
+    each mapped bone aimed where the source's bone points on the first frame (:func:`first_frame_rotations`),
+    an empty holding that rotation parented to the source's bone, and the rig's bone copying the empty's world
+    rotation (Copy Rotation) on every frame: it turns exactly as the source's bone turns, twist included, so it
+    keeps pointing where the source's points. Bones the source has no joint for (Spine1, fingers) follow their
+    parent as at rest. Returns the baked rig (the source and the empties are removed): a foreign rig with a
+    motion of the test split."""
+    from mathutils import Matrix
+
     assert bpy.ops.import_anim.bvh(filepath=str(rig_path), update_scene_fps=False, update_scene_duration=False,
                                    rotate_mode="NATIVE") == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
     rig.animation_data_clear()
+    for pb in rig.pose.bones:  # the import left the rig posed as on its last evaluated frame: back to rest
+        pb.matrix_basis = Matrix.Identity(4)
     bones = rig.data.bones
     prefix = next(b.name[: -len("Hips")] for b in bones if b.name.endswith("Hips"))
 
@@ -150,22 +193,35 @@ def put_on_rig(bpy, source, rig_path: Path):
     s = leg(rig, [prefix + n for n in ("LeftUpLeg", "LeftLeg", "LeftFoot")]) / leg(
         source, ["UpperLeg_L", "LowerLeg_L", "Foot_L"])
     source.scale = (s, s, s)
-    bpy.context.view_layer.update()
-    hips = rig.pose.bones[prefix + "Hips"]
-    c = hips.constraints.new("COPY_LOCATION")
+    scene = bpy.context.scene
+    scene.frame_set(scene.frame_start)
+    index = {b.name: i for i, b in enumerate(bones)}
+    src_names = [b.name for b in source.pose.bones]
+    rig_world = np.array(rig.matrix_world)
+    src = np.linalg.inv(rig_world) @ world_poses(bpy, source, [scene.frame_start])[0]
+    rest = np.array([np.array(b.matrix_local) for b in bones])
+    parents = [index[b.parent.name] if b.parent else -1 for b in bones]
+    mapping = {index[prefix + bone]: src_names.index(joint) for bone, (joint, _) in MIXAMO_BODY.items()}
+    aims = {index[prefix + bone]: [(index[prefix + a], src_names.index(t)) for a, t in pairs]
+            for bone, (_, pairs) in MIXAMO_BODY.items()}
+    first = first_frame_rotations(src, rest, parents, mapping, aims)
+    empties = []
+    for b, j in mapping.items():
+        empty = bpy.data.objects.new(f"Aim {bones[b].name}", None)
+        scene.collection.objects.link(empty)
+        empty.parent, empty.parent_type, empty.parent_bone = source, "BONE", src_names[j]
+        bpy.context.view_layer.update()
+        aim = np.eye(4)
+        aim[:3, :3], aim[:3, 3] = first[b], src[j, :3, 3]
+        empty.matrix_world = Matrix((rig_world @ aim).tolist())
+        c = rig.pose.bones[bones[b].name].constraints.new("COPY_ROTATION")
+        c.target = empty
+        empties.append(empty)
+    c = rig.pose.bones[prefix + "Hips"].constraints.new("COPY_LOCATION")
     c.target, c.subtarget = source, "Hips"
-    c = hips.constraints.new("DAMPED_TRACK")
-    c.target, c.subtarget, c.track_axis = source, "Spine", "TRACK_Y"
-    to_leg = bones[prefix + "Hips"].matrix_local.inverted() @ bones[prefix + "LeftUpLeg"].head_local
-    axis = max((0, 2), key=lambda i: abs(to_leg[i]))
-    c = hips.constraints.new("LOCKED_TRACK")
-    c.target, c.subtarget, c.lock_axis = source, "UpperLeg_L", "LOCK_Y"
-    c.track_axis = ("TRACK_" if to_leg[axis] > 0 else "TRACK_NEGATIVE_") + "XYZ"[axis]
-    for bone, joint in MIXAMO_TRACKS.items():
-        c = rig.pose.bones[prefix + bone].constraints.new("DAMPED_TRACK")
-        c.target, c.subtarget, c.track_axis = source, joint, "TRACK_Y"
     bake(bpy, rig, [pb.name for pb in rig.pose.bones])
-    bpy.data.objects.remove(source)
+    for ob in [*empties, source]:
+        bpy.data.objects.remove(ob)
     rig.name = "GroundTruth"
     return rig
 
@@ -530,7 +586,7 @@ def format_table(rows: list[dict]) -> str:
                              ("hand_", "fingers, in the hand's frame"),
                              ("hand.L_", "left fingers, in the hand's frame"),
                              ("hand.R_", "right fingers, in the hand's frame")):
-            if f"{prefix}ratio" in r:
+            if f"{prefix}ratio" in r and r.get(f"{prefix}truth_motion", 1.0) > 1e-3:  # still fingers: no score
                 lines.append(f"| {r['clip']} | {what} | {r['every']} | {r[prefix + 'fill_error']:.3f} | "
                              f"{r[prefix + 'bezier_error']:.3f} | {r[prefix + 'ratio']:.3f} | "
                              f"{r[prefix + 'pop_fill']:.2f} | {r[prefix + 'pop_bezier']:.2f} |")

@@ -58,9 +58,14 @@ models: setup  ## retrain the shipped hand and body models with the exact comman
 	    case "$$cmd" in anyfill*) fresh=--fresh;; *) fresh=;; esac; \
 	    OMP_NUM_THREADS=1 $(VENV)/bin/$$cmd $$fresh < /dev/null || exit 1; \
 	    r=$$(echo "$$cmd" | sed -n 's/.*--run-dir \([^ ]*\).*/\1/p'); [ -z "$$r" ] || run=$$r; \
-	  done < .models-$$s.txt; rm -f .models-$$s.txt; \
+	  done < .models-$$s.txt; \
 	  [ -n "$$out" ] || out=$$run/export/$$s-query.safetensors; \
 	  cp $$out backend/models/$$s.safetensors; cp $${out%.safetensors}.json backend/models/$$s.json; \
+	  $(PY) -c "import json, sys; p, cmds, out = sys.argv[1:]; c = json.load(open(p)); \
+	    lines = open(cmds).read().split(chr(10)); lines = [x for x in lines if x]; \
+	    c['training'].update(commands=lines, output=out) if len(lines) > 1 else None; \
+	    json.dump(c, open(p, 'w'), indent=1)" backend/models/$$s.json .models-$$s.txt $$out || exit 1; \
+	  rm -f .models-$$s.txt; \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \
 	done
 

@@ -184,8 +184,19 @@ def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None)
     return win
 
 
-def _masked(values: np.ndarray, mask: np.ndarray) -> list:
-    rows = values.tolist()
+FILLED_DECIMALS = 9
+"""Filled values (and their uncertainties) are written rounded to 1e-9: the model computes in float32 (about seven
+significant digits), so the further digits carry nothing; they were a third of the answer's bytes and of a
+client's time to parse it. Known values come back exactly as given."""
+
+
+def _masked(values: np.ndarray, mask: np.ndarray, exact: np.ndarray | None = None) -> list:
+    """Rows of ``values`` where ``mask``, else None; rows not ``exact`` (default: none) rounded to
+    :data:`FILLED_DECIMALS`."""
+    rounded = np.round(values, FILLED_DECIMALS)
+    if exact is not None:
+        rounded = np.where(exact.reshape(exact.shape + (1,) * (values.ndim - 1)), values, rounded)
+    rows = rounded.tolist()
     return [r if m else None for r, m in zip(rows, mask.tolist(), strict=True)]
 
 
@@ -207,7 +218,7 @@ def encode(win: Window, result: FillResult, index: int = 0) -> dict:
         keep = tr.known | tr.target
         entry = {
             "rotation_format": tr.fmt.model_dump(),
-            "rotations": _masked(values[name], keep),
+            "rotations": _masked(values[name], keep, tr.known),
             "translations": None,
             "known": tr.known.tolist(),
             "target": tr.target.tolist(),
@@ -216,7 +227,7 @@ def encode(win: Window, result: FillResult, index: int = 0) -> dict:
         }
         if tr.translations is not None:
             trans = np.where(tr.known[:, None], tr.translations, result.translations[index, :, j])
-            entry["translations"] = _masked(trans, keep)
+            entry["translations"] = _masked(trans, keep, tr.known)
             if not np.isfinite(trans[keep]).all():
                 raise RuntimeError(f"the model produced non-finite translations for joint {name}")
         if not (np.isfinite(values[name][keep]).all() and np.isfinite(result.spread_deg[index, tr.target, j]).all()):

@@ -887,3 +887,35 @@ def test_a_trained_model_file_is_calibrated_again_on_its_runs_validation_data(tm
     bare = save_model(model, tmp_path / "bare.safetensors")
     with pytest.raises(CheckpointError, match="no training config"):
         recalibrate(bare, tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_inference_path_equals_the_training_path(skeleton):
+    """Inference (no gradients) projects self-attention with one stacked matmul, drops all-true masks and calls
+    no dropout: its outputs equal the path training takes to 1e-5, padded batches and changed weights included."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny(skeleton, seed=3)
+    schema = get_schema(skeleton)
+    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=4)
+    known = inbetween_mask(2, 30, schema.n_joints, ctx=8, gap=12)
+    known[1, 20:] = False  # rows of different lengths: the batch is padded and masked
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    b = fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+
+    def both():
+        with torch.enable_grad():
+            slow = model(b)
+        with torch.inference_mode():
+            fast = model(b)
+        for k in slow:
+            assert torch.allclose(slow[k], fast[k], atol=1e-5), k
+        return fast
+
+    first = both()
+    with torch.no_grad():  # a training step changes the weights in place: the stacked copy follows
+        model.core.encoder[0].attn.q.weight.add_(0.05)
+        model.core.decoder[-1].attn.kv.bias.add_(0.05)
+    second = both()
+    assert not torch.allclose(first["rot6d"], second["rot6d"])

@@ -66,6 +66,18 @@ class Attention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
 
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query and key/value projections stacked into one (3d, d) weight and its bias, so that inference
+        projects self-attention in one matmul instead of two and a split (the same products, row by row); rebuilt
+        whenever a weight changes (training steps, loading a state dict)."""
+        params = (self.q.weight, self.q.bias, self.kv.weight, self.kv.bias)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if getattr(self, "_pack_key", None) != key:
+            with torch.no_grad():
+                self._pack = (torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
+            self._pack_key = key
+        return self._pack
+
     def forward(
         self,
         x: torch.Tensor,
@@ -73,10 +85,13 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``mask`` (B or 1, 1 or Tq, Tk) is True where attention is allowed. With ``cache`` the new keys
-        and values are appended to the cached ones; the full keys and values are returned for reuse."""
-        q = self._heads(self.q(x))
-        k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        """``mask`` (B or 1, 1 or Tq, Tk) is True where attention is allowed (None: everywhere). With ``cache``
+        the new keys and values are appended to the cached ones; the full keys and values are returned for reuse."""
+        if context is None and not torch.is_grad_enabled():  # inference: one matmul for queries, keys and values
+            q, k, v = _split_heads(F.linear(x, *self._packed()), 3, self.n_heads)
+        else:
+            q = self._heads(self.q(x))
+            k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         attn_mask = mask[:, None] if mask is not None else None
@@ -107,16 +122,27 @@ class Block(nn.Module):
 
     def forward(self, x, mask=None, context=None, context_mask=None, cache=None):
         h, new_cache = self.attn(self.ln1(x), mask=mask, cache=cache)
-        x = x + self.drop(h)
+        x = x + self.drop(h) if self.training else x + h  # dropout is the identity at eval: not called at all
         if self.cross is not None:
             h, _ = self.cross(self.ln_c(x), context=context, mask=context_mask)
-            x = x + self.drop(h)
-        return x + self.mlp(self.ln2(x)), new_cache
+            x = x + self.drop(h) if self.training else x + h
+        if self.training:
+            return x + self.mlp(self.ln2(x)), new_cache
+        up, down = self.mlp[0], self.mlp[2]
+        return x + F.linear(F.gelu(up(self.ln2(x))), down.weight, down.bias), new_cache
 
 
-def _key_mask(valid: torch.Tensor) -> torch.Tensor:
-    """(B, T) valid tokens -> (B, 1, T) attention mask; rows with no valid key attend to themselves
-    only through a guard, so padding never produces NaN."""
+def _split_heads(x: torch.Tensor, n: int, n_heads: int) -> tuple[torch.Tensor, ...]:
+    """(B, T, n * d) -> n tensors (B, heads, T, d / heads): the n projections of a stacked matmul, split into heads."""
+    b, t, d = x.shape
+    return x.view(b, t, n, n_heads, d // (n * n_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _key_mask(valid: torch.Tensor) -> torch.Tensor | None:
+    """(B, T) valid tokens -> (B, 1, T) attention mask (None when every token is valid); rows with no valid key
+    attend to themselves only through a guard, so padding never produces NaN."""
+    if bool(valid.all()):  # nothing to mask: attention without a mask takes fewer and faster steps
+        return None
     m = valid[:, None, :]
     return m | ~valid.any(dim=1)[:, None, None]
 

@@ -353,20 +353,34 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     wanted = {"co": np.stack([frames, values], 1), "type": generated_type_value(), "handle_left_type": auto,
               "handle_right_type": auto, "interpolation": enum_value("interpolation", interpolation)}
     defaults = _added_defaults(kp[n0])
+    keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(
+        existing, np.sort(np.asarray(fresh, dtype=np.float64)))
+    # Blender's handle pass computes a key's automatic handles from its neighbours' points alone, unless the curve
+    # smooths its handles together (or is cyclic): then the old keys take part and get their handles back after
+    hold = fc.auto_smoothing == "NONE" and not len(fc.modifiers)
+    laid = {}
     for attr, width, dtype in KEY_ATTRS:
         default, new = defaults[attr], wanted.get(attr, defaults[attr])
         if attr != "co" and new == default and (old[attr] == default).all():
             continue  # every key holds the default: nothing moves
         after = np.empty((total, width), dtype=dtype)
         after[:n0], after[n0:] = old[attr], new
-        kp.foreach_set(attr, after[where].ravel())
+        laid[attr] = after[where].ravel()
+        if not (hold and attr in ("handle_left_type", "handle_right_type")):
+            kp.foreach_set(attr, laid[attr])
+    if hold:  # the old keys' handles held as they are (Free) through the handle pass, then their types back
+        held = np.concatenate([np.where(keep, enum_value("handle_left_type", "FREE"), auto), np.full(n, auto)])
+        kp.foreach_set("handle_left_type", held[where].astype(np.uint8))
+        kp.foreach_set("handle_right_type", held[where].astype(np.uint8))
+        kp.handles_recalc()
+        for attr in ("handle_left_type", "handle_right_type"):
+            kp.foreach_set(attr, laid[attr] if attr in laid else np.full(total, defaults[attr], dtype=np.uint8))
+        return n
     kp.handles_recalc()
     # the old keys' handles back in their places (the handle pass changes no handle type)
     pos = np.empty(total, dtype=np.int64)
     pos[where] = np.arange(total)
     pos = pos[:n0]
-    keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(
-        existing, np.sort(np.asarray(fresh, dtype=np.float64)))
     for attr in ("handle_left", "handle_right"):
         buf = _read(kp, attr, total, 2).reshape(total, 2)
         buf[pos[keep]] = old[attr][keep]

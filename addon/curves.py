@@ -196,8 +196,12 @@ def continuous_values(new_rows: np.ndarray, new_q: np.ndarray, known_rows: np.nd
     right = np.where(has_right[:, None], known_values[np.minimum(before + 1, k - 1)] if k else own_rest, own_rest)
     pair = euler_pair(q, mode) if mode in EULER_ORDERS else None  # once for both walks
     forward = _walk(q, first, left, mode, pair)
-    backward = _walk(q[::-1], last[::-1], right[::-1], mode, None if pair is None else (pair[0][::-1], pair[1][::-1]))
-    backward = backward[::-1]
+
+    def rev(x: np.ndarray) -> np.ndarray:  # reversed, in order in memory (numpy is slow on reversed strides)
+        return np.ascontiguousarray(x[::-1])
+
+    backward = _walk(rev(q), rev(last), rev(right), mode, None if pair is None else (rev(pair[0]), rev(pair[1])))
+    backward = rev(backward)
     # join: split s of a gap takes forward[:s] + backward[s:]; its jump is between forward[s-1] (or the left key)
     # and backward[s] (or the right key). The walks meet where they come closest (near a gimbal point two Euler
     # branches touch); where they never come close (keys on two branches, quaternion keys in two hemispheres) the

@@ -4,8 +4,8 @@
   values: quaternions stay in the previous key's hemisphere, Euler angles are unwrapped (the Euler solution
   and turn nearest the value before, as Blender's compatible Euler picks), axis-angle keeps its axis side and
   angle branch. All of it in numpy over whole tracks (:func:`continuous_values`).
-* Keys are added in bulk (``keyframe_points.add`` + ``foreach_set``), typed ``GENERATED``, then sorted and
-  their handles computed; every key that was there before keeps its exact handles (restored bit for bit).
+* Keys are added in bulk (``keyframe_points.add`` + ``foreach_set``), typed ``GENERATED``, laid out in frame
+  order and their handles computed; every key that was there before keeps its exact handles (restored bit for bit).
 * Keys Anyfill wrote earlier (``GENERATED``) at a target frame are replaced, so Fill can be run again.
 """
 
@@ -118,16 +118,18 @@ def _wrap(d: np.ndarray) -> np.ndarray:
     return d - TAU * np.round(d / TAU)
 
 
-def _walk(q: np.ndarray, first: np.ndarray, anchor: np.ndarray, mode: str) -> np.ndarray:
+def _walk(q: np.ndarray, first: np.ndarray, anchor: np.ndarray, mode: str,
+          pair: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Values of ``mode`` for unit quaternions q (N, 4) along one direction of a track, each made continuous
-    with the value before it; ``first`` (N,) marks where a walk starts from ``anchor`` (N, width; read there)."""
+    with the value before it; ``first`` (N,) marks where a walk starts from ``anchor`` (N, width; read there).
+    ``pair``: :func:`euler_pair` of q when already known (both walks of a track share it)."""
     prev = np.concatenate([q[:1], q[:-1]])
     if mode == "QUATERNION":
         dots = np.where(first, (q * anchor).sum(-1), (q * prev).sum(-1))
         parity = _segment_cumsum((dots < 0).astype(np.int64), first) % 2
         return np.where(parity[:, None] == 1, -q, q)
     if mode in EULER_ORDERS:
-        a, b = euler_pair(q, mode)
+        a, b = euler_pair(q, mode) if pair is None else pair
         pa = np.concatenate([a[:1], a[:-1]])
         pb = np.concatenate([b[:1], b[:-1]])
         # the solution nearer the value before (sum of turns, each within half a turn), as Blender's compatible
@@ -192,8 +194,14 @@ def continuous_values(new_rows: np.ndarray, new_q: np.ndarray, known_rows: np.nd
     own_rest = rest[np.minimum(new_track, len(rest) - 1)]
     left = np.where(has_left[:, None], known_values[np.maximum(before, 0)] if k else own_rest, own_rest)
     right = np.where(has_right[:, None], known_values[np.minimum(before + 1, k - 1)] if k else own_rest, own_rest)
-    forward = _walk(q, first, left, mode)
-    backward = _walk(q[::-1], last[::-1], right[::-1], mode)[::-1]
+    pair = euler_pair(q, mode) if mode in EULER_ORDERS else None  # once for both walks
+    forward = _walk(q, first, left, mode, pair)
+
+    def rev(x: np.ndarray) -> np.ndarray:  # reversed, in order in memory (numpy is slow on reversed strides)
+        return np.ascontiguousarray(x[::-1])
+
+    backward = _walk(rev(q), rev(last), rev(right), mode, None if pair is None else (rev(pair[0]), rev(pair[1])))
+    backward = rev(backward)
     # join: split s of a gap takes forward[:s] + backward[s:]; its jump is between forward[s-1] (or the left key)
     # and backward[s] (or the right key). The walks meet where they come closest (near a gimbal point two Euler
     # branches touch); where they never come close (keys on two branches, quaternion keys in two hemispheres) the
@@ -233,6 +241,30 @@ def continuous_track(frames: Sequence[float], new: dict, known: dict[float, Sequ
 
 
 # --- bulk key writing -------------------------------------------------------------------------------------
+
+
+# A key's attributes as ``foreach_get``/``foreach_set`` move them: enums as bytes (Blender stores them as one byte,
+# so a byte array is copied as a block; other integer widths go item by item, many times slower), floats as
+# float32 (the stored type). Everything a key holds, so keys can be laid out in order without ``sort``.
+ENUMS = ("interpolation", "handle_left_type", "handle_right_type", "type", "easing")
+KEY_ATTRS = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+             *((e, 1, np.uint8) for e in ENUMS), ("back", 1, np.float32), ("amplitude", 1, np.float32),
+             ("period", 1, np.float32), ("select_control_point", 1, bool), ("select_left_handle", 1, bool),
+             ("select_right_handle", 1, bool))
+
+
+_DEFAULTS: dict[str, object] = {}
+
+
+def _added_defaults(key) -> dict[str, object]:
+    """What ``keyframe_points.add`` puts in every new key, per attribute of :data:`KEY_ATTRS` (enums as their
+    integers; the handles at zero), read once from such a key."""
+    if not _DEFAULTS:
+        for attr, _, _ in KEY_ATTRS:
+            value = getattr(key, attr)
+            _DEFAULTS[attr] = enum_value(attr, value) if attr in ENUMS else (
+                tuple(value) if attr in ("co", "handle_left", "handle_right") else value)
+    return _DEFAULTS
 
 
 def _read(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
@@ -276,7 +308,7 @@ def clear_generated(fc, frames, types: np.ndarray | None = None, x: np.ndarray |
     n = len(kp)
     if not n:
         return 0
-    gen = (_read(kp, "type", n, 1, np.int32) if types is None else types) == generated_type_value()
+    gen = (_read(kp, "type", n, 1, np.uint8) if types is None else types) == generated_type_value()
     if not gen.any():
         return 0
     x = _read(kp, "co", n, 2)[0::2] if x is None else x
@@ -291,8 +323,13 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
     replaced; a frame holding another key is skipped (the animator's key wins). Every other key keeps its handles
     exactly, except keys at the frames of ``fresh`` (keys this fill wrote a moment ago: their handles are
-    computed again with their new neighbours). Returns the number of keys written. Sixteen bulk calls
-    (``foreach_get``/``foreach_set``) per channel, whatever the number of keys."""
+    computed again with their new neighbours). Returns the number of keys written.
+
+    All in bulk, whatever the number of keys: the keys are added at the end (``keyframe_points.add``), then every
+    attribute is laid out in frame order with ``foreach_set`` (the old keys moved to their places), so there is
+    nothing for ``sort`` to do (Blender's sort is a bubble sort: a pass per place the farthest key moves); an
+    attribute whose order leaves every key's value as it is is not written. Then Blender computes the handles
+    (``handles_recalc``) and the old keys get theirs back."""
     fc = channel(bag, data_path, index, group)
     kp = fc.keyframe_points
     frames = np.asarray(frames, dtype=np.float64)
@@ -300,43 +337,57 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     order = np.argsort(frames, kind="stable")
     frames, values = frames[order], values[order]
     n0 = len(kp)
-    types = _read(kp, "type", n0, 1, np.int32)
+    types = _read(kp, "type", n0, 1, np.uint8)
     co = _read(kp, "co", n0, 2)
     if clear_generated(fc, frames, types, co[0::2]):
         n0 = len(kp)
-        types, co = _read(kp, "type", n0, 1, np.int32), _read(kp, "co", n0, 2)
+        co = _read(kp, "co", n0, 2)
     existing = co[0::2].astype(np.float64)
     free = ~near(frames, np.sort(existing))
     frames, values = frames[free], values[free]
     n = len(frames)
     if not n:
         return 0
-    # every existing key's interpolation, handle types and handles (those restored after the handle pass)
-    interp = _read(kp, "interpolation", n0, 1, np.int32)
-    hl, hr = _read(kp, "handle_left", n0, 2), _read(kp, "handle_right", n0, 2)
-    hlt, hrt = _read(kp, "handle_left_type", n0, 1, np.int32), _read(kp, "handle_right_type", n0, 1, np.int32)
-    auto = enum_value("handle_left_type", "AUTO_CLAMPED")
+    old = {attr: _read(kp, attr, n0, width, dtype).reshape(n0, width) for attr, width, dtype in KEY_ATTRS}
     kp.add(n)
-    new_co = np.stack([frames, values], 1).astype(np.float32).ravel()
-    kp.foreach_set("co", np.concatenate([co, new_co]))
-    for attr, old, value in (("type", types, generated_type_value()), ("handle_left_type", hlt, auto),
-                             ("interpolation", interp, enum_value("interpolation", interpolation)),
-                             ("handle_right_type", hrt, auto)):
-        kp.foreach_set(attr, np.concatenate([old, np.full(n, value, dtype=np.int32)]))
-    kp.sort()
-    kp.handles_recalc()
-    # where did the old keys go? frames never coincide: an old key's place is its rank among the old keys plus
-    # the new keys before it
     total = n0 + n
-    rank = np.empty(n0, dtype=np.int64)
-    rank[np.argsort(existing, kind="stable")] = np.arange(n0)
-    pos = rank + np.searchsorted(frames, existing)
+    # the merged order (stable: Blender's sort keeps equal frames in place; old keys out of order are sorted too)
+    where = np.argsort(np.concatenate([existing, frames]), kind="stable")
+    auto = enum_value("handle_left_type", "AUTO_CLAMPED")
+    wanted = {"co": np.stack([frames, values], 1), "type": generated_type_value(), "handle_left_type": auto,
+              "handle_right_type": auto, "interpolation": enum_value("interpolation", interpolation)}
+    defaults = _added_defaults(kp[n0])
     keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(
         existing, np.sort(np.asarray(fresh, dtype=np.float64)))
-    pos, old = pos[keep], np.flatnonzero(keep)
-    for attr, saved in (("handle_left", hl), ("handle_right", hr)):  # (the handle pass changes no handle type)
+    # Blender's handle pass computes a key's automatic handles from its neighbours' points alone, unless the curve
+    # smooths its handles together (or is cyclic): then the old keys take part and get their handles back after
+    hold = fc.auto_smoothing == "NONE" and not len(fc.modifiers)
+    laid = {}
+    for attr, width, dtype in KEY_ATTRS:
+        default, new = defaults[attr], wanted.get(attr, defaults[attr])
+        if attr != "co" and new == default and (old[attr] == default).all():
+            continue  # every key holds the default: nothing moves
+        after = np.empty((total, width), dtype=dtype)
+        after[:n0], after[n0:] = old[attr], new
+        laid[attr] = after[where].ravel()
+        if not (hold and attr in ("handle_left_type", "handle_right_type")):
+            kp.foreach_set(attr, laid[attr])
+    if hold:  # the old keys' handles held as they are (Free) through the handle pass, then their types back
+        held = np.concatenate([np.where(keep, enum_value("handle_left_type", "FREE"), auto), np.full(n, auto)])
+        kp.foreach_set("handle_left_type", held[where].astype(np.uint8))
+        kp.foreach_set("handle_right_type", held[where].astype(np.uint8))
+        kp.handles_recalc()
+        for attr in ("handle_left_type", "handle_right_type"):
+            kp.foreach_set(attr, laid[attr] if attr in laid else np.full(total, defaults[attr], dtype=np.uint8))
+        return n
+    kp.handles_recalc()
+    # the old keys' handles back in their places (the handle pass changes no handle type)
+    pos = np.empty(total, dtype=np.int64)
+    pos[where] = np.arange(total)
+    pos = pos[:n0]
+    for attr in ("handle_left", "handle_right"):
         buf = _read(kp, attr, total, 2).reshape(total, 2)
-        buf[pos] = saved.reshape(n0, 2)[old]
+        buf[pos[keep]] = old[attr][keep]
         kp.foreach_set(attr, buf.ravel())
     return n
 

@@ -57,7 +57,8 @@ def read(fc) -> Points:
     kp = fc.keyframe_points
     n = len(kp)
     return Points(_get(kp, "co", n, 2).astype(np.float64), _get(kp, "handle_left", n, 2).astype(np.float64),
-                  _get(kp, "handle_right", n, 2).astype(np.float64), _get(kp, "interpolation", n, 1, np.int32),
+                  _get(kp, "handle_right", n, 2).astype(np.float64),
+                  _get(kp, "interpolation", n, 1, np.uint8).astype(np.int32),  # enums are bytes: a block copy
                   fc.extrapolation == "LINEAR", not (len(fc.modifiers) or len(fc.sampled_points)))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from bpy_extras import anim_utils
 from mathutils import Euler, Quaternion, Vector
 
-from . import retarget
+from . import fcurves, retarget
 
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 
@@ -78,9 +78,7 @@ def ensure_channelbag(action, slot):
 
 
 def generated_type_value() -> int:
-    import bpy
-
-    return bpy.types.Keyframe.bl_rna.properties["type"].enum_items["GENERATED"].value
+    return fcurves.enum_value("type", "GENERATED")
 
 
 def key_frames(fcurve, include_generated: bool = False, generated: int | None = None) -> list[float]:
@@ -88,17 +86,14 @@ def key_frames(fcurve, include_generated: bool = False, generated: int | None = 
     n = len(fcurve.keyframe_points)
     if not n:
         return []
-    import array
-
-    co = array.array("f", [0.0]) * (2 * n)
+    co = np.empty(2 * n, dtype=np.float32)
     fcurve.keyframe_points.foreach_get("co", co)
     frames = co[0::2]
-    if include_generated:
-        return list(frames)
-    types = array.array("i", [0]) * n
-    fcurve.keyframe_points.foreach_get("type", types)
-    gen = generated_type_value() if generated is None else generated
-    return [f for f, t in zip(frames, types, strict=True) if t != gen]
+    if not include_generated:
+        types = np.empty(n, dtype=np.uint8)  # enums are bytes in Blender: a block copy
+        fcurve.keyframe_points.foreach_get("type", types)
+        frames = frames[types != (generated_type_value() if generated is None else generated)]
+    return frames.astype(np.float64).tolist()
 
 
 @dataclass
@@ -194,8 +189,6 @@ def evaluate_channels(obj, bag, names: list[str], frames) -> dict[str, Channels]
     """Each listed bone's location, rotation (in its rotation mode) and scale at the frames, from its F-curves
     evaluated in bulk (:mod:`.fcurves`), or its current values where a channel has no curve, is muted or has no
     keys (Blender leaves the property as it is then)."""
-    from . import fcurves
-
     frames = np.asarray(frames, dtype=np.float64)
     found = curve_map(bag)
     out: dict[str, Channels] = {}

@@ -485,11 +485,17 @@ class Retarget:
         unturn = self._twist_matrices(frames, -1.0)
         g = quat_to_matrix(local)
         pos = np.zeros(trans.shape)
+        placed: set[int] = set()  # positions are read at moving joints only: those and their ancestors are placed
+        for j in (k for k, m in enumerate(model.moving) if m):
+            while j >= 0 and j not in placed:
+                placed.add(j)
+                j = model.parents[j]
         for j, p in enumerate(model.parents):  # model forward kinematics
             if p >= 0:
                 g[:, j] = g[:, p] @ g[:, j]
-                t = trans[:, j] if model.moving[j] else model.offsets[j]
-                pos[:, j] = pos[:, p] + np.einsum("fij,fj->fi", g[:, p], np.broadcast_to(t, pos[:, j].shape))
+                if j in placed:
+                    t = trans[:, j] if model.moving[j] else model.offsets[j]
+                    pos[:, j] = pos[:, p] + np.einsum("fij,fj->fi", g[:, p], np.broadcast_to(t, pos[:, j].shape))
             else:
                 pos[:, j] = trans[:, j] if model.moving[j] else model.offsets[j]
         joint_of = {b: j for j, b in self.bone_of.items()}
@@ -501,6 +507,7 @@ class Retarget:
             while b >= 0 and b not in needed and write[:, j].any():
                 needed.add(b)
                 b = int(rig.parents[b])
+        parents = {int(rig.parents[b]) for b in needed}
         for b in sorted(needed):
             p = rig.parents[b]
             a = rig.rest_rel[b] if p < 0 else pose[:, p] @ rig.rest_rel[b]  # (F or 1, 4, 4)
@@ -512,12 +519,14 @@ class Retarget:
                 a3n = orthonormal(a3)
                 g_j = g[sel, j] @ unturn[j][sel] if j in unturn else g[sel, j]
                 w_target = self.from_model @ g_j @ self._write[j]
-                scale = np.linalg.norm(basis[sel, b, :3, :3], axis=-2)  # the bone's own scale is kept
+                m = basis[sel, b, :3, :3]
+                scale = np.sqrt((m * m).sum(axis=-2))  # the bone's own scale (its columns' lengths) is kept
                 out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
                 if model.moving[j] and not rig.connected[b]:
                     head = pos[sel, j] @ self.from_model.T * self.scale
                     out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a3), head - a[sel, :3, 3])
-            pose[:, b] = a @ out[:, b]
+            if b in parents:  # a pose is read only by the bone's children
+                pose[:, b] = a @ out[:, b]
         return out
 
 

@@ -147,6 +147,54 @@ def test_writing_leaves_the_animators_keys_and_handles_bit_identical(bpy, ext):
     assert ext.curves.write_keys(bag, fc.data_path, 0, "A", [10.0], [5.0]) == 0
 
 
+@pytest.mark.parametrize("smoothing", ["NONE", "CONT_ACCEL"])
+def test_keys_laid_out_in_order_are_what_blenders_sort_gives(bpy, ext, smoothing):
+    """``write_keys`` puts every key in frame order itself (no ``keyframe_points.sort``): the channel, every
+    attribute of every key, equals adding the keys at the end and letting Blender sort them, on keys with
+    hand-made handles, easing and selections, whatever the curve's handle smoothing."""
+    import numpy as np
+
+    clean_scene(bpy)
+    ob = make_rig(bpy, mode="XYZ")
+    pb = ob.pose.bones["A"]
+    rng = random.Random(5)
+    for f in (1, 10, 20, 35.5, 50):
+        x = rng.uniform(-1, 1)
+        pb.rotation_euler = (x, x, 0.0)  # the X and Y curves are twins
+        pb.keyframe_insert("rotation_euler", frame=f)
+    bag = ext.keys.channelbag(ob)
+    fcs = [bag.fcurves.find(ext.keys.bone_path("A", "rotation_euler"), index=i) for i in (0, 1)]
+    for fc in fcs:
+        fc.auto_smoothing = smoothing
+        kp = fc.keyframe_points
+        kp[1].handle_left_type, kp[1].handle_left = "FREE", (7.0, 3.0)
+        kp[2].interpolation, kp[2].easing, kp[2].back = "BACK", "EASE_IN", 2.5
+        kp[3].type, kp[3].amplitude, kp[3].period = "BREAKDOWN", 0.5, 3.0
+        kp[4].handle_right_type, kp[4].select_control_point = "VECTOR", False
+        kp[0].select_left_handle = False
+    frames = np.array([f for f in range(1, 51) if f not in (1, 10, 20, 50)] + [35.25], dtype=np.float64)
+    values = np.sin(frames / 7.0)
+    ext.curves.write_keys(bag, fcs[0].data_path, 0, "A", frames, values)
+
+    kp = fcs[1].keyframe_points  # the same keys, as Blender's own sort lays them out
+    n0, n = len(kp), len(frames)
+    old = {a: ext.curves._read(kp, a, n0, w, t) for a, w, t in ext.curves.KEY_ATTRS}
+    kp.add(n)
+    kp.foreach_set("co", np.concatenate([old["co"], np.stack([frames, values], 1).astype(np.float32).ravel()]))
+    kp.foreach_set("type", np.concatenate([old["type"], np.full(n, ext.keys.generated_type_value(), np.uint8)]))
+    kp.sort()
+    kp.handles_recalc()
+    co = ext.curves._read(kp, "co", n0 + n, 2).reshape(-1, 2)
+    is_old = np.isin(co[:, 0], old["co"][0::2])
+    for attr in ("handle_left", "handle_right"):
+        buf = ext.curves._read(kp, attr, n0 + n, 2).reshape(-1, 2)
+        buf[is_old] = old[attr].reshape(-1, 2)
+        kp.foreach_set(attr, buf.ravel())
+    written, sorted_ = ({a: ext.curves._read(fc.keyframe_points, a, n0 + n, w, t).tobytes()
+                         for a, w, t in ext.curves.KEY_ATTRS} for fc in fcs)
+    assert written == sorted_
+
+
 def _hand_model(ext, offsets=None) -> dict:
     from backend.rest import REST_OFFSETS
 

@@ -4,6 +4,8 @@ Blender's own ``fcurve.evaluate`` against the dense fill."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,5 +42,26 @@ def test_the_bench_times_both_outputs_and_measures_the_editable_curves(bpy, ext,
     assert d["animator_keys_identical"] and e["animator_keys_identical"]
     assert all(d[k] > 0 for k in ("read_s", "write_s", "cpu_read_s"))
     assert "| editable |" in addon.format_table(r)
+    bpy.context.scene.anyfill.keys_output = "DENSE"
+    bpy.context.scene.unit_settings.scale_length = 1.0
+
+
+def test_the_bench_times_a_baseline_interleaved_and_compares_its_keys(bpy, ext, prefs, data_root, tmp_path):
+    """``--baseline``: another copy of the extension's modules (here this one's own) is timed beside it and
+    writes the same keys."""
+    import shutil
+
+    from training.bench import addon, rig
+
+    shutil.copytree(Path(ext.__file__).parent, tmp_path / "addon",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    session = rig.Session(bpy, ext, prefs.backend_url, None, None)
+    r = addon.run(session, data_root / MIXAMO, frames=61, every=10, repeats=2, part="body",
+                  rotation_tolerance=1.0, location_tolerance_cm=1.0, unit_scale=0.01, baseline=tmp_path / "addon")
+    for output in ("dense", "editable"):
+        row = r[output]
+        assert row["same_keys_as_baseline"] and row["animator_keys_identical"]
+        assert row["baseline"]["read_s"] > 0 and row["baseline"]["cpu_write_s"] > 0
+    assert "| every frame, baseline |" in addon.format_table(r)
     bpy.context.scene.anyfill.keys_output = "DENSE"
     bpy.context.scene.unit_settings.scale_length = 1.0

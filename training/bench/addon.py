@@ -12,6 +12,10 @@ dense, the largest deviation the extension reports, and the same measured indepe
 ``fcurve.evaluate`` on every channel at every filled frame against the dense fill's keys (rotations as the
 angle between the two rotations, locations as the distance in centimetres, the scene's Unit Scale set to the
 clip's centimetres); and whether the animator's keys stayed bit for bit.
+
+``baseline``: another version of the extension's modules (a folder holding its ``__init__.py``, e.g. an older
+commit's ``addon/``), imported beside the installed extension and timed in the same process, interleaved repeat by
+repeat with this one (the order alternating), so both see the same load; its keys are compared with this one's.
 """
 
 from __future__ import annotations
@@ -88,10 +92,29 @@ def measured_deviation(ob, ext, dense: dict) -> tuple[float, float]:
     return rot, loc
 
 
+def load_baseline(path: Path):
+    """The extension's modules from another folder (``path``: its ``__init__.py`` and modules), as a package of
+    their own, for timing side by side with the installed extension."""
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "anyfill_bench_baseline"
+    spec = importlib.util.spec_from_file_location(name, Path(path) / "__init__.py",
+                                                  submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    importlib.import_module(f"{name}.plan")
+    return module
+
+
 def run(s: rig_bench.Session, clip: Path, frames: int, every: int, repeats: int, part: str,
-        rotation_tolerance: float, location_tolerance_cm: float, unit_scale: float) -> dict:
+        rotation_tolerance: float, location_tolerance_cm: float, unit_scale: float,
+        baseline: Path | None = None) -> dict:
     """The measurements described in the module docstring, as a dict."""
     bpy, ext = s.bpy, s.ext
+    versions = [("", ext)] + ([("baseline", load_baseline(baseline))] if baseline else [])
     shot = long_shot(clip, frames)
     gt = rig_bench.import_clip(bpy, shot)
     ob, kept = rig_bench.keep_every(bpy, ext, gt, every)
@@ -134,23 +157,38 @@ def run(s: rig_bench.Session, clip: Path, frames: int, every: int, repeats: int,
               "rotation_tolerance_deg": rotation_tolerance, "location_tolerance_cm": location_tolerance_cm,
               "unit_scale": unit_scale}
     dense_keys = None
+
+    def fill(version) -> tuple[dict, object]:
+        fresh_action()
+        load = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        plan = version.plan.prepare(bpy.context, ob, "fill", model, None, part)
+        t1, c1 = time.perf_counter(), time.process_time()
+        written = version.plan.apply(bpy.context, plan, answer["joints"])
+        t2, c2 = time.perf_counter(), time.process_time()
+        return {"read_s": t1 - t0, "write_s": t2 - t1, "total_s": t2 - t0, "cpu_read_s": c1 - c0,
+                "cpu_write_s": c2 - c1, "load": load,
+                **{f"stage {k}": v for k, v in {**plan.seconds, **written.seconds}.items()}}, written
+
     for output in ("DENSE", "EDITABLE"):
         settings.keys_output = output
-        rows = []
-        for _ in range(repeats):
-            fresh_action()
-            load = os.getloadavg()[0]
-            t0, c0 = time.perf_counter(), time.process_time()
-            plan = ext.plan.prepare(bpy.context, ob, "fill", model, None, part)
-            t1, c1 = time.perf_counter(), time.process_time()
-            written = ext.plan.apply(bpy.context, plan, answer["joints"])
-            t2, c2 = time.perf_counter(), time.process_time()
-            rows.append({"read_s": t1 - t0, "write_s": t2 - t1, "total_s": t2 - t0, "cpu_read_s": c1 - c0,
-                         "cpu_write_s": c2 - c1, "load": load,
-                         **{f"stage {k}": v for k, v in {**plan.seconds, **written.seconds}.items()}})
-        row = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        row.update(keys=written.keys, dense_keys=written.dense_keys,
-                   animator_keys_identical=rig_bench.animator_keys(ob) == before)
+        rows: dict[str, list] = {name: [] for name, _ in versions}
+        keys_of: dict[str, dict] = {}
+        for i in range(repeats):
+            for name, version in versions if i % 2 == 0 else versions[::-1]:  # interleaved, the order alternating
+                row, written_by = fill(version)
+                rows[name].append(row)
+                keys_of[name] = ext.curves.snapshot(ext.keys.channelbag(ob))
+                if not name:
+                    written = written_by
+        if name:  # the baseline wrote last: the rig gets this version's keys again
+            written = fill(ext)[1]
+        identical = rig_bench.animator_keys(ob) == before
+        row = {k: statistics.median(r[k] for r in rows[""]) for k in rows[""][0]}
+        row.update(keys=written.keys, dense_keys=written.dense_keys, animator_keys_identical=identical)
+        if len(versions) > 1:
+            base = {k: statistics.median(r[k] for r in rows["baseline"]) for k in rows["baseline"][0]}
+            row.update(baseline=base, same_keys_as_baseline=keys_of[""] == keys_of["baseline"])
         if output == "DENSE":
             dense_keys = generated(ext.keys.channelbag(ob), ext)
         else:
@@ -178,9 +216,16 @@ def format_table(r: dict) -> str:
             f"(tolerance {r['rotation_tolerance_deg']:g} deg, {r['location_tolerance_cm']:g} cm)")
         lines.append(f"| {name} | {row['keys']:,} | {1e3 * row['read_s']:.0f} | {1e3 * row['write_s']:.0f} | "
                      f"{1e3 * row['total_s']:.0f} | {1e3 * (row['cpu_read_s'] + row['cpu_write_s']):.0f} | {dev} |")
+        if "baseline" in row:
+            b = row["baseline"]
+            same = "the same keys" if row["same_keys_as_baseline"] else "**other keys than this version's**"
+            lines.append(f"| {name}, baseline | | {1e3 * b['read_s']:.0f} | {1e3 * b['write_s']:.0f} | "
+                         f"{1e3 * b['total_s']:.0f} | {1e3 * (b['cpu_read_s'] + b['cpu_write_s']):.0f} | {same} |")
     for name, row in (("every frame", r["dense"]), ("editable", r["editable"])):
-        stages = ", ".join(f"{k[6:]} {1e3 * v:.0f}" for k, v in row.items() if k.startswith("stage "))
-        lines.append(f"\n{name}, the stages (ms, medians): {stages}")
+        for who, stats in (("", row), (" (baseline)", row.get("baseline"))):
+            if stats is not None:
+                stages = ", ".join(f"{k[6:]} {1e3 * v:.0f}" for k, v in stats.items() if k.startswith("stage "))
+                lines.append(f"\n{name}{who}, the stages (ms, medians): {stages}")
     e = r["editable"]
     lines += ["", f"editable: {e['keys']:,} keys = {100 * e['share']:.1f} % of dense ({e['dense_keys']:,}); "
               f"the extension reported {e['reported_rotation_deg']:.4f} deg, {e['reported_location_cm']:.3f} cm; "
@@ -201,7 +246,7 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     s = rig_bench.start_session(addon_zip, args.model or ("hand", "body"))
     try:
         result = run(s, clip, args.frames, args.every, args.repeats, args.part, args.rotation_tolerance,
-                     args.location_tolerance, args.unit_scale)
+                     args.location_tolerance, args.unit_scale, args.baseline)
     finally:
         rig_bench.stop_session(s)
     print(format_table(result))

@@ -261,4 +261,8 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--unit-scale", type=float, default=0.01,
                     help="the scene's Unit Scale: the clip's units in metres (Mixamo BVH: centimetres, 0.01)")
     ad.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
+    ad.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="another version of the extension's modules (a folder with its __init__.py, e.g. "
+                    "'git archive COMMIT addon | tar -x -C /tmp/old' gives /tmp/old/addon), timed in the same "
+                    "process interleaved with this one, its keys compared with this one's")
     ad.add_argument("--json", type=Path, default=None, help="write the result as JSON here")

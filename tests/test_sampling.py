@@ -51,12 +51,11 @@ def test_temperature_zero_in_one_step_is_the_deterministic_fill(skeleton):
     assert np.allclose(s.translations, det.translations[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("refresh", [1, None])
-@pytest.mark.parametrize("order", fill_engine.ORDERS)
+@pytest.mark.parametrize("order, refresh", [(o, None) for o in fill_engine.ORDERS] + [("lowest-entropy", 1)])
 def test_k1_draws_every_target_once_keeps_known_cells_and_reproduces(order, refresh):
     model = tiny("body")
-    rot, trans, known, times = _window("body", t=10, gap=5)
-    known[5, :7] = True  # a partially keyed frame in the gap
+    rot, trans, known, times = _window("body", t=7, gap=2)
+    known[4, :15] = True  # a partially keyed frame in the gap
     log: list = []
     a = fill_engine.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh,
                            visit_log=log)
@@ -136,3 +135,24 @@ def test_the_card_carries_the_sampling_calibration(tmp_path):
     assert cal == dataclasses.replace(fill_engine.SamplingCalibration(), rot_scale=(0.5,) * 17,
                                       pos_scale=((1.0, 2.0, 3.0),), pos_cap=(0.25,), temperature=0.3)
     assert card_path(path).is_file()
+
+
+def test_spread_calibration_undoes_a_spread_too_narrow(monkeypatch):
+    from training.bench import calibrate_sampling
+
+    model = tiny("hand")
+
+    def windows(skeleton, split, gap, n, root=None):
+        assert split == "val"  # calibration never reads the test split
+        rot, trans, times = synthetic(skeleton, n=3, t=10 + gap + 1, seed=gap)
+        known = inbetween_mask(3, 10 + gap + 1, 17, ctx=10, gap=gap)
+        return rot, trans, known, times
+
+    monkeypatch.setattr(calibrate_sampling, "sampling_windows", windows)
+    cal, fit = calibrate_sampling.fit_spreads(model, "hand", windows=3)
+    model.cfg = dataclasses.replace(model.cfg, kappa_offset=model.cfg.kappa_offset + 2 * np.log(2.0))  # spread / 2
+    narrow, _ = calibrate_sampling.fit_spreads(model, "hand", windows=3)
+    assert len(cal.rot_scale) == 17 and np.all(np.isfinite(cal.rot_scale)) and min(cal.rot_scale) > 0
+    assert np.allclose(np.array(narrow.rot_scale) / np.array(cal.rot_scale), 2.0, rtol=0.02)
+    assert np.allclose(narrow.pos_scale, cal.pos_scale) and cal.pos_cap[0] > 0
+    assert len(fit["rot_rms_error_deg"]) == 17

@@ -482,6 +482,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     rot_c, trans_c, given = np.tile(rot_c, rep), np.tile(trans_c, rep), np.tile(kn, rep[:3])
     tms = np.tile(times, (rows, 1))
     mv = list(schema.moving)
+    chain = sorted({a for m in mv for a in _ancestors(schema, m)})  # the joints a moving joint's position hangs on
     pos_c = moving_positions(rot_c, trans_c, schema)  # the moving joints' positions: drawn ones as drawn
     known_now = given.copy()
     nt, nj = kn.shape[1:]
@@ -535,10 +536,10 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
             pos_c[0, f[hit], slot] = det["pos"][f[hit], slot]
             pos_c[1:, f[hit], slot] = pos[:, hit, slot]
         known_now[:, f, j] = True
-        # moving joints' local translations from their positions, the parents' rotations as the inputs see
-        # them (identity where not yet drawn)
-        trans_c = moving_translations(np.where(known_now[..., None], rot_c, _identity_like(rot_c)), pos_c, trans_c,
-                                      schema)
+        if np.isin(j, chain).any():  # moving joints' local translations from their positions, the parents'
+            # rotations as the inputs see them (identity where not yet drawn)
+            trans_c = moving_translations(np.where(known_now[..., None], rot_c, _identity_like(rot_c)), pos_c,
+                                          trans_c, schema)
         since += step
         done += step
         if progress is not None:
@@ -551,6 +552,14 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     ent, spread = _spread({"log_kappa": log_kappa_out[1:]}, ~targets)
     visits = [[(int(c) // nj, int(c) % nj) for c in np.concatenate(visited)]] * n
     return rot_o, trans_o, ent, spread, visits
+
+
+def _ancestors(schema, j: int) -> list[int]:
+    """``j`` and every joint above it."""
+    out = [j]
+    while schema.parents[out[-1]] >= 0:
+        out.append(schema.parents[out[-1]])
+    return out
 
 
 def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, rng, n, progress,

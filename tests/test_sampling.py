@@ -156,3 +156,14 @@ def test_spread_calibration_undoes_a_spread_too_narrow(monkeypatch):
     assert np.allclose(np.array(narrow.rot_scale) / np.array(cal.rot_scale), 2.0, rtol=0.02)
     assert np.allclose(narrow.pos_scale, cal.pos_scale) and cal.pos_cap[0] > 0
     assert len(fit["rot_rms_error_deg"]) == 17
+
+
+def test_a_calibration_for_another_skeleton_is_refused(tmp_path):
+    from training.inbetween.checkpoint import CheckpointError
+
+    path = save_model(tiny("hand"), tmp_path / "m.safetensors")
+    card = read_card(path)
+    card["sampling"] = {"rot_scale": [1.0] * 22, "temperature": 0.2}  # the body's joints
+    write_card(path, card)
+    with pytest.raises(CheckpointError, match="sampling calibration"):
+        load_model(path)

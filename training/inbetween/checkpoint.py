@@ -137,6 +137,8 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
 
     try:
         model.sampling = SamplingCalibration.from_card(card.get("sampling"))
+        if model.sampling is not None:
+            model.sampling.check(cfg.n_joints, cfg.n_moving)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path(path)}: bad sampling calibration ({e})") from None
     model.eval()

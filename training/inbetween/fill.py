@@ -319,16 +319,18 @@ def fill(
 
 @dataclass(frozen=True)
 class SamplingCalibration:
-    """How wide a sampled cell's draw is, fitted on validation windows (``python -m
-    training.inbetween.sampling_calibration MODEL`` writes it into the model card's ``sampling``; a model
-    without one samples from its spreads as learned). The model's spreads are scaled so that, per channel, a
+    """How wide a sampled cell's draw is, fitted on validation windows (``anyfill bench calibrate-sampling
+    --model MODEL --write`` writes it into the model card's ``sampling``; a model without one samples from its
+    spreads as learned). The model's spreads are scaled so that, per channel, a
     draw at temperature 1 strays from the deterministic fill as far as the fill strays from real motion; the
     default temperature is the largest of a sweep whose samples stay near the motion on the validation windows;
     a caller's temperature multiplies it (1: the default)."""
 
     rot_scale: tuple[float, ...] = ()  # per joint: the factor on the rotation spread 1 / sqrt(kappa) (empty: 1)
     pos_scale: tuple[tuple[float, float, float], ...] = ()  # per moving joint and axis: the factor on sigma
-    pos_cap: tuple[float, ...] = ()  # per moving joint: the largest move of a draw from its mean (skeleton units)
+    # per moving joint: the farthest a draw goes from the deterministic fill (query variant; triples: from its
+    # mean), in skeleton units
+    pos_cap: tuple[float, ...] = ()
     temperature: float = 1.0  # the spread scale a request's temperature 1 means (chosen on validation windows)
     truncate: float = 2.0  # position draws are truncated at this many standard deviations
 
@@ -340,6 +342,17 @@ class SamplingCalibration:
                    pos_scale=tuple(tuple(float(y) for y in x) for x in card.get("pos_scale", ())),
                    pos_cap=tuple(float(x) for x in card.get("pos_cap", ())),
                    temperature=float(card.get("temperature", 1.0)), truncate=float(card.get("truncate", 2.0)))
+
+    def check(self, n_joints: int, n_moving: int) -> None:
+        """Refuse a calibration made for another skeleton (ValueError)."""
+        if self.rot_scale and len(self.rot_scale) != n_joints:
+            raise ValueError(f"rot_scale has {len(self.rot_scale)} entries for {n_joints} joints")
+        if self.pos_scale and (len(self.pos_scale) != n_moving or any(len(x) != 3 for x in self.pos_scale)):
+            raise ValueError(f"pos_scale must hold 3 factors for each of {n_moving} moving joints")
+        if self.pos_cap and len(self.pos_cap) != n_moving:
+            raise ValueError(f"pos_cap has {len(self.pos_cap)} entries for {n_moving} moving joints")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be 0 or above, got {self.temperature}")
 
 
 def calibration_of(model: MotionFill) -> SamplingCalibration:

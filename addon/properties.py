@@ -94,7 +94,9 @@ class AnyfillSceneSettings(bpy.types.PropertyGroup):
                ("SELECTED", "Selected", "Fill the selected mapped bones; the others only condition")),
         default="ALL")
     order: bpy.props.EnumProperty(name="Order", items=ORDERS, default="lowest-entropy")
-    temperature: bpy.props.FloatProperty(name="Temperature", default=1.0, min=0.0, max=10.0)
+    temperature: bpy.props.FloatProperty(
+        name="Temperature", default=1.0, min=0.0, max=10.0,
+        description="How far variations stray from the fill: 1 is the model's calibrated default, 0 the fill itself")
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     count: bpy.props.IntProperty(name="Count", description="Number of variations", default=4, min=1, max=16)
     k: bpy.props.IntProperty(name="Cells per Step", default=8, min=1, max=4096)

@@ -65,7 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="sampling order: one of the engine's (GET /v1/models lists them; default lowest-entropy, "
                       "the most certain cells first)")
     fill.add_argument("--k", type=int, default=1, help="cells (or frames) per sampling step")
-    fill.add_argument("--temperature", type=float, default=1.0)
+    fill.add_argument("--temperature", type=float, default=1.0,
+                      help="how far variations stray from the fill: a multiple of the model's calibrated default (1)")
     fill.add_argument("--seed", type=int, default=0)
     fill.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     fill.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -121,7 +121,10 @@ class SampleRequest(FillRequest):
                          "certain first, the default: the best mean fill of the four on both shipped models), "
                          "forward (time order), random, highest-entropy")
     k: int = Field(1, strict=True, ge=1, le=MAX_K, description="cells (query model) or frames (triples model) per step")
-    temperature: float = Field(1.0, strict=True, ge=0.0, le=MAX_TEMPERATURE)
+    temperature: float = Field(1.0, strict=True, ge=0.0, le=MAX_TEMPERATURE,
+                               description="how far variations stray from the fill, as a multiple of the model's "
+                               "calibrated default (1; chosen on validation data, see its card's `sampling`); 0 gives "
+                               "the deterministic fill")
     seed: int = Field(0, strict=True, ge=0, le=2**32 - 1)
     n: int = Field(1, strict=True, ge=1, le=MAX_VARIATIONS, description="number of variations")
     stream: bool = Field(False, description="answer with NDJSON events (started, progress, result)")

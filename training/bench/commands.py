@@ -128,8 +128,17 @@ def _bench_model(args: argparse.Namespace) -> int:
 
         result = sampling.run_sampling(args.model, args.skeleton, gap=args.gap, windows=args.windows, n=args.n,
                                        ks=tuple(args.k), temperature=args.temperature, seed=args.seed,
+                                       split=args.split, refresh=args.refresh, orders=tuple(args.orders),
                                        progress=lambda row: print(row, flush=True))
         text = sampling.format_sampling(result)
+    elif args.bench == "calibrate-sampling":
+        from training.bench import calibrate_sampling
+
+        result = calibrate_sampling.calibrate(args.model, windows=args.windows, sweep_windows=args.sweep_windows,
+                                              progress=lambda row: print(row, flush=True))
+        text = calibrate_sampling.format_result(result)
+        if args.write:
+            text += f"\nwrote the sampling calibration into {calibrate_sampling.write(args.model, result)}"
     elif args.bench == "shot":
         from training.bench import shot
 
@@ -167,7 +176,20 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--windows", type=int, default=12)
     sm.add_argument("--n", type=int, default=8, help="variations per window")
     sm.add_argument("--k", type=int, nargs="+", default=[1, 8, 64], help="cells per step")
-    sm.add_argument("--temperature", type=float, default=1.0)
+    sm.add_argument("--temperature", type=float, default=1.0,
+                    help="a multiple of the model's calibrated spread (1: its default, 0: the deterministic fill)")
+    sm.add_argument("--orders", nargs="+", default=["forward", "random", "lowest-entropy", "highest-entropy"],
+                    choices=("forward", "random", "lowest-entropy", "highest-entropy"), metavar="ORDER")
+    sm.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the test split or the training split's validation takes")
+    sm.add_argument("--refresh", type=int, default=None,
+                    help="cells drawn between two encodings of the known cells (default: a frame's joints)")
+    cs = bench_sub.add_parser("calibrate-sampling", help="fit the sampler's spreads and default temperature on "
+                              "validation windows (--write: into the model's card)")
+    cs.add_argument("--model", default="hand", help="checkpoint path or shipped name")
+    cs.add_argument("--windows", type=int, default=48, help="validation windows per gap for the spreads")
+    cs.add_argument("--sweep-windows", type=int, default=8, help="validation windows for the temperature sweep")
+    cs.add_argument("--write", action="store_true", help="store the result in the model card's `sampling`")
     sm.add_argument("--seed", type=int, default=0)
     po = bench_sub.add_parser("pose", help="pose completion of the hand from the wrist and some fingers")
     po.add_argument("--model", default="hand", help="checkpoint path or shipped name")
@@ -186,7 +208,7 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--no-window-by-window", action="store_true",
                     help="skip the window-by-window fill (timing and error) the pieces are compared with")
     sh.add_argument("--data-root", metavar="DIR", help="folder holding splits.json (default ../shared/data)")
-    for p in (sp, sm, po, pb, sh):
+    for p in (sp, sm, cs, po, pb, sh):
         p.add_argument("--json", metavar="OUT", help="also write the result as JSON")
         p.set_defaults(func=_bench_model)
 

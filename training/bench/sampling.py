@@ -13,6 +13,7 @@ local rotation of each joint).
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 
 import numpy as np
 
@@ -27,67 +28,106 @@ from training.bench.inbetween import (
     scored_globals,
 )
 from training.inbetween.checkpoint import load_model
-from training.inbetween.fill import ORDERS, fill, sample
-from training.inbetween.metrics import l2p
+from training.inbetween.fill import ORDERS, calibration_of, fill, sample
+from training.inbetween.metrics import l2p, l2q
 from training.motion.rotations import quat_angle, quat_normalize
 from training.motion.skeleton import forward_kinematics, get_schema
 from training.motion.splits import split_files
 from training.motion.windows import at_protocol_rate, cut
 
 
-def run_sampling(model_name: str, skeleton: str, gap: int = 15, windows: int = 12, n: int = 8,
-                 ks: tuple[int, ...] = (1, 8, 64), orders: tuple[str, ...] = ORDERS, temperature: float = 1.0,
-                 seed: int = 0, root=None, progress=None) -> dict:
-    schema = get_schema(skeleton)
-    model, _ = load_model(model_name)
-    all_w = cut(load_protocol_clips(split_files(skeleton, "test", root), schema), WINDOW, STRIDE)
+@lru_cache(maxsize=4)
+def _all_windows(skeleton: str, split: str, root=None):
+    from training.inbetween.datasets import load_clips
+
+    if split == "test":
+        clips = load_protocol_clips(split_files(skeleton, "test", root), get_schema(skeleton))
+    elif split == "val":
+        clips = load_clips(skeleton, "val", root, (30.0,), mirror=False)
+    else:
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    return cut(clips, WINDOW, STRIDE)
+
+
+def sampling_windows(skeleton: str, split: str, gap: int, windows: int, root=None):
+    """``windows`` evenly spaced protocol windows (10 context frames, a gap, a target frame) of the test split
+    or of the validation takes (``val``: carved out of the training split as training does, never the test
+    files): (rotations, translations, known, times), the known cells only the context and the target frame."""
+    all_w = _all_windows(skeleton, split, None if root is None else str(root))
     pick = np.linspace(0, len(all_w) - 1, windows).round().astype(int)
     length = N_CONTEXT + gap + 1
     gt_rot, gt_trans = all_w.rotations[pick, :length], all_w.translations[pick, :length]
     known = np.broadcast_to(protocol_known(gap)[None, :, None], gt_rot.shape[:3]).copy()
-    times = np.broadcast_to(np.arange(length) / all_w.fps, (windows, length))
+    times = np.broadcast_to(np.arange(length) / all_w.fps, (windows, length)).copy()
+    return gt_rot, gt_trans, known, times
+
+
+def run_sampling(model_name, skeleton: str, gap: int = 15, windows: int = 12, n: int = 8,
+                 ks: tuple[int, ...] = (1, 8, 64), orders: tuple[str, ...] = ORDERS,
+                 temperature: float = 1.0, seed: int = 0, root=None, progress=None, split: str = "test",
+                 refresh: int | None = None, model=None) -> dict:
+    """The sampling experiment (module docstring). ``temperature``: a multiple of the model's calibrated
+    default (1); ``model``: an already loaded model (its name still reported)."""
+    schema = get_schema(skeleton)
+    if model is None:
+        model, _ = load_model(model_name)
+    gt_rot, gt_trans, known, times = sampling_windows(skeleton, split, gap, windows, root)
     mean, std = position_stats(skeleton, None if root is None else str(root))
     masked_rot = np.where(known[..., None], gt_rot, np.nan)
     masked_trans = np.where(known[..., None], gt_trans, np.nan)
     det = fill(model, masked_rot, masked_trans, known, times)
     dq, dp = per_window_errors(schema, gt_rot, gt_trans, det.rotations, det.translations, gap, mean, std)
     result = {"model": str(model_name), "skeleton": skeleton, "variant": model.cfg.variant, "gap": gap,
-              "windows": windows, "n": n, "temperature": temperature,
+              "windows": windows, "n": n, "temperature": temperature, "split": split,
+              "calibrated": model_sampling(model), "spread_scale": temperature * calibration_of(model).temperature,
               "deterministic": {"L2Q": float(dq.mean()), "L2P": float(dp.mean())}, "rows": []}
     for order, k in itertools.product(orders, ks):
         q_err = np.zeros((windows, n))
         p_err = np.zeros((windows, n))
         diversity = np.zeros(windows)
+        diversity_q = np.zeros(windows)
         for w in range(windows):
             outs = sample(model, masked_rot[w], masked_trans[w], known[w], times[w], order=order, k=k,
-                          temperature=temperature, seed=seed + w, n=n)
+                          temperature=temperature, seed=seed + w, n=n, refresh=refresh)
             rot = np.stack([o.rotations for o in outs])
             trans = np.stack([o.translations for o in outs])
             reps = (n, 1, 1, 1)
             q_err[w], p_err[w] = per_window_errors(schema, np.tile(gt_rot[w : w + 1], reps),
                                                    np.tile(gt_trans[w : w + 1], reps), rot, trans, gap, mean, std)
-            _, _, _, pos = scored_globals(schema, np.tile(gt_rot[w : w + 1], reps), np.tile(gt_trans[w : w + 1], reps),
-                                          rot, trans, gap)
-            pairs = [l2p(pos[a : a + 1], pos[b : b + 1], mean, std) for a, b in itertools.combinations(range(n), 2)]
-            diversity[w] = float(np.mean(pairs)) if pairs else 0.0
+            _, pq, _, pos = scored_globals(schema, np.tile(gt_rot[w : w + 1], reps),
+                                           np.tile(gt_trans[w : w + 1], reps), rot, trans, gap)
+            pairs = list(itertools.combinations(range(n), 2))
+            diversity[w] = float(np.mean([l2p(pos[a : a + 1], pos[b : b + 1], mean, std) for a, b in pairs])) \
+                if pairs else 0.0
+            diversity_q[w] = float(np.mean([l2q(pq[a : a + 1], pq[b : b + 1]) for a, b in pairs])) if pairs else 0.0
+        d = result["deterministic"]
         row = {"order": order, "k": k, "best_L2Q": float(q_err.min(1).mean()), "mean_L2Q": float(q_err.mean()),
                "best_L2P": float(p_err.min(1).mean()), "mean_L2P": float(p_err.mean()),
-               "diversity_L2P": float(diversity.mean())}
+               "diversity_L2P": float(diversity.mean()), "diversity_L2Q": float(diversity_q.mean())}
+        row["mean_ratio"], row["best_ratio"] = row["mean_L2Q"] / d["L2Q"], row["best_L2Q"] / d["L2Q"]
         result["rows"].append(row)
         if progress:
             progress(row)
     return result
 
 
+def model_sampling(model) -> bool:
+    """Whether the model carries a sampling calibration (its card's ``sampling``)."""
+    return getattr(model, "sampling", None) is not None
+
+
 def format_sampling(r: dict) -> str:
     d = r["deterministic"]
-    lines = [f"sampling: {r['skeleton']} {r['variant']}, gap {r['gap']}, {r['windows']} windows, N={r['n']}, "
-             f"temperature {r['temperature']}",
+    lines = [f"sampling: {r['skeleton']} {r['variant']}, {r['split']} split, gap {r['gap']}, {r['windows']} windows, "
+             f"N={r['n']}, temperature {r['temperature']:g} (spread scale {r['spread_scale']:g} of the "
+             f"{'calibrated' if r['calibrated'] else 'learned'} spreads)",
              f"deterministic fill: L2Q {d['L2Q']:.4f}  L2P {d['L2P']:.4f}",
-             f"{'order':<16}{'k':>4}{'best L2Q':>10}{'mean L2Q':>10}{'best L2P':>10}{'mean L2P':>10}{'diversity':>10}"]
+             f"{'order':<16}{'k':>4}{'best L2Q':>10}{'mean L2Q':>10}{'best/det':>9}{'mean/det':>9}{'best L2P':>10}"
+             f"{'mean L2P':>10}{'div L2P':>9}{'div L2Q':>9}"]
     for x in r["rows"]:
-        lines.append(f"{x['order']:<16}{x['k']:>4}{x['best_L2Q']:>10.4f}{x['mean_L2Q']:>10.4f}"
-                     f"{x['best_L2P']:>10.4f}{x['mean_L2P']:>10.4f}{x['diversity_L2P']:>10.4f}")
+        lines.append(f"{x['order']:<16}{x['k']:>4}{x['best_L2Q']:>10.4f}{x['mean_L2Q']:>10.4f}{x['best_ratio']:>9.3f}"
+                     f"{x['mean_ratio']:>9.3f}{x['best_L2P']:>10.4f}{x['mean_L2P']:>10.4f}{x['diversity_L2P']:>9.4f}"
+                     f"{x['diversity_L2Q']:>9.4f}")
     return "\n".join(lines)
 
 

@@ -133,5 +133,13 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     for k, v in state.items():
         if not torch.isfinite(v).all():
             raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values")
+    from training.inbetween.fill import SamplingCalibration
+
+    try:
+        model.sampling = SamplingCalibration.from_card(card.get("sampling"))
+        if model.sampling is not None:
+            model.sampling.check(cfg.n_joints, cfg.n_moving)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{card_path(path)}: bad sampling calibration ({e})") from None
     model.eval()
     return model, card

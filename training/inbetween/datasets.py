@@ -63,11 +63,10 @@ def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30
     files = split_files(skeleton, "train", root)
     out: list[clip_io.Clip] = []
     for i, f in enumerate(files):
+        if skeleton == "body" and (i % 10 == 0) != (part == "val"):
+            continue
         c = clip_io.load(f, schema)
-        if skeleton == "body":
-            if (i % 10 == 0) != (part == "val"):
-                continue
-        else:
+        if skeleton != "body":
             cut_at = int(c.n_frames * 0.85)
             c = c.frames(slice(0, cut_at)) if part == "train" else c.frames(slice(cut_at, None))
         variants = [c, c.mirrored()] if (mirror and skeleton == "hand") else [c]

@@ -31,12 +31,13 @@ from training.inbetween.features import (
     canonical_batch,
     canonical_from_known,
     from_canonical,
+    moving_positions,
     moving_translations,
     to_canonical,
 )
 from training.inbetween.losses import von_mises_entropy
 from training.inbetween.model import MotionFill
-from training.motion.rotations import axis_angle_to_quat, quat_mul, quat_slerp, sixd_to_quat
+from training.motion.rotations import axis_angle_to_quat, quat_conj, quat_mul, quat_slerp, sixd_to_quat
 from training.motion.skeleton import get_schema
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
@@ -145,6 +146,14 @@ def _window_distributions(model: MotionFill, rot, trans, known, times, given=Non
     target = ~known if valid is None else ~known & valid[..., None]
     b = canonical_batch(rot_c, trans_c, times, known, target, schema, model.cfg.features, given)
     return _distributions(model, b), canon, rot, trans
+
+
+def distributions(model: MotionFill, rot, trans, known, times) -> tuple[dict[str, np.ndarray], Canonical]:
+    """The model's outputs for every cell of windows of at most its length (canonical frame: 6D rotation means,
+    log kappa, moving positions and their log sigma) and that canonical frame: what calibration compares with
+    the truth."""
+    out, canon, _, _ = _window_distributions(model, rot, trans, known, times)
+    return out, canon
 
 
 def _window_fill(model: MotionFill, rot, trans, known, times, valid=None):
@@ -308,17 +317,80 @@ def fill(
     return FillResult(rot_out, trans_out, ent, spread)
 
 
-def _draw(rng: np.random.Generator, out: dict[str, np.ndarray], temperature: float):
-    """A sample of every cell's distribution: the mean rotation turned by a von Mises angle about a
-    uniform random axis; moving positions from their Gaussian. ``temperature`` scales the spread."""
-    mean_q = sixd_to_quat(out["rot6d"])
-    kappa = np.exp(out["log_kappa"]) / max(temperature, 1e-6) ** 2
-    angle = rng.vonmises(0.0, kappa)
+@dataclass(frozen=True)
+class SamplingCalibration:
+    """How wide a sampled cell's draw is, fitted on validation windows (``anyfill bench calibrate-sampling
+    --model MODEL --write`` writes it into the model card's ``sampling``; a model without one samples from its
+    spreads as learned). The model's spreads are scaled so that, per channel, a
+    draw at temperature 1 strays from the deterministic fill as far as the fill strays from real motion; the
+    default temperature is the largest of a sweep whose samples stay near the motion on the validation windows;
+    a caller's temperature multiplies it (1: the default)."""
+
+    rot_scale: tuple[float, ...] = ()  # per joint: the factor on the rotation spread 1 / sqrt(kappa) (empty: 1)
+    pos_scale: tuple[tuple[float, float, float], ...] = ()  # per moving joint and axis: the factor on sigma
+    # per moving joint: the farthest a draw goes from the deterministic fill (query variant; triples: from its
+    # mean), in skeleton units
+    pos_cap: tuple[float, ...] = ()
+    temperature: float = 1.0  # the spread scale a request's temperature 1 means (chosen on validation windows)
+    truncate: float = 2.0  # position draws are truncated at this many standard deviations
+
+    @classmethod
+    def from_card(cls, card: dict | None) -> SamplingCalibration | None:
+        if not card:
+            return None
+        return cls(rot_scale=tuple(float(x) for x in card.get("rot_scale", ())),
+                   pos_scale=tuple(tuple(float(y) for y in x) for x in card.get("pos_scale", ())),
+                   pos_cap=tuple(float(x) for x in card.get("pos_cap", ())),
+                   temperature=float(card.get("temperature", 1.0)), truncate=float(card.get("truncate", 2.0)))
+
+    def check(self, n_joints: int, n_moving: int) -> None:
+        """Refuse a calibration made for another skeleton (ValueError)."""
+        if self.rot_scale and len(self.rot_scale) != n_joints:
+            raise ValueError(f"rot_scale has {len(self.rot_scale)} entries for {n_joints} joints")
+        if self.pos_scale and (len(self.pos_scale) != n_moving or any(len(x) != 3 for x in self.pos_scale)):
+            raise ValueError(f"pos_scale must hold 3 factors for each of {n_moving} moving joints")
+        if self.pos_cap and len(self.pos_cap) != n_moving:
+            raise ValueError(f"pos_cap has {len(self.pos_cap)} entries for {n_moving} moving joints")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be 0 or above, got {self.temperature}")
+
+
+def calibration_of(model: MotionFill) -> SamplingCalibration:
+    """The sampling calibration :func:`~training.inbetween.checkpoint.load_model` attached (none: identity)."""
+    return getattr(model, "sampling", None) or SamplingCalibration()
+
+
+def _scales(model: MotionFill, cal: SamplingCalibration) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rotation scale (J,), position scale (M, 3), position cap (M,)) of a calibration, ones and no cap where unset."""
+    j, m = model.cfg.n_joints, model.cfg.n_moving
+    rot = np.asarray(cal.rot_scale, dtype=np.float64) if cal.rot_scale else np.ones(j)
+    pos = np.asarray(cal.pos_scale, dtype=np.float64).reshape(m, 3) if cal.pos_scale else np.ones((m, 3))
+    cap = np.asarray(cal.pos_cap, dtype=np.float64) if cal.pos_cap else np.full(m, np.inf)
+    return rot, pos, cap
+
+
+def _draw(rng: np.random.Generator, mean_q: np.ndarray, log_kappa: np.ndarray, pos: np.ndarray,
+          log_sigma: np.ndarray, temperature: float, cal: tuple[np.ndarray, np.ndarray, np.ndarray], truncate: float,
+          joints: np.ndarray | None = None, anchor: np.ndarray | None = None):
+    """Draws of cells: each mean rotation (..., 4) turned by a von Mises angle (kappa / (scale * temperature)^2)
+    about a uniform random axis; each moving position (..., M, 3) from its Gaussian (sigma * scale *
+    temperature), truncated at ``truncate`` standard deviations and at most the calibration's cap from
+    ``anchor`` (default: its mean). ``joints`` (...,): each rotation's joint (default: the last axis is the
+    joints)."""
+    rot_scale, pos_scale, cap = cal
+    rs = rot_scale if joints is None else rot_scale[joints]
+    anchor = pos if anchor is None else anchor
+    if temperature <= 0:
+        return mean_q, pos
+    kappa = np.exp(log_kappa) / (rs * temperature) ** 2
+    angle = rng.vonmises(0.0, np.minimum(kappa, 1e12))
     axis = rng.normal(size=kappa.shape + (3,))
     axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
     q = quat_mul(mean_q, axis_angle_to_quat(axis * angle[..., None]))
-    pos = out["pos"] + np.exp(out["log_sigma"]) * temperature * rng.normal(size=out["pos"].shape)
-    return q, pos
+    z = np.clip(rng.normal(size=pos.shape), -truncate, truncate)
+    move = pos + np.exp(log_sigma) * pos_scale * temperature * z - anchor
+    norm = np.linalg.norm(move, axis=-1, keepdims=True)
+    return q, anchor + move * np.minimum(1.0, cap[:, None] / np.maximum(norm, 1e-12))
 
 
 def _pick(order: str, rng: np.random.Generator, remaining: np.ndarray, entropy: np.ndarray, k: int) -> np.ndarray:
@@ -343,7 +415,7 @@ def sample(
     translations,
     known,
     times,
-    order: str = "forward",
+    order: str = "lowest-entropy",
     k: int = 1,
     temperature: float = 1.0,
     seed: int = 0,
@@ -351,10 +423,16 @@ def sample(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     visit_log: list | None = None,
+    refresh: int | None = None,
 ) -> list[FillResult]:
     """N variations of one window (arrays with N = 1, or without the leading axis) by any-order
-    sampling. The query variant steps through cells, k per step; the triples variant through frames,
-    k per step. ``visit_log`` (optional) receives, per variation, the targets in the order visited."""
+    sampling. The query variant steps through cells, k per step (see :func:`_sample_cells`); the triples
+    variant through frames, k per step. ``temperature`` scales the model's calibrated spread
+    (:class:`SamplingCalibration`): 1 is the default its calibration chose on validation windows, 0 the
+    deterministic fill. ``visit_log`` (optional) receives, per variation, the targets in the order visited.
+    ``refresh`` (query variant): cells drawn between two encodings of the known cells (default: a frame's
+    joints; each step in between runs the decoder only, the drawn cells reaching it through their frames'
+    queries and the key curves; 1: every step encodes anew)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     if k < 1:
@@ -367,18 +445,149 @@ def sample(
         raise ValueError("sample() takes one window; it draws n variations of it")
     if rotations.shape[1] > model_length(model):
         raise ValueError(f"sampling handles windows of up to {model_length(model)} frames")
+    known = np.asarray(known, dtype=bool)
+    if known.all():
+        raise ValueError("nothing to sample: every cell is known")
+    if not known.any():
+        raise ValueError("every window needs at least one known cell")
+    cal = calibration_of(model)
+    temperature = float(temperature) * cal.temperature
     rng = np.random.default_rng(seed)
+    args = (model, rotations, np.asarray(translations, dtype=np.float64), known, np.asarray(times, dtype=np.float64),
+            order, k, temperature, rng, n, progress, cancel)
+    if model.cfg.variant == "triples":
+        rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
+    else:
+        rot, trans, ent_out, spread_out, visits = _sample_cells(*args, refresh or model.cfg.n_joints)
+    if visit_log is not None:
+        visit_log.extend(visits)
+    given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
+    known0 = np.repeat(known, n, axis=0)
+    trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
+    return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
+
+
+def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, rng, n, progress,
+                  cancel, refresh):
+    """The query variant's any-order sampling, every variation side by side in one batch with a noiseless
+    reference chain (row 0) that visits the same cells and takes the deterministic fill's value at each.
+
+    Why the reference: a model conditioned on its own predictions as if they were keys predicts worse than it
+    does from the keys alone (measured on the shipped body at temperature 0: 1.25-1.42x the deterministic
+    fill's L2Q). So each variation's draw is centred on the deterministic fill's value, moved by how the
+    model's prediction for the cell differs between the variation and the reference: the model's response to
+    the noise already drawn (which keeps a variation coherent), without the bias of self-conditioning. At
+    temperature 0 every variation is the deterministic fill.
+
+    The whole draw happens in the canonical frame of the given keys. Each step builds the network's inputs,
+    runs the decoder against the encoding of the known cells (encoded anew once ``refresh`` cells were drawn
+    since the last encoding), picks the next k cells by the order on the reference's spreads (every variation
+    visits the cells in the same order) and draws them."""
+    schema = get_schema(model.cfg.skeleton)
+    spec = model.cfg.features
+    cal = calibration_of(model)
+    scales = _scales(model, cal)
+    rot, trans, kn = _sanitise(model, rotations, translations, known)
+    canon = canonical_from_known(rot, trans, kn, schema, spec.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    rows = n + 1
+    rep = (rows, 1, 1, 1)
+    rot_c, trans_c, given = np.tile(rot_c, rep), np.tile(trans_c, rep), np.tile(kn, rep[:3])
+    tms = np.tile(times, (rows, 1))
+    mv = list(schema.moving)
+    chain = sorted({a for m in mv for a in _ancestors(schema, m)})  # the joints a moving joint's position hangs on
+    pos_c = moving_positions(rot_c, trans_c, schema)  # the moving joints' positions: drawn ones as drawn
+    known_now = given.copy()
+    nt, nj = kn.shape[1:]
+    cells = nt * nj
+    log_kappa_out = np.zeros(given.shape)
+    total = int((~kn[0]).sum())
+    rank = None  # the orders as a rank of every cell: forward by (frame, joint); random by a permutation
+    if order == "forward":
+        rank = np.arange(cells, dtype=np.float64)
+    elif order == "random":
+        rank = rng.permutation(cells).astype(np.float64)
+    log_rot_scale = np.log(scales[0])
+    enc, det = None, None
+    since, done = refresh, 0
+    visited: list[np.ndarray] = []
+    var = np.arange(1, rows)[:, None]
+    while done < total:
+        if cancel is not None and cancel():
+            raise Cancelled()
+        b = _to_torch(canonical_batch(rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given))
+        with torch.inference_mode():
+            if since >= refresh:
+                enc, since = model.encode(b), 0
+            out = {key: v.double().numpy() for key, v in model.decode(b, enc).items()}
+        if det is None:  # the first step sees the keys alone: the deterministic fill
+            det = {"q": sixd_to_quat(out["rot6d"][0]), "pos": out["pos"][0]}
+        lk = out["log_kappa"]
+        remaining = ~known_now[0].reshape(cells)
+        if rank is None:  # entropy orders, by the reference's calibrated spread (entropy falls as kappa grows)
+            key = (lk[0] - 2.0 * log_rot_scale).reshape(cells)
+            key = -key if order == "lowest-entropy" else key
+        else:
+            key = rank
+        step = min(k, total - done)
+        chosen = np.argsort(np.where(remaining, key, np.inf), kind="stable")[:step]
+        visited.append(chosen)
+        f, j = chosen // nj, chosen % nj
+        # each variation: the deterministic value, moved by the model's response to the variation's draws
+        mean_q = sixd_to_quat(out["rot6d"][:, f, j])  # (rows, step, 4)
+        centre = quat_mul(det["q"][f, j], quat_mul(quat_conj(mean_q[:1]), mean_q[1:]))
+        pos_mean = out["pos"][:, f]  # (rows, step, M, 3)
+        pos_centre = det["pos"][f] + pos_mean[1:] - pos_mean[:1]
+        # a moving joint's draw stays within the calibration's cap of the deterministic fill: neither the noise
+        # nor the model's response to it ever puts the root further from the fill than the fill's own worst error
+        q, pos = _draw(rng, centre, lk[1:, f, j], pos_centre, out["log_sigma"][1:, f], temperature, scales,
+                       cal.truncate, joints=j, anchor=det["pos"][f])
+        rot_c[0, f, j], rot_c[var, f, j] = det["q"][f, j], q
+        log_kappa_out[:, f, j] = lk[:, f, j]
+        for slot, m in enumerate(mv):  # a drawn moving joint's cell takes its drawn position
+            hit = j == m
+            pos_c[0, f[hit], slot] = det["pos"][f[hit], slot]
+            pos_c[1:, f[hit], slot] = pos[:, hit, slot]
+        known_now[:, f, j] = True
+        if np.isin(j, chain).any():  # moving joints' local translations from their positions, the parents'
+            # rotations as the inputs see them (identity where not yet drawn)
+            trans_c = moving_translations(np.where(known_now[..., None], rot_c, _identity_like(rot_c)), pos_c,
+                                          trans_c, schema)
+        since += step
+        done += step
+        if progress is not None:
+            progress(done, total)
+    trans_c = moving_translations(rot_c, pos_c, trans_c, schema)
+    rot_o, trans_o = from_canonical(rot_c[1:], trans_c[1:], Canonical(np.tile(canon.turn, (n, 1)),
+                                                                       np.tile(canon.offset, (n, 1))), schema)
+    targets = ~given[1:]
+    rot_o = np.where(targets[..., None], rot_o, np.tile(rot, (n, 1, 1, 1)))
+    ent, spread = _spread({"log_kappa": log_kappa_out[1:]}, ~targets)
+    visits = [[(int(c) // nj, int(c) % nj) for c in np.concatenate(visited)]] * n
+    return rot_o, trans_o, ent, spread, visits
+
+
+def _ancestors(schema, j: int) -> list[int]:
+    """``j`` and every joint above it."""
+    out = [j]
+    while schema.parents[out[-1]] >= 0:
+        out.append(schema.parents[out[-1]])
+    return out
+
+
+def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, rng, n, progress,
+                   cancel):
+    """The triples variant's any-order sampling: frames, k per step, one variation after another within a step."""
+    cal = calibration_of(model)
+    scales = _scales(model, cal)
     rot = np.repeat(rotations, n, axis=0)
-    trans = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
-    known0 = np.repeat(np.asarray(known, dtype=bool), n, axis=0)
-    tms = np.repeat(np.asarray(times, dtype=np.float64), n, axis=0)
+    trans = np.repeat(translations, n, axis=0)
+    known0 = np.repeat(known, n, axis=0)
+    tms = np.repeat(times, n, axis=0)
     known_now = known0.copy()
     ent_out = np.zeros(known0.shape)
     spread_out = np.zeros(known0.shape)
-    frames_mode = model.cfg.variant == "triples"
-    total = int((~known0[0]).any(-1).sum()) if frames_mode else int((~known0[0]).sum())
-    if total == 0:
-        raise ValueError("nothing to sample: every cell is known")
+    total = int((~known0[0]).any(-1).sum())
     done = 0
     visits: list[list] = [[] for _ in range(n)]
     while (~known_now).any():
@@ -391,25 +600,19 @@ def sample(
             remaining = ~known_now[v]
             if not remaining.any():
                 continue
-            if frames_mode:
-                frame_rem = remaining.any(-1)
-                frame_ent = np.where(remaining, ent[v], 0.0).sum(-1)
-                frames = _pick(order, rng, frame_rem, frame_ent, k)
-                cells = np.zeros_like(remaining)
-                cells[frames] = remaining[frames]
-                visits[v].extend(int(f) for f in frames)
-                step = max(step, len(frames))
-            else:
-                flat = _pick(order, rng, remaining, ent[v], k)
-                cells = np.zeros(remaining.size, dtype=bool)
-                cells[flat] = True
-                cells = cells.reshape(remaining.shape)
-                visits[v].extend((int(i) // remaining.shape[1], int(i) % remaining.shape[1]) for i in flat)
-                step = max(step, len(flat))
+            frame_rem = remaining.any(-1)
+            frame_ent = np.where(remaining, ent[v], 0.0).sum(-1)
+            frames = _pick(order, rng, frame_rem, frame_ent, k)
+            cells = np.zeros_like(remaining)
+            cells[frames] = remaining[frames]
+            visits[v].extend(int(f) for f in frames)
+            step = max(step, len(frames))
             # draw and decode only the frames of the picked cells; the moving joints' translations follow
             # their joint's cell
             f = np.flatnonzero(cells.any(-1))
-            q_draw, pos_draw = _draw(rng, {key: a[v : v + 1, f] for key, a in out.items()}, temperature)
+            sub_out = {key: a[v : v + 1, f] for key, a in out.items()}
+            q_draw, pos_draw = _draw(rng, sixd_to_quat(sub_out["rot6d"]), sub_out["log_kappa"], sub_out["pos"],
+                                     sub_out["log_sigma"], temperature, scales, cal.truncate)
             one = Canonical(canon.turn[v : v + 1], canon.offset[v : v + 1])
             sub = np.s_[v : v + 1, f]
             rs, trs = _decode(model, q_draw, pos_draw, one, rot[sub], trans[sub], known_now[sub])
@@ -422,11 +625,7 @@ def sample(
         done += step
         if progress is not None:
             progress(min(done, total), total)
-    if visit_log is not None:
-        visit_log.extend(visits)
-    given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
-    trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
-    return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
+    return rot, trans, ent_out, spread_out, visits
 
 
 def _bracket(src_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

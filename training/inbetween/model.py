@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from training.inbetween.features import FeatureSpec
 from training.inbetween.transformer import AnyOrderConfig, FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
+
+
+class Encoding(NamedTuple):
+    """The query variant's encoding of the known frames (:meth:`MotionFill.encode`)."""
+
+    memory: torch.Tensor  # (B, K, d): the known frames' tokens after the encoder, valid ones first
+    valid: torch.Tensor  # (B, K)
+    ref: torch.Tensor  # (B, 1): the time origin both sides' tokens are measured from (seconds)
+    kv: list  # each decoder layer's cross-attention keys and values of ``memory``, computed once
 
 
 @dataclass
@@ -112,7 +121,8 @@ class MotionFill(nn.Module):
         for k in ("rot_mean", "rot_std", "pos_mean", "pos_std"):
             getattr(self, k).copy_(torch.as_tensor(stats[k], dtype=torch.float32))
 
-    def _features(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _features(self, b: dict[str, torch.Tensor], ref: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         known = b["known"].float()
         moving_known = known[..., self._moving_index()]
         rot = (b["rot6d"] - self.rot_mean) / self.rot_std * known[..., None]
@@ -129,9 +139,15 @@ class MotionFill(nn.Module):
                   (b["keyvelpos"] / self.pos_std[:, None]).flatten(-3)]
         q = torch.cat(q, dim=-1)
         times = b["times"]
-        frame_known = b["known"].any(-1)
-        ref = (times * frame_known).sum(1, keepdim=True) / frame_known.sum(1, keepdim=True).clamp(min=1)
+        if ref is None:
+            ref = self.time_origin(b)
         return kn, q, (times - ref)[..., None]
+
+    @staticmethod
+    def time_origin(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 1): the mean time of the frames with known cells, the origin of every token's time."""
+        frame_known = b["known"].any(-1)
+        return (b["times"] * frame_known).sum(1, keepdim=True) / frame_known.sum(1, keepdim=True).clamp(min=1)
 
     def _moving_index(self) -> list[int]:
         from training.motion.skeleton import get_schema
@@ -207,9 +223,26 @@ class MotionFill(nn.Module):
         kn, q, trel = self._features(b)
         if self.cfg.variant == "query":
             tenc = self.time(trel)
-            h = self.core(self.known_in(kn) + tenc, b["known"].any(-1), self.query_in(q) + tenc, b["target"].any(-1))
-            return self._head(h, b)
+            memory, valid = self.core.encode_known(self.known_in(kn) + tenc, b["known"].any(-1))
+            return self._head(self.core.decode_queries(self.query_in(q) + tenc, b["target"].any(-1), memory, valid), b)
         return self._triples_teacher_forced(kn, q, trel, b)
+
+    def encode(self, b: dict[str, torch.Tensor]) -> Encoding:
+        """Query variant: the encoding of the frames with known cells, which :meth:`decode` reads. Any-order
+        sampling keeps one while it draws a few cells and decodes each step against it (the drawn cells reach
+        the queries through their own frame's token and the key curves), so a step costs the decoder only."""
+        kn, _, trel = self._features(b)
+        ref = self.time_origin(b)
+        memory, valid = self.core.encode_known(self.known_in(kn) + self.time(trel), b["known"].any(-1))
+        return Encoding(memory, valid, ref, self.core.memory_kv(memory))
+
+    def decode(self, b: dict[str, torch.Tensor], enc: Encoding) -> dict[str, torch.Tensor]:
+        """Query variant: every target's distribution from the queries of ``b`` and an :meth:`encode` of
+        known cells (times measured from that encoding's origin, so both sides share one clock)."""
+        _, q, trel = self._features(b, enc.ref)
+        h = self.core.decode_queries(self.query_in(q) + self.time(trel), b["target"].any(-1), enc.memory, enc.valid,
+                                     memory_kv=enc.kv)
+        return self._head(h, b)
 
     def _triples_teacher_forced(self, kn, q, trel, b):
         """Token i: input frame order[i] (its known cells, or all its cells once generated) and the query

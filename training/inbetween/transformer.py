@@ -84,14 +84,16 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``mask`` (B or 1, 1 or Tq, Tk) is True where attention is allowed (None: everywhere). With ``cache``
-        the new keys and values are appended to the cached ones; the full keys and values are returned for reuse."""
-        if context is None and not torch.is_grad_enabled():  # inference: one matmul for queries, keys and values
-            q, k, v = _split_heads(F.linear(x, *self._packed()), 3, self.n_heads)
+        the new keys and values are appended to the cached ones; the full keys and values are returned for reuse.
+        ``context_kv``: the keys and values of ``context`` already computed (:meth:`context_kv`)."""
+        if context is None and context_kv is None and not torch.is_grad_enabled():
+            q, k, v = _split_heads(F.linear(x, *self._packed()), 3, self.n_heads)  # inference: one matmul
         else:
             q = self._heads(self.q(x))
-            k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+            k, v = context_kv if context_kv is not None else self.context_kv(x if context is None else context)
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         attn_mask = mask[:, None] if mask is not None else None
@@ -100,6 +102,11 @@ class Attention(nn.Module):
         )
         b, h, t, dh = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), (k, v)
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (B, heads, T, d / heads) that queries read of ``context``."""
+        k, v = self.kv(context).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
 
 
 class Block(nn.Module):
@@ -120,11 +127,11 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask=None, context=None, context_mask=None, cache=None):
+    def forward(self, x, mask=None, context=None, context_mask=None, cache=None, context_kv=None):
         h, new_cache = self.attn(self.ln1(x), mask=mask, cache=cache)
         x = x + self.drop(h) if self.training else x + h  # dropout is the identity at eval: not called at all
         if self.cross is not None:
-            h, _ = self.cross(self.ln_c(x), context=context, mask=context_mask)
+            h, _ = self.cross(self.ln_c(x), context=context, mask=context_mask, context_kv=context_kv)
             x = x + self.drop(h) if self.training else x + h
         if self.training:
             return x + self.mlp(self.ln2(x)), new_cache
@@ -163,22 +170,40 @@ class QueryEncoderDecoder(nn.Module):
             tokens, _ = blk(tokens, mask=mask)
         return self.ln_enc(tokens)
 
-    def decode(self, queries, query_valid, memory, memory_valid, independent: bool = False) -> torch.Tensor:
+    def decode(self, queries, query_valid, memory, memory_valid, independent: bool = False,
+               memory_kv: list | None = None) -> torch.Tensor:
+        """``memory_kv``: :meth:`memory_kv` of ``memory``, when several decodes read one encoding."""
         qmask, mmask = _key_mask(query_valid), _key_mask(memory_valid)
         if independent:  # each query attends to itself only among the queries
             qmask = torch.eye(queries.shape[1], dtype=torch.bool, device=queries.device)[None]
-        for blk in self.decoder:
-            queries, _ = blk(queries, mask=qmask, context=memory, context_mask=mmask)
+        for i, blk in enumerate(self.decoder):
+            queries, _ = blk(queries, mask=qmask, context=memory, context_mask=mmask,
+                             context_kv=None if memory_kv is None else memory_kv[i])
         return self.ln_out(queries)
+
+    def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every decoder layer's cross-attention keys and values of an encoding, computed once."""
+        return [blk.cross.context_kv(memory) for blk in self.decoder]
 
     def forward(self, known_tokens, known_valid, query_tokens, query_valid, independent: bool = False) -> torch.Tensor:
         """Tokens (B, T, d) with validity (B, T); returns one output per query token (invalid queries'
         outputs are meaningless). Invalid tokens are masked out of every attention, so they are dropped
         before the passes: the cost follows the numbers of known and target tokens, not the window length
         (in any-order sampling most frames are one or the other)."""
+        return self.decode_queries(query_tokens, query_valid, *self.encode_known(known_tokens, known_valid),
+                                   independent)
+
+    def encode_known(self, known_tokens: torch.Tensor, known_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoding of the valid known tokens (valid ones first) and its validity: what
+        :meth:`decode_queries` reads, reusable for several sets of queries."""
         k_tok, k_valid, _ = _valid_first(known_tokens, known_valid)
+        return self.encode(k_tok, k_valid), k_valid
+
+    def decode_queries(self, query_tokens, query_valid, memory, memory_valid, independent: bool = False,
+                       memory_kv: list | None = None):
+        """One output per query token (B, T, d) against an :meth:`encode_known` encoding."""
         q_tok, q_valid, q_idx = _valid_first(query_tokens, query_valid)
-        h = self.decode(q_tok, q_valid, self.encode(k_tok, k_valid), k_valid, independent)
+        h = self.decode(q_tok, q_valid, memory, memory_valid, independent, memory_kv)
         if q_idx is None:
             return h
         return torch.zeros_like(query_tokens).scatter(1, q_idx[..., None].expand_as(h), h)

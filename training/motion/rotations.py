@@ -266,9 +266,13 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
 
 
 def quat_to_6d(q: np.ndarray) -> np.ndarray:
-    """The 6D representation: the first two columns of the rotation matrix, concatenated."""
-    m = quat_to_matrix(q)
-    return np.concatenate([m[..., :, 0], m[..., :, 1]], axis=-1)
+    """The 6D representation: the first two columns of the rotation matrix, concatenated (written out: this
+    runs on every cell of every batch and sampling step, and scipy's per-call set-up costs more than the maths)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y),
+                     2 * (x * y - w * z), 1 - 2 * (x * x + z * z), 2 * (y * z + w * x)], axis=-1)
 
 
 def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:

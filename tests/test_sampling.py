@@ -1,0 +1,169 @@
+"""Any-order sampling of the query model: correctness of the fast sampler and its calibration.
+
+Tiny untrained models with a random head (fast, seeded): the encoding reused across steps, known cells
+unchanged, every target drawn once, seeds, temperature 0 as the deterministic fill, the root's draws bounded,
+and the calibration carried by the model card.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_anyorder import inbetween_mask, synthetic, tiny
+from training.inbetween import fill as fill_engine
+from training.inbetween.checkpoint import card_path, load_model, read_card, save_model, write_card
+from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+from training.motion.skeleton import forward_kinematics, get_schema
+
+torch.set_num_threads(1)
+
+
+def _window(skeleton="hand", t=14, gap=8, seed=0):
+    rot, trans, times = synthetic(skeleton, n=1, t=t, seed=seed)
+    known = inbetween_mask(1, t, get_schema(skeleton).n_joints, ctx=3, gap=gap)[0]
+    return rot[0], trans[0], known, times[0]
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_decoding_against_a_kept_encoding_equals_the_full_pass(skeleton):
+    model = tiny(skeleton)
+    rot, trans, known, times = _window(skeleton)
+    schema = get_schema(skeleton)
+    canon = canonical_from_known(rot[None], trans[None], known[None], schema, model.cfg.features.frame)
+    rc, tc = to_canonical(rot[None], trans[None], canon, schema)
+    b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+         canonical_batch(rc, tc, times[None], known[None], ~known[None], schema, model.cfg.features).items()}
+    with torch.no_grad():
+        full, split = model(b), model.decode(b, model.encode(b))
+    for k in full:
+        assert torch.allclose(full[k], split[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_temperature_zero_in_one_step_is_the_deterministic_fill(skeleton):
+    model = tiny(skeleton)
+    rot, trans, known, times = _window(skeleton)
+    det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
+    (s,) = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=0.0)
+    assert np.allclose(np.abs(np.sum(s.rotations * det.rotations[0], -1)), 1.0, atol=1e-5)
+    assert np.allclose(s.translations, det.translations[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("order, refresh", [(o, None) for o in fill_engine.ORDERS] + [("lowest-entropy", 1)])
+def test_k1_draws_every_target_once_keeps_known_cells_and_reproduces(order, refresh):
+    model = tiny("body")
+    rot, trans, known, times = _window("body", t=7, gap=2)
+    known[4, :15] = True  # a partially keyed frame in the gap
+    log: list = []
+    a = fill_engine.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh,
+                           visit_log=log)
+    b = fill_engine.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh)
+    expected = sorted(map(tuple, np.argwhere(~known)))
+    for visits in log:
+        assert len(visits) == len(expected) and sorted(visits) == expected
+    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.rotations, y.rotations) and np.array_equal(x.translations, y.translations)
+        assert np.array_equal(x.rotations[known], unit[known]) and np.array_equal(x.translations[known], trans[known])
+        assert np.isfinite(x.rotations).all() and np.isfinite(x.translations).all()
+        assert (x.entropy[known] == 0).all() and (x.spread_deg[~known] > 0).all()
+    assert not np.allclose(a[0].rotations, a[1].rotations)  # variations differ
+
+
+def test_forward_order_visits_cells_in_time_then_joint_order():
+    model = tiny("hand")
+    rot, trans, known, times = _window("hand")
+    log: list = []
+    fill_engine.sample(model, rot, trans, known, times, order="forward", k=5, n=2, visit_log=log)
+    assert log[0] == sorted(log[0]) == log[1]
+
+
+def test_root_draws_are_capped_however_wide_the_spread():
+    model = tiny("body")
+    with torch.no_grad():  # a spread head that says the root may be anywhere (log sigma at its clamp)
+        model.spread[-1].bias[model.cfg.n_joints:] = 50.0
+    rot, trans, known, times = _window("body")
+    det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
+    hips = get_schema("body").root
+    model.sampling = fill_engine.SamplingCalibration(pos_cap=(0.5, 2.0))
+    out = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=4, seed=1)
+
+    def hips_move(s):  # how far the Hips' world position is from the fill's
+        return np.linalg.norm(forward_kinematics(s.rotations, s.translations, parents)[1][:, hips] - det_hips, axis=-1)
+
+    parents = get_schema("body").parents
+    det_hips = forward_kinematics(det.rotations[0], det.translations[0], parents)[1][:, hips]
+    for s in out:  # one step: every draw is around the deterministic fill, at most the cap away
+        assert 0.1 < hips_move(s).max() <= 2.0 + 1e-6
+    model.sampling = None
+    wild = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=1, seed=1)[0]
+    assert hips_move(wild).max() > 10.0
+
+
+def test_calibrated_spreads_scale_each_joints_draws():
+    model = tiny("hand")
+    rot, trans, known, times = _window("hand")
+    det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
+    from training.motion.rotations import quat_angle
+
+    def spread(cal):
+        model.sampling = cal
+        out = fill_engine.sample(model, rot, trans, known, times, k=known.size, n=8, seed=2)
+        return np.mean([quat_angle(s.rotations, det.rotations[0])[~known].reshape(-1, 17) for s in out], axis=(0, 1))
+
+    scale = np.ones(17)
+    scale[3] = 0.1
+    narrow = spread(fill_engine.SamplingCalibration(rot_scale=tuple(scale)))
+    wide = spread(fill_engine.SamplingCalibration())
+    assert narrow[3] < 0.3 * wide[3] and np.allclose(narrow[5], wide[5], rtol=0.5)
+    half = spread(fill_engine.SamplingCalibration(temperature=0.5))  # the calibrated default temperature
+    assert half.mean() < 0.7 * wide.mean()
+    model.sampling = None
+
+
+def test_the_card_carries_the_sampling_calibration(tmp_path):
+    model = tiny("hand")
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert load_model(path)[0].sampling is None
+    card = read_card(path)
+    card["sampling"] = {"rot_scale": [0.5] * 17, "pos_scale": [[1.0, 2.0, 3.0]], "pos_cap": [0.25],
+                        "temperature": 0.3, "command": "anyfill bench calibrate-sampling --model m --write"}
+    write_card(path, card)
+    cal = load_model(path)[0].sampling
+    assert cal == dataclasses.replace(fill_engine.SamplingCalibration(), rot_scale=(0.5,) * 17,
+                                      pos_scale=((1.0, 2.0, 3.0),), pos_cap=(0.25,), temperature=0.3)
+    assert card_path(path).is_file()
+
+
+def test_spread_calibration_undoes_a_spread_too_narrow(monkeypatch):
+    from training.bench import calibrate_sampling
+
+    model = tiny("hand")
+
+    def windows(skeleton, split, gap, n, root=None):
+        assert split == "val"  # calibration never reads the test split
+        rot, trans, times = synthetic(skeleton, n=3, t=10 + gap + 1, seed=gap)
+        known = inbetween_mask(3, 10 + gap + 1, 17, ctx=10, gap=gap)
+        return rot, trans, known, times
+
+    monkeypatch.setattr(calibrate_sampling, "sampling_windows", windows)
+    cal, fit = calibrate_sampling.fit_spreads(model, "hand", windows=3)
+    model.cfg = dataclasses.replace(model.cfg, kappa_offset=model.cfg.kappa_offset + 2 * np.log(2.0))  # spread / 2
+    narrow, _ = calibrate_sampling.fit_spreads(model, "hand", windows=3)
+    assert len(cal.rot_scale) == 17 and np.all(np.isfinite(cal.rot_scale)) and min(cal.rot_scale) > 0
+    assert np.allclose(np.array(narrow.rot_scale) / np.array(cal.rot_scale), 2.0, rtol=0.02)
+    assert np.allclose(narrow.pos_scale, cal.pos_scale) and cal.pos_cap[0] > 0
+    assert len(fit["rot_rms_error_deg"]) == 17
+
+
+def test_a_calibration_for_another_skeleton_is_refused(tmp_path):
+    from training.inbetween.checkpoint import CheckpointError
+
+    path = save_model(tiny("hand"), tmp_path / "m.safetensors")
+    card = read_card(path)
+    card["sampling"] = {"rot_scale": [1.0] * 22, "temperature": 0.2}  # the body's joints
+    write_card(path, card)
+    with pytest.raises(CheckpointError, match="sampling calibration"):
+        load_model(path)

@@ -864,6 +864,23 @@ def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_pat
     assert loaded.cfg.features == FeatureSpec("yaw", False, 0.5)
 
 
+def test_a_calibrated_model_file_starts_a_fine_tune_as_trained(tmp_path):
+    """``init_from`` a shipped (calibrated) model: its weights load, its calibration (settings, not weights)
+    is dropped, so the fine-tune starts from the network as trained; another architecture is refused."""
+    cfg = AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    trained = model.cfg
+    model.cfg = dataclasses.replace(trained, rot_scale=(0.0,) * trained.n_joints, pos_scale=0.75, motion_gate=0.1,
+                                    gap_gate_rot=0.2, kappa_offset=trained.kappa_offset + 0.75)
+    path = save_model(model, tmp_path / "shipped.safetensors")
+    tuned = build_model(dataclasses.replace(cfg, init_from=str(path)))
+    assert tuned.cfg == trained
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="differs"):
+        build_model(dataclasses.replace(cfg, d_model=64, init_from=str(path)))
+
+
 @pytest.mark.slow  # reads the hand's validation takes
 def test_a_trained_model_file_is_calibrated_again_on_its_runs_validation_data(tmp_path, data_root):
     """``python -m training.inbetween.recalibrate MODEL OUT``: the card's training config names the

@@ -386,6 +386,17 @@ def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
         free = module.window_errors(short, free_s["rot6d"], free_s["pos"])
     assert (fill < 1.1 * curve).all() and (free > 1.5 * curve).all()
 
+    # windows the curve fills exactly (a still hand, keyed): nothing to correct, they do not choose the gates
+    still_rot, still_trans = np.repeat(rot[:, :1], 40, axis=1), np.repeat(trans[:, :1], 40, axis=1)
+    b = make_batch(still_rot, still_trans, np.full(4, 30.0), dense, ~dense, schema, trained.features)
+    still = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+    with torch.no_grad():
+        assert (module.window_errors(still, still["base6d"], still["basepos"]) == 0).all()
+    model.cfg = trained
+    with_still = calibrate(module, [long], keyed=[short, still])
+    for gates in ("keyed_log_error_ratio_by_gap_gate_rot", "keyed_log_error_ratio_by_gap_gate_pos"):
+        assert with_still[gates] == pytest.approx(report[gates], rel=1e-5)
+
 
 def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
     """With ``relative_floor`` the fitting terms of a training batch weigh each window by 1 / (its curve's

@@ -386,6 +386,17 @@ def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
         free = module.window_errors(short, free_s["rot6d"], free_s["pos"])
     assert (fill < 1.1 * curve).all() and (free > 1.5 * curve).all()
 
+    # windows the curve fills exactly (a still hand, keyed): nothing to correct, they do not choose the gates
+    still_rot, still_trans = np.repeat(rot[:, :1], 40, axis=1), np.repeat(trans[:, :1], 40, axis=1)
+    b = make_batch(still_rot, still_trans, np.full(4, 30.0), dense, ~dense, schema, trained.features)
+    still = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+    with torch.no_grad():
+        assert (module.window_errors(still, still["base6d"], still["basepos"]) == 0).all()
+    model.cfg = trained
+    with_still = calibrate(module, [long], keyed=[short, still])
+    for gates in ("keyed_log_error_ratio_by_gap_gate_rot", "keyed_log_error_ratio_by_gap_gate_pos"):
+        assert with_still[gates] == pytest.approx(report[gates], rel=1e-5)
+
 
 def test_relative_floor_weighs_windows_by_how_far_their_curve_is_off():
     """With ``relative_floor`` the fitting terms of a training batch weigh each window by 1 / (its curve's
@@ -862,6 +873,23 @@ def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_pat
     loaded, _ = load_model(path)
     assert loaded.cfg == model.cfg
     assert loaded.cfg.features == FeatureSpec("yaw", False, 0.5)
+
+
+def test_a_calibrated_model_file_starts_a_fine_tune_as_trained(tmp_path):
+    """``init_from`` a shipped (calibrated) model: its weights load, its calibration (settings, not weights)
+    is dropped, so the fine-tune starts from the network as trained; another architecture is refused."""
+    cfg = AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    trained = model.cfg
+    model.cfg = dataclasses.replace(trained, rot_scale=(0.0,) * trained.n_joints, pos_scale=0.75, motion_gate=0.1,
+                                    gap_gate_rot=0.2, kappa_offset=trained.kappa_offset + 0.75)
+    path = save_model(model, tmp_path / "shipped.safetensors")
+    tuned = build_model(dataclasses.replace(cfg, init_from=str(path)))
+    assert tuned.cfg == trained
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="differs"):
+        build_model(dataclasses.replace(cfg, d_model=64, init_from=str(path)))
 
 
 @pytest.mark.slow  # reads the hand's validation takes

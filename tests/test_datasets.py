@@ -71,6 +71,59 @@ def test_the_animators_mask_keys_every_nth_frame():
     assert steps == set(range(2, 21))
 
 
+def test_the_full_rigs_hand_mask_knows_the_wrist_and_keys_the_fingers_every_nth_frame():
+    """``MaskMix(wrist=...)``: the wrist (the root) known on every frame; each finger keyed every n frames (n
+    from 2 to 20, any phase), or partly: a finger keyed at the keys, never, or on every frame, never all
+    known throughout. With every finger keyed and the phase 0 the window is ``bench keys --wrist known``'s."""
+    from training.bench.keys import keyed_cells
+    from training.motion.skeleton import get_schema
+
+    hand = get_schema("hand")
+    branches = hand.branches()
+    known, target = sample_masks(np.random.default_rng(0), 400, 65, 17, MaskMix(0, 0, 0, 0, wrist=1.0),
+                                 root=hand.root, branches=branches)
+    assert (known ^ target).all()
+    assert known[:, :, hand.root].all()
+    steps, partly, states = set(), 0, set()
+    for k in known:
+        per_branch = []
+        for b in branches:
+            frames = k[:, b]
+            assert (frames.all(-1) | ~frames.any(-1)).all()  # a finger keyed whole
+            per_branch.append("every" if frames.all() else "never" if not frames.any() else "keys")
+        assert set(per_branch) != {"every"}  # something to fill
+        states |= set(per_branch)
+        partly += set(per_branch) != {"keys"}
+        keyed = [b for b, s in zip(branches, per_branch, strict=True) if s == "keys"]
+        if keyed:
+            frames = np.flatnonzero(k[:, keyed[0][0]])
+            gaps = set(np.diff(frames).tolist())
+            assert len(gaps) == 1 and frames[0] < next(iter(gaps))  # regular, starting within the first step
+            assert all((k[:, b[0]] == k[:, keyed[0][0]]).all() for b in keyed)  # the same keys for each
+            steps |= gaps
+            if set(per_branch) == {"keys"} and frames[0] == 0:
+                assert (k == keyed_cells(next(iter(gaps)), hand, "known")[0]).all()
+    assert steps == set(range(2, 21)) and states == {"keys", "never", "every"}
+    assert 0.4 < partly / len(known) < 0.6
+
+
+@pytest.mark.slow  # reads the hand's validation takes (about 20 s on a busy CPU)
+def test_calibration_scores_the_hand_as_a_full_rig_keys_it(data_root):
+    """The masks calibration chooses the gap gates and the kept corrections on: for the hand, the wrist known
+    on every frame and the fingers keyed (a full rig); for the body, whole poses every n frames (as before)."""
+    from training.inbetween.task import AnyOrderData, AnyOrderTrainConfig, keyed_as_animators_do
+
+    assert keyed_as_animators_do("body") == MaskMix(0, 0, 0, 0, every=1)
+    assert keyed_as_animators_do("hand") == MaskMix(0, 0, 0, 0, wrist=1)
+    cfg = AnyOrderTrainConfig(skeleton="hand", val_windows=16, batch_size=8, data_root=str(data_root))
+    val, keyed = AnyOrderData(cfg).validation_batches()
+    assert len(val) == len(keyed) == 2
+    for b in keyed:
+        known = b["known"].numpy()
+        assert known[:, :, 0].all() and not known[:, :, 1:].all()
+    assert not all(b["known"][:, :, 0].all() for b in val)
+
+
 @pytest.mark.parametrize("skeleton", ["hand", pytest.param("body", marks=pytest.mark.slow)])  # body: about 10 s
 def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_root, skeleton):
     """A card's rest offsets drive the extension's retargeting: they must be one real skeleton (hands: the

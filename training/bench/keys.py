@@ -57,13 +57,8 @@ def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarra
 
 def fingers(schema: Schema) -> list[np.ndarray]:
     """Each finger's joints, in the schema's order (the hand: thumb, index, middle, ring, pinky): the subtree
-    of each of the root's children."""
-    kids = schema.children()
-
-    def below(j: int) -> list[int]:
-        return [j] + [d for c in kids[j] for d in below(c)]
-
-    return [np.array(below(c)) for c in kids[schema.root]]
+    of each of the root's children (:meth:`~training.motion.skeleton.Schema.branches`)."""
+    return [np.array(b) for b in schema.branches()]
 
 
 def keyed_cells(every: int, schema: Schema, wrist: str = "keyed", partial: int | None = None,

@@ -30,6 +30,10 @@ SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
 MOTION_GATES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # motion-gate speeds tried by :func:`calibrate` (0: off)
 GAP_GATES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)  # gap-gate lengths (seconds) tried by :func:`calibrate`
 KAPPA_SHIFTS = tuple(float(d) for d in np.arange(-3.0, 3.01, 0.25))  # log-kappa shifts tried by :func:`calibrate`
+# a keyed window's curve error (skeleton sizes) at or below which the curve is exact (joints that do not move
+# in the capture, as many of the hand takes' fingers): nothing to correct there, and the ratio of a fill's
+# float noise to zero would swamp the geometric mean, so such windows do not choose the gap gates
+EXACT = 1e-6
 
 
 def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]],
@@ -38,7 +42,8 @@ def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]],
     split), pick the gap gates from :data:`GAP_GATES` on ``keyed`` (the same takes keyed every n frames; default
     ``batches``) by the geometric mean over windows of the fill's position error over the curve's alone (every
     key spacing counts alike, as an animator compares each with Blender's curve: a few centimetres of noise on
-    keys two frames apart are not paid for by a gain on wide gaps), rotations then moving positions; then,
+    keys two frames apart are not paid for by a gain on wide gaps; windows the curve fills exactly, :data:`EXACT`,
+    left out), rotations then moving positions; then,
     on ``batches`` and ``keyed`` together, the motion gate from
     :data:`MOTION_GATES` (lowest L2Q), then from :data:`SCALES` the share of the learned rotation corrections
     kept for the top joint and for the other joints (lowest L2Q) and of the position corrections (lowest
@@ -83,7 +88,7 @@ def calibrate(module: Scored, batches: list[dict[str, torch.Tensor]],
             for b, truth, curve in zip(keyed, truths, curves, strict=True):
                 out = model(b)
                 fill = module.window_errors(b, out["rot6d"], out["pos"], truth)
-                has = b["target"].any(-1).any(-1)
+                has = b["target"].any(-1).any(-1) & (curve > EXACT)
                 logs.append(torch.log(fill[has].clamp(min=1e-9) / curve[has].clamp(min=1e-9)))
         return float(torch.cat(logs).mean())
 

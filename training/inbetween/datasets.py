@@ -51,6 +51,32 @@ class MaskMix:
     cells: float = 0.15  # any subset of cells (any-order sampling states)
     pose: float = 0.15  # partially keyed frames, half of them a single pose alone (pose completion)
     every: float = 0.0  # a key every n frames (n from 2 to 20, any phase): how animators key a shot
+    wrist: float = 0.0  # the root known on every frame, the rest keyed every n frames or partly (a full rig's hand)
+
+
+WRIST_PARTLY = 0.5  # share of the ``wrist`` windows whose branches (fingers) are keyed partly, not all at the keys
+# a partly keyed branch: keyed at the keys, never known, or known on every frame (a finger the rig drives)
+BRANCH_STATES = (0.5, 0.35, 0.15)
+
+
+def wrist_known(rng: np.random.Generator, t: int, j: int, root: int, branches: list[list[int]]) -> np.ndarray:
+    """One window's known cells (t, j) for a full rig's hand (``MaskMix.wrist``): the root (the hand's wrist,
+    which the arm gives) known on every frame, the other joints keyed every n frames (n from 2 to 20, any
+    phase, as ``MaskMix.every``), as ``anyfill bench keys --wrist known`` keys them; in :data:`WRIST_PARTLY` of
+    the windows each branch (a finger) is instead keyed at the keys, never known or known on every frame
+    (:data:`BRANCH_STATES`), at least one branch not known throughout (``--partial K``: K fingers keyed)."""
+    step = int(rng.integers(2, 21))
+    known = np.zeros((t, j), dtype=bool)
+    known[int(rng.integers(0, step)) :: step] = True
+    if branches and rng.random() < WRIST_PARTLY:
+        states = rng.choice(3, size=len(branches), p=BRANCH_STATES)
+        if (states == 2).all():
+            states[int(rng.integers(0, len(branches)))] = 0
+        for b, state in zip(branches, states, strict=True):
+            if state > 0:
+                known[:, b] = state == 2
+    known[:, root] = True
+    return known
 
 
 def load_clips(skeleton: str, part: str, root=None, fps: tuple[float, ...] = (30.0,), mirror: bool = True,
@@ -92,14 +118,20 @@ def rest_offsets(skeleton: str, root=None) -> np.ndarray:
     return np.concatenate([clip_io.load(f, schema).translations for f in files]).mean(axis=0)
 
 
-def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix, max_gap: int = 50):
-    """Known and target cell masks (n, t, j). Cells that are neither are absent from the window."""
+def sample_masks(rng: np.random.Generator, n: int, t: int, j: int, mix: MaskMix, max_gap: int = 50,
+                 root: int = 0, branches: list[list[int]] | None = None):
+    """Known and target cell masks (n, t, j). Cells that are neither are absent from the window. ``root`` and
+    ``branches`` (the schema's root and :meth:`~training.motion.skeleton.Schema.branches`) are what the
+    ``wrist`` pattern keys (:func:`wrist_known`)."""
     known = np.zeros((n, t, j), dtype=bool)
     target = np.zeros((n, t, j), dtype=bool)
-    p = np.array([mix.inbetween, mix.keyframes, mix.cells, mix.pose, mix.every])
-    kinds = rng.choice(5, size=n, p=p / p.sum())
+    p = np.array([mix.inbetween, mix.keyframes, mix.cells, mix.pose, mix.every, mix.wrist])
+    kinds = rng.choice(len(p), size=n, p=p / p.sum())
     for i, kind in enumerate(kinds):
-        if kind == 0:
+        if kind == 5:
+            known[i] = wrist_known(rng, t, j, root, branches or [])
+            target[i] = ~known[i]
+        elif kind == 0:
             ctx = int(rng.integers(1, 11))
             gap = int(rng.integers(1, min(max_gap, t - ctx - 1) + 1))
             known[i, :ctx] = True
@@ -172,7 +204,8 @@ class WindowSampler:
 
     def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         rot, trans, fps = self.windows(rng, n)
-        known, target = sample_masks(rng, n, self.length, self.schema.n_joints, self.mix, self.max_gap)
+        known, target = sample_masks(rng, n, self.length, self.schema.n_joints, self.mix, self.max_gap,
+                                     self.schema.root, self.schema.branches())
         return make_batch(rot, trans, fps, known, target, self.schema, self.spec)
 
 

@@ -77,12 +77,17 @@ class AnyOrderTrainConfig:
     mix_cells: float = 0.15  # share of windows with random known cells
     mix_pose: float = 0.15  # share of windows completing a pose from some of its joints
     mix_every: float = 0.0  # share of windows keyed every n frames (n from 2 to 20), as animators key shots
+    mix_wrist: float = 0.0  # share with the root known on every frame, the rest keyed every n or partly (a rig's hand)
     calibrate: bool = False  # at export: keep only the share of each correction that pays on the validation takes
     init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
     data_root: str | None = None  # folder holding splits.json; none: ../shared/data
     data_seed: int = 0  # seeds the feature statistics and the fixed validation windows
     val_windows: int = 512  # validation windows (drawn once from the validation takes)
     num_workers: int = 0  # processes making training batches (a GPU outruns one; each draws its own windows)
+
+
+# the model settings :func:`~training.inbetween.calibrate.calibrate` chooses after training (not weights)
+CALIBRATION = ("rot_scale", "pos_scale", "motion_gate", "gap_gate_rot", "gap_gate_pos", "kappa_offset")
 
 
 def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
@@ -98,7 +103,9 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
 
         source, _ = load_model(cfg.init_from)
         same_core = dataclasses.replace(source.cfg.core, dropout=core.dropout)  # dropout may change
-        if dataclasses.replace(source.cfg, core=same_core) != model.cfg:
+        # a calibrated file (a shipped model) starts as trained: its calibration is settings, not weights
+        uncalibrated = {f: getattr(model.cfg, f) for f in CALIBRATION}
+        if dataclasses.replace(source.cfg, core=same_core, **uncalibrated) != model.cfg:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model
@@ -170,6 +177,15 @@ def _fixed_batches(sampler: WindowSampler, cfg: AnyOrderTrainConfig, seed: int) 
     return out
 
 
+def keyed_as_animators_do(skeleton: str) -> MaskMix:
+    """The masks calibration scores the fill on besides the default mix (the gap gates are chosen on them
+    alone): a body keyed every n frames; a hand as a full rig keys it, the wrist known on every frame (the
+    arm gives it) and the fingers keyed every n frames or partly (``anyfill bench keys --wrist known``). A
+    hand calibrated with its wrist in the gap keeps no correction on keyed fingers: the wrist's error there
+    swamps theirs."""
+    return MaskMix(0, 0, 0, 0, wrist=1) if skeleton == "hand" else MaskMix(0, 0, 0, 0, every=1)
+
+
 class AnyOrderData(L.LightningDataModule):
     def __init__(self, cfg: AnyOrderTrainConfig):
         super().__init__()
@@ -180,7 +196,7 @@ class AnyOrderData(L.LightningDataModule):
         if self.stats is not None:
             return
         cfg = self.cfg
-        mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose, cfg.mix_every)
+        mix = MaskMix(cfg.mix_inbetween, cfg.mix_keyframes, cfg.mix_cells, cfg.mix_pose, cfg.mix_every, cfg.mix_wrist)
         spec = cfg.features.for_skeleton(cfg.skeleton)  # what the model of this run reads of a window
         train_clips = load_clips(cfg.skeleton, "train", cfg.data_root, cfg.fps, speeds=cfg.speeds, reverse=cfg.reverse)
         conventions = RigConventions(cfg.twist_deg, cfg.hinge_deg, cfg.conventions_share)
@@ -190,11 +206,12 @@ class AnyOrderData(L.LightningDataModule):
 
     def validation_batches(self) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
         """The validation takes' windows, drawn once (seeded): with the default mix's masks (the logged
-        validation) and keyed every n frames (what calibration scores besides)."""
+        validation) and keyed as the animator keys them (what calibration scores besides): every n frames, or for
+        the hand, whose wrist a full rig's arm gives, with the wrist known on every frame (``MaskMix.wrist``)."""
         cfg = self.cfg
         spec = cfg.features.for_skeleton(cfg.skeleton)
         val_sampler = WindowSampler(load_clips(cfg.skeleton, "val", cfg.data_root, (30.0,)), cfg.length, spec=spec)
-        every = WindowSampler(val_sampler.clips, cfg.length, MaskMix(0, 0, 0, 0, every=1), spec=spec)
+        every = WindowSampler(val_sampler.clips, cfg.length, keyed_as_animators_do(cfg.skeleton), spec=spec)
         return _fixed_batches(val_sampler, cfg, cfg.data_seed + 1), _fixed_batches(every, cfg, cfg.data_seed + 2)
 
     def train_dataloader(self):

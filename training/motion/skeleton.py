@@ -66,6 +66,16 @@ class Schema:
                 out[p].append(j)
         return out
 
+    def branches(self) -> list[list[int]]:
+        """Each of the root's children with every joint below it, in the schema's order (the hand: its five
+        fingers, thumb first): what an animator keys, or leaves, as one piece."""
+        kids = self.children()
+
+        def below(j: int) -> list[int]:
+            return [j] + [d for c in kids[j] for d in below(c)]
+
+        return [below(c) for c in kids[self.root]]
+
 
 HAND = Schema("hand", HAND_JOINTS, HAND_PARENTS, root=0, moving=(0,), units="dm (ManipNet)", euler_order="YXZ")
 # Bandai: Hips carries the motion; joint_Root stays at the origin except in a few dataset-1 "normal" takes

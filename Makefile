@@ -66,6 +66,7 @@ models: setup  ## retrain the shipped hand and body models with the exact comman
 	    c['training'].update(commands=lines, output=out) if len(lines) > 1 else None; \
 	    json.dump(c, open(p, 'w'), indent=1)" backend/models/$$s.json .models-$$s.txt $$out || exit 1; \
 	  rm -f .models-$$s.txt; \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/anyfill bench calibrate-sampling --model $$s --write || exit 1; \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \
 	done
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .fcurves import enum_value
 from .keys import EULER_ORDERS, generated_type_value
+from .retarget import quat_to_matrix
 
 EPS_FRAME = 1e-3
 TAU = 2.0 * np.pi
@@ -25,51 +26,13 @@ TAU = 2.0 * np.pi
 # --- rotation values of each mode, in numpy -----------------------------------------------------------------
 
 
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton products (..., 4) wxyz."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
-
-
-def mode_to_quat(values: np.ndarray, mode: str) -> np.ndarray:
-    """A rotation property's values (..., width) -> unit quaternions (..., 4) wxyz, as Blender reads them
-    (a zero quaternion or axis is no rotation)."""
-    values = np.asarray(values, dtype=np.float64)
-    if mode == "QUATERNION":
-        norm = np.linalg.norm(values, axis=-1, keepdims=True)
-        return np.where(norm < 1e-12, [1.0, 0.0, 0.0, 0.0], values / np.maximum(norm, 1e-12))
-    if mode == "AXIS_ANGLE":
-        axis = values[..., 1:4]
-        norm = np.linalg.norm(axis, axis=-1, keepdims=True)
-        half = np.where(norm[..., 0] < 1e-12, 0.0, values[..., 0] / 2)
-        return np.concatenate([np.cos(half)[..., None], axis / np.maximum(norm, 1e-12) * np.sin(half)[..., None]], -1)
-    q = np.zeros(values.shape[:-1] + (4,))
-    q[..., 0] = 1.0
-    for a in mode:  # the first axis of the order turns first: q = q3 q2 q1
-        k = "XYZ".index(a)
-        step = np.zeros_like(q)
-        step[..., 0] = np.cos(values[..., k] / 2)
-        step[..., 1 + k] = np.sin(values[..., k] / 2)
-        q = quat_multiply(step, q)
-    return q
-
-
-def _matrices(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
-
-
 _PARITY = {"XYZ": False, "XZY": True, "YXZ": True, "YZX": False, "ZXY": False, "ZYX": True}
 
 
 def euler_pair(q: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
     """The two Euler solutions (..., 3) [x, y, z] of unit quaternions in a rotation order, as Blender's
     ``mat3_normalized_to_eulo2`` finds them (the first has its middle angle in [-pi/2, pi/2])."""
-    m = _matrices(q)  # m[..., row, col]; Blender's mat[col][row]
+    m = quat_to_matrix(q)  # m[..., row, col]; Blender's mat[col][row]
     i, j, k = ("XYZ".index(a) for a in order)
 
     def b(c: int, r: int) -> np.ndarray:  # Blender's mat[c][r]

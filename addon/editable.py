@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import curves, fcurves
+from . import curves, fcurves, retarget
 
 
 @dataclass
@@ -75,8 +75,8 @@ def deviation(bag, t: Track) -> np.ndarray:
     if t.mode == "LOCATION":
         return np.linalg.norm(now - t.values, axis=1)
     if t.quats is None:
-        t.quats = curves.mode_to_quat(t.values, t.mode)
-    dot = np.abs((curves.mode_to_quat(now, t.mode) * t.quats).sum(-1))
+        t.quats = retarget.mode_to_quat(t.values, t.mode)
+    dot = np.abs((retarget.mode_to_quat(now, t.mode) * t.quats).sum(-1))
     dot = np.minimum(dot, 1.0)
     return 2.0 * np.arctan2(np.sqrt(1.0 - dot * dot), dot)
 

@@ -223,15 +223,11 @@ def basis_of(channels: Channels) -> np.ndarray:
     return out
 
 
-def evaluate_basis(obj, bag, rig: retarget.Rig, bones: list[int], frames,
-                   channels: dict[str, Channels] | None = None) -> np.ndarray:
-    """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its F-curves (location, rotation
-    in its rotation mode, scale) or its current values; bones not listed are left at rest (identity).
-    ``channels``: the bones' channels already evaluated at the frames (else evaluated here)."""
-    frames = np.asarray(frames, dtype=np.float64)
+def evaluate_basis(rig: retarget.Rig, bones: list[int], frames, channels: dict[str, Channels]) -> np.ndarray:
+    """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its ``channels`` evaluated there
+    (:func:`evaluate_channels`: location, rotation in its rotation mode, scale); bones not listed are left at
+    rest (identity)."""
     names = [rig.names[b] for b in bones]
-    if channels is None:
-        channels = evaluate_channels(obj, bag, names, frames)
     out = np.broadcast_to(np.eye(4), (len(frames), len(rig.names), 4, 4)).copy()
     for b, name in zip(bones, names, strict=True):
         out[:, b] = basis_of(channels[name])

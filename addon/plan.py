@@ -173,7 +173,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
 
     relevant = _ancestors(rig_arrays, {rig_arrays.index[b] for b in mapping.values()})
     channels = keys.evaluate_channels(obj, bag, [rig_arrays.names[b] for b in relevant], frames)
-    basis = keys.evaluate_basis(obj, bag, rig_arrays, relevant, frames, channels)
+    basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
     pose = rig_arrays.pose(basis, relevant)
     at_keys = _on(fr, keyed)
     t1 = time.perf_counter()
@@ -310,7 +310,7 @@ def tracks(plan: Plan, obj, basis: np.ndarray) -> list[editable_mod.Track]:
         channels = plan.channels[name]
         known = channels.rotation[known_rows]
         if mode != channels.mode:  # the bone's rotation mode changed since the request was made
-            known = curves.quat_to_mode(curves.mode_to_quat(known, channels.mode), mode)
+            known = curves.quat_to_mode(retarget_mod.mode_to_quat(known, channels.mode), mode)
         bones.append((j, b, name, pb, mode, rows, keyed, known_rows, known))
     if not bones:
         return []

@@ -810,14 +810,29 @@ def euler_to_matrix(angles: np.ndarray, order: str) -> np.ndarray:
 
 def mode_to_matrix(values: np.ndarray, mode: str) -> np.ndarray:
     """A rotation property's values (..., width) in a ``rotation_mode`` -> matrices (..., 3, 3)."""
+    if mode in ("QUATERNION", "AXIS_ANGLE"):
+        return quat_to_matrix(mode_to_quat(values, mode))
+    return euler_to_matrix(np.asarray(values, dtype=np.float64), mode)
+
+
+def mode_to_quat(values: np.ndarray, mode: str) -> np.ndarray:
+    """A rotation property's values (..., width) -> unit quaternions (..., 4) wxyz, as Blender reads them
+    (a zero quaternion or axis is no rotation)."""
     values = np.asarray(values, dtype=np.float64)
     if mode == "QUATERNION":
         norm = np.linalg.norm(values, axis=-1, keepdims=True)
-        return quat_to_matrix(np.where(norm < 1e-12, [1.0, 0.0, 0.0, 0.0], values))
+        return np.where(norm < 1e-12, [1.0, 0.0, 0.0, 0.0], values / np.maximum(norm, 1e-12))
     if mode == "AXIS_ANGLE":
-        angle, axis = values[..., 0], values[..., 1:4]
-        norm = np.linalg.norm(axis, axis=-1)
-        half = np.where(norm < 1e-12, 0.0, angle / 2)
-        ax = axis / np.maximum(norm, 1e-12)[..., None]
-        return quat_to_matrix(np.concatenate([np.cos(half)[..., None], ax * np.sin(half)[..., None]], -1))
-    return euler_to_matrix(values, mode)
+        axis = values[..., 1:4]
+        norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+        half = np.where(norm[..., 0] < 1e-12, 0.0, values[..., 0] / 2)
+        return np.concatenate([np.cos(half)[..., None], axis / np.maximum(norm, 1e-12) * np.sin(half)[..., None]], -1)
+    q = np.zeros(values.shape[:-1] + (4,))
+    q[..., 0] = 1.0
+    for a in mode:  # the first axis of the order turns first: q = q3 q2 q1
+        k = "XYZ".index(a)
+        step = np.zeros_like(q)
+        step[..., 0] = np.cos(values[..., k] / 2)
+        step[..., 1 + k] = np.sin(values[..., k] / 2)
+        q = quat_mul(step, q)
+    return q

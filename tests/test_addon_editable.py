@@ -13,6 +13,8 @@ import pytest
 from blender_support import clean_scene
 from test_addon_fill import BODY, assert_fill_is_one_undo_step, load_rig, own_keys, run_fill, thin_keys
 
+from training.bench.addon import generated, measured_deviation
+
 pytestmark = pytest.mark.blender
 
 
@@ -99,35 +101,6 @@ def test_continuity_walks_as_blenders_compatible_rotations(bpy, ext, mode):
         prev = want
 
 
-def generated(ext, ob) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    """Each channel's GENERATED keys: frames, values."""
-    out = {}
-    for fc in ext.keys.channelbag(ob).fcurves:
-        keys = [(k.co[0], k.co[1]) for k in fc.keyframe_points if k.type == "GENERATED"]
-        if keys:
-            out[(fc.data_path, fc.array_index)] = tuple(np.array(v) for v in zip(*keys, strict=True))
-    return out
-
-
-def deviation(ext, ob, dense) -> tuple[float, float]:
-    """The largest rotation (degrees) and location deviation of the rig's curves now, by ``fcurve.evaluate``,
-    from the dense fill's keys."""
-    bag = ext.keys.channelbag(ob)
-    rot = loc = 0.0
-    for path in {p for p, _ in dense}:
-        width = max(i for p, i in dense if p == path) + 1
-        frames = dense[(path, 0)][0]
-        want = np.stack([dense[(path, c)][1] for c in range(width)], 1)
-        got = np.array([[bag.fcurves.find(path, index=c).evaluate(float(f)) for c in range(width)] for f in frames])
-        if path.endswith("location"):
-            loc = max(loc, float(np.linalg.norm(got - want, axis=1).max()))
-        else:
-            mode = ob.pose.bones[path.split('"')[1]].rotation_mode
-            dot = np.abs((ext.curves.mode_to_quat(got, mode) * ext.curves.mode_to_quat(want, mode)).sum(1))
-            rot = max(rot, float(np.degrees(2 * np.arccos(np.minimum(dot, 1.0))).max()))
-    return rot, loc
-
-
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["XYZ", "QUATERNION"])
@@ -140,19 +113,19 @@ def test_editable_fill_stays_within_its_tolerance_with_fewer_keys(bpy, ext, pref
     before = own_keys(ext, ob)
     scene.anyfill.keys_output = "DENSE"
     assert run_fill(bpy, ob) == {"FINISHED"}
-    dense = generated(ext, ob)
+    dense = generated(ext.keys.channelbag(ob), ext)
     assert ob.anyfill.last_keys == ob.anyfill.last_dense_keys == sum(len(f) for f, _ in dense.values())
     scene.anyfill.keys_output = "EDITABLE"
     scene.anyfill.rotation_tolerance = 1.0
     scene.anyfill.location_tolerance = 0.01  # 1 cm
     assert run_fill(bpy, ob) == {"FINISHED"}  # replaces the dense keys
     assert own_keys(ext, ob) == before  # the animator's keys, bit for bit
-    written = generated(ext, ob)
+    written = generated(ext.keys.channelbag(ob), ext)
     n = sum(len(f) for f, _ in written.values())
     s = ob.anyfill
     assert s.last_editable and s.last_keys == n and s.last_dense_keys == sum(len(f) for f, _ in dense.values())
     assert 0 < n < 0.5 * s.last_dense_keys
-    rot, loc = deviation(ext, ob, dense)
+    rot, loc = measured_deviation(ob, ext, dense)
     assert rot <= 1.0 + 1e-3 and loc <= 0.01 + 1e-5, (rot, loc)
     assert s.last_max_rotation == pytest.approx(rot, abs=1e-3) and s.last_max_location == pytest.approx(loc, abs=1e-5)
     # a bone's rotation channels share their key frames

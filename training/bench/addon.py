@@ -33,6 +33,7 @@ import numpy as np
 
 from training.bench import rig as rig_bench
 from training.bench.commands import DEFAULT_ADDON_CLIP
+from training.motion.rotations import quat_angle
 
 
 def long_shot(path: Path, frames: int) -> Path:
@@ -87,8 +88,8 @@ def measured_deviation(ob, ext, dense: dict) -> tuple[float, float]:
             continue
         bone = path.split('"')[1]
         mode = ob.pose.bones[bone].rotation_mode
-        dot = np.abs((ext.curves.mode_to_quat(got, mode) * ext.curves.mode_to_quat(want, mode)).sum(-1))
-        rot = max(rot, float(np.degrees(2 * np.arccos(np.minimum(dot, 1.0))).max()))
+        turn = quat_angle(ext.retarget.mode_to_quat(got, mode), ext.retarget.mode_to_quat(want, mode))
+        rot = max(rot, float(np.degrees(turn).max()))
     return rot, loc
 
 

@@ -151,7 +151,11 @@ def scored_globals(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int | slic
 
 def per_window_errors(schema: Schema, gt_rot, gt_trans, rot, trans, gap: int, mean, std):
     """L2Q and L2P of each window separately (N,), for best-of-N and diversity statistics."""
-    gq, pq, gp, pp = scored_globals(schema, gt_rot, gt_trans, rot, trans, gap)
+    return errors_of_windows(*scored_globals(schema, gt_rot, gt_trans, rot, trans, gap), mean, std)
+
+
+def errors_of_windows(gq, pq, gp, pp, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """L2Q and L2P of each window (N,) from :func:`scored_globals`' truth and fill."""
     q = np.array([l2q(pq[i : i + 1], gq[i : i + 1]) for i in range(len(gq))])
     p = np.array([l2p(pp[i : i + 1], gp[i : i + 1], mean, std) for i in range(len(gp))])
     return q, p

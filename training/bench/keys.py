@@ -55,12 +55,6 @@ def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarra
     return known, frames[(~known) & (frames < last)]
 
 
-def fingers(schema: Schema) -> list[np.ndarray]:
-    """Each finger's joints, in the schema's order (the hand: thumb, index, middle, ring, pinky): the subtree
-    of each of the root's children (:meth:`~training.motion.skeleton.Schema.branches`)."""
-    return [np.array(b) for b in schema.branches()]
-
-
 def keyed_cells(every: int, schema: Schema, wrist: str = "keyed", partial: int | None = None,
                 length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """The known cells (length, J) of :func:`keyed_every` and its scored frames; with ``wrist="known"`` the
@@ -74,7 +68,7 @@ def keyed_cells(every: int, schema: Schema, wrist: str = "keyed", partial: int |
     known, frames = keyed_every(every, length)
     cells = np.repeat(known[:, None], schema.n_joints, axis=1)
     if partial is not None:
-        groups = fingers(schema)
+        groups = schema.branches()
         if not 0 <= partial <= len(groups):
             raise ValueError(f"partial must be a number of fingers, 0 to {len(groups)}, got {partial}")
         for g in groups[partial:]:
@@ -106,7 +100,8 @@ def tip_stats(skeleton: str, root: str | None = None) -> tuple[np.ndarray, np.nd
     schema = get_schema(skeleton)
     w = cut(load_protocol_clips(split_files(skeleton, "train", root), schema), STATS_WINDOW, STATS_STRIDE)
     _, pos = in_wrist_frame(w.rotations, w.translations, schema)
-    flat = pos[:, :, fingertips(schema)].reshape(-1, len(fingertips(schema)), 3)
+    tips = fingertips(schema)
+    flat = pos[:, :, tips].reshape(-1, len(tips), 3)
     return flat.mean(axis=0), flat.std(axis=0)
 
 

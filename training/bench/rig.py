@@ -138,6 +138,11 @@ MIXAMO_BODY = {
 }
 
 
+def mixamo_prefix(rig) -> str:
+    """What a Mixamo rig's bone names start with (``mixamorig:``, ``mixamorig7:``...): its Hips bone's prefix."""
+    return next(b.name[: -len("Hips")] for b in rig.data.bones if b.name.endswith("Hips"))
+
+
 def first_frame_rotations(src: np.ndarray, rest: np.ndarray, parents: Sequence[int], mapping: dict[int, int],
                           aims: dict[int, Sequence[tuple[int, int]]]) -> np.ndarray:
     """Each rig bone's rotation (N, 3, 3) on the first frame of another skeleton's motion: aimed bones turned
@@ -184,7 +189,7 @@ def put_on_rig(bpy, source, rig_path: Path):
     for pb in rig.pose.bones:  # the import left the rig posed as on its last evaluated frame: back to rest
         pb.matrix_basis = Matrix.Identity(4)
     bones = rig.data.bones
-    prefix = next(b.name[: -len("Hips")] for b in bones if b.name.endswith("Hips"))
+    prefix = mixamo_prefix(rig)
 
     def leg(ob, names):
         b = ob.data.bones
@@ -205,22 +210,23 @@ def put_on_rig(bpy, source, rig_path: Path):
     aims = {index[prefix + bone]: [(index[prefix + a], src_names.index(t)) for a, t in pairs]
             for bone, (_, pairs) in MIXAMO_BODY.items()}
     first = first_frame_rotations(src, rest, parents, mapping, aims)
-    empties = []
+    empties = {}
     for b, j in mapping.items():
-        empty = bpy.data.objects.new(f"Aim {bones[b].name}", None)
+        empty = empties[b] = bpy.data.objects.new(f"Aim {bones[b].name}", None)
         scene.collection.objects.link(empty)
         empty.parent, empty.parent_type, empty.parent_bone = source, "BONE", src_names[j]
-        bpy.context.view_layer.update()
+    bpy.context.view_layer.update()
+    for b, j in mapping.items():
+        empty = empties[b]
         aim = np.eye(4)
         aim[:3, :3], aim[:3, 3] = first[b], src[j, :3, 3]
         empty.matrix_world = Matrix((rig_world @ aim).tolist())
         c = rig.pose.bones[bones[b].name].constraints.new("COPY_ROTATION")
         c.target = empty
-        empties.append(empty)
     c = rig.pose.bones[prefix + "Hips"].constraints.new("COPY_LOCATION")
     c.target, c.subtarget = source, "Hips"
     bake(bpy, rig, [pb.name for pb in rig.pose.bones])
-    for ob in [*empties, source]:
+    for ob in [*empties.values(), source]:
         bpy.data.objects.remove(ob)
     rig.name = "GroundTruth"
     return rig
@@ -316,7 +322,7 @@ def constrain_hands(bpy, rig, take: Path) -> tuple[int, list, list[str]]:
     fps = scene.render.fps / scene.render.fps_base
     hands = hand_takes(take)
     start = busiest_stretch([t for _, t in hands.values()], scene.frame_end - scene.frame_start + 1, fps)
-    prefix = next(b.name[: -len("Hips")] for b in rig.data.bones if b.name.endswith("Hips"))
+    prefix = mixamo_prefix(rig)
     sources, tracked = [], []
     for side, (path, t) in hands.items():
         assert bpy.ops.import_anim.bvh(filepath=str(path), update_scene_fps=False, update_scene_duration=False,

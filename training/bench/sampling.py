@@ -21,6 +21,7 @@ from training.bench.inbetween import (
     N_CONTEXT,
     STRIDE,
     WINDOW,
+    errors_of_windows,
     load_protocol_clips,
     per_window_errors,
     position_stats,
@@ -79,7 +80,8 @@ def run_sampling(model_name, skeleton: str, gap: int = 15, windows: int = 12, n:
     dq, dp = per_window_errors(schema, gt_rot, gt_trans, det.rotations, det.translations, gap, mean, std)
     result = {"model": str(model_name), "skeleton": skeleton, "variant": model.cfg.variant, "gap": gap,
               "windows": windows, "n": n, "temperature": temperature, "split": split,
-              "calibrated": model_sampling(model), "spread_scale": temperature * calibration_of(model).temperature,
+              "calibrated": getattr(model, "sampling", None) is not None,
+              "spread_scale": temperature * calibration_of(model).temperature,
               "deterministic": {"L2Q": float(dq.mean()), "L2P": float(dp.mean())}, "rows": []}
     for order, k in itertools.product(orders, ks):
         q_err = np.zeros((windows, n))
@@ -92,10 +94,9 @@ def run_sampling(model_name, skeleton: str, gap: int = 15, windows: int = 12, n:
             rot = np.stack([o.rotations for o in outs])
             trans = np.stack([o.translations for o in outs])
             reps = (n, 1, 1, 1)
-            q_err[w], p_err[w] = per_window_errors(schema, np.tile(gt_rot[w : w + 1], reps),
-                                                   np.tile(gt_trans[w : w + 1], reps), rot, trans, gap, mean, std)
-            _, pq, _, pos = scored_globals(schema, np.tile(gt_rot[w : w + 1], reps),
-                                           np.tile(gt_trans[w : w + 1], reps), rot, trans, gap)
+            gq, pq, gp, pos = scored_globals(schema, np.tile(gt_rot[w : w + 1], reps),
+                                             np.tile(gt_trans[w : w + 1], reps), rot, trans, gap)
+            q_err[w], p_err[w] = errors_of_windows(gq, pq, gp, pos, mean, std)
             pairs = list(itertools.combinations(range(n), 2))
             diversity[w] = float(np.mean([l2p(pos[a : a + 1], pos[b : b + 1], mean, std) for a, b in pairs])) \
                 if pairs else 0.0
@@ -109,11 +110,6 @@ def run_sampling(model_name, skeleton: str, gap: int = 15, windows: int = 12, n:
         if progress:
             progress(row)
     return result
-
-
-def model_sampling(model) -> bool:
-    """Whether the model carries a sampling calibration (its card's ``sampling``)."""
-    return getattr(model, "sampling", None) is not None
 
 
 def format_sampling(r: dict) -> str:

@@ -454,7 +454,7 @@ def sample(
     temperature = float(temperature) * cal.temperature
     rng = np.random.default_rng(seed)
     args = (model, rotations, np.asarray(translations, dtype=np.float64), known, np.asarray(times, dtype=np.float64),
-            order, k, temperature, rng, n, progress, cancel)
+            order, k, temperature, cal, rng, n, progress, cancel)
     if model.cfg.variant == "triples":
         rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
     else:
@@ -467,8 +467,8 @@ def sample(
     return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
 
 
-def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, rng, n, progress,
-                  cancel, refresh):
+def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
+                  progress, cancel, refresh):
     """The query variant's any-order sampling, every variation side by side in one batch with a noiseless
     reference chain (row 0) that visits the same cells and takes the deterministic fill's value at each.
 
@@ -485,7 +485,6 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     visits the cells in the same order) and draws them."""
     schema = get_schema(model.cfg.skeleton)
     spec = model.cfg.features
-    cal = calibration_of(model)
     scales = _scales(model, cal)
     rot, trans, kn = _sanitise(model, rotations, translations, known)
     canon = canonical_from_known(rot, trans, kn, schema, spec.frame)
@@ -575,10 +574,9 @@ def _ancestors(schema, j: int) -> list[int]:
     return out
 
 
-def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, rng, n, progress,
-                   cancel):
+def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
+                   progress, cancel):
     """The triples variant's any-order sampling: frames, k per step, one variation after another within a step."""
-    cal = calibration_of(model)
     scales = _scales(model, cal)
     rot = np.repeat(rotations, n, axis=0)
     trans = np.repeat(translations, n, axis=0)

@@ -231,8 +231,8 @@ class MotionFill(nn.Module):
         """Query variant: the encoding of the frames with known cells, which :meth:`decode` reads. Any-order
         sampling keeps one while it draws a few cells and decodes each step against it (the drawn cells reach
         the queries through their own frame's token and the key curves), so a step costs the decoder only."""
-        kn, _, trel = self._features(b)
         ref = self.time_origin(b)
+        kn, _, trel = self._features(b, ref)
         memory, valid = self.core.encode_known(self.known_in(kn) + self.time(trel), b["known"].any(-1))
         return Encoding(memory, valid, ref, self.core.memory_kv(memory))
 

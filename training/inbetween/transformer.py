@@ -135,8 +135,8 @@ class Block(nn.Module):
             x = x + self.drop(h) if self.training else x + h
         if self.training:
             return x + self.mlp(self.ln2(x)), new_cache
-        up, down = self.mlp[0], self.mlp[2]
-        return x + F.linear(F.gelu(up(self.ln2(x))), down.weight, down.bias), new_cache
+        up, down = self.mlp[0], self.mlp[2]  # the MLP without its dropout
+        return x + down(F.gelu(up(self.ln2(x)))), new_cache
 
 
 def _split_heads(x: torch.Tensor, n: int, n_heads: int) -> tuple[torch.Tensor, ...]:

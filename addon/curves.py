@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .fcurves import enum_value
+from .fcurves import bulk_get, enum_value
 from .keys import EULER_ORDERS, generated_type_value
 from .retarget import quat_to_matrix
 
@@ -230,13 +230,6 @@ def _added_defaults(key) -> dict[str, object]:
     return _DEFAULTS
 
 
-def _read(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
-    buf = np.empty(n * width, dtype=dtype)
-    if n:
-        kp.foreach_get(attr, buf)
-    return buf
-
-
 def new_fcurve(bag, data_path: str, index: int, group: str):
     """A new channel in the bone's group. Blender 4.5+ groups it in ``fcurves.new``; 4.4 takes no group there,
     so the group is found or made and assigned."""
@@ -271,10 +264,10 @@ def clear_generated(fc, frames, types: np.ndarray | None = None, x: np.ndarray |
     n = len(kp)
     if not n:
         return 0
-    gen = (_read(kp, "type", n, 1, np.uint8) if types is None else types) == generated_type_value()
+    gen = (bulk_get(kp, "type", n, 1, np.uint8) if types is None else types) == generated_type_value()
     if not gen.any():
         return 0
-    x = _read(kp, "co", n, 2)[0::2] if x is None else x
+    x = bulk_get(kp, "co", n, 2)[0::2] if x is None else x
     stale = np.flatnonzero(gen & near(x, np.sort(np.asarray(frames, dtype=np.float64))))
     for i in stale[::-1]:  # one call per stale key (only when refilling); reverse order keeps indices valid
         kp.remove(kp[int(i)], fast=True)
@@ -300,18 +293,18 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     order = np.argsort(frames, kind="stable")
     frames, values = frames[order], values[order]
     n0 = len(kp)
-    types = _read(kp, "type", n0, 1, np.uint8)
-    co = _read(kp, "co", n0, 2)
+    types = bulk_get(kp, "type", n0, 1, np.uint8)
+    co = bulk_get(kp, "co", n0, 2)
     if clear_generated(fc, frames, types, co[0::2]):
         n0 = len(kp)
-        co = _read(kp, "co", n0, 2)
+        co = bulk_get(kp, "co", n0, 2)
     existing = co[0::2].astype(np.float64)
     free = ~near(frames, np.sort(existing))
     frames, values = frames[free], values[free]
     n = len(frames)
     if not n:
         return 0
-    old = {attr: _read(kp, attr, n0, width, dtype).reshape(n0, width) for attr, width, dtype in KEY_ATTRS}
+    old = {attr: bulk_get(kp, attr, n0, width, dtype).reshape(n0, width) for attr, width, dtype in KEY_ATTRS}
     kp.add(n)
     total = n0 + n
     # the merged order (stable: Blender's sort keeps equal frames in place; old keys out of order are sorted too)
@@ -349,7 +342,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     pos[where] = np.arange(total)
     pos = pos[:n0]
     for attr in ("handle_left", "handle_right"):
-        buf = _read(kp, attr, total, 2).reshape(total, 2)
+        buf = bulk_get(kp, attr, total, 2).reshape(total, 2)
         buf[pos[keep]] = old[attr][keep]
         kp.foreach_set(attr, buf.ravel())
     return n
@@ -368,6 +361,6 @@ def snapshot(bag) -> dict:
                                    ("handle_right", 2, np.float32), ("handle_left_type", 1, np.int32),
                                    ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32),
                                    ("type", 1, np.int32), ("easing", 1, np.int32)):
-            keys[attr] = _read(kp, attr, n, width, dtype).tobytes()
+            keys[attr] = bulk_get(kp, attr, n, width, dtype).tobytes()
         out[(fc.data_path, fc.array_index)] = keys
     return out

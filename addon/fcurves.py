@@ -45,10 +45,16 @@ class Points:
         return len(self.co)
 
 
-def _get(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
+def bulk_get(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
+    """One attribute of ``n`` keyframe points, flat (n * width,), in one ``foreach_get``."""
     buf = np.empty(n * width, dtype=dtype)
     if n:
         kp.foreach_get(attr, buf)
+    return buf
+
+
+def _get(kp, attr: str, n: int, width: int, dtype=np.float32) -> np.ndarray:
+    buf = bulk_get(kp, attr, n, width, dtype)
     return buf.reshape(n, width) if width > 1 else buf
 
 

@@ -86,12 +86,9 @@ def key_frames(fcurve, include_generated: bool = False, generated: int | None = 
     n = len(fcurve.keyframe_points)
     if not n:
         return []
-    co = np.empty(2 * n, dtype=np.float32)
-    fcurve.keyframe_points.foreach_get("co", co)
-    frames = co[0::2]
+    frames = fcurves.bulk_get(fcurve.keyframe_points, "co", n, 2)[0::2]
     if not include_generated:
-        types = np.empty(n, dtype=np.uint8)  # enums are bytes in Blender: a block copy
-        fcurve.keyframe_points.foreach_get("type", types)
+        types = fcurves.bulk_get(fcurve.keyframe_points, "type", n, 1, np.uint8)  # enums are bytes: a block copy
         frames = frames[types != (generated_type_value() if generated is None else generated)]
     return frames.astype(np.float64).tolist()
 

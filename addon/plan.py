@@ -100,15 +100,6 @@ def _of(part: str) -> str:
     return f" of the {part}" if part.startswith("hand.") else ""
 
 
-def _ancestors(rig: retarget_mod.Rig, bones: set[int]) -> list[int]:
-    out = set()
-    for b in bones:
-        while b >= 0 and b not in out:
-            out.add(b)
-            b = int(rig.parents[b])
-    return sorted(out)
-
-
 def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
                    poses: np.ndarray | None = None, key_frames=None, part: str | None = None) -> retarget_mod.Retarget:
     """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``poses``:
@@ -171,7 +162,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     fr = np.asarray(frames)
     is_target_frame = _on(fr, target_frames)
 
-    relevant = _ancestors(rig_arrays, {rig_arrays.index[b] for b in mapping.values()})
+    relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
     channels = keys.evaluate_channels(obj, bag, [rig_arrays.names[b] for b in relevant], frames)
     basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
     pose = rig_arrays.pose(basis, relevant)

@@ -145,6 +145,16 @@ def fit_rotation(local: list[np.ndarray], target: list[np.ndarray], weights: lis
 # --- the rig ------------------------------------------------------------------------------------------------
 
 
+def ancestors(parents, start) -> list[int]:
+    """The ``start`` indices and all their ancestors (``parents``: each one's parent, -1 for none), sorted."""
+    out: set[int] = set()
+    for b in start:
+        while b >= 0 and b not in out:
+            out.add(int(b))
+            b = int(parents[b])
+    return sorted(out)
+
+
 @dataclass
 class Rig:
     """An armature as plain arrays, parents before children (Blender lists bones that way)."""
@@ -485,11 +495,8 @@ class Retarget:
         unturn = self._twist_matrices(frames, -1.0)
         g = quat_to_matrix(local)
         pos = np.zeros(trans.shape)
-        placed: set[int] = set()  # positions are read at moving joints only: those and their ancestors are placed
-        for j in (k for k, m in enumerate(model.moving) if m):
-            while j >= 0 and j not in placed:
-                placed.add(j)
-                j = model.parents[j]
+        # positions are read at moving joints only: those and their ancestors are placed
+        placed = set(ancestors(model.parents, [k for k, m in enumerate(model.moving) if m]))
         for j, p in enumerate(model.parents):  # model forward kinematics
             if p >= 0:
                 g[:, j] = g[:, p] @ g[:, j]
@@ -502,11 +509,8 @@ class Retarget:
         rig = self.rig
         out = basis.copy()
         pose = np.empty_like(basis)
-        needed = set()  # the written bones and their ancestors: the other bones keep their basis
-        for j, b in self.bone_of.items():
-            while b >= 0 and b not in needed and write[:, j].any():
-                needed.add(b)
-                b = int(rig.parents[b])
+        # the written bones and their ancestors: the other bones keep their basis
+        needed = set(ancestors(rig.parents, [b for j, b in self.bone_of.items() if write[:, j].any()]))
         parents = {int(rig.parents[b]) for b in needed}
         for b in sorted(needed):
             p = rig.parents[b]

@@ -178,19 +178,19 @@ def test_keys_laid_out_in_order_are_what_blenders_sort_gives(bpy, ext, smoothing
 
     kp = fcs[1].keyframe_points  # the same keys, as Blender's own sort lays them out
     n0, n = len(kp), len(frames)
-    old = {a: ext.curves._read(kp, a, n0, w, t) for a, w, t in ext.curves.KEY_ATTRS}
+    old = {a: ext.fcurves.bulk_get(kp, a, n0, w, t) for a, w, t in ext.curves.KEY_ATTRS}
     kp.add(n)
     kp.foreach_set("co", np.concatenate([old["co"], np.stack([frames, values], 1).astype(np.float32).ravel()]))
     kp.foreach_set("type", np.concatenate([old["type"], np.full(n, ext.keys.generated_type_value(), np.uint8)]))
     kp.sort()
     kp.handles_recalc()
-    co = ext.curves._read(kp, "co", n0 + n, 2).reshape(-1, 2)
+    co = ext.fcurves.bulk_get(kp, "co", n0 + n, 2).reshape(-1, 2)
     is_old = np.isin(co[:, 0], old["co"][0::2])
     for attr in ("handle_left", "handle_right"):
-        buf = ext.curves._read(kp, attr, n0 + n, 2).reshape(-1, 2)
+        buf = ext.fcurves.bulk_get(kp, attr, n0 + n, 2).reshape(-1, 2)
         buf[is_old] = old[attr].reshape(-1, 2)
         kp.foreach_set(attr, buf.ravel())
-    written, sorted_ = ({a: ext.curves._read(fc.keyframe_points, a, n0 + n, w, t).tobytes()
+    written, sorted_ = ({a: ext.fcurves.bulk_get(fc.keyframe_points, a, n0 + n, w, t).tobytes()
                          for a, w, t in ext.curves.KEY_ATTRS} for fc in fcs)
     assert written == sorted_
 

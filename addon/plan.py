@@ -108,7 +108,8 @@ def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
     names = {j["name"] for j in model["joints"]}
     mapping = {j: b for j, b in mapping_of(obj, part).items() if j in names}
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
-    return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames)
+    return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames,
+                              np.array(obj.matrix_world, dtype=np.float64)[:3, :3])
 
 
 def selected_bones(obj) -> set[str]:

@@ -4,16 +4,23 @@ The model lives in its skeleton's space; the animator's rig does not. Every conv
 bone's *world* rotation (armature space), so bones the model does not have (a Mixamo ``Spine1``, twist
 bones) keep their own animation and the mapped bones still land where the model says.
 
-Notation (3x3 rotation matrices; ``T`` takes armature axes to model axes, Blender's BVH-importer axis
-conversion, times a mirror for a hand of the other side than the hand model's; ``s`` rig units per model unit):
+Notation (3x3 rotation matrices; ``T`` takes armature axes to model axes: the armature object's world
+rotation, then Blender's BVH-importer axis conversion, times a mirror for a hand of the other side than the
+hand model's; ``s`` rig units per model unit):
 
 * ``B_b`` a bone's rest orientation, ``W_b(f)`` its evaluated orientation at frame f (armature space);
 * ``M_j`` the *matching pose*: the model's global rotation of joint j when the model stands as the rig
   does in its rest pose (characterised once, :func:`matching_pose`);
 * read:  ``G_j = T W_b B_b^-1 T^-1 M_j``, local ``R_j = G_parent^-1 G_j``; a moving joint's position is
-  ``T head_b / s``;
+  ``T head_b / s + G_j c_j + l``;
 * write: ``W_b = T^-1 G_j M_j^-1 T B_b``, solved for the bone's local pose under its actual (possibly
-  unmapped, animated) parent, parents first; the root's location from ``s T^-1 p_j``.
+  unmapped, animated) parent, parents first; the root's location from ``s T^-1 (p_j - G_j c_j - l)``.
+
+``c_j`` (:func:`anchor_offset`) is zero but for the joint the hip joints hang from: a rig's hips bone sits
+higher or lower above its hip joints than the model's (Mixamo 3 cm, a CMU-style rig 10), and its head read as
+the model's hips would hang the model's legs from the wrong place. ``l`` (:func:`ground_lift`, added to every
+moving joint's position on the way in, taken off on the way out) brings the rig's floor onto the model's: the
+training capture's ankles never go below 11-12 cm, a rig's floor is wherever its author put it.
 
 With nothing filled, rig -> model -> rig gives back every bone's world matrix exactly, whatever ``M``.
 ``M`` matters for what the model sees: it is built so that the rig's rest pose, read this way, has bone
@@ -224,6 +231,7 @@ class ModelSkeleton:
     up_axis: str
     conventions: dict | None = None  # per joint: axis, references, mean_local (training/conventions.py)
     reference_names: tuple[str, str] = ("forward", "up")
+    ground: dict | None = None  # the training data's floor (training/conventions.py: joints, height, low, high)
 
     @classmethod
     def from_info(cls, model: dict) -> ModelSkeleton:
@@ -234,7 +242,7 @@ class ModelSkeleton:
         return cls(names, [names.index(j["parent"]) if j.get("parent") else -1 for j in model["joints"]],
                    np.array([j.get("rest_offset") or (0.0, 0.0, 0.0) for j in model["joints"]], dtype=np.float64),
                    [bool(j.get("moving")) for j in model["joints"]], model.get("up_axis", "y"),
-                   {c["name"]: c for c in conv["joints"]} if conv else None, refs)
+                   {c["name"]: c for c in conv["joints"]} if conv else None, refs, (conv or {}).get("ground"))
 
     def children(self, j: int) -> list[int]:
         return [k for k, p in enumerate(self.parents) if p == j]
@@ -411,6 +419,8 @@ class Retarget:
     twist_axes: dict[int, np.ndarray] = field(default_factory=dict)
     key_frames: np.ndarray | None = None  # (K,)
     key_twists: np.ndarray | None = None  # (K, J) radians
+    anchor: dict[int, np.ndarray] = field(default_factory=dict)  # moving joint -> c_j (see anchor_offset)
+    lift: np.ndarray = field(default_factory=lambda: np.zeros(3))  # l, model units (see ground_lift)
 
     def twists_at(self, frames) -> np.ndarray | None:
         """(F, J) twist angles at the frames: each key's own, linear between keys, held beyond them."""
@@ -434,6 +444,7 @@ class Retarget:
         # read: G_j = T W_b (B_b^-1 T^-1 M_j); write: W_b = T^-1 G_j (M_j^-1 T B_b)
         self._read = {j: rest_rot[b].T @ self.from_model @ self.match[j] for j, b in self.bone_of.items()}
         self._write = {j: self.match[j].T @ self.to_model @ rest_rot[b] for j, b in self.bone_of.items()}
+        self.anchor = anchor_offset(self.model, self.rig, self.bone_of, self.to_model, self.scale, self.match)
 
     @property
     def mapped_bones(self) -> set[int]:
@@ -463,6 +474,9 @@ class Retarget:
                     g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
                     pos[:, j] = pose[:, b, :3, 3] @ self.to_model.T / self.scale
+                    if j in self.anchor:
+                        pos[:, j] += g[:, j] @ self.anchor[j]
+                    pos[:, j] += self.lift
             else:
                 rel = self.match[p].T @ self.match[j] if p >= 0 else self.match[j]
                 g[:, j] = (g[:, p] if p >= 0 else np.eye(3)) @ rel
@@ -483,6 +497,15 @@ class Retarget:
                 d = pos[:, j] - (pos[:, p] if p >= 0 else 0.0)
                 trans[:, j] = np.einsum("fji,fj->fi", g[:, p], d) if p >= 0 else d
         return matrix_to_quat(local), trans
+
+    def model_positions(self, pose: np.ndarray) -> np.ndarray:
+        """Every model joint's position (F, J, 3) in the model's forward kinematics of the rig's armature-space
+        pose matrices (F, N, 4, 4): the model's bones hung from the moving joints the rig places."""
+        g, pos = self.model_globals(pose)
+        for j, p in enumerate(self.model.parents):
+            if p >= 0 and not self.model.moving[j]:
+                pos[:, j] = pos[:, p] + g[:, p] @ self.model.offsets[j]
+        return pos
 
     def solve_basis(self, local: np.ndarray, trans: np.ndarray, basis: np.ndarray, write: np.ndarray,
                     frames=None) -> np.ndarray:
@@ -527,11 +550,51 @@ class Retarget:
                 scale = np.sqrt((m * m).sum(axis=-2))  # the bone's own scale (its columns' lengths) is kept
                 out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
                 if model.moving[j] and not rig.connected[b]:
-                    head = pos[sel, j] @ self.from_model.T * self.scale
+                    p_j = pos[sel, j] - self.lift
+                    if j in self.anchor:
+                        p_j = p_j - g[sel, j] @ self.anchor[j]
+                    head = p_j @ self.from_model.T * self.scale
                     out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a3), head - a[sel, :3, 3])
             if b in parents:  # a pose is read only by the bone's children
                 pose[:, b] = a @ out[:, b]
         return out
+
+
+ANCHORS = ("UpperLeg_L", "UpperLeg_R")  # the body's hip joints: where a rig's hips are read from
+
+
+def anchor_offset(model: ModelSkeleton, rig: Rig, bone_of: dict[int, int], to_model: np.ndarray, scale: float,
+                  match: np.ndarray) -> dict[int, np.ndarray]:
+    """``{j: c_j}`` for the moving joint whose children are all the :data:`ANCHORS` (mapped): the offset, in
+    the joint's own frame (model units), from the rig's bone head to where the model's joint must be for the
+    model's hip joints to lie where the rig's are (their mean). Both sides are rigid with the hips, so one
+    constant serves every frame; it is zero on the model's own skeleton. Empty for other skeletons."""
+    kids = [model.joints.index(n) for n in ANCHORS if n in model.joints]
+    if len(kids) != len(ANCHORS) or any(k not in bone_of for k in kids):
+        return {}
+    j = model.parents[kids[0]]
+    if j < 0 or not model.moving[j] or j not in bone_of or any(model.parents[k] != j for k in kids):
+        return {}
+    heads = rig.heads @ to_model.T / scale  # rest heads in model axes and units
+    rig_rel = np.mean([heads[bone_of[k]] - heads[bone_of[j]] for k in kids], axis=0)
+    return {j: match[j].T @ rig_rel - np.mean([model.offsets[k] for k in kids], axis=0)}
+
+
+def ground_lift(ret: Retarget, poses: np.ndarray) -> np.ndarray:
+    """``l`` (model units, the model's up axis): how far the rig's keyed poses (K, N, 4, 4) must rise for
+    their lowest ankle to sit where the training data's lowest ankles do (within the range of its clips'
+    floors); zero when they already do, or when the model or the rig has no ground joints."""
+    ground = ret.model.ground
+    if not ground or not len(poses):
+        return np.zeros(3)
+    joints = [ret.model.joints.index(n) for n in ground["joints"] if n in ret.model.joints]
+    if not joints or any(ret.model.moving[j] for j in joints) or not any(j in ret.bone_of for j in joints):
+        return np.zeros(3)
+    up = "xyz".index(ret.model.up_axis.lower())
+    lowest = float(ret.model_positions(poses)[:, joints, up].min())
+    lift = np.zeros(3)
+    lift[up] = float(np.clip(lowest, ground["low"], ground["high"])) - lowest
+    return lift
 
 
 def leg_length(heads: dict[str, np.ndarray], names: tuple[str, ...]) -> float:
@@ -736,15 +799,19 @@ def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int 
 
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
-          poses: np.ndarray | None = None, key_frames=None) -> Retarget:
+          poses: np.ndarray | None = None, key_frames=None, object_rotation: np.ndarray | None = None) -> Retarget:
     """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a hand of the other side
     than the hand model's, :func:`_left_hand`), 'ON', 'OFF'. ``rest_mode``: see
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
     twists of a REST match are refined (:func:`fit_twists`), and, given their ``key_frames``, per key
-    (:func:`fit_key_twists`, interpolated between keys on the way back)."""
+    (:func:`fit_key_twists`, interpolated between keys on the way back). ``object_rotation``: the armature
+    object's world matrix (3x3; its rotation is taken): the world's up is Blender's Z, the armature's own axes
+    may be anything (an FBX import leaves them Y-up under an object turned 90 degrees)."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
+    if object_rotation is not None:
+        c_inv = c_inv @ orthonormal(np.asarray(object_rotation, dtype=np.float64)[:3, :3])
     own_rest = resolve_rest_mode(model, mapping, rest_mode) == "MODEL"
     mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv, own_rest))
     to_model = (MIRROR_X @ c_inv) if mirrored else c_inv
@@ -762,6 +829,8 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
             axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
             ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
                            key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)
+    if poses is not None:
+        ret.lift = ground_lift(ret, poses)
     return ret
 
 

@@ -249,13 +249,23 @@ class JointHabit(_Answer):
     hinge: Hinge | None = None
 
 
+class Ground(_Answer):
+    """Where the training data's floor is: the lowest height of ``joints`` (the ankles) over each clip."""
+
+    joints: list[str]
+    height: float = Field(description="the median over the training clips (model units, up axis)")
+    low: float = Field(description="the lowest clip's")
+    high: float = Field(description="the highest clip's")
+
+
 class Conventions(_Answer):
     """The training data's joint habits (``training/conventions.py``), relative to two body-anchored
-    directions (body: ``forward``, ``up``; hand: ``finger``, ``palm``)."""
+    directions (body: ``forward``, ``up``; hand: ``finger``, ``palm``), and a body's floor."""
 
     skeleton: str
     references: list[str]
     joints: list[JointHabit]
+    ground: Ground | None = None
 
 
 class Limits(_Answer):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 from blender_support import (
     clean_scene,
@@ -262,3 +263,60 @@ def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):
     shortest = min((b.head_local - b.parent.head_local).length for b in ref.data.bones
                    if b.parent and (b.head_local - b.parent.head_local).length > 1e-6)
     assert worst < 1e-3 * shortest, (worst, shortest)
+
+
+def _lowered(src, by: float, tmp_path):
+    """A copy of a BVH file whose root sits ``by`` lower: a rig whose author put the floor elsewhere."""
+    from training.motion import bvh as bvh_mod
+
+    b = bvh_mod.read(src)
+    b.motion[:, b.channel_index()[0]["Yposition"]] -= by
+    out = tmp_path / f"lowered-{by:g}-{src.name}"
+    bvh_mod.write(b, out)
+    return out
+
+
+def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_root, tmp_path):
+    """The same keys on an armature whose data is Y-up under an object turned 90 degrees (an FBX import's
+    habit) and whose floor is 120 units below its feet, against the usual Z-up import with its floor 90 below:
+    the same world-space fill, up to float32 noise. (Both rigs are brought onto the model's floor.)"""
+    src = short_bvh(data_root / BODY, FRAMES)
+    keep = set(range(1, FRAMES + 1, KEEP_EVERY))
+    clean_scene(bpy)
+    filled = []
+    for by, axes, turn, raise_by in ((90.0, {}, 0.0, 0.0), (120.0, {"axis_forward": "-Y", "axis_up": "Z"},
+                                                            -math.pi / 2, 30.0)):
+        assert bpy.ops.import_anim.bvh(filepath=str(_lowered(src, by, tmp_path)), rotate_mode="NATIVE",
+                                       update_scene_fps=False, update_scene_duration=True, **axes) == {"FINISHED"}
+        ob = bpy.context.view_layer.objects.active
+        ob.rotation_euler = (turn, 0.0, 2 * turn)  # Y-up data stood up, facing where the usual import faces
+        ob.location = (0.0, 0.0, raise_by)
+        bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, FRAMES
+        thin_keys(bpy, ob, keep)
+        filled.append(ob)
+    a, b = filled
+    frames = list(range(1, FRAMES + 1))
+    before = heads(bpy, a, [1])[1]
+    assert max((before[n] - heads(bpy, b, [1])[1][n]).length for n in before) < 1e-3  # the same world pose
+    model = ext.client.model_info(ext.client.Client(prefs.backend_url), "body")
+    sent = []
+    for ob in filled:
+        for o in bpy.context.view_layer.objects:
+            o.select_set(o == ob)
+        bpy.context.view_layer.objects.active = ob
+        ob.anyfill.model = "body"
+        assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+        bpy.context.scene.anyfill.range_mode, bpy.context.scene.anyfill.bones = "SCENE", "ALL"
+        sent.append(ext.plan.prepare(bpy.context, ob, "fill", model))
+        assert run_fill(bpy, ob) == {"FINISHED"}
+    p, q = sent
+    assert (p.known == q.known).all()
+    # what the model is sent: the same rotations (quaternion sign aside) and translations, to float32 noise
+    dots = np.abs((p.locals_sent * q.locals_sent).sum(axis=-1))[p.known]
+    assert dots.min() > 1 - 1e-6, dots.min()
+    assert np.abs(p.trans_sent - q.trans_sent)[p.known].max() < 1e-3, np.abs(p.trans_sent - q.trans_sent)[p.known].max()
+    h1, h2 = heads(bpy, a, frames), heads(bpy, b, frames)
+    worst = max((h1[f][n] - h2[f][n]).length for f in frames for n in h1[f])
+    moved = max((h1[f][n] - before[n]).length for f in frames for n in h1[f])
+    assert moved > 10.0  # the fill moved the rig (it walks)
+    assert worst < 1e-3 * size_of(a), (worst, size_of(a))

@@ -5,7 +5,7 @@ import pytest
 
 from training.inbetween.datasets import RigConventions, WindowSampler
 from training.motion.clip import Clip
-from training.motion.conventions import BENCH_TWISTS, apply_twists, random_twists, twist_joints
+from training.motion.conventions import BENCH_TWISTS, GROUND_JOINTS, apply_twists, ground, random_twists, twist_joints
 from training.motion.rotations import quat_angle, quat_normalize
 from training.motion.skeleton import forward_kinematics, get_schema
 
@@ -85,3 +85,16 @@ def test_the_sampler_turns_windows_seeded_and_only_when_asked():
     assert np.abs(p1 - p0).max() < 1e-9
     # the root's rotation (the canonical frame) is untouched
     np.testing.assert_allclose(quat_angle(r0[..., schema.root, :], r1[..., schema.root, :]), 0.0, atol=1e-6)
+
+
+def test_the_ground_is_the_range_of_each_clips_lowest_ankle():
+    """A body's ``ground``: each clip's lowest ankle height (either ankle, any frame), their median and range."""
+    schema = get_schema("body")
+    feet = [schema.index(n) for n in GROUND_JOINTS["body"]]
+    clips = []
+    for low in (11.0, 12.5, 11.5):
+        pos = np.random.default_rng(int(low * 10)).uniform(20.0, 90.0, size=(30, schema.n_joints, 3))
+        pos[17, feet[1], 1] = low
+        clips.append(pos)
+    g = ground(schema, clips)
+    assert g == {"joints": list(GROUND_JOINTS["body"]), "height": 11.5, "low": 11.0, "high": 12.5}

@@ -39,9 +39,10 @@ def _card_model(name: str = "body") -> dict:
                                                                                           strict=True))]}
 
 
-def _rig_from_model(model: dict, rng, extra_every: int = 3):
+def _rig_from_model(model: dict, rng, extra_every: int = 3, hips_lift: float = 0.0):
     """A rig with the model's joints at 1.7x scale, an unmapped extra bone after every few joints (a Mixamo
-    ``Spine1``), random bone rolls; returns (rig, mapping)."""
+    ``Spine1``), random bone rolls, the hips bone's head ``hips_lift`` rig units above where the model has it
+    (its hip joints staying); returns (rig, mapping)."""
     names, parents, rest, tails = [], [], [], []
     index = {}
     positions = {}
@@ -61,7 +62,7 @@ def _rig_from_model(model: dict, rng, extra_every: int = 3):
             p = len(names) - 1
         m = np.eye(4)
         m[:3, :3] = _random_rotations(rng, ())
-        m[:3, 3] = head
+        m[:3, 3] = head + (np.array([0.0, 0.0, hips_lift]) if j["name"] == "Hips" else 0.0)
         index[j["name"]] = len(names)
         positions[j["name"]] = head
         names.append(f"bone_{j['name']}")
@@ -72,19 +73,25 @@ def _rig_from_model(model: dict, rng, extra_every: int = 3):
     return rig, {j["name"]: f"bone_{j['name']}" for j in model["joints"] if j["name"] != "joint_Root"}
 
 
-@pytest.mark.parametrize("rest_mode,from_keys", [("MODEL", False), ("REST", False), ("REST", True)])
-def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_keys):
-    """With nothing filled, rig -> model -> rig returns every bone's world matrix, the unmapped bones animated
-    and the rig lacking the model's root joint, whatever the rest-pose matching (twists fitted to the keys
-    and interpolated between them included)."""
-    rng = np.random.default_rng(0)
-    model = _card_model()
-    rig, mapping = _rig_from_model(model, rng)
-    frames = 7
+def _random_basis(rig, rng, frames: int) -> np.ndarray:
+    """Every bone turned at random on every frame, the hips moved about (``matrix_basis``, (F, N, 4, 4))."""
     basis = np.broadcast_to(np.eye(4), (frames, len(rig.names), 4, 4)).copy()
     basis[..., :3, :3] = _random_rotations(rng, (frames, len(rig.names)))
-    root = rig.index["bone_Hips"]
-    basis[:, root, :3, 3] = rng.normal(size=(frames, 3)) * 20
+    basis[:, rig.index["bone_Hips"], :3, 3] = rng.normal(size=(frames, 3)) * 20
+    return basis
+
+
+@pytest.mark.parametrize("rest_mode,from_keys,hips_lift", [("MODEL", False, 0.0), ("REST", False, 0.0),
+                                                           ("REST", True, 0.0), ("REST", True, 9.0)])
+def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_keys, hips_lift):
+    """With nothing filled, rig -> model -> rig returns every bone's world matrix, the unmapped bones animated
+    and the rig lacking the model's root joint, whatever the rest-pose matching (twists fitted to the keys
+    and interpolated between them included) and wherever the rig's hips bone sits above its hip joints."""
+    rng = np.random.default_rng(0)
+    model = _card_model()
+    rig, mapping = _rig_from_model(model, rng, hips_lift=hips_lift)
+    frames = 7
+    basis = _random_basis(rig, rng, frames)
     pose = rig.pose(basis)
     numbers = np.arange(frames, dtype=float) * 3
     keys = [0, 3, 6]
@@ -100,6 +107,63 @@ def test_rig_to_model_to_rig_gives_back_every_bone_world_matrix(rest_mode, from_
     new = retargeting.solve_basis(local, trans, start, write, numbers)
     height = float(np.ptp(rig.heads[:, 2]))
     assert np.abs(rig.pose(new) - pose).max() < 1e-4 * height
+
+
+def test_the_models_hip_joints_are_read_where_the_rigs_are():
+    """A rig whose hips bone sits 9 units above its hip joints (the model's sits between them) is read with
+    the model's hips moved so that the model's hip joints (their mean), and so its legs and feet, lie where
+    the rig's do; on the model's own proportions nothing moves."""
+    rng = np.random.default_rng(1)
+    model = _card_model()
+    for lift in (0.0, 9.0):
+        rig, mapping = _rig_from_model(model, rng, extra_every=1000, hips_lift=lift)  # no bone between
+        frames = 5
+        pose = rig.pose(_random_basis(rig, rng, frames))
+        hips = rig.index["bone_Hips"]
+        ret = rt.build(model, rig, mapping, rest_mode="REST", poses=pose)
+        g, pos = ret.model_globals(pose)
+        j = ret.model.joints.index("Hips")
+        head = pose[:, hips, :3, 3] @ ret.to_model.T / ret.scale
+        moved = np.linalg.norm(pos[:, j] - ret.lift - head, axis=-1)  # the lift: see the floor test
+        assert (moved.max() < 1e-9) if lift == 0.0 else (moved.min() > 1.0 and np.ptp(moved) < 1e-9)
+        anchors = [ret.model.joints.index(name) for name in rt.ANCHORS]
+        fk = pos[:, j] + np.einsum("fij,j->fi", g[:, j], ret.model.offsets[anchors].mean(axis=0))
+        rig_joints = pose[:, [rig.index[f"bone_{name}"] for name in rt.ANCHORS]][..., :3, 3]
+        assert np.abs(fk - ret.lift - rig_joints.mean(axis=1) @ ret.to_model.T / ret.scale).max() < 1e-6
+
+
+def test_a_rigs_keyed_feet_are_read_on_the_models_floor():
+    """Wherever a rig's author put its floor, its lowest keyed ankle is read where the training data's lowest
+    ankles are (within the range of its clips' floors): the rig sunk 40 units or raised 25 is lifted or
+    lowered onto it, a rig already on it is left where it is, and the lift is taken off on the way back."""
+    rng = np.random.default_rng(2)
+    model = _card_model()
+    ground = model["conventions"]["ground"]
+    rig, mapping = _rig_from_model(model, rng)
+    frames = 4
+    basis = np.broadcast_to(np.eye(4), (frames, len(rig.names), 4, 4)).copy()
+    basis[..., :3, :3] = _random_rotations(rng, (frames, len(rig.names))) * 0.2 + np.eye(3) * 0.8
+    basis[..., :3, :3] = rt.orthonormal(basis[..., :3, :3])  # poses near the rest
+    basis[:, rig.index["bone_joint_Root"]] = np.eye(4)  # the hips' location below is in armature axes
+    hips = rig.index["bone_Hips"]
+    feet = [j for j, info in enumerate(model["joints"]) if info["name"] in ground["joints"]]
+    probe = rt.build(model, rig, mapping, rest_mode="REST")  # no keyed poses: nothing lifted
+    assert not probe.lift.any()
+    standing = probe.model_positions(rig.pose(basis))[:, feet, 1].min()
+    seen = {}
+    for sink in (-40.0, -70.0, 25.0, (ground["height"] - standing) * probe.scale):
+        basis[:, hips, :3, 3] = rig.rest[hips, :3, :3].T @ np.array([0.0, 0.0, sink])  # Blender's up: Z
+        pose = rig.pose(basis)
+        ret = rt.build(model, rig, mapping, rest_mode="REST", poses=pose)
+        lowest = ret.model_positions(pose)[:, feet, 1].min()
+        assert ground["low"] - 1e-9 <= lowest <= ground["high"] + 1e-9
+        assert (np.abs(ret.lift).max() < 1e-9) == (abs(lowest - ground["height"]) < 1e-6)
+        local, trans = ret.model_locals(pose)
+        seen[sink] = local, trans
+        new = ret.solve_basis(local, trans, basis.copy(), np.ones((frames, len(model["joints"])), dtype=bool))
+        assert np.abs(rig.pose(new) - pose).max() < 1e-6
+    # sunk 40 or 70 units, the model is sent the same motion
+    assert all(np.abs(a - b).max() < 1e-9 for a, b in zip(seen[-40.0], seen[-70.0], strict=True))
 
 
 def test_twists_fitted_to_keys_bring_a_knee_back_onto_its_hinge():

@@ -13,6 +13,11 @@ other way). So each joint's habit is measured on the training capture, in the jo
 * ``hinge``: the dominant axis of the local rotation's spread (in the parent's frame, which a hinge shares
   with the joint) and the share of the spread along it (a knee: 1.0).
 
+Bodies also get their ``ground``: the height (up axis, model units) of the lowest ankle over each clip, its
+median and range over the clips. The capture's floor is a constant (the ankles' lowest point is 11.8 +- 0.1
+cm in every Bandai clip), so the network knows where the floor is; a rig's floor is wherever its author put
+it, and the extension brings the rig's keyed feet onto the model's (``addon/retarget.py``).
+
 The Blender extension turns these into the matching pose of a rig (see ``addon/retarget.py``); the
 backend serves them in ``/v1/models``; model cards carry them.
 """
@@ -27,6 +32,7 @@ from training.motion.rotations import quat_apply, quat_conj, quat_mul, quat_norm
 from training.motion.skeleton import Schema
 
 REFERENCES = {"body": ("forward", "up"), "hand": ("finger", "palm")}
+GROUND_JOINTS = {"body": ("Foot_L", "Foot_R")}  # the joints nearest the floor a capture stands on (ankles)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -82,6 +88,7 @@ def measure(schema: Schema, rotations: Sequence[np.ndarray], translations: Seque
         g_rot.append(gr)
         g_pos.append(gp)
         local.append(r)
+    clips = g_pos
     g_rot, g_pos, local = np.concatenate(g_rot), np.concatenate(g_pos), np.concatenate(local)
     offsets = np.concatenate(list(translations)).mean(axis=0)
     axes = bone_axes(schema, offsets)
@@ -112,7 +119,19 @@ def measure(schema: Schema, rotations: Sequence[np.ndarray], translations: Seque
         share = float(sv[0] ** 2 / max(np.sum(sv**2), 1e-12))
         entry["hinge"] = {"axis": vt[0].tolist(), "share": share}
         joints.append(entry)
-    return {"skeleton": schema.name, "references": list(refs), "joints": joints}
+    out = {"skeleton": schema.name, "references": list(refs), "joints": joints}
+    if schema.name in GROUND_JOINTS:
+        out["ground"] = ground(schema, clips)
+    return out
+
+
+def ground(schema: Schema, positions: Sequence[np.ndarray]) -> dict:
+    """The lowest height (up axis: y) of the :data:`GROUND_JOINTS` over each clip of global positions
+    (F, J, 3): ``height`` their median over the clips, ``low``/``high`` their range."""
+    joints = [schema.index(n) for n in GROUND_JOINTS[schema.name]]
+    lows = np.array([p[:, joints, 1].min() for p in positions])
+    return {"joints": list(GROUND_JOINTS[schema.name]), "height": float(np.median(lows)),
+            "low": float(lows.min()), "high": float(lows.max())}
 
 
 def from_training(skeleton: str, root=None, every: int = 4) -> dict:

@@ -381,7 +381,9 @@ def describe_match(plan: Plan) -> str:
     ret = plan.retarget
     rest = {"MODEL": "the model's own rest", "REST": "the rig's rest, twists fitted to the keys"}[ret.rest_mode]
     mirrored = ", mirrored" if ret.mirrored else ""
-    return f"{plan.part or plan.model}: {rest}, scale {ret.scale:.3g}{mirrored}"
+    lift = float(np.abs(ret.lift).max()) * ret.scale  # rig units
+    floor = f", read {'raised' if ret.lift.sum() > 0 else 'lowered'} {lift:.3g} onto the model's floor" if lift else ""
+    return f"{plan.part or plan.model}: {rest}, scale {ret.scale:.3g}{mirrored}{floor}"
 
 
 def store_uncertainty(obj, plan: Plan, joints_result: dict) -> None:

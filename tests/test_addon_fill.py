@@ -295,6 +295,7 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
         thin_keys(bpy, ob, keep)
         filled.append(ob)
     a, b = filled
+    sunk = {a.name: 90.0, b.name: 120.0}
     frames = list(range(1, FRAMES + 1))
     before = heads(bpy, a, [1])[1]
     assert max((before[n] - heads(bpy, b, [1])[1][n]).length for n in before) < 1e-3  # the same world pose
@@ -309,6 +310,8 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
         bpy.context.scene.anyfill.range_mode, bpy.context.scene.anyfill.bones = "SCENE", "ALL"
         sent.append(ext.plan.prepare(bpy.context, ob, "fill", model))
         assert run_fill(bpy, ob) == {"FINISHED"}
+        shown = ob.anyfill.last_match.split("read raised ")[1]  # the panel: how far it was read raised
+        assert shown.endswith(" onto the model's floor") and abs(float(shown.split()[0]) - sunk[ob.name]) < 1.5
     p, q = sent
     assert (p.known == q.known).all()
     # what the model is sent: the same rotations (quaternion sign aside) and translations, to float32 noise

@@ -805,13 +805,16 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
     twists of a REST match are refined (:func:`fit_twists`), and, given their ``key_frames``, per key
     (:func:`fit_key_twists`, interpolated between keys on the way back). ``object_rotation``: the armature
-    object's world matrix (3x3; its rotation is taken): the world's up is Blender's Z, the armature's own axes
-    may be anything (an FBX import leaves them Y-up under an object turned 90 degrees)."""
+    object's world matrix (3x3): the world's up is Blender's Z, the armature's own axes may be anything (an FBX
+    import leaves them Y-up under an object turned 90 degrees), so the armature is read turned as its object
+    turns it. The object's scale changes nothing; a mirroring one is taken as a mirror through the rig's own
+    left-right axis (X, the axis Blender's symmetric rigs mirror through), which is no turn."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
     if object_rotation is not None:
-        c_inv = c_inv @ orthonormal(np.asarray(object_rotation, dtype=np.float64)[:3, :3])
+        turn = np.asarray(object_rotation, dtype=np.float64)[:3, :3]
+        c_inv = c_inv @ orthonormal(turn @ MIRROR_X if np.linalg.det(turn) < 0 else turn)
     own_rest = resolve_rest_mode(model, mapping, rest_mode) == "MODEL"
     mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv, own_rest))
     to_model = (MIRROR_X @ c_inv) if mirrored else c_inv

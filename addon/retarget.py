@@ -29,6 +29,7 @@ directions of the rig and twists as the training data holds them (see ``training
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -651,11 +652,13 @@ def axis_quats(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
 
 
 def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, passes: int,
-                  per_key: bool, world: dict[int, np.ndarray] | None = None) -> np.ndarray | None:
+                  per_key: bool, world: dict[int, np.ndarray] | None = None, span: float = np.pi
+                  ) -> np.ndarray | None:
     """The twists (K, J) radians about each free joint's own bone that make the keyed poses (K, N, 4, 4) most
     typical of the training data (see :func:`fit_twists`): one per joint for all keys (every row the same), or
-    one per key (``per_key``). Coordinate descent over a grid of angles, parents first, the costs in closed form
-    over the grid (see ``cost``). None when the model has no habits to fit to."""
+    one per key (``per_key``). Coordinate descent over a grid of angles (the whole turn, or ``steps`` angles
+    from -``span`` to ``span``), parents first, the costs in closed form over the grid (see ``cost``). None when
+    the model has no habits to fit to."""
     model = ret.model
     conv = model.conventions or {}
     names = model.joints
@@ -666,7 +669,7 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
     mean = {j: unit(np.array(conv[n]["mean_local"], dtype=np.float64)) for j, n in enumerate(names)}
     precision = {j: np.linalg.inv(np.array(conv[n]["spread"]) + np.radians(3.0) ** 2 * np.eye(3))
                  for j, n in enumerate(names)}
-    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False)
+    angles = np.linspace(-np.pi, np.pi, steps, endpoint=False) if span >= np.pi else np.linspace(-span, span, steps)
     axes = {j: unit(np.array(conv[names[j]]["axis"], dtype=np.float64)) for j in free}
     twist = np.zeros((len(poses), len(names)))
 
@@ -735,13 +738,14 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
 
 
 def fit_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72, passes: int = 2,
-               world: dict[int, np.ndarray] | None = None) -> np.ndarray:
+               world: dict[int, np.ndarray] | None = None, span: float = np.pi) -> np.ndarray:
     """The matching pose with each free joint's twist about its own bone (which moves no joint) chosen so that
     the rig's keyed poses (K, N, 4, 4), read through it, are as typical of the training data as they can be:
     the Mahalanobis distance of every local rotation from the data's mean, under the data's spread, summed
     over the keys (a knee off its hinge, a forearm twisted against the capture's habit cost much), plus a
-    small cost for leaving the rest estimate. Coordinate descent over a grid of angles, parents first."""
-    twist = _twist_search(ret, poses, free, steps, passes, per_key=False, world=world)
+    small cost for leaving the rest estimate. Coordinate descent over a grid of angles (the whole turn, or
+    -``span`` to ``span``), parents first."""
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=False, world=world, span=span)
     if twist is None:
         return ret.match
     out = ret.match.copy()
@@ -789,6 +793,31 @@ def fit_offsets(ret: Retarget, poses: np.ndarray, joints: set[int],
     return out
 
 
+CONVENTION_ROUNDS = 8  # at most this many rounds of fitting a rig's short bones and twists together
+SETTLED = np.radians(0.5)  # a round that turns no joint's match further than this ends the fitting
+NARROW = (np.radians(20.0), 17)  # after the first round, twists are searched this far either side (span, steps)
+
+
+def fit_conventions(ret: Retarget, poses: np.ndarray, free: set[int],
+                    world: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """The matching pose with the short bones turned to the data's mean (:func:`fit_offsets`) and the free
+    joints' twists fitted (:func:`fit_twists`) together. Each moves what the other sees (a thigh's twist turns
+    the foot's local rotation, a foot's offset the ankle's twist cost), so fitted once each the pair lands far
+    from the rig's conventions (on a sidestepping walk put on a Mixamo rig: 20-70 degrees on legs, feet and
+    forearms); the two alternate until a round turns no joint by more than :data:`SETTLED` (at most
+    :data:`CONVENTION_ROUNDS`), the first round searching every twist, later ones near the last."""
+    short = short_joints(ret.model, free)
+    for r in range(CONVENTION_ROUNDS):
+        before = ret.match
+        ret = dataclasses.replace(ret, match=fit_offsets(ret, poses, short, world))
+        span, steps = (np.pi, 72) if r == 0 else NARROW
+        ret = dataclasses.replace(ret, match=fit_twists(ret, poses, free, steps=steps, world=world, span=span))
+        turn = np.swapaxes(before, -1, -2) @ ret.match
+        if np.arccos(np.clip((np.trace(turn, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0)).max() < SETTLED:
+            break
+    return ret.match
+
+
 def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
                    passes: int = 2, world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
@@ -803,12 +832,13 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a hand of the other side
     than the hand model's, :func:`_left_hand`), 'ON', 'OFF'. ``rest_mode``: see
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
-    twists of a REST match are refined (:func:`fit_twists`), and, given their ``key_frames``, per key
-    (:func:`fit_key_twists`, interpolated between keys on the way back). ``object_rotation``: the armature
-    object's world matrix (3x3): the world's up is Blender's Z, the armature's own axes may be anything (an FBX
-    import leaves them Y-up under an object turned 90 degrees), so the armature is read turned as its object
-    turns it. The object's scale changes nothing; a mirroring one is taken as a mirror through the rig's own
-    left-right axis (X, the axis Blender's symmetric rigs mirror through), which is no turn."""
+    short bones and twists of a REST match are refined (:func:`fit_conventions`), and, given their
+    ``key_frames``, the twists per key (:func:`fit_key_twists`, interpolated between keys on the way back).
+    ``object_rotation``: the armature object's world matrix (3x3): the world's up is Blender's Z, the
+    armature's own axes may be anything (an FBX import leaves them Y-up under an object turned 90 degrees), so
+    the armature is read turned as its object turns it. The object's scale changes nothing; a mirroring one is
+    taken as a mirror through the rig's own left-right axis (X, the axis Blender's symmetric rigs mirror
+    through), which is no turn."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
@@ -823,10 +853,7 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     ret = Retarget(model, rig, mapping, to_model, scale, match, used, mirrored)
     if used == "REST" and poses is not None and len(poses):
         world = ret.world_rotations(poses)  # the same bones' rotations for every fit below
-        ret = Retarget(model, rig, mapping, to_model, scale,
-                       fit_offsets(ret, poses, short_joints(model, free), world), used, mirrored)
-        ret = Retarget(model, rig, mapping, to_model, scale, fit_twists(ret, poses, free, world=world), used,
-                       mirrored)
+        ret = Retarget(model, rig, mapping, to_model, scale, fit_conventions(ret, poses, free, world), used, mirrored)
         if key_frames is not None:
             twists = fit_key_twists(ret, poses, free, world=world)
             axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}

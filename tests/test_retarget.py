@@ -164,6 +164,9 @@ def test_a_rigs_keyed_feet_are_read_on_the_models_floor():
         assert np.abs(rig.pose(new) - pose).max() < 1e-6
     # sunk 40 or 70 units, the model is sent the same motion
     assert all(np.abs(a - b).max() < 1e-9 for a, b in zip(seen[-40.0], seen[-70.0], strict=True))
+    # a rig whose ankles are not mapped says nothing of its floor: read where it is
+    footless = {j: b for j, b in mapping.items() if j not in ground["joints"]}
+    assert not rt.build(model, rig, footless, rest_mode="REST", poses=rig.pose(basis)).lift.any()
 
 
 def _habitual_locals(model: rt.ModelSkeleton, rng, keys: int) -> np.ndarray:

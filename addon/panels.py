@@ -109,6 +109,7 @@ def _draw_mapping(layout, context) -> None:
     col = layout.column(align=True)
     col.prop(s, "mirror")
     col.prop(s, "rest_pose")
+    col.prop(s, "floor")
     col.prop(s, "replace_generated")
 
 

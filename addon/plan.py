@@ -109,7 +109,7 @@ def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
     mapping = {j: b for j, b in mapping_of(obj, part).items() if j in names}
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
     return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames,
-                              np.array(obj.matrix_world, dtype=np.float64)[:3, :3])
+                              np.array(obj.matrix_world, dtype=np.float64)[:3, :3], settings.floor == "AUTO")
 
 
 def selected_bones(obj) -> set[str]:

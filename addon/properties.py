@@ -47,6 +47,12 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
                ("REST", "From Rig Rest", "Match the rig's rest pose (T-pose, A-pose, any) to the model: bone "
                 "directions from the rig, twists as the model's training data holds them")),
         description="How the rig's rest pose is matched to the model's skeleton")
+    floor: bpy.props.EnumProperty(
+        name="Floor", default="AUTO",
+        items=(("AUTO", "Auto", "A rig whose keyed feet lie above or below the floor the model was trained on is "
+                "read raised or lowered onto it (and written back where it was)"),
+               ("RIG", "Rig's Own", "Read the rig at its own height (a shot that never touches the ground)")),
+        description="Where the model takes the rig's floor to be")
     replace_generated: bpy.props.BoolProperty(
         name="Replace Generated Keys", default=True,
         description="Keys typed Generated (earlier fills) do not condition the fill and are replaced")

@@ -828,7 +828,8 @@ def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int 
 
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
-          poses: np.ndarray | None = None, key_frames=None, object_rotation: np.ndarray | None = None) -> Retarget:
+          poses: np.ndarray | None = None, key_frames=None, object_rotation: np.ndarray | None = None,
+          floor: bool = True) -> Retarget:
     """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a hand of the other side
     than the hand model's, :func:`_left_hand`), 'ON', 'OFF'. ``rest_mode``: see
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
@@ -838,7 +839,8 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     armature's own axes may be anything (an FBX import leaves them Y-up under an object turned 90 degrees), so
     the armature is read turned as its object turns it. The object's scale changes nothing; a mirroring one is
     taken as a mirror through the rig's own left-right axis (X, the axis Blender's symmetric rigs mirror
-    through), which is no turn."""
+    through), which is no turn. ``floor``: bring the keyed feet onto the model's floor (:func:`ground_lift`);
+    False reads the rig at its own height."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
@@ -859,7 +861,7 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
             axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
             ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
                            key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)
-    if poses is not None:
+    if poses is not None and floor:
         ret.lift = ground_lift(ret, poses)
     return ret
 

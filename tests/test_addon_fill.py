@@ -322,6 +322,14 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
         dots = np.abs((p.locals_sent * q.locals_sent).sum(axis=-1))[p.known]
         assert dots.min() > 1 - 1e-6, dots.min()
         assert np.abs(p.trans_sent - q.trans_sent)[p.known].max() < 1e-3
+    # Floor: Rig's Own reads the rig at its own height, 90 below the model's floor
+    a.anyfill.floor = "RIG"
+    own = ext.plan.prepare(bpy.context, a, "fill", model)
+    assert not own.retarget.lift.any() and "floor" not in ext.plan.describe_match(own)
+    top = own.retarget.model.parents.index(-1)  # the skeleton's top joint carries the whole rig's height
+    keyed = p.known[:, top]
+    assert np.abs(p.trans_sent[keyed, top] - own.trans_sent[keyed, top] - p.retarget.lift).max() < 1e-4
+    a.anyfill.floor = "AUTO"
     h1, h2 = heads(bpy, a, frames), heads(bpy, b, frames)
     worst = max((h1[f][n] - h2[f][n]).length for f in frames for n in h1[f])
     moved = max((h1[f][n] - before[n]).length for f in frames for n in h1[f])

@@ -126,6 +126,11 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
+def rotation_angle(m: np.ndarray) -> np.ndarray:
+    """The angle (radians, ...) each rotation matrix (..., 3, 3) turns by."""
+    return np.arccos(np.clip((np.trace(m, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0))
+
+
 def axis_rotations(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Rotations (..., 3, 3) about one axis by each angle (...)."""
     x, y, z = unit(np.asarray(axis, dtype=np.float64))
@@ -812,8 +817,7 @@ def fit_conventions(ret: Retarget, poses: np.ndarray, free: set[int],
         ret = dataclasses.replace(ret, match=fit_offsets(ret, poses, short, world))
         span, steps = (np.pi, 72) if r == 0 else NARROW
         ret = dataclasses.replace(ret, match=fit_twists(ret, poses, free, steps=steps, world=world, span=span))
-        turn = np.swapaxes(before, -1, -2) @ ret.match
-        if np.arccos(np.clip((np.trace(turn, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0)).max() < SETTLED:
+        if rotation_angle(np.swapaxes(before, -1, -2) @ ret.match).max() < SETTLED:
             break
     return ret.match
 

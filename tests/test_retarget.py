@@ -201,8 +201,8 @@ def test_a_rigs_conventions_are_found_when_its_short_bones_and_twists_are_fitted
 
     def error_deg(rounds: int) -> np.ndarray:
         monkeypatch.setattr(rt, "CONVENTION_ROUNDS", rounds)
-        turn = np.swapaxes(truth.match, -1, -2) @ rt.build(model, rig, mapping, rest_mode="REST", poses=pose).match
-        return np.degrees(np.arccos(np.clip((np.trace(turn, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0)))
+        fitted = rt.build(model, rig, mapping, rest_mode="REST", poses=pose).match
+        return np.degrees(rt.rotation_angle(np.swapaxes(truth.match, -1, -2) @ fitted))
 
     together, once = error_deg(8), error_deg(1)
     assert together.mean() < 8.0 and together.max() < 30.0, together

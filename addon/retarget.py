@@ -452,6 +452,11 @@ class Retarget:
         self._write = {j: self.match[j].T @ self.to_model @ rest_rot[b] for j, b in self.bone_of.items()}
         self.anchor = anchor_offset(self.model, self.rig, self.bone_of, self.to_model, self.scale, self.match)
 
+    def _placement(self, j: int, g_j: np.ndarray) -> np.ndarray:
+        """``G_j c_j + l`` (F, 3): what a moving joint's position adds to its bone's head on the way in and
+        takes off on the way out (the hips anchor and the floor lift)."""
+        return (g_j @ self.anchor[j] if j in self.anchor else 0.0) + self.lift
+
     @property
     def mapped_bones(self) -> set[int]:
         return set(self.bone_of.values())
@@ -479,10 +484,7 @@ class Retarget:
                 if j in turn:
                     g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
-                    pos[:, j] = pose[:, b, :3, 3] @ self.to_model.T / self.scale
-                    if j in self.anchor:
-                        pos[:, j] += g[:, j] @ self.anchor[j]
-                    pos[:, j] += self.lift
+                    pos[:, j] = pose[:, b, :3, 3] @ self.to_model.T / self.scale + self._placement(j, g[:, j])
             else:
                 rel = self.match[p].T @ self.match[j] if p >= 0 else self.match[j]
                 g[:, j] = (g[:, p] if p >= 0 else np.eye(3)) @ rel
@@ -556,10 +558,7 @@ class Retarget:
                 scale = np.sqrt((m * m).sum(axis=-2))  # the bone's own scale (its columns' lengths) is kept
                 out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
                 if model.moving[j] and not rig.connected[b]:
-                    p_j = pos[sel, j] - self.lift
-                    if j in self.anchor:
-                        p_j = p_j - g[sel, j] @ self.anchor[j]
-                    head = p_j @ self.from_model.T * self.scale
+                    head = (pos[sel, j] - self._placement(j, g[sel, j])) @ self.from_model.T * self.scale
                     out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a3), head - a[sel, :3, 3])
             if b in parents:  # a pose is read only by the bone's children
                 pose[:, b] = a @ out[:, b]
@@ -594,7 +593,7 @@ def ground_lift(ret: Retarget, poses: np.ndarray) -> np.ndarray:
     if not ground or not len(poses):
         return np.zeros(3)
     joints = [ret.model.joints.index(n) for n in ground["joints"] if n in ret.model.joints]
-    if not joints or any(ret.model.moving[j] for j in joints) or not any(j in ret.bone_of for j in joints):
+    if not any(j in ret.bone_of for j in joints):
         return np.zeros(3)
     up = "xyz".index(ret.model.up_axis.lower())
     lowest = float(ret.model_positions(poses)[:, joints, up].min())

@@ -14,8 +14,8 @@ other way). So each joint's habit is measured on the training capture, in the jo
   with the joint) and the share of the spread along it (a knee: 1.0).
 
 Bodies also get their ``ground``: the height (up axis, model units) of the lowest ankle over each clip, its
-median and range over the clips. The capture's floor is a constant (the ankles' lowest point is 11.8 +- 0.1
-cm in every Bandai clip), so the network knows where the floor is; a rig's floor is wherever its author put
+median and range over the clips. The capture's floor is a constant (each Bandai clip's lowest ankle is
+11.0-12.2 cm high), so the network knows where the floor is; a rig's floor is wherever its author put
 it, and the extension brings the rig's keyed feet onto the model's (``addon/retarget.py``).
 
 The Blender extension turns these into the matching pose of a rig (see ``addon/retarget.py``); the
@@ -88,7 +88,7 @@ def measure(schema: Schema, rotations: Sequence[np.ndarray], translations: Seque
         g_rot.append(gr)
         g_pos.append(gp)
         local.append(r)
-    clips = g_pos
+    per_clip = g_pos  # the ground is each clip's own
     g_rot, g_pos, local = np.concatenate(g_rot), np.concatenate(g_pos), np.concatenate(local)
     offsets = np.concatenate(list(translations)).mean(axis=0)
     axes = bone_axes(schema, offsets)
@@ -121,7 +121,7 @@ def measure(schema: Schema, rotations: Sequence[np.ndarray], translations: Seque
         joints.append(entry)
     out = {"skeleton": schema.name, "references": list(refs), "joints": joints}
     if schema.name in GROUND_JOINTS:
-        out["ground"] = ground(schema, clips)
+        out["ground"] = ground(schema, per_clip)
     return out
 
 

@@ -651,6 +651,79 @@ def test_velocity_memory_shrinks_the_share_on_spans_longer_than_it():
         assert np.allclose(remembered, full * min(1.0, 0.5 / span_s))
 
 
+def test_spline_keys_take_blenders_slopes_each_joint_through_its_own_keys():
+    """With ``spline``, a key's slope is that of Blender's default curve (:func:`auto_clamped_slopes`, checked
+    against real Blender; :func:`auto_clamped_columns` solves it) through the joint's own keys, joint by joint
+    and window by window, whatever the pattern, but for the window's first and last keys, which take their
+    segment's slope (a straight motion keeps its slope at every key); a key with a known neighbour frame keeps
+    its finite difference."""
+    from training.inbetween.baselines import auto_clamped_columns, key_velocities, spline_key_slopes
+
+    rng = np.random.default_rng(3)
+    n, t, j = 3, 40, 4
+    known = rng.random((n, t, j)) < 0.3
+    known[:, [0, 39]] = True
+    known[:, 1:] &= ~known[:, :-1]  # no two keyed frames side by side (a run is the next check's)
+    times = np.cumsum(rng.uniform(0.02, 0.05, size=(n, t)), axis=1)
+    x = np.cumsum(rng.normal(size=(n, t, j, 2)), axis=1)
+    slopes = spline_key_slopes(x, known, times)
+    for w in range(n):
+        for joint in range(j):
+            k = np.flatnonzero(known[w, :, joint])
+            alone = auto_clamped_columns(np.tile(times[w, k], (2, 1)), x[w, k, joint].T, np.ones((2, len(k)), bool),
+                                         flat_ends=False).T
+            assert np.allclose(slopes[w, k, joint], alone, atol=1e-12)
+            assert not slopes[w, ~known[w, :, joint], joint].any()
+    line = 2.0 + 3.0 * times[..., None, None] * np.ones((1, 1, j, 2))
+    assert np.allclose(spline_key_slopes(line, known, times)[known], 3.0)
+    run = known.copy()
+    run[:, 5:12] = True  # a run of keyed frames: inside it, the slope between a key's neighbours
+    central = (x[:, 7:11] - x[:, 5:9]) / (times[:, 7:11] - times[:, 5:9])[..., None, None]
+    assert np.allclose(spline_key_slopes(x, run, times)[:, 6:10], central)
+    sparse = known & ~np.roll(known, 1, axis=1) & ~np.roll(known, -1, axis=1)  # keys without a known neighbour
+    sparse[:, [0, 39]] = False
+    vel, measured = key_velocities(x, sparse, times, across_keys=True, spline=True)
+    spl = spline_key_slopes(x, sparse, times)
+    w, f, joint = np.argwhere(sparse & (np.cumsum(sparse, 1) > 1) & (np.cumsum(sparse[:, ::-1], 1)[:, ::-1] > 1))[0]
+    nxt = f + 1 + np.flatnonzero(sparse[w, f + 1 :, joint])[0]
+    assert measured[w, nxt - 1, joint, 0]  # the cell before the next key leaves key f with its spline slope
+    assert np.allclose(vel[w, nxt - 1, joint, 0], spl[w, f, joint] * (times[w, nxt - 1] - times[w, f]))
+    with pytest.raises(ValueError, match="spline_keys and clamp_keys"):
+        FeatureSpec(spline_keys=True, clamp_keys=True)
+
+
+def test_rotvec_curve_turns_a_hinge_at_its_own_rate():
+    """A joint turning at a constant rate about a fixed axis, 80 degrees between keys 10 frames apart and 320
+    in all: the rotation-vector curve follows it exactly (its angle is a straight line, which the spline keeps,
+    past 180 degrees too), while the 6D curve between the same keys cuts the corner; keys come back as they are,
+    and a joint without keys keeps its input."""
+    from training.inbetween.features import canonical_batch
+    from training.motion.rotations import axis_angle_to_quat, sixd_to_quat
+
+    schema = get_schema("hand")
+    t = 41
+    times = np.arange(t)[None] / 30.0
+    axis = np.array([0.3, 0.2, 0.93]) / np.linalg.norm([0.3, 0.2, 0.93])
+    angle = np.radians(8.0) * np.arange(t)  # 80 degrees every 10 frames
+    rot = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (1, t, schema.n_joints, 1))
+    rot[0, :, 6] = axis_angle_to_quat(angle[:, None] * axis)
+    trans = np.zeros((1, t, schema.n_joints, 3))
+    known = np.zeros((1, t, schema.n_joints), dtype=bool)
+    known[0, ::10] = True
+    known[0, :, 0] = True  # the wrist, as a full rig gives it
+    known[0, :, 9] = False  # a joint never keyed
+    errors = {}
+    for curve in ("6d", "rotvec"):
+        spec = FeatureSpec(frame="root", base_velocity=1.0, across_keys=True, spline_keys=True,
+                           rotation_curve=curve)
+        b = canonical_batch(rot, trans, times, known, ~known, schema, spec)
+        base = sixd_to_quat(b["base6d"].astype(np.float64))
+        errors[curve] = np.degrees(quat_angle(base[0, :, 6], rot[0, :, 6])).max()
+        assert np.allclose(quat_angle(base[known], rot[known]), 0.0, atol=1e-3)
+        assert np.allclose(quat_angle(base[0, :, 9], np.array([0.0, 0.0, 0.0, 1.0])), 0.0, atol=1e-3)
+    assert errors["rotvec"] < 0.05 and errors["6d"] > 1.0, errors
+
+
 def test_untrained_hermite_model_keeps_keys_and_leaves_them_with_their_velocity():
     """A zero-head model with ``base_velocity`` fills the Hermite baseline: known cells come back exactly,
     and the first filled frame continues the context's motion better than interpolation does."""
@@ -877,7 +950,8 @@ def test_cards_written_before_one_feature_spec_load_with_what_they_meant(tmp_pat
 
 def test_a_calibrated_model_file_starts_a_fine_tune_as_trained(tmp_path):
     """``init_from`` a shipped (calibrated) model: its weights load, its calibration (settings, not weights)
-    is dropped, so the fine-tune starts from the network as trained; another architecture is refused."""
+    is dropped, so the fine-tune starts from the network as trained; a run may teach it another curve (its
+    features); another architecture is refused."""
     cfg = AnyOrderTrainConfig(skeleton="hand", d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -888,6 +962,11 @@ def test_a_calibrated_model_file_starts_a_fine_tune_as_trained(tmp_path):
     tuned = build_model(dataclasses.replace(cfg, init_from=str(path)))
     assert tuned.cfg == trained
     assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values(), strict=True))
+    spline = dataclasses.replace(cfg.features, across_keys=True, spline_keys=True, rotation_curve="rotvec")
+    retaught = build_model(dataclasses.replace(cfg, features=spline, init_from=str(path)))
+    assert retaught.cfg == dataclasses.replace(trained, features=spline.for_skeleton("hand"))
+    assert all(torch.equal(a, b) for a, b in zip(retaught.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
     with pytest.raises(ValueError, match="differs"):
         build_model(dataclasses.replace(cfg, d_model=64, init_from=str(path)))
 

@@ -73,6 +73,13 @@ def _span_fraction(tm: np.ndarray, prev: np.ndarray, nxt: np.ndarray) -> tuple[n
     return np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0), inside
 
 
+def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell (N, T, J) with its keys ``prev`` and ``nxt`` (:func:`cell_neighbours`): where it lies between
+    them, as a fraction of the span in time (frame ``times`` (N, T), or frame indices when None), and whether
+    it lies inside a span."""
+    return _span_fraction(_frame_times(times, *prev.shape[:2]), prev, nxt)
+
+
 def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
                       neighbours=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
@@ -124,7 +131,8 @@ def gap_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
 
 
 def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False,
-                   clamp: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   clamp: bool = False, given: np.ndarray | None = None,
+                   spline: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """How the motion leaves and enters each cell's surrounding keys. For values (N, T, J, D): the
     displacement (N, T, J, 2, D) the velocity at the joint's previous key would carry the cell to by its
     time, and the same from its next key; and whether each of those two velocities was measured
@@ -132,7 +140,9 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
     ``across_keys``, a key without one takes the slope from its previous key to its next (Catmull-Rom,
     the tangent Blender's automatic Bezier handles give a key); with ``clamp`` too, that slope is zero in
     every component where the key is an extreme between its neighbouring keys (Blender's auto-clamped
-    handles: a curve never overshoots a key that turns). Unmeasured velocities are zero.
+    handles: a curve never overshoots a key that turns); with ``spline`` instead, the slope Blender's default
+    curve through the joint's keys has there (:func:`spline_key_slopes`: continuous acceleration, clamped where
+    a key turns or a handle would overshoot). Unmeasured velocities are zero.
     Interpolation ignores these; an in-between model needs them (a hand still moving when the keys stop
     keeps moving). ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``given``
     (N, T, J): the known cells whose values may measure a velocity (default: all); any-order sampling
@@ -157,9 +167,13 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
         after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
         span = tm[ni, after] - tm[ni, before]
         ok = g & g[ni, before, ji] & g[ni, after, ji] & (before < f) & (after > f) & (span != 0)
-        slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
-                         / np.where(ok, span, 1.0)[..., None], 0.0)
-        if clamp:
+        if spline:  # solved only for the joints with a key that lacks a finite difference on a side
+            needed = (ok & ~(has_arrive & has_leave)).any(axis=1)
+            slope = np.where(ok[..., None], spline_key_slopes(values, g, tm, needed), 0.0)
+        else:
+            slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
+                             / np.where(ok, span, 1.0)[..., None], 0.0)
+        if clamp and not spline:
             turns = (values - values[ni, before, ji]) * (values[ni, after, ji] - values) <= 0
             slope = np.where(turns, 0.0, slope)
         arrive = np.where(has_arrive[..., None], arrive, slope)
@@ -204,45 +218,107 @@ def auto_clamped_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     leave the range of the neighbouring keys' values is clamped to its edge (the worst first), and the rest
     is solved again with it fixed (checked against real Blender F-curves in ``tests/test_blender_bezier.py``)."""
     k, c = y.shape
-    s = np.zeros_like(y, dtype=np.float64)
-    if k < 3:
-        return s
-    h = np.diff(t)
-    d = np.diff(y, axis=0) / h[:, None]
-    for ch in range(c):
-        fixed = np.zeros(k, dtype=bool)
-        fixed[[0, -1]] = True
-        fixed[1:-1] = d[:-1, ch] * d[1:, ch] <= 0  # extremes (and flat steps)
-        m = np.zeros(k)
-        for _ in range(k):
-            free = np.flatnonzero(~fixed)
-            if len(free):
-                # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i])
-                # tridiagonal in the free keys: a neighbour that is free is the next or previous free key
-                hp, hn = h[free - 1], h[free]
-                rhs = 3 * (d[free - 1, ch] / hp + d[free, ch] / hn)
-                prev_free = np.isin(free - 1, free)
-                next_free = np.isin(free + 1, free)
-                rhs -= np.where(prev_free, 0.0, m[free - 1] / hp) + np.where(next_free, 0.0, m[free + 1] / hn)
-                bands = np.zeros((3, len(free)))
-                bands[0, 1:] = np.where(next_free, 1 / hn, 0.0)[:-1]
-                bands[1] = 2 * (1 / hp + 1 / hn)
-                bands[2, :-1] = np.where(prev_free, 1 / hp, 0.0)[1:]
-                m[free] = solve_banded((1, 1), bands, rhs)
-            # a handle reaches h / 3 and must stay between the neighbouring keys' values: the slope has the
-            # direction of the channel there and at most 3 times the gentler neighbouring segment's slope
-            lo, hi = np.full(k, -np.inf), np.full(k, np.inf)
-            steepest = 3 * np.minimum(np.abs(d[:-1, ch]), np.abs(d[1:, ch]))
-            rising = d[1:, ch] > 0
-            lo[1:-1], hi[1:-1] = np.where(rising, 0.0, -steepest), np.where(rising, steepest, 0.0)
-            excess = np.where(fixed, 0.0, np.maximum(lo - m, m - hi))
-            worst = int(np.argmax(excess))
-            if excess[worst] <= 1e-12:
-                break
-            m[worst] = np.clip(m[worst], lo[worst], hi[worst])  # one at a time: the others may come back inside
-            fixed[worst] = True
-        s[:, ch] = m
-    return s
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), (c, k))
+    return auto_clamped_columns(t, np.asarray(y, dtype=np.float64).T, np.ones((c, k), dtype=bool)).T
+
+
+def auto_clamped_columns(t: np.ndarray, y: np.ndarray, valid: np.ndarray, flat_ends: bool = True,
+                         runs: np.ndarray | None = None) -> np.ndarray:
+    """:func:`auto_clamped_slopes` of many channels at once, each with its own keys: times and values (C, K)
+    whose first ``valid`` entries (C, K; a prefix of each row, times rising) are the channel's keys. Every
+    channel's tridiagonal system is solved together (one banded solve), the clamping done a key per
+    channel per round. Entries past a channel's keys get slope 0. ``flat_ends`` False: the first and the last
+    key take the slope of their one segment instead of Blender's flat ends (keys at the edge of a window cut
+    from a longer motion, which goes on beyond them). ``runs`` (C, K): keys inside a run of keyed frames, which
+    take the slope between their two neighbours (measured motion, not a curve's choice)."""
+    c, k = y.shape
+    m = np.zeros((c, k))
+    count = valid.sum(axis=1)
+    if k < 3 or not (count >= 3).any():
+        return m
+    h = np.diff(t, axis=1)
+    pair = valid[:, 1:]  # h[:, i] joins keys i and i + 1
+    h = np.where(pair, h, 1.0)
+    d = np.where(pair, np.diff(y, axis=1) / h, 0.0)
+    idx = np.arange(k)[None, :]
+    interior = (idx > 0) & (idx < count[:, None] - 1)
+    fixed = ~interior
+    fixed[:, 1:-1] |= d[:, :-1] * d[:, 1:] <= 0  # extremes (and flat steps)
+    # a handle reaches h / 3 and must stay between the neighbouring keys' values: the slope has the
+    # direction of the channel there and at most 3 times the gentler neighbouring segment's slope
+    lo, hi = np.full((c, k), -np.inf), np.full((c, k), np.inf)
+    steepest = 3 * np.minimum(np.abs(d[:, :-1]), np.abs(d[:, 1:]))
+    rising = d[:, 1:] > 0
+    lo[:, 1:-1], hi[:, 1:-1] = np.where(rising, 0.0, -steepest), np.where(rising, steepest, 0.0)
+    hp, hn = np.ones((c, k)), np.ones((c, k))
+    hp[:, 1:], hn[:, :-1] = h, h
+    dp, dn = np.zeros((c, k)), np.zeros((c, k))
+    dp[:, 1:], dn[:, :-1] = d, d
+    if not flat_ends:
+        last = np.maximum(count - 1, 1)
+        m[:, 0] = d[:, 0]
+        m[np.arange(c), last] = d[np.arange(c), last - 1]
+    if runs is not None:
+        inside = runs & interior
+        m = np.where(inside, (dp * hp + dn * hn) / (hp + hn), m)
+        fixed |= inside
+    rhs = 3 * (dp / hp + dn / hn)
+    rows = np.flatnonzero(count >= 3)  # the channels still to solve
+    for _ in range(k):
+        # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i]) at free
+        # keys; m[i] = its value at fixed ones
+        f, p, n = fixed[rows], hp[rows], hn[rows]
+        m[rows] = _tridiagonal(np.where(f, 0.0, 1 / p), np.where(f, 1.0, 2 * (1 / p + 1 / n)), np.where(f, 0.0, 1 / n),
+                          np.where(f, m[rows], rhs[rows]))
+        excess = np.where(fixed[rows], 0.0, np.maximum(lo[rows] - m[rows], m[rows] - hi[rows]))
+        worst = excess.argmax(axis=1)
+        over = excess[np.arange(len(rows)), worst] > 1e-12
+        if not over.any():
+            break
+        rows, w = rows[over], worst[over]
+        m[rows, w] = np.clip(m[rows, w], lo[rows, w], hi[rows, w])  # one a round: the others may come back inside
+        fixed[rows, w] = True
+    return np.where(valid & (count[:, None] >= 3), m, 0.0)
+
+
+def spline_key_slopes(values: np.ndarray, keys: np.ndarray, times=None, joints: np.ndarray | None = None) -> np.ndarray:
+    """Per cell of values (N, T, J, D): the slope Blender's default F-curve through each joint's keyed cells
+    (``keys`` (N, T, J)) has at a key, every component a channel (:func:`auto_clamped_columns`), except that
+    the window's first and last keys are not flat (the motion goes on past them) and a key between two keyed
+    frames takes the slope between them; 0 elsewhere, and for the joints (N, J) that ``joints`` leaves out (the
+    caller needs no slope there)."""
+    n, t, j, d = values.shape
+    tm = _frame_times(times, n, t)
+    keys = np.asarray(keys, dtype=bool)
+    out = np.zeros(values.shape)
+    wi, ji = np.nonzero(keys.any(axis=1) if joints is None else keys.any(axis=1) & joints)
+    if not len(wi):
+        return out
+    k = keys[wi, :, ji]  # (P, T): each chosen joint's keyed frames
+    width = int(k.sum(axis=1).max())
+    order = np.argsort(~k, axis=1, kind="stable")[:, :width]  # its keyed frames first, in time order
+    valid = np.take_along_axis(k, order, axis=1)
+    runs = np.zeros_like(valid)
+    runs[:, 1:-1] = valid[:, 2:] & (order[:, 2:] - order[:, 1:-1] == 1) & (order[:, 1:-1] - order[:, :-2] == 1)
+    cols = (len(wi), d, width)
+    slopes = auto_clamped_columns(
+        np.broadcast_to(tm[wi[:, None], order][:, None], cols).reshape(-1, width),
+        values[wi[:, None], order, ji[:, None]].transpose(0, 2, 1).reshape(-1, width),
+        np.broadcast_to(valid[:, None], cols).reshape(-1, width),
+        flat_ends=False,
+        runs=np.broadcast_to(runs[:, None], cols).reshape(-1, width),
+    ).reshape(cols).transpose(0, 2, 1)
+    out[wi[:, None], order, ji[:, None]] = np.where(valid[..., None], slopes, 0.0)
+    return out
+
+
+def _tridiagonal(a: np.ndarray, b: np.ndarray, c: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Solve tridiagonal systems, one per row of the (C, K) arrays (sub-, main and super-diagonal, right
+    side), as one banded system: a row's first sub- and last super-diagonal entries must be 0, so the rows
+    do not touch."""
+    ab = np.zeros((3, b.size))
+    ab[0, 1:], ab[1], ab[2, :-1] = c.ravel()[:-1], b.ravel(), a.ravel()[1:]
+    return solve_banded((1, 1), ab, r.ravel(), check_finite=False).reshape(r.shape)
 
 
 def auto_clamped_curve(t: np.ndarray, y: np.ndarray, frames: np.ndarray) -> np.ndarray:

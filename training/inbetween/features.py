@@ -22,8 +22,16 @@ from training.inbetween.baselines import (
     interpolate_cells,
     key_time,
     key_velocities,
+    span_fraction,
 )
-from training.motion.rotations import quat_apply, quat_conj, quat_mul, quat_to_6d
+from training.motion.rotations import (
+    axis_angle_to_quat,
+    quat_apply,
+    quat_conj,
+    quat_mul,
+    quat_to_6d,
+    quat_to_rotvec_as_is,
+)
 from training.motion.skeleton import Schema
 
 
@@ -61,6 +69,18 @@ class FeatureSpec:
     hermite_positions: bool = True  # moving joints' positions follow the Hermite curve too (False: straight lines)
     velocity_memory: float = 0.0  # > 0 (seconds): on longer spans the Hermite share shrinks as memory / span
     clamp_keys: bool = False  # with across_keys: no slope in a component where a key is an extreme (auto-clamped)
+    spline_keys: bool = False  # with across_keys: a key's slope is that of Blender's default curve through the keys
+    # the space the rotations' Hermite baseline is drawn in (ROTATION_CURVES): 6d, or rotvec, rotation vectors
+    # from each joint's first key in the window (a hinge then turns at its angle's own rate, as an Euler channel)
+    rotation_curve: str = "6d"
+
+    def __post_init__(self) -> None:
+        if self.rotation_curve not in ROTATION_CURVES:
+            raise ValueError(f"rotation_curve must be one of {', '.join(ROTATION_CURVES)}, "
+                             f"got {self.rotation_curve!r}")
+        if self.spline_keys and self.clamp_keys:
+            raise ValueError("spline_keys and clamp_keys are two slopes for the same keys: choose one "
+                             "(spline_keys' curve is clamped as Blender's)")
 
     def for_skeleton(self, skeleton: str) -> FeatureSpec:
         """This spec with its canonical frame settled (``frame``, or :func:`default_frame` of the skeleton)."""
@@ -83,6 +103,8 @@ class FeatureSpec:
 
 # the settings a model card without ``features`` meant where it left them out (its model config's defaults then)
 CARD_DEFAULTS = {"frame": "yaw", "key_velocity": False}
+
+ROTATION_CURVES = ("6d", "rotvec")
 
 DEFAULT_FEATURES = FeatureSpec()
 
@@ -197,6 +219,33 @@ def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarra
     return out
 
 
+def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec: FeatureSpec,
+                 given: np.ndarray | None = None) -> np.ndarray:
+    """The rotations' baseline (N, T, J, 4) drawn as rotation vectors from each joint's first key in the
+    window: interpolated between the joint's keys, then the Hermite curve of ``spec`` (its slopes at the keys
+    in the same vectors). A hinge's vector is its angle times its axis, so the curve turns it at the rate an
+    Euler channel would (a 6D curve between two keys far apart cuts the corner of the turn). Known cells and
+    joints without a key keep ``rot_in``."""
+    n, t, j = known.shape
+    prev, nxt, has_key = neighbours
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
+    first = rot_in[ni, prev[:, :1], ji]  # (N, 1, J, 4): the joint's first key in the window
+    rel = quat_mul(quat_conj(first), rot_in)
+    # each key's quaternion on the side of its previous key's, so a turn past 180 degrees goes on turning
+    before = prev[:, np.maximum(np.arange(t) - 1, 0)]
+    flip = known & (np.einsum("ntjc,ntjc->ntj", rel, rel[ni, before, ji]) < 0)
+    rel = rel * np.cumprod(np.where(flip, -1.0, 1.0), axis=1)[..., None]
+    vec = quat_to_rotvec_as_is(rel)
+    w, _ = span_fraction(times, prev, nxt)
+    base = vec[ni, prev, ji] * (1.0 - w[..., None]) + vec[ni, nxt, ji] * w[..., None]
+    vel, measured = key_velocities(vec, known, times, neighbours, spec.across_keys, spec.clamp_keys, given,
+                                   spec.spline_keys)
+    base = base + hermite_offsets(base, vel, measured, known, times, neighbours, spec.base_velocity,
+                                  spec.velocity_memory)
+    curve = quat_mul(first, axis_angle_to_quat(base))
+    return np.where(known[..., None] | ~has_key[:, None, :, None], rot_in, curve)
+
+
 def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: FeatureSpec = DEFAULT_FEATURES,
                     given: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The network's inputs of windows already in their canonical frame (training batches and fill alike),
@@ -232,13 +281,17 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
         pos_in = moving_positions(rot_in, trans_in, schema)
         moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
         vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
-                                           given)
+                                           given, spec.spline_keys)
         velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
-                                             spec.clamp_keys, None if given is None else given[:, :, mv])
+                                             spec.clamp_keys, None if given is None else given[:, :, mv],
+                                             spec.spline_keys)
         if spec.base_velocity:
             b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
-            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
-                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
+            if spec.rotation_curve == "rotvec":
+                out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
+            else:
+                out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+                                                 spec.base_velocity, spec.velocity_memory).astype(np.float32)
             if spec.hermite_positions:
                 out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
                                                   spec.base_velocity, spec.velocity_memory).astype(np.float32)

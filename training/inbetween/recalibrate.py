@@ -24,6 +24,7 @@ def recalibrate(path: str | Path, out: str | Path, data_root: str | None = None)
     names = {f.name for f in dataclasses.fields(AnyOrderTrainConfig)}
     c = {k: v for k, v in training["config"].items() if k in names}
     c["features"] = model.cfg.features
+    c["init_from"] = None  # the model is the file's own; where its run started from is history
     if data_root is not None:
         c["data_root"] = data_root
     cfg = AnyOrderTrainConfig(**c)

@@ -46,7 +46,8 @@ class AnyOrderTrainConfig:
     dropout: float = 0.1  # dropout inside the transformer
     length: int = 65  # frames per training window (the benchmark's window)
     # what the model reads of a window (features.FeatureSpec: frame, key_velocity, base_velocity, across_keys,
-    # hermite_positions, velocity_memory, clamp_keys); each setting is also given by its own name (base_velocity=0.5)
+    # hermite_positions, velocity_memory, clamp_keys, spline_keys, rotation_curve); each setting is also given by
+    # its own name (base_velocity=0.5)
     features: FeatureSpec = field(default_factory=FeatureSpec)
     key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
     fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
@@ -103,9 +104,10 @@ def build_model(cfg: AnyOrderTrainConfig) -> MotionFill:
 
         source, _ = load_model(cfg.init_from)
         same_core = dataclasses.replace(source.cfg.core, dropout=core.dropout)  # dropout may change
-        # a calibrated file (a shipped model) starts as trained: its calibration is settings, not weights
+        # a calibrated file (a shipped model) starts as trained: its calibration is settings, not weights; and a
+        # run may teach it to correct another curve (features are settings too; load_state_dict checks shapes)
         uncalibrated = {f: getattr(model.cfg, f) for f in CALIBRATION}
-        if dataclasses.replace(source.cfg, core=same_core, **uncalibrated) != model.cfg:
+        if dataclasses.replace(source.cfg, core=same_core, features=model.cfg.features, **uncalibrated) != model.cfg:
             raise ValueError(f"init_from={cfg.init_from}: its model config differs from this run's")
         model.load_state_dict(source.state_dict())
     return model

@@ -61,10 +61,11 @@ models: setup  ## retrain the shipped hand and body models with the exact comman
 	  done < .models-$$s.txt; \
 	  [ -n "$$out" ] || out=$$run/export/$$s-query.safetensors; \
 	  cp $$out backend/models/$$s.safetensors; cp $${out%.safetensors}.json backend/models/$$s.json; \
-	  $(PY) -c "import json, sys; p, cmds, out = sys.argv[1:]; c = json.load(open(p)); \
+	  $(PY) -c "import sys; from training.inbetween.checkpoint import read_card, write_card; \
+	    p, cmds, out = sys.argv[1:]; c = read_card(p); \
 	    lines = open(cmds).read().split(chr(10)); lines = [x for x in lines if x]; \
 	    c['training'].update(commands=lines, output=out) if len(lines) > 1 else None; \
-	    json.dump(c, open(p, 'w'), indent=1)" backend/models/$$s.json .models-$$s.txt $$out || exit 1; \
+	    write_card(p, c)" backend/models/$$s.json .models-$$s.txt $$out || exit 1; \
 	  rm -f .models-$$s.txt; \
 	  OMP_NUM_THREADS=1 $(VENV)/bin/anyfill bench calibrate-sampling --model $$s --write || exit 1; \
 	  $(VENV)/bin/anyfill bench inbetween --skeleton $$s --method $$s --baseline interp --record || exit 1; \

@@ -64,20 +64,15 @@ def _frame_times(times, n: int, t: int) -> np.ndarray:
     return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
 
 
-def _span_fraction(tm: np.ndarray, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each cell lies between its two keys, as a fraction of the span in time (0 outside a span),
-    and whether it lies inside one (two distinct keys at distinct times)."""
+def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell (N, T, J) with its keys ``prev`` and ``nxt`` (:func:`cell_neighbours`): where it lies between
+    them, as a fraction of the span in time (frame ``times`` (N, T), or frame indices when None; 0 outside a
+    span), and whether it lies inside one (two distinct keys at distinct times)."""
+    tm = _frame_times(times, *prev.shape[:2])
     ni = np.arange(tm.shape[0])[:, None, None]
     span = tm[ni, nxt] - tm[ni, prev]
     inside = (nxt != prev) & (span != 0)
     return np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0), inside
-
-
-def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell (N, T, J) with its keys ``prev`` and ``nxt`` (:func:`cell_neighbours`): where it lies between
-    them, as a fraction of the span in time (frame ``times`` (N, T), or frame indices when None), and whether
-    it lies inside a span."""
-    return _span_fraction(_frame_times(times, *prev.shape[:2]), prev, nxt)
 
 
 def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
@@ -91,7 +86,7 @@ def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np
     n, t, j = known.shape
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    w, _ = _span_fraction(_frame_times(times, n, t), prev, nxt)
+    w, _ = span_fraction(times, prev, nxt)
     rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
     trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
     rot = np.where(known[..., None], rotations, rot)
@@ -199,7 +194,7 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    s, inside = _span_fraction(tm, prev, nxt)
+    s, inside = span_fraction(tm, prev, nxt)
     if memory > 0:
         span = np.abs(tm[ni, nxt] - tm[ni, prev])
         share = share * np.minimum(1.0, memory / np.maximum(span, 1e-9))

@@ -286,13 +286,14 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
                                              spec.clamp_keys, None if given is None else given[:, :, mv],
                                              spec.spline_keys)
         if spec.base_velocity:
-            b6, bp = out["base6d"].astype(np.float64), out["basepos"].astype(np.float64)
             if spec.rotation_curve == "rotvec":
                 out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
             else:
+                b6 = out["base6d"].astype(np.float64)
                 out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
             if spec.hermite_positions:
+                bp = out["basepos"].astype(np.float64)
                 out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
                                                   spec.base_velocity, spec.velocity_memory).astype(np.float32)
         if spec.key_velocity:

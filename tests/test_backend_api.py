@@ -206,7 +206,7 @@ def test_sample_triples_model_and_stream(client):
 
 
 def _slow_sample(job_id: str) -> dict:
-    return fill_request("body", frames=20, keys=(0, 19), k=1, n=4, id=job_id)
+    return fill_request("body", frames=40, keys=(0, 39), k=1, n=4, id=job_id)
 
 
 def _wait_state(client, job_id: str, states: set[str], timeout: float = 30) -> dict:

@@ -14,7 +14,14 @@ import torch
 from tests.test_anyorder import inbetween_mask, synthetic, tiny
 from training.inbetween import fill as fill_engine
 from training.inbetween.checkpoint import card_path, load_model, read_card, save_model, write_card
-from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+from training.inbetween.features import (
+    FeatureSpec,
+    canonical_batch,
+    canonical_from_known,
+    moving_chain,
+    to_canonical,
+    update_batch,
+)
 from training.motion.skeleton import forward_kinematics, get_schema
 
 torch.set_num_threads(1)
@@ -39,6 +46,43 @@ def test_decoding_against_a_kept_encoding_equals_the_full_pass(skeleton):
         full, split = model(b), model.decode(b, model.encode(b))
     for k in full:
         assert torch.allclose(full[k], split[k], atol=1e-6), k
+
+
+SPECS = {"6d": FeatureSpec(base_velocity=0.5, across_keys=True, clamp_keys=True),
+         "spline+rotvec": FeatureSpec(base_velocity=1.0, across_keys=True, spline_keys=True, rotation_curve="rotvec"),
+         "interp": FeatureSpec(key_velocity=False)}
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_a_batch_updated_column_by_column_equals_the_batch_made_anew(skeleton, spec):
+    """The sampler's inputs after each draw (only the drawn joints' columns recomputed, and the moving joints'
+    positions when a drawn joint carries one) are the inputs computed from scratch, bit for bit."""
+    schema, spec = get_schema(skeleton), SPECS[spec].for_skeleton(skeleton)
+    rot, trans, times = synthetic(skeleton, n=2, t=12, seed=3)
+    rng = np.random.default_rng(5)
+    known = rng.random(rot.shape[:3]) < 0.35
+    known[:, 0] = True
+    given = known.copy()
+    canon = canonical_from_known(rot, trans, known, schema, spec.frame)
+    rc, tc = to_canonical(rot, trans, canon, schema)
+    draw_rot, draw_trans = to_canonical(*synthetic(skeleton, n=2, t=12, seed=4)[:2], canon, schema)
+    batch = canonical_batch(rc, tc, times, known, ~known, schema, spec, given)
+    chain = moving_chain(schema)
+    steps = [[chain[-1]], [schema.n_joints - 1], [2, 5], [chain[0], 3]]  # moving joints' chain drawn too
+    for joints in steps:
+        cells = (~known)[:, :, joints]
+        f = np.argmax(cells.any(axis=(0, 2)))  # the first frame with one of these joints unknown
+        for j in joints:
+            rc[:, f, j] = draw_rot[:, f, j]
+            if j in schema.moving:  # the sampler draws moving joints' translations; bone offsets stay
+                tc[:, f, j] = draw_trans[:, f, j]
+            known[:, f, j] = True
+        update_batch(batch, rc, tc, times, known, ~known, schema, spec, given, joints)
+        fresh = canonical_batch(rc, tc, times, known, ~known, schema, spec, given)
+        assert batch.keys() == fresh.keys()
+        for key in fresh:
+            assert np.array_equal(batch[key], fresh[key]), (joints, key)
 
 
 @pytest.mark.parametrize("skeleton", ["hand", "body"])

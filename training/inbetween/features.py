@@ -253,38 +253,65 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
     with ``spec.base_velocity`` > 0 the baseline between two keys is a cubic Hermite curve leaving and entering
     the keys with that share of their velocities (0: plain interpolation). ``given``: the known cells that may
     measure velocities (any-order sampling: not the drawn ones; see :func:`.baselines.key_velocities`)."""
-    # the baseline sees known cells only: unknown rotations become identity, unknown moving translations 0
-    # (bone offsets of the other joints are the rig's, not the answer)
-    rot_in = np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
-    mv = list(schema.moving)
-    moving = np.zeros(schema.n_joints, dtype=bool)
-    moving[mv] = True
-    trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
+    out = {"offsets": trans_c.mean(axis=1).astype(np.float32), "known": known, "target": target,
+           "times": np.asarray(times, dtype=np.float32)}
+    out.update(_joint_inputs(rot_c, known, times, spec, given))
+    out.update(_moving_inputs(rot_c, trans_c, times, known, schema, spec, given))
+    return out
+
+
+def update_batch(batch: dict[str, np.ndarray], rot_c, trans_c, times, known, target, schema: Schema,
+                 spec: FeatureSpec, given: np.ndarray | None, joints) -> None:
+    """:func:`canonical_batch` of a window whose cells changed only in the columns of ``joints`` (rotations,
+    knowns; and the moving joints' translations where one of ``joints`` carries a moving joint), brought up to
+    date in place by computing those columns alone: each joint's inputs read its own column only, the moving
+    joints' positions the joints they hang on. Any-order sampling draws a cell or a few per step; this keeps a
+    step's inputs from costing a whole window's."""
+    cols = np.unique(np.asarray(joints, dtype=np.int64))
+    sub = _joint_inputs(rot_c[:, :, cols], known[:, :, cols], times, spec,
+                        None if given is None else given[:, :, cols])
+    for key, value in sub.items():
+        if key == "has_key":
+            batch[key][:, cols] = value
+        else:
+            batch[key][:, :, cols] = value
+    batch["known"], batch["target"] = known, target
+    if not set(moving_chain(schema)).isdisjoint(cols.tolist()):
+        batch["offsets"] = trans_c.mean(axis=1).astype(np.float32)
+        batch.update(_moving_inputs(rot_c, trans_c, times, known, schema, spec, given))
+
+
+def moving_chain(schema: Schema) -> list[int]:
+    """The joints the moving joints' positions hang on (the moving joints and every joint above them)."""
+    chain: set[int] = set()
+    for m in schema.moving:
+        while m >= 0 and m not in chain:
+            chain.add(m)
+            m = schema.parents[m]
+    return sorted(chain)
+
+
+def _unknown_as_identity(rot_c: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The baseline sees known cells only: unknown rotations become identity."""
+    return np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
+
+
+def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np.ndarray]:
+    """The inputs each joint has from its own column of cells alone: its rotations, its key curve, the times to
+    its keys and the velocities at them (arrays (N, T, J, ...); ``has_key`` (N, J))."""
+    rot_in = _unknown_as_identity(rot_c, known)
     neighbours = cell_neighbours(known)
-    base_rot, base_trans, has_key = interpolate_cells(rot_in, trans_in, known, times, neighbours)
-    moving_known = known[:, :, mv]
+    base_rot, _, has_key = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
     out = {
         "rot6d": sixd(rot_c),
-        "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
         "base6d": sixd(base_rot),
-        "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
-        "offsets": trans_c.mean(axis=1).astype(np.float32),
-        "known": known,
-        "target": target,
         "has_key": has_key,
-        "moving_has_key": moving_known.any(axis=1),
-        "times": np.asarray(times, dtype=np.float32),
         "key_time": key_time(known, times, neighbours).astype(np.float32),
         "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
     if spec.key_velocity or spec.base_velocity:
-        pos_in = moving_positions(rot_in, trans_in, schema)
-        moving_neighbours = (neighbours[0][:, :, mv], neighbours[1][:, :, mv], neighbours[2][:, mv])
         vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
                                            given, spec.spline_keys)
-        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
-                                             spec.clamp_keys, None if given is None else given[:, :, mv],
-                                             spec.spline_keys)
         if spec.base_velocity:
             if spec.rotation_curve == "rotvec":
                 out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
@@ -292,10 +319,40 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
                 b6 = out["base6d"].astype(np.float64)
                 out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
-            if spec.hermite_positions:
-                bp = out["basepos"].astype(np.float64)
-                out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
-                                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
         if spec.key_velocity:
-            out["keyvel6d"], out["keyvelpos"] = vel6d.astype(np.float32), velpos.astype(np.float32)
+            out["keyvel6d"] = vel6d.astype(np.float32)
+    return out
+
+
+def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSpec, given) -> dict[str, np.ndarray]:
+    """The inputs of the moving joints' positions (their global positions, their key curve and the velocities
+    at their keys), from the joints they hang on (:func:`moving_chain`)."""
+    mv = list(schema.moving)
+    chain = moving_chain(schema)
+    moving = np.zeros(schema.n_joints, dtype=bool)
+    moving[mv] = True
+    # unknown moving translations are 0 (bone offsets of the other joints are the rig's, not the answer)
+    rot_in = _unknown_as_identity(rot_c, known)
+    trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
+    base_rot, base_trans = rot_in.copy(), trans_in.copy()
+    base_rot[:, :, chain], base_trans[:, :, chain], _ = interpolate_cells(
+        rot_in[:, :, chain], trans_in[:, :, chain], known[:, :, chain], times)
+    moving_known = known[:, :, mv]
+    out = {
+        "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
+        "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
+        "moving_has_key": moving_known.any(axis=1),
+    }
+    if spec.key_velocity or spec.base_velocity:
+        pos_in = moving_positions(rot_in, trans_in, schema)
+        moving_neighbours = cell_neighbours(moving_known)
+        velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
+                                             spec.clamp_keys, None if given is None else given[:, :, mv],
+                                             spec.spline_keys)
+        if spec.base_velocity and spec.hermite_positions:
+            bp = out["basepos"].astype(np.float64)
+            out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
+                                              spec.base_velocity, spec.velocity_memory).astype(np.float32)
+        if spec.key_velocity:
+            out["keyvelpos"] = velpos.astype(np.float32)
     return out

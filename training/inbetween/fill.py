@@ -31,9 +31,11 @@ from training.inbetween.features import (
     canonical_batch,
     canonical_from_known,
     from_canonical,
+    moving_chain,
     moving_positions,
     moving_translations,
     to_canonical,
+    update_batch,
 )
 from training.inbetween.losses import von_mises_entropy
 from training.inbetween.model import MotionFill
@@ -494,7 +496,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     rot_c, trans_c, given = np.tile(rot_c, rep), np.tile(trans_c, rep), np.tile(kn, rep[:3])
     tms = np.tile(times, (rows, 1))
     mv = list(schema.moving)
-    chain = sorted({a for m in mv for a in _ancestors(schema, m)})  # the joints a moving joint's position hangs on
+    chain = set(moving_chain(schema))  # the joints a moving joint's position hangs on
     pos_c = moving_positions(rot_c, trans_c, schema)  # the moving joints' positions: drawn ones as drawn
     known_now = given.copy()
     nt, nj = kn.shape[1:]
@@ -511,10 +513,15 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     since, done = refresh, 0
     visited: list[np.ndarray] = []
     var = np.arange(1, rows)[:, None]
+    batch, drawn = None, None
     while done < total:
         if cancel is not None and cancel():
             raise Cancelled()
-        b = _to_torch(canonical_batch(rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given))
+        if batch is None:
+            batch = canonical_batch(rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given)
+        else:  # only the drawn joints' columns (and the moving joints' positions they carry) changed
+            update_batch(batch, rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given, drawn)
+        b = _to_torch(batch)
         with torch.inference_mode():
             if since >= refresh:
                 enc, since = model.encode(b), 0
@@ -532,6 +539,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
         chosen = np.argsort(np.where(remaining, key, np.inf), kind="stable")[:step]
         visited.append(chosen)
         f, j = chosen // nj, chosen % nj
+        drawn = j
         # each variation: the deterministic value, moved by the model's response to the variation's draws
         mean_q = sixd_to_quat(out["rot6d"][:, f, j])  # (rows, step, 4)
         centre = quat_mul(det["q"][f, j], quat_mul(quat_conj(mean_q[:1]), mean_q[1:]))
@@ -548,7 +556,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
             pos_c[0, f[hit], slot] = det["pos"][f[hit], slot]
             pos_c[1:, f[hit], slot] = pos[:, hit, slot]
         known_now[:, f, j] = True
-        if np.isin(j, chain).any():  # moving joints' local translations from their positions, the parents'
+        if not chain.isdisjoint(j.tolist()):  # moving joints' local translations from their positions, the parents'
             # rotations as the inputs see them (identity where not yet drawn)
             trans_c = moving_translations(np.where(known_now[..., None], rot_c, _identity_like(rot_c)), pos_c,
                                           trans_c, schema)
@@ -564,14 +572,6 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     ent, spread = _spread({"log_kappa": log_kappa_out[1:]}, ~targets)
     visits = [[(int(c) // nj, int(c) % nj) for c in np.concatenate(visited)]] * n
     return rot_o, trans_o, ent, spread, visits
-
-
-def _ancestors(schema, j: int) -> list[int]:
-    """``j`` and every joint above it."""
-    out = [j]
-    while schema.parents[out[-1]] >= 0:
-        out.append(schema.parents[out[-1]])
-    return out
 
 
 def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,

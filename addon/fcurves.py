@@ -162,10 +162,14 @@ def _bezier(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray, t: n
     each handle shortened to the segment's length as ``BKE_fcurve_correct_bezpart`` does, x(u) = t solved by
     Newton's method where x is monotone (handles that turn back in time are left to Blender), and y(u) returned."""
     h1, h2 = v1 - v2, v4 - v3
-    length = (v4[:, 0] - v1[:, 0])[:, None]
-    len1, len2 = np.abs(h1[:, :1]), np.abs(h2[:, :1])
-    v2 = np.where(len1 > length, v1 - length / np.where(len1 > 0, len1, 1.0) * h1, v2)
-    v3 = np.where(len2 > length, v4 - length / np.where(len2 > 0, len2, 1.0) * h2, v3)
+    length = v4[:, 0] - v1[:, 0]
+    long1, long2 = np.abs(h1[:, 0]) > length, np.abs(h2[:, 0]) > length  # handles reaching past the segment (few)
+    if long1.any():
+        v2 = v2.copy()
+        v2[long1] = v1[long1] - (length[long1] / np.abs(h1[long1, 0]))[:, None] * h1[long1]
+    if long2.any():
+        v3 = v3.copy()
+        v3[long2] = v4[long2] - (length[long2] / np.abs(h2[long2, 0]))[:, None] * h2[long2]
     flat = (np.abs(v1[:, 1] - v4[:, 1]) < FLT_EPSILON) & (np.abs(v2[:, 1] - v3[:, 1]) < FLT_EPSILON) & (
         np.abs(v3[:, 1] - v4[:, 1]) < FLT_EPSILON)
     d0, d1, d2 = v2[:, 0] - v1[:, 0], v3[:, 0] - v2[:, 0], v4[:, 0] - v3[:, 0]
@@ -173,21 +177,26 @@ def _bezier(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray, t: n
     x0, x1, x2, x3 = v1[:, 0], v2[:, 0], v3[:, 0], v4[:, 0]
     # x(u) = t: Newton from the straight line (exact at once for handles a third of the way, as auto handles are),
     # kept inside a bracket that shrinks each step (bisection where Newton leaves it)
-    lo, hi = np.zeros(len(t)), np.ones(len(t))
     u = np.clip((t - x0) / np.where(x3 > x0, x3 - x0, 1.0), 0.0, 1.0)
-    tol = 1e-10 * np.maximum(1.0, np.abs(t))
+    # the points still to solve, by index: each step works on those alone (most are solved at the start)
+    idx = np.arange(len(t))
+    x0i, x1i, x2i, x3i, ti, ui = x0, x1, x2, x3, t, u.copy()
+    lo, hi = np.zeros(len(t)), np.ones(len(t))
     for _ in range(60):
-        w = 1.0 - u
-        r = w * w * w * x0 + 3 * w * w * u * x1 + 3 * w * u * u * x2 + u * u * u * x3 - t
-        todo = np.abs(r) > tol
+        w = 1.0 - ui
+        r = w * w * w * x0i + 3 * w * w * ui * x1i + 3 * w * ui * ui * x2i + ui * ui * ui * x3i - ti
+        todo = np.abs(r) > 1e-10 * np.maximum(1.0, np.abs(ti))
         if not todo.any():
             break
-        slope = 3 * (w * w * (x1 - x0) + 2 * w * u * (x2 - x1) + u * u * (x3 - x2))
-        lo, hi = np.where(r < 0, u, lo), np.where(r > 0, u, hi)
+        if not todo.all():
+            idx, r, w, ui, lo, hi = idx[todo], r[todo], w[todo], ui[todo], lo[todo], hi[todo]
+            x0i, x1i, x2i, x3i, ti = x0i[todo], x1i[todo], x2i[todo], x3i[todo], ti[todo]
+        slope = 3 * (w * w * (x1i - x0i) + 2 * w * ui * (x2i - x1i) + ui * ui * (x3i - x2i))
+        lo, hi = np.where(r < 0, ui, lo), np.where(r > 0, ui, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = u - r / slope
-        inside = (step > lo) & (step < hi)
-        u = np.where(todo, np.where(inside, step, 0.5 * (lo + hi)), u)
+            step = ui - r / slope
+        ui = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+        u[idx] = ui
     w = 1.0 - u
     y = w * w * w * v1[:, 1] + 3 * w * w * u * v2[:, 1] + 3 * w * u * u * v3[:, 1] + u * u * u * v4[:, 1]
     y = np.where(flat, v1[:, 1], y)

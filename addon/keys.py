@@ -211,21 +211,19 @@ def evaluate_channels(obj, bag, names: list[str], frames) -> dict[str, Channels]
     return out
 
 
-def basis_of(channels: Channels) -> np.ndarray:
-    """``matrix_basis`` (F, 4, 4) from evaluated channels."""
-    f = len(channels.location)
-    out = np.broadcast_to(np.eye(4), (f, 4, 4)).copy()
-    out[:, :3, :3] = retarget.mode_to_matrix(channels.rotation, channels.mode) * channels.scale[:, None, :]
-    out[:, :3, 3] = channels.location
-    return out
-
-
 def evaluate_basis(rig: retarget.Rig, bones: list[int], frames, channels: dict[str, Channels]) -> np.ndarray:
     """Every listed bone's ``matrix_basis`` (F, N, 4, 4) at the frames, from its ``channels`` evaluated there
     (:func:`evaluate_channels`: location, rotation in its rotation mode, scale); bones not listed are left at
-    rest (identity)."""
-    names = [rig.names[b] for b in bones]
+    rest (identity). The bones of one rotation mode are converted together."""
     out = np.broadcast_to(np.eye(4), (len(frames), len(rig.names), 4, 4)).copy()
-    for b, name in zip(bones, names, strict=True):
-        out[:, b] = basis_of(channels[name])
+    location = out[..., :3, 3]  # a view: (F, N, 3)
+    by_mode: dict[str, list[int]] = {}
+    for b in bones:
+        by_mode.setdefault(channels[rig.names[b]].mode, []).append(b)
+    for mode, group in by_mode.items():
+        ch = [channels[rig.names[b]] for b in group]
+        rotation = np.stack([c.rotation for c in ch], axis=1)  # (F, B, width)
+        scale = np.stack([c.scale for c in ch], axis=1)
+        out[:, group, :3, :3] = retarget.mode_to_matrix(rotation, mode) * scale[..., None, :]
+        location[:, group] = np.stack([c.location for c in ch], axis=1)
     return out

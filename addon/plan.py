@@ -39,7 +39,7 @@ class Plan:
     retarget: retarget_mod.Retarget
     body: dict
     job_id: str
-    locals_sent: np.ndarray  # (F, J, 4) wxyz: the model's local rotations of the rig at every frame
+    locals_sent: np.ndarray  # (F, J, 4) wxyz: the model's local rotations of the rig (of its known cells)
     trans_sent: np.ndarray  # (F, J, 3): moving joints' local translations
     known: np.ndarray  # (F, J) cells sent as known
     targets: np.ndarray  # (F, J) cells asked for
@@ -110,6 +110,16 @@ def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
     return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames,
                               np.array(obj.matrix_world, dtype=np.float64)[:3, :3], settings.floor == "AUTO")
+
+
+def _known_cells(values: np.ndarray, known: np.ndarray) -> list:
+    """A joint's column (F, width) as the request's list: the known cells' values, null elsewhere (the known rows
+    converted at once; most cells of a fill are unknown)."""
+    out: list = [None] * len(values)
+    rows = np.flatnonzero(known)
+    for i, v in zip(rows.tolist(), values[rows].tolist(), strict=True):
+        out[i] = v
+    return out
 
 
 def selected_bones(obj) -> set[str]:
@@ -197,14 +207,20 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
         raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope is keyed on {where}")
 
-    local, trans = ret.model_locals(pose, frames)
+    # the model's view of the rig where a cell is sent: computed at the frames with a known cell of a joint the rig
+    # moves (the other cells are the answer's); a joint with no mapped bone at or above it holds the matching pose
+    posed = [j for j in range(n_joints) if set(retarget_mod.ancestors(msk.parents, [j])) & ret.bone_of.keys()]
+    rows = np.flatnonzero(known[:, posed].any(axis=1))
+    local, trans = (np.repeat(x, n_frames, axis=0) for x in ret.model_locals(pose[:1], fr[:1]))
+    if len(rows):
+        local[rows], trans[rows] = ret.model_locals(pose[rows], fr[rows])
     body_joints: dict[str, dict] = {}
     frame_array = np.asarray(frames)
-    for j, name in enumerate(msk.joints):  # whole columns to lists at once; unknown cells are null
-        track: dict = {"rotations": [r if k else None for r, k in zip(local[:, j].tolist(), known[:, j], strict=True)],
+    for j, name in enumerate(msk.joints):
+        track: dict = {"rotations": _known_cells(local[:, j], known[:, j]),
                        "targets": frame_array[targets[:, j]].tolist()}
         if msk.moving[j]:
-            track["translations"] = [t if k else None for t, k in zip(trans[:, j].tolist(), known[:, j], strict=True)]
+            track["translations"] = _known_cells(trans[:, j], known[:, j])
         body_joints[name] = track
     fps = context.scene.render.fps / (context.scene.render.fps_base or 1.0)
     job_id = client_mod.new_job_id()
@@ -307,7 +323,9 @@ def tracks(plan: Plan, obj, basis: np.ndarray) -> list[editable_mod.Track]:
     if not bones:
         return []
     cells = np.concatenate([basis[e[5], e[1], :3, :3] for e in bones])
-    quats = np.split(retarget_mod.matrix_to_quat(retarget_mod.orthonormal(cells)),
+    # a written cell is a rotation times the bone's own column scales (solve_basis): its columns, normalised
+    cells = cells / np.linalg.norm(cells, axis=-2, keepdims=True)
+    quats = np.split(retarget_mod.matrix_to_quat(cells),
                      np.cumsum([len(e[5]) for e in bones])[:-1])
     values: dict[int, np.ndarray] = {}
     for mode in {e[4] for e in bones}:

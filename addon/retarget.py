@@ -52,12 +52,17 @@ def _svd_rotation(m: np.ndarray) -> np.ndarray:
     return r
 
 
+FEW_MATRICES = 8  # orthonormal() takes the SVD for at most this many matrices
+
+
 def orthonormal(m: np.ndarray) -> np.ndarray:
     """The rotation nearest to each 3x3 matrix (removes scale and shear; the polar factor). Newton's iteration
     X <- (g X + X^-T / g) / 2 on the nine entries as arrays (a bone's matrix is a rotation up to float32 noise
     and scale: one or two steps); matrices that mirror (det <= 0) take the SVD, with the nearest rotation."""
     m = np.asarray(m, dtype=np.float64)
     shape = m.shape
+    if m.size <= 9 * FEW_MATRICES:  # a handful: the SVD's one call beats the iteration's array steps
+        return _svd_rotation(m.reshape(-1, 3, 3)).reshape(shape)
     y = m.reshape(-1, 9).T.copy()  # (9, N): m00 m01 m02 m10 ... m22
     out = np.empty_like(y)
     idx = np.arange(y.shape[1])
@@ -85,6 +90,17 @@ def orthonormal(m: np.ndarray) -> np.ndarray:
         flat = out.reshape(-1, 3, 3)
         flat[mirrored] = _svd_rotation(m.reshape(-1, 3, 3)[mirrored])
     return out
+
+
+def rmul(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``x @ c`` for a stack of matrices x (..., n, k) and one matrix c (k, m), as one matrix product (numpy
+    multiplies a stack of small matrices one by one, several times slower for a shot's frames)."""
+    return (np.reshape(x, (-1, c.shape[0])) @ c).reshape(x.shape[:-1] + (c.shape[1],))
+
+
+def lmul(c: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``c @ x`` for one matrix c (n, k) and a stack x (..., k, m), as one matrix product (see :func:`rmul`)."""
+    return np.swapaxes(rmul(np.swapaxes(x, -1, -2), c.T), -1, -2)
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -195,7 +211,7 @@ class Rig:
         out = np.empty_like(basis)
         for b in range(len(self.parents)) if bones is None else sorted(bones):
             p = self.parents[b]
-            rel = self.rest_rel[b] @ basis[:, b]
+            rel = lmul(self.rest_rel[b], basis[:, b])
             out[:, b] = rel if p < 0 else out[:, p] @ rel
         return out
 
@@ -480,7 +496,7 @@ class Retarget:
         for j, p in enumerate(self.model.parents):
             b = self.bone_of.get(j)
             if b is not None:
-                g[:, j] = self.to_model @ world[b] @ self._read[j]
+                g[:, j] = lmul(self.to_model, rmul(world[b], self._read[j]))
                 if j in turn:
                     g[:, j] = g[:, j] @ turn[j]
                 if self.model.moving[j]:
@@ -543,23 +559,23 @@ class Retarget:
         # the written bones and their ancestors: the other bones keep their basis
         needed = set(ancestors(rig.parents, [b for j, b in self.bone_of.items() if write[:, j].any()]))
         parents = {int(rig.parents[b]) for b in needed}
-        for b in sorted(needed):
+        order = sorted(needed)
+        # each bone's own scale (its basis columns' lengths) is kept
+        scales = dict(zip(order, np.swapaxes(np.sqrt((basis[:, order, :3, :3] ** 2).sum(axis=-2)), 0, 1), strict=True))
+        for b in order:
             p = rig.parents[b]
-            a = rig.rest_rel[b] if p < 0 else pose[:, p] @ rig.rest_rel[b]  # (F or 1, 4, 4)
+            a = rig.rest_rel[b] if p < 0 else rmul(pose[:, p], rig.rest_rel[b])  # (F or 1, 4, 4)
             a = np.broadcast_to(a, basis[:, b].shape)
             j = joint_of.get(b)
             if j is not None and write[:, j].any():
-                sel = write[:, j]
-                a3 = a[sel, :3, :3]
-                a3n = orthonormal(a3)
-                g_j = g[sel, j] @ unturn[j][sel] if j in unturn else g[sel, j]
-                w_target = self.from_model @ g_j @ self._write[j]
-                m = basis[sel, b, :3, :3]
-                scale = np.sqrt((m * m).sum(axis=-2))  # the bone's own scale (its columns' lengths) is kept
-                out[sel, b, :3, :3] = (np.swapaxes(a3n, -1, -2) @ w_target) * scale[:, None, :]
+                sel = write[:, j]  # solved on every frame (whole arrays are cheaper than picked rows), kept on these
+                g_j = g[:, j] @ unturn[j] if j in unturn else g[:, j]
+                w_target = lmul(self.from_model, rmul(g_j, self._write[j]))
+                solved = (np.swapaxes(orthonormal(a[:, :3, :3]), -1, -2) @ w_target) * scales[b][:, None, :]
+                out[sel, b, :3, :3] = solved[sel]
                 if model.moving[j] and not rig.connected[b]:
                     head = (pos[sel, j] - self._placement(j, g[sel, j])) @ self.from_model.T * self.scale
-                    out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a3), head - a[sel, :3, 3])
+                    out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a[sel, :3, :3]), head - a[sel, :3, 3])
             if b in parents:  # a pose is read only by the bone's children
                 pose[:, b] = a @ out[:, b]
         return out
@@ -637,12 +653,24 @@ def rig_scale(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], skeleton:
 TWIST_PRIOR = 0.5  # cost of turning a bone's twist away from the rest estimate (units of the data's spread)
 
 
+def _hamilton() -> np.ndarray:
+    """(16, 4): the Hamilton product as a linear map of the 16 products a_j b_k (wxyz), so a batch of products is
+    one outer product and one matrix product (a few array operations instead of thirty)."""
+    table = np.zeros((4, 4, 4))  # [j, k, i]: the sign of a_j b_k in component i
+    for j, k, i, sign in ((0, 0, 0, 1), (1, 1, 0, -1), (2, 2, 0, -1), (3, 3, 0, -1), (0, 1, 1, 1), (1, 0, 1, 1),
+                          (2, 3, 1, 1), (3, 2, 1, -1), (0, 2, 2, 1), (1, 3, 2, -1), (2, 0, 2, 1), (3, 1, 2, 1),
+                          (0, 3, 3, 1), (1, 2, 3, 1), (2, 1, 3, -1), (3, 0, 3, 1)):
+        table[j, k, i] = sign
+    return table.reshape(16, 4)
+
+
+HAMILTON = _hamilton()
+
+
 def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton products (..., 4) wxyz (broadcasting)."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+    outer = np.asarray(a)[..., :, None] * np.asarray(b)[..., None, :]
+    return outer.reshape(outer.shape[:-2] + (16,)) @ HAMILTON
 
 
 def quat_conj(q: np.ndarray) -> np.ndarray:
@@ -694,7 +722,8 @@ def _twist_search(ret: Retarget, poses: np.ndarray, free: set[int], steps: int, 
         quad = 2 * (aa + bb) + cos_full * (2 * (aa - bb)) + sin_full * (4 * ab)  # 4 (vector part)^T P (vector part)
         na, nab, nb = (a * a).sum(1), (a * b).sum(1), (b * b).sum(1)
         norm = np.sqrt(np.maximum((na + nb) / 2 + cos_full * ((na - nb) / 2) + sin_full * nab, 0.0))
-        half = np.arctan2(norm, np.abs(cos_half * m0[:, 0] + sin_half * m1[:, 0]))
+        with np.errstate(divide="ignore"):  # a half turn (w = 0): arctan(inf) = pi / 2, as arctan2 gives
+            half = np.arctan(norm / np.abs(cos_half * m0[:, 0] + sin_half * m1[:, 0]))
         return quad * (half / np.maximum(norm, 1e-12)) ** 2
 
     prior = TWIST_PRIOR * 2 * (1 - np.cos(angles))[:, None]  # (S, 1)
@@ -896,24 +925,20 @@ def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.nd
 # --- rotation modes (Blender's ``rotation_mode``) -----------------------------------------------------------
 
 
-def _axis_matrices(angles: np.ndarray, axis: int) -> np.ndarray:
-    c, s = np.cos(angles), np.sin(angles)
-    m = np.zeros(angles.shape + (3, 3))
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    m[..., axis, axis] = 1.0
-    m[..., i, i], m[..., i, j], m[..., j, i], m[..., j, j] = c, -s, s, c
-    return m
-
-
 def euler_to_matrix(angles: np.ndarray, order: str) -> np.ndarray:
     """Blender Euler angles (..., 3) [x, y, z] in ``rotation_mode`` order (``'XYZ'``: X applied first,
-    R = Rz Ry Rx) -> matrices (..., 3, 3)."""
+    R = Rz Ry Rx) -> matrices (..., 3, 3). Each turn mixes two rows of the matrix so far, entry by entry (arrays
+    of all the angles at once: no stack of small matrix products)."""
     angles = np.asarray(angles, dtype=np.float64)
-    m = np.broadcast_to(np.eye(3), angles.shape[:-1] + (3, 3))
+    rows = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # rows[r][c]: scalars until a turn fills them
     for a in order:
         k = "XYZ".index(a)
-        m = _axis_matrices(angles[..., k], k) @ m
-    return m
+        c, s = np.cos(angles[..., k]), np.sin(angles[..., k])
+        i, j = [(1, 2), (2, 0), (0, 1)][k]  # the turn about k: row i <- c row i - s row j, row j <- s row i + c row j
+        rows[i], rows[j] = ([c * x - s * y for x, y in zip(rows[i], rows[j], strict=True)],
+                            [s * x + c * y for x, y in zip(rows[i], rows[j], strict=True)])
+    shape = angles.shape[:-1]
+    return np.stack([np.broadcast_to(x, shape) for row in rows for x in row], axis=-1).reshape(shape + (3, 3))
 
 
 def mode_to_matrix(values: np.ndarray, mode: str) -> np.ndarray:

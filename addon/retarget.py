@@ -107,11 +107,12 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """Quaternions (..., 4) w, x, y, z -> rotation matrices (..., 3, 3)."""
     q = unit(np.asarray(q, dtype=np.float64))
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    xx, yy, zz, xy, xz, yz, wx, wy, wz = x * x, y * y, z * z, x * y, x * z, y * z, w * x, w * y, w * z
+    m = np.empty(q.shape[:-1] + (3, 3))
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = 1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)
+    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = 2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)
+    m[..., 2, 0], m[..., 2, 1], m[..., 2, 2] = 2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)
+    return m
 
 
 def matrix_to_quat(m: np.ndarray) -> np.ndarray:
@@ -850,12 +851,17 @@ def fit_conventions(ret: Retarget, poses: np.ndarray, free: set[int],
     return ret.match
 
 
-def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], steps: int = 72,
-                   passes: int = 2, world: dict[int, np.ndarray] | None = None) -> np.ndarray:
+KEY_TWIST_SPAN = (np.radians(90.0), 37)  # a key's own twist is searched this far either side of the match (5 deg)
+
+
+def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], passes: int = 2,
+                   world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
     cost per key instead of over all keys (a Mixamo knee that is no hinge in its own frame gets its thigh
-    turned at each key so that the knee bends about the data's hinge), each held near the shared match."""
-    twist = _twist_search(ret, poses, free, steps, passes, per_key=True, world=world)
+    turned at each key so that the knee bends about the data's hinge), each held near the shared match: within
+    :data:`KEY_TWIST_SPAN` of it (on the rigs of ``bench rig`` every key's twist lies within 20 deg)."""
+    span, steps = KEY_TWIST_SPAN
+    twist = _twist_search(ret, poses, free, steps, passes, per_key=True, world=world, span=span)
     return np.zeros((len(poses), len(ret.model.joints))) if twist is None else twist
 
 

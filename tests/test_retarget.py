@@ -295,3 +295,44 @@ def test_a_hands_side_is_judged_where_the_thumb_is_off_the_palm():
         assert rt.build(model, rig, mapping).mirrored == mirror
         own = _hand_rig(model, ms.rest_positions(), joints, rng, mirror)
         assert rt.build(model, own, {j: j for j in joints}).mirrored == mirror
+
+
+@pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])
+def test_euler_angles_turn_as_blender_reads_them(order):
+    """Blender's Euler order 'XYZ' applies X first (R = Rz Ry Rx): scipy's extrinsic rotation of the same order."""
+    from scipy.spatial.transform import Rotation
+
+    angles = np.random.default_rng(1).uniform(-7, 7, size=(40, 3, 3))  # (frames, bones, xyz)
+    got = rt.euler_to_matrix(angles, order)
+    extrinsic = order.lower()
+    want = Rotation.from_euler(extrinsic, angles.reshape(-1, 3)[:, ["XYZ".index(a) for a in order]]).as_matrix()
+    assert got.shape == (40, 3, 3, 3)
+    assert np.allclose(got.reshape(-1, 3, 3), want, atol=1e-12)
+    assert np.allclose(rt.euler_to_matrix(angles[0, 0], order), want[0], atol=1e-12)  # one triple
+
+
+def test_rotation_helpers_agree_with_scipy_and_plain_products():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+    wxyz = [1, 2, 3, 0]  # scipy's xyzw from wxyz
+    want = (Rotation.from_quat(a[:, wxyz]) * Rotation.from_quat(b[:, wxyz])).as_matrix()
+    assert np.allclose(rt.quat_to_matrix(rt.quat_mul(a, b)), want, atol=1e-12)
+    assert rt.quat_mul(a[0], b).shape == (30, 4) and rt.quat_mul(a[:, None], b[None]).shape == (30, 30, 4)
+    assert np.allclose(rt.quat_to_matrix(a), Rotation.from_quat(a[:, wxyz]).as_matrix(), atol=1e-12)
+    stack, one = rng.normal(size=(7, 5, 3, 3)), rng.normal(size=(3, 3))
+    assert np.allclose(rt.rmul(stack, one), stack @ one, atol=1e-12)
+    assert np.allclose(rt.lmul(one, stack), one @ stack, atol=1e-12)
+
+
+def test_orthonormal_gives_the_same_rotation_for_few_matrices_and_for_many():
+    """A handful of matrices take the SVD, many the Newton iteration: the same nearest rotation, mirrors too."""
+    rng = np.random.default_rng(3)
+    m = _random_rotations(rng, (40,)) * rng.uniform(0.5, 2.0, size=(40, 1, 3)) + 0.05 * rng.normal(size=(40, 3, 3))
+    m[:3] = m[:3] @ np.diag([1.0, 1.0, -1.0])  # mirroring matrices
+    many = rt.orthonormal(m)
+    few = np.stack([rt.orthonormal(x) for x in m])
+    assert np.allclose(many, few, atol=1e-9)
+    assert np.allclose(np.linalg.det(many), 1.0) and np.allclose(many @ np.swapaxes(many, 1, 2), np.eye(3), atol=1e-9)

@@ -301,24 +301,25 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
     its keys and the velocities at them (arrays (N, T, J, ...); ``has_key`` (N, J))."""
     rot_in = _unknown_as_identity(rot_c, known)
     neighbours = cell_neighbours(known)
-    base_rot, _, has_key = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
     out = {
         "rot6d": sixd(rot_c),
-        "base6d": sixd(base_rot),
-        "has_key": has_key,
+        "has_key": neighbours[2],
         "key_time": key_time(known, times, neighbours).astype(np.float32),
         "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
+    rotvec = spec.base_velocity and spec.rotation_curve == "rotvec"
+    if rotvec:  # the curve in rotation vectors replaces the slerp between keys
+        out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
+    else:
+        base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
+        out["base6d"] = sixd(base_rot)
     if spec.key_velocity or spec.base_velocity:
         vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
                                            given, spec.spline_keys)
-        if spec.base_velocity:
-            if spec.rotation_curve == "rotvec":
-                out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
-            else:
-                b6 = out["base6d"].astype(np.float64)
-                out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
-                                                 spec.base_velocity, spec.velocity_memory).astype(np.float32)
+        if spec.base_velocity and not rotvec:
+            b6 = out["base6d"].astype(np.float64)
+            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
         if spec.key_velocity:
             out["keyvel6d"] = vel6d.astype(np.float32)
     return out

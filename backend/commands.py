@@ -26,11 +26,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--model", action="append", metavar="NAME_OR_PATH",
                        help="model to serve, repeatable: a shipped name, a .safetensors path, or NAME=PATH "
                        "(default: the shipped hand and body models)")
-    serve.add_argument("--workers", type=int, default=2, help="requests run at once")
+    serve.add_argument("--workers", type=int, default=2,
+                       help="requests run at once, as threads of the one server process: one request's model "
+                       "arithmetic runs beside another's Python, not two requests' Python at once")
     serve.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads (0: torch's default); the default 1 gives each of the --workers "
-                       "requests its own core: a 65-frame window gains nothing from a second thread, and two "
-                       "threads per request on a busy machine made fills several times slower")
+                       help="torch CPU threads per request (0: torch's default); a 65-frame window gains nothing "
+                       "from a second thread, and two threads per request on a busy machine made fills several "
+                       "times slower")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-warm-up", action="store_true",
                        help="listen at once, without one fill per model first (the first request then pays for it)")

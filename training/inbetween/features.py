@@ -219,28 +219,35 @@ def moving_translations(rot: np.ndarray, positions: np.ndarray, trans: np.ndarra
     return out
 
 
-def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec: FeatureSpec,
-                 given: np.ndarray | None = None) -> np.ndarray:
-    """The rotations' baseline (N, T, J, 4) drawn as rotation vectors from each joint's first key in the
-    window: interpolated between the joint's keys, then the Hermite curve of ``spec`` (its slopes at the keys
-    in the same vectors). A hinge's vector is its angle times its axis, so the curve turns it at the rate an
-    Euler channel would (a 6D curve between two keys far apart cuts the corner of the turn). Known cells and
-    joints without a key keep ``rot_in``."""
+def rotation_vectors(rot_in: np.ndarray, known: np.ndarray, neighbours) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's rotation (N, T, J, 3) as a rotation vector from its joint's first key in the window (returned
+    too, (N, 1, J, 4)), each key on the side of its previous key's quaternion, so a turn past 180 degrees goes on
+    turning: the values :func:`rotvec_curve` draws its curve through."""
     n, t, j = known.shape
-    prev, nxt, has_key = neighbours
+    prev = neighbours[0]
     ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    first = rot_in[ni, prev[:, :1], ji]  # (N, 1, J, 4): the joint's first key in the window
+    first = rot_in[ni, prev[:, :1], ji]
     rel = quat_mul(quat_conj(first), rot_in)
-    # each key's quaternion on the side of its previous key's, so a turn past 180 degrees goes on turning
     before = prev[:, np.maximum(np.arange(t) - 1, 0)]
     flip = known & (np.einsum("ntjc,ntjc->ntj", rel, rel[ni, before, ji]) < 0)
     rel = rel * np.cumprod(np.where(flip, -1.0, 1.0), axis=1)[..., None]
-    vec = quat_to_rotvec_as_is(rel)
+    return quat_to_rotvec_as_is(rel), first
+
+
+def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec: FeatureSpec, vectors: np.ndarray,
+                 first: np.ndarray, velocities: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """The rotations' baseline (N, T, J, 4) drawn as rotation vectors from each joint's first key in the
+    window (:func:`rotation_vectors`: ``vectors``, ``first``): interpolated between the joint's keys, then the
+    Hermite curve of ``spec`` (its slopes at the keys in the same vectors: ``velocities`` and ``measured``, from
+    :func:`.baselines.key_velocities` of the vectors). A hinge's vector is its angle times its axis, so the curve
+    turns it at the rate an Euler channel would (a 6D curve between two keys far apart cuts the corner of the
+    turn). Known cells and joints without a key keep ``rot_in``."""
+    n, _, j = known.shape
+    prev, nxt, has_key = neighbours
+    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     w, _ = span_fraction(times, prev, nxt)
-    base = vec[ni, prev, ji] * (1.0 - w[..., None]) + vec[ni, nxt, ji] * w[..., None]
-    vel, measured = key_velocities(vec, known, times, neighbours, spec.across_keys, spec.clamp_keys, given,
-                                   spec.spline_keys)
-    base = base + hermite_offsets(base, vel, measured, known, times, neighbours, spec.base_velocity,
+    base = vectors[ni, prev, ji] * (1.0 - w[..., None]) + vectors[ni, nxt, ji] * w[..., None]
+    base = base + hermite_offsets(base, velocities, measured, known, times, neighbours, spec.base_velocity,
                                   spec.velocity_memory)
     curve = quat_mul(first, axis_angle_to_quat(base))
     return np.where(known[..., None] | ~has_key[:, None, :, None], rot_in, curve)
@@ -307,21 +314,30 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
         "key_time": key_time(known, times, neighbours).astype(np.float32),
         "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
+    if not (spec.key_velocity or spec.base_velocity):
+        base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
+        out["base6d"] = sixd(base_rot)
+        return out
+    values = sixd(rot_in)
     rotvec = spec.base_velocity and spec.rotation_curve == "rotvec"
-    if rotvec:  # the curve in rotation vectors replaces the slerp between keys
-        out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, given))
+    if rotvec:  # the curve in rotation vectors replaces the slerp between keys; its key slopes solved with 6D's
+        vectors, first = rotation_vectors(rot_in, known, neighbours)
+        values = np.concatenate([values, vectors], axis=-1)
+    vel, measured = key_velocities(values, known, times, neighbours, spec.across_keys, spec.clamp_keys, given,
+                                   spec.spline_keys)
+    vel6d = vel[..., :6]
+    if rotvec:
+        out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, vectors, first, vel[..., 6:],
+                                          measured))
     else:
         base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
         out["base6d"] = sixd(base_rot)
-    if spec.key_velocity or spec.base_velocity:
-        vel6d, measured6d = key_velocities(sixd(rot_in), known, times, neighbours, spec.across_keys, spec.clamp_keys,
-                                           given, spec.spline_keys)
-        if spec.base_velocity and not rotvec:
+        if spec.base_velocity:
             b6 = out["base6d"].astype(np.float64)
-            out["base6d"] += hermite_offsets(b6, vel6d, measured6d, known, times, neighbours,
+            out["base6d"] += hermite_offsets(b6, vel6d, measured, known, times, neighbours,
                                              spec.base_velocity, spec.velocity_memory).astype(np.float32)
-        if spec.key_velocity:
-            out["keyvel6d"] = vel6d.astype(np.float32)
+    if spec.key_velocity:
+        out["keyvel6d"] = vel6d.astype(np.float32)
     return out
 
 

@@ -333,12 +333,17 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
         base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
         out["base6d"] = sixd(base_rot)
         if spec.base_velocity:
-            b6 = out["base6d"].astype(np.float64)
-            out["base6d"] += hermite_offsets(b6, vel6d, measured, known, times, neighbours,
-                                             spec.base_velocity, spec.velocity_memory).astype(np.float32)
+            out["base6d"] = _hermite(out["base6d"], vel6d, measured, known, times, neighbours, spec)
     if spec.key_velocity:
         out["keyvel6d"] = vel6d.astype(np.float32)
     return out
+
+
+def _hermite(base: np.ndarray, velocities, measured, known, times, neighbours, spec: FeatureSpec) -> np.ndarray:
+    """A float32 interpolation baseline turned into the Hermite curve of ``spec`` (its share of the key
+    velocities; :func:`.baselines.hermite_offsets`, in float64)."""
+    return base + hermite_offsets(base.astype(np.float64), velocities, measured, known, times, neighbours,
+                                  spec.base_velocity, spec.velocity_memory).astype(np.float32)
 
 
 def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSpec, given) -> dict[str, np.ndarray]:
@@ -367,9 +372,8 @@ def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSp
                                              spec.clamp_keys, None if given is None else given[:, :, mv],
                                              spec.spline_keys)
         if spec.base_velocity and spec.hermite_positions:
-            bp = out["basepos"].astype(np.float64)
-            out["basepos"] += hermite_offsets(bp, velpos, measuredpos, moving_known, times, moving_neighbours,
-                                              spec.base_velocity, spec.velocity_memory).astype(np.float32)
+            out["basepos"] = _hermite(out["basepos"], velpos, measuredpos, moving_known, times, moving_neighbours,
+                                      spec)
         if spec.key_velocity:
             out["keyvelpos"] = velpos.astype(np.float32)
     return out

@@ -260,8 +260,7 @@ def canonical_batch(rot_c, trans_c, times, known, target, schema: Schema, spec: 
     with ``spec.base_velocity`` > 0 the baseline between two keys is a cubic Hermite curve leaving and entering
     the keys with that share of their velocities (0: plain interpolation). ``given``: the known cells that may
     measure velocities (any-order sampling: not the drawn ones; see :func:`.baselines.key_velocities`)."""
-    out = {"offsets": trans_c.mean(axis=1).astype(np.float32), "known": known, "target": target,
-           "times": np.asarray(times, dtype=np.float32)}
+    out = {"known": known, "target": target, "times": np.asarray(times, dtype=np.float32)}
     out.update(_joint_inputs(rot_c, known, times, spec, given))
     out.update(_moving_inputs(rot_c, trans_c, times, known, schema, spec, given))
     return out
@@ -284,7 +283,6 @@ def update_batch(batch: dict[str, np.ndarray], rot_c, trans_c, times, known, tar
             batch[key][:, :, cols] = value
     batch["known"], batch["target"] = known, target
     if not set(moving_chain(schema)).isdisjoint(cols.tolist()):
-        batch["offsets"] = trans_c.mean(axis=1).astype(np.float32)
         batch.update(_moving_inputs(rot_c, trans_c, times, known, schema, spec, given))
 
 
@@ -314,18 +312,15 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
         "key_time": key_time(known, times, neighbours).astype(np.float32),
         "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
-    if not (spec.key_velocity or spec.base_velocity):
-        base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
-        out["base6d"] = sixd(base_rot)
-        return out
-    values = sixd(rot_in)
     rotvec = spec.base_velocity and spec.rotation_curve == "rotvec"
-    if rotvec:  # the curve in rotation vectors replaces the slerp between keys; its key slopes solved with 6D's
-        vectors, first = rotation_vectors(rot_in, known, neighbours)
-        values = np.concatenate([values, vectors], axis=-1)
-    vel, measured = key_velocities(values, known, times, neighbours, spec.across_keys, spec.clamp_keys, given,
-                                   spec.spline_keys)
-    vel6d = vel[..., :6]
+    if spec.key_velocity or spec.base_velocity:
+        values = sixd(rot_in)
+        if rotvec:  # the curve in rotation vectors replaces the slerp between keys; its slopes solved with 6D's
+            vectors, first = rotation_vectors(rot_in, known, neighbours)
+            values = np.concatenate([values, vectors], axis=-1)
+        vel, measured = key_velocities(values, known, times, neighbours, spec.across_keys, spec.clamp_keys, given,
+                                       spec.spline_keys)
+        vel6d = vel[..., :6]
     if rotvec:
         out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, vectors, first, vel[..., 6:],
                                           measured))
@@ -361,6 +356,7 @@ def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSp
         rot_in[:, :, chain], trans_in[:, :, chain], known[:, :, chain], times)
     moving_known = known[:, :, mv]
     out = {
+        "offsets": trans_c.mean(axis=1).astype(np.float32),  # every joint's: the moving joints' vary
         "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
         "basepos": moving_positions(base_rot, base_trans, schema).astype(np.float32),
         "moving_has_key": moving_known.any(axis=1),

@@ -218,7 +218,8 @@ def test_triples_cache_matches_the_uncached_model():
 def test_query_core_drops_invalid_tokens_without_changing_outputs():
     """Known and query tokens that are not valid are cut before the passes (the speed of sampling);
     every valid query's output equals the full masked pass."""
-    from training.inbetween.transformer import AnyOrderConfig, QueryEncoderDecoder
+    from training.inbetween.config import AnyOrderConfig
+    from training.inbetween.transformer import QueryEncoderDecoder
 
     torch.manual_seed(0)
     core = QueryEncoderDecoder(AnyOrderConfig(d_model=32, n_heads=2, n_enc_layers=2, n_dec_layers=2, dropout=0.0))
@@ -292,7 +293,7 @@ def test_motion_gate_keeps_the_curve_on_still_keys_and_calibration_finds_it(tmp_
     there is noise) and corrected where they do; a joint with no key keeps the network's prediction. On
     still motion with noise corrections, calibration picks a gate, which takes L2Q back to the curve's."""
     from training.inbetween.calibrate import calibrate
-    from training.inbetween.model import MotionConfig
+    from training.inbetween.config import MotionConfig
 
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="motion_gate"):
@@ -339,7 +340,7 @@ def test_gap_gate_leaves_short_gaps_to_the_curve_and_calibration_finds_it():
     and the keyed windows' error comes back near the curve's."""
     from training.inbetween.baselines import NO_KEY_TIME, gap_time
     from training.inbetween.calibrate import calibrate
-    from training.inbetween.model import MotionConfig
+    from training.inbetween.config import MotionConfig
 
     known = np.zeros((1, 12, 2), dtype=bool)
     known[0, [2, 4, 10], 0] = True

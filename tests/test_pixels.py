@@ -13,7 +13,7 @@ from training.documents import mnist
 from training.documents.pixels import sampling as ps
 from training.documents.pixels.model import PixelAnyOrder, PixelConfig
 from training.documents.pixels.task import order_loss
-from training.inbetween.transformer import AnyOrderConfig
+from training.inbetween.config import AnyOrderConfig
 
 SIDE = 8  # small images keep every order's loop fast; the model does not depend on the side
 

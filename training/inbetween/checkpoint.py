@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from training.inbetween.model import MotionConfig, MotionFill
+from training.inbetween.config import MotionConfig
+from training.inbetween.model import MotionFill
 from training.motion.skeleton import get_schema
 
 FORMAT = "anyfill-model/1"

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from training.inbetween.config import AnyOrderConfig, MotionConfig
 from training.inbetween.datasets import MaskMix, RigConventions, WindowSampler, feature_stats, load_clips
 from training.inbetween.export import export
 from training.inbetween.features import FeatureSpec, top_joint
 from training.inbetween.losses import angular_mse, gaussian_nll, masked_mean, von_mises_nll
-from training.inbetween.model import MotionConfig, MotionFill
-from training.inbetween.transformer import AnyOrderConfig
+from training.inbetween.model import MotionFill
 from training.motion.skeleton import get_schema
 from training.motion.torch_rotations import (
     cos_angle_between,

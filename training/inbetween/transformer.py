@@ -19,24 +19,12 @@ frames in :mod:`.motion`, pixels in the pixel model).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class AnyOrderConfig:
-    d_model: int = 192
-    n_heads: int = 4
-    n_enc_layers: int = 3  # query variant: encoder depth; triples variant: unused
-    n_dec_layers: int = 3  # query variant: decoder depth; triples variant: depth of the causal stack
-    ff_mult: int = 4
-    dropout: float = 0.1
-    n_freqs: int = 16  # Fourier frequencies per position coordinate
-    min_period: float = 0.05  # shortest and longest period of the Fourier features, in position units
-    max_period: float = 20.0
+from training.inbetween.config import AnyOrderConfig
 
 
 class FourierFeatures(nn.Module):

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.inbetween.transformer import AnyOrderConfig, FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
+from training.inbetween.config import AnyOrderConfig
+from training.inbetween.transformer import FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
 
 
 def _core() -> AnyOrderConfig:

@@ -140,16 +140,17 @@ def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
         raise ValueError(f"cannot write {current}: {e.strerror or e}; no output was written") from None
 
 
-def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[clip_io.Clip, LoadedModel]:
+def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None, numpy: bool) -> tuple[clip_io.Clip, LoadedModel]:
+    """The clip in the model's skeleton and the model (``numpy``: in the torch-free runtime where it can)."""
     if model is not None:
-        lm = load_one(model)
+        lm = load_one(model, numpy=numpy)
         return clip_io.from_bvh(data, lm.schema, name=str(path)), lm
     for name in SCHEMAS:
         try:
             c = clip_io.from_bvh(data, name, name=str(path))
         except clip_io.SchemaMismatch:
             continue
-        return c, load_one(name)
+        return c, load_one(name, numpy=numpy)
     raise ValueError(f"{path}: neither a hand nor a body skeleton (joint names differ); "
                      "see `anyfill serve`'s /v1/models for the expected joints")
 
@@ -225,7 +226,8 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
-    whole, lm = _clip_and_model(data, input_path, model)
+    # a deterministic fill runs the numpy twin of the model: no torch to import (most of a fresh process's start)
+    whole, lm = _clip_and_model(data, input_path, model, numpy=not sample)
     lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
     clip = whole.frames(slice(lo, hi + 1))
     t, j = clip.n_frames, clip.schema.n_joints
@@ -282,9 +284,10 @@ def main(args: argparse.Namespace) -> int:
         print("anyfill fill: error: --sample must be >= 0 and --k >= 1", file=sys.stderr)
         return 2
     if args.threads:
-        import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # torch's threads, read when a fill imports it
+        threadpool_limits(args.threads)  # NumPy's BLAS (the numpy runtime's matmuls), loaded already
     fill_file(args.input, args.output, args.keys, args.joints, args.model, args.sample, args.order, args.k,
               args.temperature, args.seed, args.frames, args.progress)
     return 0

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.rest import REST_OFFSETS
-from training.inbetween.checkpoint import CheckpointError, load_model, resolve_path, shipped_models_dir
+from training.inbetween.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_numpy_model,
+    read_card,
+    resolve_path,
+    shipped_models_dir,
+)
 from training.inbetween.fill import model_length
-from training.inbetween.model import MotionFill
 from training.motion.skeleton import Schema, get_schema
+
+if TYPE_CHECKING:
+    from training.inbetween.model import MotionFill
+    from training.inbetween.numpy_model import NumpyMotionFill
 
 DEFAULT_MODELS = ("hand", "body")
 
@@ -27,7 +38,7 @@ DEFAULT_MODELS = ("hand", "body")
 class LoadedModel:
     name: str
     path: Path
-    model: MotionFill
+    model: MotionFill | NumpyMotionFill
     card: dict
     schema: Schema
     rest_offsets: np.ndarray  # (J, 3) in model units
@@ -67,11 +78,13 @@ def _fps_range(card: dict, schema: Schema) -> tuple[float, float]:
         return (schema.fps, schema.fps)
 
 
-def load_one(spec: str) -> LoadedModel:
-    """``NAME_OR_PATH`` or ``NAME=PATH``; the name defaults to the file's stem."""
+def load_one(spec: str, numpy: bool = False) -> LoadedModel:
+    """``NAME_OR_PATH`` or ``NAME=PATH``; the name defaults to the file's stem. ``numpy``: a query-variant model
+    in the numpy runtime (deterministic fills without importing torch; other variants load in torch)."""
     name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
     p = resolve_path(path)
-    model, card = load_model(p)
+    variant = read_card(p).get("config", {}).get("variant") if numpy and p.is_file() else None
+    model, card = load_numpy_model(p) if variant == "query" else load_model(p)
     schema = get_schema(model.cfg.skeleton)
     return LoadedModel(name or p.stem, p, model, card, schema, _rest_offsets(card, schema), _fps_range(card, schema))
 

@@ -1,7 +1,8 @@
 """``anyfill bench shot``: whole shots, the way an animator fills them: long real takes with a key every n
 frames, filled by the shipped models.
 
-For each shot: the fill engine's compute (median of repeats, the model loaded and warm), the same shot
+For each shot: the fill engine's compute (median of repeats, the model loaded and warm), in torch (the server's
+model) and in the numpy runtime (``anyfill fill``'s, :mod:`training.inbetween.numpy_model`), the same shot
 filled window by window as before pieces (``fill(..., cut=False)``, once) with both fills' error against the
 capture (mean geodesic angle of the filled rotations, mean distance of the filled moving-joint
 translations), and ``anyfill fill`` end to end in a fresh process (start, imports, model, read, fill,
@@ -56,14 +57,16 @@ def _anyfill() -> list[str]:
 def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int = 5, root=None,
         sequential: bool = True) -> dict:
     import torch
+    from threadpoolctl import threadpool_limits
 
-    from training.inbetween.checkpoint import load_model
+    from training.inbetween.checkpoint import load_model, load_numpy_model
     from training.inbetween.fill import fill, model_length, pieces
     from training.motion import clip as clip_io
     from training.motion.skeleton import get_schema
     from training.motion.splits import data_root
 
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # NumPy's BLAS: the numpy runtime's matmuls
     base = data_root(root)
     result: dict = {"threads": threads, "repeats": repeats, "every": every, "shots": {}}
     imports = [_cli([*_anyfill()[:2], "import backend.cli_fill"], threads) for _ in range(repeats)]
@@ -84,10 +87,21 @@ def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int 
             t0 = time.perf_counter()
             res = fill(*args)
             runs.append(time.perf_counter() - t0)
+        array_model, _ = load_numpy_model(skeleton)
+        array_args = (array_model, *args[1:])
+        fill(*array_args)  # warm
+        array_runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            array_res = fill(*array_args)
+            array_runs.append(time.perf_counter() - t0)
         moving = list(get_schema(skeleton).moving)
         row = {"file": rel, "frames": t, "fps": clip.fps, "model": skeleton, "key_frames": int(known[0].any(-1).sum()),
                "pieces": len(pieces(known[0], model_length(model))), "compute_s": _median(runs),
-               "quality": {"pieces": _errors(res.rotations, res.translations, clip, known, moving)}}
+               "numpy_runtime_compute_s": _median(array_runs),
+               "quality": {"pieces": _errors(res.rotations, res.translations, clip, known, moving),
+                           "numpy_runtime": _errors(array_res.rotations, array_res.translations, clip, known,
+                                                    moving)}}
         if sequential:
             t0 = time.perf_counter()
             seq = fill(*args, cut=False)
@@ -106,16 +120,19 @@ def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int 
 
 
 def format_table(result: dict) -> str:
-    lines = [f"shot ({result['threads']} torch threads, key every {result['every']} frames, median of "
+    lines = [f"shot ({result['threads']} threads, key every {result['every']} frames, median of "
              f"{result['repeats']} runs); importing `anyfill fill`: {result['import_anyfill_fill_s']['median']:.2f} s"]
     for name, r in result["shots"].items():
         q = r["quality"]
         lines.append(f"  {name}: {r['file']} ({r['frames']} frames at {r['fps']:g} fps, {r['key_frames']} key frames, "
                      f"{r['pieces']} pieces)")
-        lines.append(f"    fill compute {r['compute_s']['median']:.3f} s; anyfill fill end to end "
+        lines.append(f"    fill compute {r['compute_s']['median']:.3f} s (torch), "
+                     f"{r['numpy_runtime_compute_s']['median']:.3f} s (numpy runtime); anyfill fill end to end "
                      f"{r['end_to_end_s']['median']:.2f} s")
         p = q["pieces"]
-        err = f"    error: pieces {p['rotation_error_deg']:.3f} deg / {p['moving_translation_error']:.4f}"
+        a = q["numpy_runtime"]
+        err = (f"    error: pieces {p['rotation_error_deg']:.3f} deg / {p['moving_translation_error']:.4f} (numpy "
+               f"runtime {a['rotation_error_deg']:.3f} / {a['moving_translation_error']:.4f})")
         if "window_by_window" in q:
             w = q["window_by_window"]
             err += (f"; window by window {w['rotation_error_deg']:.3f} deg / {w['moving_translation_error']:.4f} "

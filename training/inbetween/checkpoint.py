@@ -2,7 +2,8 @@
 
 ``hand.safetensors`` + ``hand.json``: the card names the model kind, its config, the skeleton schema it
 fills, how it was trained (the exact command) and its benchmark numbers. Loading checks the card against
-the weights, so a corrupt or mismatched file fails with a message that says which and why.
+the weights, so a corrupt or mismatched file fails with a message that says which and why. Nothing here
+imports torch until a torch model is made: :func:`load_numpy_model` reads a file without it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import dataclasses
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from training.inbetween.config import MotionConfig
-from training.inbetween.model import MotionFill
 from training.motion.skeleton import get_schema
+
+if TYPE_CHECKING:
+    from training.inbetween.model import MotionFill
+    from training.inbetween.numpy_model import NumpyMotionFill
 
 FORMAT = "anyfill-model/1"
 
@@ -106,11 +110,8 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
-    """Load a model file and its card; the model is in eval mode on the CPU."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def _checked_card(path: str | Path) -> tuple[Path, dict[str, Any], MotionConfig]:
+    """A model file's path, its card and its config, the card checked against the skeleton it names."""
     path = resolve_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
@@ -122,18 +123,25 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
         raise CheckpointError(f"{card_path(path)}: bad model config ({e})") from None
     if card.get("schema", {}).get("joints") != list(schema.joints):
         raise CheckpointError(f"{card_path(path)}: its joints do not match the {schema.name} skeleton")
+    return path, card, cfg
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    """The file's tensors as float32 arrays, each checked to be finite."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
-    model = MotionFill(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
     for k, v in state.items():
-        if not torch.isfinite(v).all():
+        if not np.isfinite(v).all():
             raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values")
+    return state
+
+
+def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Path) -> None:
     from training.inbetween.fill import SamplingCalibration
 
     try:
@@ -142,5 +150,36 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
             model.sampling.check(cfg.n_joints, cfg.n_moving)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path(path)}: bad sampling calibration ({e})") from None
+
+
+def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
+    """Load a model file and its card; the model is in eval mode on the CPU."""
+    import torch
+
+    from training.inbetween.model import MotionFill
+
+    path, card, cfg = _checked_card(path)
+    state = _weights(path)
+    model = MotionFill(cfg)
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
+    _with_sampling(model, card, cfg, path)
     model.eval()
+    return model, card
+
+
+def load_numpy_model(path: str | Path) -> tuple[NumpyMotionFill, dict[str, Any]]:
+    """Load a query-variant model file for inference without torch (:mod:`.numpy_model`), with the same checks."""
+    from training.inbetween.numpy_model import NumpyMotionFill
+
+    path, card, cfg = _checked_card(path)
+    if cfg.variant != "query":
+        raise CheckpointError(f"{path}: the numpy runtime runs the query variant only; this model is {cfg.variant!r}")
+    try:
+        model = NumpyMotionFill(cfg, _weights(path))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    _with_sampling(model, card, cfg, path)
     return model, card

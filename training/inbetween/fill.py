@@ -15,16 +15,19 @@ anything (NaN included): they are never read. Known cells come back exactly as g
   on them. The query variant steps through cells (joints within a frame in any order too); the triples
   variant steps through frames, with a key/value cache so that each step costs one token.
 
-The backend and the benchmarks both call these; neither re-implements them.
+The backend and the benchmarks both call these; neither re-implements them. The model is the torch
+:class:`~training.inbetween.model.MotionFill` or, for a deterministic fill without importing torch, its numpy
+twin (:mod:`.numpy_model`); torch is imported where a torch model is called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from scipy.special import i0e, i1e
 
 from training.inbetween.features import (
     Canonical,
@@ -37,10 +40,14 @@ from training.inbetween.features import (
     to_canonical,
     update_batch,
 )
-from training.inbetween.losses import von_mises_entropy
-from training.inbetween.model import MotionFill
+from training.inbetween.numpy_model import NumpyMotionFill
 from training.motion.rotations import axis_angle_to_quat, quat_conj, quat_mul, quat_slerp, sixd_to_quat
 from training.motion.skeleton import get_schema
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.inbetween.model import MotionFill
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
 
@@ -93,11 +100,17 @@ def _sanitise(model: MotionFill, rot, trans, known):
 
 
 def _to_torch(b: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    import torch
+
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
 
-def _distributions(model: MotionFill, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _distributions(model: MotionFill | NumpyMotionFill, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One pass of the model: per-cell means and spreads for every target of the batch."""
+    if isinstance(model, NumpyMotionFill):
+        return model(b)
+    import torch
+
     tb = _to_torch(b)
     with torch.inference_mode():
         out = model(tb) if model.cfg.variant == "query" else _triples_marginals(model, tb)
@@ -107,6 +120,8 @@ def _distributions(model: MotionFill, b: dict[str, np.ndarray]) -> dict[str, np.
 def _triples_marginals(model: MotionFill, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Triples variant, all targets at once: known frames (in time order) form the cached prefix, then
     every target frame is asked for side by side after the last known frame."""
+    import torch
+
     kn, q, trel = model.features(b)
     inp, tgt = model.input_tokens(kn, trel), model.target_tokens(q, trel)
     n, t = kn.shape[:2]
@@ -167,9 +182,15 @@ def _window_fill(model: MotionFill, rot, trans, known, times, valid=None):
     return r, t, out
 
 
+def von_mises_entropy(log_kappa: np.ndarray) -> np.ndarray:
+    """Entropy of von Mises(0, kappa) in nats: log(2 pi I0(kappa)) - kappa I1(kappa) / I0(kappa)."""
+    kappa = np.exp(log_kappa)
+    i0, i1 = i0e(kappa), i1e(kappa)
+    return np.log(2 * np.pi * i0) + kappa - kappa * i1 / i0
+
+
 def _spread(out: dict[str, np.ndarray], known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lk = torch.from_numpy(out["log_kappa"])
-    ent = von_mises_entropy(lk).numpy()
+    ent = von_mises_entropy(out["log_kappa"])
     spread = np.rad2deg(1.0 / np.sqrt(np.exp(out["log_kappa"])))
     return np.where(known, 0.0, ent), np.where(known, 0.0, spread)
 
@@ -485,6 +506,10 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     runs the decoder against the encoding of the known cells (encoded anew once ``refresh`` cells were drawn
     since the last encoding), picks the next k cells by the order on the reference's spreads (every variation
     visits the cells in the same order) and draws them."""
+    import torch
+
+    if isinstance(model, NumpyMotionFill):
+        raise TypeError("any-order sampling runs the torch model (checkpoint.load_model), not the numpy runtime")
     schema = get_schema(model.cfg.skeleton)
     spec = model.cfg.features
     scales = _scales(model, cal)

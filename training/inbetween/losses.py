@@ -18,13 +18,6 @@ def von_mises_nll(cos_theta: torch.Tensor, log_kappa: torch.Tensor) -> torch.Ten
     return kappa * (1.0 - cos_theta) + torch.log(2 * math.pi * torch.special.i0e(kappa))
 
 
-def von_mises_entropy(log_kappa: torch.Tensor) -> torch.Tensor:
-    """Entropy of von Mises(0, kappa) in nats: log(2 pi I0(kappa)) - kappa I1(kappa) / I0(kappa)."""
-    kappa = log_kappa.exp()
-    i0e, i1e = torch.special.i0e(kappa), torch.special.i1e(kappa)
-    return torch.log(2 * math.pi * i0e) + kappa - kappa * i1e / i0e
-
-
 def angular_mse(cos_theta: torch.Tensor) -> torch.Tensor:
     """Squared distance of (sin theta, cos theta) to (0, 1), i.e. 2 (1 - cos theta)."""
     return 2.0 * (1.0 - cos_theta)

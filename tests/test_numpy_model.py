@@ -1,0 +1,126 @@
+"""The numpy runtime (training/inbetween/numpy_model.py) against the torch model it mirrors: the same outputs from
+the same shipped weights, the same checks on a bad file, and ``anyfill fill`` without torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from training.inbetween import fill as engine
+from training.inbetween.checkpoint import CheckpointError, card_path, load_model, load_numpy_model, resolve_path
+from training.inbetween.numpy_model import NumpyMotionFill
+from training.motion import clip as clip_io
+from training.motion.rotations import quat_angle
+
+SHOTS = {"body": "bandai/dataset-1/dataset-1_dance-short_normal_001.bvh", "hand": "manipnet/teapot3/rightHand.bvh"}
+
+
+def _batches(model, rot, trans, known, times) -> list[dict[str, np.ndarray]]:
+    """The window batches a fill hands its model (one window, and a long shot's padded batch of pieces)."""
+    seen: list[dict[str, np.ndarray]] = []
+    engine.fill(_Recorder(model, seen), rot, trans, known, times)
+    return seen
+
+
+class _Recorder(NumpyMotionFill):
+    """A numpy model that keeps every batch it is given."""
+
+    def __init__(self, model: NumpyMotionFill, seen: list):
+        self.__dict__.update(model.__dict__)
+        self._seen = seen
+
+    def __call__(self, b):
+        self._seen.append({k: v.copy() for k, v in b.items()})
+        return super().__call__(b)
+
+
+@pytest.mark.parametrize("skeleton", ["body", "hand"])
+def test_numpy_runtime_gives_the_torch_models_outputs(skeleton, data_root):
+    torch.manual_seed(0)
+    tm, _ = load_model(skeleton)
+    nm, _ = load_numpy_model(skeleton)
+    clip = clip_io.load(data_root / SHOTS[skeleton], skeleton)
+    rng = np.random.default_rng(0)
+    t, j = 400, clip.schema.n_joints
+    known = np.zeros((1, t, j), dtype=bool)
+    known[0, ::10] = True
+    known[0, rng.choice(t, 40, replace=False), rng.integers(0, j, 40)] = True  # loose cells too
+    known[0, 190:340, : j // 2] = False  # no whole pose keyed for 160 frames: overlapping windows
+    args = (clip.rotations[None, :t], clip.translations[None, :t], known, (np.arange(t) / clip.fps)[None])
+    batches = _batches(nm, *args) + _batches(nm, *(a[:, :60] for a in args))  # and one window alone
+    assert len(batches) >= 3 and batches[0]["known"].shape[0] > 1 and batches[-1]["known"].shape[:2] == (1, 60)
+    for b in batches:
+        ref = engine._distributions(tm, b)
+        out = nm(b)
+        target = b["target"]
+        # float32 arithmetic in another order: measured at most 7e-6, 3e-5, 3.4e-7 of the largest position, 2e-5
+        assert np.abs(out["rot6d"] - ref["rot6d"])[target].max() < 2e-5
+        assert np.abs(out["log_kappa"] - ref["log_kappa"])[target].max() < 1e-4
+        moving = target[..., list(clip.schema.moving)]
+        assert np.abs(out["pos"] - ref["pos"])[moving].max() < 2e-6 * max(1.0, float(np.abs(ref["pos"]).max()))
+        assert np.abs(out["log_sigma"] - ref["log_sigma"])[moving].max() < 1e-4
+    a, b = engine.fill(nm, *args), engine.fill(tm, *args)  # measured: 2.5e-4 degrees, 1.3e-4 cm
+    assert np.degrees(quat_angle(a.rotations, b.rotations)).max() < 2e-3
+    assert np.abs(a.translations - b.translations).max() < 1e-3
+    assert np.abs(a.entropy - b.entropy).max() < 1e-4
+
+
+def _copy_shipped(tmp_path, name="body"):
+    src = resolve_path(name)
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    shutil.copy(card_path(src), card_path(dst))
+    return dst
+
+
+def test_numpy_runtime_refuses_a_bad_file_as_the_torch_loader_does(tmp_path):
+    path = _copy_shipped(tmp_path)
+    state = load_file(str(path))
+    for broken, expect in (
+        ({k: v for k, v in state.items() if k != "core.decoder.1.cross.kv.weight"}, "missing core.decoder.1.cross.kv"),
+        ({**state, "extra.weight": np.zeros(3, np.float32)}, "unexpected extra.weight"),
+        ({**state, "out.bias": np.zeros(5, np.float32)}, "out.bias is (5,)"),
+        ({**state, "out.bias": np.full_like(state["out.bias"], np.nan)}, "out.bias holds NaN"),
+    ):
+        save_file(broken, str(path))
+        with pytest.raises(CheckpointError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+            load_numpy_model(path)
+        with pytest.raises(CheckpointError):
+            load_model(path)
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt safetensors"):
+        load_numpy_model(path)
+    card = json.loads(card_path(path).read_text())
+    card["config"]["variant"] = "triples"
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="query variant only"):
+        load_numpy_model(path)
+
+
+def test_sampling_asks_for_the_torch_model():
+    nm, _ = load_numpy_model("hand")
+    rot = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (1, 8, nm.cfg.n_joints, 1))
+    trans = np.ones((1, 8, nm.cfg.n_joints, 3))
+    known = np.zeros((1, 8, nm.cfg.n_joints), dtype=bool)
+    known[0, [0, 7]] = True
+    with pytest.raises(TypeError, match="torch model"):
+        engine.sample(nm, rot, trans, known, (np.arange(8) / 30.0)[None])
+
+
+def test_anyfill_fill_never_imports_torch(data_root, tmp_path):
+    src = data_root / SHOTS["body"]
+    out = tmp_path / "out.bvh"
+    code = ("import sys; from anyfill.cli import main; "
+            f"sys.argv = ['anyfill', 'fill', {str(src)!r}, '-o', {str(out)!r}, '--keys', '0:200:10', '--frames', "
+            "'0-200', '--threads', '1', '--no-progress']; rc = main(); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "no torch" in run.stdout and out.is_file()

@@ -493,6 +493,25 @@ def test_fill_refuses_windows_without_keys_and_bad_orders():
         fill_engine.sample(model, rot[0], trans[0], known, times[0], order="sideways")
 
 
+def test_fill_names_the_argument_whose_shape_is_wrong():
+    """A clip cut shorter than its key mask, or a mask of another skeleton, is refused by name before any work
+    (it once surfaced as an IndexError deep in the long-shot loop)."""
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=200)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, ::10] = True
+    with pytest.raises(ValueError, match=r"rotations has shape \(1, 120, 17, 4\)"):
+        fill_engine.fill(model, rot[:, :120], trans, known, times)
+    with pytest.raises(ValueError, match="translations has shape"):
+        fill_engine.fill(model, rot, trans[:, :, :5], known, times)
+    with pytest.raises(ValueError, match="times has shape"):
+        fill_engine.fill_at_rate(model, rot, trans, known, times[:, :50], (24.0, 40.0))
+    with pytest.raises(ValueError, match="known has 22 joints; the hand model has 17"):
+        fill_engine.fill(model, rot, trans, np.zeros((1, 200, 22), dtype=bool), times)
+    with pytest.raises(ValueError, match="rotations has shape"):
+        fill_engine.sample(model, rot[0, :30], trans[0, :40], known[0, :40], times[0, :40])
+
+
 def test_config_is_a_plain_dataclass():
     cfg = AnyOrderTrainConfig(skeleton="body")
     assert dataclasses.asdict(cfg)["skeleton"] == "body"

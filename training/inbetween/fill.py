@@ -67,6 +67,21 @@ class FillResult:
     resampled: tuple[float, float] | None = None
 
 
+def check_shapes(model: MotionFill | NumpyMotionFill, rotations: np.ndarray, translations: np.ndarray,
+                 known: np.ndarray, times: np.ndarray) -> None:
+    """Raise a ValueError naming the argument whose shape does not fit the others and the model's skeleton:
+    rotations (N, T, J, 4), translations (N, T, J, 3), known (N, T, J), times (N, T)."""
+    if known.ndim != 3:
+        raise ValueError(f"known must be (windows, frames, joints); got shape {known.shape}")
+    n, t, j = known.shape
+    if j != model.cfg.n_joints:
+        raise ValueError(f"known has {j} joints; the {model.cfg.skeleton} model has {model.cfg.n_joints}")
+    for name, a, want in (("rotations", rotations, (n, t, j, 4)), ("translations", translations, (n, t, j, 3)),
+                          ("times", times, (n, t))):
+        if a.shape != want:
+            raise ValueError(f"{name} has shape {a.shape}; known's {known.shape} asks for {want}")
+
+
 def _identity_like(rot: np.ndarray) -> np.ndarray:
     out = np.zeros_like(rot)
     out[..., 3] = 1.0
@@ -262,6 +277,7 @@ def fill(
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
     times = np.asarray(times, dtype=np.float64)
+    check_shapes(model, rotations, translations, known, times)
     n, t, j = known.shape
     if not known.any(axis=(1, 2)).all():
         raise ValueError("every window needs at least one known cell")
@@ -469,6 +485,8 @@ def sample(
     if rotations.shape[1] > model_length(model):
         raise ValueError(f"sampling handles windows of up to {model_length(model)} frames")
     known = np.asarray(known, dtype=bool)
+    translations, times = np.asarray(translations, dtype=np.float64), np.asarray(times, dtype=np.float64)
+    check_shapes(model, rotations, translations, known, times)
     if known.all():
         raise ValueError("nothing to sample: every cell is known")
     if not known.any():
@@ -476,8 +494,7 @@ def sample(
     cal = calibration_of(model)
     temperature = float(temperature) * cal.temperature
     rng = np.random.default_rng(seed)
-    args = (model, rotations, np.asarray(translations, dtype=np.float64), known, np.asarray(times, dtype=np.float64),
-            order, k, temperature, cal, rng, n, progress, cancel)
+    args = (model, rotations, translations, known, times, order, k, temperature, cal, rng, n, progress, cancel)
     if model.cfg.variant == "triples":
         rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
     else:
@@ -707,6 +724,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     translations = np.asarray(translations, dtype=np.float64)
     known = np.asarray(known, dtype=bool)
     times = np.asarray(times, dtype=np.float64)
+    check_shapes(model, rotations, translations, known, times)
     n, t, _ = known.shape
     lo, hi = fps_range
     steps = np.diff(times, axis=1)

@@ -226,8 +226,8 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
-    # a deterministic fill runs the numpy twin of the model: no torch to import (most of a fresh process's start)
-    whole, lm = _clip_and_model(data, input_path, model, numpy=not sample)
+    # the model runs in its numpy twin: no torch to import (most of a fresh process's start)
+    whole, lm = _clip_and_model(data, input_path, model, numpy=True)
     lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
     clip = whole.frames(slice(lo, hi + 1))
     t, j = clip.n_frames, clip.schema.n_joints

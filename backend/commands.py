@@ -71,7 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="how far variations stray from the fill: a multiple of the model's calibrated default (1)")
     fill.add_argument("--seed", type=int, default=0)
     fill.add_argument("--threads", type=int, default=0,
-                      help="CPU threads of the model's arithmetic (NumPy's BLAS, or torch's when sampling; 0: "
+                      help="CPU threads of the model's arithmetic (NumPy's BLAS; torch's for a triples model; 0: "
                       "their defaults)")
     fill.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                       help="show progress on stderr: a bar on a terminal, plain lines otherwise (default: for "

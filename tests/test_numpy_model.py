@@ -1,5 +1,5 @@
 """The numpy runtime (training/inbetween/numpy_model.py) against the torch model it mirrors: the same outputs from
-the same shipped weights, the same checks on a bad file, and ``anyfill fill`` without torch."""
+the same shipped weights, the same checks on a bad file, and ``anyfill fill`` (and its sampling) without torch."""
 
 from __future__ import annotations
 
@@ -104,23 +104,39 @@ def test_numpy_runtime_refuses_a_bad_file_as_the_torch_loader_does(tmp_path):
         load_numpy_model(path)
 
 
-def test_sampling_asks_for_the_torch_model():
+@pytest.mark.parametrize("order", ["forward", "random"])
+def test_numpy_runtime_samples_as_the_torch_model_does(order):
+    """The same draws from the same seed: encode / decode give the torch model's distributions, so every variation
+    follows the same path (orders that do not rank by the spreads, which float32 rounding could reorder)."""
+    tm, _ = load_model("hand")
     nm, _ = load_numpy_model("hand")
-    rot = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (1, 8, nm.cfg.n_joints, 1))
-    trans = np.ones((1, 8, nm.cfg.n_joints, 3))
-    known = np.zeros((1, 8, nm.cfg.n_joints), dtype=bool)
-    known[0, [0, 7]] = True
-    with pytest.raises(TypeError, match="torch model"):
-        engine.sample(nm, rot, trans, known, (np.arange(8) / 30.0)[None])
+    rng = np.random.default_rng(3)
+    t, j = 14, nm.cfg.n_joints
+    rot = rng.normal(size=(t, j, 4)) * 0.1 + np.array([0.0, 0.0, 0.0, 1.0])
+    rot /= np.linalg.norm(rot, axis=-1, keepdims=True)
+    trans = np.broadcast_to(rng.normal(size=(1, j, 3)), (t, j, 3)).copy()
+    known = np.zeros((t, j), dtype=bool)
+    known[:3] = known[-2:] = True
+    known[7, :5] = True
+    args = (rot, trans, known, np.arange(t) / 30.0)
+    a = engine.sample(nm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
+    b = engine.sample(tm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
+    for x, y in zip(a, b, strict=True):
+        assert np.degrees(quat_angle(x.rotations, y.rotations)).max() < 1e-2
+        assert np.abs(x.translations - y.translations).max() < 1e-4
+    assert np.degrees(quat_angle(a[0].rotations, a[1].rotations))[~known].mean() > 0.5  # the variations differ
 
 
-def test_anyfill_fill_never_imports_torch(data_root, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--sample", "2", "--k", "22"]], ids=["fill", "sample"])
+def test_anyfill_fill_never_imports_torch(data_root, tmp_path, extra):
     src = data_root / SHOTS["body"]
     out = tmp_path / "out.bvh"
-    code = ("import sys; from anyfill.cli import main; "
-            f"sys.argv = ['anyfill', 'fill', {str(src)!r}, '-o', {str(out)!r}, '--keys', '0:200:10', '--frames', "
-            "'0-200', '--threads', '1', '--no-progress']; rc = main(); "
+    argv = ["anyfill", "fill", str(src), "-o", str(out), "--keys", "0:40:10", "--frames", "0-40", "--threads", "1",
+            "--no-progress", *extra]
+    code = (f"import sys; from anyfill.cli import main; sys.argv = {argv!r}; rc = main(); "
             "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "no torch" in run.stdout and out.is_file()
+    assert "no torch" in run.stdout
+    written = [tmp_path / "out-1.bvh", tmp_path / "out-2.bvh"] if extra else [out]
+    assert all(p.is_file() for p in written)

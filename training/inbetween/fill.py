@@ -132,6 +132,26 @@ def _distributions(model: MotionFill | NumpyMotionFill, b: dict[str, np.ndarray]
     return {k: v.double().numpy() for k, v in out.items()}
 
 
+def _encode(model: MotionFill | NumpyMotionFill, b: dict[str, np.ndarray]):
+    """Query variant: the model's encoding of the batch's known cells (torch or numpy, as the model runs)."""
+    if isinstance(model, NumpyMotionFill):
+        return model.encode(b)
+    import torch
+
+    with torch.inference_mode():
+        return model.encode(_to_torch(b))
+
+
+def _decode_queries(model: MotionFill | NumpyMotionFill, b: dict[str, np.ndarray], enc) -> dict[str, np.ndarray]:
+    """Query variant: every target's distribution against an :func:`_encode` of the known cells."""
+    if isinstance(model, NumpyMotionFill):
+        return model.decode(b, enc)
+    import torch
+
+    with torch.inference_mode():
+        return {k: v.double().numpy() for k, v in model.decode(_to_torch(b), enc).items()}
+
+
 def _triples_marginals(model: MotionFill, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Triples variant, all targets at once: known frames (in time order) form the cached prefix, then
     every target frame is asked for side by side after the last known frame."""
@@ -523,10 +543,6 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     runs the decoder against the encoding of the known cells (encoded anew once ``refresh`` cells were drawn
     since the last encoding), picks the next k cells by the order on the reference's spreads (every variation
     visits the cells in the same order) and draws them."""
-    import torch
-
-    if isinstance(model, NumpyMotionFill):
-        raise TypeError("any-order sampling runs the torch model (checkpoint.load_model), not the numpy runtime")
     schema = get_schema(model.cfg.skeleton)
     spec = model.cfg.features
     scales = _scales(model, cal)
@@ -563,11 +579,9 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
             batch = canonical_batch(rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given)
         else:  # only the drawn joints' columns (and the moving joints' positions they carry) changed
             update_batch(batch, rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given, drawn)
-        b = _to_torch(batch)
-        with torch.inference_mode():
-            if since >= refresh:
-                enc, since = model.encode(b), 0
-            out = {key: v.double().numpy() for key, v in model.decode(b, enc).items()}
+        if since >= refresh:
+            enc, since = _encode(model, batch), 0
+        out = _decode_queries(model, batch, enc)
         if det is None:  # the first step sees the keys alone: the deterministic fill
             det = {"q": sixd_to_quat(out["rot6d"][0]), "pos": out["pos"][0]}
         lk = out["log_kappa"]

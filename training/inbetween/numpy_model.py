@@ -2,10 +2,10 @@
 from the same safetensors weights, without torch.
 
 Why: ``anyfill fill`` is a fresh process per shot, and importing torch is most of its start (about 1.5 s of this
-CPU, ten times the fill of a 1,900-frame clip). A deterministic fill needs only the forward pass, which is a few
-matmuls, layer norms and softmaxes. The server, training and any-order sampling keep the torch model (one window
-runs faster there, and sampling reuses its encodings). ``tests/test_numpy_model.py`` holds this one to the torch
-model's outputs on both shipped models.
+CPU, ten times the fill of a 1,900-frame clip). A fill needs only the forward pass (and any-order sampling its
+encode / decode halves), which is a few matmuls, layer norms and softmaxes. The server and training keep the torch
+model (its matmuls are faster on this CPU, and its process imports torch once). ``tests/test_numpy_model.py`` holds
+this one to the torch model's outputs on both shipped models.
 
 Read beside ``model.py`` and ``transformer.py``: each function here is named after the torch module it mirrors.
 """
@@ -13,6 +13,7 @@ Read beside ``model.py`` and ``transformer.py``: each function here is named aft
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import erf
@@ -21,6 +22,16 @@ from training.inbetween.config import MotionConfig
 from training.motion.skeleton import get_schema
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default
+
+
+class Encoding(NamedTuple):
+    """The known frames' encoding (model.Encoding): memory (B, K, d), its validity, the time origin (B, 1), and each
+    decoder layer's cross-attention keys and values of the memory."""
+
+    memory: np.ndarray
+    valid: np.ndarray
+    ref: np.ndarray
+    kv: list
 
 
 def _block_shapes(prefix: str, d: int, ff: int, cross: bool) -> dict[str, tuple[int, ...]]:
@@ -136,10 +147,14 @@ class NumpyMotionFill:
         h = self.cfg.core.n_heads
         return x.reshape(b, t, h, d // h).transpose(0, 2, 1, 3)
 
-    def _attention(self, x: np.ndarray, name: str, context: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray:
+    def _kv(self, context: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        k, v = np.split(self._linear(context, name + ".kv"), 2, axis=-1)
+        return self._heads(k), self._heads(v)
+
+    def _attention(self, x: np.ndarray, name: str, context: np.ndarray | None, mask: np.ndarray | None,
+                   context_kv: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         q = self._heads(self._linear(x, name + ".q"))
-        k, v = np.split(self._linear(x if context is None else context, name + ".kv"), 2, axis=-1)
-        k, v = self._heads(k), self._heads(v)
+        k, v = context_kv if context_kv is not None else self._kv(x if context is None else context, name)
         scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1 / math.sqrt(q.shape[-1]))
         if mask is not None:
             scores = np.where(mask[:, None], scores, np.float32(-np.inf))
@@ -147,15 +162,23 @@ class NumpyMotionFill:
         return self._linear(y.reshape(*y.shape[:2], -1), name + ".out")
 
     def _block(self, x: np.ndarray, name: str, mask: np.ndarray | None, context: np.ndarray | None = None,
-               context_mask: np.ndarray | None = None) -> np.ndarray:
+               context_mask: np.ndarray | None = None, context_kv: tuple | None = None) -> np.ndarray:
         x = x + self._attention(self._layer_norm(x, name + ".ln1"), name + ".attn", None, mask)
         if context is not None:
-            x = x + self._attention(self._layer_norm(x, name + ".ln_c"), name + ".cross", context, context_mask)
+            x = x + self._attention(self._layer_norm(x, name + ".ln_c"), name + ".cross", context, context_mask,
+                                    context_kv)
         return x + self._linear(_gelu(self._linear(self._layer_norm(x, name + ".ln2"), name + ".mlp.0")),
                                 name + ".mlp.2")
 
     # --- the model (MotionFill._features, QueryEncoderDecoder, MotionFill._head) ---------------------------------
-    def _features(self, b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def _time_origin(b: dict[str, np.ndarray]) -> np.ndarray:
+        frame_known = b["known"].any(-1)
+        ref = (b["times"] * frame_known).sum(1, keepdims=True) / np.maximum(frame_known.sum(1, keepdims=True), 1)
+        return ref.astype(np.float32)
+
+    def _features(self, b: dict[str, np.ndarray], ref: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w = self._w
         known = b["known"].astype(np.float32)
         moving_known = known[..., self._moving]
@@ -171,9 +194,8 @@ class NumpyMotionFill:
         q = [kn, flat(base, 2), flat(basepos, 2), t, has, mhas]
         if self.cfg.features.key_velocity:
             q += [flat(b["keyvel6d"] / w["rot_std"][:, None], 3), flat(b["keyvelpos"] / w["pos_std"][:, None], 3)]
-        frame_known = b["known"].any(-1)
-        ref = (b["times"] * frame_known).sum(1, keepdims=True) / np.maximum(frame_known.sum(1, keepdims=True), 1)
-        return kn, np.concatenate(q, -1), (b["times"] - ref.astype(np.float32))[..., None]
+        ref = self._time_origin(b) if ref is None else ref
+        return kn, np.concatenate(q, -1), (b["times"] - ref)[..., None]
 
     def _encode(self, tokens: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens, valid, _ = _valid_first(tokens, valid)
@@ -182,12 +204,12 @@ class NumpyMotionFill:
             tokens = self._block(tokens, f"core.encoder.{i}", mask)
         return self._layer_norm(tokens, "core.ln_enc"), valid
 
-    def _decode(self, queries: np.ndarray, valid: np.ndarray, memory: np.ndarray, memory_valid: np.ndarray
-                ) -> np.ndarray:
+    def _decode(self, queries: np.ndarray, valid: np.ndarray, memory: np.ndarray, memory_valid: np.ndarray,
+                memory_kv: list | None = None) -> np.ndarray:
         q, q_valid, q_idx = _valid_first(queries, valid)
         qmask, mmask = _key_mask(q_valid), _key_mask(memory_valid)
         for i in range(self.cfg.core.n_dec_layers):
-            q = self._block(q, f"core.decoder.{i}", qmask, memory, mmask)
+            q = self._block(q, f"core.decoder.{i}", qmask, memory, mmask, None if memory_kv is None else memory_kv[i])
         h = self._layer_norm(q, "core.ln_out")
         if q_idx is None:
             return h
@@ -253,4 +275,20 @@ class NumpyMotionFill:
         tenc = self._time(trel)
         memory, valid = self._encode(self._linear(kn, "known_in") + tenc, b["known"].any(-1))
         h = self._decode(self._linear(q, "query_in") + tenc, b["target"].any(-1), memory, valid)
+        return {k: v.astype(np.float64) for k, v in self._head(h, b).items()}
+
+    def encode(self, b: dict[str, np.ndarray]) -> Encoding:
+        """MotionFill.encode: the encoding of the known frames that :meth:`decode` reads (any-order sampling keeps
+        one while it draws a few cells)."""
+        ref = self._time_origin(b)
+        kn, _, trel = self._features(b, ref)
+        memory, valid = self._encode(self._linear(kn, "known_in") + self._time(trel), b["known"].any(-1))
+        kv = [self._kv(memory, f"core.decoder.{i}.cross") for i in range(self.cfg.core.n_dec_layers)]
+        return Encoding(memory, valid, ref, kv)
+
+    def decode(self, b: dict[str, np.ndarray], enc: Encoding) -> dict[str, np.ndarray]:
+        """MotionFill.decode: every target's distribution against an :meth:`encode` of known cells, as float64."""
+        _, q, trel = self._features(b, enc.ref)
+        h = self._decode(self._linear(q, "query_in") + self._time(trel), b["target"].any(-1), enc.memory, enc.valid,
+                         enc.kv)
         return {k: v.astype(np.float64) for k, v in self._head(h, b).items()}

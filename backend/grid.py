@@ -55,13 +55,13 @@ def _rows(values: list | None, n: int, width: int, where: str, what: str) -> tup
         return out, given
     if len(values) != n:
         raise RequestError(where, f"has {len(values)} entries; expected {n}, one per frame")
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if len(v) != width:
-            raise RequestError(f"{where}[{i}]", f"expected {width} numbers ({what}), got {len(v)}")
-        out[i] = v
-        given[i] = True
+    present = [i for i, v in enumerate(values) if v is not None]
+    for i in present:
+        if len(values[i]) != width:
+            raise RequestError(f"{where}[{i}]", f"expected {width} numbers ({what}), got {len(values[i])}")
+    if present:
+        out[present] = np.array([values[i] for i in present], dtype=np.float64)
+        given[present] = True
     return out, given
 
 
@@ -87,13 +87,6 @@ def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: 
     fmt = tr.rotation_format or req.rotation_format
     w = convert.width(fmt)
     given, known = _rows(tr.rotations, t, w, f"{base}.rotations", _LAYOUT[fmt.type])
-    if known.any():
-        rows = np.flatnonzero(known)
-        try:
-            q = convert.to_quat(given[rows], fmt, normalize=req.normalize_quaternions)
-        except convert.BadValue as e:
-            raise RequestError(f"{base}.rotations[{int(rows[e.row])}]", str(e)) from None
-        win.rotations[0, rows, j] = q
     trans = None
     if moving:
         if tr.offset is not None:
@@ -130,6 +123,29 @@ def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: 
             target[k] = True
     win.known[0, :, j] = known
     win.tracks[name] = Track(j, fmt, given, known, target, trans)
+
+
+def _known_rotations(win: Window, normalize: bool) -> None:
+    """Every track's known rotations as quaternions in the window, the tracks of one format converted in one call
+    (a bad value still names its joint and row)."""
+    by_format: dict[str, list[tuple[str, Track]]] = {}
+    for name, tr in win.tracks.items():
+        if tr.known.any():
+            by_format.setdefault(tr.fmt.model_dump_json(), []).append((name, tr))
+    for tracks in by_format.values():
+        rows = [np.flatnonzero(tr.known) for _, tr in tracks]
+        values = np.concatenate([tr.given[r] for (_, tr), r in zip(tracks, rows, strict=True)])
+        try:
+            q = convert.to_quat(values, tracks[0][1].fmt, normalize=normalize)
+        except convert.BadValue as e:
+            ends = np.cumsum([len(r) for r in rows])
+            k = int(np.searchsorted(ends, e.row, side="right"))
+            row = int(rows[k][e.row - (ends[k - 1] if k else 0)])
+            raise RequestError(f"joints.{tracks[k][0]}.rotations[{row}]", str(e)) from None
+        start = 0
+        for (_, tr), r in zip(tracks, rows, strict=True):
+            win.rotations[0, r, tr.joint] = q[start : start + len(r)]
+            start += len(r)
 
 
 def hold_above_root(win: Window) -> None:
@@ -176,6 +192,7 @@ def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None)
     index = {float(f): i for i, f in enumerate(req.frames)}
     for name, tr in req.joints.items():
         _track(req, lm, name, tr, index, win)
+    _known_rotations(win, req.normalize_quaternions)
     if not win.known.any():
         raise RequestError("joints", "no known cells: give at least one known rotation")
     hold_above_root(win)
@@ -190,47 +207,65 @@ significant digits), so the further digits carry nothing; they were a third of t
 client's time to parse it. Known values come back exactly as given."""
 
 
-def _masked(values: np.ndarray, mask: np.ndarray, exact: np.ndarray | None = None) -> list:
-    """Rows of ``values`` where ``mask``, else None; rows not ``exact`` (default: none) rounded to
-    :data:`FILLED_DECIMALS`."""
+def _rounded_rows(values: np.ndarray, exact: np.ndarray | None = None) -> list:
+    """``values`` (T, G, ...) as each of the G tracks' T rows (nested lists), rounded to :data:`FILLED_DECIMALS`
+    except the rows where ``exact`` (T,): all tracks at once, so the answer costs a few array calls, not a few per
+    joint."""
     rounded = np.round(values, FILLED_DECIMALS)
     if exact is not None:
-        rounded = np.where(exact.reshape(exact.shape + (1,) * (values.ndim - 1)), values, rounded)
-    rows = rounded.tolist()
-    return [r if m else None for r, m in zip(rows, mask.tolist(), strict=True)]
+        rounded[exact] = values[exact]
+    return np.moveaxis(rounded, 1, 0).tolist()
+
+
+def _masked(rows: list, mask: list[bool]) -> list:
+    """A track's rows where ``mask``, else None."""
+    return [r if m else None for r, m in zip(rows, mask, strict=True)]
 
 
 def encode(win: Window, result: FillResult, index: int = 0) -> dict:
     """The answer's ``joints`` for one window of ``result`` (JSON-ready dicts). Joints that share a
-    rotation format and a known mask are converted together."""
+    rotation format and a known mask are converted (and written) together."""
     groups: dict[tuple, list[str]] = {}
     for name, tr in win.tracks.items():
         groups.setdefault((tr.fmt.model_dump_json(), tr.known.tobytes()), []).append(name)
-    values = {}
+    rotations, formats, broken = {}, {}, set()
     for names in groups.values():
         trs = [win.tracks[n] for n in names]
         q = result.rotations[index][:, [tr.joint for tr in trs]]
         v = convert.encode_track(q, trs[0].fmt, np.stack([tr.given for tr in trs], axis=1), trs[0].known)
-        values.update({n: v[:, i] for i, n in enumerate(names)})
+        keep = np.stack([tr.known | tr.target for tr in trs], axis=1)  # (T, group)
+        bad = (~np.isfinite(v).all(axis=-1) & keep).any(axis=0)
+        broken.update(n for n, b in zip(names, bad.tolist(), strict=True) if b)
+        rotations.update(zip(names, _rounded_rows(v, trs[0].known), strict=True))
+        fmt = trs[0].fmt.model_dump()
+        formats.update((n, fmt) for n in names)
+    names = list(win.tracks)
+    cols = [win.tracks[n].joint for n in names]
+    targets = np.stack([win.tracks[n].target for n in names], axis=1)  # (T, tracks)
+    spread = result.spread_deg[index][:, cols]
+    bad = (~np.isfinite(spread) & targets).any(axis=0)
+    broken.update(n for n, b in zip(names, bad.tolist(), strict=True) if b)
+    if broken:
+        raise RuntimeError(f"the model produced non-finite values for joint {min(broken, key=names.index)}")
+    uncertainty = _rounded_rows(spread)
+    entropy = _rounded_rows(result.entropy[index][:, cols])
     out = {}
-    for name, tr in win.tracks.items():
-        j = tr.joint
-        keep = tr.known | tr.target
+    for k, name in enumerate(names):
+        tr = win.tracks[name]
+        keep, target = (tr.known | tr.target).tolist(), tr.target.tolist()
         entry = {
-            "rotation_format": tr.fmt.model_dump(),
-            "rotations": _masked(values[name], keep, tr.known),
+            "rotation_format": formats[name],
+            "rotations": _masked(rotations[name], keep),
             "translations": None,
             "known": tr.known.tolist(),
-            "target": tr.target.tolist(),
-            "uncertainty_deg": _masked(result.spread_deg[index, :, j], tr.target),
-            "entropy": _masked(result.entropy[index, :, j], tr.target),
+            "target": target,
+            "uncertainty_deg": _masked(uncertainty[k], target),
+            "entropy": _masked(entropy[k], target),
         }
         if tr.translations is not None:
-            trans = np.where(tr.known[:, None], tr.translations, result.translations[index, :, j])
-            entry["translations"] = _masked(trans, keep, tr.known)
-            if not np.isfinite(trans[keep]).all():
+            trans = np.where(tr.known[:, None], tr.translations, result.translations[index, :, tr.joint])
+            if not np.isfinite(trans[tr.known | tr.target]).all():
                 raise RuntimeError(f"the model produced non-finite translations for joint {name}")
-        if not (np.isfinite(values[name][keep]).all() and np.isfinite(result.spread_deg[index, tr.target, j]).all()):
-            raise RuntimeError(f"the model produced non-finite values for joint {name}")
+            entry["translations"] = _masked(_rounded_rows(trans[:, None], tr.known)[0], keep)
         out[name] = entry
     return out

@@ -46,6 +46,11 @@ BAD = [
     ("non-unit quaternion", _set(BASE, f"{HIPS_ROT}.1", [2.0, 0.0, 0.0, 0.0]), 422, f"{HIPS_ROT}[1]"),
     ("zero quaternion", _set(_set(BASE, "normalize_quaternions", True), f"{HIPS_ROT}.0", [0.0, 0, 0, 0]), 422,
      f"{HIPS_ROT}[0]"),
+    # the joints of one rotation format are converted in one call: a bad value still names its own joint and row
+    ("non-unit quaternion, a later joint's last key", _set(BASE, "joints.Chest.rotations.7", [0.0, 2.0, 0, 0]), 422,
+     "joints.Chest.rotations[7]"),
+    ("non-unit quaternion, the last joint's first key", _set(BASE, "joints.Toes_R.rotations.0", [0.5, 0, 0, 0]), 422,
+     "joints.Toes_R.rotations[0]"),
     ("string in rotation", _set(BASE, f"{HIPS_ROT}.0", ["a", 0, 0, 1]), 422, f"{HIPS_ROT}[0]"),
     ("rotation not a list", _set(BASE, f"{HIPS_ROT}.0", 1.0), 422, f"{HIPS_ROT}[0]"),
     ("duplicate frames", _set(BASE, "frames", [0, 1, 2, 3, 3, 5, 6, 7]), 422, "frames[4]"),

@@ -280,8 +280,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"anyfill fill: error: --order must be one of {', '.join(engine.ORDERS)}, got {args.order!r}",
               file=sys.stderr)
         return 2
-    if args.sample < 0 or args.k < 1:
-        print("anyfill fill: error: --sample must be >= 0 and --k >= 1", file=sys.stderr)
+    problems = [msg for bad, msg in (
+        (args.sample < 0 or args.k < 1, "--sample must be >= 0 and --k >= 1"),
+        (not 0.0 <= args.temperature <= engine.MAX_TEMPERATURE,
+         f"--temperature must be within 0..{engine.MAX_TEMPERATURE:g}, got {args.temperature:g}"),
+        (not 0 <= args.seed < 2**32, f"--seed must be within 0..{2**32 - 1}, got {args.seed}"),
+        (args.threads < 0, f"--threads must be >= 0 (0: the libraries' defaults), got {args.threads}"),
+    ) if bad]
+    if problems:
+        print(f"anyfill fill: error: {problems[0]}", file=sys.stderr)
         return 2
     if args.threads:
         from threadpoolctl import threadpool_limits

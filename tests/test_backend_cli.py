@@ -256,6 +256,19 @@ def test_fill_cli_errors(tmp_path, capsys):
     assert "x.bvh" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--temperature", "-1", "--sample", "1"], "--temperature must be within 0..10, got -1"),
+    (["--temperature", "nan", "--sample", "1"], "--temperature must be within"),
+    (["--seed", "-3", "--sample", "1"], "--seed must be within"),
+    (["--threads", "-1"], "--threads must be >= 0"),
+    (["--k", "0", "--sample", "1"], "--k >= 1"),
+])
+def test_fill_refuses_bad_settings_before_any_work(tmp_path, capsys, flags, named):
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(tmp_path / "absent.bvh"), "-o", str(out), "--keys", "0", *flags]) == 2
+    assert named in capsys.readouterr().err and not out.exists()
+
+
 def _body_clip(data_root: Path, tmp_path: Path, frames: int = 40, name: str = "in.bvh") -> Path:
     return _slice(data_root / "bandai" / "dataset-1" / "dataset-1_bow_old_001.bvh", tmp_path / name, frames)
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from training.inbetween.model import MotionFill
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
+MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the server and the CLI refuse it
 
 
 class Cancelled(Exception):

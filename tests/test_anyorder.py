@@ -493,6 +493,27 @@ def test_fill_refuses_windows_without_keys_and_bad_orders():
         fill_engine.sample(model, rot[0], trans[0], known, times[0], order="sideways")
 
 
+def test_one_corrupt_bone_offset_does_not_move_the_bone():
+    """A bone offset (a non-moving joint's translation) is the rig, read from every frame given: one absurd frame
+    (a corrupt file) must not move the bone on the filled frames, and a joint with no finite offset is refused."""
+    model = tiny("body")
+    rot, trans, times = synthetic("body", n=1, t=30)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, ::10] = True
+    clean = fill_engine.fill(model, rot, trans, known, times)
+    spine = get_schema("body").joints.index("Spine")
+    bad = trans.copy()
+    bad[0, 3, spine] = 1e300  # a frame that is filled
+    bad[0, 4, spine] = np.nan
+    res = fill_engine.fill(model, rot, bad, known, times)
+    filled = ~known[0, :, spine]
+    assert np.allclose(res.translations[0, filled, spine], clean.translations[0, filled, spine], atol=1e-9)
+    assert np.allclose(res.rotations, clean.rotations, atol=1e-6)
+    bad[0, :, spine] = np.nan
+    with pytest.raises(ValueError, match="no bone offset given for joint.*Spine"):
+        fill_engine.fill(model, rot, bad, known, times)
+
+
 def test_fill_names_the_argument_whose_shape_is_wrong():
     """A clip cut shorter than its key mask, or a mask of another skeleton, is refused by name before any work
     (it once surfaced as an IndexError deep in the long-shot loop)."""

@@ -22,6 +22,7 @@ twin (:mod:`.numpy_model`); torch is imported where a torch model is called.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -92,7 +93,7 @@ def _identity_like(rot: np.ndarray) -> np.ndarray:
 def _sanitise(model: MotionFill, rot, trans, known):
     """Replace unknown cells so nothing unknown is ever read: rotations -> identity, moving-joint
     translations -> 0. Other joints' translations are bone offsets (the rig, not the answer): each
-    takes the mean of the finite values given for it."""
+    takes the median of the finite values given for it, so one corrupt frame cannot move a bone."""
     schema = get_schema(model.cfg.skeleton)
     known = np.asarray(known, dtype=bool)
     rot = np.where(known[..., None], np.nan_to_num(np.asarray(rot, dtype=np.float64)), _identity_like(rot))
@@ -103,7 +104,12 @@ def _sanitise(model: MotionFill, rot, trans, known):
     trans = np.asarray(trans, dtype=np.float64)
     finite = np.isfinite(trans)
     count = finite.sum(axis=1)
-    offsets = np.where(finite, trans, 0.0).sum(axis=1) / np.maximum(count, 1)  # (N, J, 3)
+    if finite.all():
+        offsets = np.median(trans, axis=1)  # (N, J, 3)
+    else:
+        with warnings.catch_warnings():  # a joint with no finite value at all is refused below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            offsets = np.nan_to_num(np.nanmedian(np.where(finite, trans, np.nan), axis=1))
     moving = np.zeros(schema.n_joints, dtype=bool)
     moving[list(schema.moving)] = True
     missing = (count == 0).any(-1) & ~moving[None]

@@ -15,8 +15,8 @@ import numpy as np
 from backend import convert
 from backend.errors import RequestError
 from backend.registry import LoadedModel, Registry
-from backend.schemas import MAX_SECONDS, FillRequest, JointTrack, RotationFormat
-from training.inbetween.fill import FillResult
+from backend.schemas import FillRequest, JointTrack, RotationFormat
+from training.inbetween.fill import MAX_SECONDS, FillResult
 
 _LAYOUT = {"quaternion": "quaternion [w, x, y, z] or [x, y, z, w]", "euler": "Euler [x, y, z]",
            "axis_angle": "axis-angle [angle, x, y, z]", "rotation_vector": "rotation vector [x, y, z]"}

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.inbetween.fill import MAX_TEMPERATURE, ORDERS
+from training.inbetween.fill import MAX_FPS, MAX_TEMPERATURE, MIN_FPS, ORDERS
 
 API_VERSION = "v1"
 
@@ -23,9 +23,6 @@ MAX_FRAMES = 2048  # per fill request; sampling takes at most the model's window
 MAX_JOINTS = 64  # entries in ``joints`` (a model has at most 22)
 MAX_VARIATIONS = 16
 MAX_K = 4096
-MAX_FPS = 1000.0
-MIN_FPS = 0.001
-MAX_SECONDS = 3600.0  # a window's span in time
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 EulerOrder = Literal["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"]

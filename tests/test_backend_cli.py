@@ -256,6 +256,19 @@ def test_fill_cli_errors(tmp_path, capsys):
     assert "x.bvh" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("frame_time", "named"), [
+    ("1000", "the window spans 40000 s"),  # a million frames at a trained rate: refused, not filled for minutes
+    ("1e-09", "the frame rate must be within 0.001..1000 fps"),
+])
+@pytest.mark.data
+def test_fill_refuses_an_absurd_frame_time_before_any_work(data_root, tmp_path, capsys, frame_time, named):
+    src = _body_clip(data_root, tmp_path, frames=41)
+    src.write_text(re.sub(r"Frame Time:.*", f"Frame Time: {frame_time}", src.read_text()))
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--keys", "0:40:10"]) == 2
+    assert named in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.parametrize(("flags", "named"), [
     (["--temperature", "-1", "--sample", "1"], "--temperature must be within 0..10, got -1"),
     (["--temperature", "nan", "--sample", "1"], "--temperature must be within"),

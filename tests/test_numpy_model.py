@@ -41,6 +41,7 @@ class _Recorder(NumpyMotionFill):
         return super().__call__(b)
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("skeleton", ["body", "hand"])
 def test_numpy_runtime_gives_the_torch_models_outputs(skeleton, data_root):
     torch.manual_seed(0)
@@ -127,6 +128,7 @@ def test_numpy_runtime_samples_as_the_torch_model_does(order):
     assert np.degrees(quat_angle(a[0].rotations, a[1].rotations))[~known].mean() > 0.5  # the variations differ
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("extra", [[], ["--sample", "2", "--k", "22"]], ids=["fill", "sample"])
 def test_anyfill_fill_needs_neither_torch_nor_the_server(data_root, tmp_path, extra):
     src = data_root / SHOTS["body"]

@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
 MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the server and the CLI refuse it
+# the frame rates and the time span a window may have (:func:`fill_at_rate` refuses others before any work: a BVH
+# with a frame time of 1000 s would otherwise be filled on a grid of a million frames at a trained rate)
+MIN_FPS, MAX_FPS = 0.001, 1000.0
+MAX_SECONDS = 3600.0
 
 
 class Cancelled(Exception):
@@ -750,6 +754,12 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     lo, hi = fps_range
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
+    span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
+    if rate and not MIN_FPS <= rate <= MAX_FPS:
+        raise ValueError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
+                         f"{MIN_FPS:g}..{MAX_FPS:g} fps")
+    if span > MAX_SECONDS:
+        raise ValueError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
     if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
         return fill(model, rotations, translations, known, times, cancel, progress)
     target_rate = min(max(rate, lo), hi)

@@ -80,7 +80,7 @@ def _fps_range(card: dict, schema: Schema) -> tuple[float, float]:
 
 def load_one(spec: str, numpy: bool = False) -> LoadedModel:
     """``NAME_OR_PATH`` or ``NAME=PATH``; the name defaults to the file's stem. ``numpy``: a query-variant model
-    in the numpy runtime (deterministic fills without importing torch; other variants load in torch)."""
+    in the numpy runtime (fills and sampling without importing torch; other variants load in torch)."""
     name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
     p = resolve_path(path)
     variant = read_card(p).get("config", {}).get("variant") if numpy and p.is_file() else None

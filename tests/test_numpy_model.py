@@ -73,6 +73,24 @@ def test_numpy_runtime_gives_the_torch_models_outputs(skeleton, data_root):
     assert np.abs(a.entropy - b.entropy).max() < 1e-4
 
 
+@pytest.mark.parametrize(("skeleton", "key_velocity", "key_gate", "layers"),
+                         [("hand", True, 0.1, (2, 3)), ("body", False, 0.0, (1, 2)), ("body", True, 0.0, (3, 1))])
+def test_weight_shapes_are_the_torch_models(skeleton, key_velocity, key_gate, layers):
+    """The numpy runtime's list of tensors is the torch model's state dict, name for name and shape for shape."""
+    from training.inbetween.config import AnyOrderConfig, MotionConfig
+    from training.inbetween.features import FeatureSpec
+    from training.inbetween.model import MotionFill
+    from training.inbetween.numpy_model import weight_shapes
+    from training.motion.skeleton import get_schema
+
+    schema = get_schema(skeleton)
+    cfg = MotionConfig(skeleton=skeleton, n_joints=schema.n_joints, n_moving=len(schema.moving), key_gate=key_gate,
+                       core=AnyOrderConfig(d_model=32, n_heads=2, n_enc_layers=layers[0], n_dec_layers=layers[1]),
+                       features=FeatureSpec(key_velocity=key_velocity))
+    state = MotionFill(cfg).state_dict()
+    assert weight_shapes(cfg) == {k: tuple(v.shape) for k, v in state.items()}
+
+
 def _copy_shipped(tmp_path, name="body"):
     src = resolve_path(name)
     dst = tmp_path / src.name
@@ -95,6 +113,12 @@ def test_numpy_runtime_refuses_a_bad_file_as_the_torch_loader_does(tmp_path):
             load_numpy_model(path)
         with pytest.raises(CheckpointError):
             load_model(path)
+    from safetensors.torch import save_file as save_torch
+
+    save_torch({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state.items()}, str(path))  # a half-size copy
+    with pytest.raises(CheckpointError, match="unsupported tensor type for the numpy runtime"):
+        load_numpy_model(path)
+    assert load_model(path)[0].out.weight.dtype == torch.float32  # torch reads it into its float32 model
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="corrupt safetensors"):
         load_numpy_model(path)

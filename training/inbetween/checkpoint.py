@@ -126,17 +126,20 @@ def _checked_card(path: str | Path) -> tuple[Path, dict[str, Any], MotionConfig]
     return path, card, cfg
 
 
-def _weights(path: Path) -> dict[str, np.ndarray]:
-    """The file's tensors as float32 arrays, each checked to be finite."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def _weights(path: Path, framework: str = "numpy") -> dict[str, Any]:
+    """The file's tensors (NumPy arrays, or torch tensors with ``framework="torch"``, which also reads the
+    half-precision types NumPy lacks), each checked to be finite."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        state = load_file(str(path))
+        with safe_open(str(path), framework=framework) as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is not a mapping)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
+    except TypeError as e:  # a dtype NumPy lacks (bfloat16): the numpy runtime reads float32 files
+        raise CheckpointError(f"{path}: unsupported tensor type for the numpy runtime ({e})") from None
     for k, v in state.items():
-        if not np.isfinite(v).all():
+        if not (np.isfinite(v).all() if framework == "numpy" else bool(v.isfinite().all())):
             raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values")
     return state
 
@@ -154,15 +157,13 @@ def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Pa
 
 def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     """Load a model file and its card; the model is in eval mode on the CPU."""
-    import torch
-
     from training.inbetween.model import MotionFill
 
     path, card, cfg = _checked_card(path)
-    state = _weights(path)
+    state = _weights(path, "torch")
     model = MotionFill(cfg)
     try:
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
     _with_sampling(model, card, cfg, path)

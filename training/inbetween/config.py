@@ -59,6 +59,21 @@ class MotionConfig:
         if self.rot_scale and len(self.rot_scale) != self.n_joints:
             raise ValueError(f"rot_scale has {len(self.rot_scale)} entries; the skeleton has {self.n_joints} joints")
 
+    @property
+    def known_width(self) -> int:
+        """The width of a known frame's features: each joint's 6D rotation, the moving joints' positions and
+        every cell's known bit."""
+        j, m = self.n_joints, self.n_moving
+        return j * 6 + m * 3 + j + m
+
+    @property
+    def query_width(self) -> int:
+        """The width of a target frame's features: a known frame's, the curve through the keys, target and
+        has-key bits and (with ``key_velocity``) the displacements carried from the previous and next keys."""
+        j, m = self.n_joints, self.n_moving
+        width = self.known_width + j * 6 + m * 3 + j + j + m
+        return width + (2 * (j * 6 + m * 3) if self.features.key_velocity else 0)
+
     @classmethod
     def from_card(cls, config: dict[str, Any]) -> MotionConfig:
         """The config a model card stores (its ``config``), cards of every age alike."""

@@ -47,13 +47,9 @@ class MotionFill(nn.Module):
         j, m, d = cfg.n_joints, cfg.n_moving, cfg.core.d_model
         for name, shape in (("rot_mean", (j, 6)), ("rot_std", (j, 6)), ("pos_mean", (m, 3)), ("pos_std", (m, 3))):
             self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
-        n_known = j * 6 + m * 3 + j + m  # known values and known bits
-        n_query = n_known + j * 6 + m * 3 + j + j + m  # + baseline, target bits, has-key bits
-        if cfg.features.key_velocity:
-            n_query += 2 * (j * 6 + m * 3)  # + displacements carried from the previous and next keys
         self.time = FourierFeatures(1, cfg.core)
-        self.known_in = nn.Linear(n_known, d)
-        self.query_in = nn.Linear(n_query, d)
+        self.known_in = nn.Linear(cfg.known_width, d)
+        self.query_in = nn.Linear(cfg.query_width, d)
         self.out = nn.Linear(d, j * 6 + m * 3)
         nn.init.zeros_(self.out.weight)  # starts as the interpolation baseline
         nn.init.zeros_(self.out.bias)

@@ -50,13 +50,11 @@ def weight_shapes(cfg: MotionConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a query-variant model file holds, with its shape (the torch model's state dict)."""
     j, m, c = cfg.n_joints, cfg.n_moving, cfg.core
     d, ff = c.d_model, c.ff_mult * c.d_model
-    n_known = j * 6 + m * 3 + j + m
-    n_query = n_known + j * 6 + m * 3 + j + j + m + (2 * (j * 6 + m * 3) if cfg.features.key_velocity else 0)
     shapes: dict[str, tuple[int, ...]] = {
         "rot_mean": (j, 6), "rot_std": (j, 6), "pos_mean": (m, 3), "pos_std": (m, 3),
         "time.proj.weight": (d, 2 * c.n_freqs), "time.proj.bias": (d,),
-        "known_in.weight": (d, n_known), "known_in.bias": (d,),
-        "query_in.weight": (d, n_query), "query_in.bias": (d,),
+        "known_in.weight": (d, cfg.known_width), "known_in.bias": (d,),
+        "query_in.weight": (d, cfg.query_width), "query_in.bias": (d,),
         "out.weight": (j * 6 + m * 3, d), "out.bias": (j * 6 + m * 3,),
         "spread.0.weight": (d, d), "spread.0.bias": (d,),
         "spread.2.weight": (j + m * 3, d), "spread.2.bias": (j + m * 3,),

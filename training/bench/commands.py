@@ -121,7 +121,7 @@ def _bench_model(args: argparse.Namespace) -> int:
         from training.bench import speed
 
         result = speed.run(dict(zip(("body", "hand"), args.models, strict=False)), threads=args.threads,
-                           repeats=args.repeats)
+                           repeats=args.repeats, runtime=args.runtime)
         text = speed.format_table(result)
     elif args.bench == "sampling":
         from training.bench import sampling
@@ -169,6 +169,8 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--models", nargs=2, default=["body", "hand"], metavar=("BODY", "HAND"))
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--repeats", type=int, default=20)
+    sp.add_argument("--runtime", choices=("torch", "numpy"), default="torch",
+                    help="the model in torch (the server's) or in the numpy runtime (anyfill fill's)")
     sm = bench_sub.add_parser("sampling", help="the thesis experiment: any-order sampling by order and k")
     sm.add_argument("--model", default="hand", help="checkpoint path or shipped name")
     sm.add_argument("--skeleton", choices=("body", "hand"), default="hand")

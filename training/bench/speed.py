@@ -1,6 +1,7 @@
 """``anyfill bench speed``: how long a fill takes, the way an animator waits for it.
 
-Median of repeated runs on the CPU with a fixed number of torch threads (2 by default, this machine):
+Median of repeated runs on the CPU with a fixed number of threads (2 by default, this machine; torch's and NumPy's
+BLAS's), the model in torch (the server's) or in the numpy runtime (``--runtime numpy``, ``anyfill fill``'s):
 deterministic fill of one 65-frame window (body and hand), and any-order sampling with k = 1 of a
 30-frame, 17-joint hand gap (510 cells, one model call per cell). Real test windows are used.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from training.bench.inbetween import N_CONTEXT, WINDOW, load_protocol_clips
-from training.inbetween.checkpoint import load_model
+from training.inbetween.checkpoint import load_model, load_numpy_model
 from training.inbetween.fill import fill, sample
 from training.motion.splits import split_files
 from training.motion.windows import cut
@@ -41,12 +42,17 @@ def _test_window(skeleton: str, root=None):
     return w.rotations[:1], w.translations[:1], w.fps
 
 
-def run(models: dict[str, str], threads: int = 2, repeats: int = 20, sample_repeats: int = 3, root=None) -> dict:
-    """Time the models (skeleton -> checkpoint path or shipped name)."""
+def run(models: dict[str, str], threads: int = 2, repeats: int = 20, sample_repeats: int = 3, root=None,
+        runtime: str = "torch") -> dict:
+    """Time the models (skeleton -> checkpoint path or shipped name) in a runtime (torch or numpy)."""
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
-    result: dict = {"threads": threads, "repeats": repeats, "fill_ms": {}, "sample_s": {}}
+    threadpool_limits(threads)
+    load = {"torch": load_model, "numpy": load_numpy_model}[runtime]
+    result: dict = {"threads": threads, "repeats": repeats, "runtime": runtime, "fill_ms": {}, "sample_s": {}}
     for skeleton, name in models.items():
-        model, _ = load_model(name)
+        model, _ = load(name)
         rot, trans, fps = _test_window(skeleton, root)
         t = rot.shape[1]
         times = (np.arange(t) / fps)[None]
@@ -69,7 +75,8 @@ def run(models: dict[str, str], threads: int = 2, repeats: int = 20, sample_repe
 
 
 def format_table(result: dict) -> str:
-    lines = [f"speed ({result['threads']} CPU threads, median of {result['repeats']} runs)"]
+    lines = [f"speed ({result['threads']} CPU threads, {result.get('runtime', 'torch')} runtime, median of "
+             f"{result['repeats']} runs)"]
     for sk, r in result["fill_ms"].items():
         lines.append(f"  fill {sk:<5} {r['frames']}-frame window ({r['variant']}): {r['median']:.1f} ms "
                      f"(min {r['min']:.1f}, max {r['max']:.1f})")

@@ -335,3 +335,36 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
     moved = max((h1[f][n] - before[n]).length for f in frames for n in h1[f])
     assert moved > 10.0  # the fill moved the rig (it walks)
     assert worst < 1e-3 * size_of(a), (worst, size_of(a))
+
+
+def test_a_pose_keyed_twice_is_held_on_the_rig(bpy, ext, prefs, data_root):
+    """An animator's hold: the whole pose keyed on frames 21 and 31, and one bone's rotation keyed the same on 41
+    and 51 while the rest moves. Fill leaves the held frames exactly at those poses, as Blender's curves would.
+    (The test models' curve already holds; with ANYFILL_TEST_SHIPPED_MODELS=1 and no holds in the engine a joint
+    left the held pose by 27 cm here.)"""
+    ob = load_rig(bpy, ext, data_root, BODY)
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+    bag = ext.keys.channelbag(ob)
+
+    def key_at(fc, frame):
+        return next(k for k in fc.keyframe_points if round(k.co[0]) == frame)
+
+    for fc in bag.fcurves:  # the whole pose of frame 21 again on 31
+        key_at(fc, 31).co[1] = key_at(fc, 21).co[1]
+        fc.update()
+    arm = 'pose.bones["LowerArm_L"].rotation_euler'
+    for fc in bag.fcurves:  # the forearm's rotation of 41 again on 51
+        if fc.data_path == arm:
+            key_at(fc, 51).co[1] = key_at(fc, 41).co[1]
+            fc.update()
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    size = size_of(ob)
+    held = heads(bpy, ob, range(21, 32))
+    assert max((held[f][n] - held[21][n]).length for f in held for n in held[f]) < 1e-4 * size
+    angles = {}
+    for f in range(41, 52):
+        bpy.context.scene.frame_set(f)
+        angles[f] = ob.pose.bones["LowerArm_L"].rotation_euler.copy()
+    assert max(max(abs(a - b) for a, b in zip(angles[f], angles[41], strict=True)) for f in angles) < 1e-4
+    moving = heads(bpy, ob, (41, 46))  # the rest of the body moves on
+    assert max((moving[46][n] - moving[41][n]).length for n in moving[41]) > 1e-3 * size

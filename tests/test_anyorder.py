@@ -19,7 +19,7 @@ from training.inbetween.checkpoint import CheckpointError, card_path, load_model
 from training.inbetween.datasets import MaskMix, make_batch, sample_masks
 from training.inbetween.features import FeatureSpec
 from training.inbetween.task import AnyOrderTrainConfig, build_model, frame_order
-from training.motion.rotations import quat_align, quat_angle
+from training.motion.rotations import quat_align, quat_angle, quat_mul
 from training.motion.skeleton import get_schema
 
 torch.set_num_threads(1)
@@ -491,6 +491,68 @@ def test_fill_refuses_windows_without_keys_and_bad_orders():
     known = inbetween_mask(1, 10, 17, ctx=2, gap=3)[0]
     with pytest.raises(ValueError, match="order"):
         fill_engine.sample(model, rot[0], trans[0], known, times[0], order="sideways")
+
+
+def test_a_pose_keyed_twice_is_held_exactly():
+    """Two consecutive keys of a joint that are one pose are a hold, as Blender's auto-clamped curves make them:
+    the frames between are that pose, in fills and in every sampled variation, and certain (no spread); keys
+    that differ (by more than HOLD_ANGLE, or a moving joint's position) are not a hold."""
+    model = tiny("body")
+    schema = get_schema("body")
+    hips, spine, knee = (schema.joints.index(n) for n in ("Hips", "Spine", "LowerLeg_L"))
+    rot, trans, times = synthetic("body", n=1, t=40)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, ::10] = True
+    known[:, -1] = True
+    rot[0, 20, spine] = -rot[0, 10, spine]  # the same rotation (the other sign of its quaternion)
+    rot[0, 20, hips], trans[0, 20, hips] = rot[0, 10, hips], trans[0, 10, hips]  # the root held where it stood
+    turn = fill_engine.HOLD_ANGLE * 3
+    rot[0, 20, knee] = quat_mul(rot[0, 10, knee], np.array([np.sin(turn / 2), 0.0, 0.0, np.cos(turn / 2)]))
+    res = fill_engine.fill(model, rot, trans, known, times)
+    held = slice(11, 20)
+    assert np.degrees(quat_angle(res.rotations[0, held, spine], rot[0, 10, spine])).max() < 1e-5
+    assert np.degrees(quat_angle(res.rotations[0, held, hips], rot[0, 10, hips])).max() < 1e-5
+    assert np.abs(res.translations[0, held, hips] - trans[0, 10, hips]).max() < 1e-12
+    assert (res.spread_deg[0, held, spine] == 0).all() and (res.entropy[0, held, hips] == 0).all()
+    assert np.degrees(quat_angle(res.rotations[0, held, knee], rot[0, 10, knee])).max() > 1e-4  # not a hold
+    assert (res.spread_deg[0, 21:30, spine] > 0).all()  # the next gap moves on
+    moved = trans.copy()
+    moved[0, 20, hips] += 0.01  # the root's rotation held but not its position: it moves
+    res = fill_engine.fill(model, rot, moved, known, times)
+    assert np.abs(res.translations[0, held, hips] - trans[0, 10, hips]).max() > 1e-4
+    for v in fill_engine.sample(model, rot[0], trans[0], known[0], times[0], n=2, k=22, seed=1):
+        assert np.degrees(quat_angle(v.rotations[held, spine], rot[0, 10, spine])).max() < 1e-5
+    whole = np.broadcast_to(rot[:, :1], rot.shape).copy()  # one pose keyed at both ends: every variation holds it
+    still = np.broadcast_to(trans[:, :1], trans.shape).copy()
+    ends = known[0] & (np.arange(40) % 39 == 0)[:, None]
+    for v in fill_engine.sample(model, whole[0], still[0], ends, times[0], n=2):
+        assert np.degrees(quat_angle(v.rotations, whole[0])).max() < 1e-5
+        assert np.abs(v.translations - still[0]).max() == 0
+    # joint_Root, above the root, places the figure in the model's frame: it is held only where the root is (the
+    # model moves the two together; joint_Root held alone under a moving root would move the whole figure)
+    top = schema.parents[schema.root]
+    rot[0, 20, top], trans[0, 20, top] = rot[0, 10, top], trans[0, 10, top]
+    res = fill_engine.fill(model, rot, moved, known, times)
+    assert np.degrees(quat_angle(res.rotations[0, held, top], rot[0, 10, top])).max() > 1e-4
+
+
+@pytest.mark.data
+def test_the_shipped_body_holds_a_paused_walk(data_root):
+    """A walk paused for 20 frames, keyed every 10: without holds the shipped body left the pose by up to 38 degrees
+    and moved the hips 7 cm inside the pause; the frames around it are filled as before."""
+    from training.inbetween.checkpoint import load_model
+    from training.motion import clip as clip_io
+
+    model, _ = load_model("body")
+    clip = clip_io.load(data_root / "bandai/dataset-1/dataset-1_walk_angry_001.bvh", "body")
+    frames = np.r_[np.arange(41), np.full(20, 40), np.arange(41, 100)]  # the pause: frame 40 for 20 more frames
+    rot, trans = clip.rotations[None, frames], clip.translations[None, frames]
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, ::10] = True
+    res = fill_engine.fill(model, rot, trans, known, (np.arange(len(frames)) / clip.fps)[None])
+    assert np.degrees(quat_angle(res.rotations[0, 40:61], rot[0, 40:61])).max() < 1e-5  # arccos's precision
+    assert np.abs(res.translations[0, 40:61] - trans[0, 40:61]).max() < 1e-9
+    assert np.degrees(quat_angle(res.rotations[0, 31:40], rot[0, 31:40])).mean() < 10  # a fill, not a freeze
 
 
 def test_one_corrupt_bone_offset_does_not_move_the_bone():

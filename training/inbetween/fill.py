@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +56,10 @@ MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the se
 # with a frame time of 1000 s would otherwise be filled on a grid of a million frames at a trained rate)
 MIN_FPS, MAX_FPS = 0.001, 1000.0
 MAX_SECONDS = 3600.0
+# two consecutive keys of a joint this close (rotation, radians; a moving joint's position too, in the skeleton's
+# units) are one pose held: the frames between them are that pose (:class:`Holds`)
+HOLD_ANGLE = 1e-4
+HOLD_DISTANCE = 1e-4
 
 
 class Cancelled(Exception):
@@ -86,6 +90,61 @@ def check_shapes(model: MotionFill | NumpyMotionFill, rotations: np.ndarray, tra
                           ("times", times, (n, t))):
         if a.shape != want:
             raise ValueError(f"{name} has shape {a.shape}; known's {known.shape} asks for {want}")
+
+
+@dataclass(frozen=True)
+class Holds:
+    """The cells between two consecutive keys of their joint that are one pose (:data:`HOLD_ANGLE`; a moving
+    joint's position too, :data:`HOLD_DISTANCE`), and that pose: what :func:`fill` and :func:`sample` write there.
+
+    Why: an animator who keys one pose twice means a hold, and Blender's curves hold it exactly (their auto-clamped
+    handles are flat between equal keys); the body model does not (measured: a walk held for 20 frames and keyed
+    every 10 left the pose by up to 38 degrees and moved the hips 7 cm). The hold is written after the model has
+    filled the window from its keys alone: told that the held cells are known, the model fills the other joints
+    worse (bench inbetween, body, L2P@30 0.432 -> 0.527: a joint known on every frame, as the capture's still
+    joint_Root and toes then are, is a pattern it rarely trained on)."""
+
+    cells: np.ndarray  # (N, T, J)
+    rotations: np.ndarray  # (N, T, J, 4): the held pose at held cells
+    translations: np.ndarray  # (N, T, M, 3): the moving joints' held positions at their held cells
+    moving: list[int]
+
+    @classmethod
+    def find(cls, model: MotionFill | NumpyMotionFill, rotations: np.ndarray, translations: np.ndarray,
+             known: np.ndarray) -> Holds:
+        t = known.shape[1]
+        frame = np.arange(t)[None, :, None]
+        prev = np.maximum.accumulate(np.where(known, frame, -1), axis=1)  # each cell's last key at or before it
+        nxt = np.minimum.accumulate(np.where(known, frame, t)[:, ::-1], axis=1)[:, ::-1]  # its first at or after
+        between = ~known & (prev >= 0) & (nxt < t)
+        a, b = np.clip(prev, 0, t - 1), np.clip(nxt, 0, t - 1)
+        qa = np.take_along_axis(rotations, a[..., None], axis=1)
+        qb = np.take_along_axis(rotations, b[..., None], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # keys that are not finite unit quaternions: no hold
+            cos = np.abs((qa * qb).sum(-1)) / (np.linalg.norm(qa, axis=-1) * np.linalg.norm(qb, axis=-1))
+        cells = between & (cos >= np.cos(HOLD_ANGLE / 2))
+        schema = get_schema(model.cfg.skeleton)
+        moving = list(schema.moving)
+        ta = np.take_along_axis(translations[:, :, moving], a[:, :, moving, None], axis=1)
+        tb = np.take_along_axis(translations[:, :, moving], b[:, :, moving, None], axis=1)
+        with np.errstate(invalid="ignore"):
+            cells[:, :, moving] &= np.abs(ta - tb).max(-1) <= HOLD_DISTANCE
+        above, p = [], schema.parents[schema.root]
+        while p >= 0:  # joints above the root (the body's joint_Root) place the whole figure in the model's frame:
+            above.append(p)  # the model moves them with the root, so one is held only where the root is held too
+            p = schema.parents[p]
+        cells[:, :, above] &= cells[:, :, [schema.root]]
+        return cls(cells, qa / np.linalg.norm(qa, axis=-1, keepdims=True), ta, moving)
+
+    def apply(self, res: FillResult) -> FillResult:
+        """``res`` with the held cells at their pose, certain (no entropy, no spread)."""
+        if not self.cells.any():
+            return res
+        c, mv = self.cells, self.moving
+        trans = res.translations.copy()
+        trans[:, :, mv] = np.where(c[:, :, mv, None], self.translations, trans[:, :, mv])
+        return replace(res, rotations=np.where(c[..., None], self.rotations, res.rotations), translations=trans,
+                       entropy=np.where(c, 0.0, res.entropy), spread_deg=np.where(c, 0.0, res.spread_deg))
 
 
 def _identity_like(rot: np.ndarray) -> np.ndarray:
@@ -312,6 +371,14 @@ def fill(
     n, t, j = known.shape
     if not known.any(axis=(1, 2)).all():
         raise ValueError("every window needs at least one known cell")
+    holds = Holds.find(model, rotations, translations, known)
+    return holds.apply(_fill(model, rotations, translations, known, times, cancel, progress, cut))
+
+
+def _fill(model: MotionFill, rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times: np.ndarray,
+          cancel: Callable[[], bool] | None, progress: Callable[[int, int], None] | None, cut: bool) -> FillResult:
+    """:func:`fill` before its holds are written."""
+    n, t, j = known.shape
     length = model_length(model)
     if t <= length:
         r, tr, out = _window_fill(model, rotations, translations, known, times)
@@ -522,6 +589,7 @@ def sample(
         raise ValueError("nothing to sample: every cell is known")
     if not known.any():
         raise ValueError("every window needs at least one known cell")
+    holds = Holds.find(model, rotations, translations, known)
     cal = calibration_of(model)
     temperature = float(temperature) * cal.temperature
     rng = np.random.default_rng(seed)
@@ -535,7 +603,9 @@ def sample(
     given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
     known0 = np.repeat(known, n, axis=0)
     trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
-    return [FillResult(rot[v], trans[v], ent_out[v], spread_out[v]) for v in range(n)]
+    held = holds.apply(FillResult(rot, trans, ent_out, spread_out))
+    return [FillResult(held.rotations[v], held.translations[v], held.entropy[v], held.spread_deg[v])
+            for v in range(n)]
 
 
 def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
@@ -785,4 +855,5 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
         r = np.where(kn[..., None], rotations[w], r)
         tr = np.where(kn[..., None], translations[w], tr)
         parts.append((r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)))
-    return FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
+    res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
+    return Holds.find(model, rotations, translations, known).apply(res)  # held on the window's own frames too

@@ -135,3 +135,34 @@ def test_a_whole_track_is_made_continuous_in_one_pass_as_stretch_by_stretch(spec
         given[~known] = np.nan
         got = convert.encode_track(q, f, given, known)
         assert np.array_equal(got, _stretch_by_stretch(q, f, given, known), equal_nan=True)
+
+
+def test_a_request_without_joint_root_gets_the_root_as_its_world_path():
+    """A body request that leaves joint_Root out: it is keyed at rest on the keyed frames only (as in training), the
+    model moves it between them, and the answer's Hips is that motion composed into the Hips' own: the figure's
+    world path, with the Hips exactly as given on its keys."""
+    import backend_support
+
+    from backend import grid
+    from backend.registry import Registry
+    from training.inbetween import fill as engine
+    from training.motion.skeleton import forward_kinematics
+
+    registry = Registry.load(["body"])  # the shipped body, which moves joint_Root between keys
+    req = backend_support.fill_request("body", frames=30, keys=(0, 1, 2, 15, 29))
+    del req["joints"]["joint_Root"]
+    req = FillRequest.model_validate(req)
+    win = grid.prepare(req, registry)
+    schema = win.lm.schema
+    top, root = schema.parents[schema.root], schema.root
+    keyed = win.known[0].any(-1)
+    assert win.folded == [top] and np.array_equal(win.known[0, :, top], keyed) and not keyed.all()
+    res = engine.fill_at_rate(win.lm.model, win.rotations, win.translations, win.known, win.times, win.lm.fps_range)
+    folded = grid.fold_above_root(win, res)
+    glob_rot, glob_pos = forward_kinematics(res.rotations[0], res.translations[0], schema.parents)
+    assert quat_angle(folded.rotations[0, :, root], glob_rot[:, root]).max() < 1e-6  # arccos near 1
+    assert np.abs(folded.translations[0, :, root] - glob_pos[:, root]).max() < 1e-9
+    assert quat_angle(res.rotations[0, ~keyed, top], np.array([0, 0, 0, 1.0])).max() > 1e-6  # the model moved it
+    kept = win.tracks["Hips"].known
+    assert np.allclose(folded.rotations[0, kept, root], res.rotations[0, kept, root], atol=1e-12)
+    assert np.allclose(folded.translations[0, kept, root], res.translations[0, kept, root], atol=1e-12)

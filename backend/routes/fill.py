@@ -50,7 +50,7 @@ def _fill_work(win: grid.Window, job: Job) -> tuple[dict, dict | None, float, fl
     t_model = time.perf_counter()
     if job.cancelled():
         raise engine.Cancelled()
-    joints = grid.encode(win, res)
+    joints = grid.encode(win, grid.fold_above_root(win, res))
     resampled = None if res.resampled is None else {"window_fps": res.resampled[0], "filled_fps": res.resampled[1]}
     return joints, resampled, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
 
@@ -64,7 +64,7 @@ def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, 
     variations = []
     for r in results:
         one = engine.FillResult(r.rotations[None], r.translations[None], r.entropy[None], r.spread_deg[None])
-        variations.append({"joints": grid.encode(win, one)})
+        variations.append({"joints": grid.encode(win, grid.fold_above_root(win, one))})
     return variations, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
 
 

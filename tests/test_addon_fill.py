@@ -145,6 +145,12 @@ def assert_fill_is_one_undo_step(bpy, ext, ob) -> None:
 
 
 def snapshot_all(ext, ob):
+    """Every F-curve, and the pose the curves give at the current frame (evaluated anew: in background mode an
+    undo restores the curves but leaves the pose as it was last evaluated, which depends on the frame the tests
+    before left the scene at)."""
+    import bpy
+
+    bpy.context.scene.frame_set(bpy.context.scene.frame_current)
     return ext.curves.snapshot(ext.keys.channelbag(ob)), {pb.name: tuple(pb.matrix_basis.col[3]) + tuple(
         pb.rotation_quaternion) for pb in ob.pose.bones}
 

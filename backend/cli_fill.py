@@ -140,17 +140,18 @@ def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
         raise ValueError(f"cannot write {current}: {e.strerror or e}; no output was written") from None
 
 
-def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None, numpy: bool) -> tuple[clip_io.Clip, LoadedModel]:
-    """The clip in the model's skeleton and the model (``numpy``: in the torch-free runtime where it can)."""
+def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[clip_io.Clip, LoadedModel]:
+    """The clip in the model's skeleton and the model, in the numpy runtime where it can run (no torch to import:
+    most of a fresh process's start)."""
     if model is not None:
-        lm = load_one(model, numpy=numpy)
+        lm = load_one(model, numpy=True)
         return clip_io.from_bvh(data, lm.schema, name=str(path)), lm
     for name in SCHEMAS:
         try:
             c = clip_io.from_bvh(data, name, name=str(path))
         except clip_io.SchemaMismatch:
             continue
-        return c, load_one(name, numpy=numpy)
+        return c, load_one(name, numpy=True)
     raise ValueError(f"{path}: neither a hand nor a body skeleton (joint names differ); "
                      "see `anyfill serve`'s /v1/models for the expected joints")
 
@@ -226,8 +227,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
-    # the model runs in its numpy twin: no torch to import (most of a fresh process's start)
-    whole, lm = _clip_and_model(data, input_path, model, numpy=True)
+    whole, lm = _clip_and_model(data, input_path, model)
     lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
     clip = whole.frames(slice(lo, hi + 1))
     t, j = clip.n_frames, clip.schema.n_joints

@@ -159,14 +159,12 @@ def hold_above_root(win: Window) -> None:
     against 1.02 / 1.35 keyed like the rest, `anyfill bench inbetween`'s windows.)"""
     schema = win.lm.schema
     keyed = win.known[0].any(-1)
-    j = schema.parents[schema.root]
-    while j >= 0:
+    for j in schema.above_root():
         if schema.joints[j] not in win.tracks:
             win.rotations[0, :, j] = (0.0, 0.0, 0.0, 1.0)
             win.translations[0, :, j] = 0.0
             win.known[0, keyed, j] = True
             win.folded.append(j)
-        j = schema.parents[j]
 
 
 def fold_above_root(win: Window, result: FillResult) -> FillResult:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,16 @@ def _errors(rot, trans, clip, known, moving) -> dict:
     ang = np.degrees(quat_angle(rot[0], clip.rotations))[filled]
     pos = np.linalg.norm(trans[0][:, moving] - clip.translations[:, moving], axis=-1)[filled[:, moving]]
     return {"rotation_error_deg": float(ang.mean()), "moving_translation_error": float(pos.mean())}
+
+
+def _timed(fn, repeats: int) -> tuple[list[float], object]:
+    """Seconds of each of ``repeats`` calls of ``fn``, and the last call's result."""
+    runs, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t0)
+    return runs, out
 
 
 def _cli(args: list[str], threads: int) -> float:
@@ -82,19 +93,10 @@ def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int 
         times = (np.arange(t) / clip.fps)[None]
         args = (model, clip.rotations[None], clip.translations[None], known, times)
         fill(model, *(a[:, :model_length(model)] for a in args[1:]))  # warm
-        runs, res = [], None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = fill(*args)
-            runs.append(time.perf_counter() - t0)
-        array_model, _ = load_numpy_model(skeleton)
-        array_args = (array_model, *args[1:])
+        runs, res = _timed(partial(fill, *args), repeats)
+        array_args = (load_numpy_model(skeleton)[0], *args[1:])
         fill(*array_args)  # warm
-        array_runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            array_res = fill(*array_args)
-            array_runs.append(time.perf_counter() - t0)
+        array_runs, array_res = _timed(partial(fill, *array_args), repeats)
         moving = list(get_schema(skeleton).moving)
         row = {"file": rel, "frames": t, "fps": clip.fps, "model": skeleton, "key_frames": int(known[0].any(-1).sum()),
                "pieces": len(pieces(known[0], model_length(model))), "compute_s": _median(runs),

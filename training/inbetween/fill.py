@@ -129,11 +129,9 @@ class Holds:
         tb = np.take_along_axis(translations[:, :, moving], b[:, :, moving, None], axis=1)
         with np.errstate(invalid="ignore"):
             cells[:, :, moving] &= np.abs(ta - tb).max(-1) <= HOLD_DISTANCE
-        above, p = [], schema.parents[schema.root]
-        while p >= 0:  # joints above the root (the body's joint_Root) place the whole figure in the model's frame:
-            above.append(p)  # the model moves them with the root, so one is held only where the root is held too
-            p = schema.parents[p]
-        cells[:, :, above] &= cells[:, :, [schema.root]]
+        # joints above the root place the whole figure in the model's frame; the model moves them with the root,
+        # so one is held only where the root is held too
+        cells[:, :, schema.above_root()] &= cells[:, :, [schema.root]]
         return cls(cells, qa / np.linalg.norm(qa, axis=-1, keepdims=True), ta, moving)
 
     def apply(self, res: FillResult) -> FillResult:
@@ -600,7 +598,7 @@ def sample(
         rot, trans, ent_out, spread_out, visits = _sample_cells(*args, refresh or model.cfg.n_joints)
     if visit_log is not None:
         visit_log.extend(visits)
-    given = np.repeat(np.asarray(translations, dtype=np.float64), n, axis=0)
+    given = np.repeat(translations, n, axis=0)
     known0 = np.repeat(known, n, axis=0)
     trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
     held = holds.apply(FillResult(rot, trans, ent_out, spread_out))

@@ -66,6 +66,15 @@ class Schema:
                 out[p].append(j)
         return out
 
+    def above_root(self) -> list[int]:
+        """The joints above the root, its parent first (the body's joint_Root; none for the hand): they place the
+        whole figure, and a rig usually has no bone for them."""
+        out, j = [], self.parents[self.root]
+        while j >= 0:
+            out.append(j)
+            j = self.parents[j]
+        return out
+
     def branches(self) -> list[list[int]]:
         """Each of the root's children with every joint below it, in the schema's order (the hand: its five
         fingers, thumb first): what an animator keys, or leaves, as one piece."""

@@ -135,6 +135,17 @@ def test_a_hand_takes_sides_come_from_how_its_fingers_flex(data_root):
     assert rig.anatomical_side(take.set_local(*mirror_x(take.local_rotations(), take.local_translations()))) == "Left"
 
 
+def test_finger_speed_at_a_rate_a_hair_off_the_takes_own(data_root):
+    """A 120 fps CMU rig reads as 119.9988 fps: the take's frames sampled at that rate end on its last frame, not
+    one past it (an IndexError ended `bench rig CMU.bvh --hands TAKE`)."""
+    from training.bench import rig
+
+    take = rig.hand_takes(data_root / TAKE)["Right"][1]
+    for fps in (take.fps * (1 - 1e-5), take.fps, take.fps / 4 * (1 + 1e-5)):
+        speed = rig.finger_speed(take, fps)
+        assert np.isfinite(speed).all() and len(speed) >= take.n_frames * fps / take.fps - 2
+
+
 @pytest.mark.blender
 @pytest.mark.slow
 def test_a_takes_finger_motion_is_put_on_the_mixamo_rigs_fingers(bpy, ext, prefs, data_root):

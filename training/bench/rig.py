@@ -282,7 +282,7 @@ def hand_takes(path: Path) -> dict[str, tuple[Path, object]]:
 def finger_speed(take, fps: float) -> np.ndarray:
     """How fast a ManipNet hand's fingers move at each of its frames taken at ``fps``: the mean distance its
     finger joints travel per frame in the wrist's frame, in the take's units."""
-    at = np.round(np.arange(0, take.n_frames - 1e-9, take.fps / fps)).astype(int)
+    at = np.minimum(np.round(np.arange(0, take.n_frames - 1e-9, take.fps / fps)), take.n_frames - 1).astype(int)
     fingers = still_wrist(take)[at, 1:]
     return np.linalg.norm(np.diff(fingers, axis=0), axis=-1).mean(-1)
 

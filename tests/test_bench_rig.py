@@ -146,6 +146,14 @@ def test_finger_speed_at_a_rate_a_hair_off_the_takes_own(data_root):
         assert np.isfinite(speed).all() and len(speed) >= take.n_frames * fps / take.fps - 2
 
 
+def test_hands_are_refused_on_a_rig_without_finger_bones_before_blender_starts(data_root):
+    from training.bench import rig
+
+    rig.check_finger_bones(data_root / MIXAMO)  # every finger bone there
+    with pytest.raises(ValueError, match=r"cmu-xia_normal.bvh has no LeftHandMiddle1.*18 of the 22 bones missing"):
+        rig.check_finger_bones(data_root / "foreign/cmu-xia_normal.bvh")
+
+
 @pytest.mark.blender
 @pytest.mark.slow
 def test_a_takes_finger_motion_is_put_on_the_mixamo_rigs_fingers(bpy, ext, prefs, data_root):

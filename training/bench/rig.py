@@ -297,6 +297,22 @@ def busiest_stretch(takes: Sequence, frames: int, fps: float) -> int:
     return int(round(int(np.argmax(mean)) * takes[0].fps / fps))
 
 
+def check_finger_bones(clip: Path) -> None:
+    """Refuse (ValueError, naming what is missing) a clip whose rig lacks the Mixamo hand and finger bones that
+    ``--hands`` puts a take's fingers on, before Blender starts: read from the BVH's joint names."""
+    from training.motion import bvh
+
+    names = bvh.read(clip).names
+    hips = [n for n in names if n.endswith("Hips")]
+    prefix = hips[0][: -len("Hips")] if hips else ""
+    wanted = [prefix + side + bone for side in ("Left", "Right") for bone in {**PALM, **HAND_TRACKS}]
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(f"--hands puts a hand take's fingers on a Mixamo rig's finger bones, and {clip.name} has "
+                         f"no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} ({len(missing)} of the "
+                         f"{len(wanted)} bones missing): give --hands only with Mixamo clips")
+
+
 def put_hands_on_rig(bpy, rig, take: Path) -> int:
     """The finger motion of a ManipNet take (:func:`hand_takes`) put on the Mixamo rig ``rig``'s fingers with
     Blender's own constraints, then baked over the scene's range; the rest of the rig keeps its motion. Each
@@ -605,6 +621,9 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     from training.motion.splits import data_root
 
     clips = [Path(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]
+    if args.hands is not None:
+        for c in clips:
+            check_finger_bones(c)
     if addon_zip is None:
         raise SystemExit("anyfill bench rig: run it as 'anyfill bench rig' (it builds the extension first)")
     s = start_session(addon_zip, args.model or ("hand", "body"))

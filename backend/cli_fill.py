@@ -98,10 +98,15 @@ def output_paths(output: str | Path, sample: int) -> list[Path]:
     return [output.with_name(f"{output.stem}-{i + 1}{output.suffix or '.bvh'}") for i in range(sample)]
 
 
-def check_outputs(outs: list[Path]) -> None:
+def check_outputs(outs: list[Path], source: Path | None = None) -> None:
     """Refuse, before any work, outputs that cannot be written: a directory, a path under a file, a folder
-    that cannot be written (tried with a temporary file, removed at once)."""
+    that cannot be written (tried with a temporary file, removed at once); and the input file ``source`` itself
+    (the fill would replace the keys it was made from)."""
     for out in outs:
+        if source is not None and (out.resolve() == source.resolve()
+                                   or (out.exists() and source.exists() and os.path.samefile(out, source))):
+            raise ValueError(f"-o {out}: is the input file; the fill would replace the motion it was made from: "
+                             f"write to another file")
         if out.is_dir():
             raise ValueError(f"-o {out}: is a directory; name a file, e.g. {out / 'filled.bvh'}")
         folder = out.parent
@@ -223,7 +228,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     (default: for fills longer than the model's window and for sampling)."""
     input_path = Path(input_path)
     outs = output_paths(output, sample)
-    check_outputs(outs)
+    check_outputs(outs, input_path)
     data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")

@@ -292,7 +292,8 @@ def _left_over(folder: Path, before: set[str]) -> set[str]:
 
 @pytest.mark.data
 def test_fill_refuses_outputs_it_cannot_write_before_any_work(data_root, tmp_path, capsys, monkeypatch):
-    """-o naming a directory or a path under a file: a clear error before the model runs, nothing left."""
+    """-o naming a directory, a path under a file or the input file itself: a clear error before the model runs,
+    nothing left and the input as it was."""
     from training.inbetween import fill as engine
 
     src = _body_clip(data_root, tmp_path)
@@ -303,15 +304,18 @@ def test_fill_refuses_outputs_it_cannot_write_before_any_work(data_root, tmp_pat
     (tmp_path / "outdir").mkdir()
     (tmp_path / "afile").write_text("x")
     (tmp_path / "var-2.bvh").mkdir()
+    original = src.read_bytes()
     before = {p.name for p in tmp_path.iterdir()}
     for out, extra, says in ((tmp_path / "outdir", [], "is a directory"),
                              (tmp_path / "afile" / "o.bvh", [], "is not a directory"),
-                             (tmp_path / "var.bvh", ["--sample", "3"], "var-2.bvh: is a directory")):
+                             (tmp_path / "var.bvh", ["--sample", "3"], "var-2.bvh: is a directory"),
+                             (src, [], "is the input file"),  # the clip's own keys would be overwritten
+                             (tmp_path / "." / src.name, [], "is the input file")):
         assert cli(["fill", str(src), "-o", str(out), "--keys", "0,last", "--model", model, *extra]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err
         assert _left_over(tmp_path, before) == set() and list((tmp_path / "outdir").iterdir()) == []
-    assert ran == []
+    assert ran == [] and src.read_bytes() == original
 
 
 @pytest.mark.data

@@ -230,8 +230,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if kind == "sample":
         limit = model.get("limits", {}).get("max_sample_frames") or model.get("window_frames")
         if limit and len(frames) > limit:
-            raise PlanError(f"Variations take at most {limit} frames (the model's window); the range has "
-                            f"{len(frames)}: set a shorter preview range")
+            raise PlanError(f"The backend samples at most {limit} frames; the range has {len(frames)}: set a "
+                            f"shorter preview range")
         body.update(sample or {})
     n_bones = int(write.any(axis=0).sum())
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"

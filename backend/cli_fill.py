@@ -246,10 +246,6 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     if known.all():
         raise ValueError("every cell is a key: nothing to fill")
     _check_rate(clip.fps, lm, input_path)
-    what = f"{input_path} (frames {lo}-{hi})" if frames else str(input_path)
-    if sample and t > lm.length:
-        raise ValueError(f"--sample works on windows of at most {lm.length} frames (the model's window); "
-                         f"{what} has {t}: choose a part with --frames, or fill it without --sample")
     times = (np.arange(t) / clip.fps)[None]
     rot, trans = clip.rotations[None], clip.translations[None]
     show = (bool(sample) or t > lm.length) if progress is None else progress
@@ -258,8 +254,8 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
         report = stack.enter_context(Progress(*(("sampling", "steps") if sample else ("filling", "frames")))) \
             if show else None
         if sample:
-            results = engine.sample(lm.model, rot, trans, known, times, order=order, k=k, temperature=temperature,
-                                    seed=seed, n=sample, progress=report)
+            results = engine.sample_at_rate(lm.model, rot, trans, known, times, lm.fps_range, order=order, k=k,
+                                            temperature=temperature, seed=seed, n=sample, progress=report)
         else:
             r = engine.fill_at_rate(lm.model, rot, trans, known, times, lm.fps_range, progress=report)
             results = [engine.FillResult(r.rotations[0], r.translations[0], r.entropy[0], r.spread_deg[0])]

@@ -182,7 +182,7 @@ def fold_above_root(win: Window, result: FillResult) -> FillResult:
     return replace(result, rotations=rot, translations=trans)
 
 
-def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None) -> Window:
+def prepare(req: FillRequest, registry: Registry) -> Window:
     """Validate a request against its model and build the engine's arrays (see the module docstring)."""
     lm = registry.get(req.model)
     if lm is None:
@@ -190,9 +190,6 @@ def prepare(req: FillRequest, registry: Registry, max_frames: int | None = None)
                            f"{', '.join(registry.names()) or 'none'}")
     _check_frames(req.frames)
     t = len(req.frames)
-    if max_frames is not None and t > max_frames:
-        raise RequestError("frames", f"{t} frames; sampling with model {lm.name!r} takes at most {max_frames}",
-                           status=413)
     span = (req.frames[-1] - req.frames[0]) / req.fps
     if span > MAX_SECONDS:
         raise RequestError("frames", f"the window spans {span:.6g} s at {req.fps:g} fps; at most {MAX_SECONDS:g} s")

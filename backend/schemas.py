@@ -19,7 +19,7 @@ API_VERSION = "v1"
 
 # --- limits (requests beyond these get a 4xx that names the field) ----------------------------------------
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_FRAMES = 2048  # per fill request; sampling takes at most the model's window length
+MAX_FRAMES = 2048  # per fill or sample request (a shot longer than the model's window runs window by window)
 MAX_JOINTS = 64  # entries in ``joints`` (a model has at most 22)
 MAX_VARIATIONS = 16
 MAX_K = 4096
@@ -189,6 +189,8 @@ class SampleResponse(_Answer):
     temperature: float
     seed: int
     variations: list[Variation]
+    resampled: Resampling | None = Field(None, description="set when the window was sampled at another frame "
+                                         "rate than its own (a 60 or 120 fps rig on a 24-40 fps model)")
     timings: Timings
 
 
@@ -267,7 +269,7 @@ class Conventions(_Answer):
 class Limits(_Answer):
     max_body_bytes: int = MAX_BODY_BYTES
     max_frames: int = MAX_FRAMES
-    max_sample_frames: int
+    max_sample_frames: int = MAX_FRAMES
     max_joints: int = MAX_JOINTS
     max_variations: int = MAX_VARIATIONS
     max_k: int = MAX_K

@@ -247,6 +247,25 @@ def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
     assert fc.group is not None and fc.group.name == "Anyfill"  # a new channel gets its group (4.4 and 5.x)
 
 
+def test_variations_of_a_range_longer_than_the_window_on_a_60_fps_rig(bpy, ext, prefs, data_root):
+    """Variations of 151 frames of a 60 fps rig (101 frames at the model's 40 fps: longer than its window): drawn
+    at a trained rate window by window, written on the rig's own target frames; the animator's keys untouched."""
+    ob = load_rig(bpy, ext, data_root, HAND, frames=151, step=2)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 60, 1.0
+    keep = set(range(1, 152, 10))
+    thin_keys(bpy, ob, keep)
+    before = own_keys(ext, ob)
+    s = scene.anyfill
+    s.count, s.order, s.k, s.seed, s.temperature = 2, "lowest-entropy", 64, 1, 1.0
+    assert run_fill(bpy, ob, "anim.anyfill_sample_variations") == {"FINISHED"}
+    assert ob.anyfill.variation_count == 2
+    targets = [float(f) for f in range(1, 152) if f not in keep]
+    path = ext.keys.bone_path("PINKY_MCP", "rotation_euler")
+    assert generated_frames(ext, ob)[(path, 0)] == targets
+    assert own_keys(ext, ob) == before
+
+
 def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):
     """Fill on a rig with the reference rig's joints but other bone rolls and directions (and quaternion
     rotation mode), keyed with the same world-space poses, gives the same world-space joint positions."""

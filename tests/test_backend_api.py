@@ -57,7 +57,8 @@ def test_models_describe_skeletons(client):
     assert body["root"] == "Hips" and body["up_axis"] == "y" and body["window_frames"] == 65
     assert body["rotations"]["default_quaternion_layout"] == "wxyz"
     assert set(body["rotations"]["euler_orders"]) == {"XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"}
-    assert body["limits"]["max_sample_frames"] == 65 and body["limits"]["max_variations"] >= 8
+    limits = body["limits"]
+    assert limits["max_sample_frames"] == limits["max_frames"] == 2048 and limits["max_variations"] >= 8
     assert body["fps_range"][0] <= 30 <= body["fps_range"][1]
     assert models["hand-triples"]["variant"] == "triples" and models["hand"]["skeleton"] == "hand"
 
@@ -188,6 +189,24 @@ def test_sample_variations(client):
     assert np.abs(va[0] - va[1]).max() > 1e-6  # variations differ
     for v in a["variations"]:
         assert v["joints"]["WRIST"]["rotations"][0] == req["joints"]["WRIST"]["rotations"][0]
+
+
+def test_sample_a_shot_longer_than_the_window_and_a_60_fps_one(client):
+    """Variations of any length (window by window, as a fill) and at any rate (drawn at a trained rate, carried
+    back to the request's frames, the answer saying so); a triples model names its limit."""
+    keys = tuple(range(0, 100, 10)) + (99,)
+    r = client.post("/v1/sample", json=fill_request("hand", frames=100, keys=keys, k=50, n=2, seed=1))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["variations"]) == 2 and body["resampled"] is None
+    tracks = [v["joints"]["INDEX_MCP"]["rotations"] for v in body["variations"]]
+    assert all(len(t) == 100 and all(q is not None for q in t) for t in tracks)
+    assert np.abs(np.array(tracks[0]) - np.array(tracks[1])).max() > 1e-6
+    r = client.post("/v1/sample", json=fill_request("hand", frames=61, keys=(0, 20, 40, 60), k=50, n=2, fps=60.0))
+    assert r.status_code == 200, r.text
+    assert r.json()["resampled"]["window_fps"] == pytest.approx(60.0) and r.json()["resampled"]["filled_fps"] <= 40
+    r = client.post("/v1/sample", json=fill_request("hand", frames=100, keys=keys, k=50, model="hand-triples"))
+    assert r.status_code == 422 and "query model" in r.json()["error"], r.text
 
 
 def test_sample_triples_model_and_stream(client):

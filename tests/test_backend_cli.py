@@ -249,6 +249,21 @@ def test_fill_bvh_samples_and_joints(data_root, tmp_path, capsys):
     assert quat_angle(cs[0].rotations[5], cs[1].rotations[5]).max() > 1e-4  # two different variations
 
 
+@pytest.mark.data
+def test_fill_bvh_samples_a_clip_longer_than_the_models_window(data_root, tmp_path, capsys):
+    """--sample on a whole clip (here 100 frames, keys every 10): drawn window by window, the keys kept."""
+    src = _body_clip(data_root, tmp_path, frames=100)
+    out = tmp_path / "var.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--keys", "0:last:10,last", "--model",
+                str(models_dir() / "body.safetensors"), "--sample", "2", "--k", "22", "--no-progress"]) == 0
+    ca = clip.load(src, "body")
+    cs = [clip.load(tmp_path / f"var-{i}.bvh", "body") for i in (1, 2)]
+    for c in cs:
+        assert c.n_frames == 100 and np.isfinite(c.rotations).all()
+        assert quat_angle(c.rotations[::10], ca.rotations[::10]).max() < 1e-4  # key frames
+    assert quat_angle(cs[0].rotations[75], cs[1].rotations[75]).max() > 1e-4  # beyond the first window: drawn
+
+
 def test_fill_cli_errors(tmp_path, capsys):
     src = tmp_path / "x.bvh"
     src.write_text("HIERARCHY\nROOT a\n{\n")

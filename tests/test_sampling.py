@@ -211,3 +211,87 @@ def test_a_calibration_for_another_skeleton_is_refused(tmp_path):
     write_card(path, card)
     with pytest.raises(CheckpointError, match="sampling calibration"):
         load_model(path)
+
+
+def _long_shot(skeleton="body", t=150):
+    """A shot longer than the model's window: whole poses every 8 frames, but for 80 frames in the middle only
+    some joints keyed (a stretch no cut can shorten, drawn by overlapping windows)."""
+    rot, trans, times = synthetic(skeleton, n=1, t=t, seed=3)
+    known = np.zeros((t, get_schema(skeleton).n_joints), dtype=bool)
+    known[::8] = True
+    known[40:120, :4] = False
+    known[-1] = True
+    return rot[0], trans[0], known, times[0]
+
+
+def _largest_step(rot: np.ndarray) -> float:
+    """The largest frame-to-frame turn of any joint (degrees)."""
+    dot = np.abs(np.sum(rot[1:] * rot[:-1], -1)).clip(0.0, 1.0)
+    return float(np.degrees(2 * np.arccos(dot)).max())
+
+
+def test_a_shot_longer_than_the_window_is_sampled_window_by_window():
+    model = tiny("body")
+    rot, trans, known, times = _long_shot()
+    assert len(times) > fill_engine.model_length(model) and len(fill_engine.pieces(known, 65)) > 1
+    k = model.cfg.n_joints
+    log, ticks = [], []
+    a = fill_engine.sample(model, rot, trans, known, times, k=k, n=2, seed=1, visit_log=log,
+                           progress=lambda d, t: ticks.append((d, t)))
+    b = fill_engine.sample(model, rot, trans, known, times, k=k, n=2, seed=1)
+    expected = sorted(map(tuple, np.argwhere(~known)))
+    assert sorted(log[0]) == expected and ticks[-1] == (len(expected), len(expected))
+    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.rotations, y.rotations) and np.array_equal(x.translations, y.translations)
+        assert np.array_equal(x.rotations[known], unit[known]) and np.array_equal(x.translations[known], trans[known])
+        assert np.isfinite(x.rotations).all() and np.isfinite(x.translations).all()
+        assert (x.entropy[known] == 0).all() and (x.spread_deg[~known] > 0).all()
+    assert not np.allclose(a[0].rotations, a[1].rotations)
+
+
+@pytest.mark.data
+def test_a_long_shot_at_temperature_zero_is_a_fill_without_a_seam(data_root):
+    """The shipped body on 150 frames of a test clip keyed as an animator might (whole poses every 8 frames, the
+    arms and legs only for 80 frames in the middle): window by window at temperature 0 every variation is one
+    deterministic fill of the shot, close to the engine's own fill and with no frame-to-frame turn much larger
+    than that fill's (a seam between windows would be one)."""
+    from training.bench.inbetween import load_protocol_clips
+    from training.motion.splits import split_files
+
+    model, _ = load_model("body")
+    schema = get_schema("body")
+    clip = load_protocol_clips(split_files("body", "test", data_root)[:1], schema)[0]
+    rot, trans, times = clip.rotations[:150], clip.translations[:150], np.arange(150) / clip.fps
+    known = np.zeros((150, schema.n_joints), dtype=bool)
+    known[::8] = True
+    known[40:120, :6] = False
+    known[-1] = True
+    det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
+    zs = fill_engine.sample(model, rot, trans, known, times, k=schema.n_joints, n=2, temperature=0.0)
+    assert np.array_equal(zs[0].rotations, zs[1].rotations)
+    dot = np.abs(np.sum(zs[0].rotations * det.rotations[0], -1)).clip(0.0, 1.0)
+    assert np.degrees(2 * np.arccos(dot)).mean() < 0.2  # measured 0.03 deg
+    assert _largest_step(zs[0].rotations) <= 1.05 * _largest_step(det.rotations[0])
+
+
+def test_variations_of_a_60_fps_window_are_drawn_at_a_trained_rate():
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=61, seed=5)
+    rot, trans, times = rot[0], trans[0], np.arange(61) / 60.0
+    known = np.zeros(rot.shape[:2], dtype=bool)
+    known[::12] = True
+    log: list = []
+    res = fill_engine.sample_at_rate(model, rot, trans, known, times, (24.0, 40.0), k=17, n=2, seed=0,
+                                     visit_log=log)
+    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+    for r in res:
+        assert r.resampled == (pytest.approx(60.0), 40.0) and r.rotations.shape == rot.shape
+        assert np.allclose(r.rotations[known], unit[known], atol=1e-12) and np.isfinite(r.rotations).all()
+    assert max(f for f, _ in log[0]) == 39  # drawn on a 40 fps grid: 41 frames over the 1 s window, the last a key
+    assert not np.allclose(res[0].rotations, res[1].rotations)
+    # at a trained rate it is sample() itself
+    slow = np.arange(61) / 30.0
+    a = fill_engine.sample_at_rate(model, rot, trans, known, slow, (24.0, 40.0), k=17, n=2, seed=0)
+    b = fill_engine.sample(model, rot, trans, known, slow, k=17, n=2, seed=0)
+    assert all(np.array_equal(x.rotations, y.rotations) and x.resampled is None for x, y in zip(a, b, strict=True))

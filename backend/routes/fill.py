@@ -51,21 +51,24 @@ def _fill_work(win: grid.Window, job: Job) -> tuple[dict, dict | None, float, fl
     if job.cancelled():
         raise engine.Cancelled()
     joints = grid.encode(win, grid.fold_above_root(win, res))
-    resampled = None if res.resampled is None else {"window_fps": res.resampled[0], "filled_fps": res.resampled[1]}
-    return joints, resampled, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+    return joints, _resampled(res), (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
 
 
-def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, float, float]:
+def _resampled(res: engine.FillResult) -> dict | None:
+    return None if res.resampled is None else {"window_fps": res.resampled[0], "filled_fps": res.resampled[1]}
+
+
+def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, dict | None, float, float]:
     t = time.perf_counter()
-    results = _engine_call(engine.sample, win.lm.model, win.rotations, win.translations, win.known, win.times,
-                           order=req.order, k=req.k, temperature=req.temperature, seed=req.seed, n=req.n,
-                           progress=job.progress, cancel=job.cancelled)
+    results = _engine_call(engine.sample_at_rate, win.lm.model, win.rotations, win.translations, win.known,
+                           win.times, win.lm.fps_range, order=req.order, k=req.k, temperature=req.temperature,
+                           seed=req.seed, n=req.n, progress=job.progress, cancel=job.cancelled)
     t_model = time.perf_counter()
     variations = []
     for r in results:
         one = engine.FillResult(r.rotations[None], r.translations[None], r.entropy[None], r.spread_deg[None])
         variations.append({"joints": grid.encode(win, grid.fold_above_root(win, one))})
-    return variations, (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+    return variations, _resampled(results[0]), (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
 
 
 def _cancelled(job: Job, jobs: Jobs) -> RequestError:
@@ -112,14 +115,13 @@ async def sample(req: SampleRequest, request: Request, registry: Models, jobs: J
     """Any-order sampling of ``n`` variations. With ``stream: true`` the answer is NDJSON events
     (started, progress..., result | error | cancelled); otherwise poll ``GET /v1/jobs/{id}``."""
     t0 = time.perf_counter()
-    lm = registry.get(req.model)
-    win = await run_in_threadpool(grid.prepare, req, registry, lm.length if lm else None)
+    win = await run_in_threadpool(grid.prepare, req, registry)
     prepare_ms = (time.perf_counter() - t0) * 1e3
     job = jobs.create("sample", req.id)
 
-    def answer(variations, model_ms, encode_ms) -> dict:
+    def answer(variations, resampled, model_ms, encode_ms) -> dict:
         return {"id": job.id, "model": req.model, "frames": req.frames, "order": req.order, "k": req.k,
-                "temperature": req.temperature, "seed": req.seed, "variations": variations,
+                "temperature": req.temperature, "seed": req.seed, "variations": variations, "resampled": resampled,
                 "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)}
 
     if not req.stream:

@@ -25,7 +25,7 @@ def model_info(lm: LoadedModel) -> ModelInfo:
         name=lm.name, skeleton=s.name, kind=lm.card.get("kind", "motion-anyorder"), variant=lm.model.cfg.variant,
         joints=joints, root=s.joints[s.root], up_axis="xyz"[s.up], units=s.units, window_frames=lm.length,
         fps_range=list(lm.fps_range), rotations=RotationConventions(quaternion_tolerance=QUAT_TOLERANCE),
-        limits=Limits(max_sample_frames=lm.length), data=lm.card.get("data"), licence=lm.card.get("licence"),
+        limits=Limits(), data=lm.card.get("data"), licence=lm.card.get("licence"),
         metrics=lm.card.get("metrics") or {}, conventions=lm.card.get("schema", {}).get("conventions"),
     )
 

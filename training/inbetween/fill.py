@@ -353,6 +353,29 @@ def _keys_after(known: np.ndarray, end: int) -> np.ndarray:
     return np.unique(end + np.argmax(ahead, axis=0)[has])
 
 
+def _window_index(known: np.ndarray, a: int, b: int, start: int, end: int) -> tuple[np.ndarray, int]:
+    """The frames of one shot (known (T, J)) that a window over its frames [start, end) of the piece [a, b]
+    reads, in order (-1: a spacer frame, neither known nor a target), and how many of them come before the
+    window's own: the piece's first window also sees each joint's last key before the piece, and every window
+    each joint's next key at or after its end. Keys beyond a piece's ends sit after a spacer, so that, as in the
+    whole shot, a key at the cut is not their neighbour frame: its velocity is the slope across it, not a
+    one-sided difference with a key ten frames away."""
+    before = _keys_before(known, a) if start == a else np.zeros(0, dtype=int)
+    after = _keys_after(known, end)
+    gap = [-1] if end == b + 1 and len(after) else []
+    idx = np.concatenate([before, [-1] * bool(len(before)), np.arange(start, end), gap, after]).astype(int)
+    return idx, len(before) + bool(len(before))
+
+
+def _window_times(times: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The times of a window's frames (:func:`_window_index`) from the shot's ``times`` (T,): a spacer halfway
+    between its neighbours."""
+    tm = times[idx].astype(np.float64)
+    spacer = np.flatnonzero(idx < 0)
+    tm[spacer] = (times[idx[spacer - 1]] + times[idx[spacer + 1]]) / 2.0
+    return tm
+
+
 def fill(
     model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None,
     progress: Callable[[int, int], None] | None = None, cut: bool = True,
@@ -407,33 +430,23 @@ def _fill(model: MotionFill, rotations: np.ndarray, translations: np.ndarray, kn
             wins = []
             for p in chunk:
                 end = min(p.start + length, p.b + 1)
-                # keys beyond a piece's ends sit after an empty spacer frame, so that, as in the whole shot, a
-                # key at the cut is not their neighbour frame: its velocity is the slope across it, not a
-                # one-sided difference with a key ten frames away
-                before = _keys_before(known[p.shot], p.a) if p.start == p.a else np.zeros(0, dtype=int)
-                after = _keys_after(known[p.shot], end)
-                gap = [-1] if end == p.b + 1 and len(after) else []
-                idx = np.concatenate([before, [-1] * bool(len(before)), np.arange(p.start, end), gap, after])
-                wins.append((p, end, len(before) + bool(len(before)), idx.astype(int)))
-            size = max(len(w[3]) for w in wins)
+                wins.append((p, end, *_window_index(known[p.shot], p.a, p.b, p.start, end)))
+            size = max(len(w[2]) for w in wins)
             b_rot = np.broadcast_to(_identity_like(rotations[:1, :1]), (len(wins), size, j, 4)).copy()
             b_trans = np.full((len(wins), size, j, 3), np.nan)
             b_known = np.zeros((len(wins), size, j), dtype=bool)
             b_valid = np.zeros((len(wins), size), dtype=bool)
             b_times = np.zeros((len(wins), size))
-            for i, (p, _, _, idx) in enumerate(wins):
+            for i, (p, _, idx, _) in enumerate(wins):
                 m, real = len(idx), idx >= 0  # spacers and padding: never known, never a target
-                tm = times[p.shot, idx]
-                tm[~real] = np.nan
+                tm = _window_times(times[p.shot], idx)
                 b_rot[i, :m][real], b_trans[i, :m][real] = rot_out[p.shot, idx[real]], trans_out[p.shot, idx[real]]
                 b_known[i, :m][real], b_valid[i, :m] = known_now[p.shot, idx[real]], real
-                spacer = np.flatnonzero(~real)
-                tm[spacer] = (tm[spacer - 1] + tm[spacer + 1]) / 2.0
                 b_times[i, :m] = tm
                 b_times[i, m:] = tm[-1] + np.arange(1, size - m + 1)
             r, tr, out = _window_fill(model, b_rot, b_trans, b_known, b_times, b_valid)
             e, s = _spread(out, b_known)
-            for i, (p, end, lead, _) in enumerate(wins):
+            for i, (p, end, _, lead) in enumerate(wins):
                 commit_to = end if end == p.b + 1 else end - ctx
                 c = np.s_[p.shot, p.upto : commit_to]  # the frames this window is the first to commit
                 w = np.s_[i, lead + p.upto - p.start : lead + commit_to - p.start]
@@ -567,7 +580,8 @@ def sample(
     deterministic fill. ``visit_log`` (optional) receives, per variation, the targets in the order visited.
     ``refresh`` (query variant): cells drawn between two encodings of the known cells (default: a frame's
     joints; each step in between runs the decoder only, the drawn cells reaching it through their frames'
-    queries and the key curves; 1: every step encodes anew)."""
+    queries and the key curves; 1: every step encodes anew). A window longer than the model's (query variant)
+    is drawn window by window, as :func:`fill` fills it (:func:`_sample_long`)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     if k < 1:
@@ -578,8 +592,10 @@ def sample(
                                                  np.asarray(known)[None], np.asarray(times)[None])
     if rotations.shape[0] != 1:
         raise ValueError("sample() takes one window; it draws n variations of it")
-    if rotations.shape[1] > model_length(model):
-        raise ValueError(f"sampling handles windows of up to {model_length(model)} frames")
+    long = rotations.shape[1] > model_length(model)
+    if long and model.cfg.variant != "query":
+        raise ValueError(f"a triples model samples windows of up to {model_length(model)} frames; a longer shot "
+                         f"needs a query model")
     known = np.asarray(known, dtype=bool)
     translations, times = np.asarray(translations, dtype=np.float64), np.asarray(times, dtype=np.float64)
     check_shapes(model, rotations, translations, known, times)
@@ -594,8 +610,13 @@ def sample(
     args = (model, rotations, translations, known, times, order, k, temperature, cal, rng, n, progress, cancel)
     if model.cfg.variant == "triples":
         rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
+    elif long:
+        rot, trans, ent_out, spread_out, visits = _sample_long(*args, refresh or model.cfg.n_joints)
     else:
-        rot, trans, ent_out, spread_out, visits = _sample_cells(*args, refresh or model.cfg.n_joints)
+        rows = (np.repeat(rotations, n + 1, axis=0), np.repeat(translations, n + 1, axis=0))
+        out = _sample_cells(model, *rows, *args[3:], refresh or model.cfg.n_joints)
+        rot, trans, ent_out, spread_out = (a[1:] for a in out[:4])  # row 0 is the reference chain
+        visits = out[4]
     if visit_log is not None:
         visit_log.extend(visits)
     given = np.repeat(translations, n, axis=0)
@@ -607,7 +628,7 @@ def sample(
 
 
 def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
-                  progress, cancel, refresh):
+                  progress, cancel, refresh, drawable: np.ndarray | None = None):
     """The query variant's any-order sampling, every variation side by side in one batch with a noiseless
     reference chain (row 0) that visits the same cells and takes the deterministic fill's value at each.
 
@@ -621,25 +642,31 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     The whole draw happens in the canonical frame of the given keys. Each step builds the network's inputs,
     runs the decoder against the encoding of the known cells (encoded anew once ``refresh`` cells were drawn
     since the last encoding), picks the next k cells by the order on the reference's spreads (every variation
-    visits the cells in the same order) and draws them."""
+    visits the cells in the same order) and draws them.
+
+    ``rotations`` and ``translations`` (n + 1, T, J, ...): row 0 the reference's context, the others each
+    variation's (equal but where an earlier window of a long shot drew them); ``known`` (1, T, J) and ``times``
+    (1, T) are shared. ``drawable`` (T, J): the unknown cells to draw (default: all; a long shot's window also
+    holds keys beyond its frames, and spacer frames, that are neither). Returns every row, the reference first,
+    all in the canonical frame of row 0's keys."""
     schema = get_schema(model.cfg.skeleton)
     spec = model.cfg.features
     scales = _scales(model, cal)
-    rot, trans, kn = _sanitise(model, rotations, translations, known)
-    canon = canonical_from_known(rot, trans, kn, schema, spec.frame)
-    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
     rows = n + 1
-    rep = (rows, 1, 1, 1)
-    rot_c, trans_c, given = np.tile(rot_c, rep), np.tile(trans_c, rep), np.tile(kn, rep[:3])
+    rot, trans, given = _sanitise(model, rotations, translations, np.repeat(known, rows, axis=0))
+    canon = canonical_from_known(rot[:1], trans[:1], given[:1], schema, spec.frame)
+    canon = Canonical(np.repeat(canon.turn, rows, axis=0), np.repeat(canon.offset, rows, axis=0))
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    draw = ~given[0] if drawable is None else ~given[0] & drawable
     tms = np.tile(times, (rows, 1))
     mv = list(schema.moving)
     chain = set(moving_chain(schema))  # the joints a moving joint's position hangs on
     pos_c = moving_positions(rot_c, trans_c, schema)  # the moving joints' positions: drawn ones as drawn
     known_now = given.copy()
-    nt, nj = kn.shape[1:]
+    nt, nj = given.shape[1:]
     cells = nt * nj
     log_kappa_out = np.zeros(given.shape)
-    total = int((~kn[0]).sum())
+    total = int(draw.sum())
     rank = None  # the orders as a rank of every cell: forward by (frame, joint); random by a permutation
     if order == "forward":
         rank = np.arange(cells, dtype=np.float64)
@@ -654,17 +681,18 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     while done < total:
         if cancel is not None and cancel():
             raise Cancelled()
+        targets = ~known_now & draw
         if batch is None:
-            batch = canonical_batch(rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given)
+            batch = canonical_batch(rot_c, trans_c, tms, known_now, targets, schema, spec, given)
         else:  # only the drawn joints' columns (and the moving joints' positions they carry) changed
-            update_batch(batch, rot_c, trans_c, tms, known_now, ~known_now, schema, spec, given, drawn)
+            update_batch(batch, rot_c, trans_c, tms, known_now, targets, schema, spec, given, drawn)
         if since >= refresh:
             enc, since = _encode(model, batch), 0
         out = _decode_queries(model, batch, enc)
         if det is None:  # the first step sees the keys alone: the deterministic fill
             det = {"q": sixd_to_quat(out["rot6d"][0]), "pos": out["pos"][0]}
         lk = out["log_kappa"]
-        remaining = ~known_now[0].reshape(cells)
+        remaining = targets[0].reshape(cells)
         if rank is None:  # entropy orders, by the reference's calibrated spread (entropy falls as kappa grows)
             key = (lk[0] - 2.0 * log_rot_scale).reshape(cells)
             key = -key if order == "lowest-entropy" else key
@@ -700,13 +728,63 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
         if progress is not None:
             progress(done, total)
     trans_c = moving_translations(rot_c, pos_c, trans_c, schema)
-    rot_o, trans_o = from_canonical(rot_c[1:], trans_c[1:], Canonical(np.tile(canon.turn, (n, 1)),
-                                                                       np.tile(canon.offset, (n, 1))), schema)
-    targets = ~given[1:]
-    rot_o = np.where(targets[..., None], rot_o, np.tile(rot, (n, 1, 1, 1)))
-    ent, spread = _spread({"log_kappa": log_kappa_out[1:]}, ~targets)
-    visits = [[(int(c) // nj, int(c) % nj) for c in np.concatenate(visited)]] * n
+    rot_o, trans_o = from_canonical(rot_c, trans_c, canon, schema)
+    drawn_cells = (known_now & ~given)[..., None]
+    rot_o = np.where(drawn_cells, rot_o, rot)
+    ent, spread = _spread({"log_kappa": log_kappa_out}, ~drawn_cells[..., 0])
+    visits = [[(int(c) // nj, int(c) % nj) for c in np.concatenate(visited)]] * n if visited else [[]] * n
     return rot_o, trans_o, ent, spread, visits
+
+
+def _sample_long(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
+                 progress, cancel, refresh):
+    """The query variant's sampling of a shot longer than the model's window, drawn window by window over the
+    windows :func:`fill` would fill it with: cut where every joint is keyed (the pieces on either side are
+    independent), a piece longer than a window drawn by windows one after another, each conditioned on the
+    last quarter of a window that the previous one drew (per variation: each continues its own draws), and every
+    window seeing the keys around it (:func:`_window_index`). The reference chain of :func:`_sample_cells` goes on
+    from window to window too (row 0: each window's deterministic fill given the previous one's), so every
+    variation stays centred on a deterministic fill of the shot."""
+    length = model_length(model)
+    ctx = length // 4
+    known0 = known[0]
+    rotations = _sanitise(model, rotations, translations, known)[0]  # known cells as unit quaternions, as sample()'s
+    rot_rows = np.repeat(rotations, n + 1, axis=0)
+    trans_rows = np.repeat(translations, n + 1, axis=0)
+    known_now = known0.copy()
+    ent = np.zeros(rot_rows.shape[:3])
+    spread = np.zeros(rot_rows.shape[:3])
+    total, done = int((~known0).sum()), 0
+    visits: list[tuple[int, int]] = []
+    for a, b in pieces(known0, length):
+        start = a
+        while start <= b and not known_now[a : b + 1].all():
+            end = min(start + length, b + 1)
+            idx, lead = _window_index(known0, a, b, start, end)
+            real = idx >= 0
+            w_rot = np.broadcast_to(_identity_like(rot_rows[:1, :1]), (n + 1, len(idx)) + rot_rows.shape[2:]).copy()
+            w_trans = np.full((n + 1, len(idx)) + trans_rows.shape[2:], np.nan)
+            w_rot[:, real], w_trans[:, real] = rot_rows[:, idx[real]], trans_rows[:, idx[real]]
+            w_known = np.zeros((len(idx),) + known0.shape[1:], dtype=bool)
+            w_known[real] = known_now[idx[real]]
+            own = np.zeros(len(idx), dtype=bool)
+            own[lead : lead + end - start] = True
+            report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+            r, tr, e, sp, vis = _sample_cells(model, w_rot, w_trans, w_known[None], _window_times(times[0], idx)[None],
+                                              order, k, temperature, cal, rng, n, report, cancel, refresh,
+                                              drawable=own[:, None] & ~w_known)
+            frames = np.arange(start, end)
+            drawn = ~w_known[own]  # (F, J): the cells this window drew
+            pick = drawn[None, ..., None]
+            rot_rows[:, frames] = np.where(pick, r[:, own], rot_rows[:, frames])
+            trans_rows[:, frames] = np.where(pick, tr[:, own], trans_rows[:, frames])
+            ent[:, frames] = np.where(drawn, e[:, own], ent[:, frames])
+            spread[:, frames] = np.where(drawn, sp[:, own], spread[:, frames])
+            known_now[frames] |= drawn
+            visits += [(int(idx[f]), j) for f, j in vis[0]]
+            done += int(drawn.sum())
+            start = b + 1 if end == b + 1 else end - ctx
+    return rot_rows[1:], trans_rows[1:], ent[1:], spread[1:], [visits] * n
 
 
 def _sample_frames(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
@@ -801,6 +879,62 @@ def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times:
     return r, out[1]
 
 
+def _rate(times: np.ndarray) -> tuple[float, float]:
+    """(frames per second, 0 for a single frame; the span in seconds) of windows' ``times`` (N, T), refused
+    (ValueError) outside :data:`MIN_FPS`..:data:`MAX_FPS` and beyond :data:`MAX_SECONDS`."""
+    t = times.shape[1]
+    steps = np.diff(times, axis=1)
+    rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
+    span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
+    if rate and not MIN_FPS <= rate <= MAX_FPS:
+        raise ValueError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
+                         f"{MIN_FPS:g}..{MAX_FPS:g} fps")
+    if span > MAX_SECONDS:
+        raise ValueError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
+    return rate, span
+
+
+def _trained_grid(tm: np.ndarray, rot: np.ndarray, trans: np.ndarray, kn: np.ndarray, rate: float):
+    """One window (times (T,), rotations, translations, known (T, J)) put on a grid at ``rate`` that also holds
+    every frame with a key at its own time: (grid times, rotations, translations, known). Joints known on
+    consecutive frames (conditioning curves) are known on the grid between them too."""
+    t = len(tm)
+    always = kn.all(axis=0)  # joints known on every frame: conditioning curves, not keys
+    anchors = np.flatnonzero((kn & ~always).any(axis=1) | (np.arange(t) == 0) | (np.arange(t) == t - 1))
+    regular = np.arange(tm[0], tm[-1], 1.0 / rate)
+    near = np.min(np.abs(regular[:, None] - tm[anchors][None, :]), axis=1) < 0.5 / rate
+    grid_t = np.sort(np.concatenate([tm[anchors], regular[~near]]))
+    is_anchor = np.isin(grid_t, tm[anchors])
+    g_rot, g_trans, i, _ = _interpolate_at(tm, rot, trans, grid_t)
+    g_known = kn[i] & kn[np.minimum(i + 1, t - 1)]  # between two known frames of the joint
+    exact = np.searchsorted(tm, grid_t[is_anchor])
+    g_rot[is_anchor], g_trans[is_anchor] = rot[exact], trans[exact]
+    g_known[is_anchor] = kn[exact]
+    return grid_t, g_rot, g_trans, g_known
+
+
+def _from_grid(grid_t: np.ndarray, res: FillResult, tm: np.ndarray, rot: np.ndarray, trans: np.ndarray,
+               kn: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A fill of one window on a grid (``res``: (G, J, ...) arrays) carried back to the window's frames ``tm``
+    (:func:`_smooth_at`; the entropies and spreads interpolated), its known cells exactly as given."""
+    r, tr = _smooth_at(grid_t, res.rotations, res.translations, tm)
+    k, wgt = _bracket(grid_t, tm)
+    ent = res.entropy[k] * (1 - wgt[:, None]) + res.entropy[k + 1] * wgt[:, None]
+    spread = res.spread_deg[k] * (1 - wgt[:, None]) + res.spread_deg[k + 1] * wgt[:, None]
+    r = np.where(kn[..., None], rot, r)
+    tr = np.where(kn[..., None], trans, tr)
+    return r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)
+
+
+def _trained_rate(rate: float, fps_range: tuple[float, float]) -> float | None:
+    """The rate a window at ``rate`` is filled at: None for its own (0: one frame; or within 10 % of the trained
+    range), else the nearest trained rate."""
+    lo, hi = fps_range
+    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+        return None
+    return min(max(rate, lo), hi)
+
+
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
                  cancel: Callable[[], bool] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> FillResult:
@@ -818,40 +952,49 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     known = np.asarray(known, dtype=bool)
     times = np.asarray(times, dtype=np.float64)
     check_shapes(model, rotations, translations, known, times)
-    n, t, _ = known.shape
-    lo, hi = fps_range
-    steps = np.diff(times, axis=1)
-    rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
-    span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
-    if rate and not MIN_FPS <= rate <= MAX_FPS:
-        raise ValueError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
-                         f"{MIN_FPS:g}..{MAX_FPS:g} fps")
-    if span > MAX_SECONDS:
-        raise ValueError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
-    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+    rate, _ = _rate(times)
+    target_rate = _trained_rate(rate, fps_range)
+    if target_rate is None:
         return fill(model, rotations, translations, known, times, cancel, progress)
-    target_rate = min(max(rate, lo), hi)
     parts = []
-    for w in range(n):
-        tm, kn = times[w], known[w]
-        always = kn.all(axis=0)  # joints known on every frame: conditioning curves, not keys
-        anchors = np.flatnonzero((kn & ~always).any(axis=1) | (np.arange(t) == 0) | (np.arange(t) == t - 1))
-        regular = np.arange(tm[0], tm[-1], 1.0 / target_rate)
-        near = np.min(np.abs(regular[:, None] - tm[anchors][None, :]), axis=1) < 0.5 / target_rate
-        grid_t = np.sort(np.concatenate([tm[anchors], regular[~near]]))
-        is_anchor = np.isin(grid_t, tm[anchors])
-        g_rot, g_trans, i, _ = _interpolate_at(tm, rotations[w], translations[w], grid_t)
-        g_known = kn[i] & kn[np.minimum(i + 1, t - 1)]  # between two known frames of the joint
-        exact = np.searchsorted(tm, grid_t[is_anchor])
-        g_rot[is_anchor], g_trans[is_anchor] = rotations[w][exact], translations[w][exact]
-        g_known[is_anchor] = kn[exact]
+    for w in range(known.shape[0]):
+        grid_t, g_rot, g_trans, g_known = _trained_grid(times[w], rotations[w], translations[w], known[w],
+                                                        target_rate)
         res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress, cut=False)
-        r, tr = _smooth_at(grid_t, res.rotations[0], res.translations[0], tm)
-        k, wgt = _bracket(grid_t, tm)
-        ent = res.entropy[0][k] * (1 - wgt[:, None]) + res.entropy[0][k + 1] * wgt[:, None]
-        spread = res.spread_deg[0][k] * (1 - wgt[:, None]) + res.spread_deg[0][k + 1] * wgt[:, None]
-        r = np.where(kn[..., None], rotations[w], r)
-        tr = np.where(kn[..., None], translations[w], tr)
-        parts.append((r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)))
+        one = FillResult(res.rotations[0], res.translations[0], res.entropy[0], res.spread_deg[0])
+        parts.append(_from_grid(grid_t, one, times[w], rotations[w], translations[w], known[w]))
     res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
     return Holds.find(model, rotations, translations, known).apply(res)  # held on the window's own frames too
+
+
+def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
+                   **kwargs) -> list[FillResult]:
+    """:func:`sample` at a frame rate the model was trained at, as :func:`fill_at_rate` fills: a window at
+    another rate (a 60 or 120 fps rig) is sampled on a grid at the nearest trained rate holding every keyed
+    frame, and each variation carried back to the window's frames. ``kwargs``: :func:`sample`'s (order, k,
+    temperature, seed, n, progress, cancel, visit_log: frames of the grid then). Each result's ``resampled`` is
+    set as :func:`fill_at_rate` sets it."""
+    rotations = np.asarray(rotations, dtype=np.float64)
+    if rotations.ndim == 3:
+        rotations, translations, known, times = (rotations[None], np.asarray(translations)[None],
+                                                 np.asarray(known)[None], np.asarray(times)[None])
+    translations = np.asarray(translations, dtype=np.float64)
+    known = np.asarray(known, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    check_shapes(model, rotations, translations, known, times)
+    if rotations.shape[0] != 1:
+        raise ValueError("sample_at_rate() takes one window; it draws n variations of it")
+    rate, _ = _rate(times)
+    target_rate = _trained_rate(rate, fps_range)
+    if target_rate is None:
+        return sample(model, rotations, translations, known, times, **kwargs)
+    grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)
+    holds = Holds.find(model, rotations, translations, known)
+    out = []
+    for res in sample(model, g_rot, g_trans, g_known, grid_t, **kwargs):
+        back = FillResult(*(x[None] for x in _from_grid(grid_t, res, times[0], rotations[0], translations[0],
+                                                         known[0])), resampled=(rate, target_rate))
+        held = holds.apply(back)
+        out.append(FillResult(held.rotations[0], held.translations[0], held.entropy[0], held.spread_deg[0],
+                              resampled=(rate, target_rate)))
+    return out

@@ -47,6 +47,10 @@ def test_a_shot_with_no_fully_keyed_frame_fills_as_window_by_window(skeleton):
     known[:, 0] = True  # the first frame is whole: nothing to cut at
     r = fill_engine.fill(model, rot, trans, known, times)
     ref_rot, ref_trans = window_by_window(model, rot, trans, known, times)
+    # the keys of every joint but the first are partial keys: the engine smooths the first joint through them
+    zeros = np.zeros(known.shape)
+    ref = fill_engine.smooth_partial_keys(fill_engine.FillResult(ref_rot, ref_trans, zeros, zeros), known)
+    ref_rot, ref_trans = ref.rotations, ref.translations
     assert np.abs(r.rotations - ref_rot).max() < 1e-5
     assert np.abs(r.translations - ref_trans).max() < 1e-5
     seq = fill_engine.fill(model, rot, trans, known, times, cut=False)
@@ -145,3 +149,78 @@ def test_long_fill_reports_progress_in_frames():
     seen = []
     fill_engine.fill(model, rot, trans, known, times, progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def _spiky(t=30, j=4):
+    """A smooth turn of every joint with a one-frame jump on frame 10 in joints 2 and 3."""
+    from training.motion.rotations import axis_angle_to_quat
+
+    angles = np.linspace(0.0, 1.0, t)[None, :, None, None] * np.array([0.0, 0.0, 1.0])
+    rot = axis_angle_to_quat(np.broadcast_to(angles, (1, t, j, 3)).copy())
+    rot[0, 10, 2:] = axis_angle_to_quat(np.array([0.4, 0.0, 0.35]))
+    return fill_engine.FillResult(rot, np.zeros((1, t, j, 3)), np.zeros((1, t, j)), np.zeros((1, t, j)))
+
+
+def _turn(a, b):
+    return np.degrees(2 * np.arccos(np.abs(np.sum(a * b, -1)).clip(0.0, 1.0)))
+
+
+def test_joints_left_to_the_model_on_a_partial_key_are_smoothed_through_it():
+    """Frame 10 keys joints 0 and 1 only: the jump the model put in joints 2 and 3 there is smoothed away, their
+    own keys and every keyed cell stay exact, and cells far from the partial key are untouched."""
+    res = _spiky()
+    known = np.zeros((1, 30, 4), dtype=bool)
+    known[0, [0, 20, 29]] = True  # whole poses
+    known[0, 10, :2] = True  # a partial key
+    out = fill_engine.smooth_partial_keys(res, known)
+    assert np.array_equal(out.rotations[known], res.rotations[known])
+    steps = _turn(out.rotations[0, 1:, 2:], out.rotations[0, :-1, 2:])
+    assert _turn(res.rotations[0, 10, 2:], res.rotations[0, 9, 2:]).min() > 20 and steps.max() < 8
+    far = np.ones(30, dtype=bool)
+    far[10 - fill_engine.PARTIAL_RADIUS : 10 + fill_engine.PARTIAL_RADIUS + 1] = False
+    assert np.array_equal(out.rotations[0, far], res.rotations[0, far])
+    assert np.array_equal(out.rotations[0, :, :2], res.rotations[0, :, :2])  # joints keyed there: their curves
+
+
+def test_whole_poses_and_joints_known_throughout_make_no_partial_key():
+    res = _spiky()
+    known = np.zeros((1, 30, 4), dtype=bool)
+    known[0, ::10] = True
+    known[0, :, 0] = True  # a conditioning curve (a wrist from the arm): known on every frame, never a partial key
+    out = fill_engine.smooth_partial_keys(res, known)
+    assert np.array_equal(out.rotations, res.rotations) and np.array_equal(out.translations, res.translations)
+
+
+@pytest.mark.data
+def test_the_shipped_hand_no_longer_twitches_its_unkeyed_fingers_at_each_key(data_root):
+    """Thumb and index keyed every 10 frames, the wrist known, the other fingers left to the shipped hand: next
+    to a key they had moved 5 times as far per frame as elsewhere; smoothed, no further than elsewhere."""
+    from training.bench.inbetween import WINDOW, load_protocol_clips
+    from training.bench.keys import in_wrist_frame, keyed_cells
+    from training.inbetween.checkpoint import load_model
+    from training.motion.skeleton import get_schema
+    from training.motion.splits import split_files
+    from training.motion.windows import cut
+
+    schema = get_schema("hand")
+    model, _ = load_model("hand")
+    w = cut(load_protocol_clips(split_files("hand", "test", data_root), schema), WINDOW, 40)
+    cells, _ = keyed_cells(10, schema, "known", 2)
+    n = 24
+    known = np.broadcast_to(cells, (n,) + cells.shape).copy()
+    times = np.broadcast_to(np.arange(WINDOW) / w.fps, (n, WINDOW))
+    res = fill_engine.fill(model, np.where(known[..., None], w.rotations[:n], np.nan), w.translations[:n], known,
+                           times)
+    raw = fill_engine._fill(model, np.where(known[..., None], w.rotations[:n], np.nan), w.translations[:n], known,
+                            times, None, None, True)
+    unkeyed = [j for j in range(schema.n_joints) if not cells[:, j].any()]
+
+    def steps(r):  # (frames - 1,): the unkeyed joints' mean travel per frame in the wrist's frame
+        pos = in_wrist_frame(r.rotations, r.translations, schema)[1]
+        return np.linalg.norm(np.diff(pos[:, :, unkeyed], axis=1), axis=-1).mean(axis=(0, 2))
+
+    at_keys = [k + d for k in range(10, 60, 10) for d in (-1, 0)]
+    elsewhere = [f for f in range(5, 59) if f not in at_keys]
+    before, after = steps(raw), steps(res)
+    assert before[at_keys].mean() > 3 * before[elsewhere].mean()
+    assert after[at_keys].mean() < 1.2 * after[elsewhere].mean()

@@ -33,7 +33,8 @@ def make_models(folder: Path) -> dict[str, Path]:
     """Untrained models of the right schemas (stats buffers at mean 0 / std 1): hand and body (query
     variant) and a triples hand, each a few kB."""
     from training.inbetween.checkpoint import save_model
-    from training.inbetween.task import AnyOrderTrainConfig, build_model
+    from training.inbetween.config import AnyOrderTrainConfig
+    from training.inbetween.task import build_model
 
     torch.manual_seed(0)
     out = {}

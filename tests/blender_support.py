@@ -125,7 +125,8 @@ def make_models(folder: Path) -> dict[str, Path]:
         return {name: resolve_path(chosen.get(name, name)) for name in ("hand", "body")}
 
     from training.inbetween.checkpoint import read_card, save_model
-    from training.inbetween.task import AnyOrderTrainConfig, build_model
+    from training.inbetween.config import AnyOrderTrainConfig
+    from training.inbetween.task import build_model
 
     torch.manual_seed(0)
     out = {}

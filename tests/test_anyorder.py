@@ -16,9 +16,10 @@ import torch
 from training.inbetween import fill as fill_engine
 from training.inbetween.baselines import interpolate_cells
 from training.inbetween.checkpoint import CheckpointError, card_path, load_model, save_model
+from training.inbetween.config import AnyOrderTrainConfig
 from training.inbetween.datasets import MaskMix, make_batch, sample_masks
 from training.inbetween.features import FeatureSpec
-from training.inbetween.task import AnyOrderTrainConfig, build_model, frame_order
+from training.inbetween.task import build_model, frame_order
 from training.motion.rotations import quat_align, quat_angle, quat_mul
 from training.motion.skeleton import get_schema
 

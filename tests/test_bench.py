@@ -205,7 +205,8 @@ def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp
 
     from training.bench import keys
     from training.inbetween.checkpoint import save_model
-    from training.inbetween.task import AnyOrderTrainConfig, build_model
+    from training.inbetween.config import AnyOrderTrainConfig
+    from training.inbetween.task import build_model
 
     files = [data_root / HAND_TEST_FILE]
     torch.manual_seed(0)

@@ -111,7 +111,8 @@ def test_the_full_rigs_hand_mask_knows_the_wrist_and_keys_the_fingers_every_nth_
 def test_calibration_scores_the_hand_as_a_full_rig_keys_it(data_root):
     """The masks calibration chooses the gap gates and the kept corrections on: for the hand, the wrist known
     on every frame and the fingers keyed (a full rig); for the body, whole poses every n frames (as before)."""
-    from training.inbetween.task import AnyOrderData, AnyOrderTrainConfig, keyed_as_animators_do
+    from training.inbetween.config import AnyOrderTrainConfig
+    from training.inbetween.task import AnyOrderData, keyed_as_animators_do
 
     assert keyed_as_animators_do("body") == MaskMix(0, 0, 0, 0, every=1)
     assert keyed_as_animators_do("hand") == MaskMix(0, 0, 0, 0, wrist=1)

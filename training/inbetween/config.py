@@ -1,8 +1,11 @@
 """The configurations of the any-order models, in plain dataclasses: what a model card stores, readable
-without torch (the card's checks and the torch-free inference runtime read them before, or without, any network)."""
+without torch (the card's checks and the torch-free inference runtime read them before, or without, any network),
+and the training run's settings with their check (``anyfill train anyorder --print-config`` reads them without
+Lightning)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,3 +84,72 @@ class MotionConfig:
         c["core"] = AnyOrderConfig(**c["core"])
         c["features"] = FeatureSpec.from_card(c)
         return cls(**c)
+
+
+@dataclass
+class AnyOrderTrainConfig:
+    skeleton: str = "hand"  # hand (ManipNet, 17 joints) or body (Bandai, 22 joints and the root's position)
+    variant: str = "query"  # query (encoder-decoder: target queries read the known cells) or triples (decoder-only)
+    d_model: int = 192  # the transformer's width
+    n_heads: int = 4  # attention heads
+    n_enc_layers: int = 3  # encoder layers (query) / causal layers (triples)
+    n_dec_layers: int = 3  # decoder layers of the query variant
+    dropout: float = 0.1  # dropout inside the transformer
+    length: int = 65  # frames per training window (the benchmark's window)
+    # what the model reads of a window (features.FeatureSpec: frame, key_velocity, base_velocity, across_keys,
+    # hermite_positions, velocity_memory, clamp_keys, spline_keys, rotation_curve); each setting is also given by
+    # its own name (base_velocity=0.5)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    key_gate: float = 0.0  # > 0: corrections fade in away from keys over this time (seconds, learned per joint)
+    fps: tuple[float, ...] = (24.0, 30.0, 40.0)  # training rates: time is continuous, so mix a few
+    speeds: tuple[float, ...] = (1.0,)  # augmentation: training clips played at each of these speeds (1: as captured)
+    reverse: bool = False  # augmentation: training clips also played backwards
+    twist_deg: float = 0.0  # augmentation: single-child joints turned about their own bone by up to +-this (deg)
+    hinge_deg: float = 0.0  # augmentation: hinges (knees) tilted by up to this (deg), thigh and shin turned together
+    conventions_share: float = 1.0  # the share of training windows given those turns (validation stays as captured)
+    batch_size: int = 64  # windows per training batch
+    steps_per_epoch: int = 500  # training batches per epoch (windows are drawn at random, so an epoch is a count)
+    lr: float = 1e-3  # AdamW's peak learning rate (linear warm-up, then cosine decay)
+    weight_decay: float = 0.01  # AdamW's weight decay
+    warmup_steps: int = 300  # steps of linear learning-rate warm-up (at most half the run)
+    w_von_mises: float = 0.05  # weight of the rotations' von Mises-Fisher likelihood (learns the spread: entropy)
+    w_angular: float = 1.0  # weight of 2 (1 - cos) of the angle between predicted and true local rotations
+    w_position: float = 0.05  # weight of the Gaussian likelihood of moving joints' positions
+    w_fk: float = 1.0  # forward-kinematics positions relative to the root
+    w_root: float = 1.0  # moving joints' positions (the root trajectory)
+    w_top_angle: float = 0.0  # extra angular term on the top joint (hands: the wrist, most of L2Q)
+    w_l2q: float = 0.0  # the benchmark's L2Q itself: per frame, the norm over joints of global quaternion errors
+    # > 0: each training window's fitting terms weigh 1 / (the curve's error there + this share of the batch's
+    # mean curve error), so near-still windows, where the curve is nearly right, are fitted as closely,
+    # relative to that error, as fast ones (the benchmarks' ratio to interpolation, window by window)
+    relative_floor: float = 0.0
+    # how often each known/target pattern is drawn in training (validation always uses the defaults)
+    mix_inbetween: float = 0.45  # share of windows with a gap between context frames (the benchmark's pattern)
+    mix_keyframes: float = 0.25  # share of windows with a few (2-8) full keys anywhere
+    mix_cells: float = 0.15  # share of windows with random known cells
+    mix_pose: float = 0.15  # share of windows completing a pose from some of its joints
+    mix_every: float = 0.0  # share of windows keyed every n frames (n from 2 to 20), as animators key shots
+    mix_wrist: float = 0.0  # share with the root known on every frame, the rest keyed every n or partly (a rig's hand)
+    calibrate: bool = False  # at export: keep only the share of each correction that pays on the validation takes
+    init_from: str | None = None  # start from a model file's weights (e.g. a shipped model) instead of random
+    data_root: str | None = None  # folder holding splits.json; none: ../shared/data
+    data_seed: int = 0  # seeds the feature statistics and the fixed validation windows
+    val_windows: int = 512  # validation windows (drawn once from the validation takes)
+    num_workers: int = 0  # processes making training batches (a GPU outruns one; each draws its own windows)
+
+
+def check_settings(cfg: AnyOrderTrainConfig) -> None:
+    """Settings refused as soon as they are given (``--print-config`` included), naming the valid values."""
+    if cfg.skeleton not in ("hand", "body"):
+        raise ValueError(f"skeleton must be 'hand' or 'body', got {cfg.skeleton!r}")
+    if cfg.variant not in ("query", "triples"):
+        raise ValueError(f"variant must be 'query' or 'triples', got {cfg.variant!r}")
+    cfg.features.for_skeleton(cfg.skeleton)
+    if not cfg.relative_floor >= 0.0 or not math.isfinite(cfg.relative_floor):
+        raise ValueError(f"relative_floor must be a finite number >= 0 (0: off), got {cfg.relative_floor!r}")
+    for name in ("twist_deg", "hinge_deg"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 180.0:
+            raise ValueError(f"{name} must be in [0, 180] degrees (0: off), got {v!r}")
+    if not 0.0 <= cfg.conventions_share <= 1.0:
+        raise ValueError(f"conventions_share must be in [0, 1], got {cfg.conventions_share!r}")

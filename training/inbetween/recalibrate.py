@@ -9,7 +9,8 @@ from pathlib import Path
 
 from training.inbetween.calibrate import calibrate
 from training.inbetween.checkpoint import CheckpointError, load_model, save_model
-from training.inbetween.task import AnyOrderData, AnyOrderModule, AnyOrderTrainConfig
+from training.inbetween.config import AnyOrderTrainConfig
+from training.inbetween.task import AnyOrderData, AnyOrderModule
 
 
 def recalibrate(path: str | Path, out: str | Path, data_root: str | None = None) -> dict:

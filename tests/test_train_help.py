@@ -78,6 +78,21 @@ def test_help_and_print_config_import_no_torch():
     assert out.strip() == "[]"
 
 
+def test_print_config_of_a_checked_model_imports_only_its_config_and_check():
+    """anyorder checks its settings with its own code: --print-config imports the module that holds its config
+    and check (NumPy, SciPy), not torch or Lightning, and still refuses a bad setting as training would."""
+    code = ("import sys, contextlib, io\nfrom anyfill.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['train', 'anyorder', 'skeleton=body', '--print-config']) == 0\n"
+            "    assert main(['train', 'anyorder', 'skeleton=elbow', '--print-config']) == 2\n"
+            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]" and "skeleton must be 'hand' or 'body', got 'elbow'" in run.stderr
+    info = read_task("anyorder", TASKS["anyorder"])
+    assert info.config_at == ("training.inbetween.config", "AnyOrderTrainConfig")
+    assert info.check_at == ("training.inbetween.config", "check_settings")
+
+
 def test_print_config_is_an_explained_config_file(tmp_path, capsys):
     from anyfill.cli import main
 

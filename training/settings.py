@@ -44,6 +44,10 @@ class TaskInfo:
     named_configs: dict[str, dict[str, Any]]
     default_trainer: dict[str, Any]
     has_check: bool  # the task refuses some settings: a check that needs the module itself
+    # where the config class and the check are defined (module, name): --print-config imports only those modules
+    # (None: a check that is not a plain name, found by importing the task's module)
+    config_at: tuple[str, str] | None = None
+    check_at: tuple[str, str] | None = None
 
 
 @cache
@@ -63,7 +67,7 @@ def _definition(module: str, name: str) -> tuple[str, ast.AST]:
     following ``from X import name`` (absolute imports only, as the project writes them)."""
     tree, _ = _module(module)
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
             return module, node
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -125,6 +129,15 @@ def read_config(module: str, name: str) -> tuple[str, list[Setting]]:
     return ast.get_docstring(cls) or "", list(fields.values())
 
 
+def _defined_at(module: str, name: str) -> tuple[str, str] | None:
+    """(module, name) of the definition of ``name`` as used in ``module`` (None: not found in the source)."""
+    try:
+        where, node = _definition(module, name)
+    except KeyError:
+        return None
+    return (where, name) if isinstance(node, (ast.ClassDef, ast.FunctionDef)) else None
+
+
 def read_task(name: str, module: str) -> TaskInfo:
     """The settings of model ``name``, whose module defines ``TASK = Task(...)`` or a ``TASKS`` family."""
     tree, _ = _module(module)
@@ -133,16 +146,19 @@ def read_task(name: str, module: str) -> TaskInfo:
             continue
         kw = {k.arg: k.value for k in node.keywords}
         try:
-            doc, settings = read_config(module, kw["config_cls"].id)
+            config = kw["config_cls"].id
+            doc, settings = read_config(module, config)
         except KeyError:  # a family, TASKS = {name: Task(config_cls=...) for ...}: MODELS = {name: (..., config)}
             family = _definition(module, "MODELS")[1]
             config = next(v.elts[-1].id for k, v in zip(family.keys, family.values, strict=True)
                           if ast.literal_eval(k) == name)
             doc, settings = read_config(module, config)
+        check = kw.get("check")
         return TaskInfo(name, doc, settings,
                         _value(module, kw["named_configs"]) if "named_configs" in kw else {},
                         _value(module, kw["default_trainer"]) if "default_trainer" in kw else {},
-                        "check" in kw)
+                        check is not None, _defined_at(module, config),
+                        _defined_at(module, check.id) if isinstance(check, ast.Name) else None)
     raise KeyError(f"{module}: no Task(...) call in its source")
 
 

@@ -494,6 +494,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: main(args.argv or ["--help"]))
 
 
+def _attribute(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
 def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 
@@ -508,10 +512,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(list(TASKS), info).parse_intermixed_args(argv)
     if args.print_config:
         # the same resolution as training; on dataclasses made from the source unless the model checks its
-        # settings with its own code (then its module is imported, and a bad setting fails here as in training)
-        task = get_task(args.model) if info.has_check else Task(
-            info.name, shadow(info.settings, "Config"), build=None, named_configs=info.named_configs,
-            default_trainer=info.default_trainer)
+        # settings with its own code: then the modules defining its config class and its check are imported
+        # (only those: a check beside its config needs no Lightning), and a bad setting fails here as in training
+        if info.has_check and info.config_at and info.check_at:
+            task = Task(info.name, _attribute(*info.config_at), build=None, named_configs=info.named_configs,
+                        default_trainer=info.default_trainer, check=_attribute(*info.check_at))
+        elif info.has_check:
+            task = get_task(args.model)
+        else:
+            task = Task(info.name, shadow(info.settings, "Config"), build=None, named_configs=info.named_configs,
+                        default_trainer=info.default_trainer)
         cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
         print(config_text(info, cfg, tcfg), end="")
         return 0

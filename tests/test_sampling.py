@@ -95,6 +95,18 @@ def test_temperature_zero_in_one_step_is_the_deterministic_fill(skeleton):
     assert np.allclose(s.translations, det.translations[0], atol=1e-5)
 
 
+def assert_variations(a, b, rot, trans, known) -> None:
+    """Two runs ``a``, ``b`` of one seed: the same draws; known cells as given (rotations as unit quaternions);
+    every value finite; no entropy on known cells, a spread on every target; the variations differ."""
+    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.rotations, y.rotations) and np.array_equal(x.translations, y.translations)
+        assert np.array_equal(x.rotations[known], unit[known]) and np.array_equal(x.translations[known], trans[known])
+        assert np.isfinite(x.rotations).all() and np.isfinite(x.translations).all()
+        assert (x.entropy[known] == 0).all() and (x.spread_deg[~known] > 0).all()
+    assert not np.allclose(a[0].rotations, a[1].rotations)
+
+
 @pytest.mark.parametrize("order, refresh", [(o, None) for o in fill_engine.ORDERS] + [("lowest-entropy", 1)])
 def test_k1_draws_every_target_once_keeps_known_cells_and_reproduces(order, refresh):
     model = tiny("body")
@@ -107,13 +119,7 @@ def test_k1_draws_every_target_once_keeps_known_cells_and_reproduces(order, refr
     expected = sorted(map(tuple, np.argwhere(~known)))
     for visits in log:
         assert len(visits) == len(expected) and sorted(visits) == expected
-    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
-    for x, y in zip(a, b, strict=True):
-        assert np.array_equal(x.rotations, y.rotations) and np.array_equal(x.translations, y.translations)
-        assert np.array_equal(x.rotations[known], unit[known]) and np.array_equal(x.translations[known], trans[known])
-        assert np.isfinite(x.rotations).all() and np.isfinite(x.translations).all()
-        assert (x.entropy[known] == 0).all() and (x.spread_deg[~known] > 0).all()
-    assert not np.allclose(a[0].rotations, a[1].rotations)  # variations differ
+    assert_variations(a, b, rot, trans, known)
 
 
 def test_forward_order_visits_cells_in_time_then_joint_order():
@@ -241,13 +247,7 @@ def test_a_shot_longer_than_the_window_is_sampled_window_by_window():
     b = fill_engine.sample(model, rot, trans, known, times, k=k, n=2, seed=1)
     expected = sorted(map(tuple, np.argwhere(~known)))
     assert sorted(log[0]) == expected and ticks[-1] == (len(expected), len(expected))
-    unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
-    for x, y in zip(a, b, strict=True):
-        assert np.array_equal(x.rotations, y.rotations) and np.array_equal(x.translations, y.translations)
-        assert np.array_equal(x.rotations[known], unit[known]) and np.array_equal(x.translations[known], trans[known])
-        assert np.isfinite(x.rotations).all() and np.isfinite(x.translations).all()
-        assert (x.entropy[known] == 0).all() and (x.spread_deg[~known] > 0).all()
-    assert not np.allclose(a[0].rotations, a[1].rotations)
+    assert_variations(a, b, rot, trans, known)
 
 
 @pytest.mark.data

@@ -262,10 +262,15 @@ class _FillBase(AsyncRequest):
             f"{plan.part or plan.model}:")]
         obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan)])
         ms = answer.get("timings", {}).get("total_ms", 0.0)
-        rate = answer.get("resampled")
-        at = f"; filled at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside " \
-             "the model's trained rates" if rate else ""
+        at = rate_note(answer, "filled")
         return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}; backend {ms:.0f} ms{at})"
+
+
+def rate_note(answer: dict, done: str) -> str:
+    """'; filled at 40 fps, ...' when the backend worked at another rate than the scene's (its ``resampled``)."""
+    rate = answer.get("resampled")
+    return (f"; {done} at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside the "
+            "model's trained rates") if rate else ""
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):
@@ -318,7 +323,7 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         plan_mod.store_uncertainty(obj, plan, variations[0])
         _variations[obj.name] = (plan, variations)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
-        what = describe_output(written, context.scene)
+        what = describe_output(written, context.scene) + rate_note(answer, "drawn")
         return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
 
 

@@ -140,7 +140,12 @@ MIXAMO_BODY = {
 
 def mixamo_prefix(rig) -> str:
     """What a Mixamo rig's bone names start with (``mixamorig:``, ``mixamorig7:``...): its Hips bone's prefix."""
-    return next(b.name[: -len("Hips")] for b in rig.data.bones if b.name.endswith("Hips"))
+    return prefix_of([b.name for b in rig.data.bones])
+
+
+def prefix_of(names: Sequence[str]) -> str:
+    """The prefix of the first of ``names`` that ends with ``Hips`` ("" when none does)."""
+    return next((n[: -len("Hips")] for n in names if n.endswith("Hips")), "")
 
 
 def first_frame_rotations(src: np.ndarray, rest: np.ndarray, parents: Sequence[int], mapping: dict[int, int],
@@ -303,8 +308,7 @@ def check_finger_bones(clip: Path) -> None:
     from training.motion import bvh
 
     names = bvh.read(clip).names
-    hips = [n for n in names if n.endswith("Hips")]
-    prefix = hips[0][: -len("Hips")] if hips else ""
+    prefix = prefix_of(names)
     wanted = [prefix + side + bone for side in ("Left", "Right") for bone in {**PALM, **HAND_TRACKS}]
     missing = [n for n in wanted if n not in names]
     if missing:

@@ -81,6 +81,11 @@ class FillResult:
     # rate, the rate it was filled at), frames per second
     resampled: tuple[float, float] | None = None
 
+    def window(self, i: int) -> FillResult:
+        """Window ``i`` alone (arrays without the leading axis)."""
+        return FillResult(self.rotations[i], self.translations[i], self.entropy[i], self.spread_deg[i],
+                          self.resampled)
+
 
 def check_shapes(model: MotionFill | NumpyMotionFill, rotations: np.ndarray, translations: np.ndarray,
                  known: np.ndarray, times: np.ndarray) -> None:
@@ -95,6 +100,22 @@ def check_shapes(model: MotionFill | NumpyMotionFill, rotations: np.ndarray, tra
                           ("times", times, (n, t))):
         if a.shape != want:
             raise ValueError(f"{name} has shape {a.shape}; known's {known.shape} asks for {want}")
+
+
+def _arrays(model: MotionFill | NumpyMotionFill, rotations, translations, known, times, one: str | None = None):
+    """The engine's inputs as float64 / bool arrays of fitting shapes (:func:`check_shapes`). ``one``: the caller's
+    name when it takes one window (arrays without the leading axis are given one; more windows are refused)."""
+    rotations = np.asarray(rotations, dtype=np.float64)
+    if one and rotations.ndim == 3:
+        rotations, translations, known, times = (rotations[None], np.asarray(translations)[None],
+                                                 np.asarray(known)[None], np.asarray(times)[None])
+    if one and rotations.shape[0] != 1:
+        raise ValueError(f"{one}() takes one window; it draws n variations of it")
+    translations = np.asarray(translations, dtype=np.float64)
+    known = np.asarray(known, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    check_shapes(model, rotations, translations, known, times)
+    return rotations, translations, known, times
 
 
 @dataclass(frozen=True)
@@ -389,12 +410,7 @@ def fill(
     each model call of a long fill; when it says so, :class:`Cancelled` is raised and nothing returned.
     ``progress(done, total)`` hears, in frames, how much of a long fill is committed. ``cut=False`` fills a long
     shot by overlapping windows from its start to its end, never cutting it at fully keyed frames."""
-    rotations = np.asarray(rotations, dtype=np.float64)
-    translations = np.asarray(translations, dtype=np.float64)
-    known = np.asarray(known, dtype=bool)
-    times = np.asarray(times, dtype=np.float64)
-    check_shapes(model, rotations, translations, known, times)
-    n, t, j = known.shape
+    rotations, translations, known, times = _arrays(model, rotations, translations, known, times)
     if not known.any(axis=(1, 2)).all():
         raise ValueError("every window needs at least one known cell")
     holds = Holds.find(model, rotations, translations, known)
@@ -635,19 +651,11 @@ def sample(
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    rotations = np.asarray(rotations, dtype=np.float64)
-    if rotations.ndim == 3:
-        rotations, translations, known, times = (rotations[None], np.asarray(translations)[None],
-                                                 np.asarray(known)[None], np.asarray(times)[None])
-    if rotations.shape[0] != 1:
-        raise ValueError("sample() takes one window; it draws n variations of it")
+    rotations, translations, known, times = _arrays(model, rotations, translations, known, times, "sample")
     long = rotations.shape[1] > model_length(model)
     if long and model.cfg.variant != "query":
         raise ValueError(f"a triples model samples windows of up to {model_length(model)} frames; a longer shot "
                          f"needs a query model")
-    known = np.asarray(known, dtype=bool)
-    translations, times = np.asarray(translations, dtype=np.float64), np.asarray(times, dtype=np.float64)
-    check_shapes(model, rotations, translations, known, times)
     if known.all():
         raise ValueError("nothing to sample: every cell is known")
     if not known.any():
@@ -672,8 +680,7 @@ def sample(
     known0 = np.repeat(known, n, axis=0)
     trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
     held = holds.apply(smooth_partial_keys(FillResult(rot, trans, ent_out, spread_out), known0))
-    return [FillResult(held.rotations[v], held.translations[v], held.entropy[v], held.spread_deg[v])
-            for v in range(n)]
+    return [held.window(v) for v in range(n)]
 
 
 def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
@@ -928,9 +935,10 @@ def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times:
     return r, out[1]
 
 
-def _rate(times: np.ndarray) -> tuple[float, float]:
-    """(frames per second, 0 for a single frame; the span in seconds) of windows' ``times`` (N, T), refused
-    (ValueError) outside :data:`MIN_FPS`..:data:`MAX_FPS` and beyond :data:`MAX_SECONDS`."""
+def _rates(times: np.ndarray, fps_range: tuple[float, float]) -> tuple[float, float | None]:
+    """(the frames' rate, 0 for a single frame; the rate they are filled at: None for their own, within 10 % of
+    the trained ``fps_range``, else the nearest trained rate) of windows' ``times`` (N, T); refused (ValueError)
+    outside :data:`MIN_FPS`..:data:`MAX_FPS` and beyond :data:`MAX_SECONDS`."""
     t = times.shape[1]
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
@@ -940,7 +948,10 @@ def _rate(times: np.ndarray) -> tuple[float, float]:
                          f"{MIN_FPS:g}..{MAX_FPS:g} fps")
     if span > MAX_SECONDS:
         raise ValueError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
-    return rate, span
+    lo, hi = fps_range
+    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+        return rate, None
+    return rate, min(max(rate, lo), hi)
 
 
 def _trained_grid(tm: np.ndarray, rot: np.ndarray, trans: np.ndarray, kn: np.ndarray, rate: float):
@@ -975,15 +986,6 @@ def _from_grid(grid_t: np.ndarray, res: FillResult, tm: np.ndarray, rot: np.ndar
     return r, tr, np.where(kn, 0.0, ent), np.where(kn, 0.0, spread)
 
 
-def _trained_rate(rate: float, fps_range: tuple[float, float]) -> float | None:
-    """The rate a window at ``rate`` is filled at: None for its own (0: one frame; or within 10 % of the trained
-    range), else the nearest trained rate."""
-    lo, hi = fps_range
-    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
-        return None
-    return min(max(rate, lo), hi)
-
-
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
                  cancel: Callable[[], bool] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> FillResult:
@@ -996,13 +998,8 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     filled on). The grid is filled by overlapping windows, never cut at its keyed frames: a 60 or 120 fps rig
     keyed every few of its frames has a fully keyed grid frame every one or two, and pieces that short would
     see only the two keys around them (measured: 3-29 % further from the truth on the foreign rigs)."""
-    rotations = np.asarray(rotations, dtype=np.float64)
-    translations = np.asarray(translations, dtype=np.float64)
-    known = np.asarray(known, dtype=bool)
-    times = np.asarray(times, dtype=np.float64)
-    check_shapes(model, rotations, translations, known, times)
-    rate, _ = _rate(times)
-    target_rate = _trained_rate(rate, fps_range)
+    rotations, translations, known, times = _arrays(model, rotations, translations, known, times)
+    rate, target_rate = _rates(times, fps_range)
     if target_rate is None:
         return fill(model, rotations, translations, known, times, cancel, progress)
     parts = []
@@ -1010,8 +1007,7 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
         grid_t, g_rot, g_trans, g_known = _trained_grid(times[w], rotations[w], translations[w], known[w],
                                                         target_rate)
         res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress, cut=False)
-        one = FillResult(res.rotations[0], res.translations[0], res.entropy[0], res.spread_deg[0])
-        parts.append(_from_grid(grid_t, one, times[w], rotations[w], translations[w], known[w]))
+        parts.append(_from_grid(grid_t, res.window(0), times[w], rotations[w], translations[w], known[w]))
     res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
     return Holds.find(model, rotations, translations, known).apply(res)  # held on the window's own frames too
 
@@ -1023,18 +1019,8 @@ def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps
     frame, and each variation carried back to the window's frames. ``kwargs``: :func:`sample`'s (order, k,
     temperature, seed, n, progress, cancel, visit_log: frames of the grid then). Each result's ``resampled`` is
     set as :func:`fill_at_rate` sets it."""
-    rotations = np.asarray(rotations, dtype=np.float64)
-    if rotations.ndim == 3:
-        rotations, translations, known, times = (rotations[None], np.asarray(translations)[None],
-                                                 np.asarray(known)[None], np.asarray(times)[None])
-    translations = np.asarray(translations, dtype=np.float64)
-    known = np.asarray(known, dtype=bool)
-    times = np.asarray(times, dtype=np.float64)
-    check_shapes(model, rotations, translations, known, times)
-    if rotations.shape[0] != 1:
-        raise ValueError("sample_at_rate() takes one window; it draws n variations of it")
-    rate, _ = _rate(times)
-    target_rate = _trained_rate(rate, fps_range)
+    rotations, translations, known, times = _arrays(model, rotations, translations, known, times, "sample_at_rate")
+    rate, target_rate = _rates(times, fps_range)
     if target_rate is None:
         return sample(model, rotations, translations, known, times, **kwargs)
     grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)
@@ -1043,7 +1029,5 @@ def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps
     for res in sample(model, g_rot, g_trans, g_known, grid_t, **kwargs):
         back = FillResult(*(x[None] for x in _from_grid(grid_t, res, times[0], rotations[0], translations[0],
                                                          known[0])), resampled=(rate, target_rate))
-        held = holds.apply(back)
-        out.append(FillResult(held.rotations[0], held.translations[0], held.entropy[0], held.spread_deg[0],
-                              resampled=(rate, target_rate)))
+        out.append(holds.apply(back).window(0))
     return out

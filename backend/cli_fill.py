@@ -26,6 +26,7 @@ import numpy as np
 
 from backend.registry import LoadedModel, load_one
 from training.inbetween import fill as engine
+from training.inbetween import sampling
 from training.motion import bvh as bvh_io
 from training.motion import clip as clip_io
 from training.motion.skeleton import SCHEMAS
@@ -254,7 +255,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
         report = stack.enter_context(Progress(*(("sampling", "steps") if sample else ("filling", "frames")))) \
             if show else None
         if sample:
-            results = engine.sample_at_rate(lm.model, rot, trans, known, times, lm.fps_range, order=order, k=k,
+            results = sampling.sample_at_rate(lm.model, rot, trans, known, times, lm.fps_range, order=order, k=k,
                                             temperature=temperature, seed=seed, n=sample, progress=report)
         else:
             r = engine.fill_at_rate(lm.model, rot, trans, known, times, lm.fps_range, progress=report)
@@ -277,14 +278,14 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
 
 def main(args: argparse.Namespace) -> int:
     """``anyfill fill`` (its arguments: :mod:`backend.commands`)."""
-    if args.order not in engine.ORDERS:
-        print(f"anyfill fill: error: --order must be one of {', '.join(engine.ORDERS)}, got {args.order!r}",
+    if args.order not in sampling.ORDERS:
+        print(f"anyfill fill: error: --order must be one of {', '.join(sampling.ORDERS)}, got {args.order!r}",
               file=sys.stderr)
         return 2
     problems = [msg for bad, msg in (
         (args.sample < 0 or args.k < 1, "--sample must be >= 0 and --k >= 1"),
-        (not 0.0 <= args.temperature <= engine.MAX_TEMPERATURE,
-         f"--temperature must be within 0..{engine.MAX_TEMPERATURE:g}, got {args.temperature:g}"),
+        (not 0.0 <= args.temperature <= sampling.MAX_TEMPERATURE,
+         f"--temperature must be within 0..{sampling.MAX_TEMPERATURE:g}, got {args.temperature:g}"),
         (not 0 <= args.seed < 2**32, f"--seed must be within 0..{2**32 - 1}, got {args.seed}"),
         (args.threads < 0, f"--threads must be >= 0 (0: the libraries' defaults), got {args.threads}"),
     ) if bad]

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.inbetween.fill import MAX_FPS, MAX_TEMPERATURE, MIN_FPS, ORDERS
+from training.inbetween.fill import MAX_FPS, MIN_FPS
+from training.inbetween.sampling import MAX_TEMPERATURE, ORDERS
 
 API_VERSION = "v1"
 

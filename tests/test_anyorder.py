@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from training.inbetween import fill as fill_engine
+from training.inbetween import sampling
 from training.inbetween.baselines import interpolate_cells
 from training.inbetween.checkpoint import CheckpointError, card_path, load_model, save_model
 from training.inbetween.config import AnyOrderTrainConfig
@@ -148,14 +149,14 @@ def test_target_values_never_reach_the_prediction(variant):
 
 
 @pytest.mark.parametrize("variant,k", [("query", 1), ("query", 4), ("triples", 1), ("triples", 2)])
-@pytest.mark.parametrize("order", fill_engine.ORDERS)
+@pytest.mark.parametrize("order", sampling.ORDERS)
 def test_each_order_visits_every_target_once(variant, k, order):
     model = tiny("hand", variant)
     rot, trans, times = synthetic("hand", n=1, t=16)
     known = inbetween_mask(1, 16, 17, ctx=4, gap=5)
     known[0, 6, :10] = True
     log: list = []
-    out = fill_engine.sample(model, rot[0], trans[0], known[0], times[0], order=order, k=k, n=2, seed=1,
+    out = sampling.sample(model, rot[0], trans[0], known[0], times[0], order=order, k=k, n=2, seed=1,
                              visit_log=log)
     assert len(out) == 2 and len(log) == 2
     for visits in log:
@@ -175,9 +176,9 @@ def test_seeds_reproduce_samples_and_differ_between_seeds():
     model = tiny("hand")
     rot, trans, times = synthetic("hand", n=1, t=12)
     known = inbetween_mask(1, 12, 17, ctx=3, gap=6)[0]
-    a = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
-    b = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
-    c = fill_engine.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=8, n=2)
+    a = sampling.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
+    b = sampling.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=7, n=2)
+    c = sampling.sample(model, rot[0], trans[0], known, times[0], order="random", k=8, seed=8, n=2)
     assert np.array_equal(a[0].rotations, b[0].rotations) and np.array_equal(a[1].translations, b[1].translations)
     assert not np.allclose(a[0].rotations, c[0].rotations)
     assert not np.allclose(a[0].rotations, a[1].rotations)  # variations differ from each other
@@ -191,7 +192,7 @@ def test_sampling_lower_temperature_stays_closer_to_the_mean():
     from training.motion.rotations import quat_angle
 
     def dev(temp):
-        s = fill_engine.sample(model, rot[0], trans[0], known, times[0], k=17, temperature=temp, seed=0, n=4)
+        s = sampling.sample(model, rot[0], trans[0], known, times[0], k=17, temperature=temp, seed=0, n=4)
         return np.mean([quat_angle(x.rotations, mean.rotations[0])[~known].mean() for x in s])
 
     assert dev(0.1) < dev(1.0)
@@ -491,7 +492,7 @@ def test_fill_refuses_windows_without_keys_and_bad_orders():
         fill_engine.fill(model, rot, trans, np.zeros(rot.shape[:3], dtype=bool), times)
     known = inbetween_mask(1, 10, 17, ctx=2, gap=3)[0]
     with pytest.raises(ValueError, match="order"):
-        fill_engine.sample(model, rot[0], trans[0], known, times[0], order="sideways")
+        sampling.sample(model, rot[0], trans[0], known, times[0], order="sideways")
 
 
 def test_a_pose_keyed_twice_is_held_exactly():
@@ -521,12 +522,12 @@ def test_a_pose_keyed_twice_is_held_exactly():
     moved[0, 20, hips] += 0.01  # the root's rotation held but not its position: it moves
     res = fill_engine.fill(model, rot, moved, known, times)
     assert np.abs(res.translations[0, held, hips] - trans[0, 10, hips]).max() > 1e-4
-    for v in fill_engine.sample(model, rot[0], trans[0], known[0], times[0], n=2, k=22, seed=1):
+    for v in sampling.sample(model, rot[0], trans[0], known[0], times[0], n=2, k=22, seed=1):
         assert np.degrees(quat_angle(v.rotations[held, spine], rot[0, 10, spine])).max() < 1e-5
     whole = np.broadcast_to(rot[:, :1], rot.shape).copy()  # one pose keyed at both ends: every variation holds it
     still = np.broadcast_to(trans[:, :1], trans.shape).copy()
     ends = known[0] & (np.arange(40) % 39 == 0)[:, None]
-    for v in fill_engine.sample(model, whole[0], still[0], ends, times[0], n=2):
+    for v in sampling.sample(model, whole[0], still[0], ends, times[0], n=2):
         assert np.degrees(quat_angle(v.rotations, whole[0])).max() < 1e-5
         assert np.abs(v.translations - still[0]).max() == 0
     # joint_Root, above the root, places the figure in the model's frame: it is held only where the root is (the
@@ -593,7 +594,7 @@ def test_fill_names_the_argument_whose_shape_is_wrong():
     with pytest.raises(ValueError, match="known has 22 joints; the hand model has 17"):
         fill_engine.fill(model, rot, trans, np.zeros((1, 200, 22), dtype=bool), times)
     with pytest.raises(ValueError, match="rotations has shape"):
-        fill_engine.sample(model, rot[0, :30], trans[0, :40], known[0, :40], times[0, :40])
+        sampling.sample(model, rot[0, :30], trans[0, :40], known[0, :40], times[0, :40])
 
 
 def test_config_is_a_plain_dataclass():

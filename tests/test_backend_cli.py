@@ -310,12 +310,13 @@ def test_fill_refuses_outputs_it_cannot_write_before_any_work(data_root, tmp_pat
     """-o naming a directory, a path under a file or the input file itself: a clear error before the model runs,
     nothing left and the input as it was."""
     from training.inbetween import fill as engine
+    from training.inbetween import sampling
 
     src = _body_clip(data_root, tmp_path)
     model = str(models_dir() / "body.safetensors")
     ran = []
     monkeypatch.setattr(engine, "fill", lambda *a, **k: ran.append(1))
-    monkeypatch.setattr(engine, "sample", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(sampling, "sample", lambda *a, **k: ran.append(1))
     (tmp_path / "outdir").mkdir()
     (tmp_path / "afile").write_text("x")
     (tmp_path / "var-2.bvh").mkdir()

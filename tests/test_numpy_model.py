@@ -14,6 +14,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from training.inbetween import fill as engine
+from training.inbetween import sampling
 from training.inbetween.checkpoint import CheckpointError, card_path, load_model, load_numpy_model, resolve_path
 from training.inbetween.numpy_model import NumpyMotionFill
 from training.motion import clip as clip_io
@@ -144,8 +145,8 @@ def test_numpy_runtime_samples_as_the_torch_model_does(order):
     known[:3] = known[-2:] = True
     known[7, :5] = True
     args = (rot, trans, known, np.arange(t) / 30.0)
-    a = engine.sample(nm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
-    b = engine.sample(tm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
+    a = sampling.sample(nm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
+    b = sampling.sample(tm, *args, order=order, k=3, seed=5, n=2, temperature=1.5)
     for x, y in zip(a, b, strict=True):
         assert np.degrees(quat_angle(x.rotations, y.rotations)).max() < 1e-2
         assert np.abs(x.translations - y.translations).max() < 1e-4

@@ -13,6 +13,7 @@ import torch
 
 from tests.test_anyorder import inbetween_mask, synthetic, tiny
 from training.inbetween import fill as fill_engine
+from training.inbetween import sampling
 from training.inbetween.checkpoint import card_path, load_model, read_card, save_model, write_card
 from training.inbetween.features import (
     FeatureSpec,
@@ -90,7 +91,7 @@ def test_temperature_zero_in_one_step_is_the_deterministic_fill(skeleton):
     model = tiny(skeleton)
     rot, trans, known, times = _window(skeleton)
     det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
-    (s,) = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=0.0)
+    (s,) = sampling.sample(model, rot, trans, known, times, k=known.size, temperature=0.0)
     assert np.allclose(np.abs(np.sum(s.rotations * det.rotations[0], -1)), 1.0, atol=1e-5)
     assert np.allclose(s.translations, det.translations[0], atol=1e-5)
 
@@ -107,15 +108,15 @@ def assert_variations(a, b, rot, trans, known) -> None:
     assert not np.allclose(a[0].rotations, a[1].rotations)
 
 
-@pytest.mark.parametrize("order, refresh", [(o, None) for o in fill_engine.ORDERS] + [("lowest-entropy", 1)])
+@pytest.mark.parametrize("order, refresh", [(o, None) for o in sampling.ORDERS] + [("lowest-entropy", 1)])
 def test_k1_draws_every_target_once_keeps_known_cells_and_reproduces(order, refresh):
     model = tiny("body")
     rot, trans, known, times = _window("body", t=7, gap=2)
     known[4, :15] = True  # a partially keyed frame in the gap
     log: list = []
-    a = fill_engine.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh,
+    a = sampling.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh,
                            visit_log=log)
-    b = fill_engine.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh)
+    b = sampling.sample(model, rot, trans, known, times, order=order, k=1, n=3, seed=4, refresh=refresh)
     expected = sorted(map(tuple, np.argwhere(~known)))
     for visits in log:
         assert len(visits) == len(expected) and sorted(visits) == expected
@@ -126,7 +127,7 @@ def test_forward_order_visits_cells_in_time_then_joint_order():
     model = tiny("hand")
     rot, trans, known, times = _window("hand")
     log: list = []
-    fill_engine.sample(model, rot, trans, known, times, order="forward", k=5, n=2, visit_log=log)
+    sampling.sample(model, rot, trans, known, times, order="forward", k=5, n=2, visit_log=log)
     assert log[0] == sorted(log[0]) == log[1]
 
 
@@ -137,8 +138,8 @@ def test_root_draws_are_capped_however_wide_the_spread():
     rot, trans, known, times = _window("body")
     det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
     hips = get_schema("body").root
-    model.sampling = fill_engine.SamplingCalibration(pos_cap=(0.5, 2.0))
-    out = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=4, seed=1)
+    model.sampling = sampling.SamplingCalibration(pos_cap=(0.5, 2.0))
+    out = sampling.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=4, seed=1)
 
     def hips_move(s):  # how far the Hips' world position is from the fill's
         return np.linalg.norm(forward_kinematics(s.rotations, s.translations, parents)[1][:, hips] - det_hips, axis=-1)
@@ -148,7 +149,7 @@ def test_root_draws_are_capped_however_wide_the_spread():
     for s in out:  # one step: every draw is around the deterministic fill, at most the cap away
         assert 0.1 < hips_move(s).max() <= 2.0 + 1e-6
     model.sampling = None
-    wild = fill_engine.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=1, seed=1)[0]
+    wild = sampling.sample(model, rot, trans, known, times, k=known.size, temperature=1.0, n=1, seed=1)[0]
     assert hips_move(wild).max() > 10.0
 
 
@@ -160,15 +161,15 @@ def test_calibrated_spreads_scale_each_joints_draws():
 
     def spread(cal):
         model.sampling = cal
-        out = fill_engine.sample(model, rot, trans, known, times, k=known.size, n=8, seed=2)
+        out = sampling.sample(model, rot, trans, known, times, k=known.size, n=8, seed=2)
         return np.mean([quat_angle(s.rotations, det.rotations[0])[~known].reshape(-1, 17) for s in out], axis=(0, 1))
 
     scale = np.ones(17)
     scale[3] = 0.1
-    narrow = spread(fill_engine.SamplingCalibration(rot_scale=tuple(scale)))
-    wide = spread(fill_engine.SamplingCalibration())
+    narrow = spread(sampling.SamplingCalibration(rot_scale=tuple(scale)))
+    wide = spread(sampling.SamplingCalibration())
     assert narrow[3] < 0.3 * wide[3] and np.allclose(narrow[5], wide[5], rtol=0.5)
-    half = spread(fill_engine.SamplingCalibration(temperature=0.5))  # the calibrated default temperature
+    half = spread(sampling.SamplingCalibration(temperature=0.5))  # the calibrated default temperature
     assert half.mean() < 0.7 * wide.mean()
     model.sampling = None
 
@@ -182,7 +183,7 @@ def test_the_card_carries_the_sampling_calibration(tmp_path):
                         "temperature": 0.3, "command": "anyfill bench calibrate-sampling --model m --write"}
     write_card(path, card)
     cal = load_model(path)[0].sampling
-    assert cal == dataclasses.replace(fill_engine.SamplingCalibration(), rot_scale=(0.5,) * 17,
+    assert cal == dataclasses.replace(sampling.SamplingCalibration(), rot_scale=(0.5,) * 17,
                                       pos_scale=((1.0, 2.0, 3.0),), pos_cap=(0.25,), temperature=0.3)
     assert card_path(path).is_file()
 
@@ -242,9 +243,9 @@ def test_a_shot_longer_than_the_window_is_sampled_window_by_window():
     assert len(times) > fill_engine.model_length(model) and len(fill_engine.pieces(known, 65)) > 1
     k = model.cfg.n_joints
     log, ticks = [], []
-    a = fill_engine.sample(model, rot, trans, known, times, k=k, n=2, seed=1, visit_log=log,
+    a = sampling.sample(model, rot, trans, known, times, k=k, n=2, seed=1, visit_log=log,
                            progress=lambda d, t: ticks.append((d, t)))
-    b = fill_engine.sample(model, rot, trans, known, times, k=k, n=2, seed=1)
+    b = sampling.sample(model, rot, trans, known, times, k=k, n=2, seed=1)
     expected = sorted(map(tuple, np.argwhere(~known)))
     assert sorted(log[0]) == expected and ticks[-1] == (len(expected), len(expected))
     assert_variations(a, b, rot, trans, known)
@@ -268,7 +269,7 @@ def test_a_long_shot_at_temperature_zero_is_a_fill_without_a_seam(data_root):
     known[40:120, :6] = False
     known[-1] = True
     det = fill_engine.fill(model, rot[None], trans[None], known[None], times[None])
-    zs = fill_engine.sample(model, rot, trans, known, times, k=schema.n_joints, n=2, temperature=0.0)
+    zs = sampling.sample(model, rot, trans, known, times, k=schema.n_joints, n=2, temperature=0.0)
     assert np.array_equal(zs[0].rotations, zs[1].rotations)
     dot = np.abs(np.sum(zs[0].rotations * det.rotations[0], -1)).clip(0.0, 1.0)
     assert np.degrees(2 * np.arccos(dot)).mean() < 0.2  # measured 0.03 deg
@@ -282,7 +283,7 @@ def test_variations_of_a_60_fps_window_are_drawn_at_a_trained_rate():
     known = np.zeros(rot.shape[:2], dtype=bool)
     known[::12] = True
     log: list = []
-    res = fill_engine.sample_at_rate(model, rot, trans, known, times, (24.0, 40.0), k=17, n=2, seed=0,
+    res = sampling.sample_at_rate(model, rot, trans, known, times, (24.0, 40.0), k=17, n=2, seed=0,
                                      visit_log=log)
     unit = rot / np.linalg.norm(rot, axis=-1, keepdims=True)
     for r in res:
@@ -292,6 +293,6 @@ def test_variations_of_a_60_fps_window_are_drawn_at_a_trained_rate():
     assert not np.allclose(res[0].rotations, res[1].rotations)
     # at a trained rate it is sample() itself
     slow = np.arange(61) / 30.0
-    a = fill_engine.sample_at_rate(model, rot, trans, known, slow, (24.0, 40.0), k=17, n=2, seed=0)
-    b = fill_engine.sample(model, rot, trans, known, slow, k=17, n=2, seed=0)
+    a = sampling.sample_at_rate(model, rot, trans, known, slow, (24.0, 40.0), k=17, n=2, seed=0)
+    b = sampling.sample(model, rot, trans, known, slow, k=17, n=2, seed=0)
     assert all(np.array_equal(x.rotations, y.rotations) and x.resampled is None for x, y in zip(a, b, strict=True))

@@ -22,6 +22,7 @@ from backend.registry import Registry
 from backend.routes import common
 from backend.schemas import FillRequest, FillResponse, SampleEvent, SampleRequest, SampleResponse
 from training.inbetween import fill as engine
+from training.inbetween import sampling
 
 log = logging.getLogger("anyfill.backend")
 router = APIRouter(prefix="/v1", tags=["fill"], responses=common.ERRORS, dependencies=[Depends(require_token)],
@@ -60,7 +61,7 @@ def _resampled(res: engine.FillResult) -> dict | None:
 
 def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, dict | None, float, float]:
     t = time.perf_counter()
-    results = _engine_call(engine.sample_at_rate, win.lm.model, win.rotations, win.translations, win.known,
+    results = _engine_call(sampling.sample_at_rate, win.lm.model, win.rotations, win.translations, win.known,
                            win.times, win.lm.fps_range, order=req.order, k=req.k, temperature=req.temperature,
                            seed=req.seed, n=req.n, progress=job.progress, cancel=job.cancelled)
     t_model = time.perf_counter()

@@ -6,7 +6,7 @@ Prints the variations' mean angle to the capture and their mean frame-to-frame t
 import numpy as np
 
 from training.bench.inbetween import load_protocol_clips
-from training.inbetween import fill as engine
+from training.inbetween import sampling
 from training.inbetween.checkpoint import load_model
 from training.motion.rotations import quat_slerp
 from training.motion.skeleton import get_schema
@@ -40,8 +40,8 @@ def main() -> None:
             capture_step = angle(rot[2:], rot[1:-1])[8:-2].mean()
             for name in rows:
                 kw = {"order": "lowest-entropy", "k": 22, "n": 4, "seed": 0}
-                res = (engine.sample(model, rot, trans, known, times, **kw) if name == "rig rate" else
-                       engine.sample_at_rate(model, rot, trans, known, times, (24.0, 40.0), **kw))
+                res = (sampling.sample(model, rot, trans, known, times, **kw) if name == "rig rate" else
+                       sampling.sample_at_rate(model, rot, trans, known, times, (24.0, 40.0), **kw))
                 err = np.mean([angle(r.rotations, rot)[~known].mean() for r in res])
                 step = np.mean([angle(r.rotations[2:], r.rotations[1:-1])[8:-2].mean() for r in res])
                 rows[name].append((err, step, capture_step))

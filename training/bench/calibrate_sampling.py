@@ -25,7 +25,8 @@ import numpy as np
 from training.bench.sampling import run_sampling, sampling_windows
 from training.inbetween.checkpoint import card_path, load_model, read_card, resolve_path, write_card
 from training.inbetween.features import moving_positions, to_canonical
-from training.inbetween.fill import SamplingCalibration, distributions
+from training.inbetween.fill import distributions
+from training.inbetween.sampling import SamplingCalibration
 from training.motion.rotations import quat_angle, sixd_to_quat
 from training.motion.skeleton import get_schema
 

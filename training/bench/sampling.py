@@ -29,8 +29,9 @@ from training.bench.inbetween import (
     scored_globals,
 )
 from training.inbetween.checkpoint import load_model
-from training.inbetween.fill import ORDERS, calibration_of, fill, sample
+from training.inbetween.fill import fill
 from training.inbetween.metrics import l2p, l2q
+from training.inbetween.sampling import ORDERS, calibration_of, sample
 from training.motion.rotations import quat_angle, quat_normalize
 from training.motion.skeleton import forward_kinematics, get_schema
 from training.motion.splits import split_files

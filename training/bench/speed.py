@@ -18,7 +18,8 @@ import torch
 
 from training.bench.inbetween import N_CONTEXT, WINDOW, load_protocol_clips
 from training.inbetween.checkpoint import load_model, load_numpy_model
-from training.inbetween.fill import fill, sample
+from training.inbetween.fill import fill
+from training.inbetween.sampling import sample
 from training.motion.splits import split_files
 from training.motion.windows import cut
 

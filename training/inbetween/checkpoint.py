@@ -145,7 +145,7 @@ def _weights(path: Path, framework: str = "numpy") -> dict[str, Any]:
 
 
 def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Path) -> None:
-    from training.inbetween.fill import SamplingCalibration
+    from training.inbetween.sampling import SamplingCalibration
 
     try:
         model.sampling = SamplingCalibration.from_card(card.get("sampling"))

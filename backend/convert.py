@@ -126,7 +126,24 @@ def _continue(fmt: RotationFormat, given: np.ndarray, q: np.ndarray, known: np.n
         return _from_radians(rv, fmt.units)
     angle = np.linalg.norm(rv, axis=-1, keepdims=True)
     axis = _fill_axes(np.where(angle > 1e-9, rv / np.maximum(angle, 1e-12), np.nan), known)
-    return np.concatenate([_from_radians(angle, fmt.units), axis], axis=-1)
+    sign = _axis_signs(axis, given, known)
+    return np.concatenate([_from_radians(sign * angle, fmt.units), sign * axis], axis=-1)
+
+
+def _axis_signs(axis: np.ndarray, given: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(L, G, 1) signs for axis-angle rows: ``(a, v)`` and ``(-a, -v)`` are one rotation, and a key sent as -90
+    degrees about +X must not be followed by frames of +90 about -X (every channel would jump). A known row takes
+    the sign that matches its given axis; each other row keeps the sign of the row before it, flipped where its
+    axis turns against that row's (the axes of :func:`_fill_axes` are continuous but for such flips)."""
+    n = len(axis)
+    flips = np.ones(axis.shape[:-1] + (1,))
+    flips[1:] = np.where(np.sum(axis[1:] * axis[:-1], axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    chain = np.cumprod(flips, axis=0)  # the sign each row needs to continue from row 0's
+    rows = np.arange(n).reshape((n,) + (1,) * (axis.ndim - 1))
+    anchor = np.maximum.accumulate(np.where(known.reshape(rows.shape), rows, 0), axis=0)  # the known row before
+    own = np.where(np.sum(axis * given[..., 1:], axis=-1, keepdims=True) < 0, -1.0, 1.0)  # at known rows
+    at_anchor = np.take_along_axis(own * chain, np.broadcast_to(anchor, chain.shape), axis=0)
+    return at_anchor * chain
 
 
 def encode_track(q: np.ndarray, fmt: RotationFormat, given: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ class FillRequest(_Strict):
     rotation_format: RotationFormat = Field(default_factory=lambda: QuaternionFormat(type="quaternion"),
                                             description="default for every joint; quaternion wxyz if left out")
     normalize_quaternions: bool = Field(
-        False, description="accept non-unit (non-zero) quaternions and normalise them instead of refusing")
+        False, strict=True, description="accept non-unit (non-zero) quaternions and normalise them instead of refusing")
     joints: dict[str, JointTrack] = Field(
         min_length=1, max_length=MAX_JOINTS, description="tracks by joint name; joints left out are filled "
         "as needed but not returned")
@@ -124,7 +124,7 @@ class SampleRequest(FillRequest):
                                "the deterministic fill")
     seed: int = Field(0, strict=True, ge=0, le=2**32 - 1)
     n: int = Field(1, strict=True, ge=1, le=MAX_VARIATIONS, description="number of variations")
-    stream: bool = Field(False, description="answer with NDJSON events (started, progress, result)")
+    stream: bool = Field(False, strict=True, description="answer with NDJSON events (started, progress, result)")
 
 
 # --- responses ------------------------------------------------------------------------------------------

@@ -144,6 +144,22 @@ def test_explicit_targets_and_partial_joints(client):
     assert sum(out["joints"]["UpperArm_L"]["target"]) == 6
 
 
+@pytest.mark.parametrize("frames", [2, 3])
+def test_windows_of_two_and_three_frames_fill_and_sample(client, frames):
+    """One joint keyed on the first and last frames of a 2- or 3-frame window (a partial key: the other joints are
+    left to the model): filled and sampled (was a 422 quoting a numpy broadcasting error)."""
+    q = [1.0, 0.0, 0.0, 0.0]
+    req = {"model": "body", "fps": 30, "frames": list(range(frames)),
+           "joints": {"Spine": {"rotations": [q] + [None] * (frames - 2) + [q]},
+                      "Chest": {"rotations": [q] + [None] * (frames - 1)}}}
+    for route in ("/v1/fill", "/v1/sample"):
+        r = client.post(route, json=req)
+        assert r.status_code == 200, (route, r.text)
+        out = r.json() if route == "/v1/fill" else r.json()["variations"][0]
+        chest = out["joints"]["Chest"]["rotations"]
+        assert chest[0] == q and all(np.isfinite(v).all() for v in chest)
+
+
 def test_long_window_and_uneven_frames(client):
     req = fill_request("hand", frames=90, keys=(0, 1, 2, 40, 89))
     req["frames"] = [f * 2 + (0.5 if f % 7 == 0 else 0) for f in range(90)]

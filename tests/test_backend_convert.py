@@ -47,6 +47,25 @@ def test_round_trip_and_continuity(f):
     assert step < limit, f"jump of {step} in a smooth curve"
 
 
+@pytest.mark.parametrize("units, scale", [("radians", 1.0), ("degrees", 180.0 / np.pi)])
+def test_axis_angle_keys_with_a_negative_angle_are_continued_as_sent(units, scale):
+    """-90 degrees about +X is +90 about -X: the frames between two such keys continue the keys' own sign, so no
+    channel flips at a key (they came back as +90 about -X: the angle and every axis channel jumped)."""
+    f = fmt(type="axis_angle", units=units)
+    n = 11
+    q = axis_angle_to_quat(np.linspace(-np.pi / 2, -np.pi / 3, n)[:, None] * np.array([1.0, 0.0, 0.0]))
+    given = np.full((n, 4), np.nan)
+    known = np.zeros(n, dtype=bool)
+    known[[0, n - 1]] = True
+    given[0] = [-np.pi / 2 * scale, 1.0, 0.0, 0.0]
+    given[-1] = [-np.pi / 3 * scale, 1.0, 0.0, 0.0]
+    v = convert.encode_track(q, f, given, known)
+    np.testing.assert_array_equal(v[known], given[known])
+    assert quat_angle(convert.to_quat(v, f), q).max() < 1e-6
+    assert (v[:, 0] < 0).all() and (v[:, 1] > 0.99).all(), v
+    assert np.abs(np.diff(v, axis=0)).max() < 0.1 * scale
+
+
 def test_anchor_keeps_the_given_branch():
     """A known Euler value 2*pi away from scipy's branch: the fill continues from it, not from scipy's."""
     f = fmt(type="euler", order="XYZ")

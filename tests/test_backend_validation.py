@@ -99,6 +99,10 @@ BAD = [
     ("boolean frame", _set(BASE, "frames.0", False), 422, "frames[0]"),
     ("boolean fps", _set(BASE, "fps", True), 422, "fps"),
     ("numeric string", _set(BASE, f"{HIPS_ROT}.0", ["1", 0, 0, 0]), 422, f"{HIPS_ROT}[0][0]"),
+    ("normalize_quaternions a string", _set(BASE, "normalize_quaternions", "yes"), 422, "normalize_quaternions"),
+    ("normalize_quaternions a number", _set(BASE, "normalize_quaternions", 1), 422, "normalize_quaternions"),
+    # 8 frames 250 s apart: within the time span allowed, but 42,000 frames at a trained rate
+    ("frames too far apart for a trained rate", _set(BASE, "fps", 0.004), 422, "frames"),
 ]
 
 
@@ -152,6 +156,9 @@ BAD_SAMPLE = [
     ("negative seed", {"seed": -1}, 422, "seed"),
     ("boolean n", {"n": True}, 422, "n"),
     ("fractional k", {"k": 1.5}, 422, "k"),
+    ("stream a string", {"stream": "on"}, 422, "stream"),
+    # 6 frames 50 s apart: 6,000 frames at a trained rate, a fill's grid but more than a sample's 2,048
+    ("frames too far apart to sample", {"fps": 0.02}, 422, "frames"),
 ]
 
 
@@ -227,6 +234,8 @@ def test_loopback_hosts_pass(client, host):
     (b"[" * 1100 + b"]" * 1100, "nested deeper than 1024"),
     (b"hello", "not valid JSON"),
     (b"{}{}", "not valid JSON"),
+    (b'{"model": "\\udfff"}', "surrogate"),  # a lone UTF-16 surrogate escape is not text (was a 500)
+    (b'{"seed": ' + b"1" * 5000 + b"}", "more than 4300 digits"),  # was a 400 naming nothing
     (b'{"model": ', "not valid JSON"),
 ])
 def test_unreadable_bodies_get_422_saying_why(client, content, says):

@@ -152,12 +152,13 @@ def test_long_fill_reports_progress_in_frames():
 
 
 def _spiky(t=30, j=4):
-    """A smooth turn of every joint with a one-frame jump on frame 10 in joints 2 and 3."""
+    """A smooth turn of every joint with a one-frame jump on frame 10 (the last of a shorter window) in joints 2
+    and 3."""
     from training.motion.rotations import axis_angle_to_quat
 
     angles = np.linspace(0.0, 1.0, t)[None, :, None, None] * np.array([0.0, 0.0, 1.0])
     rot = axis_angle_to_quat(np.broadcast_to(angles, (1, t, j, 3)).copy())
-    rot[0, 10, 2:] = axis_angle_to_quat(np.array([0.4, 0.0, 0.35]))
+    rot[0, min(10, t - 1), 2:] = axis_angle_to_quat(np.array([0.4, 0.0, 0.35]))
     return fill_engine.FillResult(rot, np.zeros((1, t, j, 3)), np.zeros((1, t, j)), np.zeros((1, t, j)))
 
 
@@ -180,6 +181,19 @@ def test_joints_left_to_the_model_on_a_partial_key_are_smoothed_through_it():
     far[10 - fill_engine.PARTIAL_RADIUS : 10 + fill_engine.PARTIAL_RADIUS + 1] = False
     assert np.array_equal(out.rotations[0, far], res.rotations[0, far])
     assert np.array_equal(out.rotations[0, :, :2], res.rotations[0, :, :2])  # joints keyed there: their curves
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 4, 5])
+def test_a_window_shorter_than_the_smoothing_is_smoothed_within_it(t):
+    """Windows of fewer frames than the smoothing reaches (a 2- or 3-frame request with one joint keyed): the shifts
+    beyond the window's ends see nothing (they raised a broadcasting error); the partial key's own cells stay."""
+    res = _spiky(t=t)
+    known = np.zeros((1, t, 4), dtype=bool)
+    known[0, 0, :2] = True  # a partial key on the first frame
+    out = fill_engine.smooth_partial_keys(res, known)
+    assert out.rotations.shape == res.rotations.shape and np.isfinite(out.rotations).all()
+    assert np.array_equal(out.rotations[known], res.rotations[known])
+    np.testing.assert_allclose(np.linalg.norm(out.rotations, axis=-1), 1.0, atol=1e-12)
 
 
 def test_whole_poses_and_joints_known_throughout_make_no_partial_key():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.message
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -46,9 +47,17 @@ def parse_json(body: bytes) -> Any:
             raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, e.pos) from None
         error = e
     try:  # NaN and Infinity, which orjson refuses: parsed, so that validation names the field that holds them
-        return json.loads(text)
+        value = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         raise json.JSONDecodeError(error.msg, text, error.pos) from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise json.JSONDecodeError(f"a number has more than {sys.get_int_max_str_digits()} digits", text,
+                                   error.pos) from None
+    try:  # a lone UTF-16 surrogate escape ("\\udfff"), which orjson refuses and json accepts, is not text
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise json.JSONDecodeError(error.msg, text, error.pos) from None
+    return value
 
 
 class _JSONRequest(Request):

@@ -41,7 +41,7 @@ def _engine_call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ValueError as e:  # input the engine refuses that validation did not catch
-        raise RequestError(None, str(e)) from None
+        raise RequestError(getattr(e, "field", None), str(e)) from None  # a frame-rate error names `frames`
 
 
 def _fill_work(win: grid.Window, job: Job) -> tuple[dict, dict | None, float, float]:

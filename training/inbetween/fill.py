@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 # with a frame time of 1000 s would otherwise be filled on a grid of a million frames at a trained rate)
 MIN_FPS, MAX_FPS = 0.001, 1000.0
 MAX_SECONDS = 3600.0
+# the most frames a window may have once put on a grid at a trained rate (:func:`fill_at_rate`; sampling:
+# :data:`.sampling.MAX_SAMPLE_GRID_FRAMES`): three keys a thousand seconds apart would otherwise make a grid of
+# 72,000 frames from a request of a few hundred bytes
+MAX_GRID_FRAMES = 8192
 # two consecutive keys of a joint this close (rotation, radians; a moving joint's position too, in the skeleton's
 # units) are one pose held: the frames between them are that pose (:class:`Holds`)
 HOLD_ANGLE = 1e-4
@@ -61,7 +65,13 @@ PARTIAL_SIGMA = 2.0
 
 
 class Cancelled(Exception):
-    """Raised inside :func:`fill` or :func:`sample` when its ``cancel`` callback says so."""
+    """Raised inside :func:`fill` or :func:`.sampling.sample` when its ``cancel`` callback says so."""
+
+
+class FrameRateError(ValueError):
+    """A window's frames the engine refuses for their rate or span (the server answers it naming ``frames``)."""
+
+    field = "frames"
 
 
 @dataclass
@@ -412,7 +422,8 @@ def smooth_partial_keys(res: FillResult, known: np.ndarray, radius: int = PARTIA
     near = np.zeros_like(partial)
     for d in range(-radius, radius + 1):
         lo, hi = max(0, -d), min(t, t - d)
-        near[:, lo:hi] |= partial[:, lo + d : hi + d]
+        if hi > lo:  # a window shorter than the shift has no cell that far away
+            near[:, lo:hi] |= partial[:, lo + d : hi + d]
     target = near & ~known
     if not target.any():
         return res
@@ -421,6 +432,8 @@ def smooth_partial_keys(res: FillResult, known: np.ndarray, radius: int = PARTIA
     weight = np.zeros(known.shape)
     for d in range(-radius, radius + 1):
         lo, hi = max(0, -d), min(t, t - d)
+        if hi <= lo:
+            continue
         other = slice(lo + d, hi + d)
         w = np.exp(-0.5 * (d / sigma) ** 2) * (~known[:, other] & (gap[:, other] == gap[:, lo:hi]))
         q = res.rotations[:, other]
@@ -543,23 +556,30 @@ def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times:
     return r, out[1]
 
 
-def _rates(times: np.ndarray, fps_range: tuple[float, float]) -> tuple[float, float | None]:
+def _rates(times: np.ndarray, fps_range: tuple[float, float],
+           max_grid: int = MAX_GRID_FRAMES) -> tuple[float, float | None]:
     """(the frames' rate, 0 for a single frame; the rate they are filled at: None for their own, within 10 % of
-    the trained ``fps_range``, else the nearest trained rate) of windows' ``times`` (N, T); refused (ValueError)
-    outside :data:`MIN_FPS`..:data:`MAX_FPS` and beyond :data:`MAX_SECONDS`."""
+    the trained ``fps_range``, else the nearest trained rate) of windows' ``times`` (N, T); refused
+    (:class:`FrameRateError`) outside :data:`MIN_FPS`..:data:`MAX_FPS`, beyond :data:`MAX_SECONDS`, and when the
+    grid at the trained rate would hold more than ``max_grid`` frames."""
     t = times.shape[1]
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
     span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
     if rate and not MIN_FPS <= rate <= MAX_FPS:
-        raise ValueError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
-                         f"{MIN_FPS:g}..{MAX_FPS:g} fps")
+        raise FrameRateError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
+                             f"{MIN_FPS:g}..{MAX_FPS:g} fps")
     if span > MAX_SECONDS:
-        raise ValueError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
+        raise FrameRateError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
     lo, hi = fps_range
     if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
         return rate, None
-    return rate, min(max(rate, lo), hi)
+    target = min(max(rate, lo), hi)
+    if span * target + 1 > max_grid:  # the grid's regular frames (a keyed frame between two of them adds one)
+        raise FrameRateError(f"the window's {t} frames at {rate:.6g} fps span {span:.6g} s: at {target:g} fps, the "
+                             f"rate the model was trained at, that is about {int(span * target) + 1} frames; at most "
+                             f"{max_grid}")
+    return rate, target
 
 
 def _trained_grid(tm: np.ndarray, rot: np.ndarray, trans: np.ndarray, kn: np.ndarray, rate: float):

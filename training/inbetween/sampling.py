@@ -61,6 +61,9 @@ if TYPE_CHECKING:
     from training.inbetween.model import MotionFill
 
 ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
+# the most frames a window to sample may have once put on a grid at a trained rate (:func:`sample_at_rate`): as
+# many as a request may send (each cell is a step of the sampler at k = 1)
+MAX_SAMPLE_GRID_FRAMES = 2048
 MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the server and the CLI refuse it
 
 
@@ -457,7 +460,7 @@ def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps
     temperature, seed, n, progress, cancel, visit_log: frames of the grid then). Each result's ``resampled`` is
     set as :func:`fill_at_rate` sets it."""
     rotations, translations, known, times = _arrays(model, rotations, translations, known, times, "sample_at_rate")
-    rate, target_rate = _rates(times, fps_range)
+    rate, target_rate = _rates(times, fps_range, MAX_SAMPLE_GRID_FRAMES)
     if target_rate is None:
         return sample(model, rotations, translations, known, times, **kwargs)
     grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)

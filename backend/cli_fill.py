@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.commands import SAMPLING_DEFAULTS
 from backend.registry import LoadedModel, load_one
 from training.inbetween import fill as engine
 from training.inbetween import sampling
@@ -56,12 +57,14 @@ def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | Non
                     raise ValueError(f"{what}: {part!r}: the step must be at least 1")
                 if hi < lo:
                     raise ValueError(f"{what}: {part!r} runs backwards")
+                _within(part, lo, hi, n_frames, what)
                 out.update(range(lo, hi + 1, step))
             elif "-" in part[1:]:
                 a, b = part.split("-", 1)
                 lo, hi = number(a), number(b)
                 if hi < lo:
                     raise ValueError(f"{what}: range {part!r} runs backwards")
+                _within(part, lo, hi, n_frames, what)
                 out.update(range(lo, hi + 1))
             else:
                 out.add(number(part))
@@ -76,6 +79,12 @@ def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | Non
     if not out:
         raise ValueError(f"{what}: no frames given")
     return sorted(out)
+
+
+def _within(part: str, lo: int, hi: int, n_frames: int, what: str) -> None:
+    """A range's ends within the file, checked before the range is expanded (``0-99999999999`` would fill memory)."""
+    if lo < 0 or hi >= n_frames:
+        raise ValueError(f"{what}: {part!r} reaches outside 0..{n_frames - 1} of the file")
 
 
 def parse_part(spec: str, n_frames: int) -> tuple[int, int]:
@@ -110,6 +119,9 @@ def check_outputs(outs: list[Path], source: Path | None = None) -> None:
                              f"write to another file")
         if out.is_dir():
             raise ValueError(f"-o {out}: is a directory; name a file, e.g. {out / 'filled.bvh'}")
+        if out.exists() and not out.resolve().is_file():
+            raise ValueError(f"-o {out}: is not a regular file (a device, a FIFO or a socket): the fill is written "
+                             "to a file, which would replace it; name a file")
         folder = out.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
@@ -124,17 +136,21 @@ def check_outputs(outs: list[Path], source: Path | None = None) -> None:
 
 
 def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
-    """Write every file or none: each goes to ``NAME.tmp`` first and is renamed once all are written; on a
-    failure the temporary files (and any output already renamed) are removed."""
+    """Write every file or none: each goes to a new temporary file beside it (a name no other file has, so an
+    input called ``OUTPUT.bvh.tmp`` is never overwritten) and is renamed once all are written; on a failure the
+    temporary files (and any output already renamed) are removed. An output that is a symbolic link is written
+    through it (the link stays)."""
     staged: list[tuple[Path, Path]] = []
     done: list[Path] = []
     current = files[0][1] if files else None
     try:
         for data, current in files:
+            current = current.resolve() if current.is_symlink() else current
             current.parent.mkdir(parents=True, exist_ok=True)
-            tmp = current.with_name(current.name + ".tmp")
-            staged.append((tmp, current))
-            tmp.write_text(bvh_io.dumps(data), encoding="utf-8")
+            fd, name = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
+            staged.append((Path(name), current))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(bvh_io.dumps(data))
         for tmp, current in staged:
             tmp.replace(current)
             done.append(current)
@@ -160,6 +176,21 @@ def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[cl
         return c, load_one(name, numpy=True)
     raise ValueError(f"{path}: neither a hand nor a body skeleton (joint names differ); "
                      "see `anyfill serve`'s /v1/models for the expected joints")
+
+
+MAX_VALUE = 1e6  # any channel of the file: beyond it no joint moves (10 km in cm) or turns (2,800 turns)
+
+
+def _check_values(data: bvh_io.BVH, path: Path) -> None:
+    """Refuse a frame table with a value no motion has (1e39 in a position channel overflowed the fill into
+    SciPy's "zero norm quaternions"), naming the first such value's frame, joint and channel."""
+    big = np.abs(data.motion) > MAX_VALUE
+    if big.any():
+        frame, col = (int(x[0]) for x in np.nonzero(big))
+        joint, channel = next((data.names[j], c) for j, idx in enumerate(data.channel_index())
+                              for c, i in idx.items() if i == col)
+        raise ValueError(f"{path}: frame {frame}, {joint} {channel} = {data.motion[frame, col]:g}: beyond "
+                         f"+-{MAX_VALUE:g}, not a motion")
 
 
 def _joint_indices(names: str | None, schema) -> list[int]:
@@ -233,6 +264,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
+    _check_values(data, input_path)
     whole, lm = _clip_and_model(data, input_path, model)
     lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
     clip = whole.frames(slice(lo, hi + 1))
@@ -262,13 +294,16 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
             results = [engine.FillResult(r.rotations[0], r.translations[0], r.entropy[0], r.spread_deg[0])]
     elapsed = time.perf_counter() - t0
     files = []
+    kept = np.ones((whole.n_frames, j), dtype=bool)  # written as read: the keys and the frames outside the part
+    kept[lo : hi + 1] = known[0]
     for res, out in zip(results, outs, strict=True):
         rotations, translations = whole.rotations.copy(), whole.translations.copy()
         rotations[lo : hi + 1], translations[lo : hi + 1] = res.rotations, res.translations
-        files.append((clip_io.to_bvh(replace(whole, rotations=rotations, translations=translations), data), out))
+        files.append((clip_io.to_bvh(replace(whole, rotations=rotations, translations=translations), data, kept),
+                      out))
     write_all(files)
     spread = np.concatenate([r.spread_deg[~known[0]] for r in results])
-    print(f"{input_path.name}: {t} frames{f' ({lo}-{hi})' if frames else ''}, {int(known.any(-1).sum())} key "
+    print(f"{input_path.name}: {t} frames{f' ({lo}-{hi})' if frames else ''}, {len(key_frames)} key "
           f"frames, {int((~known).sum())} cells filled with model {lm.name} ({lm.model.cfg.variant}) in "
           f"{elapsed:.2f} s; mean uncertainty {spread.mean():.1f} deg")
     for out in outs:
@@ -284,6 +319,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     problems = [msg for bad, msg in (
         (args.sample < 0 or args.k < 1, "--sample must be >= 0 and --k >= 1"),
+        (args.sample > sampling.MAX_VARIATIONS,
+         f"--sample: at most {sampling.MAX_VARIATIONS} variations at once, got {args.sample}"),
         (not 0.0 <= args.temperature <= sampling.MAX_TEMPERATURE,
          f"--temperature must be within 0..{sampling.MAX_TEMPERATURE:g}, got {args.temperature:g}"),
         (not 0 <= args.seed < 2**32, f"--seed must be within 0..{2**32 - 1}, got {args.seed}"),
@@ -292,6 +329,10 @@ def main(args: argparse.Namespace) -> int:
     if problems:
         print(f"anyfill fill: error: {problems[0]}", file=sys.stderr)
         return 2
+    unused = [f"--{name}" for name, default in SAMPLING_DEFAULTS.items() if getattr(args, name) != default]
+    if unused and not args.sample:
+        print(f"anyfill fill: note: {', '.join(unused)} only apply to --sample N (a fill is deterministic): ignored",
+              file=sys.stderr)
     if args.threads:
         from threadpoolctl import threadpool_limits
 

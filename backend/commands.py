@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+# ``anyfill fill``'s sampling options and their defaults (a plain fill ignores them, and says so when they are set)
+SAMPLING_DEFAULTS = {"order": "lowest-entropy", "k": 1, "temperature": 1.0, "seed": 0}
 
 
 def _run(module: str):
@@ -63,13 +65,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fill.add_argument("--model", metavar="NAME_OR_PATH", help="shipped model name or .safetensors path "
                       "(default: the shipped model of the file's skeleton)")
     fill.add_argument("--sample", type=int, default=0, metavar="N", help="write N sampled variations instead")
-    fill.add_argument("--order", default="lowest-entropy", metavar="ORDER",
+    fill.add_argument("--order", default=SAMPLING_DEFAULTS["order"], metavar="ORDER",
                       help="sampling order: one of the engine's (GET /v1/models lists them; default lowest-entropy, "
                       "the most certain cells first)")
-    fill.add_argument("--k", type=int, default=1, help="cells (or frames) per sampling step")
-    fill.add_argument("--temperature", type=float, default=1.0,
+    fill.add_argument("--k", type=int, default=SAMPLING_DEFAULTS["k"], help="cells (or frames) per sampling step")
+    fill.add_argument("--temperature", type=float, default=SAMPLING_DEFAULTS["temperature"],
                       help="how far variations stray from the fill: a multiple of the model's calibrated default (1)")
-    fill.add_argument("--seed", type=int, default=0)
+    fill.add_argument("--seed", type=int, default=SAMPLING_DEFAULTS["seed"])
     fill.add_argument("--threads", type=int, default=0,
                       help="CPU threads of the model's arithmetic (NumPy's BLAS; torch's for a triples model; 0: "
                       "their defaults)")

@@ -290,6 +290,7 @@ def test_fill_refuses_an_absurd_frame_time_before_any_work(data_root, tmp_path, 
     (["--seed", "-3", "--sample", "1"], "--seed must be within"),
     (["--threads", "-1"], "--threads must be >= 0"),
     (["--k", "0", "--sample", "1"], "--k >= 1"),
+    (["--sample", "100000000"], "--sample: at most 16 variations"),  # was minutes and gigabytes, then killed
 ])
 def test_fill_refuses_bad_settings_before_any_work(tmp_path, capsys, flags, named):
     out = tmp_path / "o.bvh"
@@ -359,27 +360,112 @@ def test_fill_sample_writes_all_outputs_or_none(data_root, tmp_path, capsys, mon
     import errno
 
     src = _body_clip(data_root, tmp_path, frames=12)
-    real = Path.write_text
+    real = os.fdopen
     calls = []
 
-    def full_disk(self, *a, **k):
-        calls.append(self.name)
+    def full_disk(fd, *a, **k):
+        f = real(fd, *a, **k)
+        calls.append(fd)
         if len(calls) == 2:
-            real(self, "partial", encoding="utf-8")  # half written, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real(self, *a, **k)
+            f.write("partial")  # half written, then the disk is full
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(os, "fdopen", full_disk)
     before = {p.name for p in tmp_path.iterdir()}
     assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
                 "--model", str(models_dir() / "body.safetensors")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'var-2.bvh'}: No space left" in err and "no output was written" in err, err
     assert _left_over(tmp_path, before) == set()
-    monkeypatch.setattr(Path, "write_text", real)
+    monkeypatch.setattr(os, "fdopen", real)
     assert cli(["fill", str(src), "-o", str(tmp_path / "var.bvh"), "--keys", "0,11", "--sample", "3", "--k", "500",
                 "--model", str(models_dir() / "body.safetensors")]) == 0
     assert _left_over(tmp_path, before) == {"var-1.bvh", "var-2.bvh", "var-3.bvh"}
+
+
+def _with_a_prop(src: Path, out: Path) -> Path:
+    """``src`` with an animated joint the model does not know (a prop in the right foot's last bone)."""
+    data = bvh.read(src)
+    toes = data.names.index("Toes_R")
+    assert toes == data.n_joints - 1  # the last joint: its new child's channels come last in the frame table
+    n = data.n_frames
+    prop = np.stack([np.linspace(-30, 60, n), np.full(n, 20.0), np.sin(np.arange(n)) * 15], axis=1)
+    data.names.append("Prop_R")
+    data.parents = np.append(data.parents, toes)
+    data.offsets = np.vstack([data.offsets, [0.0, 5.0, 0.0]])
+    data.channels.append(("Zrotation", "Xrotation", "Yrotation"))
+    data.end_sites = {**{j: v for j, v in data.end_sites.items() if j != toes}, data.n_joints - 1: np.ones(3)}
+    data.motion = np.hstack([data.motion, prop])
+    bvh.write(data, out)
+    return out
+
+
+@pytest.mark.data
+def test_fill_keeps_joints_it_does_not_know_and_writes_kept_cells_as_read(data_root, tmp_path, capsys):
+    """A prop joint keeps its channels on every frame (was written at rest: lost); key frames and the frames outside
+    --frames are the input's numbers exactly, a key's Euler angle past 180 degrees included (was wrapped by 360)."""
+    src = _with_a_prop(_body_clip(data_root, tmp_path, frames=40), tmp_path / "prop.bvh")
+    data = bvh.read(src)
+    chest = data.channel_index()[data.names.index("Chest")]["Zrotation"]
+    data.motion[20, chest] += 360.0  # the same rotation, written on another branch by the animator's tool
+    bvh.write(data, src)
+    out = tmp_path / "out.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--keys", "0:last:10", "--frames", "5-35", "--model",
+                str(models_dir() / "body.safetensors")]) == 0
+    capsys.readouterr()
+    a, b = bvh.read(src), bvh.read(out)
+    assert b.names == a.names and b.channels == a.channels
+    prop = list(a.channel_index()[-1].values())
+    assert np.array_equal(b.motion[:, prop], a.motion[:, prop])
+    kept = [*range(0, 5), 10, 20, 30, *range(36, 40)]
+    assert np.array_equal(b.motion[kept], a.motion[kept])
+    assert not np.array_equal(b.motion[15], a.motion[15])  # filled
+    assert abs(b.motion[21, chest] - b.motion[20, chest]) < 30  # the frames after a key continue from its number
+
+
+@pytest.mark.data
+def test_fill_never_deletes_an_input_named_like_a_temporary_file_nor_replaces_what_is_not_a_file(
+        data_root, tmp_path, capsys):
+    """An input called OUT.bvh.tmp (the name the output's temporary file had: it was overwritten, then renamed
+    away); a FIFO as -o is refused (it was replaced by a regular file); a symbolic link is written through."""
+    src = _body_clip(data_root, tmp_path, frames=12, name="take.bvh.tmp")
+    original = src.read_bytes()
+    model = str(models_dir() / "body.safetensors")
+    assert cli(["fill", str(src), "-o", str(tmp_path / "take.bvh"), "--keys", "0,last", "--model", model]) == 0
+    assert src.read_bytes() == original and bvh.read(tmp_path / "take.bvh").n_frames == 12
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert cli(["fill", str(src), "-o", str(fifo), "--keys", "0,last", "--model", model]) == 2
+    assert "is not a regular file" in capsys.readouterr().err and fifo.is_fifo()
+    target, link = tmp_path / "target.bvh", tmp_path / "link.bvh"
+    target.write_text("old")
+    link.symlink_to(target)
+    assert cli(["fill", str(src), "-o", str(link), "--keys", "0,last", "--model", model]) == 0
+    assert link.is_symlink() and bvh.read(target).n_frames == 12
+
+
+@pytest.mark.data
+def test_fill_refuses_values_no_motion_has_and_a_directory_as_input(data_root, tmp_path, capsys):
+    src = _body_clip(data_root, tmp_path, frames=12)
+    data = bvh.read(src)
+    data.motion[10, data.channel_index()[data.names.index("Hips")]["Xposition"]] = 1e39
+    bvh.write(data, src)
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--keys", "0,last"]) == 2
+    assert "frame 10, Hips Xposition = 1e+39: beyond +-1e+06" in capsys.readouterr().err and not out.exists()
+    assert cli(["fill", str(tmp_path), "-o", str(out), "--keys", "0"]) == 2
+    assert f"{tmp_path}: Is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_fill_says_sampling_options_are_ignored_without_sample(data_root, tmp_path, capsys):
+    src = _body_clip(data_root, tmp_path, frames=12)
+    assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--seed", "3", "--k", "4",
+                "--model", str(models_dir() / "body.safetensors")]) == 0
+    captured = capsys.readouterr()
+    assert "--k, --seed only apply to --sample N" in captured.err and "2 key frames" in captured.out
 
 
 @pytest.mark.data
@@ -409,7 +495,8 @@ def test_key_syntax():
     assert parse_frames("0,3-5,2:8:3", 20) == [0, 2, 3, 4, 5, 8]
     assert parse_frames("last", 200, last=164) == [164]
     for bad, says in (("0:last:0", "step must be at least 1"), ("9:3:1", "runs backwards"), ("0:x:2", "not a frame"),
-                      ("1:2:3:4", "not a frame"), ("0:40:10", "outside 0..34")):
+                      ("1:2:3:4", "not a frame"), ("0:40:10", "outside 0..34"),
+                      ("0-99999999999", "reaches outside 0..34"), ("0:99999999999:1", "reaches outside")):
         with pytest.raises(ValueError, match=says):
             parse_frames(bad, 35)
     assert parse_part("100-164", 300) == (100, 164) and parse_part("10-last", 30) == (10, 29)

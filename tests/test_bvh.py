@@ -288,6 +288,23 @@ def test_tiny_file_is_valid() -> None:
     assert bvh.parse(TINY.replace("\n", "\r\n")).n_frames == 3  # Windows line ends
 
 
+def test_frame_time_lines_as_blenders_importer_reads_them() -> None:
+    """Any case and spacing (a tab, two spaces): Blender's importer reads these files; so does this reader."""
+    for line in ("Frame\tTime: 0.0333333", "Frame  Time: 0.0333333", "frame time: 0.0333333", "FRAMES: 3"):
+        text = edit(18, line) if "ime" in line else edit(17, line)
+        assert bvh.parse(text).n_frames == 3, line
+
+
+def test_a_hierarchy_nested_too_deep_is_a_clear_error() -> None:
+    """1,200 joints each inside the last (was a RecursionError traceback)."""
+    depth = 1200
+    head = "".join(f"JOINT J{i}\n{{\nOFFSET 0 1 0\nCHANNELS 3 Zrotation Xrotation Yrotation\n" for i in range(depth))
+    text = ("HIERARCHY\nROOT Hips\n{\nOFFSET 0 0 0\nCHANNELS 3 Zrotation Xrotation Yrotation\n" + head
+            + "}\n" * (depth + 1) + "MOTION\nFrames: 1\nFrame Time: 0.04\n" + " 0" * 3 * (depth + 1) + "\n")
+    with pytest.raises(bvh.BVHError, match="nested deeper than"):
+        bvh.parse(text, "deep.bvh")
+
+
 def test_parse_error_without_path() -> None:
     with pytest.raises(bvh.BVHError, match=r"^<bvh>:20: "):
         bvh.parse(edit(20, "0 1 0 0 0 0 nan 0 0"))

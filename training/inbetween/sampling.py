@@ -64,6 +64,7 @@ ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
 # the most frames a window to sample may have once put on a grid at a trained rate (:func:`sample_at_rate`): as
 # many as a request may send (each cell is a step of the sampler at k = 1)
 MAX_SAMPLE_GRID_FRAMES = 2048
+MAX_VARIATIONS = 16  # variations per request or command: the server and the CLI refuse more
 MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the server and the CLI refuse it
 
 

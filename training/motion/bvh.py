@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,7 +215,10 @@ def _parse_hierarchy(tokens: list[tuple[str, int]], path) -> dict:
 
     take("HIERARCHY")
     take("ROOT")
-    joint(-1)
+    try:
+        joint(-1)
+    except RecursionError:  # the parser descends once per level: no skeleton nests this deep
+        raise BVHError(path, None, f"joints nested deeper than {sys.getrecursionlimit() // 2} levels") from None
     if pos != len(tokens):
         tok = tokens[pos]
         raise BVHError(path, tok[1], f"unexpected {tok[0]!r} after the root joint (only one ROOT is supported)")
@@ -265,12 +269,14 @@ def parse(text: str, path: str | Path | None = None) -> BVH:
     lines = text[m.end() :].split("\n")[1:]
     meta: dict[str, str] = {}
     i = 0
-    for key in ("Frames:", "Frame Time:"):
+    for key in ("Frames:", "Frame Time:"):  # as Blender's importer: any case, any spacing ("Frame\tTime:")
         while i < len(lines) and not lines[i].strip():
             i += 1
-        if i >= len(lines) or not lines[i].strip().startswith(key):
+        found = re.match(r"\s*" + r"\s+".join(key.split()) + r"\s*", lines[i], flags=re.IGNORECASE) \
+            if i < len(lines) else None
+        if found is None:
             raise BVHError(path, motion_line + 1 + i, f"expected '{key}' line")
-        meta[key] = lines[i].strip()[len(key) :].strip()
+        meta[key] = lines[i][found.end() :].strip()
         i += 1
     try:
         n_frames = int(meta["Frames:"])

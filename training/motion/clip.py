@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from training.motion import bvh as bvh_io
-from training.motion.rotations import quat_continuous, quat_slerp
+from training.motion.rotations import euler_make_continuous, quat_continuous, quat_slerp
 from training.motion.skeleton import Schema, forward_kinematics, get_schema, mirror_x
 
 
@@ -97,8 +97,12 @@ def load(path: str | Path, schema: Schema | str) -> Clip:
     return from_bvh(bvh_io.read(path), schema, name=str(path))
 
 
-def to_bvh(clip: Clip, template: bvh_io.BVH) -> bvh_io.BVH:
-    """Write a clip into the channel layout of ``template`` (a file of the same schema)."""
+def to_bvh(clip: Clip, template: bvh_io.BVH, keep: np.ndarray | None = None) -> bvh_io.BVH:
+    """Write a clip into the channel layout of ``template`` (a file of the same schema). When the template has the
+    clip's frames (the file the clip was read from), its joints that the schema lacks (a prop, extra bones) keep
+    their channels as they are, and the cells of ``keep`` (T, J: kept keys, frames not filled) are the template's
+    own numbers; every other cell's Euler angles continue from those (a key written back as -170.9 degrees is not
+    followed by 189.1, nor rewritten as it)."""
     order = [template.names.index(n) for n in clip.schema.joints]
     rot = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (clip.n_frames, template.n_joints, 1))
     rot[:, order] = clip.rotations
@@ -106,6 +110,34 @@ def to_bvh(clip: Clip, template: bvh_io.BVH) -> bvh_io.BVH:
     trans[:, order] = clip.translations
     out = template.set_local(rot, trans)
     out.frame_time = 1.0 / clip.fps
+    if template.n_frames != clip.n_frames:
+        return out
+    cols = template.channel_index()
+    extra = [c for j, idx in enumerate(cols) if j not in set(order) for c in idx.values()]
+    out.motion[:, extra] = template.motion[:, extra]
+    for k, j in enumerate(order if keep is not None else []):
+        rows = np.asarray(keep[:, k], dtype=bool)
+        if not rows.any():
+            continue
+        rot_order = template.rotation_order(j)
+        if rot_order is not None:
+            rc = [cols[j][f"{a}rotation"] for a in rot_order]
+            e = out.motion[:, rc]
+            e[rows] = template.motion[rows][:, rc]
+            out.motion[:, rc] = _continue_from_kept(e, rot_order, rows)
+        pc = [cols[j][c] for c in bvh_io.POSITION_CHANNELS if c in cols[j]]
+        out.motion[np.ix_(rows, pc)] = template.motion[np.ix_(rows, pc)]
+    return out
+
+
+def _continue_from_kept(e: np.ndarray, order: str, kept: np.ndarray) -> np.ndarray:
+    """Euler angles (T, 3) in degrees whose ``kept`` rows stay as they are, every other row unwrapped to continue
+    from the kept row before it (the rows before the first kept one: from the one after them, backwards)."""
+    out = euler_make_continuous(e, order, degrees=True, anchors=kept)
+    first = int(np.argmax(kept))
+    if first > 0:
+        lead = slice(first, None, -1)
+        out[lead] = euler_make_continuous(e[lead], order, degrees=True, anchors=kept[lead])
     return out
 
 

@@ -18,7 +18,9 @@ import dataclasses
 import datetime
 import importlib
 import json
+import math
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -126,6 +128,10 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str) -> Any:
         if key not in fields:
             raise KeyError(f"{where}: unknown setting {key!r}; settings are {', '.join([*fields, *nested])}")
         current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):  # a group of settings: each is given by its own name
+            names = ", ".join(f.name for f in dataclasses.fields(current))
+            raise ValueError(f"{where}: {key} is a group of settings, each given by its own name ({names}), "
+                             f"not a value: got {key}={value!r}")
         try:
             changes[key] = _coerce(value, current, fields[key].type) if isinstance(value, str) else value
         except ValueError as e:
@@ -183,11 +189,55 @@ def resolve_configs(task: Task, config_file: str | None, named: str | None, over
     return cfg, tcfg
 
 
+# what Lightning's Trainer(precision=...) takes (lightning.fabric.plugins.precision.precision: _PRECISION_INPUT_STR,
+# _PRECISION_INPUT_STR_ALIAS and _PRECISION_INPUT_INT; tests/test_cli_settings_checks.py checks they still agree)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "16-true", "bf16-true", "transformer-engine",
+              "transformer-engine-float16", "32", "64", "16", "bf16", 32, 64, 16)
+# Trainer(accelerator=...): Lightning's registered accelerators and its two aliases
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MAX_TIME = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")  # Lightning's Timer: DD:HH:MM:SS
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything (numpy's seeds)
+
+
+def _whole(tcfg: TrainerConfig, name: str, low: int, meaning: str = "") -> None:
+    v = getattr(tcfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ValueError(f"trainer.{name} must be a whole number >= {low}{meaning}, got {v!r}")
+
+
 def check_trainer(tcfg: TrainerConfig) -> None:
-    """Settings of the loop that would only fail later, refused when given."""
+    """Settings of the loop that would only fail later (Lightning refusing them once the data is loaded, or the
+    run failing mid-way), refused when given, naming the valid values."""
     if tcfg.checkpoint_every_n_steps < 0 or not tcfg.checkpoint_every_minutes >= 0:
         raise ValueError("trainer.checkpoint_every_n_steps and trainer.checkpoint_every_minutes must be >= 0 "
                          f"(0: off), got {tcfg.checkpoint_every_n_steps} and {tcfg.checkpoint_every_minutes}")
+    _whole(tcfg, "max_epochs", -1, " (-1: no epoch limit)")
+    _whole(tcfg, "max_steps", -1, " (-1: no step limit)")
+    t = tcfg.max_time
+    if t is not None and not (isinstance(t, str) and MAX_TIME.fullmatch(t.strip())):
+        raise ValueError(f"trainer.max_time must be DD:HH:MM:SS (e.g. 00:12:00:00 for 12 hours) or none, "
+                         f"got {tcfg.max_time!r}")
+    if isinstance(tcfg.seed, bool) or not isinstance(tcfg.seed, int) or not 0 <= tcfg.seed <= MAX_SEED:
+        raise ValueError(f"trainer.seed must be a whole number in [0, {MAX_SEED}], got {tcfg.seed!r}")
+    if tcfg.accelerator not in ACCELERATORS:
+        raise ValueError(f"trainer.accelerator must be one of {', '.join(ACCELERATORS)}, got {tcfg.accelerator!r}")
+    try:
+        devices = _devices(tcfg.devices)
+    except ValueError:
+        devices = []
+    if devices == [] or isinstance(devices, int) and not (devices >= 1 or devices == -1):
+        raise ValueError("trainer.devices must be auto, a count >= 1 (-1: all) or a list of device indices like 0,1; "
+                         f"got {tcfg.devices!r}")
+    _whole(tcfg, "num_nodes", 1)
+    if tcfg.precision not in PRECISIONS or isinstance(tcfg.precision, bool):
+        shown = ", ".join(dict.fromkeys(map(str, PRECISIONS)))
+        raise ValueError(f"trainer.precision must be one of Lightning's: {shown}; got {tcfg.precision!r}")
+    _whole(tcfg, "threads", 0, " (0: torch's default)")
+    _whole(tcfg, "log_every_n_steps", 0, " (0: no logging)")
+    _whole(tcfg, "val_every_n_epochs", 1)
+    v = tcfg.gradient_clip_val
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"trainer.gradient_clip_val must be a finite number >= 0 (0: no clipping), got {v!r}")
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +248,8 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _devices(spec: str) -> Any:
+def _devices(spec: str | int) -> Any:
+    spec = str(spec)  # a config file may give a count as a number
     if spec == "auto":
         return "auto"
     if "," in spec:

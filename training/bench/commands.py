@@ -15,7 +15,8 @@ DEFAULT_ADDON_CLIP = DEFAULT_CLIPS[0]  # the addon bench's shot, played forward 
 
 
 def _conventions(args: argparse.Namespace):
-    """The rig conventions of ``--perturb-conventions`` (None: the test windows as captured)."""
+    """The rig conventions of ``--perturb-conventions`` (None: the test windows as captured); ValueError naming a
+    bad option."""
     from training.bench.inbetween import Conventions
 
     if args.perturb_conventions is None:
@@ -23,23 +24,65 @@ def _conventions(args: argparse.Namespace):
     for name in ("perturb_conventions", "perturb_hinge"):
         v = getattr(args, name)
         if not 0.0 <= v <= 180.0:
-            raise SystemExit(f"anyfill bench: --{name.replace('_', '-')} must be in [0, 180] degrees, got {v}")
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 180] degrees, got {v}")
+    if args.perturb_seed < 0:
+        raise ValueError(f"--perturb-seed must be a whole number >= 0, got {args.perturb_seed}")
     return Conventions(args.perturb_conventions, args.perturb_hinge, args.perturb_seed)
+
+
+def _refuse(command: str, message: str) -> int:
+    print(f"anyfill bench {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_test_split_args(args: argparse.Namespace):
+    """What every fill benchmark on the test split checks before any work: the output file can be written, the
+    data given exists, the rig conventions, and the method and baseline resolve (a model file loaded, of this
+    skeleton). Returns (conventions, method, baseline or None); ValueError naming the bad option."""
+    from training.bench.inbetween import check_output, resolve_method
+    from training.motion.skeleton import get_schema
+
+    if args.json:
+        try:
+            check_output(args.json)
+        except ValueError as e:
+            raise ValueError(f"--json: {e}") from None
+    missing = [d for d in args.data or () if not Path(d).exists()]
+    if missing:
+        raise ValueError(f"--data: no such file or folder: {', '.join(missing)}")
+    conv = _conventions(args)
+    schema = get_schema(args.skeleton)
+    resolved = []
+    for option, name in (("--method", args.method), ("--baseline", args.baseline)):
+        if option == "--baseline" and (not name or name == args.method):
+            resolved.append(None)
+            continue
+        try:
+            resolved.append(resolve_method(name, schema))
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{option} {name}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+    return conv, *resolved
 
 
 def _bench_inbetween(args: argparse.Namespace) -> int:
     from training.bench import inbetween
 
-    conv = _conventions(args)
+    try:
+        inbetween.check_gaps(args.gaps, "--gaps")
+        conv, method, base_method = _check_test_split_args(args)
+    except ValueError as e:
+        return _refuse("inbetween", str(e))
     if conv is not None and args.record:
-        print("anyfill bench inbetween: --record writes the card's test-split numbers; not with --perturb-conventions",
-              file=sys.stderr)
-        return 2
+        return _refuse("inbetween", "--record writes the card's test-split numbers; not with --perturb-conventions")
+    if args.record and args.method in inbetween.BASELINES:
+        return _refuse("inbetween", f"--record writes into a model's card; --method {args.method} is a baseline, "
+                                    "not a model file or shipped model")
     result = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root,
-                           conventions=conv)
+                           conventions=conv, method=method)
     print(inbetween.format_table(result))
     if conv is not None:  # the same method on the windows as captured, and the ratio perturbed / as captured
-        plain = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root)
+        plain = inbetween.run(args.skeleton, args.method, data=args.data, gaps=args.gaps, root=args.data_root,
+                              method=method)
         result["unperturbed"] = {"gaps": plain["gaps"]}
         result["ratio_to_unperturbed"] = inbetween.ratios(result, plain)
         print(f"(above: {args.method} with the test windows in other rig conventions: {conv.twist_deg:g} deg "
@@ -48,9 +91,9 @@ def _bench_inbetween(args: argparse.Namespace) -> int:
         print(inbetween.format_table({**result, "method": f"{args.method} perturbed / as captured",
                                       "gaps": result["ratio_to_unperturbed"]}))
     baseline = None
-    if args.baseline and args.baseline != args.method:
+    if base_method is not None:
         baseline = inbetween.run(args.skeleton, args.baseline, data=args.data, gaps=args.gaps, root=args.data_root,
-                                 conventions=conv)
+                                 conventions=conv, method=base_method)
         result["baseline"] = {"method": args.baseline, "gaps": baseline["gaps"]}
         result["ratio_to_baseline"] = inbetween.ratios(result, baseline)
         print(inbetween.format_table(baseline))
@@ -71,33 +114,32 @@ def _bench_keys(args: argparse.Namespace) -> int:
     from training.bench import inbetween, keys
 
     if args.bands < 0 or (args.bands and not (args.baseline and args.baseline != args.method)):
-        print("anyfill bench keys: --bands needs a positive count and a --baseline other than --method "
-              f"(the bands are the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}",
-              file=sys.stderr)
-        return 2
+        return _refuse("keys", "--bands needs a positive count and a --baseline other than --method (the bands are "
+                               f"the baseline's errors); got --bands {args.bands}, --baseline {args.baseline}")
     if (args.wrist == "known" or args.partial is not None) and args.skeleton != "hand":
-        print(f"anyfill bench keys: --wrist known and --partial are for the hand skeleton, not {args.skeleton}",
-              file=sys.stderr)
-        return 2
+        return _refuse("keys", f"--wrist known and --partial are for the hand skeleton, not {args.skeleton}")
     if args.partial is not None and not 0 <= args.partial <= 5:
-        print(f"anyfill bench keys: --partial is a number of fingers, 0 to 5, got {args.partial}", file=sys.stderr)
-        return 2
-    conv = _conventions(args)
+        return _refuse("keys", f"--partial is a number of fingers, 0 to 5, got {args.partial}")
+    try:
+        keys.check_every(args.every, "--every")
+        conv, method, base_method = _check_test_split_args(args)
+    except ValueError as e:
+        return _refuse("keys", str(e))
     result = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root,
-                      conventions=conv, wrist=args.wrist, partial=args.partial)
+                      conventions=conv, wrist=args.wrist, partial=args.partial, method=method)
     print(keys.format_table(result))
     if conv is not None:  # the same method on the windows as captured, and the ratio perturbed / as captured
         plain = keys.run(args.skeleton, args.method, every=args.every, data=args.data, root=args.data_root,
-                         wrist=args.wrist, partial=args.partial)
+                         wrist=args.wrist, partial=args.partial, method=method)
         result["unperturbed"] = {"every": {n: {m: v[m] for m in ("L2Q", "L2P")} for n, v in plain["every"].items()}}
         result["ratio_to_unperturbed"] = keys.ratios(result, plain)
         print(keys.format_table(plain, title=f"keys every n frames: {args.method} on the windows as captured"))
         print(keys.format_table({**result, "every": result["ratio_to_unperturbed"]},
                                 title=f"ratio: {args.method} in other rig conventions ({conv.twist_deg:g} deg twists, "
                                       f"knees {conv.hinge_deg:g} deg) / as captured"))
-    if args.baseline and args.baseline != args.method:
+    if base_method is not None:
         baseline = keys.run(args.skeleton, args.baseline, every=args.every, data=args.data, root=args.data_root,
-                            conventions=conv, wrist=args.wrist, partial=args.partial)
+                            conventions=conv, wrist=args.wrist, partial=args.partial, method=base_method)
         result["baseline"] = {"method": args.baseline, "every": baseline["every"]}
         result["ratio_to_baseline"] = keys.ratios(result, baseline)
         print(keys.format_table(baseline))

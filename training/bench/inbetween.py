@@ -14,6 +14,7 @@ answer), ``known`` the (T,) mask of known frames, or (T, J) of known cells (the 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from training.motion.windows import Windows, at_protocol_rate, canonical_frame, 
 GAPS = (5, 15, 30, 45)
 N_CONTEXT = 10
 WINDOW, STRIDE = 65, 40
+MAX_GAP = WINDOW - N_CONTEXT - 1  # the longest gap a window holds: the context, the gap, then the target frame
 STATS_WINDOW, STATS_STRIDE = 50, 20
 
 Method = Callable[[Windows, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -161,6 +163,34 @@ def errors_of_windows(gq, pq, gp, pp, mean, std) -> tuple[np.ndarray, np.ndarray
     return q, p
 
 
+def check_gaps(gaps: Sequence[int], name: str = "gaps") -> None:
+    """Gap lengths the protocol's windows hold: 1 to :data:`MAX_GAP` frames (ValueError naming ``name`` and the
+    range)."""
+    if not len(gaps):
+        raise ValueError(f"{name} must name at least one gap length")
+    bad = [g for g in gaps if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 1 <= g <= MAX_GAP]
+    if bad:
+        raise ValueError(f"{name} must be whole numbers of frames from 1 to {MAX_GAP} (a {WINDOW}-frame window holds "
+                         f"{N_CONTEXT} context frames, the gap and 1 target frame), got {', '.join(map(str, bad))}")
+
+
+def check_output(path: str | Path) -> None:
+    """A file that :func:`write_json` can write, before any work is done: not a folder, its folder a folder (made
+    if missing) that can be written; ValueError naming what is wrong."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name for the JSON, e.g. {p / 'result.json'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{path} exists and cannot be written")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{path} cannot be written: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path} cannot be written: no permission to write in {parent}")
+
+
 def protocol_known(gap: int) -> np.ndarray:
     """The protocol's known frames (T,) for a gap of ``gap`` frames: the context, then the target frame."""
     known = np.zeros(N_CONTEXT + gap + 1, dtype=bool)
@@ -260,10 +290,13 @@ def run(
     gaps: Sequence[int] = GAPS,
     root: str | Path | None = None,
     conventions: Conventions | None = None,
+    method: Method | None = None,
 ) -> dict:
     """Score a method on the test split (or on the given BVH files or folders of them); ``conventions``: the
-    windows put in other rig conventions first (see :class:`Conventions`)."""
-    method = resolve_method(method_name, get_schema(skeleton))
+    windows put in other rig conventions first (see :class:`Conventions`); ``method``: ``method_name`` already
+    resolved (:func:`resolve_method`)."""
+    check_gaps(gaps)
+    method = method or resolve_method(method_name, get_schema(skeleton))
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "gaps": {}, "seconds": {}}
     if conventions is not None:

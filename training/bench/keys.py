@@ -44,11 +44,21 @@ EVERY = (5, 10, 20)
 WRIST = ("keyed", "known")  # keyed: the wrist keyed with the fingers; known: given on every frame (a full rig)
 
 
+def check_every(every: Sequence[int], name: str = "every", length: int = WINDOW) -> None:
+    """Key spacings a window of ``length`` frames holds: 2 (a frame between two keys) to ``length - 1`` (a
+    second key in the window); ValueError naming ``name`` and the range."""
+    if not len(every):
+        raise ValueError(f"{name} must name at least one key spacing")
+    bad = [n for n in every if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= length - 1]
+    if bad:
+        raise ValueError(f"{name} must be whole numbers of frames from 2 (a frame between two keys) to {length - 1} "
+                         f"(a second key in the {length}-frame window), got {', '.join(map(str, bad))}")
+
+
 def keyed_every(every: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """The known frames (length,) with a key at frame 0 and every ``every`` frames after it, and the
     scored frames: those between the first and the last key that are not keys."""
-    if every < 2:
-        raise ValueError(f"every must be at least 2 (a frame between two keys), got {every}")
+    check_every([every], length=length)
     frames = np.arange(length)
     known = frames % every == 0
     last = frames[known][-1]
@@ -156,15 +166,17 @@ def score_every(method: Method, windows: Windows, every: int, mean: np.ndarray, 
 
 def run(skeleton: str, method_name: str, every: Sequence[int] = EVERY, data: Sequence[str | Path] | None = None,
         root: str | Path | None = None, conventions: Conventions | None = None, wrist: str = "keyed",
-        partial: int | None = None) -> dict:
+        partial: int | None = None, method: Method | None = None) -> dict:
     """Score a method with a key every n frames for each n of ``every``; ``conventions``: the windows put in
     other rig conventions first (see :class:`~training.bench.inbetween.Conventions`); ``wrist``: ``keyed``
     (keyed with the fingers, the skeleton scored whole) or ``known`` (the hand's wrist given on every frame to
     every method alike, the fingers scored in its frame: :func:`score_in_wrist_frame`); ``partial``: only that
-    many fingers keyed (:func:`keyed_cells`), scored in the wrist's frame too."""
+    many fingers keyed (:func:`keyed_cells`), scored in the wrist's frame too; ``method``: ``method_name``
+    already resolved (:func:`~training.bench.inbetween.resolve_method`)."""
     schema = get_schema(skeleton)
-    keyed_cells(2, schema, wrist, partial)  # a mode this skeleton has, before anything is loaded
-    method = resolve_method(method_name, schema)
+    check_every(every)  # spacings and a mode this skeleton has, before anything is loaded
+    keyed_cells(2, schema, wrist, partial)
+    method = method or resolve_method(method_name, schema)
     windows, mean, std = protocol_windows(skeleton, data, root)
     result = {"method": method_name, "skeleton": skeleton, "windows": len(windows), "every": {}}
     if wrist == "known" or partial is not None:

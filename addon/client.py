@@ -56,6 +56,22 @@ def new_job_id() -> str:
     return "blender-" + uuid.uuid4().hex[:16]
 
 
+def check_url(url: str) -> str:
+    """The backend URL without its trailing slash; a BackendError that says what is wrong unless it is an
+    http(s) URL with a host (and a number for its port)."""
+    from urllib.parse import urlparse
+
+    fix = f"set it in the extension's preferences (e.g. {DEFAULT_URL})"
+    try:
+        parts = urlparse(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise BackendError(f"Backend URL {url!r} is not a valid http(s) URL: {fix}")
+    return url.rstrip("/")
+
+
 class Client:
     def __init__(self, url: str, token: str = "", timeout: float = 120.0):
         self.url = url.rstrip("/")
@@ -64,6 +80,7 @@ class Client:
 
     # --- plumbing ---
     def _open(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
+        check_url(self.url)
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         req = urllib.request.Request(self.url + API + path, data=data, method=method)
         req.add_header("Accept", "application/json")
@@ -75,6 +92,9 @@ class Client:
             return urllib.request.urlopen(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             raise self._http_error(e) from None
+        except ValueError:  # a URL urllib cannot use after all (http.client.InvalidURL)
+            raise BackendError(f"Backend URL {self.url!r} is not a valid http(s) URL: set it in the extension's "
+                               f"preferences (e.g. {DEFAULT_URL})") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise BackendError(f"The Anyfill backend is not reachable at {self.url} ({reason}). Start it with "
@@ -99,16 +119,34 @@ class Client:
     def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> dict:
         with self._open(method, path, body, timeout) as r:
             try:
-                return json.loads(r.read().decode())
+                answer = json.loads(r.read().decode())
             except ValueError as err:
                 raise BackendError(f"The backend at {self.url} answered something that is not JSON") from err
+        if not isinstance(answer, dict):
+            raise BackendError(f"The backend at {self.url} answered {path} with something that is not a JSON object")
+        return answer
 
     # --- endpoints ---
     def health(self) -> dict:
         return self._json("GET", "/health", timeout=5.0)
 
     def models(self) -> list[dict]:
-        return self._json("GET", "/models", timeout=10.0)["models"]
+        """The models the backend serves, each checked for what the extension reads of it (name, skeleton,
+        joints with their names)."""
+        models = self._json("GET", "/models", timeout=10.0).get("models")
+        if not isinstance(models, list):
+            raise BackendError(f"The backend at {self.url} answered /v1/models without a 'models' list; is the URL "
+                               "an Anyfill backend?")
+        for m in models:
+            ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("skeleton"), str) \
+                and isinstance(m.get("joints"), list) and all(isinstance(j, dict) and isinstance(j.get("name"), str)
+                                                              for j in m["joints"])
+            if not ok:
+                raise BackendError(f"The backend at {self.url} lists a model without a name, skeleton or joints")
+        if not models:
+            raise BackendError(f"The backend at {self.url} serves no model: start it with at least one "
+                               "('anyfill serve' serves the shipped hand and body)")
+        return models
 
     def fill(self, body: dict) -> dict:
         return self._json("POST", "/fill", body)
@@ -124,11 +162,18 @@ class Client:
                 line = raw.decode().strip()
                 if not line:
                     continue
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict):
+                    raise BackendError(f"The backend at {self.url} streamed something that is not a JSON object")
                 kind = event.get("event")
                 if kind == "progress" and progress is not None:
                     progress(int(event.get("done") or 0), int(event.get("total") or 0))
                 elif kind == "result":
+                    if not isinstance(event.get("result"), dict):
+                        raise BackendError("The backend's sampling result is not a JSON object")
                     return event["result"]
                 elif kind == "cancelled":
                     raise Cancelled()

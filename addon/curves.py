@@ -71,7 +71,14 @@ def quat_to_mode(q: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _segment_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Cumulative sums of ``x`` (N, ...) restarting at every item where ``first`` (N,) is set."""
+    """Cumulative sums of ``x`` (N, ...) restarting at every item where ``first`` (N,) is set. A value that is not
+    a number spoils the sums of its own segment from there on, not every later one (the tracks of several bones
+    are summed at once)."""
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            sums = _segment_cumsum(np.where(bad, 0.0, x), first)
+            return np.where(_segment_cumsum(bad.astype(np.int64), first) > 0, np.nan, sums)
     cs = np.cumsum(x, axis=0)
     start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
     return cs - cs[start] + x[start]

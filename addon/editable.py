@@ -33,10 +33,16 @@ class Track:
     static: tuple  # the property's current values (a channel without keys holds them)
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0))  # frames keyed by this fill so far
     quats: np.ndarray | None = None  # the dense fill's rotations (n, 4), once measured
+    locked: tuple[int, ...] = ()  # channels the animator locked: never written (see skip_locked)
 
     @property
     def width(self) -> int:
         return self.values.shape[1]
+
+    @property
+    def channels(self) -> list[int]:
+        """The channels (array indices) this track writes."""
+        return [c for c in range(self.width) if c not in self.locked]
 
 
 @dataclass
@@ -48,37 +54,91 @@ class Written:
     editable: bool = False
     max_rotation_deg: float = 0.0  # largest deviation from the dense fill (editable), degrees
     max_location: float = 0.0  # the same for locations, in the rig's units
+    locked: int = 0  # channels not written because the animator locked them
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of writing took
 
     def add(self, other: Written) -> Written:
         return Written(self.keys + other.keys, self.dense_keys + other.dense_keys, self.editable or other.editable,
-                       max(self.max_rotation_deg, other.max_rotation_deg), max(self.max_location, other.max_location))
+                       max(self.max_rotation_deg, other.max_rotation_deg), max(self.max_location, other.max_location),
+                       self.locked + other.locked)
+
+
+def is_locked(bag, path: str, index: int, group: str) -> bool:
+    """Whether Blender's own keying would refuse the channel: the F-curve, or the bone's channel group, locked
+    (``BKE_fcurve_is_protected``; a channel not made yet is refused when its group is locked)."""
+    fc = bag.fcurves.find(path, index=index) if bag is not None else None
+    grp = fc.group if fc is not None else (bag.groups.get(group) if bag is not None else None)
+    return bool((fc is not None and fc.lock) or (grp is not None and grp.lock))
+
+
+def skip_locked(bag, tracks: list[Track]) -> tuple[list[Track], int]:
+    """The tracks with the channels the animator locked marked not to be written (a track with every channel
+    locked is left out), and how many channels were skipped."""
+    out, skipped = [], 0
+    for t in tracks:
+        t.locked = tuple(c for c in range(t.width) if is_locked(bag, t.path, c, t.bone))
+        skipped += len(t.locked)
+        if t.channels:
+            out.append(t)
+    return out, skipped
 
 
 def write_dense(bag, tracks: list[Track]) -> Written:
-    """A key on every target frame of every channel."""
+    """A key on every target frame of every channel (not the locked ones)."""
     n = 0
     for t in tracks:
-        for c in range(t.width):
+        for c in t.channels:
             n += curves.write_keys(bag, t.path, c, t.bone, t.frames, t.values[:, c])
-    return Written(n, sum(len(t.frames) * t.width for t in tracks))
+    return Written(n, sum(len(t.frames) * len(t.channels) for t in tracks))
 
 
-def deviation(bag, t: Track) -> np.ndarray:
+def _without_stale(fc, frames: np.ndarray) -> tuple[fcurves.Points, bool]:
+    """A curve's keys as :func:`.curves.clear_generated` leaves them (Anyfill's keys of an earlier fill at the
+    frames dropped; the others keep their handles, as ``remove(fast=True)`` leaves them), and whether any
+    were dropped."""
+    p = fcurves.read(fc)
+    n = len(p)
+    gen = fcurves.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8) == curves.generated_type_value()
+    stale = gen & curves.near(p.co[:, 0], np.sort(np.asarray(frames, dtype=np.float64)))
+    if not stale.any():
+        return p, False
+    keep = ~stale
+    return fcurves.Points(p.co[keep], p.left[keep], p.right[keep], p.interpolation[keep], p.linear_extrapolation,
+                          p.exact), True
+
+
+def deviation(bag, t: Track, cleared: bool = False) -> tuple[np.ndarray, bool]:
     """(n,) how far the track's F-curves, as written now, are from its dense fill at the target frames: the
-    rotation angle (radians) or the distance (rig units)."""
+    rotation angle (radians) or the distance (rig units); locked channels count as matching (they are not
+    written). ``cleared``: measured as the curves will be once Anyfill's earlier keys at the target frames are
+    gone, without changing them. Also returns whether that measure needs taking again once they are gone
+    (a curve with modifiers and such keys: only Blender evaluates it)."""
     found = [bag.fcurves.find(t.path, index=c) for c in range(t.width)]
-    live = [c for c, fc in enumerate(found) if fc is not None and len(fc.keyframe_points)]
     now = np.broadcast_to(np.asarray(t.static, dtype=np.float64), t.values.shape).copy()
-    if live:
-        now[:, live] = fcurves.evaluate([found[c] for c in live], t.frames).T
+    again = False
+    if not cleared:
+        live = [c for c, fc in enumerate(found) if fc is not None and len(fc.keyframe_points)]
+        if live:
+            now[:, live] = fcurves.evaluate([found[c] for c in live], t.frames).T
+    else:
+        kept = {c: _without_stale(fc, t.frames) for c, fc in enumerate(found)
+                if fc is not None and len(fc.keyframe_points)}
+        live = [c for c, (p, _) in kept.items() if len(p)]
+        if live:
+            values, known = fcurves.evaluate_points([kept[c][0] for c in live], t.frames)
+            for i, c in enumerate(live):
+                if not known[i].all():  # modifiers: only Blender evaluates the curve (as it is now)
+                    again = again or kept[c][1]
+                    values[i, ~known[i]] = [found[c].evaluate(float(f)) for f in t.frames[~known[i]]]
+            now[:, live] = values.T
+    now[:, list(t.locked)] = t.values[:, list(t.locked)]
     if t.mode == "LOCATION":
-        return np.linalg.norm(now - t.values, axis=1)
+        return np.linalg.norm(now - t.values, axis=1), again
     if t.quats is None:
         t.quats = retarget.mode_to_quat(t.values, t.mode)
     dot = np.abs((retarget.mode_to_quat(now, t.mode) * t.quats).sum(-1))
     dot = np.minimum(dot, 1.0)
-    return 2.0 * np.arctan2(np.sqrt(1.0 - dot * dot), dot)
+    return 2.0 * np.arctan2(np.sqrt(1.0 - dot * dot), dot), again
 
 
 def worst_frames(t: Track, err: np.ndarray, tolerance: float) -> np.ndarray:
@@ -100,23 +160,27 @@ def worst_frames(t: Track, err: np.ndarray, tolerance: float) -> np.ndarray:
 
 def write_editable(bag, tracks: list[Track], rotation_tolerance: float, location_tolerance: float,
                    max_rounds: int = 200) -> Written:
-    """Keys only where needed (see the module docstring); tolerances in radians and rig units."""
-    for t in tracks:  # Anyfill's keys of an earlier fill on these frames go first: the animator's curve is the start
-        for c in range(t.width):
+    """Keys only where needed (see the module docstring); tolerances in radians and rig units. The start, the
+    animator's curve, is measured before anything changes; then Anyfill's keys of an earlier fill on these
+    frames go."""
+    measured = {id(t): deviation(bag, t, cleared=True) for t in tracks}
+    for t in tracks:
+        for c in t.channels:
             fc = bag.fcurves.find(t.path, index=c)
             if fc is not None:
                 curves.clear_generated(fc, t.frames)
         t.chosen = np.zeros(0)
-    errors = {id(t): deviation(bag, t) for t in tracks}
+    errors = {k: deviation(bag, t)[0] if measured[k][1] else measured[k][0]
+              for k, t in ((id(t), t) for t in tracks)}
     written = 0
 
     def key(t: Track, new: np.ndarray) -> None:
         nonlocal written
         rows = np.searchsorted(t.frames, new)
-        for c in range(t.width):
+        for c in t.channels:
             written += curves.write_keys(bag, t.path, c, t.bone, new, t.values[rows, c], fresh=t.chosen)
         t.chosen = np.union1d(t.chosen, new)
-        errors[id(t)] = deviation(bag, t)
+        errors[id(t)] = deviation(bag, t)[0]
 
     pending = list(tracks)
     for _ in range(max_rounds):
@@ -135,5 +199,5 @@ def write_editable(bag, tracks: list[Track], rotation_tolerance: float, location
         key(t, t.frames[~curves.near(t.frames, t.chosen)])
     rot = [errors[id(t)].max(initial=0.0) for t in tracks if t.mode != "LOCATION"]
     loc = [errors[id(t)].max(initial=0.0) for t in tracks if t.mode == "LOCATION"]
-    return Written(written, sum(len(t.frames) * t.width for t in tracks), True,
+    return Written(written, sum(len(t.frames) * len(t.channels) for t in tracks), True,
                    float(np.degrees(max(rot, default=0.0))), float(max(loc, default=0.0)))

@@ -110,9 +110,10 @@ def evaluate_points(points: list[Points], frames: np.ndarray) -> tuple[np.ndarra
     val = np.full(t.shape, np.nan)
     ok = np.zeros(t.shape, dtype=bool)
 
-    # extrapolation (Blender: t <= first key, t >= last key)
-    for end, nb, handle, sel in ((first, first + 1, left, t <= co[first, 0]),
-                                 (last, last - 1, right, (t >= co[last, 0]) & (t > co[first, 0]))):
+    # extrapolation (Blender: t <= first key, t >= last key); a curve of one key is its own neighbour (its
+    # neighbour's index would be the next curve's key, or past the arrays)
+    for end, nb, handle, sel in ((first, np.minimum(first + 1, last), left, t <= co[first, 0]),
+                                 (last, np.maximum(last - 1, first), right, (t >= co[last, 0]) & (t > co[first, 0]))):
         e, n_ = end[sel], nb[sel]
         y = co[e, 1].copy()
         dx = co[e, 0] - t[sel]

@@ -64,14 +64,22 @@ class AsyncRequest:
         raise NotImplementedError
 
     # --- shared ---
+    def _fail(self, e: Exception) -> None:
+        """Report an error: ours say what to do; anything else is named (never a traceback)."""
+        if isinstance(e, plan_mod.PlanError | client_mod.BackendError):
+            text = str(e)
+        else:
+            text = f"Anyfill failed: {type(e).__name__}: {e}"
+        self.report({"ERROR"}, "; ".join([*self._messages, text]))
+
     def _start(self, context) -> bool:
         """Prepare the first stage (the stages are listed first)."""
+        self._messages = []
         try:
             self._client = make_client(context)
             self._stages = list(self.stages(context))
-            self._messages = []
-        except (plan_mod.PlanError, client_mod.BackendError) as e:
-            self.report({"ERROR"}, str(e))
+        except Exception as e:  # noqa: BLE001 - reported to the user
+            self._fail(e)
             return False
         return self._next(context)
 
@@ -84,8 +92,8 @@ class AsyncRequest:
                 return True
             except plan_mod.NothingToFill as e:
                 skipped.append(str(e))
-            except (plan_mod.PlanError, client_mod.BackendError) as e:
-                self.report({"ERROR"}, "; ".join([*self._messages, str(e)]))
+            except Exception as e:  # noqa: BLE001 - reported to the user
+                self._fail(e)
                 return False
         if self._messages:  # every stage left had nothing to fill: what was written stands
             self._messages += skipped
@@ -98,8 +106,8 @@ class AsyncRequest:
         """Write a stage's answer; report once the last stage is written."""
         try:
             self._messages.append(self.finish(context, self._plan, answer))
-        except (plan_mod.PlanError, client_mod.BackendError) as e:
-            self.report({"ERROR"}, "; ".join([*self._messages, str(e)]))
+        except Exception as e:  # noqa: BLE001 - reported to the user
+            self._fail(e)
             return {"CANCELLED"}
         if self._stages:
             return {"RUNNING_MODAL"}
@@ -169,11 +177,22 @@ class AsyncRequest:
         self._status(context, None)
 
     def modal(self, context, event):
+        """One event; whatever happens, the timer, progress bar and status text go when the operator ends."""
+        result = {"CANCELLED"}
+        try:
+            result = self._modal(context, event)
+        except Exception as e:  # noqa: BLE001 - reported to the user
+            self._fail(e)
+        finally:
+            if result != {"RUNNING_MODAL"} and result != {"PASS_THROUGH"}:
+                self._cleanup(context)
+        return result
+
+    def _modal(self, context, event):
         if event.type == "ESC":
             self._worker.cancel_event.set()
             job_id = self._plan.job_id
             client_mod.Worker(lambda p, c: self._client.cancel(job_id)).start()
-            self._cleanup(context)
             self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
             return {"CANCELLED"}
         if event.type != "TIMER":
@@ -187,7 +206,6 @@ class AsyncRequest:
             self._status(context, f"{self.label}: {self._plan.summary}{step}, {elapsed:.1f} s (Esc to cancel)")
             return {"RUNNING_MODAL"}
         if self._worker.error is not None:
-            self._cleanup(context)
             return self._error(self._worker.error)
         result = self._finish(context, self._worker.result)
         if result == {"RUNNING_MODAL"}:  # the next stage (a hand after the body)
@@ -198,6 +216,4 @@ class AsyncRequest:
                 result = {"FINISHED"}
             else:
                 self._launch()
-                return result
-        self._cleanup(context)
         return result

@@ -159,12 +159,16 @@ def armature_rig(armature_data) -> retarget.Rig:
     bones.foreach_get("matrix_local", rest)
     tails = np.empty(n * 3, dtype=np.float32)
     bones.foreach_get("tail_local", tails)
-    connect = np.zeros(n, dtype=bool)
-    bones.foreach_get("use_connect", connect)
+    flags = {}
+    for attr in ("use_connect", "use_inherit_rotation", "use_local_location"):
+        flags[attr] = np.zeros(n, dtype=bool)
+        bones.foreach_get(attr, flags[attr])
+    scale_full = np.array([b.inherit_scale == "FULL" for b in bones], dtype=bool)
     rest = np.swapaxes(rest.reshape(n, 4, 4), 1, 2).astype(np.float64)  # bpy flattens column by column
     new_index = {old: k for k, old in enumerate(order)}
     return retarget.Rig([names[i] for i in order], np.array([new_index.get(parents[i], -1) for i in order]),
-                        rest[order], tails.reshape(n, 3).astype(np.float64)[order], connect[order])
+                        rest[order], tails.reshape(n, 3).astype(np.float64)[order], flags["use_connect"][order],
+                        ~flags["use_inherit_rotation"][order], flags["use_local_location"][order], scale_full[order])
 
 
 @dataclass

@@ -118,11 +118,12 @@ def length_text(scene, value: float) -> str:
 
 def describe_output(written, scene) -> str:
     """The report's words for what a fill wrote: its keys, and for editable keys the dense count and the largest
-    deviations."""
+    deviations; the channels skipped because the animator locked them."""
+    locked = f", {written.locked} locked channel{'s' * (written.locked != 1)} skipped" if written.locked else ""
     if not written.editable:
-        return f"{written.keys} keys"
+        return f"{written.keys} keys{locked}"
     return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
-            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)})")
+            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)}){locked}")
 
 
 # --- backend --------------------------------------------------------------------------------------------
@@ -136,8 +137,8 @@ class ANYFILL_OT_check_backend(bpy.types.Operator):
     bl_options = {"REGISTER"}  # changes no data: no undo step
 
     def execute(self, context):
-        client = make_client(context)
         try:
+            client = make_client(context)
             health = client.health()
             models = client_mod.refresh_models(client)
         except client_mod.BackendError as e:
@@ -159,8 +160,8 @@ class ANYFILL_OT_start_backend(bpy.types.Operator):
         from urllib.parse import urlparse
 
         prefs = preferences(context)
-        port = urlparse(backend_url(context)).port or urlparse(client_mod.DEFAULT_URL).port
         try:
+            port = urlparse(client_mod.check_url(backend_url(context))).port or urlparse(client_mod.DEFAULT_URL).port
             client_mod.start_backend(prefs.python_executable if prefs else "", port)
         except (client_mod.BackendError, OSError) as e:
             self.report({"ERROR"}, str(e))
@@ -203,16 +204,18 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
 
     def execute(self, context):
         obj = _armature(context)
+        offline = ""
         try:
             client = make_client(context)
             models = client_mod.cached_models(client.url) or client_mod.refresh_models(client)
             skeletons = skeletons_of(models)
-        except client_mod.BackendError:  # offline: the built-in skeletons
+        except client_mod.BackendError as e:  # offline: the built-in skeletons
             skeletons = {name: list(joints) for name, (joints, _) in rig.SKELETONS.items()}
+            offline = f"; mapped to the built-in skeletons: {e}"
         found = set_mapping(obj, skeletons, self.keep)
         mapped = sum(n for _, n, _ in found)
-        self.report({"INFO"} if mapped else {"WARNING"}, "Mapped " + "; ".join(
-            f"{part}: {n} of {total} joints" for part, n, total in found) + f" ({obj.anyfill.rig_family})")
+        self.report({"INFO"} if mapped and not offline else {"WARNING"}, "Mapped " + "; ".join(
+            f"{part}: {n} of {total} joints" for part, n, total in found) + f" ({obj.anyfill.rig_family}){offline}")
         return {"FINISHED"}
 
 
@@ -253,24 +256,30 @@ class _FillBase(AsyncRequest):
         return client.fill(plan.body)
 
     def finish(self, context, plan, answer) -> str:
-        decoded = plan_mod.validate(plan, answer["joints"])
-        written = plan_mod.apply(context, plan, answer["joints"], decoded)
+        joints = plan_mod.answer_joints(answer)
+        decoded = plan_mod.validate(plan, joints)
+        timings = answer.get("timings")
+        ms = timings.get("total_ms") if isinstance(timings, dict) else None
+        backend = f"; backend {ms:.0f} ms" if isinstance(ms, int | float) else ""
+        at = rate_note(answer, "filled")
+        written = plan_mod.apply(context, plan, joints, decoded)
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written, first=not self._messages)
-        plan_mod.store_uncertainty(obj, plan, answer["joints"])
+        plan_mod.store_uncertainty(obj, plan, joints)
         matched = [line for line in obj.anyfill.last_match.split("\n") if line and not line.startswith(
             f"{plan.part or plan.model}:")]
         obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan)])
-        ms = answer.get("timings", {}).get("total_ms", 0.0)
-        at = rate_note(answer, "filled")
-        return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}; backend {ms:.0f} ms{at})"
+        return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}{backend}{at})"
 
 
 def rate_note(answer: dict, done: str) -> str:
     """'; filled at 40 fps, ...' when the backend worked at another rate than the scene's (its ``resampled``)."""
     rate = answer.get("resampled")
+    if not isinstance(rate, dict) or not all(isinstance(rate.get(k), int | float) for k in ("filled_fps",
+                                                                                           "window_fps")):
+        return ""
     return (f"; {done} at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside the "
-            "model's trained rates") if rate else ""
+            "model's trained rates")
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):
@@ -313,17 +322,16 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         return client.sample(plan.body, progress, cancel)
 
     def finish(self, context, plan, answer) -> str:
-        variations = [v["joints"] for v in answer["variations"]]
-        if not variations:
-            raise plan_mod.PlanError("The backend returned no variation")
+        variations = plan_mod.answer_variations(answer)
         decoded = [plan_mod.validate(plan, v) for v in variations]  # all checked before writing
+        note = rate_note(answer, "drawn")
         written = plan_mod.apply(context, plan, variations[0], decoded[0])
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[0])
         _variations[obj.name] = (plan, variations)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
-        what = describe_output(written, context.scene) + rate_note(answer, "drawn")
+        what = describe_output(written, context.scene) + note
         return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
 
 
@@ -344,6 +352,12 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
     def execute(self, context):
         obj = _armature(context)
         plan, variations = _variations[obj.name]
+        if plan_mod.rig_fingerprint(obj, list(plan.bone_keys)) != plan.fingerprint:
+            _variations.pop(obj.name, None)
+            obj.anyfill.variation_count = 0
+            self.report({"ERROR"}, f"The variations were drawn for another state of {obj.name!r} (its bones or "
+                                   "keys changed since): sample them again; nothing was written")
+            return {"CANCELLED"}
         i = (obj.anyfill.variation_index + self.step) % len(variations)
         try:
             written = plan_mod.apply(context, plan, variations[i])
@@ -427,12 +441,26 @@ classes = (
 )
 
 
+@bpy.app.handlers.persistent
+def forget_variations(*_args) -> None:
+    """Another file loaded: variations drawn for a rig of the file before are dropped (a rig of the same name in
+    this one is another rig)."""
+    _variations.clear()
+
+
+def has_variations(obj) -> bool:
+    return obj is not None and obj.name in _variations
+
+
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.load_post.append(forget_variations)
 
 
 def unregister() -> None:
     _variations.clear()
+    if forget_variations in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(forget_variations)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -4,7 +4,7 @@ import bpy
 
 from . import client as client_mod
 from .jobs import backend_url
-from .operators import length_text
+from .operators import has_variations, length_text
 
 
 class ANYFILL_UL_mapping(bpy.types.UIList):
@@ -80,7 +80,7 @@ def _draw_variations(layout, context) -> None:
     col.prop(scene, "seed")
     layout.operator("anim.anyfill_sample_variations", icon="SHADERFX")
     obj = context.active_object
-    if obj is not None and obj.type == "ARMATURE" and obj.anyfill.variation_count:
+    if obj is not None and obj.type == "ARMATURE" and obj.anyfill.variation_count and has_variations(obj):
         row = layout.row(align=True)
         row.operator("anim.anyfill_step_variation", text="", icon="TRIA_LEFT").step = -1
         row.label(text=f"Variation {obj.anyfill.variation_index + 1} / {obj.anyfill.variation_count}")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -17,6 +18,7 @@ import numpy as np
 from . import client as client_mod
 from . import curves, keys
 from . import editable as editable_mod
+from . import fcurves as fcurves_mod
 from . import retarget as retarget_mod
 
 
@@ -50,6 +52,7 @@ class Plan:
     summary: str = ""
     part: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of reading took
+    fingerprint: str = ""  # sample: the rig as read (rig_fingerprint), for the variations kept for later
 
     @property
     def n_targets(self) -> int:
@@ -152,7 +155,11 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     mapping = {j: b for j, b in mapping.items() if j in names}
     moving = {j["name"]: bool(j.get("moving")) for j in model["joints"]}
     lo, hi = frame_range(context)
+    check_action_time(obj, lo, hi)
     bag = keys.channelbag(obj)
+    relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
+    relevant_names = [rig_arrays.names[b] for b in relevant]
+    check_samples(obj, bag, relevant_names)
     scope_selected = context.scene.anyfill.bones == "SELECTED"
     selected = selected_bones(obj) if scope_selected else None
     if scope_selected and not selected & set(mapping.values()):
@@ -173,10 +180,11 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     fr = np.asarray(frames)
     is_target_frame = _on(fr, target_frames)
 
-    relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
-    channels = keys.evaluate_channels(obj, bag, [rig_arrays.names[b] for b in relevant], frames)
+    channels = keys.evaluate_channels(obj, bag, relevant_names, frames)
     basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
+    check_poses(rig_arrays, relevant, basis, fr)
     pose = rig_arrays.pose(basis, relevant)
+    check_scale_inheritance(rig_arrays, relevant, pose)
     at_keys = _on(fr, keyed)
     t1 = time.perf_counter()
     ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys], part)
@@ -237,10 +245,124 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
-                bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds)
+                bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,
+                rig_fingerprint(obj, list(bone_keys)) if kind == "sample" else "")
+
+
+# --- what the rig must be for a fill (checked when reading it, and again before writing) -----------------------
+
+
+def _names(names) -> str:
+    """'the bone 'A'' or 'the bones 'A', 'B' and 3 more' for messages."""
+    names = list(dict.fromkeys(names))
+    shown = ", ".join(repr(n) for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"the bone {shown}" if len(names) == 1 else f"the bones {shown}"
+
+
+def check_action_time(obj, lo: float, hi: float) -> None:
+    """Refuse NLA tweak mode on a strip that plays the action at other frames than its own: the keys are read and
+    written in the action's frames, the range is the scene's."""
+    ad = obj.animation_data
+    if ad is None or not ad.use_tweak_mode:
+        return
+    for f in (lo, hi):
+        scene_frame = ad.nla_tweak_strip_time_to_scene(float(f))
+        if abs(scene_frame - f) > 1e-4:
+            raise PlanError(f"The rig {obj.name!r} is in NLA tweak mode on a strip that plays the action's frame "
+                            f"{f:g} at scene frame {scene_frame:g}: Anyfill reads and writes keys in the action's "
+                            "own frames. Leave tweak mode (Tab in the NLA Editor) and fill the action as the rig's "
+                            "active action, or move the strip so that its frames are the scene's; nothing was "
+                            "written")
+
+
+def check_samples(obj, bag, bones: list[str]) -> None:
+    """Refuse a bone whose transform channels hold baked samples (Convert to Samples): they have no keys to read
+    or to add to (Blender refuses keys on them)."""
+    if bag is None:
+        return
+    paths = {}
+    for name in bones:
+        pb = obj.pose.bones[name]
+        for prop in ("location", keys.rotation_path(pb.rotation_mode)[0], "scale"):
+            paths[keys.bone_path(name, prop)] = (name, prop)
+    found = [paths[fc.data_path] for fc in bag.fcurves if fc.data_path in paths and len(fc.sampled_points)]
+    if found:
+        what = ", ".join(dict.fromkeys(f"{b!r} {prop}" for b, prop in found))
+        raise PlanError(f"Baked samples, not keys, on {what}: convert them to keys first (Graph Editor: Channel > "
+                        "Samples to Keys); nothing was written")
+
+
+def check_poses(rig: retarget_mod.Rig, bones: list[int], basis: np.ndarray, frames) -> None:
+    """Refuse bones scaled to zero (a bone without size has no rotation to read, nor its children) or holding a
+    value that is not a number, at any frame read."""
+    m = basis[:, bones]
+    bad_value = ~np.isfinite(m).all(axis=(-1, -2))
+    flat = np.linalg.norm(np.where(np.isfinite(m), m, 0.0)[..., :3, :3], axis=-2).min(axis=-1) < 1e-6
+    for bad, what, fix in ((bad_value, "a value that is not a number (NaN)", "key a number there"),
+                           (flat, "a scale of zero", "give {} a scale other than 0 (hide a bone with its Hide "
+                                                     "setting instead)")):
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            names = list(dict.fromkeys(rig.names[bones[c]] for c in cols[np.argsort(rows, kind="stable")]))
+            raise PlanError(f"Anyfill cannot read {_names(names)}: {what} at frame {frames[rows.min()]:g}; "
+                            f"{fix.format('it' if len(names) == 1 else 'them')}; nothing was written")
+
+
+def check_scale_inheritance(rig: retarget_mod.Rig, bones: list[int], pose: np.ndarray) -> None:
+    """Refuse bones whose Inherit Scale is not Full under a scaled parent (those modes are not followed)."""
+    bad = rig.scale_conflicts(pose, bones)
+    if bad:
+        raise PlanError(f"Anyfill does not support {_names(rig.names[b] for b in bad)}: Inherit Scale other than "
+                        "Full under a scaled parent; set Inherit Scale to Full (Bone properties > Relations) or the "
+                        "parent's scale to 1; nothing was written")
+
+
+def check_finite(tracks: list[editable_mod.Track]) -> None:
+    """The last check before writing: every value to write is a number."""
+    bad = [t.bone for t in tracks if not np.isfinite(t.values).all()]
+    if bad:
+        raise PlanError(f"The fill of {_names(bad)} is not a number (NaN) on some frames; nothing was written")
+
+
+def rig_fingerprint(obj, bones: list[str]) -> str:
+    """A digest of the rig as a fill reads it: its bones and the animator's keys (not Anyfill's) of the listed
+    bones. An answer kept for later (variations) is written only onto the rig it was drawn for."""
+    h = hashlib.sha1()
+    for b in obj.data.bones:
+        h.update(f"{b.name}\0{b.parent.name if b.parent else ''}\0".encode())
+    bag = keys.channelbag(obj)
+    prefixes = tuple(keys.bone_path(b, "") for b in bones)
+    gen = keys.generated_type_value()
+    for fc in sorted(bag.fcurves if bag is not None else [], key=lambda c: (c.data_path, c.array_index)):
+        if not fc.data_path.startswith(prefixes):
+            continue
+        n = len(fc.keyframe_points)
+        co = fcurves_mod.bulk_get(fc.keyframe_points, "co", n, 2).reshape(n, 2)
+        types = fcurves_mod.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8)
+        h.update(f"{fc.data_path}[{fc.array_index}]".encode())
+        h.update(co[types != gen].tobytes())
+    return h.hexdigest()
 
 
 # --- answers ---------------------------------------------------------------------------------------------
+
+
+def answer_joints(answer, what: str = "answer") -> dict:
+    """The ``joints`` of an answer (a fill's, or one variation's), refused unless it is an object."""
+    joints = answer.get("joints") if isinstance(answer, dict) else None
+    if not isinstance(joints, dict):
+        raise PlanError(f"The backend's {what} has no 'joints' (an object per joint); nothing was written")
+    return joints
+
+
+def answer_variations(answer) -> list[dict]:
+    """Each variation's ``joints`` of a sampling answer, refused unless every one is there."""
+    variations = answer.get("variations") if isinstance(answer, dict) else None
+    if not isinstance(variations, list):
+        raise PlanError("The backend's answer has no 'variations' (a list); nothing was written")
+    if not variations:
+        raise PlanError("The backend returned no variation")
+    return [answer_joints(v, f"variation {i + 1}") for i, v in enumerate(variations)]
 
 
 def validate(plan: Plan, joints_result: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -248,12 +370,14 @@ def validate(plan: Plan, joints_result: dict) -> tuple[np.ndarray, np.ndarray]:
     Raises PlanError on anything missing or not finite, before anything is written."""
     local, trans = plan.locals_sent.copy(), plan.trans_sent.copy()
     msk = plan.retarget.model
+    if not isinstance(joints_result, dict):
+        raise PlanError("The backend's answer has no 'joints' (an object per joint); nothing was written")
     for j, name in enumerate(msk.joints):
         rows = np.flatnonzero(plan.targets[:, j])
         if not len(rows):
             continue
         res = joints_result.get(name)
-        if res is None:
+        if not isinstance(res, dict):
             raise PlanError(f"The backend's answer has no joint {name!r}; nothing was written")
         rots, tr = res.get("rotations") or [], res.get("translations")
         r = _cells(rots, rows, 4)
@@ -270,7 +394,7 @@ def validate(plan: Plan, joints_result: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _cells(values: list, rows: np.ndarray, width: int) -> np.ndarray | None:
     """The answer's cells at the rows as a (len(rows), width) array, or None if any is missing or not finite."""
-    if len(values) <= rows[-1]:
+    if not isinstance(values, list) or len(values) <= rows[-1]:
         return None
     try:
         out = np.array([values[i] for i in rows], dtype=np.float64)
@@ -281,6 +405,7 @@ def _cells(values: list, rows: np.ndarray, width: int) -> np.ndarray | None:
 
 def _first_bad(plan: Plan, name: str, values: list, rows: np.ndarray, width: int, what: str) -> None:
     """Raise the error that names the first bad cell (the answer was found bad as a whole)."""
+    values = values if isinstance(values, list) else []
     for i in rows:
         v = values[i] if i < len(values) else None
         if not _finite(v) or len(v) != width:
@@ -290,7 +415,7 @@ def _first_bad(plan: Plan, name: str, values: list, rows: np.ndarray, width: int
 
 
 def _finite(values) -> bool:
-    return values is not None and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    return isinstance(values, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
 def output_settings(context) -> tuple[bool, float, float]:
@@ -358,15 +483,20 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     import bpy
 
     obj = bpy.data.objects.get(plan.object_name)
-    if obj is None:
+    if obj is None or obj.type != "ARMATURE":
         raise PlanError(f"The rig {plan.object_name!r} is gone")
+    check_action_time(obj, plan.frames[0], plan.frames[-1])
     t0 = time.perf_counter()
     local, trans = decoded if decoded is not None else validate(plan, joints_result)
     t1 = time.perf_counter()
     basis = plan.retarget.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
     t2 = time.perf_counter()
-    bag = keys.channelbag(obj, create=True)
     todo = tracks(plan, obj, basis)
+    # everything checked before the first change: the values, the channels' samples, the locked channels
+    check_finite(todo)
+    check_samples(obj, keys.channelbag(obj), list(dict.fromkeys(t.bone for t in todo)))
+    todo, locked = editable_mod.skip_locked(keys.channelbag(obj), todo)
+    bag = keys.channelbag(obj, create=True)
     t3 = time.perf_counter()
     editable, rotation_tolerance, location_tolerance = output_settings(context)
     if not editable or plan.kind == "pose":
@@ -375,6 +505,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
         scale = max(obj.matrix_world.to_scale()) or 1.0  # locations are in the armature's units
         written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
         written.max_location *= scale
+    written.locked = locked
     written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
                        "keys written": time.perf_counter() - t3}
     return written
@@ -384,10 +515,12 @@ def uncertainty_per_frame(plan: Plan, joints_result: dict) -> tuple[list[float],
     """Per written frame, the largest uncertainty (degrees) over the bones written there."""
     per: dict[float, float] = {}
     for j, name in enumerate(plan.retarget.model.joints):
-        unc = (joints_result.get(name) or {}).get("uncertainty_deg") or []
+        res = joints_result.get(name) if isinstance(joints_result, dict) else None
+        unc = res.get("uncertainty_deg") if isinstance(res, dict) else None
+        unc = unc if isinstance(unc, list) else []
         for i in np.flatnonzero(plan.write[:, j]):
             u = unc[i] if i < len(unc) else None
-            if u is not None and math.isfinite(u):
+            if isinstance(u, int | float) and math.isfinite(u):
                 f = plan.frames[i]
                 per[f] = max(per.get(f, 0.0), float(u))
     frames = sorted(per)

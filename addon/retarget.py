@@ -194,9 +194,17 @@ class Rig:
     rest: np.ndarray  # (N, 4, 4) bone.matrix_local (armature space)
     tails: np.ndarray  # (N, 3) rest tails, armature space
     connected: np.ndarray  # (N,) bool: head glued to the parent's tail (location ignored by Blender)
+    hinge: np.ndarray | None = None  # (N,) bool: Inherit Rotation off (default: every bone inherits)
+    local_location: np.ndarray | None = None  # (N,) bool: Local Location on (default: every bone)
+    scale_full: np.ndarray | None = None  # (N,) bool: Inherit Scale is Full (default: every bone)
 
     def __post_init__(self):
         self.index = {n: i for i, n in enumerate(self.names)}
+        n = len(self.names)
+        self.hinge = np.zeros(n, dtype=bool) if self.hinge is None else np.asarray(self.hinge, dtype=bool)
+        self.local_location = np.ones(n, dtype=bool) if self.local_location is None else np.asarray(
+            self.local_location, dtype=bool)
+        self.scale_full = np.ones(n, dtype=bool) if self.scale_full is None else np.asarray(self.scale_full, dtype=bool)
         # parent-relative rest: rest[p]^-1 rest[b]
         self.rest_rel = np.array([np.linalg.inv(self.rest[p]) @ self.rest[b] if p >= 0 else self.rest[b]
                                   for b, p in enumerate(self.parents)])
@@ -205,15 +213,72 @@ class Rig:
     def heads(self) -> np.ndarray:
         return self.rest[:, :3, 3]
 
+    def parent_transform(self, b: int, parent_pose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Blender's ``BoneParentTransform`` of bone b under its parent's pose (F, 4, 4; None for a root): the
+        matrix its basis rotation and scale are taken through, and the one its basis location is (each (F or 1,
+        4, 4)). Both are ``parent pose @ rest_rel`` for a bone that inherits; a bone with Inherit Rotation off
+        turns from its own rest, scaled as its parent (its location still follows the parent's pose); one with
+        Local Location off moves along its parent's axes (a root: the armature's). Inherit Scale modes other
+        than Full are taken as Full: they differ only under a scaled parent (:meth:`scale_conflicts`)."""
+        rel = self.rest_rel[b]
+        if parent_pose is None:
+            rot = rel[None]
+            loc = rot
+            if not self.local_location[b]:
+                loc = np.eye(4)[None].copy()
+                loc[:, :3, 3] = rel[:3, 3]
+            return rot, loc
+        full = rmul(parent_pose, rel)
+        rot = full
+        if self.hinge[b]:  # the parent's rest, times the parent pose's scale (its columns' lengths), then rel
+            p = self.parents[b]
+            scale = np.linalg.norm(parent_pose[:, :3, :3], axis=-2)  # (F, 3)
+            base = np.broadcast_to(self.rest[p], parent_pose.shape).copy()
+            base[:, :3, :3] *= scale[:, None, :]
+            rot = rmul(base, rel)
+        loc = rot if not self.hinge[b] else full
+        if not self.local_location[b]:
+            loc = np.broadcast_to(np.eye(4), parent_pose.shape).copy()
+            loc[:, :3, :3] = parent_pose[:, :3, :3]
+            loc[:, :3, 3] = full[:, :3, 3]
+        return rot, loc
+
+    def scale_conflicts(self, pose: np.ndarray, bones) -> list[int]:
+        """The ``bones`` whose Inherit Scale is not Full under a parent that the pose (F, N, 4, 4) scales or
+        shears at some frame: Blender takes such a parent's scale in ways :meth:`parent_transform` does not
+        follow (under an unscaled parent every mode is Full)."""
+        out = []
+        for b in bones:
+            p = self.parents[b]
+            if p >= 0 and not self.scale_full[b]:
+                m = pose[:, p, :3, :3]
+                if np.abs(np.swapaxes(m, -1, -2) @ m - np.eye(3)).max() > 1e-4:
+                    out.append(int(b))
+        return out
+
+    @staticmethod
+    def apply(rot: np.ndarray, loc: np.ndarray, basis: np.ndarray) -> np.ndarray:
+        """A bone's pose (F, 4, 4) from its parent transform (:meth:`parent_transform`) and basis (F, 4, 4), as
+        ``BKE_bone_parent_transform_apply``: rotation and scale through ``rot``, the location point through
+        ``loc``."""
+        out = rot @ basis
+        out[..., :3, 3] = np.einsum("fij,fj->fi", np.broadcast_to(loc[..., :3, :3], out[..., :3, :3].shape),
+                                    basis[..., :3, 3]) + loc[..., :3, 3]
+        return out
+
     def pose(self, basis: np.ndarray, bones=None) -> np.ndarray:
         """Armature-space pose matrices (F, N, 4, 4) from local basis matrices (F, N, 4, 4)
-        (``pose_bone.matrix_basis``): Blender's own composition for bones that inherit rotation and scale.
+        (``pose_bone.matrix_basis``): Blender's own composition (:meth:`parent_transform`).
         ``bones``: only these (with all their ancestors among them); the others are left undefined."""
         out = np.empty_like(basis)
         for b in range(len(self.parents)) if bones is None else sorted(bones):
             p = self.parents[b]
-            rel = lmul(self.rest_rel[b], basis[:, b])
-            out[:, b] = rel if p < 0 else out[:, p] @ rel
+            if p < 0 and self.local_location[b]:
+                out[:, b] = lmul(self.rest_rel[b], basis[:, b])
+            elif p >= 0 and not self.hinge[b] and self.local_location[b]:
+                out[:, b] = out[:, p] @ lmul(self.rest_rel[b], basis[:, b])
+            else:
+                out[:, b] = self.apply(*self.parent_transform(b, out[:, p] if p >= 0 else None), basis[:, b])
         return out
 
 
@@ -565,20 +630,22 @@ class Retarget:
         scales = dict(zip(order, np.swapaxes(np.sqrt((basis[:, order, :3, :3] ** 2).sum(axis=-2)), 0, 1), strict=True))
         for b in order:
             p = rig.parents[b]
-            a = rig.rest_rel[b] if p < 0 else rmul(pose[:, p], rig.rest_rel[b])  # (F or 1, 4, 4)
-            a = np.broadcast_to(a, basis[:, b].shape)
+            # what the bone's basis rotation and its location are taken through (one matrix for most bones)
+            rot, loc = rig.parent_transform(b, pose[:, p] if p >= 0 else None)  # (F or 1, 4, 4)
+            rot, loc = (np.broadcast_to(m, basis[:, b].shape) for m in (rot, loc))
             j = joint_of.get(b)
             if j is not None and write[:, j].any():
                 sel = write[:, j]  # solved on every frame (whole arrays are cheaper than picked rows), kept on these
                 g_j = g[:, j] @ unturn[j] if j in unturn else g[:, j]
                 w_target = lmul(self.from_model, rmul(g_j, self._write[j]))
-                solved = (np.swapaxes(orthonormal(a[:, :3, :3]), -1, -2) @ w_target) * scales[b][:, None, :]
+                solved = (np.swapaxes(orthonormal(rot[:, :3, :3]), -1, -2) @ w_target) * scales[b][:, None, :]
                 out[sel, b, :3, :3] = solved[sel]
                 if model.moving[j] and not rig.connected[b]:
                     head = (pos[sel, j] - self._placement(j, g[sel, j])) @ self.from_model.T * self.scale
-                    out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(a[sel, :3, :3]), head - a[sel, :3, 3])
+                    out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(loc[sel, :3, :3]),
+                                                   head - loc[sel, :3, 3])
             if b in parents:  # a pose is read only by the bone's children
-                pose[:, b] = a @ out[:, b]
+                pose[:, b] = rig.apply(rot, loc, out[:, b])
         return out
 
 

@@ -1,0 +1,461 @@
+"""Rigs and answers a fill must refuse or survive, in real Blender against a real backend (small untrained models):
+a bone scaled to zero, curves of one key, baked samples, locked channels, an exception while writing on the modal
+path, odd backend answers and URLs, variations kept across a file load or a changed rig, bones that do not inherit
+their parent's rotation, NLA tweak mode. A refusal says what to do and leaves every key exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from blender_support import pose_matrices
+from test_addon_fill import generated_frames, load_rig, run_fill, snapshot_all, thin_keys
+from test_addon_interactive import Context, WindowManager, driven, run_events
+
+pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
+
+BODY = "bandai/dataset-1/dataset-1_walk_angry_001.bvh"
+FRAMES = 31
+KEEP = {1, 11, 21, 31}
+TARGETS = [float(f) for f in range(1, FRAMES + 1) if f not in KEEP]
+
+
+def body(bpy, ext, data_root, keep=KEEP):
+    """The 31-frame body capture keyed on ``keep``, the scene's Anyfill settings at their defaults."""
+    ob = load_rig(bpy, ext, data_root, BODY, frames=FRAMES)
+    thin_keys(bpy, ob, keep)
+    s = bpy.context.scene.anyfill
+    s.keys_output, s.bones, s.range_mode = "DENSE", "ALL", "AUTO"
+    return ob
+
+
+def report_of(bpy, ext, operator_cls, **props) -> tuple[set, list]:
+    """Run an operator's ``execute`` as a script would and return its result and reports (level, message);
+    ``props``: its properties."""
+    op = driven(ext, operator_cls)
+    for name, value in props.items():
+        setattr(op, name, value)
+    return op.execute(bpy.context), op.reports
+
+
+def curve(ext, ob, bone: str, prop: str, index: int):
+    return ext.keys.channelbag(ob).fcurves.find(ext.keys.bone_path(bone, prop), index=index)
+
+
+# --- 1. a bone scaled to zero; nothing not a number is ever written ----------------------------------------------
+
+
+@pytest.mark.parametrize("bone", ["Hand_L", "joint_Root"])
+def test_a_bone_scaled_to_zero_is_refused_by_name(bpy, ext, prefs, data_root, bone):
+    ob = body(bpy, ext, data_root)
+    ob.pose.bones[bone].scale = (0.0, 0.0, 0.0)  # not keyed: the static value holds on every frame
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match=f"the bone '{bone}': a scale of zero at frame 1"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+
+
+def test_a_fill_that_is_not_a_number_is_refused_before_writing(bpy, ext, prefs, data_root, monkeypatch):
+    """The last check before writing: a value that is not a number anywhere refuses the whole fill."""
+    ob = body(bpy, ext, data_root)
+    before = snapshot_all(ext, ob)
+    tracks = ext.plan.tracks
+
+    def spoiled(*args):
+        out = tracks(*args)
+        t = next(t for t in out if t.bone == "Spine")
+        t.values[3, 1] = np.nan
+        return out
+
+    monkeypatch.setattr(ext.plan, "tracks", spoiled)
+    with pytest.raises(RuntimeError, match="The fill of the bone 'Spine' is not a number"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+
+
+def test_a_rotation_that_is_not_a_number_stays_in_its_own_track(ext):
+    """Several bones' tracks are made continuous at once; one bad rotation must not spoil the others."""
+    q = np.tile([1.0, 0.0, 0.0, 0.0], (6, 1))
+    q[1] = np.nan
+    for mode in ("XYZ", "QUATERNION", "AXIS_ANGLE"):
+        width = 3 if mode == "XYZ" else 4
+        # the second bone is keyed before its gap only: its values come from the walk forward, after the first's
+        out = ext.curves.continuous_values(np.array([1, 2, 3, 1, 2, 3]), q, np.array([0, 4, 0]),
+                                           ext.curves.quat_to_mode(np.tile(q[0], (3, 1)), mode), mode,
+                                           np.zeros((2, width)), np.repeat([0, 1], 3), np.array([0, 0, 1]))
+        assert np.isfinite(out[3:]).all() and not np.isfinite(out[:3]).all(), mode
+
+
+# --- 2. curves of one key ----------------------------------------------------------------------------------------
+
+
+def test_curves_of_one_key_evaluate_as_blender_does(bpy, ext, data_root):
+    ob = body(bpy, ext, data_root)
+    bag = ext.keys.channelbag(ob)
+    fcs = list(bag.fcurves)
+    for fc in (fcs[0], fcs[len(fcs) // 2], fcs[-1]):  # the first, one in the middle, and the last of the array
+        kp = fc.keyframe_points
+        while len(kp) > 1:
+            kp.remove(kp[0], fast=True)
+    fcs[-1].extrapolation = "LINEAR"  # a lone Bezier key extrapolates along its handles
+    k = fcs[-1].keyframe_points[0]
+    k.handle_left_type = k.handle_right_type = "FREE"
+    k.handle_left, k.handle_right = (k.co[0] - 2.0, k.co[1] - 0.5), (k.co[0] + 1.0, k.co[1] + 0.7)
+    frames = np.arange(-3.0, 40.0, 0.5)
+    ours = ext.fcurves.evaluate(fcs, frames)
+    blender = np.array([[fc.evaluate(f) for f in frames] for fc in fcs])
+    assert np.abs(ours - blender).max() < 1e-4
+    assert np.ptp(ours[0]) == 0.0 and np.ptp(ours[-1]) > 1.0
+
+
+def keep_only(ext, ob, bone: str, frame: float) -> None:
+    """The animator's keys of one bone: only the one on ``frame``."""
+    for fc in ext.keys.channelbag(ob).fcurves:
+        if fc.data_path.startswith(ext.keys.bone_path(bone, "")):
+            kp = fc.keyframe_points
+            for i in reversed(range(len(kp))):
+                if kp[i].type != "GENERATED" and kp[i].co[0] != frame:
+                    kp.remove(kp[i])
+
+
+def test_a_bone_keyed_once_fills_and_editable_keys_refill(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root, keep={16})  # one pose keyed: every curve has a single key
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    bag = ext.keys.channelbag(ob)
+    assert all(np.isfinite(k.co).all() for fc in bag.fcurves for k in fc.keyframe_points)
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    keep_only(ext, ob, "Toes_R", 11)  # the last bone of the rig keyed once, after a fill
+    keep_only(ext, ob, "Spine", 11)
+    bpy.context.scene.anyfill.keys_output = "EDITABLE"
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert 11.0 not in generated_frames(ext, ob)[(ext.keys.bone_path("Spine", "rotation_euler"), 0)]
+    assert all(np.isfinite(k.co).all() for fc in ext.keys.channelbag(ob).fcurves for k in fc.keyframe_points)
+
+
+def test_a_failed_refill_keeps_the_earlier_fill(bpy, ext, prefs, data_root, monkeypatch):
+    """Editable keys measure the animator's curve before they clear the earlier fill's keys: a failure on the way
+    leaves them where they were."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    before = snapshot_all(ext, ob)
+    bpy.context.scene.anyfill.keys_output = "EDITABLE"
+
+    def broken(*args, **kw):
+        raise ValueError("simulated failure")
+
+    monkeypatch.setattr(ext.editable, "deviation", broken)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"CANCELLED"} and reports[-1] == ({"ERROR"}, "Anyfill failed: ValueError: simulated failure")
+    assert snapshot_all(ext, ob) == before
+
+
+# --- 3. baked samples --------------------------------------------------------------------------------------------
+
+
+def samples(ext, ob) -> dict:
+    return {(fc.data_path, fc.array_index): len(fc.sampled_points) for fc in ext.keys.channelbag(ob).fcurves}
+
+
+def test_baked_samples_are_refused_before_anything_is_written(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    for fc in ext.keys.channelbag(ob).fcurves:
+        if fc.data_path == ext.keys.bone_path("Spine", "rotation_euler"):
+            fc.convert_to_samples(1, FRAMES)
+    before = snapshot_all(ext, ob), samples(ext, ob)
+    with pytest.raises(RuntimeError, match=r"Baked samples, not keys, on 'Spine' rotation_euler: convert them to keys "
+                                           r"first \(Graph Editor: Channel > Samples to Keys\)"):
+        run_fill(bpy, ob)
+    assert (snapshot_all(ext, ob), samples(ext, ob)) == before
+
+
+def test_samples_baked_while_the_backend_works_are_refused_too(bpy, ext, prefs, data_root):
+    """The modal path: the rig changes between the request and the answer; the checks run again before writing."""
+    ob = body(bpy, ext, data_root)
+    wm = WindowManager()
+    ctx = Context(bpy, wm)
+    op = driven(ext, ext.operators.ANYFILL_OT_fill)
+    assert op.begin_modal(ctx) == {"RUNNING_MODAL"}
+    curve(ext, ob, "Chest", "rotation_euler", 2).convert_to_samples(1, FRAMES)
+    before = snapshot_all(ext, ob), samples(ext, ob)
+    assert run_events(op, ctx, until=lambda: False) == {"CANCELLED"}
+    assert "Baked samples, not keys, on 'Chest' rotation_euler" in op.reports[-1][1]
+    assert (snapshot_all(ext, ob), samples(ext, ob)) == before
+    assert wm.timers == [] and wm.progress[-1] == ("end",) and wm.status[-1] is None
+
+
+# --- 4. locked channels ------------------------------------------------------------------------------------------
+
+
+def test_locked_channels_are_skipped_and_counted(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    bag = ext.keys.channelbag(ob)
+    bag.groups["Spine"].lock = True  # the bone's whole group: its three rotation channels are filled (and location)
+    curve(ext, ob, "Chest", "rotation_euler", 0).lock = True
+    locked = {(fc.data_path, fc.array_index) for fc in bag.fcurves if fc.lock or fc.group.lock}
+    before = ext.curves.snapshot(bag)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "4 locked channels skipped" in reports[-1][1]
+    after = ext.curves.snapshot(bag)
+    assert all(after[p] == before[p] for p in locked)
+    written = generated_frames(ext, ob)
+    assert all(written[(ext.keys.bone_path("Chest", "rotation_euler"), c)] == TARGETS for c in (1, 2))
+    # editable keys: the locked channel is not measured against the fill (it could never meet it)
+    bpy.context.scene.anyfill.keys_output = "EDITABLE"
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "4 locked channels skipped" in reports[-1][1]
+    assert all(ext.curves.snapshot(bag)[p] == before[p] for p in locked)
+    chest_y = generated_frames(ext, ob)[(ext.keys.bone_path("Chest", "rotation_euler"), 1)]
+    assert 0 < len(chest_y) < len(TARGETS)
+
+
+# --- 5. an exception while writing on the modal path ---------------------------------------------------------------
+
+
+def test_the_modal_path_cleans_up_after_an_unexpected_error(bpy, ext, prefs, data_root, monkeypatch):
+    ob = body(bpy, ext, data_root)
+    before = snapshot_all(ext, ob)
+
+    def broken(*args, **kw):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(ext.editable, "write_dense", broken)
+    wm = WindowManager()
+    ctx = Context(bpy, wm)
+    op = driven(ext, ext.operators.ANYFILL_OT_fill)
+    assert op.begin_modal(ctx) == {"RUNNING_MODAL"}
+    op._worker.join(60)
+    assert op.modal(ctx, SimpleNamespace(type="TIMER", value="NOTHING")) == {"CANCELLED"}
+    assert wm.timers == [] and wm.progress[-1] == ("end",) and wm.status[-1] is None
+    assert op.reports[-1] == ({"ERROR"}, "Anyfill failed: RuntimeError: simulated failure")
+    assert snapshot_all(ext, ob) == before
+
+
+# --- 6. odd backend answers and URLs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def fake_backend(prefs, backend, ext):
+    """A server that answers as the test sets ``state`` (models: the real backend's list, else what is set)."""
+    req = urllib.request.Request(backend.url + "/v1/models", headers={"Authorization": f"Bearer {backend.token}"})
+    real_models = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    state = {"models": real_models, "fill": {}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(state["models"])
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._send(state["fill"])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    good = prefs.backend_url
+    prefs.backend_url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    prefs.backend_url = good
+    ext.client._models.clear()
+    server.shutdown()
+    server.server_close()
+
+
+def test_odd_answers_are_messages_and_leave_the_rig_untouched(bpy, ext, prefs, data_root, fake_backend):
+    ob = body(bpy, ext, data_root)
+    before = snapshot_all(ext, ob)
+    joint = {"rotations": [[1.0, 0.0, 0.0, 0.0]] * 40}
+    lists = {name: [1, 2] for name in ext.rig.BODY_JOINTS}  # each joint a list, not an object
+    for answer, message in (({"status": "ok"}, "The backend's answer has no 'joints'"),
+                            ({"joints": []}, "The backend's answer has no 'joints'"),
+                            ({"joints": lists}, "The backend's answer has no joint 'joint_Root'"),
+                            ({"joints": {"joint_Root": dict(joint, translations=7)}}, "translation of 'joint_Root'"),
+                            ([1, 2], "not a JSON object")):
+        fake_backend["fill"] = answer
+        with pytest.raises(RuntimeError, match=message):
+            run_fill(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+    for models, message in (({"status": "ok"}, "without a 'models' list"),
+                            ({"models": []}, "serves no model"),
+                            ({"models": [{"name": "body"}]}, "lists a model without a name, skeleton or joints")):
+        fake_backend["models"] = models
+        ext.client._models.clear()
+        ob.anyfill.joints.clear()
+        with pytest.raises(RuntimeError, match=message):
+            run_fill(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+        assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
+        assert "mapped to the built-in skeletons" in reports[-1][1] and message in reports[-1][1]
+    with pytest.raises(ext.plan.PlanError, match="variation 2 has no 'joints'"):
+        ext.plan.answer_variations({"variations": [{"joints": {}}, {"joints": None}]})
+
+
+@pytest.mark.parametrize("url", ["localhost", "http://127.0.0.1:87 65", "127.0.0.1:8765", "http://:8765"])
+def test_a_mistyped_backend_url_is_a_message(bpy, ext, prefs, data_root, url):
+    ob = body(bpy, ext, data_root)
+    before = snapshot_all(ext, ob)
+    good = prefs.backend_url
+    prefs.backend_url = url
+    try:
+        for op in (run_fill, lambda bpy, ob: bpy.ops.anim.anyfill_check_backend(),
+                   lambda bpy, ob: bpy.ops.anim.anyfill_start_backend()):
+            with pytest.raises(RuntimeError, match=f"Backend URL '{url}' is not a valid http\\(s\\) URL"):
+                op(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+    finally:
+        prefs.backend_url = good
+    assert ext.client.backend_process() is None
+
+
+# --- 7. variations kept for later ---------------------------------------------------------------------------------
+
+
+def sample_variations(bpy, ob) -> None:
+    s = bpy.context.scene.anyfill
+    s.count, s.order, s.k, s.seed, s.temperature = 2, "lowest-entropy", 64, 3, 1.0
+    assert run_fill(bpy, ob, "anim.anyfill_sample_variations") == {"FINISHED"}
+    assert ob.anyfill.variation_count == 2
+
+
+def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)
+    k = next(k for k in curve(ext, ob, "Chest", "rotation_euler", 0).keyframe_points if k.co[0] == 11)
+    assert k.type != "GENERATED"
+    k.co[1] += 0.3  # the animator changes a key
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match="drawn for another state of .*sample them again"):
+        bpy.ops.anim.anyfill_step_variation(step=1)
+    assert snapshot_all(ext, ob) == before
+    assert not bpy.ops.anim.anyfill_step_variation.poll() and ob.anyfill.variation_count == 0
+
+
+def test_variations_are_dropped_when_another_file_loads(bpy, ext, prefs, data_root, tmp_path):
+    assert ext.operators.forget_variations in bpy.app.handlers.load_post
+    other = body(bpy, ext, data_root, keep={1, 31})
+    other.name = "Rig"
+    other_keys = ext.curves.snapshot(ext.keys.channelbag(other))
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "B.blend"), copy=True)
+    ob = body(bpy, ext, data_root)
+    ob.name = "Rig"
+    sample_variations(bpy, ob)
+    assert "Rig" in ext.operators._variations
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "B.blend"))
+    ob = bpy.data.objects["Rig"]
+    bpy.context.view_layer.objects.active = ob
+    assert ext.operators._variations == {}
+    with pytest.raises(RuntimeError, match="poll"):
+        bpy.ops.anim.anyfill_step_variation(step=1)
+    assert ext.curves.snapshot(ext.keys.channelbag(ob)) == other_keys
+
+
+# --- 8. bones that do not inherit their parent's rotation -----------------------------------------------------------
+
+
+def test_poses_follow_blender_for_bones_that_do_not_inherit(bpy, ext, data_root):
+    """Inherit Rotation off, Local Location off (on a root and below it), a scaled parent of such a bone."""
+    ob = body(bpy, ext, data_root)
+    bones = ob.data.bones
+    bones["Chest"].use_inherit_rotation = False
+    bones["Spine"].use_inherit_rotation = False
+    for name in ("joint_Root", "Hips", "Neck"):
+        bones[name].use_local_location = False
+    ob.pose.bones["Neck"].location = (0.1, 0.2, 0.3)
+    ob.pose.bones["Spine"].location = (0.1, -0.2, 0.3)
+    ob.pose.bones["Spine"].scale = (1.5, 1.0, 0.8)  # Chest takes its parent's scale, not its rotation
+    rig = ext.keys.armature_rig(ob.data)
+    frames = [1.0, 6.0, 11.0, 26.0]
+    channels = ext.keys.evaluate_channels(ob, ext.keys.channelbag(ob), rig.names, frames)
+    ours = rig.pose(ext.keys.evaluate_basis(rig, list(range(len(rig.names))), frames, channels))
+    assert np.abs(ours - pose_matrices(bpy, ob, rig, frames)).max() < 1e-4
+    assert rig.scale_conflicts(ours, range(len(rig.names))) == []
+
+
+def world_rotations(bpy, ob, frames) -> np.ndarray:
+    rig = SimpleNamespace(names=[pb.name for pb in ob.pose.bones])
+    return pose_matrices(bpy, ob, rig, frames)[..., :3, :3]
+
+
+def test_a_bone_that_does_not_inherit_rotation_fills_as_one_that_does(bpy, ext, prefs, data_root):
+    """Two rigs showing the same pose at every key, one with its chest's Inherit Rotation off: the same fill."""
+    from mathutils import Matrix
+
+    frames = list(range(1, FRAMES + 1))
+    plain = body(bpy, ext, data_root)
+    at_keys = {}
+    for f in sorted(KEEP):
+        bpy.context.scene.frame_set(f)
+        at_keys[f] = np.array(plain.pose.bones["Chest"].matrix)
+    assert run_fill(bpy, plain) == {"FINISHED"}
+    filled = world_rotations(bpy, plain, frames)
+    hinged = body(bpy, ext, data_root)
+    hinged.data.bones["Chest"].use_inherit_rotation = False
+    pb = hinged.pose.bones["Chest"]
+    for f in sorted(KEEP):  # re-keyed so that it shows the plain rig's chest at every key
+        bpy.context.scene.frame_set(f)
+        pb.matrix = Matrix(at_keys[f].tolist())
+        bpy.context.view_layer.update()
+        pb.keyframe_insert("rotation_euler", frame=f)
+    keys = sorted(KEEP)
+    assert np.abs(world_rotations(bpy, hinged, keys) - filled[[f - 1 for f in keys]]).max() < 1e-4
+    assert run_fill(bpy, hinged) == {"FINISHED"}
+    assert np.abs(world_rotations(bpy, hinged, frames) - filled).max() < 1e-4  # composed as if it inherited: 4e-3
+
+
+def test_a_scaled_parent_of_a_bone_not_inheriting_scale_fully_is_refused(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    ob.data.bones["Shoulder_L"].inherit_scale = "NONE"
+    ob.pose.bones["Chest"].scale = (1.2, 1.2, 1.2)
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match="does not support the bone 'Shoulder_L': Inherit Scale other than Full"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+
+
+# --- 9. NLA tweak mode ---------------------------------------------------------------------------------------------
+
+
+def tweak(ob, start: int):
+    """The rig's action pushed into an NLA strip starting at ``start``, then tweaked (Tab in the NLA editor)."""
+    ad = ob.animation_data
+    track = ad.nla_tracks.new()
+    strip = track.strips.new("walk", start, ad.action)
+    ad.action = None
+    strip.select = track.select = True
+    ad.use_tweak_mode = True
+    assert ad.use_tweak_mode and ad.action is not None
+    return strip
+
+
+def test_nla_tweak_mode_on_a_moved_strip_is_refused(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    tweak(ob, 11)
+    bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, 41
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match="NLA tweak mode on a strip that plays the action's frame 1 at scene "
+                                           "frame 11"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+
+
+def test_nla_tweak_mode_on_a_strip_in_place_fills(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    tweak(ob, 1)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    written = generated_frames(ext, ob)
+    assert written[(ext.keys.bone_path("Chest", "rotation_euler"), 0)] == TARGETS

@@ -44,16 +44,6 @@ def _errors(rot, trans, clip, known, moving) -> dict:
     return {"rotation_error_deg": float(ang.mean()), "moving_translation_error": float(pos.mean())}
 
 
-def _timed(fn, repeats: int) -> tuple[list[float], object]:
-    """Seconds of each of ``repeats`` calls of ``fn``, and the last call's result."""
-    runs, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - t0)
-    return runs, out
-
-
 def _cli(args: list[str], threads: int) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
@@ -70,6 +60,7 @@ def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int 
     import torch
     from threadpoolctl import threadpool_limits
 
+    from training.bench.timing import repeat
     from training.inbetween.checkpoint import load_model, load_numpy_model
     from training.inbetween.fill import fill, model_length, pieces
     from training.motion import clip as clip_io
@@ -93,10 +84,10 @@ def run(shots=("body", "hand"), every: int = 10, threads: int = 2, repeats: int 
         times = (np.arange(t) / clip.fps)[None]
         args = (model, clip.rotations[None], clip.translations[None], known, times)
         fill(model, *(a[:, :model_length(model)] for a in args[1:]))  # warm
-        runs, res = _timed(partial(fill, *args), repeats)
+        runs, res = repeat(partial(fill, *args), repeats)
         array_args = (load_numpy_model(skeleton)[0], *args[1:])
         fill(*array_args)  # warm
-        array_runs, array_res = _timed(partial(fill, *array_args), repeats)
+        array_runs, array_res = repeat(partial(fill, *array_args), repeats)
         moving = list(get_schema(skeleton).moving)
         row = {"file": rel, "frames": t, "fps": clip.fps, "model": skeleton, "key_frames": int(known[0].any(-1).sum()),
                "pieces": len(pieces(known[0], model_length(model))), "compute_s": _median(runs),

@@ -9,7 +9,6 @@ deterministic fill of one 65-frame window (body and hand), and any-order samplin
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from training.bench.inbetween import N_CONTEXT, WINDOW, load_protocol_clips
+from training.bench.timing import repeat
 from training.inbetween.checkpoint import load_model, load_numpy_model
 from training.inbetween.fill import fill
 from training.inbetween.sampling import sample
@@ -25,13 +25,8 @@ from training.motion.windows import cut
 
 
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
+    runs, _ = repeat(fn, repeats, warmup)
+    times = [s * 1000.0 for s in runs]
     return statistics.median(times), times
 
 

@@ -385,6 +385,30 @@ def _window_times(times: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return tm
 
 
+def _gather_window(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times: np.ndarray,
+                   idx: np.ndarray, size: int | None = None):
+    """One window's arrays over a shot's frames ``idx`` (:func:`_window_index`; -1: a spacer): the rotations and
+    translations (R, size, J, ...) of the shot's rows (R, T, J, ...), its known cells (size, J), which of its frames
+    are the shot's (size,) and their times (size,) (:func:`_window_times`). Spacers, and padding up to ``size``
+    frames, are identity rotations and NaN translations, never known; padding frames' times go on a second apart.
+    Why: a long fill batches windows of several shots, a long sample draws one shot's rows window by window, and
+    both read the same window of a shot."""
+    m = len(idx)
+    size = m if size is None else size
+    real = idx >= 0
+    rot = np.broadcast_to(_identity_like(rotations[:1, :1]), (len(rotations), size) + rotations.shape[2:]).copy()
+    trans = np.full((len(translations), size) + translations.shape[2:], np.nan)
+    rot[:, :m][:, real], trans[:, :m][:, real] = rotations[:, idx[real]], translations[:, idx[real]]
+    kn = np.zeros((size,) + known.shape[1:], dtype=bool)
+    kn[:m][real] = known[idx[real]]
+    valid = np.zeros(size, dtype=bool)
+    valid[:m] = real
+    tm = np.zeros(size)
+    tm[:m] = _window_times(times, idx)
+    tm[m:] = tm[m - 1] + np.arange(1, size - m + 1)
+    return rot, trans, kn, valid, tm
+
+
 def fill(
     model: MotionFill, rotations, translations, known, times, cancel: Callable[[], bool] | None = None,
     progress: Callable[[int, int], None] | None = None, cut: bool = True,
@@ -483,18 +507,10 @@ def _fill(model: MotionFill, rotations: np.ndarray, translations: np.ndarray, kn
                 end = min(p.start + length, p.b + 1)
                 wins.append((p, end, *_window_index(known[p.shot], p.a, p.b, p.start, end)))
             size = max(len(w[2]) for w in wins)
-            b_rot = np.broadcast_to(_identity_like(rotations[:1, :1]), (len(wins), size, j, 4)).copy()
-            b_trans = np.full((len(wins), size, j, 3), np.nan)
-            b_known = np.zeros((len(wins), size, j), dtype=bool)
-            b_valid = np.zeros((len(wins), size), dtype=bool)
-            b_times = np.zeros((len(wins), size))
-            for i, (p, _, idx, _) in enumerate(wins):
-                m, real = len(idx), idx >= 0  # spacers and padding: never known, never a target
-                tm = _window_times(times[p.shot], idx)
-                b_rot[i, :m][real], b_trans[i, :m][real] = rot_out[p.shot, idx[real]], trans_out[p.shot, idx[real]]
-                b_known[i, :m][real], b_valid[i, :m] = known_now[p.shot, idx[real]], real
-                b_times[i, :m] = tm
-                b_times[i, m:] = tm[-1] + np.arange(1, size - m + 1)
+            parts = [_gather_window(rot_out[p.shot : p.shot + 1], trans_out[p.shot : p.shot + 1], known_now[p.shot],
+                                    times[p.shot], idx, size) for p, _, idx, _ in wins]
+            b_rot, b_trans = (np.concatenate(x) for x in list(zip(*parts, strict=True))[:2])
+            b_known, b_valid, b_times = (np.stack(x) for x in list(zip(*parts, strict=True))[2:])
             r, tr, out = _window_fill(model, b_rot, b_trans, b_known, b_times, b_valid)
             e, s = _spread(out, b_known)
             for i, (p, end, _, lead) in enumerate(wins):

@@ -40,6 +40,7 @@ from training.inbetween.fill import (
     _arrays,
     _decode,
     _from_grid,
+    _gather_window,
     _identity_like,
     _rates,
     _sanitise,
@@ -48,7 +49,6 @@ from training.inbetween.fill import (
     _trained_grid,
     _window_distributions,
     _window_index,
-    _window_times,
     model_length,
     pieces,
     smooth_partial_keys,
@@ -375,16 +375,11 @@ def _sample_long(model: MotionFill, rotations, translations, known, times, order
         while start <= b and not known_now[a : b + 1].all():
             end = min(start + length, b + 1)
             idx, lead = _window_index(known0, a, b, start, end)
-            real = idx >= 0
-            w_rot = np.broadcast_to(_identity_like(rot_rows[:1, :1]), (n + 1, len(idx)) + rot_rows.shape[2:]).copy()
-            w_trans = np.full((n + 1, len(idx)) + trans_rows.shape[2:], np.nan)
-            w_rot[:, real], w_trans[:, real] = rot_rows[:, idx[real]], trans_rows[:, idx[real]]
-            w_known = np.zeros((len(idx),) + known0.shape[1:], dtype=bool)
-            w_known[real] = known_now[idx[real]]
+            w_rot, w_trans, w_known, _, w_times = _gather_window(rot_rows, trans_rows, known_now, times[0], idx)
             own = np.zeros(len(idx), dtype=bool)
             own[lead : lead + end - start] = True
             report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-            r, tr, e, sp, vis = _sample_cells(model, w_rot, w_trans, w_known[None], _window_times(times[0], idx)[None],
+            r, tr, e, sp, vis = _sample_cells(model, w_rot, w_trans, w_known[None], w_times[None],
                                               order, k, temperature, cal, rng, n, report, cancel, refresh,
                                               drawable=own[:, None] & ~w_known)
             frames = np.arange(start, end)

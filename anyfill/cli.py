@@ -75,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError) as e:  # a file that cannot be read or written, a full disk, bad input
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         if isinstance(e, OSError) and e.filename is not None:
-            msg = f"{e.filename}: {e.strerror}"
+            msg = f"{e.filename}: {e.strerror or e}"
         print(f"anyfill: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

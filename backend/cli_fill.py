@@ -260,8 +260,8 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
     (default: for fills longer than the model's window and for sampling)."""
     input_path = Path(input_path)
     outs = output_paths(output, sample)
+    data = bvh_io.read(input_path)  # first: an input that cannot be read is named as such
     check_outputs(outs, input_path)
-    data = bvh_io.read(input_path)
     if data.n_frames == 0:
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
     _check_values(data, input_path)

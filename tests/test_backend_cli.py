@@ -447,7 +447,7 @@ def test_fill_never_deletes_an_input_named_like_a_temporary_file_nor_replaces_wh
 
 
 @pytest.mark.data
-def test_fill_refuses_values_no_motion_has_and_a_directory_as_input(data_root, tmp_path, capsys):
+def test_fill_refuses_values_no_motion_has_and_files_it_cannot_read(data_root, tmp_path, capsys):
     src = _body_clip(data_root, tmp_path, frames=12)
     data = bvh.read(src)
     data.motion[10, data.channel_index()[data.names.index("Hips")]["Xposition"]] = 1e39
@@ -457,6 +457,10 @@ def test_fill_refuses_values_no_motion_has_and_a_directory_as_input(data_root, t
     assert "frame 10, Hips Xposition = 1e+39: beyond +-1e+06" in capsys.readouterr().err and not out.exists()
     assert cli(["fill", str(tmp_path), "-o", str(out), "--keys", "0"]) == 2
     assert f"{tmp_path}: Is a directory" in capsys.readouterr().err
+    loop = tmp_path / "loop.bvh"
+    loop.symlink_to(loop)  # any other OSError is a message too, naming the file (was a traceback)
+    assert cli(["fill", str(loop), "-o", str(out), "--keys", "0"]) == 2
+    assert f"{loop}: Too many levels of symbolic links" in capsys.readouterr().err
 
 
 @pytest.mark.data

@@ -103,8 +103,51 @@ def _load(run: str, checkpoint: str | None, threads: int):
     return load_run(run, checkpoint)
 
 
+# limits of the command-line arguments, checked before anything is loaded
+MAX_IMAGES = 1024  # digits sampled (or test digits scored) per order: one PNG grid, memory for every order
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+MAX_THREADS = 1024
+TEMPERATURE_RANGE = (1e-6, 1e6)  # below, logits / temperature overflow float32; above, colours are uniform
+
+
+def _check_int(option: str, value: int, low: int, high: int, what: str = "") -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{option} must be an integer from {low} to {high}{what}, got {value}")
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    # --per-step has no upper limit: a step fills at most the cells still unknown
+    if args.per_step < 1:
+        raise ValueError(f"--per-step must be an integer >= 1 (cells filled per step), got {args.per_step}")
+    _check_int("--seed", args.seed, 0, MAX_SEED)
+    _check_int("--threads", args.threads, 0, MAX_THREADS, " (0: torch's default)")
+
+
+def check_sample_args(args: argparse.Namespace) -> None:
+    """``anyfill sample pixels``'s arguments, or a ValueError naming the option and its valid range."""
+    _check_int("--n", args.n, 1, MAX_IMAGES)
+    low, high = TEMPERATURE_RANGE
+    if not (math.isfinite(args.temperature) and low <= args.temperature <= high):
+        raise ValueError(f"--temperature must be a finite number from {low:g} to {high:g}, got {args.temperature}")
+    _check_common(args)
+    if Path(args.out).is_dir():
+        raise ValueError(f"-o/--out: {args.out} is a folder; give the PNG file to write")
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    """``anyfill bench pixels``'s arguments, or a ValueError naming the option and its valid range."""
+    _check_int("--images", args.images, 1, MAX_IMAGES)
+    _check_int("--samples", args.samples, 0, MAX_IMAGES, " (0: NLL only)")
+    _check_common(args)
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f"--out-dir: {args.out_dir} is a file, not a folder")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json: {args.json} is a folder; give the JSON file to write")
+
+
 def sample_main(args: argparse.Namespace) -> int:
     """``anyfill sample pixels`` (its arguments: :mod:`training.documents.commands`)."""
+    check_sample_args(args)
     model, centres, cfg = _load(args.run, args.checkpoint, args.threads)
     res = sample_grid(model, centres, cfg, args.order, args.n, args.out, complete=args.complete,
                       per_step=args.per_step, temperature=args.temperature, seed=args.seed)
@@ -115,6 +158,8 @@ def sample_main(args: argparse.Namespace) -> int:
 
 
 def _check_orders(orders: Sequence[str]) -> None:
+    if not orders:
+        raise ValueError(f"no order given; expected some of {', '.join(ps.ORDERS)}")
     unknown = [o for o in orders if o not in ps.ORDERS]
     if unknown:
         raise ValueError(f"unknown order(s) {', '.join(unknown)}; expected some of {', '.join(ps.ORDERS)}")
@@ -127,6 +172,8 @@ def bench(run: str, checkpoint: str | None = None, images: int = 8, samples: int
     grids and statistics per order (``per_step`` cells per step; none when ``samples`` is 0).
     ``query_unknown``: the fixed orders query every unknown cell at every step, as the entropy orders do."""
     _check_orders(orders)
+    if per_step < 1 or images < 1 or samples < 0:  # before loading and scoring, not deep in the sampler
+        raise ValueError(f"need per_step >= 1, images >= 1 and samples >= 0, got {per_step}, {images}, {samples}")
     model, centres, cfg = _load(run, checkpoint, threads)
     out_dir = Path(out_dir)
     test = _test_colours(cfg, centres, images)
@@ -191,6 +238,7 @@ def bench_main(args: argparse.Namespace) -> int:
         _check_orders(orders)
     except ValueError as e:
         raise ValueError(f"--orders: {e}") from None
+    check_bench_args(args)
     result = bench(args.run, args.checkpoint, args.images, args.samples, args.per_step, args.out_dir, args.seed,
                    args.threads, orders, args.query_unknown)
     print(format_table(result))

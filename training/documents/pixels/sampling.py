@@ -21,6 +21,8 @@ for the triples variant, whose candidates are scored side by side, it changes no
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,23 @@ def _rows(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero()[:, 1].view(mask.shape[0], int(counts[0]))
 
 
+def _integer(value: object) -> int | None:
+    """``value`` as an int when it is an integer (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _positive_finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 @torch.no_grad()
 def run_order(model: PixelAnyOrder, order: str, n: int | None = None, *, image: torch.Tensor | None = None,
               known: torch.Tensor | None = None, score: bool = False, per_step: int = 1,
@@ -66,12 +85,19 @@ def run_order(model: PixelAnyOrder, order: str, n: int | None = None, *, image: 
     orders do, and take the next cells' distributions from that pass (query variant)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+    # guards for every caller: per_step < 1 would never advance the loop below, the others fail deep inside
+    if _integer(per_step) is None or per_step < 1:
+        raise ValueError(f"per_step must be an integer >= 1 (cells filled per step), got {per_step!r}")
+    if not score and not _positive_finite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if image is None and (_integer(n) is None or n < 1):
+        raise ValueError(f"n (images to sample) must be an integer >= 1, got {n!r}")
     model.eval()
     dev = model.coords.device
     cells = model.n_cells
     if (score or known is not None) and image is None:
         raise ValueError("scoring and conditional completion need an image")
-    b = image.shape[0] if image is not None else int(n or 0)
+    b = image.shape[0] if image is not None else int(n)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     colours = torch.full((b, cells), -1, dtype=torch.long, device=dev)
     is_known = torch.zeros(b, cells, dtype=torch.bool, device=dev)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,18 +126,80 @@ def build(cfg: PixelTaskConfig) -> tuple[PixelModule, PixelData]:
 def load_run(
     run_dir: str | Path, checkpoint: str | Path | None = None
 ) -> tuple[PixelAnyOrder, np.ndarray, PixelTaskConfig]:
-    """The trained model, its colour centres and its config from a run folder of ``anyfill train pixels``."""
+    """The trained model, its colour centres and its config from a run folder of ``anyfill train pixels``.
+    A run folder or checkpoint that is not the pixel model's raises a one-line ValueError naming the file."""
     run_dir = Path(run_dir)
-    snapshot = json.loads((run_dir / "config.json").read_text())
+    config_file = run_dir / "config.json"
+    try:
+        snapshot = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_file}: not a run's config.json (unreadable JSON: {e})") from None
+    if not isinstance(snapshot, dict) or not isinstance(snapshot.get("config"), dict):
+        raise ValueError(f"{config_file}: not a run's config.json (no 'config' settings)")
     if snapshot.get("model") != "pixels":
         raise ValueError(f"{run_dir} is a run of {snapshot.get('model')!r}, not of the pixel model")
     # runs from before the independent decoder existed trained queries that see each other
-    cfg = PixelTaskConfig(**{"independent": False, **snapshot["config"]})
+    try:
+        cfg = PixelTaskConfig(**{"independent": False, **snapshot["config"]})
+        model = PixelAnyOrder(cfg.model_config())
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{config_file}: not a valid pixels config ({_first_line(e)})") from None
     ckpt = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model = PixelAnyOrder(cfg.model_config())
-    model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), state["centres"].numpy(), cfg
+    state = _checkpoint_state(ckpt)
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    if missing or set(weights) - set(expected) or "centres" not in state:
+        what = (f"{len(missing)} of the pixel model's {len(expected)} weights missing" if missing
+                else "unexpected weights" if set(weights) - set(expected) else "no colour centres")
+        raise ValueError(f"{ckpt}: not a pixels checkpoint ({what}; 'anyfill train pixels' writes "
+                         "RUN/checkpoints/*.ckpt)")
+    for k, v in weights.items():
+        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"{ckpt}: a pixels checkpoint of another model size than {config_file} "
+                             f"({k}: {shape} vs {tuple(expected[k].shape)})")
+    centres = state["centres"]
+    if not isinstance(centres, torch.Tensor) or centres.shape != (cfg.model_config().n_colours,):
+        raise ValueError(f"{ckpt}: not a pixels checkpoint (its colour centres are not "
+                         f"{cfg.model_config().n_colours} values)")
+    model.load_state_dict(weights)
+    return model.eval(), centres.numpy(), cfg
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _checkpoint_state(ckpt: Path) -> dict:
+    """The ``state_dict`` of a Lightning checkpoint file, or a one-line ValueError naming the file. Missing
+    files, folders and unreadable permissions stay OSErrors (the command line names the file for those)."""
+    if ckpt.suffix == ".safetensors":
+        raise ValueError(f"{ckpt}: not a pixels checkpoint (a .safetensors file; expected the .ckpt of "
+                         "'anyfill train pixels')")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickles it then refuses: the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds; none of its texts helps (some advise
+        # weights_only=False, which would run the file's code)
+        kind = "empty file" if _is_empty(ckpt) else type(e).__name__
+        raise ValueError(f"{ckpt}: unreadable (truncated? not a checkpoint file?): {kind}") from None
+    state = saved.get("state_dict") if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{ckpt}: not a pixels checkpoint (no Lightning state_dict in it)")
+    return state
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return not f.read(1)
+    except OSError:
+        return False
 
 
 TASK = Task(

@@ -936,7 +936,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, data_root)
 
     for workers in (0, 2):
         args = ["anyorder", "--named", "tiny", "skeleton=hand", "fps=30", "val_windows=8", "batch_size=4",
-                "steps_per_epoch=2", "dropout=0.0", f"num_workers={workers}", f"data_root={data_root}",
+                "steps_per_epoch=2", "dropout=0.1", f"num_workers={workers}", f"data_root={data_root}",
                 "trainer.threads=1", "trainer.progress=false"]
         whole, parts = tmp_path / f"whole{workers}", tmp_path / f"parts{workers}"
         cmd = [*args, "trainer.max_epochs=2"]

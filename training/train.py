@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -140,13 +141,19 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str) -> Any:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's settings; a file that is not a table of settings is an error naming the file."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix == ".json":
-        return json.loads(text)
-    raise ValueError(f"{path}: config files are .toml or .json")
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"{path}: config files are .toml or .json")
+    try:
+        text = path.read_text()
+        flat = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid {path.suffix[1:].upper()} file ({e})") from None
+    if not isinstance(flat, dict):
+        raise ValueError(f"{path}: a config file holds a table of settings (key = value), "
+                         f"not a {type(flat).__name__}")
+    return flat
 
 
 def _split_sections(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -161,8 +168,10 @@ def _split_sections(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return model, trainer
 
 
-def resolve_configs(task: Task, config_file: str | None, named: str | None, overrides: Sequence[str]):
-    """Defaults <- task's trainer defaults <- named config <- config file <- ``key=value`` overrides."""
+def resolve_configs(task: Task, config_file: str | Sequence[str] | None, named: str | None,
+                    overrides: Sequence[str]):
+    """Defaults <- task's trainer defaults <- named config <- config files (in order, a later one overriding
+    an earlier one) <- ``key=value`` overrides."""
     cfg = task.config_cls()
     tcfg = apply_overrides(TrainerConfig(), task.default_trainer, f"{task.name} trainer defaults")
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -170,8 +179,8 @@ def resolve_configs(task: Task, config_file: str | None, named: str | None, over
         if named not in task.named_configs:
             raise KeyError(f"{task.name}: no named config {named!r}; named configs: {', '.join(task.named_configs)}")
         layers.append((f"named config {named}", task.named_configs[named]))
-    if config_file:
-        layers.append((str(config_file), load_config_file(config_file)))
+    for file in [config_file] if isinstance(config_file, (str, Path)) else config_file or []:
+        layers.append((str(file), load_config_file(file)))
     ov: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -261,17 +270,33 @@ class UnreadableCheckpoints(ValueError):
     """Every checkpoint of a run folder fails to load: the run must not silently start over."""
 
 
-def _read_step(path: Path) -> int:
+def _nonfinite(obj: Any, where: str = "") -> str | None:
+    """The name of the first floating-point tensor in ``obj`` (nested dicts, lists) that holds NaN or inf."""
     import torch
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if isinstance(obj, torch.Tensor):
+        return where or "a tensor" if obj.is_floating_point() and not bool(obj.isfinite().all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return next((bad for k, v in items if (bad := _nonfinite(v, f"{where}.{k}" if where else str(k)))), None)
+
+
+def _read_step(path: Path) -> int:
+    """A checkpoint's step, once the whole file has been read (every tensor's data, not lazily: a file
+    damaged inside its tensor data fails here) and its weights and optimizer state are finite."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for part in ("state_dict", "optimizer_states"):
+        if (bad := _nonfinite(ckpt.get(part, {}))) is not None:
+            raise ValueError(f"{part} {bad} holds NaN or infinite values")
     return int(ckpt.get("global_step", 0))
 
 
-def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+def resume_checkpoint(ckpt_dir: Path, steps: dict[Path, int] | None = None) -> Path | None:
     """The checkpoint to resume from: the readable one with the most steps (the newest file on a tie),
-    ``None`` when the folder holds none. Unreadable files beside a readable one (a run killed while
-    writing) are renamed ``NAME.unreadable``, and said so; when every file is unreadable,
+    ``None`` when the folder holds none (``steps``, when given, gets each readable file's step).
+    Readable: the whole file loads and its weights are finite. Unreadable files beside a readable one (a run
+    killed while writing) are renamed ``NAME.unreadable``, and said so; when every file is unreadable,
     :class:`UnreadableCheckpoints` names them and how to start over."""
     files = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
     readable, bad = [], []
@@ -290,7 +315,94 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
         aside = c.with_name(c.name + ".unreadable")
         c.replace(aside)
         print(f"anyfill train: unreadable checkpoint {c} ({why}) moved to {aside.name}", file=sys.stderr)
+    if steps is not None:
+        steps.update({c: step for step, _, c in readable})
     return max(readable, key=lambda r: (r[0], r[1]))[2] if readable else None
+
+
+class RunInUse(ValueError):
+    """Another run holds the run folder's lock."""
+
+
+def _is_main_process() -> bool:
+    """Not one of the extra processes of a multi-device run (torchrun or Lightning set these for each)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def lock_run_dir(run_dir: Path):
+    """An exclusive lock on ``run_dir`` (``run_dir/.lock``, holding the owner's pid) for as long as the returned
+    file stays open: it goes with the process, so a killed run leaves no stale lock. A second run in the same
+    folder is refused at once, naming the folder and the pid holding it."""
+    import fcntl
+
+    f = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise RunInUse(f"{run_dir} is in use by another run{f' (pid {holder})' if holder else ''}: wait for it "
+                       "to end, or use another --run-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _run_callbacks(ckpt_dir: Path):
+    """Lightning callbacks of every run: the RNG state in each checkpoint, and ``last.ckpt`` on Ctrl-C."""
+    import random
+
+    import numpy as np
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    class _RngState(Callback):
+        """Torch's, NumPy's and Python's random state saved in each checkpoint and restored with it, so a run
+        resumed from an epoch's end draws (dropout) as the run never stopped does."""
+
+        def on_save_checkpoint(self, trainer, module, checkpoint):
+            checkpoint["anyfill_rng"] = {
+                "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
+            }
+
+        def on_load_checkpoint(self, trainer, module, checkpoint):
+            rng = checkpoint.get("anyfill_rng")
+            if not rng:  # a checkpoint written before the state was saved
+                return
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    class _SaveOnInterrupt(Callback):
+        """Ctrl-C: Lightning catches the KeyboardInterrupt and exits; first the steps since the last
+        checkpoint are saved as ``last.ckpt`` (written beside, then renamed over it)."""
+
+        def __init__(self):
+            self.training = False
+            self.interrupted = False
+
+        def on_train_start(self, trainer, module):
+            self.training = True
+
+        def on_exception(self, trainer, module, exception):
+            if not isinstance(exception, KeyboardInterrupt):
+                return
+            self.interrupted = True
+            if not self.training:  # not yet restored or started: nothing new to save
+                return
+            last, tmp = ckpt_dir / "last.ckpt", ckpt_dir / "last.ckpt.tmp"
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                tmp.replace(last)
+                print(f"anyfill train: interrupted at step {trainer.global_step}: saved {last}", file=sys.stderr)
+
+    return _RngState(), _SaveOnInterrupt()
 
 
 def progress_lines(every_s: float = 10.0):
@@ -332,15 +444,25 @@ def progress_lines(every_s: float = 10.0):
 
 
 def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = False) -> Path:
-    """Train (or resume) a task in ``run_dir``; returns the run folder."""
-    import lightning as L
+    """Train (or resume) a task in ``run_dir``, holding the folder's lock; returns the run folder."""
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     if tcfg.threads > 0:
         torch.set_num_threads(tcfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run_dir) if _is_main_process() else None
+    try:
+        return _fit(task, cfg, tcfg, run_dir, fresh)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) -> Path:
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     ckpt_dir = run_dir / "checkpoints"
     cfg_path = run_dir / "config.json"
     # through JSON, so tuples compare equal to the lists a saved config.json holds
@@ -352,10 +474,21 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
         # kept, but out of the way: a later resume must not pick the old run's checkpoints
         aside = run_dir / f"checkpoints-before-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         ckpt_dir.replace(aside)
-        print(f"anyfill train: --fresh: the run's old checkpoints moved to {aside}", file=sys.stderr)
-    resume = None if fresh else resume_checkpoint(ckpt_dir)
+        if cfg_path.is_file():  # the old run's settings go with its checkpoints, so it can be restored
+            shutil.copy2(cfg_path, aside / cfg_path.name)
+        print(f"anyfill train: --fresh: the run's old checkpoints (and its config.json) moved to {aside}",
+              file=sys.stderr)
+    steps: dict[Path, int] = {}
+    resume = None if fresh else resume_checkpoint(ckpt_dir, steps)
     if resume is not None and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text()).get("config", {})
+        try:
+            old = json.loads(cfg_path.read_text())["config"]
+            if not isinstance(old, dict):
+                raise TypeError(f"its config is a {type(old).__name__}, not a table of settings")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{cfg_path}: not a run's config.json ({type(e).__name__}: {e}), so the run's "
+                             "checkpoints cannot be checked against this command; use --fresh to start over "
+                             "(the old checkpoints and config.json are moved aside) or another --run-dir") from None
         # a setting added to the code after the run began is no difference while it keeps its default
         defaults = _flat(json.loads(json.dumps(dataclasses.asdict(type(cfg)()))))
         old = _flat(old)
@@ -371,6 +504,7 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
 
     L.seed_everything(tcfg.seed, workers=True)
     module, data = task.build(cfg)
+    rng_state, on_interrupt = _run_callbacks(ckpt_dir)
     # no version counter: last.ckpt and timed.ckpt are replaced, never written beside as last-v1.ckpt
     callbacks = [
         ModelCheckpoint(
@@ -379,6 +513,8 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
             every_n_train_steps=tcfg.checkpoint_every_n_steps or None,
         ),
         LearningRateMonitor(logging_interval="step"),
+        rng_state,
+        on_interrupt,
     ]
     if tcfg.checkpoint_every_minutes > 0:  # within epochs too: a killed run loses at most this much
         callbacks.append(ModelCheckpoint(
@@ -407,14 +543,19 @@ def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = 
         deterministic="warn",
     )
     if resume is not None:
-        print(f"anyfill train: resuming from {resume} (step {_read_step(resume)})", file=sys.stderr)
+        print(f"anyfill train: resuming from {resume} (step {steps[resume]})", file=sys.stderr)
     elif had_config and not fresh:
         print(f"anyfill train: no checkpoint in {ckpt_dir}: starting at step 0", file=sys.stderr)
     # the run's own checkpoints hold more than tensors (optimizer and scheduler state, hyper-parameters):
     # they are trusted like the code that wrote them, as the readability check above already does
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=False)
-    if trainer.interrupted or trainer.should_stop or tcfg.max_time:
-        # a run stopped mid-epoch (max_time, Ctrl-C) keeps its last steps: save them for the next resume
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=False)
+    except SystemExit:
+        if on_interrupt.interrupted:  # Lightning's exit on Ctrl-C, last.ckpt saved: interrupted, status 130
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.should_stop or tcfg.max_time:
+        # a run stopped mid-epoch (max_time) keeps its last steps: save them for the next resume
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     if task.after_fit is not None and trainer.is_global_zero:
         task.after_fit(cfg, module, trainer, run_dir)
@@ -436,7 +577,9 @@ def build_parser(task_names: Sequence[str], info: TaskInfo | None = None) -> arg
     )
     p.add_argument("model", choices=sorted(task_names), metavar="MODEL", help=", ".join(sorted(task_names)))
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--config", metavar="FILE", help="a .toml or .json file of settings (--print-config writes one)")
+    p.add_argument("--config", metavar="FILE", action="append",
+                   help="a .toml or .json file of settings (--print-config writes one); give several and they "
+                        "apply in order, a later file overriding an earlier one")
     p.add_argument("--named", metavar="NAME", help="a named config of the model (listed in its --help)")
     p.add_argument("--run-dir", metavar="DIR",
                    help="run folder (default runs/MODEL); {now} expands to the start time, e.g. runs/pae-{now}")

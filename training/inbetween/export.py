@@ -15,26 +15,40 @@ from training.motion import conventions
 
 
 def export_path(cfg: Any, run_dir: Path, steps: int) -> Path:
-    """The run's export, or a file beside it when the export there holds a model of more steps (a run
-    started over with --fresh): an export is never replaced by an earlier step's model unannounced."""
+    """The run's export, or a file beside it (``NAME-stepN.safetensors``, said so) when the export there holds a
+    model of more steps (a run started over with --fresh) or of an unknown count (its card missing or
+    unreadable): an export is never replaced by an earlier step's model, nor by any model unannounced."""
     path = run_dir / "export" / f"{cfg.skeleton}-{cfg.variant}.safetensors"
     if path.is_file():
         try:
-            before = int(read_card(path).get("training", {}).get("steps", 0))
-        except (CheckpointError, TypeError, ValueError):
-            before = 0
-        if before > steps:
+            before = int(read_card(path).get("training", {}).get("steps"))
+            why = f"holds a model of step {before}, more than this run's {steps}" if before > steps else ""
+        except CheckpointError as e:
+            why = f"holds a model of an unknown step count ({e})"
+        except (TypeError, ValueError, AttributeError):
+            why = "holds a model of an unknown step count (its card gives no whole number of steps)"
+        if why:
             beside = path.with_name(f"{path.stem}-step{steps}{path.suffix}")
-            print(f"anyfill train: {path} holds a model of step {before}, more than this run's {steps}: "
-                  f"exporting to {beside.name} beside it instead (delete the old export to replace it)",
-                  file=sys.stderr)
+            print(f"anyfill train: {path} {why}: exporting to {beside.name} beside it instead "
+                  "(delete the old export to replace it)", file=sys.stderr)
             return beside
     return path
+
+
+def check_finite(module: Any, run_dir: Path) -> None:
+    """A model with NaN or infinite weights (a run that diverged) is not exported: an error naming the
+    tensor; the run's checkpoints stay for inspection."""
+    for name, t in module.model.state_dict().items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            raise ValueError(f"the trained model's weights hold NaN or infinite values ({name}): the training "
+                             f"diverged, so nothing was exported; the run's checkpoints are kept in "
+                             f"{run_dir / 'checkpoints'} (try a lower lr or trainer.gradient_clip_val)")
 
 
 def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
     """After fit (``Task.after_fit``): ``cfg`` the run's ``AnyOrderTrainConfig``, ``module`` its ``AnyOrderModule``.
     The card carries the training data's rest offsets and joint habits (what clients retarget rigs with)."""
+    check_finite(module, run_dir)
     path = export_path(cfg, run_dir, int(trainer.global_step))
     calibration = None
     if cfg.calibrate:

@@ -1,0 +1,181 @@
+"""``anyfill train`` where things go wrong: a diverged run exports nothing, an export whose card cannot be read
+is never replaced, checkpoints damaged inside their tensor data are set aside, one run per run folder, Ctrl-C
+saves the steps since the last checkpoint, --fresh keeps the old config, config files named in every error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.train import RunInUse, lock_run_dir, main, resume_checkpoint
+
+TINY = ["d_model=32", "n_enc_layers=1", "n_dec_layers=1", "steps_per_epoch=5", "val_windows=8", "batch_size=4",
+        "trainer.threads=1", "trainer.progress=false"]
+
+
+def _args(run: Path, data_root: Path, *extra: str) -> list[str]:
+    return ["anyorder", *TINY, "skeleton=hand", f"data_root={data_root}", "--run-dir", str(run), *extra]
+
+
+# --- 1. export ---------------------------------------------------------------------------------------------
+
+def test_an_export_whose_card_cannot_be_read_is_never_replaced(tmp_path, capsys):
+    from training.inbetween.export import export_path
+
+    cfg = types.SimpleNamespace(skeleton="hand", variant="query")
+    path = tmp_path / "export" / "hand-query.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(b"weights")
+    assert export_path(cfg, tmp_path, 7).name == "hand-query-step7.safetensors"  # no card at all
+    assert "unknown step count" in capsys.readouterr().err
+    card = {"format": "anyfill-model/1", "training": {"steps": "ten"}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert export_path(cfg, tmp_path, 7).name == "hand-query-step7.safetensors"
+    assert "hand-query-step7.safetensors" in capsys.readouterr().err
+    card["training"]["steps"] = 5  # a known, smaller step count: replaced
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert export_path(cfg, tmp_path, 7) == path
+    card["training"]["steps"] = 9
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert export_path(cfg, tmp_path, 7).name == "hand-query-step7.safetensors"
+
+
+def test_a_model_with_nan_weights_is_not_exported(tmp_path):
+    from training.inbetween.export import check_finite
+
+    model = torch.nn.Linear(2, 2)
+    check_finite(types.SimpleNamespace(model=model), tmp_path)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight holds NaN|NaN or infinite values \\(weight\\)"):
+        check_finite(types.SimpleNamespace(model=model), tmp_path)
+
+
+# --- 2. checkpoints damaged inside their tensor data ----------------------------------------------------------
+
+def _ckpt(path: Path, step: int) -> Path:
+    torch.save({"global_step": step, "state_dict": {"w": torch.ones(20000)}, "optimizer_states": []}, path)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["zip header", "nan data"])
+def test_a_checkpoint_damaged_inside_its_tensor_data_is_set_aside(tmp_path, damage, capsys):
+    old, last = _ckpt(tmp_path / "step00000002.ckpt", 2), _ckpt(tmp_path / "last.ckpt", 4)
+    data = bytearray(last.read_bytes())
+    if damage == "zip header":  # the local-file header of the tensor's data: fails only when the data is read
+        at = data.index(b"PK\x03\x04", data.index(b"data.pkl") + 1)
+        data[at:at + 4] = b"XXXX"
+    else:  # 0xff bytes inside the tensor data: loads, as NaN
+        at = len(data) // 2
+        data[at:at + 20000] = b"\xff" * 20000
+    last.write_bytes(bytes(data))
+    steps: dict[Path, int] = {}
+    assert resume_checkpoint(tmp_path, steps) == old and steps == {old: 2}
+    assert (tmp_path / "last.ckpt.unreadable").is_file() and not last.exists()
+    assert "unreadable checkpoint" in capsys.readouterr().err
+
+
+# --- 3. one run per run folder --------------------------------------------------------------------------------
+
+def test_a_second_run_in_the_same_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    held = lock_run_dir(run)
+    try:
+        t0 = time.time()
+        with pytest.raises(RunInUse, match=f"{run} is in use by another run \\(pid {os.getpid()}\\)"):
+            main(["anyorder", *TINY, "--run-dir", str(run)])
+        assert time.time() - t0 < 30
+    finally:
+        held.close()
+    lock_run_dir(run).close()  # the lock goes with its holder
+
+
+# --- 6. config files ------------------------------------------------------------------------------------------
+
+def test_config_files_apply_in_order_and_errors_name_the_file(tmp_path, capsys):
+    from anyfill.cli import main as cli
+
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("d_model = 48\nlr = 0.002\n")
+    b.write_text("d_model = 96\n")
+    assert cli(["train", "anyorder", "--config", str(a), "--config", str(b), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "d_model = 96" in out and "lr = 0.002" in out
+    for name, text in [("list.json", "[1, 2]"), ("bad.toml", "d_model = = 3"), ("bad.json", "{oops"),
+                       ("arr.toml", "")]:
+        f = tmp_path / name
+        f.write_text(text)
+        rc = cli(["train", "anyorder", "--config", str(f), "--print-config"])
+        err = capsys.readouterr().err
+        if name == "arr.toml":  # an empty file is an empty table: no settings
+            assert rc == 0
+            continue
+        assert rc == 2 and str(f) in err and "Traceback" not in err, err
+
+
+# --- 1, 5, 6 in real tiny runs --------------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_a_diverged_run_exports_nothing_and_fresh_keeps_the_old_config(tmp_path, data_root, capsys):
+    from anyfill.cli import main as cli
+
+    run = tmp_path / "run"
+    export = run / "export" / "hand-query.safetensors"
+    assert main(_args(run, data_root, "trainer.max_steps=2")) == 0
+    exported, config = export.read_bytes(), (run / "config.json").read_text()
+    # a run folder's config.json that is garbage: the error names it
+    (run / "config.json").write_text("garbage")
+    assert cli(["train", *_args(run, data_root, "trainer.max_steps=3")]) == 2
+    assert f"{run / 'config.json'}: not a run's config.json" in capsys.readouterr().err
+    (run / "config.json").write_text(config)
+    # started over, diverging to NaN: nothing exported (status 2), the checkpoints kept, the old run's
+    # checkpoints and config.json set aside together
+    assert cli(["train", *_args(run, data_root, "trainer.max_steps=3", "lr=1e30", "warmup_steps=0",
+                                 "trainer.gradient_clip_val=0", "--fresh")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and "nothing was exported" in err, err
+    assert export.read_bytes() == exported and not list(export.parent.glob("*-step*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    aside = next(run.glob("checkpoints-before-*"))
+    assert (aside / "config.json").read_text() == config and (aside / "last.ckpt").is_file()
+
+
+# --- 4. Ctrl-C ------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tmp_path, data_root):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "anyfill.cli", "train",
+           *_args(run, data_root, "steps_per_epoch=100000", "trainer.checkpoint_every_minutes=0.02")]
+    log = tmp_path / "train.log"
+    timed = run / "checkpoints" / "timed.ckpt"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None and not timed.is_file():
+                time.sleep(0.2)
+            assert timed.is_file(), log.read_text()
+            time.sleep(1.5)  # steps past the timed checkpoint
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 130 and "anyfill: interrupted" in text, text
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    timed_step = torch.load(timed, map_location="cpu", weights_only=False)["global_step"]
+    assert last["global_step"] > timed_step, (last["global_step"], timed_step)
+    assert f"saved {run / 'checkpoints' / 'last.ckpt'}" in text and not list(run.glob("checkpoints/*.tmp"))

@@ -45,11 +45,34 @@ def token_path() -> Path:
 
 
 def read_token() -> str:
-    """The backend's token from its file ('' when there is none yet: the backend writes it on first start)."""
+    """The backend's token from its file ('' when there is none yet: the backend writes it on first start); a
+    BackendError that says what to do when the path holds something that is not a readable text file."""
+    path = token_path()
+    fix = "paste the token in the extension's preferences or restart the backend (it writes the file anew)"
     try:
-        return token_path().read_text().strip()
-    except OSError:
+        return path.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
         return ""
+    except IsADirectoryError:
+        raise BackendError(f"The token file {path} is a directory, not the backend's token file: point "
+                           "ANYFILL_TOKEN_FILE at the file the backend writes, or paste the token in the extension's "
+                           "preferences") from None
+    except UnicodeDecodeError:
+        raise BackendError(f"The token file {path} is unreadable (not text): {fix}") from None
+    except OSError as e:
+        raise BackendError(f"The token file {path} is unreadable ({e.strerror or e}): {fix}") from None
+
+
+def token_status() -> str:
+    """The token file as the preferences show it; never raises."""
+    try:
+        path = token_path()
+        found = "found" if read_token() else "not there yet (the backend writes it on first start)"
+        return f"Token file: {path} ({found})"
+    except BackendError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - drawn in the preferences: a message, never a traceback
+        return f"Token file: cannot be read ({type(e).__name__}: {e})"
 
 
 def new_job_id() -> str:
@@ -109,8 +132,13 @@ class Client:
         message = payload.get("error") or payload.get("detail") or e.reason
         field = payload.get("field")
         if e.code == 401:
+            path = token_path()
+            if path.is_dir():
+                return BackendError(f"The backend refused the token (HTTP 401). The token file {path} is a "
+                                    "directory: paste the token in the preferences, or point ANYFILL_TOKEN_FILE at "
+                                    "the file the backend writes.", 401)
             return BackendError(f"The backend refused the token (HTTP 401). Leave the token empty in the "
-                                f"preferences to read it from {token_path()}, or copy it from there.", 401)
+                                f"preferences to read it from {path}, or copy it from there.", 401)
         if e.code == 403:
             return BackendError(f"The backend refused the request (HTTP 403): {message}", 403)
         where = f" [{field}]" if field else ""

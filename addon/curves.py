@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .fcurves import bulk_get, enum_value
-from .keys import EULER_ORDERS, generated_type_value
+from .keys import EULER_ORDERS, check_editable, generated_type_value
 from .retarget import quat_to_matrix
 
 EPS_FRAME = 1e-3
@@ -293,6 +293,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     nothing for ``sort`` to do (Blender's sort is a bubble sort: a pass per place the farthest key moves); an
     attribute whose order leaves every key's value as it is is not written. Then Blender computes the handles
     (``handles_recalc``) and the old keys get theirs back."""
+    check_editable(bag.id_data)  # a linked action takes keys but not their values: refused before any change
     fc = channel(bag, data_path, index, group)
     kp = fc.keyframe_points
     frames = np.asarray(frames, dtype=np.float64)

@@ -144,8 +144,9 @@ def deviation(bag, t: Track, cleared: bool = False) -> tuple[np.ndarray, bool]:
 def worst_frames(t: Track, err: np.ndarray, tolerance: float) -> np.ndarray:
     """Frames to key next: in each stretch between two keys (the animator's or this fill's) whose deviation
     passes the tolerance, the frame that deviates most."""
-    err = np.where(curves.near(t.frames, t.chosen), 0.0, err)
-    bad = err > tolerance
+    chosen = curves.near(t.frames, t.chosen)
+    err = np.where(chosen, 0.0, err)
+    bad = (err > tolerance) & ~chosen  # a frame keyed already is never keyed again (whatever the tolerance)
     if not bad.any():
         return np.zeros(0)
     knots = np.union1d(t.keyed, t.chosen)
@@ -154,8 +155,9 @@ def worst_frames(t: Track, err: np.ndarray, tolerance: float) -> np.ndarray:
     starts = np.flatnonzero(first)
     worst = np.maximum.reduceat(err, starts)
     seg_of = np.cumsum(first) - 1
-    first_worst = np.minimum.reduceat(np.where(err == worst[seg_of], np.arange(len(err)), len(err)), starts)
-    return t.frames[first_worst[worst > tolerance]]
+    first_worst = np.minimum.reduceat(np.where(bad & (err == worst[seg_of]), np.arange(len(err)), len(err)),
+                                      starts)
+    return t.frames[first_worst[(first_worst < len(err))]]
 
 
 def write_editable(bag, tracks: list[Track], rotation_tolerance: float, location_tolerance: float,

@@ -14,6 +14,7 @@ import time
 import bpy
 
 from . import client as client_mod
+from . import keys
 from . import plan as plan_mod
 
 
@@ -47,6 +48,7 @@ class AsyncRequest:
     _client = None
     _stages: list = []
     _messages: list = []
+    _warnings: list = []
     _t0 = 0.0
     label = "Anyfill"
 
@@ -57,6 +59,10 @@ class AsyncRequest:
     def prepare(self, context, stage=None):
         raise NotImplementedError
 
+    def warnings(self, context) -> list[str]:
+        """What the operator leaves out and the report must say (read before anything is written)."""
+        return []
+
     def request(self, client, plan, progress, cancel):
         raise NotImplementedError
 
@@ -66,7 +72,7 @@ class AsyncRequest:
     # --- shared ---
     def _fail(self, e: Exception) -> None:
         """Report an error: ours say what to do; anything else is named (never a traceback)."""
-        if isinstance(e, plan_mod.PlanError | client_mod.BackendError):
+        if isinstance(e, keys.RigError | client_mod.BackendError):
             text = str(e)
         else:
             text = f"Anyfill failed: {type(e).__name__}: {e}"
@@ -74,10 +80,11 @@ class AsyncRequest:
 
     def _start(self, context) -> bool:
         """Prepare the first stage (the stages are listed first)."""
-        self._messages = []
+        self._messages, self._warnings = [], []
         try:
             self._client = make_client(context)
             self._stages = list(self.stages(context))
+            self._warnings = list(self.warnings(context))
         except Exception as e:  # noqa: BLE001 - reported to the user
             self._fail(e)
             return False
@@ -111,13 +118,17 @@ class AsyncRequest:
             return {"CANCELLED"}
         if self._stages:
             return {"RUNNING_MODAL"}
-        self.report({"INFO"}, "; ".join(self._messages))
+        return self._done()
+
+    def _done(self) -> set[str]:
+        """The report of a finished operator: what was written, then what was left out (a warning then)."""
+        self.report({"WARNING"} if self._warnings else {"INFO"}, "; ".join([*self._messages, *self._warnings]))
         return {"FINISHED"}
 
     def _error(self, e: BaseException) -> set[str]:
         if isinstance(e, client_mod.Cancelled):
             self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
-        elif isinstance(e, client_mod.BackendError | plan_mod.PlanError):
+        elif isinstance(e, client_mod.BackendError | keys.RigError):
             self.report({"ERROR"}, str(e))
         else:
             self.report({"ERROR"}, f"Anyfill failed: {type(e).__name__}: {e}")
@@ -137,8 +148,7 @@ class AsyncRequest:
             if not self._next(context):
                 return {"CANCELLED"}
             if self._plan is None:
-                self.report({"INFO"}, "; ".join(self._messages))
-                return {"FINISHED"}
+                return self._done()
 
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
@@ -212,8 +222,7 @@ class AsyncRequest:
             if not self._next(context):
                 result = {"CANCELLED"}
             elif self._plan is None:
-                self.report({"INFO"}, "; ".join(self._messages))
-                result = {"FINISHED"}
+                result = self._done()
             else:
                 self._launch()
         return result

@@ -18,6 +18,29 @@ from . import fcurves, retarget
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 
 
+class RigError(Exception):
+    """The rig cannot be read or written as asked; the message says what to do (``plan.PlanError`` is one)."""
+
+
+def check_editable(action) -> None:
+    """Refuse an action that cannot take keys: linked from a library (Blender adds the keys but ignores their
+    values, and never saves them) or otherwise not editable. Called before anything is written."""
+    if action is None or action.is_editable:
+        return
+    if action.library is not None:
+        where = f"linked from library {action.library.name!r}"
+    else:
+        where = "not editable (a library override not made editable?)"
+    raise RigError(f"The action {action.name!r} is {where}: make it local (Object > Relations > Make Local) or add "
+                   "an editable library override to fill it; nothing was written")
+
+
+def check_rig_editable(obj) -> None:
+    """:func:`check_editable` for the object's active action."""
+    ad = obj.animation_data
+    check_editable(ad.action if ad is not None else None)
+
+
 def rotation_path(mode: str) -> tuple[str, int]:
     """The pose-bone property and its width for a rotation mode."""
     if mode == "QUATERNION":

@@ -252,6 +252,12 @@ class _FillBase(AsyncRequest):
     def sample_settings(self, context):
         return None
 
+    def warnings(self, context) -> list[str]:
+        """Mapping rows whose bone is gone (renamed or deleted since Auto Map): the rest fills, the report says."""
+        obj = _armature(context)
+        missing = plan_mod.missing_bones(obj) if obj is not None else []
+        return ["not filled: " + ", ".join(missing)] if missing else []
+
     def request(self, client, plan, progress, cancel):
         return client.fill(plan.body)
 
@@ -361,7 +367,7 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
         i = (obj.anyfill.variation_index + self.step) % len(variations)
         try:
             written = plan_mod.apply(context, plan, variations[i])
-        except plan_mod.PlanError as e:
+        except keys.RigError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         store_output(obj, written)
@@ -411,6 +417,11 @@ class ANYFILL_OT_show_uncertainty(bpy.types.Operator):
         frames, values = data.get("frames") or [], data.get("values") or []
         if not frames:
             self.report({"WARNING"}, "Anyfill: the last fill has no uncertainty to show")
+            return {"CANCELLED"}
+        try:
+            keys.check_rig_editable(obj)  # before anything changes (write_keys checks again)
+        except keys.RigError as e:
+            self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         obj[UNCERTAINTY_PROP] = 0.0
         ui = obj.id_properties_ui(UNCERTAINTY_PROP)

@@ -12,7 +12,11 @@ class ANYFILL_UL_mapping(bpy.types.UIList):
         obj = data.id_data
         row = layout.row(align=True)
         name = f"{item.part} {item.joint}" if item.part.startswith("hand.") else item.joint
-        row.label(text=name, icon="CHECKMARK" if item.bone in obj.data.bones else "BLANK1")
+        twice = item.bone and sum(1 for m in data.joints if m.part == item.part and m.bone == item.bone) > 1
+        gone = item.bone and item.bone not in obj.data.bones  # renamed or deleted since it was mapped
+        icon = "ERROR" if twice or gone else ("CHECKMARK" if item.bone else "BLANK1")
+        row.label(text=name + (" (bone mapped twice)" if twice and not gone else " (no such bone)" if gone else ""),
+                  icon=icon)
         row.prop_search(item, "bone", obj.data, "bones", text="")
 
 

@@ -22,7 +22,7 @@ from . import fcurves as fcurves_mod
 from . import retarget as retarget_mod
 
 
-class PlanError(Exception):
+class PlanError(keys.RigError):
     """The rig or the settings cannot make a request; the message says what to do."""
 
 
@@ -85,6 +85,40 @@ def parts_of(obj) -> list[str]:
     return sorted(found, key=lambda p: (p != "body", p))
 
 
+def _row_name(m) -> str:
+    """A mapping row's joint as the panel shows it (a full rig's hand joints with their part)."""
+    return f"{m.part} {m.joint}" if m.part.startswith("hand.") else m.joint
+
+
+def mapped_twice(obj) -> dict[tuple[str, str], list[str]]:
+    """(part, bone) -> its joints, for each bone of the rig mapped to more than one joint of one part."""
+    joints: dict[tuple[str, str], list[str]] = {}
+    for m in obj.anyfill.joints:
+        if m.bone and m.bone in obj.data.bones:
+            joints.setdefault((m.part, m.bone), []).append(_row_name(m))
+    return {k: v for k, v in joints.items() if len(v) > 1}
+
+
+def check_mapping(obj) -> None:
+    """Refuse a bone mapped to two joints of one part (it would be written twice and one joint never filled);
+    checked on every part before the first part is written."""
+    twice = mapped_twice(obj)
+    if twice:
+        (_, bone), joints = next(iter(twice.items()))
+        more = f" (and {len(twice) - 1} more bones)" if len(twice) > 1 else ""
+        count = "two" if len(joints) == 2 else str(len(joints))
+        raise PlanError(f"The bone {bone!r} is mapped to {count} joints, {', '.join(joints[:-1])} and {joints[-1]}"
+                        f"{more}: pick the right "
+                        "bone for one of them in the Rig Mapping panel (or press Auto Map); nothing was written")
+
+
+def missing_bones(obj) -> list[str]:
+    """The mapping rows whose bone the rig no longer has (renamed or deleted since it was mapped), as the report
+    names them: 'LowerArm_L (bone 'LowerArm_L' no longer exists: remap)'."""
+    return [f"{_row_name(m)} (bone {m.bone!r} no longer exists: remap)" for m in obj.anyfill.joints
+            if m.bone and m.bone not in obj.data.bones]
+
+
 def _merge(frames: list[float]) -> list[float]:
     """Sorted frames with subframes within EPS_FRAME of each other merged."""
     merged: list[float] = []
@@ -140,6 +174,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     known on every frame, never written."""
     if obj is None or obj.type != "ARMATURE":
         raise PlanError("Select an armature (the rig to fill)")
+    keys.check_rig_editable(obj)
+    check_mapping(obj)
     settings = obj.anyfill
     part = part if part is not None else (parts_of(obj)[0] if parts_of(obj) else "")
     mapping = mapping_of(obj, part)
@@ -485,6 +521,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     obj = bpy.data.objects.get(plan.object_name)
     if obj is None or obj.type != "ARMATURE":
         raise PlanError(f"The rig {plan.object_name!r} is gone")
+    keys.check_rig_editable(obj)
     check_action_time(obj, plan.frames[0], plan.frames[-1])
     t0 = time.perf_counter()
     local, trans = decoded if decoded is not None else validate(plan, joints_result)
@@ -502,7 +539,8 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     if not editable or plan.kind == "pose":
         written = editable_mod.write_dense(bag, todo)
     else:
-        scale = max(obj.matrix_world.to_scale()) or 1.0  # locations are in the armature's units
+        # locations are in the armature's units: its largest axis scale, a magnitude (a mirrored rig's is negative)
+        scale = float(np.linalg.norm(np.array(obj.matrix_world, dtype=np.float64)[:3, :3], axis=0).max()) or 1.0
         written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
         written.max_location *= scale
     written.locked = locked

@@ -33,8 +33,7 @@ class AnyfillPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "backend_url")
         layout.prop(self, "token")
         if not self.token:
-            found = "found" if client.read_token() else "not there yet (the backend writes it on first start)"
-            layout.label(text=f"Token file: {client.token_path()} ({found})", icon="INFO")
+            layout.label(text=client.token_status(), icon="INFO")
         layout.prop(self, "python_executable")
         row = layout.row(align=True)
         row.operator("anim.anyfill_start_backend")

@@ -6,6 +6,7 @@ their parent's rotation, NLA tweak mode. A refusal says what to do and leaves ev
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -459,3 +460,181 @@ def test_nla_tweak_mode_on_a_strip_in_place_fills(bpy, ext, prefs, data_root):
     assert run_fill(bpy, ob) == {"FINISHED"}
     written = generated_frames(ext, ob)
     assert written[(ext.keys.bone_path("Chest", "rotation_euler"), 0)] == TARGETS
+
+
+# --- 10. an action linked from a library: refused before anything is written -----------------------------------
+
+
+def link_action(bpy, ob, tmp_path):
+    """The rig's action replaced by the same action linked from a library file (read-only data)."""
+    ad = ob.animation_data
+    act, slot, name = ad.action, ad.action_slot.identifier, ad.action.name
+    path = str(tmp_path / "lib.blend")
+    bpy.data.libraries.write(path, {act}, fake_user=True)
+    ad.action = None
+    bpy.data.actions.remove(act)
+    with bpy.data.libraries.load(path, link=True) as (_, dst):
+        dst.actions = [name]
+    linked = dst.actions[0]
+    ad.action, ad.action_slot = linked, linked.slots[slot]
+    assert linked.library is not None and not linked.is_editable
+    return linked
+
+
+def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, prefs, data_root, tmp_path):
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)  # drawn while the action was local; stepped once it is linked
+    linked = link_action(bpy, ob, tmp_path)
+    message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local .* or add an "
+               "editable library override to fill it; nothing was written")
+    try:
+        ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
+        s = bpy.context.scene
+        s.frame_set(16)  # Complete Pose's frame
+        before = snapshot_all(ext, ob)
+        for keys_output in ("DENSE", "EDITABLE"):
+            s.anyfill.keys_output = keys_output
+            for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
+                       "anim.anyfill_show_uncertainty"):
+                with pytest.raises(RuntimeError, match=message):
+                    run_fill(bpy, ob, op)
+                assert snapshot_all(ext, ob) == before, op
+        with pytest.raises(RuntimeError, match=message):
+            bpy.ops.anim.anyfill_step_variation(step=1)  # plan.apply checks too
+        assert ext.operators.UNCERTAINTY_PROP not in ob
+        with pytest.raises(ext.keys.RigError, match=message):  # the last guard, under every writer
+            ext.curves.write_keys(ext.keys.channelbag(ob), ext.keys.bone_path("Chest", "rotation_euler"), 0,
+                                  "Chest", [2.0], [0.5])
+        assert snapshot_all(ext, ob) == before
+    finally:
+        ob.animation_data.action = None
+        bpy.data.libraries.remove(linked.library)
+
+
+# --- 11. editable keys on a mirrored rig ---------------------------------------------------------------------------
+
+
+def generated_count(ext, ob) -> tuple[int, int]:
+    """(keys typed Generated on the rig, of them on location channels)."""
+    frames = generated_frames(ext, ob)
+    return sum(map(len, frames.values())), sum(len(v) for (p, _), v in frames.items() if p.endswith(".location"))
+
+
+def test_editable_keys_on_a_mirrored_rig_keep_the_tolerance_and_count_what_is_written(bpy, ext, prefs, data_root):
+    counts = {}
+    for scale in ((1.0, 1.0, 1.0), (-1.0, 1.0, 1.0)):  # a mirrored object: to_scale() is negative
+        ob = body(bpy, ext, data_root)
+        ob.scale = scale
+        bpy.context.view_layer.update()
+        bpy.context.scene.anyfill.keys_output = "EDITABLE"
+        assert run_fill(bpy, ob) == {"FINISHED"}
+        s = ob.anyfill
+        on_rig, location = generated_count(ext, ob)
+        assert s.last_keys == on_rig < s.last_dense_keys
+        assert 0.0 <= s.last_max_location <= bpy.context.scene.anyfill.location_tolerance + 1e-6
+        assert 0 < location < 3 * len(TARGETS)  # the root's location: keys only where needed, not on every frame
+        counts[scale] = (on_rig, location)
+    assert counts[(-1.0, 1.0, 1.0)] == counts[(1.0, 1.0, 1.0)]
+
+
+# --- 12. a token file that is not text, or a directory ---------------------------------------------------------------
+
+
+class Layout:
+    """A stand-in for a UI layout: records what is drawn."""
+
+    def __init__(self, drawn=None):
+        self.drawn = [] if drawn is None else drawn
+
+    def label(self, text="", icon="NONE"):
+        self.drawn.append((text, icon))
+
+    def prop(self, *args, **kw):
+        pass
+
+    def prop_search(self, *args, **kw):
+        pass
+
+    def operator(self, *args, **kw):
+        return SimpleNamespace()
+
+    def row(self, align=False):
+        return Layout(self.drawn)
+
+
+def test_a_token_file_that_is_not_text_or_a_directory_is_a_message(bpy, ext, prefs, data_root, tmp_path,
+                                                                    monkeypatch):
+    ob = body(bpy, ext, data_root)
+    before = snapshot_all(ext, ob)
+    binary = tmp_path / "token"
+    binary.write_bytes(b"\xff\xfe\x00\x80garbage")
+    for path, what in ((binary, "is unreadable \\(not text\\): paste the token in the extension's preferences or "
+                                "restart the backend"),
+                       (tmp_path, "is a directory, not the backend's token file")):
+        monkeypatch.setenv("ANYFILL_TOKEN_FILE", str(path))
+        message = f"The token file {path} {what}"
+        with pytest.raises(RuntimeError, match=message) as e:
+            bpy.ops.anim.anyfill_check_backend()
+        assert "Traceback" not in str(e.value)
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+        assert result == {"CANCELLED"} and reports[-1][0] == {"ERROR"}
+        assert "Traceback" not in reports[-1][1] and re.match(message, reports[-1][1])
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=True)
+        assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"} and re.search(message, reports[-1][1])
+        layout = Layout()
+        type(prefs).draw(SimpleNamespace(layout=layout, token=""), bpy.context)  # the preferences draw, never raising
+        assert any(re.match(message, text) for text, _ in layout.drawn)
+        assert snapshot_all(ext, ob) == before
+    prefs.token = "not-the-token"  # a pasted token refused: the message does not send the user to a directory
+    try:
+        with pytest.raises(RuntimeError, match=f"HTTP 401\\). The token file {tmp_path} is a directory: paste the "
+                                               "token in the preferences"):
+            bpy.ops.anim.anyfill_check_backend()
+    finally:
+        prefs.token = ""
+
+
+# --- 13. the mapping: a bone mapped twice, a mapped bone renamed -----------------------------------------------------
+
+
+def mapping_rows(bpy, ext, ob) -> dict[str, tuple[str, str]]:
+    """The panel's mapping list as drawn: joint -> (label, icon)."""
+    out = {}
+    for item in ob.anyfill.joints:
+        layout = Layout()
+        ext.panels.ANYFILL_UL_mapping.draw_item(None, bpy.context, layout, ob.anyfill, item, 0, None, "", 0)
+        out[item.joint] = layout.drawn[0]
+    return out
+
+
+def test_a_bone_mapped_to_two_joints_is_refused_by_name(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    next(m for m in ob.anyfill.joints if m.joint == "Chest").bone = "Spine"
+    before = snapshot_all(ext, ob)
+    for keys_output in ("DENSE", "EDITABLE"):
+        bpy.context.scene.anyfill.keys_output = keys_output
+        with pytest.raises(RuntimeError, match="The bone 'Spine' is mapped to two joints, Spine and Chest: pick the "
+                                               "right bone for one of them in the Rig Mapping panel"):
+            run_fill(bpy, ob)
+        assert snapshot_all(ext, ob) == before
+    rows = mapping_rows(bpy, ext, ob)
+    assert rows["Spine"] == ("Spine (bone mapped twice)", "ERROR")
+    assert rows["Chest"] == ("Chest (bone mapped twice)", "ERROR") and rows["Hips"] == ("Hips", "CHECKMARK")
+
+
+def test_a_mapped_bone_renamed_since_auto_map_is_named_in_a_warning(bpy, ext, prefs, data_root):
+    ob = body(bpy, ext, data_root)
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    ob.data.bones["LowerArm_L"].name = "Forearm_Left"
+    prefix = ext.keys.bone_path("Forearm_Left", "")
+    own = {k: v for k, v in snapshot_all(ext, ob)[0].items() if k[0].startswith(prefix)}
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
+    assert reports[-1][1].endswith("; not filled: LowerArm_L (bone 'LowerArm_L' no longer exists: remap)")
+    after = snapshot_all(ext, ob)[0]
+    assert {k: v for k, v in after.items() if k[0].startswith(prefix)} == own  # the renamed bone: untouched
+    on_rig, _ = generated_count(ext, ob)
+    assert on_rig == ob.anyfill.last_keys == ob.anyfill.last_dense_keys > 0
+    assert f"wrote {on_rig} keys" in reports[-1][1]
+    assert mapping_rows(bpy, ext, ob)["LowerArm_L"] == ("LowerArm_L (no such bone)", "ERROR")

@@ -161,7 +161,10 @@ def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tmp_path, data_root):
     log = tmp_path / "train.log"
     timed = run / "checkpoints" / "timed.ckpt"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        # as from a terminal: a job started in the background of a non-interactive shell (CI) inherits SIGINT
+        # ignored, and Python then installs no Ctrl-C handler at all
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.time() + 240
             while time.time() < deadline and proc.poll() is None and not timed.is_file():

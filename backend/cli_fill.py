@@ -178,19 +178,16 @@ def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[cl
                      "see `anyfill serve`'s /v1/models for the expected joints")
 
 
-MAX_VALUE = 1e6  # any channel of the file: beyond it no joint moves (10 km in cm) or turns (2,800 turns)
-
-
 def _check_values(data: bvh_io.BVH, path: Path) -> None:
     """Refuse a frame table with a value no motion has (1e39 in a position channel overflowed the fill into
     SciPy's "zero norm quaternions"), naming the first such value's frame, joint and channel."""
-    big = np.abs(data.motion) > MAX_VALUE
+    big = np.abs(data.motion) > engine.MAX_VALUE
     if big.any():
         frame, col = (int(x[0]) for x in np.nonzero(big))
         joint, channel = next((data.names[j], c) for j, idx in enumerate(data.channel_index())
                               for c, i in idx.items() if i == col)
         raise ValueError(f"{path}: frame {frame}, {joint} {channel} = {data.motion[frame, col]:g}: beyond "
-                         f"+-{MAX_VALUE:g}, not a motion")
+                         f"+-{engine.MAX_VALUE:g}, not a motion")
 
 
 def _joint_indices(names: str | None, schema) -> list[int]:

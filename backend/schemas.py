@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.inbetween.fill import MAX_FPS, MIN_FPS
+from training.inbetween.fill import MAX_FPS, MAX_VALUE, MIN_FPS
 from training.inbetween.sampling import MAX_TEMPERATURE, MAX_VARIATIONS, ORDERS
 
 API_VERSION = "v1"
@@ -74,7 +74,6 @@ class RotationVectorFormat(_Strict):
 RotationFormat = Annotated[
     QuaternionFormat | EulerFormat | AxisAngleFormat | RotationVectorFormat, Field(discriminator="type")
 ]
-MAX_VALUE = 1e6  # any rotation or translation number (a translation of 10 km in cm)
 MAX_FRAME_NUMBER = 1e9
 # strict: JSON numbers only (integers included); ``true``, ``false`` and numeric strings are refused
 Number = Annotated[float, Field(strict=True, ge=-MAX_VALUE, le=MAX_VALUE)]

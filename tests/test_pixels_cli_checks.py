@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_pixels import one_thread  # noqa: F401 (the one-torch-thread fixture, autouse, of the pixel tests)
 
 from anyfill.cli import main
 from training.documents.pixels import sampling as ps
@@ -19,14 +20,6 @@ from training.documents.pixels.task import PixelModule, PixelTaskConfig, load_ru
 from training.inbetween.config import AnyOrderConfig
 
 SMALL = {"variant": "query", "d_model": 16, "n_heads": 2, "n_layers": 1, "max_train": 64, "val_images": 32}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _write_run(run: Path, **config) -> Path:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 # with a frame time of 1000 s would otherwise be filled on a grid of a million frames at a trained rate)
 MIN_FPS, MAX_FPS = 0.001, 1000.0
 MAX_SECONDS = 3600.0
+MAX_VALUE = 1e6  # any rotation or translation number a caller gives (10 km in cm; 2,800 turns in degrees)
 # the most frames a window may have once put on a grid at a trained rate (:func:`fill_at_rate`; sampling:
 # :data:`.sampling.MAX_SAMPLE_GRID_FRAMES`): three keys a thousand seconds apart would otherwise make a grid of
 # 72,000 frames from a request of a few hundred bytes

@@ -125,6 +125,7 @@ def test_config_files_apply_in_order_and_errors_name_the_file(tmp_path, capsys):
 
 # --- 1, 5, 6 in real tiny runs --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # three real training runs: about 30 s
 @pytest.mark.data
 def test_a_diverged_run_exports_nothing_and_fresh_keeps_the_old_config(tmp_path, data_root, capsys):
     from anyfill.cli import main as cli

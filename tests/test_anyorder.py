@@ -1131,3 +1131,99 @@ def test_inference_path_equals_the_training_path(skeleton):
         model.core.decoder[-1].attn.kv.bias.add_(0.05)
     second = both()
     assert not torch.allclose(first["rot6d"], second["rot6d"])
+
+
+def _counting(traced):
+    """The traced passes with a call counter on each, to tell whether inference went through them."""
+    calls = {"n": 0}
+
+    def wrap(fn):
+        def call(*args):
+            calls["n"] += 1
+            return fn(*args)
+        return call
+
+    return traced._replace(encode=wrap(traced.encode), decode=wrap(traced.decode),
+                           decode_kv=wrap(traced.decode_kv)), calls
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_traced_inference_equals_the_eager_layers(skeleton):
+    """A loaded model's unmasked inference runs through traced copies of its layers: the same outputs as the
+    eager layers (1e-5) for a window and for an encoding decoded with its cached keys and values; padded batches,
+    gradients and training stay eager, and changed weights are never served by a stale trace."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny(skeleton, seed=5)
+    assert model.core.trace_inference()
+    model.core.traced, calls = _counting(model.core.traced)
+    schema = get_schema(skeleton)
+    rot, trans, times = synthetic(skeleton, n=1, t=30, seed=6)
+    known = inbetween_mask(1, 30, schema.n_joints, ctx=8, gap=12)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    b = fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+    traced = model.core.traced
+
+    def run():
+        with torch.inference_mode():
+            whole = model(b)
+            parts = model.decode(b, model.encode(b))
+        return whole, parts
+
+    def compare():
+        fast = run()
+        used = calls["n"]
+        model.core.traced = None
+        slow = run()
+        model.core.traced = traced
+        for f, s in zip(fast, slow, strict=True):
+            for k in s:
+                assert torch.allclose(f[k], s[k], atol=1e-5), k
+        return fast[0], used
+
+    first, used = compare()
+    assert used == 4  # encode + decode of the window, encode + decode with the cached keys and values
+    calls["n"] = 0
+    with torch.no_grad():  # weights changed in place (a training step): eager, and the new weights' outputs
+        model.core.decoder[0].mlp[0].weight.add_(0.05)
+    second, used = compare()
+    assert used == 0 and not torch.allclose(first["rot6d"], second["rot6d"])
+    assert model.core.trace_inference()  # traced again from the new weights
+    model.core.traced, calls = _counting(model.core.traced)
+    traced = model.core.traced
+    third, used = compare()
+    assert used == 4 and torch.allclose(third["rot6d"], second["rot6d"], atol=1e-5)
+    calls["n"] = 0
+    padded = dict(b, known=b["known"].clone())
+    padded["known"][0, 3:6] = False  # frames with no known cell: the encoder's tokens are cut, not masked
+    with torch.inference_mode():
+        model(padded)
+    assert calls["n"] == 2
+    with torch.enable_grad():
+        model(b)
+    model.train()
+    with torch.inference_mode():
+        model(b)
+    assert calls["n"] == 2  # gradients or training mode: eager
+    assert "core.traced" not in "".join(model.state_dict())  # not part of the weights
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
+    """The shipped models trace their layers on their first window; a fill and a k = 1 sample of a window equal
+    the eager model's (1e-5)."""
+    model, _ = load_model(skeleton)
+    assert model.core.trace_on_first_use and model.core.traced is None
+    rot, trans, times = synthetic(skeleton, n=1, t=41, seed=7)
+    known = inbetween_mask(1, 41, model.cfg.n_joints, ctx=10, gap=30)
+    eager, _ = load_model(skeleton)
+    eager.core.trace_on_first_use = False
+    a, b = (fill_engine.fill(m, rot, trans, known, times) for m in (model, eager))
+    assert model.core.traced is not None and eager.core.traced is None
+    for f in ("rotations", "translations", "entropy", "spread_deg"):
+        assert np.allclose(getattr(a, f), getattr(b, f), atol=1e-5), f
+    short = np.s_[0, :14]  # 3 frames to draw: a few dozen steps
+    a, b = (sampling.sample(m, rot[short], trans[short], known[short], times[short], k=1, seed=3, n=1)[0]
+            for m in (model, eager))
+    assert np.allclose(a.rotations, b.rotations, atol=1e-5) and np.allclose(a.translations, b.translations, atol=1e-4)

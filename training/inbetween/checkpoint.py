@@ -156,7 +156,8 @@ def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Pa
 
 
 def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
-    """Load a model file and its card; the model is in eval mode on the CPU."""
+    """Load a model file and its card; the model is in eval mode on the CPU, its inference passes traced
+    on first use (:meth:`.transformer.QueryEncoderDecoder.trace_inference`)."""
     from training.inbetween.model import MotionFill
 
     path, card, cfg = _checked_card(path)
@@ -168,6 +169,8 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
         raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
     _with_sampling(model, card, cfg, path)
     model.eval()
+    if cfg.variant == "query":
+        model.core.trace_on_first_use = True  # one window and a sampling step run traced (eager if they cannot)
     return model, card
 
 

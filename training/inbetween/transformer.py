@@ -19,6 +19,8 @@ frames in :mod:`.motion`, pixels in the pixel model).
 from __future__ import annotations
 
 import math
+import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +145,11 @@ def _key_mask(valid: torch.Tensor) -> torch.Tensor | None:
 
 
 class QueryEncoderDecoder(nn.Module):
-    """Encoder over the known tokens (a set: no order, no causality), decoder over the target queries."""
+    """Encoder over the known tokens (a set: no order, no causality), decoder over the target queries.
+
+    At inference, passes whose tokens are all valid (one window, a sampling step) can run through a traced copy
+    of the layers (:meth:`trace_inference`, :class:`TracedPasses`): the same arithmetic without Python's cost per
+    operation, and without holding the GIL, so a server's other requests go on meanwhile."""
 
     def __init__(self, cfg: AnyOrderConfig):
         super().__init__()
@@ -151,9 +157,34 @@ class QueryEncoderDecoder(nn.Module):
         self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.n_dec_layers))
         self.ln_enc = nn.LayerNorm(cfg.d_model)
         self.ln_out = nn.LayerNorm(cfg.d_model)
+        self.trace_on_first_use = False  # set for inference (a loaded model file): see :meth:`_traced_for`
+        self.traced: TracedPasses | None = None  # a plain attribute (a tuple), not a submodule: not in state dicts
+        self._trace_failed = False
+
+    def trace_inference(self) -> bool:
+        """Build :attr:`traced` from the current weights (eval mode); False, leaving it unset, when the traced
+        passes do not reproduce the layers on shapes other than the one traced (then inference stays eager)."""
+        self.traced = None
+        self.traced = TracedPasses.build(self)
+        self._trace_failed = self.traced is None
+        return self.traced is not None
+
+    def _traced_for(self, x: torch.Tensor) -> TracedPasses | None:
+        """The traced passes when they may serve this call: inference on float32 CPU tokens, with the weights they
+        were traced from. With :attr:`trace_on_first_use` the first such call traces them (about 0.3 s), so a
+        loaded model that never fills a window alone costs nothing."""
+        if self.training or torch.is_grad_enabled() or x.dtype != torch.float32 or x.is_cuda:
+            return None
+        if self.traced is None and self.trace_on_first_use and not self._trace_failed:
+            self.trace_inference()
+        t = self.traced
+        return t if t is not None and t.key == _weights_key(self) else None
 
     def encode(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         mask = _key_mask(valid)
+        traced = self._traced_for(tokens) if mask is None else None
+        if traced is not None:
+            return traced.encode(tokens)
         for blk in self.encoder:
             tokens, _ = blk(tokens, mask=mask)
         return self.ln_enc(tokens)
@@ -162,6 +193,11 @@ class QueryEncoderDecoder(nn.Module):
                memory_kv: list | None = None) -> torch.Tensor:
         """``memory_kv``: :meth:`memory_kv` of ``memory``, when several decodes read one encoding."""
         qmask, mmask = _key_mask(query_valid), _key_mask(memory_valid)
+        traced = self._traced_for(queries) if qmask is None and mmask is None and not independent else None
+        if traced is not None:
+            if memory_kv is None:
+                return traced.decode(queries, memory)
+            return traced.decode_kv(queries, *(x for kv in memory_kv for x in kv))
         if independent:  # each query attends to itself only among the queries
             qmask = torch.eye(queries.shape[1], dtype=torch.bool, device=queries.device)[None]
         for i, blk in enumerate(self.decoder):
@@ -205,6 +241,89 @@ def _valid_first(tokens: torch.Tensor, valid: torch.Tensor):
         return tokens, valid, None
     idx = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :n]
     return tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1])), valid.gather(1, idx), idx
+
+
+def _weights_key(module: nn.Module) -> tuple:
+    """Changes whenever a weight of ``module`` is replaced or changed in place (a training step, a loaded state)."""
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
+class _EncoderPass(nn.Module):
+    """The encoder's layers on tokens that are all valid."""
+
+    def __init__(self, core: QueryEncoderDecoder):
+        super().__init__()
+        self.encoder, self.ln_enc = core.encoder, core.ln_enc
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        for blk in self.encoder:
+            tokens, _ = blk(tokens)
+        return self.ln_enc(tokens)
+
+
+class _DecoderPass(nn.Module):
+    """The decoder's layers on queries that are all valid, against an encoding that is all valid: its
+    cross-attention keys and values computed from ``memory``, or given (``memory_kv``, flattened)."""
+
+    def __init__(self, core: QueryEncoderDecoder, given_kv: bool):
+        super().__init__()
+        self.decoder, self.ln_out, self.given_kv = core.decoder, core.ln_out, given_kv
+
+    def forward(self, queries: torch.Tensor, *memory: torch.Tensor) -> torch.Tensor:
+        for i, blk in enumerate(self.decoder):
+            if self.given_kv:
+                queries, _ = blk(queries, context_kv=(memory[2 * i], memory[2 * i + 1]))
+            else:
+                queries, _ = blk(queries, context=memory[0])
+        return self.ln_out(queries)
+
+
+class TracedPasses(NamedTuple):
+    """A query encoder-decoder's unmasked inference passes, traced with ``torch.jit.trace`` and frozen (weights
+    folded in as constants), with the weights' :func:`_weights_key` they were built from."""
+
+    encode: torch.jit.ScriptModule
+    decode: torch.jit.ScriptModule
+    decode_kv: torch.jit.ScriptModule
+    key: tuple
+
+    @classmethod
+    def build(cls, core: QueryEncoderDecoder) -> TracedPasses | None:
+        d = core.ln_enc.normalized_shape[0]
+        gen = torch.Generator().manual_seed(0)
+        tok, qry = torch.randn(1, 5, d, generator=gen), torch.randn(1, 4, d, generator=gen)
+        was_training = core.training
+        core.eval()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values: the checks below decide
+                memory = _EncoderPass(core)(tok)
+                kv = [x for pair in core.memory_kv(memory) for x in pair]
+                passes = [(_EncoderPass(core), (tok,)), (_DecoderPass(core, False), (qry, memory)),
+                          (_DecoderPass(core, True), (qry, *kv))]
+                # no trace check: the stacked projection is built on the first call and cached after, so two
+                # traces' graphs differ in form; :func:`_reproduces` compares the outputs instead
+                traced = [torch.jit.optimize_for_inference(torch.jit.freeze(
+                    torch.jit.trace(m.eval(), args, check_trace=False))) for m, args in passes]
+                if not _reproduces(core, traced, d, gen):
+                    return None
+        finally:
+            core.train(was_training)
+        return cls(*traced, _weights_key(core))
+
+
+def _reproduces(core: QueryEncoderDecoder, traced: list, d: int, gen: torch.Generator) -> bool:
+    """Whether the traced passes give the eager layers' outputs (1e-5) on other batch sizes and token counts."""
+    for b, k, q in ((2, 9, 3), (1, 1, 1), (3, 17, 30)):
+        tok, qry = torch.randn(b, k, d, generator=gen), torch.randn(b, q, d, generator=gen)
+        memory = _EncoderPass(core)(tok)
+        kv = [x for pair in core.memory_kv(memory) for x in pair]
+        want = _DecoderPass(core, False)(qry, memory)
+        got = (traced[0](tok), traced[1](qry, memory), traced[2](qry, *kv))
+        for g, w in zip(got, (memory, want, want), strict=True):
+            if g.shape != w.shape or not torch.allclose(g, w, atol=1e-5, rtol=1e-5):
+                return False
+    return True
 
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]

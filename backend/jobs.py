@@ -7,16 +7,21 @@ cannot see each other's data. A job's progress (``done`` of ``total``: sampling 
 fill has committed) shows in ``GET /v1/jobs/{id}`` while it runs. A cancelled job stops at its next step
 (sampling checks between steps, a long fill between model calls) and its answer is dropped; a client that
 disconnects cancels its job the same way.
+
+Jobs that can run as one batch (one-window fills of one model and length) wait under a key
+(:meth:`Jobs.run_batched`): the worker that takes the key up runs all that waited meanwhile in one call, so
+concurrent clients share the model's fixed cost per call instead of queueing behind each other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,7 @@ from backend.errors import RequestError
 from training.inbetween.fill import Cancelled
 
 KEEP_FINISHED = 256  # finished jobs remembered for polling and idempotent cancels
+MAX_BATCH = 16  # jobs one batched call runs at most (more wait for the next call)
 
 
 @dataclass
@@ -51,15 +57,26 @@ class Job:
         return {"id": self.id, "kind": self.kind, "state": self.state, "done": self.done, "total": self.total}
 
 
+@dataclass
+class _Waiting:
+    """A job waiting under a batch key (:meth:`Jobs.run_batched`)."""
+
+    job: Job
+    item: Any
+    future: concurrent.futures.Future
+
+
 class Jobs:
     """A worker pool plus the table of jobs by id."""
 
-    def __init__(self, workers: int = 2, max_jobs: int = 32):
-        self.max_jobs = max_jobs
+    def __init__(self, workers: int = 2, max_jobs: int = 32, max_batch: int = MAX_BATCH):
+        self.max_jobs, self.max_batch = max_jobs, max_batch
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anyfill-job")
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}
         self._finished: OrderedDict[str, Job] = OrderedDict()
+        self._waiting: dict[Hashable, list[_Waiting]] = {}  # batchable jobs by key, until a worker takes them
+        self._calling: set[Hashable] = set()  # keys with a call scheduled or running
         self.closing = False  # set by :meth:`close`: every job is cancelled, new ones are refused (503)
 
     def create(self, kind: str, job_id: str | None = None) -> Job:
@@ -129,6 +146,84 @@ class Jobs:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return fut
 
+    def run_batched(self, job: Job, key: Hashable, item: Any,
+                    run_batch: Callable[[list[Any]], list[Any]]) -> asyncio.Future:
+        """Run ``item`` in one call of ``run_batch(items)`` with the other jobs waiting under ``key`` (at most
+        :attr:`max_batch`), on a worker; ``run_batch`` returns one outcome per item, its result or the exception
+        that item raises. One call per key runs at a time: the jobs that arrive meanwhile wait for the next,
+        which takes them all (two calls of one model side by side would only share its two cores). The
+        returned future is as :meth:`run`'s."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._waiting.setdefault(key, []).append(_Waiting(job, item, fut))
+            start = key not in self._calling
+            self._calling.add(key)
+        if start:
+            self._schedule(key, run_batch)
+        afut = asyncio.wrap_future(fut)
+        afut.add_done_callback(lambda f: f.cancelled() or f.exception())  # as in :meth:`run`
+        return afut
+
+    def _schedule(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+        try:
+            self._pool.submit(self._run_waiting, key, run_batch)
+        except RuntimeError:  # the pool is shutting down: nothing will run what waits
+            self._cancel_waiting(key)
+
+    def _run_waiting(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+        try:
+            self._run_batch(key, run_batch)
+        finally:
+            with self._lock:  # the jobs that arrived meanwhile: the next call
+                again = bool(self._waiting.get(key))
+                if not again:
+                    self._calling.discard(key)
+            if again:
+                self._schedule(key, run_batch)
+
+    def _run_batch(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+        with self._lock:
+            queue = self._waiting.pop(key, [])
+            taken, rest = queue[: self.max_batch], queue[self.max_batch :]
+            if rest:
+                self._waiting[key] = rest
+        live = []
+        for w in taken:
+            if w.job.cancelled():
+                self._finish(w.job, "cancelled")
+                w.future.set_exception(Cancelled())
+            else:
+                w.job.state, w.job.started = "running", time.perf_counter()
+                live.append(w)
+        if not live:
+            return
+        try:
+            outcomes = run_batch([w.item for w in live])
+            if len(outcomes) != len(live):
+                raise RuntimeError(f"a batch of {len(live)} jobs gave {len(outcomes)} outcomes")
+        except BaseException as e:  # the call itself failed: every job of it did
+            outcomes = [e] * len(live)
+        for w, out in zip(live, outcomes, strict=True):
+            if isinstance(out, BaseException):
+                self._finish(w.job, "cancelled" if isinstance(out, Cancelled) else "failed")
+                w.future.set_exception(out)
+            elif w.job.cancelled():
+                self._finish(w.job, "cancelled")
+                w.future.set_exception(Cancelled())
+            else:
+                self._finish(w.job, "done")
+                w.future.set_result(out)
+
+    def _cancel_waiting(self, key: Hashable | None = None) -> None:
+        """Cancel the jobs waiting under ``key`` (None: every key) that no worker will take."""
+        with self._lock:
+            keys = list(self._waiting) if key is None else [key]
+            gone = [w for k in keys for w in self._waiting.pop(k, [])]
+            self._calling.difference_update(keys)
+        for w in gone:
+            self._finish(w.job, "cancelled")
+            w.future.set_exception(Cancelled())
+
     def forget(self, job: Job) -> None:
         """Drop a job that never reached a worker (e.g. its request was invalid)."""
         self._finish(job, "failed")
@@ -146,3 +241,4 @@ class Jobs:
         """:meth:`close`, then wait for the workers."""
         self.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._cancel_waiting()  # batches the pool dropped before a worker took them

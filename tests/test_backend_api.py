@@ -13,7 +13,7 @@ import pytest
 from backend_support import fill_request, schema_of
 
 from backend import convert
-from backend.schemas import FillRequest
+from backend.schemas import FillRequest, FillResponse, SampleResponse
 from training.motion.rotations import quat_angle
 
 server, client = backend_support.server, backend_support.client  # the session's live server
@@ -225,6 +225,29 @@ def test_sample_a_shot_longer_than_the_window_and_a_60_fps_one(client):
     assert r.status_code == 422 and "query model" in r.json()["error"], r.text
 
 
+def test_every_kind_of_answer_holds_to_its_response_model(client):
+    """Answers are written without FastAPI's validation (:func:`backend.routes.common.json_answer`): each kind,
+    one window or a long one, at its own rate or resampled, any rotation format, with a joint above the root
+    folded in, validates against its response model and answers the frames and joints it was asked for."""
+    euler = {"type": "euler", "order": "ZXY", "units": "degrees"}
+    body = fill_request("body", frames=40, keys=(0, 1, 2, 39))
+    del body["joints"]["joint_Root"]  # keyed at rest by the server and folded into the hips' answer
+    fills = [body, fill_request("hand", frames=20, fmt=euler), fill_request("body", frames=150, keys=(0, 70, 149)),
+             fill_request("hand", frames=61, keys=(0, 20, 40, 60), fps=60.0)]
+    for req in fills:
+        r = client.post("/v1/fill", json=req)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+        answer = FillResponse.model_validate(r.json())
+        assert answer.frames == req["frames"] and set(answer.joints) == set(req["joints"])
+        assert (answer.resampled is not None) == (req["fps"] == 60.0)
+    for extra in ({}, {"frames": 61, "keys": (0, 20, 40, 60), "fps": 60.0}):
+        req = fill_request("hand", **{"frames": 8, "keys": (0, 7), "k": 17, "n": 2, "seed": 3, **extra})
+        r = client.post("/v1/sample", json=req)
+        assert r.status_code == 200, r.text
+        answer = SampleResponse.model_validate(r.json())
+        assert len(answer.variations) == 2 and answer.seed == 3
+
+
 def test_sample_triples_model_and_stream(client):
     req = fill_request("hand", frames=6, keys=(0, 5), model="hand-triples", k=1, n=2, stream=True)
     events = []
@@ -329,6 +352,57 @@ def test_eight_concurrent_clients_get_their_own_answers(server, client):
         for name in e["joints"]:
             np.testing.assert_allclose(np.array(g["joints"][name]["rotations"], dtype=float),
                                        np.array(e["joints"][name]["rotations"], dtype=float), atol=1e-6)  # float32
+
+
+def test_concurrent_windows_of_one_shape_are_filled_together_as_alone(server, client):
+    """Concurrent one-window fills of one model and length wait for one engine call together: each client gets
+    its own window's answer, as it gets it alone (to float32 rounding: a batch of unequal windows runs padded),
+    a request the engine refuses fails alone, and a long window beside them is filled on its own."""
+    keys = [(0, 1, 2, 29), (0, 10, 20, 29), (0, 29), (0, 5, 29)]
+    reqs = [fill_request("body", frames=30, keys=keys[i % 4], data_seed=200 + i) for i in range(6)]
+    reqs.append(fill_request("body", frames=150, keys=(0, 70, 149), data_seed=7))
+    expected = [client.post("/v1/fill", json=q).json() for q in reqs]
+    bad = fill_request("body", frames=30, data_seed=9)
+    bad["frames"] = [f * 1000 for f in bad["frames"]]  # 1000 s apart: the engine refuses the frame rate
+    reqs.append(bad)
+    got: list = [None] * len(reqs)
+    barrier = threading.Barrier(len(reqs))
+
+    def run(i):
+        with server.client() as c:
+            barrier.wait()
+            got[i] = c.post("/v1/fill", json=reqs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert got[-1].status_code == 422 and got[-1].json()["field"] == "frames", got[-1].text
+    for e, g in zip(expected, got, strict=False):
+        assert g.status_code == 200, g.text
+        g = g.json()
+        for name in e["joints"]:
+            for part in ("rotations", "translations"):
+                a, b = e["joints"][name][part], g["joints"][name][part]
+                if a is not None:
+                    np.testing.assert_allclose(np.array(b, dtype=float), np.array(a, dtype=float), atol=1e-5)
+
+
+def test_a_stack_the_engine_refuses_is_filled_window_by_window(server):
+    """If the engine refuses a stack of waiting windows, each is filled alone: the error reaches its own request
+    only, the others get the answer they would get alone."""
+    from backend import grid
+    from backend.errors import RequestError
+    from backend.routes.fill import _fill_batch
+
+    registry = server.app.state.registry
+    good, bad = (grid.prepare(FillRequest.model_validate(fill_request("body", frames=30, data_seed=s)), registry)
+                 for s in (1, 2))
+    bad.known[:] = False  # nothing known: the engine refuses the window, and so the stack
+    out = _fill_batch([good, bad])
+    assert isinstance(out[1], RequestError) and "at least one known cell" in str(out[1])
+    assert out[0][0] == _fill_batch([good])[0][0]
 
 
 def test_openapi_contract(server):

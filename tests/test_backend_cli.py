@@ -95,6 +95,8 @@ def test_serve_log_stays_quiet_per_request(tmp_path):
     proc, url, token, log = _serve(tmp_path)
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            # the socket listens before uvicorn logs its start-up lines: once it answers, they are written
+            assert c.get("/v1/health").status_code == 200
             size = log.stat().st_size
             for i in range(10):
                 assert c.post("/v1/fill", json=fill_request("body", frames=12, data_seed=i)).status_code == 200

@@ -1,6 +1,7 @@
 """``POST /v1/fill`` and ``POST /v1/sample``: validation on a helper thread, the fill engine on the job pool
-(:mod:`..jobs`), so the event loop only moves bytes. Answers are validated against their response models
-and written by pydantic's serialiser; a streamed sample's NDJSON lines are :class:`SampleEvent` s."""
+(:mod:`..jobs`), so the event loop only moves bytes. Answers are built to their response models and written
+by orjson (:func:`.common.json_answer`; the tests hold every kind of answer to its model); a streamed sample's
+NDJSON lines are validated :class:`SampleEvent` s."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -44,15 +47,49 @@ def _engine_call(fn, *args, **kwargs):
         raise RequestError(getattr(e, "field", None), str(e)) from None  # a frame-rate error names `frames`
 
 
-def _fill_work(win: grid.Window, job: Job) -> tuple[dict, dict | None, float, float]:
+def _fill_work(win: grid.Window, job: Job | None = None) -> tuple[dict, dict | None, float, float]:
     t = time.perf_counter()
     res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
-                       win.lm.fps_range, cancel=job.cancelled, progress=job.progress)
-    t_model = time.perf_counter()
-    if job.cancelled():
+                       win.lm.fps_range, cancel=None if job is None else job.cancelled,
+                       progress=None if job is None else job.progress)
+    model_ms = (time.perf_counter() - t) * 1e3
+    if job is not None and job.cancelled():
         raise engine.Cancelled()
+    return _answer(win, res, model_ms)
+
+
+def _answer(win: grid.Window, res: engine.FillResult, model_ms: float) -> tuple[dict, dict | None, float, float]:
+    t = time.perf_counter()
     joints = grid.encode(win, grid.fold_above_root(win, res))
-    return joints, _resampled(res), (t_model - t) * 1e3, (time.perf_counter() - t_model) * 1e3
+    return joints, _resampled(res), model_ms, (time.perf_counter() - t) * 1e3
+
+
+def _fill_batch(wins: list[grid.Window]) -> list:
+    """One-window fills of one model and length (:func:`engine.one_call`) that waited together: one engine call
+    for all, each answer encoded on its own; the outcome per window, its answer or its error. If the call refuses
+    the stack, each window is filled alone, so an error reaches only the request that caused it."""
+    if len(wins) == 1:
+        return [_outcome(_fill_work, wins[0])]
+    lm = wins[0].lm
+    t = time.perf_counter()
+    try:
+        res = engine.fill_at_rate(lm.model, *(np.concatenate([getattr(w, a) for w in wins])
+                                              for a in ("rotations", "translations", "known", "times")), lm.fps_range)
+    except ValueError:
+        return [_outcome(_fill_work, w) for w in wins]
+    model_ms = (time.perf_counter() - t) * 1e3
+    return [_outcome(_answer, w, replace(res, rotations=res.rotations[i : i + 1],
+                                         translations=res.translations[i : i + 1], entropy=res.entropy[i : i + 1],
+                                         spread_deg=res.spread_deg[i : i + 1]), model_ms)
+            for i, w in enumerate(wins)]
+
+
+def _outcome(fn, *args):
+    """``fn(*args)``, or the exception it raised (one window's error, for its own request)."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        return e
 
 
 def _resampled(res: engine.FillResult) -> dict | None:
@@ -95,16 +132,19 @@ async def _wait(fut: asyncio.Future, job: Job, jobs: Jobs, request: Request):
 
 
 @router.post("/fill", response_model=FillResponse)
-async def fill(req: FillRequest, request: Request, registry: Models, jobs: JobTable) -> dict:
+async def fill(req: FillRequest, request: Request, registry: Models, jobs: JobTable) -> Response:
     """Deterministic fill: each target cell gets the mean of its distribution and its uncertainty."""
     t0 = time.perf_counter()
     win = await run_in_threadpool(grid.prepare, req, registry)
     prepare_ms = (time.perf_counter() - t0) * 1e3
     job = jobs.create("fill", req.id)
-    joints, resampled, model_ms, encode_ms = await _wait(jobs.run(job, lambda j: _fill_work(win, j)), job, jobs,
-                                                         request)
-    return {"id": job.id, "model": req.model, "frames": req.frames, "joints": joints, "resampled": resampled,
-            "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)}
+    if engine.one_call(win.lm.model, win.times, win.lm.fps_range):  # filled with the others of its kind waiting
+        fut = jobs.run_batched(job, (win.lm.name, win.times.shape[1]), win, _fill_batch)
+    else:  # a long or resampled window: alone, with progress and cancellation between its model calls
+        fut = jobs.run(job, lambda j: _fill_work(win, j))
+    joints, resampled, model_ms, encode_ms = await _wait(fut, job, jobs, request)
+    return common.json_answer({"id": job.id, "model": req.model, "frames": req.frames, "joints": joints,
+                               "resampled": resampled, "timings": _timings(t0, job, prepare_ms, model_ms, encode_ms)})
 
 
 _NDJSON = {200: {"content": {"application/x-ndjson": {"schema": SampleEvent.model_json_schema(
@@ -127,7 +167,7 @@ async def sample(req: SampleRequest, request: Request, registry: Models, jobs: J
 
     if not req.stream:
         fut = jobs.run(job, lambda j: _sample_work(win, req, j))
-        return answer(*await _wait(fut, job, jobs, request))
+        return common.json_answer(answer(*await _wait(fut, job, jobs, request)))
 
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()

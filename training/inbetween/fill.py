@@ -656,3 +656,16 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
     return Holds.find(model, rotations, translations, known).apply(res)  # held on the window's own frames too
 
+
+
+def one_call(model: MotionFill, times: np.ndarray, fps_range: tuple[float, float]) -> bool:
+    """Whether :func:`fill_at_rate` fills windows with these frame ``times`` (N, T) in one model call: no longer
+    than the model's window, at their own (trained) rate. Such windows of one model and length can be filled
+    together, stacked (a server batches its concurrent requests so); a rate the engine refuses says False, and the
+    window's own call then says why."""
+    if times.shape[1] > model_length(model):
+        return False
+    try:
+        return _rates(times, fps_range)[1] is None
+    except FrameRateError:
+        return False

@@ -1,0 +1,100 @@
+"""The server's job pool on its own: batched jobs (one call for the jobs that waited together), their outcomes,
+cancellation and shutdown. The HTTP side of the same is in test_backend_api.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from backend.jobs import Jobs
+from training.inbetween.fill import Cancelled
+
+
+class Recorder:
+    """A batch function that records each call's items, answers item * 10, raises for negative items, and holds
+    its first call until released (so that others queue behind it)."""
+
+    def __init__(self):
+        self.calls: list[list[int]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, items: list[int]) -> list:
+        self.calls.append(list(items))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        return [ValueError(f"bad item {i}") if i < 0 else i * 10 for i in items]
+
+
+async def _outcomes(futures):
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+
+def test_jobs_that_wait_during_a_call_run_together_in_the_next():
+    async def main():
+        jobs, fn = Jobs(workers=2, max_batch=4), Recorder()
+        first = jobs.run_batched(jobs.create("fill"), "k", 1, fn)
+        await asyncio.to_thread(fn.entered.wait, 10)
+        later = [jobs.run_batched(jobs.create("fill"), "k", i, fn) for i in (2, -3, 4, 5, 6, 7)]
+        cancelled = jobs.create("fill")
+        later.append(jobs.run_batched(cancelled, "k", 8, fn))
+        jobs.cancel(cancelled.id)
+        other = jobs.run_batched(jobs.create("fill"), "other key", 9, fn)  # another key runs beside
+        fn.release.set()
+        got = await _outcomes([first, *later, other])
+        jobs.shutdown()
+        return jobs, fn, got, cancelled
+
+    jobs, fn, got, cancelled = asyncio.run(main())
+    assert got[0] == 10 and got[1] == 20 and isinstance(got[2], ValueError) and "bad item -3" in str(got[2])
+    assert got[3:7] == [40, 50, 60, 70] and isinstance(got[7], Cancelled) and got[8] == 90
+    assert fn.calls[0] == [1] and [9] in fn.calls
+    # one call of the key at a time, at most max_batch items a call, in arrival order; the cancelled job never ran
+    waited = [c for c in fn.calls[1:] if c != [9]]
+    assert waited == [[2, -3, 4, 5], [6, 7]]
+    assert jobs.get(cancelled.id).state == "cancelled"
+    states = [j.state for j in (jobs.get(i) for i in list(jobs._finished))]
+    assert states.count("failed") == 1 and states.count("done") == 7
+
+
+def test_a_batch_call_that_fails_fails_each_of_its_jobs():
+    def broken(items):
+        raise RuntimeError("the model is gone")
+
+    async def main():
+        jobs = Jobs(workers=1)
+        got = await _outcomes([jobs.run_batched(jobs.create("fill"), "k", i, broken) for i in range(3)])
+        jobs.shutdown()
+        return got
+
+    assert all(isinstance(g, RuntimeError) and "gone" in str(g) for g in asyncio.run(main()))
+
+
+def test_shutdown_cancels_the_jobs_still_waiting():
+    async def main():
+        jobs, fn = Jobs(workers=1), Recorder()
+        running = jobs.run_batched(jobs.create("fill"), "k", 1, fn)
+        await asyncio.to_thread(fn.entered.wait, 10)
+        waiting = jobs.run_batched(jobs.create("fill"), "k", 2, fn)
+        jobs.close()  # a stop was asked for: every job is cancelled
+        fn.release.set()
+        await asyncio.to_thread(jobs.shutdown)
+        return await _outcomes([running, waiting]), fn
+
+    (running, waiting), fn = asyncio.run(main())
+    assert isinstance(running, Cancelled) and isinstance(waiting, Cancelled)
+    assert fn.calls == [[1]]  # the waiting job never reached a call
+
+
+@pytest.mark.parametrize("max_batch", [1, 3])
+def test_many_waiting_jobs_are_all_answered(max_batch):
+    async def main():
+        jobs = Jobs(workers=2, max_batch=max_batch, max_jobs=64)
+        got = await _outcomes([jobs.run_batched(jobs.create("fill"), i % 2, i, lambda xs: [x + 1 for x in xs])
+                               for i in range(40)])
+        jobs.shutdown()
+        return got
+
+    assert asyncio.run(main()) == list(range(1, 41))

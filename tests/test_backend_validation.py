@@ -237,6 +237,10 @@ def test_loopback_hosts_pass(client, host):
     (b'{"model": "\\udfff"}', "surrogate"),  # a lone UTF-16 surrogate escape is not text (was a 500)
     (b'{"seed": ' + b"1" * 5000 + b"}", "more than 4300 digits"),  # was a 400 naming nothing
     (b'{"model": ', "not valid JSON"),
+    (b'{"model": "body", "model": "hand"}', "the key 'model' appears twice"),  # a parser keeps the last silently
+    (b'{"model": "body", "fps": 30, "frames": [0, 1], "joints": {"Hips": {}, "Spine": {}, "Hips": {}}}',
+     "the key 'Hips' appears twice"),
+    (b'{"model": "body", "fps": NaN, "fps": 30}', "the key 'fps' appears twice"),
 ])
 def test_unreadable_bodies_get_422_saying_why(client, content, says):
     r = client.post("/v1/fill", content=content, headers={"content-type": "application/json"})

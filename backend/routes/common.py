@@ -1,10 +1,11 @@
 """What the routers share: the app state as dependencies, the error answers each route documents, and
 :class:`JSONRoute`, which reads request bodies so that every body the API cannot read gets the documented
-422 with a message saying what is wrong (invalid UTF-8, malformed or too deeply nested JSON, no body, a
-body that is not JSON)."""
+422 with a message saying what is wrong (invalid UTF-8, malformed or too deeply nested JSON, an object that
+repeats a key, no body, a body that is not JSON)."""
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import json
 import sys
@@ -48,13 +49,20 @@ def parse_json(body: bytes) -> Any:
         raise json.JSONDecodeError(f"not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})", "",
                                    e.start) from None
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         if "depth" in e.msg:
             raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, e.pos) from None
         error = e
+    else:
+        if body.count(b'"') > 2:  # an object with two keys or more: none may repeat
+            with contextlib.suppress(RecursionError):  # deeper than the standard library reads: validation refuses it
+                _load_unique(text)
+        return value
     try:  # NaN and Infinity, which orjson refuses: parsed, so that validation names the field that holds them
-        value = json.loads(text)
+        value = _load_unique(text)
+    except RepeatedKey:
+        raise
     except (json.JSONDecodeError, RecursionError):
         raise json.JSONDecodeError(error.msg, text, error.pos) from None
     except ValueError:  # an integer of more digits than Python converts
@@ -65,6 +73,27 @@ def parse_json(body: bytes) -> Any:
     except UnicodeEncodeError:
         raise json.JSONDecodeError(error.msg, text, error.pos) from None
     return value
+
+
+class RepeatedKey(json.JSONDecodeError):
+    """A JSON object repeats a key. A parser keeps the last of them: a joint sent twice, or a setting, would be
+    taken from one and silently drop the other."""
+
+
+def _load_unique(text: str) -> Any:
+    """``text`` parsed by the standard library, refusing (:class:`RepeatedKey`) an object that repeats a key
+    (about 0.3 ms for a 65 x 22 body window, beside orjson's 0.05 for the parse itself)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set[str] = set()
+            key = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise RepeatedKey(f"the key {key!r} appears twice in one object; send each key once", text,
+                              max(text.find(json.dumps(key)), 0))
+        return out
+
+    return json.loads(text, object_pairs_hook=unique)
 
 
 class _JSONRequest(Request):

@@ -183,3 +183,26 @@ def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tmp_path, data_root):
     timed_step = torch.load(timed, map_location="cpu", weights_only=False)["global_step"]
     assert last["global_step"] > timed_step, (last["global_step"], timed_step)
     assert f"saved {run / 'checkpoints' / 'last.ckpt'}" in text and not list(run.glob("checkpoints/*.tmp"))
+
+
+def test_ctrl_c_while_training_waits_for_the_step_under_way(tmp_path):
+    """A Ctrl-C during a step stops the run at the step's end (the checkpoint then saved is never an optimizer
+    step half applied); a second Ctrl-C stops it at once; the handler is Python's own again after the run."""
+    from training.train import _run_callbacks
+
+    _, on_interrupt = _run_callbacks(tmp_path)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as from a terminal
+    try:
+        on_interrupt.on_train_start(None, None)
+        os.kill(os.getpid(), signal.SIGINT)  # mid-step: noted, not raised
+        time.sleep(0.05)
+        assert on_interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            on_interrupt.on_train_batch_end(None, None, None, None, 0)
+        with pytest.raises(KeyboardInterrupt):  # a second one: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        on_interrupt.teardown(None, None, "fit")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

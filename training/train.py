@@ -354,6 +354,8 @@ def lock_run_dir(run_dir: Path):
 def _run_callbacks(ckpt_dir: Path):
     """Lightning callbacks of every run: the RNG state in each checkpoint, and ``last.ckpt`` on Ctrl-C."""
     import random
+    import signal
+    import threading
 
     import numpy as np
     import torch
@@ -381,14 +383,44 @@ def _run_callbacks(ckpt_dir: Path):
 
     class _SaveOnInterrupt(Callback):
         """Ctrl-C: Lightning catches the KeyboardInterrupt and exits; first the steps since the last
-        checkpoint are saved as ``last.ckpt`` (written beside, then renamed over it)."""
+        checkpoint are saved as ``last.ckpt`` (written beside, then renamed over it). While the run trains, a
+        Ctrl-C stops it at the end of the step under way, so that what is saved is never an optimizer step half
+        applied (the weights of some layers moved, the others not); a second Ctrl-C stops it at once."""
 
         def __init__(self):
             self.training = False
             self.interrupted = False
+            self.requested = False  # a Ctrl-C waits for the step under way
+            self._previous = None
 
         def on_train_start(self, trainer, module):
             self.training = True
+            # only Python's own Ctrl-C handler is taken over (not an ignored SIGINT, nor a caller's handler), and
+            # only from the main thread, where signal handlers live
+            if (threading.current_thread() is threading.main_thread()
+                    and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+                self._previous = signal.signal(signal.SIGINT, self._defer)
+
+        def _defer(self, signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("anyfill train: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
+
+        def _stop_if_requested(self):
+            if self.requested:
+                raise KeyboardInterrupt
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self._stop_if_requested()
+
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+            self._stop_if_requested()
+
+        def teardown(self, trainer, module, stage):
+            if self._previous is not None:
+                signal.signal(signal.SIGINT, self._previous)
+                self._previous = None
 
         def on_exception(self, trainer, module, exception):
             if not isinstance(exception, KeyboardInterrupt):

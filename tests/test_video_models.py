@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -217,6 +218,21 @@ def test_run_dir_now_expansion_and_restore_from_flag(tmp_path) -> None:
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
     with pytest.raises(SystemExit, match="no run there"):
         main([*args, "--restore-from", str(tmp_path / "missing")])
+
+
+def test_fresh_sets_the_old_runs_results_aside_with_its_checkpoints(tmp_path) -> None:
+    """--fresh starts over; the old run's results (written when it ended) go aside with its checkpoints, so a
+    shorter new run that fails or is stopped leaves no old results beside new checkpoints, and none are lost."""
+    from training.train import main
+
+    args = ["perceiver-ae", "--named", "tiny", "trainer.threads=1", "trainer.progress=false", "--run-dir",
+            str(tmp_path / "run")]
+    assert main([*args, "trainer.max_steps=3"]) == 0
+    old = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert main([*args, "trainer.max_steps=1", "--fresh"]) == 0
+    (aside,) = (tmp_path / "run").glob("checkpoints-before-*")
+    assert json.loads((aside / "metrics.json").read_text()) == old and (aside / "prediction.png").is_file()
+    assert old["steps"] == 3 and json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 1
 
 
 def test_num_iters_sets_step_budget(tmp_path) -> None:

@@ -67,6 +67,7 @@ class Task:
     named_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_trainer: dict[str, Any] = field(default_factory=dict)
     after_fit: Callable[[Any, Any, Any, Path], None] | None = None  # (config, module, trainer, run_dir)
+    results: tuple[str, ...] = ()  # files ``after_fit`` writes in the run folder: --fresh moves them aside too
     check: Callable[[Any], None] | None = None  # raises ValueError naming a bad setting, when settings are given
 
 
@@ -508,8 +509,11 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
         ckpt_dir.replace(aside)
         if cfg_path.is_file():  # the old run's settings go with its checkpoints, so it can be restored
             shutil.copy2(cfg_path, aside / cfg_path.name)
-        print(f"anyfill train: --fresh: the run's old checkpoints (and its config.json) moved to {aside}",
-              file=sys.stderr)
+        moved = [name for name in task.results if (run_dir / name).is_file()]
+        for name in moved:  # its results too: the new run writes its own when it ends
+            (run_dir / name).replace(aside / name)
+        print(f"anyfill train: --fresh: the run's old checkpoints (and its {', '.join(['config.json', *moved])}) "
+              f"moved to {aside}", file=sys.stderr)
     steps: dict[Path, int] = {}
     resume = None if fresh else resume_checkpoint(ckpt_dir, steps)
     if resume is not None and cfg_path.is_file():

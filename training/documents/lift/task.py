@@ -189,4 +189,5 @@ TASK = Task(
     },
     default_trainer={"max_epochs": 10},
     after_fit=after_fit,
+    results=(METRICS_FILE,),
 )

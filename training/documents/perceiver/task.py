@@ -361,4 +361,5 @@ TASK = Task(
     },
     default_trainer={"max_epochs": 10, "log_every_n_steps": 20},
     after_fit=after_fit,
+    results=("metrics.json", "prediction.png"),
 )

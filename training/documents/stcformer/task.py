@@ -355,6 +355,7 @@ TASKS: dict[str, Task] = {
         named_configs=_NAMED,
         default_trainer=_DEFAULT_TRAINER,
         after_fit=after_fit,
+        results=("test_metrics.json",),
     )
     for name, (_, _, task_cfg) in MODELS.items()
 }

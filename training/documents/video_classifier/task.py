@@ -168,4 +168,5 @@ TASK = Task(
     named_configs=_NAMED,
     default_trainer={"max_epochs": 10, "log_every_n_steps": 10},
     after_fit=after_fit,
+    results=("results.json",),
 )

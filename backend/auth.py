@@ -94,7 +94,18 @@ async def require_token(request: Request,
                         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
                         header: Annotated[str | None, Security(_token_header)]) -> None:
     """401 unless the request carries the server's token (``request.app.state.token``)."""
-    given = bearer.credentials if bearer is not None else header
+    _check(request, bearer.credentials if bearer is not None else header)
+
+
+def check_token(request: Request) -> None:
+    """:func:`require_token` from the headers alone, for a route to call before it reads the body: a client
+    without the token gets its 401 before the server parses anything it sent."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    given = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    _check(request, given or request.headers.get(_token_header.model.name))
+
+
+def _check(request: Request, given: str | None) -> None:
     token = request.app.state.token
     if not (given and token and hmac.compare_digest(given.encode(), token.encode())):
         raise HTTPException(401, f"missing or wrong token: send 'Authorization: Bearer <token>' with the token "

@@ -101,9 +101,17 @@ class Jobs:
             return self._active.get(job_id) or self._finished.get(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
+        """Ask a job to stop; one still waiting for a batch call (:meth:`run_batched`) ends at once, freeing its
+        place among the jobs the server holds."""
         job = self.get(job_id)
         if job is not None and job.state in ("queued", "running"):
             job.cancel_event.set()
+            with self._lock:
+                waiting = [w for queue in self._waiting.values() for w in queue if w.job is job]
+                for queue in self._waiting.values():
+                    queue[:] = [w for w in queue if w.job is not job]
+            for w in waiting:
+                self._deliver(w, Cancelled())
         return job
 
     def _finish(self, job: Job, state: str) -> None:
@@ -190,8 +198,7 @@ class Jobs:
         live = []
         for w in taken:
             if w.job.cancelled():
-                self._finish(w.job, "cancelled")
-                w.future.set_exception(Cancelled())
+                self._deliver(w, Cancelled())
             else:
                 w.job.state, w.job.started = "running", time.perf_counter()
                 live.append(w)
@@ -204,15 +211,21 @@ class Jobs:
         except BaseException as e:  # the call itself failed: every job of it did
             outcomes = [e] * len(live)
         for w, out in zip(live, outcomes, strict=True):
-            if isinstance(out, BaseException):
-                self._finish(w.job, "cancelled" if isinstance(out, Cancelled) else "failed")
-                w.future.set_exception(out)
-            elif w.job.cancelled():
-                self._finish(w.job, "cancelled")
-                w.future.set_exception(Cancelled())
-            else:
-                self._finish(w.job, "done")
-                w.future.set_result(out)
+            self._deliver(w, Cancelled() if w.job.cancelled() and not isinstance(out, BaseException) else out)
+
+    def _deliver(self, w: _Waiting, outcome: Any) -> None:
+        """End a batched job with its outcome (a result, or the exception it raised). Its future may be done
+        already (its awaiting task was cancelled): the job still ends, and the batch's other jobs get theirs."""
+        if isinstance(outcome, BaseException):
+            self._finish(w.job, "cancelled" if isinstance(outcome, Cancelled) else "failed")
+        else:
+            self._finish(w.job, "done")
+        if w.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            w.future.set_exception(outcome)
+        else:
+            w.future.set_result(outcome)
 
     def _cancel_waiting(self, key: Hashable | None = None) -> None:
         """Cancel the jobs waiting under ``key`` (None: every key) that no worker will take."""
@@ -221,8 +234,7 @@ class Jobs:
             gone = [w for k in keys for w in self._waiting.pop(k, [])]
             self._calling.difference_update(keys)
         for w in gone:
-            self._finish(w.job, "cancelled")
-            w.future.set_exception(Cancelled())
+            self._deliver(w, Cancelled())
 
     def forget(self, job: Job) -> None:
         """Drop a job that never reached a worker (e.g. its request was invalid)."""

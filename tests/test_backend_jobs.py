@@ -98,3 +98,46 @@ def test_many_waiting_jobs_are_all_answered(max_batch):
         return got
 
     assert asyncio.run(main()) == list(range(1, 41))
+
+
+def test_a_waiting_job_whose_request_went_away_leaves_the_rest_of_its_batch_answered():
+    """The awaiting side of a waiting job cancelled (its request task cancelled): the other jobs of its batch
+    still get their answers and every job ends (was: the batch stopped at it, the rest 'running' for good)."""
+
+    async def main():
+        jobs, fn = Jobs(workers=1), Recorder()
+        first = jobs.run_batched(jobs.create("fill"), "k", 1, fn)  # holds the one worker
+        await asyncio.to_thread(fn.entered.wait, 10)
+        ids = [jobs.create("fill") for _ in range(3)]
+        waiting = [jobs.run_batched(job, "k", i, fn) for i, job in zip((2, 3, 4), ids, strict=True)]
+        waiting[0].cancel()
+        fn.release.set()
+        got = await asyncio.wait_for(_outcomes([first, *waiting[1:]]), 10)
+        jobs.shutdown()
+        return got, [jobs.get(j.id).state for j in ids]
+
+    got, states = asyncio.run(main())
+    assert got == [10, 30, 40] and states == ["done", "done", "done"]
+
+
+def test_cancelling_a_waiting_job_ends_it_at_once():
+    """A job cancelled while it waits for a batch call ends then (its place among the server's jobs freed), not
+    when a worker next takes its key."""
+
+    async def main():
+        jobs, fn = Jobs(workers=1, max_jobs=3), Recorder()
+        first = jobs.run_batched(jobs.create("fill"), "k", 1, fn)
+        await asyncio.to_thread(fn.entered.wait, 10)
+        job = jobs.create("fill")
+        waiting = jobs.run_batched(job, "k", 2, fn)
+        jobs.cancel(job.id)
+        got = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 5)
+        state = jobs.get(job.id).state
+        jobs.create("fill"), jobs.create("fill")  # its place is free again (3 at most: the first and these two)
+        fn.release.set()
+        await first
+        jobs.shutdown()
+        return got[0], state, fn.calls
+
+    got, state, calls = asyncio.run(main())
+    assert isinstance(got, Cancelled) and state == "cancelled" and calls == [[1]]

@@ -187,6 +187,19 @@ def test_unknown_job(client):
     assert r.status_code == 404 and r.json()["field"] == "job_id"
 
 
+def test_without_the_token_nothing_sent_is_read(server):
+    """The token is checked before the body is read: a client without it gets 401 whatever it sent (an
+    unreadable body, a large one, a repeated key), so it can make the server parse nothing."""
+    bodies = [(b"{not json", "application/json"), (b'{"model": "a", "model": "b"}', "application/json"),
+              (b"[" + b'{"a": 1}, ' * 200_000 + b"1]", "application/json"), (json.dumps(BASE).encode(), "text/plain")]
+    with server.client(anonymous=True) as c:
+        for content, kind in bodies:
+            r = c.post("/v1/fill", content=content, headers={"content-type": kind})
+            assert r.status_code == 401 and "token" in r.json()["error"], r.text
+    with server.client() as c:  # with it, the same bodies get the errors that say what is wrong with them
+        assert c.post("/v1/fill", content=bodies[0][0], headers={"content-type": "application/json"}).status_code == 422
+
+
 def test_token_required(server):
     for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": server.token},
                     {"X-Anyfill-Token": "nope"}):

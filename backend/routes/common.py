@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
+from backend.auth import check_token, require_token
 from backend.errors import RequestError
 from backend.jobs import Jobs
 from backend.registry import Registry
@@ -96,10 +98,14 @@ def _load_unique(text: str) -> Any:
     return json.loads(text, object_pairs_hook=unique)
 
 
+LARGE_BODY = 256 * 1024  # bytes: a body this large is parsed on a worker thread, so the event loop goes on
+
+
 class _JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = parse_json(await self.body())
+            body = await self.body()
+            self._json = parse_json(body) if len(body) < LARGE_BODY else await run_in_threadpool(parse_json, body)
         return self._json
 
 
@@ -119,9 +125,12 @@ class JSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None
+        needs_token = any(d.dependency is require_token for d in self.dependencies)
 
         async def route_handler(request: Request) -> Response:
             request = _JSONRequest(request.scope, request.receive)
+            if takes_body and needs_token:  # before the body is read: nothing sent without the token is parsed
+                check_token(request)
             if takes_body:
                 given = request.headers.get("content-type")
                 if not _is_json(given):

@@ -1210,20 +1210,117 @@ def test_traced_inference_equals_the_eager_layers(skeleton):
 
 
 @pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_traced_queries_and_head_equal_the_eager_ones(skeleton):
+    """A loaded model runs the arithmetic around its core through traced copies too (a decode step's queries, the
+    head of a window and of a step): the same outputs as eager (1e-5); a one-frame window, gradients and training stay
+    eager, and changed weights (a parameter or a buffer, in place or replaced) or settings (the config, as calibration
+    changes it) are never served by a stale trace."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny(skeleton, seed=5)
+    schema = get_schema(skeleton)
+    rot, trans, times = synthetic(skeleton, n=1, t=30, seed=6)
+    known = inbetween_mask(1, 30, schema.n_joints, ctx=8, gap=12)
+    known[:, 0, :3] = False  # a frame with known and target cells
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    batch = canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features)
+    b = fill_engine._to_torch(batch)
+    one = fill_engine._to_torch({k: v if k in ("has_key", "moving_has_key") else v[:, :1] for k, v in batch.items()})
+    calls = {"queries": 0, "head": 0}
+
+    def counting(name, fn):
+        def call(*args):
+            calls[name] += 1
+            return fn(*args)
+        return call
+
+    def trace():  # traced from the current weights, each use counted
+        for name, traced in (("queries", model.traced_queries), ("head", model.traced_head)):
+            assert traced.trace()
+            traced.traced = counting(name, traced.traced)
+
+    def run():
+        with torch.inference_mode():
+            return model(b), model.decode(b, model.encode(b)), model(one)
+
+    def compare():
+        calls.update(queries=0, head=0)
+        fast = run()
+        used = dict(calls)
+        kept = model.traced_queries.traced, model.traced_head.traced
+        model.traced_queries.traced = model.traced_head.traced = None
+        slow = run()
+        model.traced_queries.traced, model.traced_head.traced = kept
+        for f, s in zip(fast, slow, strict=True):
+            for k in s:
+                assert torch.allclose(f[k], s[k], atol=1e-5), k
+        return fast[0], used
+
+    trace()
+    first, used = compare()
+    assert used == {"queries": 1, "head": 2}  # the window's head and the step's queries and head; not one frame's
+    for change in (lambda: model.out.weight.add_(0.05), lambda: model.rot_std.mul_(1.5),
+                   lambda: setattr(model.out, "bias", torch.nn.Parameter(model.out.bias + 0.05)),
+                   lambda: setattr(model.cfg, "rot_scale", (0.5,) * model.cfg.n_joints),
+                   lambda: setattr(model, "cfg", dataclasses.replace(model.cfg, motion_gate=50.0))):
+        with torch.no_grad():  # weights or settings changed in place or replaced (a training step, new statistics, a
+            change()  # loaded state, calibration): eager, the new outputs
+        second, used = compare()
+        assert used == {"queries": 0, "head": 0} and not torch.allclose(first["rot6d"], second["rot6d"])
+        trace()  # traced again from the new weights
+        third, used = compare()
+        assert used == {"queries": 1, "head": 2} and torch.allclose(third["rot6d"], second["rot6d"], atol=1e-5)
+        first = third
+    calls.update(queries=0, head=0)
+    with torch.enable_grad():
+        model.decode(b, model.encode(b))
+    model.train()
+    with torch.inference_mode():
+        model.decode(b, model.encode(b))
+    assert calls == {"queries": 0, "head": 0}  # gradients or training mode: eager
+    assert not any("traced" in k for k in model.state_dict())  # not part of the weights
+
+
+def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
+    """A method whose traced copy differs from it on the examples it was not traced on (here a branch on a shape) is
+    never served traced, not even once its owner allows tracing on first use."""
+    from training.inbetween.transformer import TracedMethod, weights_key
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(3))
+            self.traced = TracedMethod(self.run, lambda: [(torch.ones(1, 3),), (torch.ones(2, 3),)],
+                                       lambda: weights_key(self))
+
+        def run(self, x):
+            return (x * self.scale if x.shape[0] == 1 else x * 2 * self.scale,)
+
+    toy = Toy().eval()
+    toy.traced.on_first_use = True
+    with torch.inference_mode():
+        assert toy.traced.serving(torch.ones(2, 3)) is None
+    assert toy.traced.traced is None and not toy.traced.trace()
+
+
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
 def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
-    """The shipped models trace their layers on their first window; a fill and a k = 1 sample of a window equal
-    the eager model's (1e-5)."""
+    """The shipped models trace their layers and their head on their first window, a step's queries on their first
+    sampling step; a fill and a k = 1 sample of a window equal the eager model's (1e-5)."""
     model, _ = load_model(skeleton)
     assert model.core.trace_on_first_use and model.core.traced is None
     rot, trans, times = synthetic(skeleton, n=1, t=41, seed=7)
     known = inbetween_mask(1, 41, model.cfg.n_joints, ctx=10, gap=30)
     eager, _ = load_model(skeleton)
-    eager.core.trace_on_first_use = False
+    eager.core.trace_on_first_use = eager.traced_queries.on_first_use = eager.traced_head.on_first_use = False
     a, b = (fill_engine.fill(m, rot, trans, known, times) for m in (model, eager))
     assert model.core.traced is not None and eager.core.traced is None
+    assert model.traced_head.traced is not None and eager.traced_head.traced is None
     for f in ("rotations", "translations", "entropy", "spread_deg"):
         assert np.allclose(getattr(a, f), getattr(b, f), atol=1e-5), f
     short = np.s_[0, :14]  # 3 frames to draw: a few dozen steps
     a, b = (sampling.sample(m, rot[short], trans[short], known[short], times[short], k=1, seed=3, n=1)[0]
             for m in (model, eager))
+    assert model.traced_queries.traced is not None and eager.traced_queries.traced is None
     assert np.allclose(a.rotations, b.rotations, atol=1e-5) and np.allclose(a.translations, b.translations, atol=1e-4)

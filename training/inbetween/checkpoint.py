@@ -157,7 +157,7 @@ def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Pa
 
 def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     """Load a model file and its card; the model is in eval mode on the CPU, its inference passes traced
-    on first use (:meth:`.transformer.QueryEncoderDecoder.trace_inference`)."""
+    on first use (:meth:`.transformer.QueryEncoderDecoder.trace_inference`, :class:`.transformer.TracedMethod`)."""
     from training.inbetween.model import MotionFill
 
     path, card, cfg = _checked_card(path)
@@ -171,6 +171,7 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     model.eval()
     if cfg.variant == "query":
         model.core.trace_on_first_use = True  # one window and a sampling step run traced (eager if they cannot)
+        model.traced_queries.on_first_use = model.traced_head.on_first_use = True  # and the arithmetic around them
     return model, card
 
 

@@ -26,7 +26,21 @@ import torch
 from torch import nn
 
 from training.inbetween.config import MotionConfig
-from training.inbetween.transformer import FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
+from training.inbetween.transformer import (
+    FourierFeatures,
+    KVCache,
+    QueryEncoderDecoder,
+    TracedMethod,
+    TriplesDecoder,
+    weights_key,
+)
+
+# what the queries and the head read of a batch (the core's outputs aside), and what the head returns: the inputs and
+# outputs of their traced copies
+QUERY_INPUTS = ("known", "target", "times", "rot6d", "pos", "base6d", "basepos", "has_key", "moving_has_key")
+KEY_VELOCITY_INPUTS = ("keyvel6d", "keyvelpos")  # queries of models with ``features.key_velocity``
+HEAD_INPUTS = ("base6d", "basepos", "key_time", "gap_time", "known", "times", "has_key", "moving_has_key")
+HEAD_OUTPUTS = ("rot6d", "log_kappa", "pos", "log_sigma")
 
 
 class Encoding(NamedTuple):
@@ -64,6 +78,9 @@ class MotionFill(nn.Module):
             self.core = TriplesDecoder(cfg.core)
             self.target_time = FourierFeatures(1, cfg.core)
             self.triple_in = nn.Linear(d * 2, d)
+        # a loaded model (load_model turns them on) runs a sampling step's queries and its head traced, as the core
+        self.traced_queries = TracedMethod(self._query_tensors, self._query_examples, self._outer_key)
+        self.traced_head = TracedMethod(self._head_tensors, self._head_examples, self._outer_key)
 
     # --- features -----------------------------------------------------------------------------------
     def set_stats(self, stats: dict) -> None:
@@ -104,6 +121,12 @@ class MotionFill(nn.Module):
         return list(get_schema(self.cfg.skeleton).moving)
 
     def _head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        traced = self.traced_head.serving(h) if h.shape[1] > 1 else None  # one frame: motion_gates' other branch
+        if traced is not None:
+            return dict(zip(HEAD_OUTPUTS, traced(h, *(b[k] for k in HEAD_INPUTS)), strict=True))
+        return self._head_eager(h, b)
+
+    def _head_eager(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         j, m = self.cfg.n_joints, self.cfg.n_moving
         d_rot, d_pos = self.out(h).split([j * 6, m * 3], dim=-1)
         k_raw, s_raw = self.spread(h.detach()).split([j, m * 3], dim=-1)
@@ -138,6 +161,35 @@ class MotionFill(nn.Module):
         log_kappa = (k_raw + self.cfg.kappa_offset).clamp(-4.0, 12.0)
         log_sigma = (s_raw.unflatten(-1, (m, 3)) + torch.log(self.pos_std)).clamp(-12.0, 8.0)  # real units
         return {"rot6d": rot, "log_kappa": log_kappa, "pos": pos, "log_sigma": log_sigma}
+
+    def _head_tensors(self, h: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The head of positional tensors (``h``, then :data:`HEAD_INPUTS`), as :attr:`traced_head` traces it."""
+        out = self._head_eager(h, dict(zip(HEAD_INPUTS, inputs, strict=True)))
+        return tuple(out[k] for k in HEAD_OUTPUTS)
+
+    def _head_examples(self) -> list[tuple[torch.Tensor, ...]]:
+        """Inputs of :meth:`_head_tensors` of a few sizes, of two frames or more (what the traced head serves)."""
+        gen, examples = torch.Generator().manual_seed(0), []
+        for n, t in ((1, 5), (2, 9), (1, 2), (3, 17)):
+            b = self._random_batch(n, t, gen)
+            examples.append((torch.randn(n, t, self.cfg.core.d_model, generator=gen), *(b[k] for k in HEAD_INPUTS)))
+        return examples
+
+    def _random_batch(self, n: int, t: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch of random inputs of this model's shapes (values non-negative, as times are): what its traced copies
+        are checked on."""
+        j, m = self.cfg.n_joints, self.cfg.n_moving
+        known = torch.rand(n, t, j, generator=gen) < 0.5
+        shapes = {"rot6d": (j, 6), "base6d": (j, 6), "keyvel6d": (j, 2, 6), "pos": (m, 3), "basepos": (m, 3),
+                  "keyvelpos": (m, 2, 3), "key_time": (j,), "gap_time": (j,)}
+        return {"known": known, "target": ~known, "times": torch.arange(t).expand(n, t) / 30.0,
+                "has_key": known.any(1), "moving_has_key": known[..., self._moving_index()].any(1),
+                **{k: torch.randn(n, t, *shape, generator=gen).abs() for k, shape in shapes.items()}}
+
+    def _outer_key(self) -> tuple:
+        """What the queries and the head read: the weights outside the core (the core's traced passes check its own)
+        and the config (calibration changes it)."""
+        return weights_key(self, skip=self.core), self.cfg
 
     @staticmethod
     def gap_gate(b: dict[str, torch.Tensor], length: float) -> torch.Tensor:
@@ -186,12 +238,31 @@ class MotionFill(nn.Module):
         return Encoding(memory, valid, ref, self.core.memory_kv(memory))
 
     def decode(self, b: dict[str, torch.Tensor], enc: Encoding) -> dict[str, torch.Tensor]:
-        """Query variant: every target's distribution from the queries of ``b`` and an :meth:`encode` of
-        known cells (times measured from that encoding's origin, so both sides share one clock)."""
-        _, q, trel = self._features(b, enc.ref)
-        h = self.core.decode_queries(self.query_in(q) + self.time(trel), b["target"].any(-1), enc.memory, enc.valid,
-                                     memory_kv=enc.kv)
+        """Query variant: every target's distribution from the queries of ``b`` and an :meth:`encode` of known cells
+        (times measured from that encoding's origin, so both sides share one clock)."""
+        inputs = [b[k] for k in self._query_inputs()]
+        traced = self.traced_queries.serving(enc.ref)
+        (tokens,) = self._query_tensors(enc.ref, *inputs) if traced is None else traced(enc.ref, *inputs)
+        h = self.core.decode_queries(tokens, b["target"].any(-1), enc.memory, enc.valid, memory_kv=enc.kv)
         return self._head(h, b)
+
+    def _query_inputs(self) -> tuple[str, ...]:
+        """What the queries read of a batch, in the order :meth:`_query_tensors` takes them."""
+        return QUERY_INPUTS + KEY_VELOCITY_INPUTS if self.cfg.features.key_velocity else QUERY_INPUTS
+
+    def _query_tensors(self, ref: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor]:
+        """The query tokens (with their times from ``ref``) of positional tensors (:meth:`_query_inputs`), as
+        :attr:`traced_queries` traces them."""
+        _, q, trel = self._features(dict(zip(self._query_inputs(), inputs, strict=True)), ref)
+        return (self.query_in(q) + self.time(trel),)
+
+    def _query_examples(self) -> list[tuple[torch.Tensor, ...]]:
+        """Inputs of :meth:`_query_tensors` of a few sizes."""
+        gen, examples = torch.Generator().manual_seed(0), []
+        for n, t in ((1, 5), (2, 9), (1, 1), (3, 17)):
+            b = self._random_batch(n, t, gen)
+            examples.append((torch.rand(n, 1, generator=gen), *(b[k] for k in self._query_inputs())))
+        return examples
 
     def _triples_teacher_forced(self, kn, q, trel, b):
         """Token i: input frame order[i] (its known cells, or all its cells once generated) and the query

@@ -18,8 +18,10 @@ frames in :mod:`.motion`, pixels in the pixel model).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -178,7 +180,7 @@ class QueryEncoderDecoder(nn.Module):
         if self.traced is None and self.trace_on_first_use and not self._trace_failed:
             self.trace_inference()
         t = self.traced
-        return t if t is not None and t.key == _weights_key(self) else None
+        return t if t is not None and t.key == weights_key(self) else None
 
     def encode(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         mask = _key_mask(valid)
@@ -243,9 +245,17 @@ def _valid_first(tokens: torch.Tensor, valid: torch.Tensor):
     return tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1])), valid.gather(1, idx), idx
 
 
-def _weights_key(module: nn.Module) -> tuple:
-    """Changes whenever a weight of ``module`` is replaced or changed in place (a training step, a loaded state)."""
-    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+def weights_key(module: nn.Module, skip: nn.Module | None = None) -> tuple:
+    """Changes whenever a weight of ``module`` (a parameter or a buffer; none under ``skip``) is replaced or changed in
+    place (a training step, a loaded state). Checked on every traced call, so the module tree is walked directly:
+    ``parameters()`` and ``buffers()`` cost several times as much."""
+    key, todo = [], [module]
+    for m in todo:
+        if m is not skip:
+            todo += [c for c in m._modules.values() if c is not None]
+            tensors = [*m._parameters.values(), *m._buffers.values()]
+            key += [(t.data_ptr(), t._version) for t in tensors if t is not None]
+    return tuple(key)
 
 
 class _EncoderPass(nn.Module):
@@ -280,7 +290,7 @@ class _DecoderPass(nn.Module):
 
 class TracedPasses(NamedTuple):
     """A query encoder-decoder's unmasked inference passes, traced with ``torch.jit.trace`` and frozen (weights
-    folded in as constants), with the weights' :func:`_weights_key` they were built from."""
+    folded in as constants), with the weights' :func:`weights_key` they were built from."""
 
     encode: torch.jit.ScriptModule
     decode: torch.jit.ScriptModule
@@ -309,7 +319,7 @@ class TracedPasses(NamedTuple):
                     return None
         finally:
             core.train(was_training)
-        return cls(*traced, _weights_key(core))
+        return cls(*traced, weights_key(core))
 
 
 def _reproduces(core: QueryEncoderDecoder, traced: list, d: int, gen: torch.Generator) -> bool:
@@ -324,6 +334,74 @@ def _reproduces(core: QueryEncoderDecoder, traced: list, d: int, gen: torch.Gene
             if g.shape != w.shape or not torch.allclose(g, w, atol=1e-5, rtol=1e-5):
                 return False
     return True
+
+
+class _Method(nn.Module):
+    """A module's method of tensors as a module's forward, which ``torch.jit.trace`` takes."""
+
+    def __init__(self, owner: nn.Module, name: str):
+        super().__init__()
+        self.owner, self.name = owner, name
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return getattr(self.owner, self.name)(*args)
+
+
+class TracedMethod:
+    """Inference arithmetic around a core (a model's head) run as :class:`QueryEncoderDecoder` runs its layers: through
+    a copy traced with ``torch.jit.trace`` and frozen, without Python's cost per operation.
+
+    ``method``: a module's method that takes tensors and returns a tuple of them, with no branch on their values or
+    shapes (its caller keeps any other call eager); ``examples()``: inputs of a few shapes; ``key()``: what it reads,
+    compared by value (the :func:`weights_key` of its weights; a model's config, which its traced branches and
+    constants came from). Once :attr:`on_first_use` is set (a loaded model file) the first call that may use it traces
+    it on the first example, kept only if it gives the method's outputs on the others (1e-5); it serves float32 CPU
+    inference without gradients, in eval mode, while the key is the one it was traced with. A plain attribute of the
+    module, not a submodule: not in state dicts."""
+
+    def __init__(self, method: Callable[..., tuple[torch.Tensor, ...]],
+                 examples: Callable[[], list[tuple[torch.Tensor, ...]]], key: Callable[[], tuple]):
+        self.method, self.examples, self.key = method, examples, key
+        self.on_first_use = False
+        self.traced: torch.jit.ScriptModule | None = None
+        self.traced_key: tuple = ()
+        self._failed = False
+
+    def trace(self) -> bool:
+        """Trace the method from the current weights; False, leaving it unset, when the traced copy does not
+        reproduce the method on the examples it was not traced on."""
+        self.traced = None
+        owner = self.method.__self__
+        method = _Method(owner, self.method.__name__)
+        examples = self.examples()
+        was_training = owner.training
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values: the check below decides
+                traced = torch.jit.freeze(torch.jit.trace(method.eval(), examples[0], check_trace=False))
+                ok = all(_close(traced(*x), method(*x)) for x in examples[1:])
+        finally:
+            owner.train(was_training)
+        self._failed = not ok
+        if ok:  # the key first (a copy: a config changed in place must differ), then the copy it belongs to
+            self.traced_key = copy.deepcopy(self.key())
+            self.traced = traced
+        return ok
+
+    def serving(self, x: torch.Tensor) -> torch.jit.ScriptModule | None:
+        """The traced copy when it may serve this call (``x``: one of the inputs), traced first where
+        :attr:`on_first_use` allows; None: run the method eager."""
+        if self.method.__self__.training or torch.is_grad_enabled() or x.dtype != torch.float32 or x.is_cuda:
+            return None
+        if self.traced is None and self.on_first_use and not self._failed:
+            self.trace()
+        t = self.traced
+        return t if t is not None and self.traced_key == self.key() else None
+
+
+def _close(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> bool:
+    return all(g.shape == w.shape and torch.allclose(g, w, atol=1e-5, rtol=1e-5)
+               for g, w in zip(got, want, strict=True))
 
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]

@@ -55,9 +55,9 @@ def quat_normalize(q: np.ndarray) -> np.ndarray:
 
 def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a * b (apply b, then a), broadcasting over leading dimensions."""
-    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ax, ay, az, aw = a[..., 0], a[..., 1], a[..., 2], a[..., 3]  # the products broadcast the leading dimensions
+    bx, by, bz, bw = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
     return np.stack(
         [
             aw * bx + ax * bw + ay * bz - az * by,
@@ -282,8 +282,7 @@ def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:
     x = a / np.linalg.norm(a, axis=-1, keepdims=True)
     b = b - np.sum(x * b, axis=-1, keepdims=True) * x
     y = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    z = np.cross(x, y)
-    return np.stack([x, y, z], axis=-1)
+    return np.stack([x, y, _cross(x, y)], axis=-1)
 
 
 def sixd_to_quat(d6: np.ndarray) -> np.ndarray:

@@ -1285,7 +1285,7 @@ def test_traced_queries_and_head_equal_the_eager_ones(skeleton):
 def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
     """A method whose traced copy differs from it on the examples it was not traced on (here a branch on a shape) is
     never served traced, not even once its owner allows tracing on first use."""
-    from training.inbetween.transformer import TracedMethod, weights_key
+    from training.inbetween.tracing import TracedMethod, weights_key
 
     class Toy(torch.nn.Module):
         def __init__(self):

@@ -157,7 +157,7 @@ def _with_sampling(model: Any, card: dict[str, Any], cfg: MotionConfig, path: Pa
 
 def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     """Load a model file and its card; the model is in eval mode on the CPU, its inference passes traced
-    on first use (:meth:`.transformer.QueryEncoderDecoder.trace_inference`, :class:`.transformer.TracedMethod`)."""
+    on first use (:meth:`.transformer.QueryEncoderDecoder.trace_inference`, :class:`.tracing.TracedMethod`)."""
     from training.inbetween.model import MotionFill
 
     path, card, cfg = _checked_card(path)

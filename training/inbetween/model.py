@@ -26,14 +26,8 @@ import torch
 from torch import nn
 
 from training.inbetween.config import MotionConfig
-from training.inbetween.transformer import (
-    FourierFeatures,
-    KVCache,
-    QueryEncoderDecoder,
-    TracedMethod,
-    TriplesDecoder,
-    weights_key,
-)
+from training.inbetween.tracing import TracedMethod, weights_key
+from training.inbetween.transformer import FourierFeatures, KVCache, QueryEncoderDecoder, TriplesDecoder
 
 # what the queries and the head read of a batch (the core's outputs aside), and what the head returns: the inputs and
 # outputs of their traced copies

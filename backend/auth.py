@@ -24,6 +24,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 TOKEN_ENV = "ANYFILL_TOKEN_FILE"
 _PORT = re.compile(r":[0-9]{1,5}")
@@ -100,8 +101,8 @@ async def require_token(request: Request,
 def check_token(request: Request) -> None:
     """:func:`require_token` from the headers alone, for a route to call before it reads the body: a client
     without the token gets its 401 before the server parses anything it sent."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    given = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))  # as HTTPBearer reads it
+    given = credentials if scheme.lower() == "bearer" and credentials else None
     _check(request, given or request.headers.get(_token_header.model.name))
 
 

@@ -106,11 +106,15 @@ def _reproduces(core: nn.Module, traced: list, d: int, gen: torch.Generator) -> 
         memory = _EncoderPass(core)(tok)
         kv = [x for pair in core.memory_kv(memory) for x in pair]
         want = _DecoderPass(core, False)(qry, memory)
-        got = (traced[0](tok), traced[1](qry, memory), traced[2](qry, *kv))
-        for g, w in zip(got, (memory, want, want), strict=True):
-            if g.shape != w.shape or not torch.allclose(g, w, atol=1e-5, rtol=1e-5):
-                return False
+        if not _close((traced[0](tok), traced[1](qry, memory), traced[2](qry, *kv)), (memory, want, want)):
+            return False
     return True
+
+
+def inference_only(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a traced copy may serve this call of ``module`` (``x``: one of its inputs): float32 CPU inference,
+    without gradients, in eval mode."""
+    return not (module.training or torch.is_grad_enabled() or x.dtype != torch.float32 or x.is_cuda)
 
 
 class _Method(nn.Module):
@@ -168,7 +172,7 @@ class TracedMethod:
     def serving(self, x: torch.Tensor) -> torch.jit.ScriptModule | None:
         """The traced copy when it may serve this call (``x``: one of the inputs), traced first where
         :attr:`on_first_use` allows; None: run the method eager."""
-        if self.method.__self__.training or torch.is_grad_enabled() or x.dtype != torch.float32 or x.is_cuda:
+        if not inference_only(self.method.__self__, x):
             return None
         if self.traced is None and self.on_first_use and not self._failed:
             self.trace()
@@ -177,5 +181,6 @@ class TracedMethod:
 
 
 def _close(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> bool:
+    """Whether traced outputs are the eager ones: the same shapes, the same values to 1e-5."""
     return all(g.shape == w.shape and torch.allclose(g, w, atol=1e-5, rtol=1e-5)
                for g, w in zip(got, want, strict=True))

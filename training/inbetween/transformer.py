@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.inbetween.config import AnyOrderConfig
-from training.inbetween.tracing import TracedPasses, weights_key
+from training.inbetween.tracing import TracedPasses, inference_only, weights_key
 
 
 class FourierFeatures(nn.Module):
@@ -172,7 +172,7 @@ class QueryEncoderDecoder(nn.Module):
         """The traced passes when they may serve this call: inference on float32 CPU tokens, with the weights they
         were traced from. With :attr:`trace_on_first_use` the first such call traces them (about 0.3 s), so a
         loaded model that never fills a window alone costs nothing."""
-        if self.training or torch.is_grad_enabled() or x.dtype != torch.float32 or x.is_cuda:
+        if not inference_only(self, x):
             return None
         if self.traced is None and self.trace_on_first_use and not self._trace_failed:
             self.trace_inference()

@@ -59,10 +59,11 @@ class Job:
 
 @dataclass
 class _Waiting:
-    """A job waiting under a batch key (:meth:`Jobs.run_batched`)."""
+    """A job waiting for a worker (:meth:`Jobs.run`) or under a batch key (:meth:`Jobs.run_batched`), and the
+    future its request awaits."""
 
     job: Job
-    item: Any
+    item: Any  # None for a job of :meth:`Jobs.run`
     future: concurrent.futures.Future
 
 
@@ -77,6 +78,7 @@ class Jobs:
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._waiting: dict[Hashable, list[_Waiting]] = {}  # batchable jobs by key, until a worker takes them
         self._calling: set[Hashable] = set()  # keys with a call scheduled or running
+        self._queued: dict[str, _Waiting] = {}  # jobs of :meth:`run` no worker has taken yet, by id
         self.closing = False  # set by :meth:`close`: every job is cancelled, new ones are refused (503)
 
     def create(self, kind: str, job_id: str | None = None) -> Job:
@@ -101,8 +103,8 @@ class Jobs:
             return self._active.get(job_id) or self._finished.get(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
-        """Ask a job to stop; one still waiting for a batch call (:meth:`run_batched`) ends at once, freeing its
-        place among the jobs the server holds."""
+        """Ask a job to stop; one still waiting for a worker or a batch call (:meth:`run`, :meth:`run_batched`)
+        ends at once, freeing its place among the jobs the server holds."""
         job = self.get(job_id)
         if job is not None and job.state in ("queued", "running"):
             job.cancel_event.set()
@@ -110,6 +112,9 @@ class Jobs:
                 waiting = [w for queue in self._waiting.values() for w in queue if w.job is job]
                 for queue in self._waiting.values():
                     queue[:] = [w for w in queue if w.job is not job]
+                queued = self._queued.pop(job.id, None)
+                if queued is not None:
+                    waiting.append(queued)
             for w in waiting:
                 self._deliver(w, Cancelled())
         return job
@@ -124,31 +129,37 @@ class Jobs:
 
     def run(self, job: Job, fn: Callable[[Job], Any]) -> asyncio.Future:
         """Run ``fn(job)`` on a worker; the returned future raises :class:`Cancelled` if the job was
-        cancelled (before it started, while sampling, or before its answer was delivered)."""
+        cancelled (while it waited for a worker, at once; while sampling, at its next step; or before its answer
+        was delivered)."""
+        queued = _Waiting(job, None, concurrent.futures.Future())
 
         def work():
+            with self._lock:
+                mine = self._queued.pop(job.id, None) is queued
+            if not mine:  # cancelled while it waited: ended already
+                return
             if job.cancelled():
-                self._finish(job, "cancelled")
-                raise Cancelled()
+                self._deliver(queued, Cancelled())
+                return
             job.state, job.started = "running", time.perf_counter()
             try:
                 out = fn(job)
                 if job.cancelled():
                     raise Cancelled()
-            except Cancelled:
-                self._finish(job, "cancelled")
-                raise
-            except BaseException:
-                self._finish(job, "failed")
-                raise
-            self._finish(job, "done")
-            return out
+            except BaseException as e:  # the request's outcome, whatever it is (its handler maps it)
+                out = e
+            self._deliver(queued, out)
 
+        with self._lock:
+            self._queued[job.id] = queued
         try:
-            fut = asyncio.wrap_future(self._pool.submit(work))
+            self._pool.submit(work)
         except RuntimeError:  # the pool is shutting down
+            with self._lock:
+                self._queued.pop(job.id, None)
             self._finish(job, "cancelled")
             raise RequestError(None, "server is shutting down", 503) from None
+        fut = asyncio.wrap_future(queued.future)
         # a request that stopped waiting (its client left) never reads the outcome: read it here, so asyncio
         # logs no "Future exception was never retrieved"
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -214,8 +225,8 @@ class Jobs:
             self._deliver(w, Cancelled() if w.job.cancelled() and not isinstance(out, BaseException) else out)
 
     def _deliver(self, w: _Waiting, outcome: Any) -> None:
-        """End a batched job with its outcome (a result, or the exception it raised). Its future may be done
-        already (its awaiting task was cancelled): the job still ends, and the batch's other jobs get theirs."""
+        """End a job with its outcome (a result, or the exception it raised). Its future may be done already (its
+        awaiting task was cancelled): the job still ends, and a batch's other jobs get theirs."""
         if isinstance(outcome, BaseException):
             self._finish(w.job, "cancelled" if isinstance(outcome, Cancelled) else "failed")
         else:
@@ -228,11 +239,15 @@ class Jobs:
             w.future.set_result(outcome)
 
     def _cancel_waiting(self, key: Hashable | None = None) -> None:
-        """Cancel the jobs waiting under ``key`` (None: every key) that no worker will take."""
+        """Cancel the jobs waiting under ``key`` (None: every key, and every job waiting for a worker) that no
+        worker will take."""
         with self._lock:
             keys = list(self._waiting) if key is None else [key]
             gone = [w for k in keys for w in self._waiting.pop(k, [])]
             self._calling.difference_update(keys)
+            if key is None:
+                gone += self._queued.values()
+                self._queued.clear()
         for w in gone:
             self._deliver(w, Cancelled())
 
@@ -248,9 +263,13 @@ class Jobs:
             self.closing = True
             for job in self._active.values():
                 job.cancel_event.set()
+            queued = list(self._queued.values())
+            self._queued.clear()
+        for w in queued:  # no worker has them yet: they end now
+            self._deliver(w, Cancelled())
 
     def shutdown(self) -> None:
         """:meth:`close`, then wait for the workers."""
         self.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._cancel_waiting()  # batches the pool dropped before a worker took them
+        self._cancel_waiting()  # jobs the pool dropped before a worker took them

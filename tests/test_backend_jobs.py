@@ -141,3 +141,67 @@ def test_cancelling_a_waiting_job_ends_it_at_once():
 
     got, state, calls = asyncio.run(main())
     assert isinstance(got, Cancelled) and state == "cancelled" and calls == [[1]]
+
+
+def test_a_job_cancelled_while_it_waits_for_a_worker_ends_at_once():
+    """A job of ``run`` (sampling, a long fill) cancelled before a worker takes it ends then, with its place among
+    the server's jobs freed, and never runs; the worker's own job's result and another's error still arrive."""
+
+    async def main():
+        jobs, gate, ran = Jobs(workers=1, max_jobs=3), threading.Event(), []
+
+        def busy(job):
+            assert gate.wait(10)
+            return "busy done"
+
+        def never(job):
+            ran.append(job.id)
+            return "should not run"
+
+        def fails(job):
+            raise ValueError("bad window")
+
+        first = jobs.run(jobs.create("sample"), busy)
+        queued = jobs.create("sample")
+        waiting = jobs.run(queued, never)
+        failing = jobs.run(jobs.create("fill"), fails)
+        assert jobs.get(queued.id).state == "queued"
+        jobs.cancel(queued.id)
+        got = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 5)
+        state = jobs.get(queued.id).state
+        extra = jobs.create("fill")  # its place is free again (3 at most: first, failing and this one)
+        gate.set()
+        rest = await asyncio.wait_for(asyncio.gather(first, failing, return_exceptions=True), 10)
+        jobs.forget(extra)
+        jobs.shutdown()
+        return got[0], state, rest, ran
+
+    got, state, (first, failing), ran = asyncio.run(main())
+    assert isinstance(got, Cancelled) and state == "cancelled" and ran == []
+    assert first == "busy done" and isinstance(failing, ValueError) and "bad window" in str(failing)
+
+
+def test_closing_ends_the_jobs_waiting_for_a_worker():
+    """On a stop the jobs no worker has taken end at once (their requests answer 503), not when the running one
+    lets its worker go; the running one ends cancelled too, its answer dropped."""
+
+    async def main():
+        jobs, started, gate = Jobs(workers=1), threading.Event(), threading.Event()
+
+        def busy(job):
+            started.set()
+            assert gate.wait(10)
+            return "finished"
+
+        running = jobs.run(jobs.create("sample"), busy)
+        await asyncio.to_thread(started.wait, 10)
+        queued = [jobs.run(jobs.create("sample"), busy) for _ in range(2)]
+        jobs.close()
+        got = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+        gate.set()
+        last = await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 10)
+        jobs.shutdown()
+        return got + last, [j.state for j in jobs._finished.values()]
+
+    got, states = asyncio.run(main())
+    assert all(isinstance(g, Cancelled) for g in got) and states == ["cancelled"] * 3

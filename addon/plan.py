@@ -241,12 +241,20 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
     wrist_from_body = part.startswith("hand") and "body" in parts_of(obj)
+    # a joint above the model's root that the rig lacks (a Mixamo rig has no joint_Root) is left out of the request:
+    # the server keys it at rest where the body has keys, as in training, and folds its motion into the root's answer
+    # (backend/grid.py); sent at rest on every frame it made the fill worse (a walk on a Mixamo rig keyed every 20
+    # frames: 3.4 against 2.6 cm)
+    left_out = [j for j in msk.above_root if j not in ret.bone_of]
     for j, p in enumerate(msk.parents):
+        if j in left_out:
+            continue
         if j not in ret.bone_of:  # a joint the rig lacks: known with its nearest mapped ancestor
             known[:, j] = True if p < 0 else known[:, p]
         elif p < 0 and wrist_from_body:  # the hand's wrist: the body's hand bone, filled by the body model
             known[:, j], write[:, j] = True, False
     targets = ~known
+    targets[:, left_out] = False
     if not write.any():
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
         raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope is keyed on {where}")
@@ -261,6 +269,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     body_joints: dict[str, dict] = {}
     frame_array = np.asarray(frames)
     for j, name in enumerate(msk.joints):
+        if j in left_out:
+            continue
         track: dict = {"rotations": _known_cells(local[:, j], known[:, j]),
                        "targets": frame_array[targets[:, j]].tolist()}
         if msk.moving[j]:

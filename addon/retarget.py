@@ -320,6 +320,7 @@ class ModelSkeleton:
     conventions: dict | None = None  # per joint: axis, references, mean_local (training/conventions.py)
     reference_names: tuple[str, str] = ("forward", "up")
     ground: dict | None = None  # the training data's floor (training/conventions.py: joints, height, low, high)
+    root: int = 0  # the skeleton's root (the body's Hips): the joints above it place the whole figure
 
     @classmethod
     def from_info(cls, model: dict) -> ModelSkeleton:
@@ -330,7 +331,17 @@ class ModelSkeleton:
         return cls(names, [names.index(j["parent"]) if j.get("parent") else -1 for j in model["joints"]],
                    np.array([j.get("rest_offset") or (0.0, 0.0, 0.0) for j in model["joints"]], dtype=np.float64),
                    [bool(j.get("moving")) for j in model["joints"]], model.get("up_axis", "y"),
-                   {c["name"]: c for c in conv["joints"]} if conv else None, refs, (conv or {}).get("ground"))
+                   {c["name"]: c for c in conv["joints"]} if conv else None, refs, (conv or {}).get("ground"),
+                   names.index(model["root"]) if model.get("root") in names else 0)
+
+    @property
+    def above_root(self) -> list[int]:
+        """The joints above the root, its parent first (the body's joint_Root; none for the hand)."""
+        out, j = [], self.parents[self.root]
+        while j >= 0:
+            out.append(j)
+            j = self.parents[j]
+        return out
 
     def children(self, j: int) -> list[int]:
         return [k for k, p in enumerate(self.parents) if p == j]

@@ -267,7 +267,7 @@ class _FillBase(AsyncRequest):
         timings = answer.get("timings")
         ms = timings.get("total_ms") if isinstance(timings, dict) else None
         backend = f"; backend {ms:.0f} ms" if isinstance(ms, int | float) else ""
-        at = rate_note(answer, "filled")
+        at = rate_note(answer, "filled", plan_mod.scene_fps(context))
         written = plan_mod.apply(context, plan, joints, decoded)
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written, first=not self._messages)
@@ -278,14 +278,19 @@ class _FillBase(AsyncRequest):
         return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}{backend}{at})"
 
 
-def rate_note(answer: dict, done: str) -> str:
-    """'; filled at 40 fps, ...' when the backend worked at another rate than the scene's (its ``resampled``)."""
+def rate_note(answer: dict, done: str, scene_fps: float) -> str:
+    """'; filled at 40 fps, ...' when the backend worked at another rate than the frames it was sent (its
+    ``resampled``): the scene's own rate, or, for frames sent sparse (Complete Pose sends the keyed frames and the
+    current one), how far apart they were."""
     rate = answer.get("resampled")
     if not isinstance(rate, dict) or not all(isinstance(rate.get(k), int | float) for k in ("filled_fps",
                                                                                            "window_fps")):
         return ""
-    return (f"; {done} at {rate['filled_fps']:.0f} fps, the scene's {rate['window_fps']:.0f} fps is outside the "
-            "model's trained rates")
+    filled, window = rate["filled_fps"], rate["window_fps"]
+    if abs(window - scene_fps) <= 0.01 * scene_fps:
+        return f"; {done} at {filled:.0f} fps, the scene's {scene_fps:.0f} fps is outside the model's trained rates"
+    apart = "further apart" if window < filled else "closer together"
+    return f"; {done} at {filled:.0f} fps, a rate the model was trained at (the frames sent were {apart})"
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):
@@ -330,7 +335,7 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
     def finish(self, context, plan, answer) -> str:
         variations = plan_mod.answer_variations(answer)
         decoded = [plan_mod.validate(plan, v) for v in variations]  # all checked before writing
-        note = rate_note(answer, "drawn")
+        note = rate_note(answer, "drawn", plan_mod.scene_fps(context))
         written = plan_mod.apply(context, plan, variations[0], decoded[0])
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written)
@@ -358,7 +363,7 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
     def execute(self, context):
         obj = _armature(context)
         plan, variations = _variations[obj.name]
-        if plan_mod.rig_fingerprint(obj, list(plan.bone_keys)) != plan.fingerprint:
+        if plan_mod.rig_fingerprint(obj, plan.bones_read) != plan.fingerprint:
             _variations.pop(obj.name, None)
             obj.anyfill.variation_count = 0
             self.report({"ERROR"}, f"The variations were drawn for another state of {obj.name!r} (its bones or "

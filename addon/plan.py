@@ -53,6 +53,7 @@ class Plan:
     part: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of reading took
     fingerprint: str = ""  # sample: the rig as read (rig_fingerprint), for the variations kept for later
+    bones_read: list[str] = field(default_factory=list)  # the mapped bones and every bone above them
 
     @property
     def n_targets(self) -> int:
@@ -157,6 +158,11 @@ def _known_cells(values: np.ndarray, known: np.ndarray) -> list:
     for i, v in zip(rows.tolist(), values[rows].tolist(), strict=True):
         out[i] = v
     return out
+
+
+def scene_fps(context) -> float:
+    """The scene's frame rate (frames per second, ``fps / fps_base``)."""
+    return context.scene.render.fps / (context.scene.render.fps_base or 1.0)
 
 
 def selected_bones(obj) -> set[str]:
@@ -276,9 +282,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         if msk.moving[j]:
             track["translations"] = _known_cells(trans[:, j], known[:, j])
         body_joints[name] = track
-    fps = context.scene.render.fps / (context.scene.render.fps_base or 1.0)
     job_id = client_mod.new_job_id()
-    body = {"model": model["name"], "fps": fps, "frames": frames,
+    body = {"model": model["name"], "fps": scene_fps(context), "frames": frames,
             "rotation_format": {"type": "quaternion", "layout": "wxyz"}, "normalize_quaternions": True,
             "joints": body_joints, "id": job_id}
     if kind == "sample":
@@ -292,7 +297,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
                 bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,
-                rig_fingerprint(obj, list(bone_keys)) if kind == "sample" else "")
+                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names)
 
 
 # --- what the rig must be for a fill (checked when reading it, and again before writing) -----------------------
@@ -372,7 +377,9 @@ def check_finite(tracks: list[editable_mod.Track]) -> None:
 
 def rig_fingerprint(obj, bones: list[str]) -> str:
     """A digest of the rig as a fill reads it: its bones and the animator's keys (not Anyfill's) of the listed
-    bones. An answer kept for later (variations) is written only onto the rig it was drawn for."""
+    bones, their values, handles and interpolation. An answer kept for later (variations) is written only onto the
+    rig it was drawn for: ``bones`` are all the bones its writing reads (the mapped ones and every bone above them,
+    mapped or not: a written bone is solved under its parents' poses as they were read)."""
     h = hashlib.sha1()
     for b in obj.data.bones:
         h.update(f"{b.name}\0{b.parent.name if b.parent else ''}\0".encode())
@@ -383,10 +390,11 @@ def rig_fingerprint(obj, bones: list[str]) -> str:
         if not fc.data_path.startswith(prefixes):
             continue
         n = len(fc.keyframe_points)
-        co = fcurves_mod.bulk_get(fc.keyframe_points, "co", n, 2).reshape(n, 2)
-        types = fcurves_mod.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8)
+        own = fcurves_mod.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8) != gen
         h.update(f"{fc.data_path}[{fc.array_index}]".encode())
-        h.update(co[types != gen].tobytes())
+        for attr in ("co", "handle_left", "handle_right"):
+            h.update(fcurves_mod.bulk_get(fc.keyframe_points, attr, n, 2).reshape(n, 2)[own].tobytes())
+        h.update(fcurves_mod.bulk_get(fc.keyframe_points, "interpolation", n, 1, np.int32)[own].tobytes())
     return h.hexdigest()
 
 

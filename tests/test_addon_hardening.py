@@ -333,12 +333,26 @@ def sample_variations(bpy, ob) -> None:
     assert ob.anyfill.variation_count == 2
 
 
-def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root):
+@pytest.mark.parametrize("change", ["key", "handle", "unmapped parent"])
+def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root, change):
+    """A key moved, a handle moved (the curve between keys changes), or a key of a bone the model has no joint for
+    but above mapped ones (writing solves each mapped bone under its parents' poses as they were read): stepping
+    to another variation is refused, nothing written (the last two were written silently, 38 deg off)."""
     ob = body(bpy, ext, data_root)
+    bone = "Chest"
+    if change == "unmapped parent":
+        bpy.context.view_layer.objects.active = ob
+        assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+        next(m for m in ob.anyfill.joints if m.joint == "Spine").bone = ""
+        bone = "Spine"
     sample_variations(bpy, ob)
-    k = next(k for k in curve(ext, ob, "Chest", "rotation_euler", 0).keyframe_points if k.co[0] == 11)
+    k = next(k for k in curve(ext, ob, bone, "rotation_euler", 0).keyframe_points if k.co[0] == 11)
     assert k.type != "GENERATED"
-    k.co[1] += 0.3  # the animator changes a key
+    if change == "handle":
+        k.handle_right_type = "FREE"
+        k.handle_right[1] += 0.3
+    else:
+        k.co[1] += 0.3  # the animator changes a key
     before = snapshot_all(ext, ob)
     with pytest.raises(RuntimeError, match="drawn for another state of .*sample them again"):
         bpy.ops.anim.anyfill_step_variation(step=1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -30,7 +31,7 @@ from training.inbetween import fill as engine
 from training.inbetween import sampling
 from training.motion import bvh as bvh_io
 from training.motion import clip as clip_io
-from training.motion.skeleton import SCHEMAS
+from training.motion.skeleton import SCHEMAS, get_schema
 
 
 def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | None = None) -> list[int]:
@@ -135,6 +136,17 @@ def check_outputs(outs: list[Path], source: Path | None = None) -> None:
         os.unlink(probe)
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions a file written to ``path`` gets: those of the file it replaces, else what ``open`` would
+    give a new file (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
     """Write every file or none: each goes to a new temporary file beside it (a name no other file has, so an
     input called ``OUTPUT.bvh.tmp`` is never overwritten) and is renamed once all are written; on a failure the
@@ -149,6 +161,7 @@ def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
             current.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
             staged.append((Path(name), current))
+            os.fchmod(fd, _file_mode(current))  # mkstemp's is 0600: only its owner could read the fill
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(bvh_io.dumps(data))
         for tmp, current in staged:
@@ -168,14 +181,18 @@ def _clip_and_model(data: bvh_io.BVH, path: Path, model: str | None) -> tuple[cl
     if model is not None:
         lm = load_one(model, numpy=True)
         return clip_io.from_bvh(data, lm.schema, name=str(path)), lm
+    errors = {}
     for name in SCHEMAS:
         try:
             c = clip_io.from_bvh(data, name, name=str(path))
-        except clip_io.SchemaMismatch:
+        except clip_io.SchemaMismatch as e:
+            errors[name] = e
             continue
         return c, load_one(name, numpy=True)
-    raise ValueError(f"{path}: neither a hand nor a body skeleton (joint names differ); "
-                     "see `anyfill serve`'s /v1/models for the expected joints")
+    nearest = min(SCHEMAS, key=lambda n: sum(j not in data.names for j in get_schema(n).joints))
+    nearest_says = str(errors[nearest]).removeprefix(f"{path}: ")
+    raise ValueError(f"{path}: neither a hand nor a body skeleton (the nearest: {nearest_says}); see `anyfill "
+                     "serve`'s /v1/models for the expected joints")
 
 
 def _check_values(data: bvh_io.BVH, path: Path) -> None:
@@ -328,7 +345,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     unused = [f"--{name}" for name, default in SAMPLING_DEFAULTS.items() if getattr(args, name) != default]
     if unused and not args.sample:
-        print(f"anyfill fill: note: {', '.join(unused)} only apply to --sample N (a fill is deterministic): ignored",
+        verb = "applies" if len(unused) == 1 else "apply"
+        print(f"anyfill fill: note: {', '.join(unused)} only {verb} to --sample N (a fill is deterministic): ignored",
               file=sys.stderr)
     if args.threads:
         from threadpoolctl import threadpool_limits

@@ -545,3 +545,36 @@ def test_fill_names_valid_joints_and_fills_at_a_trained_rate(data_root, tmp_path
     assert "filled at the nearest of those rates" in err, err  # the card: 30 fps
     assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--model", model]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_fill_writes_files_others_may_read_and_keeps_a_replaced_files_mode(data_root, tmp_path, capsys):
+    """Outputs get what ``open`` gives a new file (0666 less the umask; they were 0600, unreadable to a Blender run
+    by another user), and a replaced file keeps its own permissions."""
+    src = _body_clip(data_root, tmp_path, frames=12)
+    model = str(models_dir() / "body.safetensors")
+    new, old = tmp_path / "new.bvh", tmp_path / "old.bvh"
+    old.write_text("x")
+    old.chmod(0o640)
+    umask = os.umask(0o022)
+    try:
+        for out in (new, old):
+            assert cli(["fill", str(src), "-o", str(out), "--keys", "0,last", "--model", model]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644 and stat.S_IMODE(old.stat().st_mode) == 0o640
+    assert bvh.read(old).n_frames == 12
+
+
+@pytest.mark.data
+def test_fill_names_the_joint_a_clip_lacks_and_a_lone_ignored_option(data_root, tmp_path, capsys):
+    src = _body_clip(data_root, tmp_path, frames=12)
+    text = src.read_text().replace("JOINT Neck", "JOINT Neck2")
+    renamed = tmp_path / "renamed.bvh"
+    renamed.write_text(text)
+    assert cli(["fill", str(renamed), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last"]) == 2
+    err = capsys.readouterr().err
+    assert "neither a hand nor a body skeleton (the nearest: not a body skeleton, missing joints Neck)" in err
+    assert cli(["fill", str(src), "-o", str(tmp_path / "o.bvh"), "--keys", "0,last", "--k", "4",
+                "--model", str(models_dir() / "body.safetensors")]) == 0
+    assert "--k only applies to --sample N" in capsys.readouterr().err

@@ -134,6 +134,17 @@ def _on(frames: np.ndarray, keyed) -> np.ndarray:
     return curves.near(frames, np.sort(np.asarray(keyed, dtype=np.float64)))
 
 
+def keyed_poses(bone_keys: dict[str, keys.BoneKeys], keyed: list[float]) -> list[float]:
+    """The frames the rig's conventions are read from (rest-pose match, twists, floor): those where every mapped
+    bone is keyed, when there are two or more. A frame where only some bones are keyed shows the others as their
+    curves run there, and those are the previous fill's keys on a refill: read from it, each refill moved the
+    match and the fill (the floor lift 1.27, 0.95, 0.58... with the arms alone keyed on one frame)."""
+    whole = set(keyed)
+    for bk in bone_keys.values():
+        whole &= set(bk.frames)
+    return sorted(whole) if len(whole) >= 2 else keyed
+
+
 def _of(part: str) -> str:
     return f" of the {part}" if part.startswith("hand.") else ""
 
@@ -227,9 +238,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     check_poses(rig_arrays, relevant, basis, fr)
     pose = rig_arrays.pose(basis, relevant)
     check_scale_inheritance(rig_arrays, relevant, pose)
-    at_keys = _on(fr, keyed)
     t1 = time.perf_counter()
-    ret = build_retarget(obj, model, rig_arrays, pose[at_keys], fr[at_keys], part)
+    at_poses = _on(fr, keyed_poses(bone_keys, keyed))
+    ret = build_retarget(obj, model, rig_arrays, pose[at_poses], fr[at_poses], part)
     t2 = time.perf_counter()
     msk = ret.model
 

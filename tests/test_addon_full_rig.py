@@ -4,6 +4,7 @@ location, the animator's keys stay as they were, and Bones = Selected fills only
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from blender_support import clean_scene, import_bvh, short_bvh
 from test_addon_fill import generated_frames, own_keys, run_fill, thin_keys
@@ -84,3 +85,43 @@ def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root
     finally:
         bpy.context.scene.anyfill.bones = "ALL"
     assert written_bones(ext, ob) == chosen
+
+
+def test_a_refill_with_a_partly_keyed_frame_gives_the_same_fill(bpy, ext, prefs, data_root):
+    """The arms keyed alone on one frame between the whole poses: the rig's conventions (twists, the floor) are read
+    from the whole poses only, so a second Fill reads what the first did and writes the same keys. Read from every
+    keyed frame, the legs on the arms' frame were the previous fill's keys: each refill moved the match (the floor
+    lift 1.27, 0.95, 0.58...) and the fill (up to 8 rig units)."""
+    full = mixamo_rig(bpy, data_root)  # the whole rig keyed every 10 frames, then the arms alone on frame 16
+    arms = [f"mixamorig7:{n}" for n in ("LeftArm", "LeftForeArm", "RightArm", "RightForeArm")]
+    for fc in ext.keys.channelbag(full).fcurves:
+        if fc.data_path.split('"')[1] in arms and fc.data_path.endswith("rotation_euler"):
+            fc.keyframe_points.insert(16, fc.evaluate(16) + 0.2)
+    bpy.context.view_layer.objects.active = full
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    model = ext.client.model_info(ext.client.Client(prefs.backend_url), "body")
+    reads, poses = [], []
+    for _ in range(3):
+        reads.append(ext.plan.prepare(bpy.context, full, "fill", model, part="body"))
+        assert run_fill(bpy, full) == {"FINISHED"}
+        poses.append(world_heads(bpy, full, range(1, FRAMES + 1)))
+    assert reads[0].retarget.lift == pytest.approx(reads[2].retarget.lift, abs=1e-9)
+    first, last = reads[0].body["joints"], reads[2].body["joints"]  # the same request, to float rounding
+    assert first.keys() == last.keys()
+    for name, track in first.items():
+        for key, cells in track.items():
+            assert [c is None for c in cells] == [c is None for c in last[name][key]], (name, key)
+            if key != "targets":
+                known = [c for c in cells if c is not None]
+                assert np.allclose(known, [c for c in last[name][key] if c is not None], rtol=0, atol=1e-12)
+    worst = max(float(np.abs(np.subtract(poses[0], p)).max()) for p in poses[1:])
+    assert worst < 1e-4, worst
+
+
+def world_heads(bpy, ob, frames) -> list[float]:
+    out = []
+    for f in frames:
+        bpy.context.scene.frame_set(f)
+        for pb in ob.pose.bones:
+            out.extend(ob.matrix_world @ pb.head)
+    return out

@@ -195,6 +195,7 @@ def sample(
     cancel: Callable[[], bool] | None = None,
     visit_log: list | None = None,
     refresh: int | None = None,
+    cut: bool = True,
 ) -> list[FillResult]:
     """N variations of one window (arrays with N = 1, or without the leading axis) by any-order
     sampling. The query variant steps through cells, k per step (see :func:`_sample_cells`); the triples
@@ -204,7 +205,7 @@ def sample(
     ``refresh`` (query variant): cells drawn between two encodings of the known cells (default: a frame's
     joints; each step in between runs the decoder only, the drawn cells reaching it through their frames'
     queries and the key curves; 1: every step encodes anew). A window longer than the model's (query variant)
-    is drawn window by window, as :func:`fill` fills it (:func:`_sample_long`)."""
+    is drawn window by window, as :func:`fill` fills it (:func:`_sample_long`; ``cut`` as :func:`fill`'s)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     if k < 1:
@@ -226,7 +227,7 @@ def sample(
     if model.cfg.variant == "triples":
         rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
     elif long:
-        rot, trans, ent_out, spread_out, visits = _sample_long(*args, refresh or model.cfg.n_joints)
+        rot, trans, ent_out, spread_out, visits = _sample_long(*args, refresh or model.cfg.n_joints, cut)
     else:
         rows = (np.repeat(rotations, n + 1, axis=0), np.repeat(translations, n + 1, axis=0))
         out = _sample_cells(model, *rows, *args[3:], refresh or model.cfg.n_joints)
@@ -242,7 +243,7 @@ def sample(
 
 
 def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
-                  progress, cancel, refresh, drawable: np.ndarray | None = None):
+                  progress, cancel, refresh, drawable: np.ndarray | None = None, valid: np.ndarray | None = None):
     """The query variant's any-order sampling, every variation side by side in one batch with a noiseless
     reference chain (row 0) that visits the same cells and takes the deterministic fill's value at each.
 
@@ -261,8 +262,10 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     ``rotations`` and ``translations`` (n + 1, T, J, ...): row 0 the reference's context, the others each
     variation's (equal but where an earlier window of a long shot drew them); ``known`` (1, T, J) and ``times``
     (1, T) are shared. ``drawable`` (T, J): the unknown cells to draw (default: all; a long shot's window also
-    holds keys beyond its frames, and spacer frames, that are neither). Returns every row, the reference first,
-    all in the canonical frame of row 0's keys."""
+    holds keys beyond its frames, and spacer frames, that are neither). ``valid`` (T,): the window's real frames
+    (not spacers); their unknown cells are the network's targets, drawn or not, as :func:`.fill.fill` asks for them
+    (the target mask is one of its inputs). Returns every row, the reference first, all in the canonical frame of
+    row 0's keys."""
     schema = get_schema(model.cfg.skeleton)
     spec = model.cfg.features
     scales = _scales(model, cal)
@@ -295,7 +298,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
     while done < total:
         if cancel is not None and cancel():
             raise Cancelled()
-        targets = ~known_now & draw
+        targets = ~known_now & (draw if valid is None else valid[:, None])  # what the network is asked for
         if batch is None:
             batch = canonical_batch(rot_c, trans_c, tms, known_now, targets, schema, spec, given)
         else:  # only the drawn joints' columns (and the moving joints' positions they carry) changed
@@ -306,7 +309,7 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
         if det is None:  # the first step sees the keys alone: the deterministic fill
             det = {"q": sixd_to_quat(out["rot6d"][0]), "pos": out["pos"][0]}
         lk = out["log_kappa"]
-        remaining = targets[0].reshape(cells)
+        remaining = (~known_now[0] & draw).reshape(cells)
         if rank is None:  # entropy orders, by the reference's calibrated spread (entropy falls as kappa grows)
             key = (lk[0] - 2.0 * log_rot_scale).reshape(cells)
             key = -key if order == "lowest-entropy" else key
@@ -351,14 +354,14 @@ def _sample_cells(model: MotionFill, rotations, translations, known, times, orde
 
 
 def _sample_long(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,
-                 progress, cancel, refresh):
-    """The query variant's sampling of a shot longer than the model's window, drawn window by window over the
-    windows :func:`fill` would fill it with: cut where every joint is keyed (the pieces on either side are
-    independent), a piece longer than a window drawn by windows one after another, each conditioned on the
-    last quarter of a window that the previous one drew (per variation: each continues its own draws), and every
-    window seeing the keys around it (:func:`_window_index`). The reference chain of :func:`_sample_cells` goes on
-    from window to window too (row 0: each window's deterministic fill given the previous one's), so every
-    variation stays centred on a deterministic fill of the shot."""
+                 progress, cancel, refresh, cut: bool = True):
+    """The query variant's sampling of a shot longer than the model's window, drawn over the windows :func:`fill`
+    would fill it with: cut where every joint is keyed (the pieces on either side are independent; ``cut=False``:
+    never, as on a trained-rate grid), a piece longer than a window by overlapping windows, each drawing the frames
+    the fill's window commits (its first ``length - ctx``, conditioned on what the one before drew) and every window
+    seeing the keys around it (:func:`_window_index`). The reference chain of :func:`_sample_cells` goes on from
+    window to window too (row 0: each window's deterministic fill given the previous one's), so every variation
+    stays centred on a deterministic fill of the shot, and at temperature 0 a variation is the fill."""
     length = model_length(model)
     ctx = length // 4
     known0 = known[0]
@@ -370,29 +373,36 @@ def _sample_long(model: MotionFill, rotations, translations, known, times, order
     spread = np.zeros(rot_rows.shape[:3])
     total, done = int((~known0).sum()), 0
     visits: list[tuple[int, int]] = []
-    for a, b in pieces(known0, length):
-        start = a
-        while start <= b and not known_now[a : b + 1].all():
+    for a, b in pieces(known0, length) if cut else [(0, len(known0) - 1)]:
+        start, upto = a, a + (a > 0)  # a later piece's first frame is the previous one's last, a whole pose
+        # the keys before a piece as given, not what the piece before it drew there (pieces are independent, and
+        # fill() runs them side by side)
+        seen = np.concatenate([known0[:a], known_now[a:]])
+        while start <= b:
             end = min(start + length, b + 1)
+            commit_to = end if end == b + 1 else end - ctx
             idx, lead = _window_index(known0, a, b, start, end)
-            w_rot, w_trans, w_known, _, w_times = _gather_window(rot_rows, trans_rows, known_now, times[0], idx)
+            seen[a:] = known_now[a:]
+            w_rot, w_trans, w_known, w_valid, w_times = _gather_window(rot_rows, trans_rows, seen, times[0], idx)
             own = np.zeros(len(idx), dtype=bool)
-            own[lead : lead + end - start] = True
-            report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-            r, tr, e, sp, vis = _sample_cells(model, w_rot, w_trans, w_known[None], w_times[None],
-                                              order, k, temperature, cal, rng, n, report, cancel, refresh,
-                                              drawable=own[:, None] & ~w_known)
-            frames = np.arange(start, end)
-            drawn = ~w_known[own]  # (F, J): the cells this window drew
-            pick = drawn[None, ..., None]
-            rot_rows[:, frames] = np.where(pick, r[:, own], rot_rows[:, frames])
-            trans_rows[:, frames] = np.where(pick, tr[:, own], trans_rows[:, frames])
-            ent[:, frames] = np.where(drawn, e[:, own], ent[:, frames])
-            spread[:, frames] = np.where(drawn, sp[:, own], spread[:, frames])
-            known_now[frames] |= drawn
-            visits += [(int(idx[f]), j) for f, j in vis[0]]
-            done += int(drawn.sum())
-            start = b + 1 if end == b + 1 else end - ctx
+            own[lead + upto - start : lead + commit_to - start] = True
+            if (own[:, None] & ~w_known).any():
+                report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+                r, tr, e, sp, vis = _sample_cells(model, w_rot, w_trans, w_known[None], w_times[None],
+                                                  order, k, temperature, cal, rng, n, report, cancel, refresh,
+                                                  drawable=own[:, None] & ~w_known, valid=w_valid)
+                frames = np.arange(upto, commit_to)
+                drawn = ~w_known[own]  # (F, J): the cells this window drew
+                pick = drawn[None, ..., None]
+                rot_rows[:, frames] = np.where(pick, r[:, own], rot_rows[:, frames])
+                trans_rows[:, frames] = np.where(pick, tr[:, own], trans_rows[:, frames])
+                ent[:, frames] = np.where(drawn, e[:, own], ent[:, frames])
+                spread[:, frames] = np.where(drawn, sp[:, own], spread[:, frames])
+                known_now[frames] |= drawn
+                visits += [(int(idx[f]), j) for f, j in vis[0]]
+                done += int(drawn.sum())
+            upto = commit_to
+            start = b + 1 if end == b + 1 else commit_to - ctx
     return rot_rows[1:], trans_rows[1:], ent[1:], spread[1:], [visits] * n
 
 
@@ -462,7 +472,7 @@ def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps
     grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)
     holds = Holds.find(model, rotations, translations, known)
     out = []
-    for res in sample(model, g_rot, g_trans, g_known, grid_t, **kwargs):
+    for res in sample(model, g_rot, g_trans, g_known, grid_t, cut=False, **kwargs):  # as fill_at_rate's grid
         back = FillResult(*(x[None] for x in _from_grid(grid_t, res, times[0], rotations[0], translations[0],
                                                          known[0])), resampled=(rate, target_rate))
         out.append(holds.apply(back).window(0))

@@ -217,6 +217,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     selected = selected_bones(obj) if scope_selected else None
     if scope_selected and not selected & set(mapping.values()):
         raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
+    check_modifiers(obj, bag, [b for b in mapping.values() if selected is None or b in selected])
     include_gen = not settings.replace_generated
     t0 = time.perf_counter()
 
@@ -352,6 +353,27 @@ def check_samples(obj, bag, bones: list[str]) -> None:
         what = ", ".join(dict.fromkeys(f"{b!r} {prop}" for b, prop in found))
         raise PlanError(f"Baked samples, not keys, on {what}: convert them to keys first (Graph Editor: Channel > "
                         "Samples to Keys); nothing was written")
+
+
+def check_modifiers(obj, bag, bones: list[str]) -> None:
+    """Refuse a bone to be written whose transform curves run through F-curve modifiers (Cycles, Noise, ...): the
+    keys Fill writes would pass through them, so the rig would not show the fill (a Cycles modifier even repeats
+    them beyond the range, changing frames outside it). A muted modifier changes nothing and is left alone."""
+    if bag is None:
+        return
+    paths = {}
+    for name in bones:
+        pb = obj.pose.bones[name]
+        for prop in ("location", keys.rotation_path(pb.rotation_mode)[0]):
+            paths[keys.bone_path(name, prop)] = (name, prop)
+    for fc in bag.fcurves:
+        live = [m for m in fc.modifiers if not m.mute] if fc.data_path in paths else []
+        if live:
+            name, prop = paths[fc.data_path]
+            kind = live[0].type.replace("_", " ").title()
+            raise PlanError(f"The {prop} curve of {name!r} runs through a {kind} modifier: the keys Fill writes "
+                            "would pass through it (a Cycles modifier repeats them beyond the range); remove or mute "
+                            "it (Graph Editor: Sidebar > Modifiers) first; nothing was written")
 
 
 def check_poses(rig: retarget_mod.Rig, bones: list[int], basis: np.ndarray, frames) -> None:
@@ -558,9 +580,11 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     basis = plan.retarget.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
     t2 = time.perf_counter()
     todo = tracks(plan, obj, basis)
-    # everything checked before the first change: the values, the channels' samples, the locked channels
+    # everything checked before the first change: the values, the channels' samples and modifiers, the locked channels
     check_finite(todo)
-    check_samples(obj, keys.channelbag(obj), list(dict.fromkeys(t.bone for t in todo)))
+    written_bones = list(dict.fromkeys(t.bone for t in todo))
+    check_samples(obj, keys.channelbag(obj), written_bones)
+    check_modifiers(obj, keys.channelbag(obj), written_bones)
     todo, locked = editable_mod.skip_locked(keys.channelbag(obj), todo)
     bag = keys.channelbag(obj, create=True)
     t3 = time.perf_counter()

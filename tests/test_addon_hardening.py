@@ -175,6 +175,32 @@ def test_baked_samples_are_refused_before_anything_is_written(bpy, ext, prefs, d
     assert (snapshot_all(ext, ob), samples(ext, ob)) == before
 
 
+@pytest.mark.parametrize("muted", [False, True])
+def test_a_curve_through_a_modifier_is_refused_before_anything_is_written(bpy, ext, prefs, data_root, muted):
+    """A Cycles modifier on a bone to be written: Fill's keys would pass through it (the cycle would repeat them
+    beyond the range, moving frames outside it; was: filled, reported as a success). Muted, it changes nothing and
+    the fill goes on."""
+    ob = body(bpy, ext, data_root)
+    fc = curve(ext, ob, "UpperLeg_L", "rotation_euler", 0)
+    fc.modifiers.new("CYCLES").mute = muted
+    before = snapshot_all(ext, ob)
+    if muted:
+        assert run_fill(bpy, ob) == {"FINISHED"}
+        return
+    with pytest.raises(RuntimeError, match=r"The rotation_euler curve of 'UpperLeg_L' runs through a Cycles modifier: "
+                                           r"the keys Fill writes would pass through it"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+    # Bones = Selected without that bone: nothing of it is written, so nothing to refuse
+    for pb in ob.pose.bones:  # selection lives on the pose bone in Blender 5.0, on the bone before
+        (pb if hasattr(pb, "select") else pb.bone).select = pb.name == "LowerArm_L"
+    bpy.context.scene.anyfill.bones = "SELECTED"
+    try:
+        assert run_fill(bpy, ob) == {"FINISHED"}
+    finally:
+        bpy.context.scene.anyfill.bones = "ALL"
+
+
 def test_samples_baked_while_the_backend_works_are_refused_too(bpy, ext, prefs, data_root):
     """The modal path: the rig changes between the request and the answer; the checks run again before writing."""
     ob = body(bpy, ext, data_root)

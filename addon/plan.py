@@ -274,6 +274,11 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     targets = ~known
     targets[:, left_out] = False
     if not write.any():
+        wrist = ret.bone_of.get(msk.parents.index(-1)) if wrist_from_body else None
+        if selected is not None and wrist is not None and not (selected & set(mapping.values())) - {
+                rig_arrays.names[wrist]}:
+            raise NothingToFill(f"Nothing to fill{_of(part)}: its only selected bone, the wrist, is the body's hand "
+                                "bone, filled with the body")
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
         raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope is keyed on {where}")
 

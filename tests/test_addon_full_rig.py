@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from blender_support import clean_scene, import_bvh, short_bvh
 from test_addon_fill import generated_frames, own_keys, run_fill, thin_keys
+from test_addon_hardening import report_of
 
 pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
 
@@ -82,9 +83,15 @@ def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root
     bpy.context.scene.anyfill.bones = "SELECTED"
     try:
         assert run_fill(bpy, ob) == {"FINISHED"}
+        # the hand bone alone: the body fills it; the hand part says why it has nothing of its own to fill
+        for pb in ob.pose.bones:
+            (pb if hasattr(pb, "select") else pb.bone).select = pb.name == "mixamorig7:LeftHand"
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
     finally:
         bpy.context.scene.anyfill.bones = "ALL"
-    assert written_bones(ext, ob) == chosen
+    assert written_bones(ext, ob) == chosen | {"mixamorig7:LeftHand"} and result == {"FINISHED"}
+    message = reports[-1][1]
+    assert "Nothing to fill of the hand.L: its only selected bone, the wrist, is the body's hand bone" in message
 
 
 def test_a_refill_with_a_partly_keyed_frame_gives_the_same_fill(bpy, ext, prefs, data_root):

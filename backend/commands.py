@@ -24,17 +24,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the local fill server",
                            description="Serve the fill models on a local HTTP port.")
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1; others warn)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     serve.add_argument("--model", action="append", metavar="NAME_OR_PATH",
                        help="model to serve, repeatable: a shipped name, a .safetensors path, or NAME=PATH "
                        "(default: the shipped hand and body models)")
     serve.add_argument("--workers", type=int, default=2,
-                       help="requests run at once, as threads of the one server process: one request's model "
-                       "arithmetic runs beside another's Python, not two requests' Python at once")
+                       help="requests run at once (default 2), as threads of the one server process: one request's "
+                       "model arithmetic runs beside another's Python, not two requests' Python at once")
     serve.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads per request (0: torch's default); a 65-frame window gains nothing "
-                       "from a second thread, and two threads per request on a busy machine made fills several "
-                       "times slower")
+                       help="torch CPU threads per request (default 1; 0: torch's default); a 65-frame window gains "
+                       "nothing from a second thread, and two threads per request on a busy machine made fills "
+                       "several times slower")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-warm-up", action="store_true",
                        help="listen at once, without one fill per model first (the first request then pays for it)")

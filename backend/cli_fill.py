@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 from backend.commands import SAMPLING_DEFAULTS
 from backend.registry import LoadedModel, load_one
+from training.files import mode_for
 from training.inbetween import fill as engine
 from training.inbetween import sampling
 from training.motion import bvh as bvh_io
@@ -136,17 +136,6 @@ def check_outputs(outs: list[Path], source: Path | None = None) -> None:
         os.unlink(probe)
 
 
-def _file_mode(path: Path) -> int:
-    """The permissions a file written to ``path`` gets: those of the file it replaces, else what ``open`` would
-    give a new file (0666 less the umask)."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
     """Write every file or none: each goes to a new temporary file beside it (a name no other file has, so an
     input called ``OUTPUT.bvh.tmp`` is never overwritten) and is renamed once all are written; on a failure the
@@ -161,7 +150,7 @@ def write_all(files: list[tuple[bvh_io.BVH, Path]]) -> None:
             current.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
             staged.append((Path(name), current))
-            os.fchmod(fd, _file_mode(current))  # mkstemp's is 0600: only its owner could read the fill
+            os.fchmod(fd, mode_for(current))  # mkstemp's is 0600: only its owner could read the fill
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(bvh_io.dumps(data))
         for tmp, current in staged:

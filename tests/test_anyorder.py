@@ -1324,3 +1324,20 @@ def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
             for m in (model, eager))
     assert model.traced_queries.traced is not None and eager.traced_queries.traced is None
     assert np.allclose(a.rotations, b.rotations, atol=1e-5) and np.allclose(a.translations, b.translations, atol=1e-4)
+
+
+def test_a_saved_model_is_readable_by_others(tmp_path):
+    """safetensors writes its file readable by its owner only: the model takes what a new file gets (the umask's),
+    as its card does, or keeps the permissions of the file it replaces."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_model(tiny("hand"), tmp_path / "m.safetensors")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644 == stat.S_IMODE(card_path(path).stat().st_mode)
+        path.chmod(0o640)
+        save_model(tiny("hand"), path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)

@@ -234,6 +234,9 @@ def test_keys_benchmark_scores_only_the_frames_between_keys(data_root: Path, tmp
     assert "band" in keys.format_difficulty(bands, "zero", "interp")
     with pytest.raises(ValueError, match="bands"):
         keys.by_difficulty(res["zero"], res["interp"], bands=0)
+    n = res["interp"]["windows"]  # more bands than windows: empty bands had NaN means (and --json wrote NaN)
+    with pytest.raises(ValueError, match=f"--bands {n + 1}: more bands than the {n} windows"):
+        keys.by_difficulty(res["zero"], res["interp"], bands=n + 1)
     w, mean, std = inbetween.protocol_windows("hand", files, data_root)
     known, frames = keys.keyed_every(5)
     truth = lambda batch, k: (w.rotations[:, : k.size].copy(), w.translations[:, : k.size].copy())  # noqa: E731

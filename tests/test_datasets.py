@@ -143,3 +143,15 @@ def test_rest_offsets_are_the_reference_side_and_match_the_shipped_cards(data_ro
         assert (rest[1:, 0] < 0).sum() >= 12  # the right hand's fingers lie towards -x
     card = json.loads(card_path(resolve_path(skeleton)).read_text())
     assert np.abs(np.array(card["schema"]["rest_offsets"])[bones] - reference[bones]).max() < 5e-3
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("{}", "no list of bandai test files"),
+    ('{"bandai": {"test": []}, "manipnet": {"test": []}}', "no list of manipnet train files"),
+    ("{not json", "not a valid JSON file"),
+])
+def test_a_splits_file_without_the_splits_is_named(tmp_path, text, says):
+    """A data folder whose splits.json lacks a split (it said only ``manipnet``: a bare KeyError) or is not JSON."""
+    (tmp_path / "splits.json").write_text(text)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'splits.json'}: {says}"):
+        split_files("hand", "test", tmp_path)

@@ -119,3 +119,30 @@ def test_settings_are_checked_when_given(setting, says, capsys):
     assert cli(["train", "anyorder", "skeleton=body", "--print-config"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["skeleton"] == "body"
     assert time.time() - t0 < 60
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_a_run_folder_is_checked_before_it_is_touched_and_restored_with_its_own_settings(tmp_path, data_root):
+    """A folder whose checkpoints cannot be checked against the command (no config.json; a run of another model) is
+    refused, its files as they were (config.json was rewritten first, then the load failed: the original command
+    could no longer resume it); --restore-from goes on with the run's own settings; a run with no step or epoch
+    limit (max_time ends it) trains (its schedule's length was infinite: OverflowError)."""
+    run = tmp_path / "run"
+    assert main(_args(run, data_root, "trainer.max_steps=2")) == 0
+    cfg = run / "config.json"
+    saved = cfg.read_text()
+    cfg.unlink()
+    with pytest.raises(ValueError, match="holds checkpoints but no config.json"):
+        main(_args(run, data_root, "d_model=32", "trainer.max_steps=3"))
+    assert not cfg.exists()
+    cfg.write_text(saved.replace('"model": "anyorder"', '"model": "pixels"'))
+    with pytest.raises(ValueError, match="holds a run of the model 'pixels', not 'anyorder'"):
+        main(_args(run, data_root, "trainer.max_steps=3"))
+    assert '"pixels"' in cfg.read_text()
+    cfg.write_text(saved)
+    assert main(["anyorder", "--restore-from", str(run), "trainer.max_steps=3"]) == 0
+    assert _step(run / "checkpoints" / "last.ckpt") == 3
+    endless = tmp_path / "endless"
+    assert main(_args(endless, data_root, "trainer.max_epochs=-1", "trainer.max_time=00:00:00:02")) == 0
+    assert _step(endless / "checkpoints" / "last.ckpt") > 0

@@ -170,12 +170,15 @@ def _split_sections(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def resolve_configs(task: Task, config_file: str | Sequence[str] | None, named: str | None,
-                    overrides: Sequence[str]):
-    """Defaults <- task's trainer defaults <- named config <- config files (in order, a later one overriding
-    an earlier one) <- ``key=value`` overrides."""
+                    overrides: Sequence[str], run: tuple[str, dict[str, Any]] | None = None):
+    """Defaults <- task's trainer defaults <- a run's saved settings (``run``: where, and its config.json) <- named
+    config <- config files (in order, a later one overriding an earlier one) <- ``key=value`` overrides."""
     cfg = task.config_cls()
     tcfg = apply_overrides(TrainerConfig(), task.default_trainer, f"{task.name} trainer defaults")
     layers: list[tuple[str, dict[str, Any]]] = []
+    if run is not None:
+        where, saved = run
+        layers.append((where, {**_flat(saved.get("config") or {}), "trainer": saved.get("trainer") or {}}))
     if named:
         if named not in task.named_configs:
             raise KeyError(f"{task.name}: no named config {named!r}; named configs: {', '.join(task.named_configs)}")
@@ -516,15 +519,23 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
               f"moved to {aside}", file=sys.stderr)
     steps: dict[Path, int] = {}
     resume = None if fresh else resume_checkpoint(ckpt_dir, steps)
-    if resume is not None and cfg_path.is_file():
+    if resume is not None and not cfg_path.is_file():
+        raise ValueError(f"{run_dir} holds checkpoints but no config.json, so they cannot be checked against this "
+                         "command (a model of other settings would fail to load them); put the run's config.json "
+                         "back, use --fresh to start over (the old checkpoints are moved aside) or another --run-dir")
+    if resume is not None:
         try:
-            old = json.loads(cfg_path.read_text())["config"]
+            saved = json.loads(cfg_path.read_text())
+            old = saved["config"]
             if not isinstance(old, dict):
                 raise TypeError(f"its config is a {type(old).__name__}, not a table of settings")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{cfg_path}: not a run's config.json ({type(e).__name__}: {e}), so the run's "
                              "checkpoints cannot be checked against this command; use --fresh to start over "
                              "(the old checkpoints and config.json are moved aside) or another --run-dir") from None
+        if saved.get("model", task.name) != task.name:
+            raise ValueError(f"{run_dir} holds a run of the model {saved['model']!r}, not {task.name!r}; use another "
+                             "--run-dir, or --fresh to start over (the old checkpoints are moved aside)")
         # a setting added to the code after the run began is no difference while it keeps its default
         defaults = _flat(json.loads(json.dumps(dataclasses.asdict(type(cfg)()))))
         old = _flat(old)
@@ -620,7 +631,8 @@ def build_parser(task_names: Sequence[str], info: TaskInfo | None = None) -> arg
     p.add_argument("--run-dir", metavar="DIR",
                    help="run folder (default runs/MODEL); {now} expands to the start time, e.g. runs/pae-{now}")
     p.add_argument("--restore-from", metavar="DIR",
-                   help="continue the run in this existing folder from its newest checkpoint")
+                   help="continue the run in this existing folder from its newest checkpoint, with the settings "
+                   "it was started with (its config.json; key=value change them, e.g. trainer.max_epochs)")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints in the run folder and start over")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved settings, each with its meaning, as a --config file, and exit")
@@ -732,6 +744,24 @@ def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 
 
+def _saved_run(run_dir: Path, model: str) -> tuple[str, dict[str, Any]]:
+    """``--restore-from``'s run: its config.json, whose settings the run goes on with (the command line's
+    ``key=value`` change them, e.g. a later ``trainer.max_epochs``)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise TypeError("no table of settings under 'config'")
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise SystemExit(f"anyfill train: --restore-from {run_dir}: {path} is not a run's config.json ({e})") from None
+    if saved.get("model", model) != model:
+        raise SystemExit(f"anyfill train: --restore-from {run_dir}: a run of the model {saved['model']!r}, not "
+                         f"{model!r}")
+    return str(path), saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``anyfill train``. Help and ``--print-config`` read the model's settings from its source
     (:mod:`training.settings`): neither imports torch or Lightning, except to run a model's own checks."""
@@ -756,14 +786,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config_text(info, cfg, tcfg), end="")
         return 0
     task = get_task(args.model)
-    cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides)
+    run = None
     if args.restore_from:
         if args.run_dir:
             raise SystemExit("anyfill train: give --run-dir (a new run) or --restore-from (an old one), not both")
         run_dir = Path(args.restore_from)
-        if not (run_dir / "config.json").is_file():
-            raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
+        run = _saved_run(run_dir, task.name)
     else:
         run_dir = expand_run_dir(args.run_dir or os.path.join("runs", args.model))
+    cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides, run)
     fit(task, cfg, tcfg, run_dir, fresh=args.fresh)
     return 0

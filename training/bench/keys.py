@@ -212,6 +212,8 @@ def by_difficulty(result: dict, baseline: dict, bands: int = 5, metric: str = "L
     for n in result["every"]:
         ours, base = result["every"][n]["windows"], baseline["every"][n]["windows"]
         key = np.asarray(base[metric])
+        if bands > len(key):  # an empty band has no mean (it printed NaN rows and wrote NaN, not JSON)
+            raise ValueError(f"--bands {bands}: more bands than the {len(key)} windows scored at keys every {n}")
         rows = []
         for band in np.array_split(np.argsort(key, kind="stable"), bands):
             row = {"windows": len(band), f"baseline_{metric}": float(key[band].mean())}

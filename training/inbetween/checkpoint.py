@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training import files
 from training.inbetween.config import MotionConfig
 from training.motion.skeleton import get_schema
 
@@ -85,6 +86,7 @@ def save_model(model: MotionFill, path: str | Path, training: dict[str, Any] | N
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.chmod(files.mode_for(path))  # safetensors writes it readable by its owner only
     tmp.replace(path)
     write_card(path, card)
     return path

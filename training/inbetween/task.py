@@ -303,12 +303,15 @@ class AnyOrderModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm = min(self.cfg.warmup_steps, total // 2)
+        estimate = self.trainer.estimated_stepping_batches  # infinite with no step or epoch limit (max_time ends it)
+        total = max(int(estimate), 1) if math.isfinite(estimate) else None
+        warm = self.cfg.warmup_steps if total is None else min(self.cfg.warmup_steps, total // 2)
 
         def schedule(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
+            if total is None:  # a run of unknown length: no decay, the learning rate stays at its peak
+                return 1.0
             progress = (step - warm) / max(total - warm, 1)
             return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 

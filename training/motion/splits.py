@@ -39,7 +39,19 @@ def data_root(path: str | Path | None = None) -> Path:
 
 @lru_cache(maxsize=8)
 def _splits(root: Path) -> dict:
-    return json.loads((root / "splits.json").read_text())
+    """The data folder's splits.json: the test files of each dataset (``bandai``: ``test``; ``manipnet``: ``train``
+    and ``test`` takes); a file that does not hold them is an error naming it and what is missing."""
+    path = root / "splits.json"
+    try:
+        s = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON file ({e})") from None
+    for dataset, parts in (("bandai", ("test",)), ("manipnet", ("train", "test"))):
+        for part in parts:
+            if not isinstance(s, dict) or not isinstance(s.get(dataset), dict) or not isinstance(
+                    s[dataset].get(part), list):
+                raise ValueError(f"{path}: no list of {dataset} {part} files ('{dataset}': {{'{part}': [...]}})")
+    return s
 
 
 def split_files(skeleton: str, split: str, root: str | Path | None = None) -> list[Path]:

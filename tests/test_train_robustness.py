@@ -204,5 +204,17 @@ def test_ctrl_c_while_training_waits_for_the_step_under_way(tmp_path):
             time.sleep(0.5)
         on_interrupt.teardown(None, None, "fit")
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # a data loader's worker (a forked process) inherits the handler: there a Ctrl-C ends it at once, silently
+        on_interrupt.requested = False
+        on_interrupt.on_train_start(None, None)
+        child = os.fork()
+        if child == 0:  # the worker: exit 0 only if the Ctrl-C raised KeyboardInterrupt and nothing was noted
+            try:
+                on_interrupt._defer(signal.SIGINT, None)
+            except KeyboardInterrupt:
+                os._exit(0 if not on_interrupt.requested else 2)
+            os._exit(1)
+        assert os.waitpid(child, 0)[1] == 0 and not on_interrupt.requested
+        on_interrupt.teardown(None, None, "fit")
     finally:
         signal.signal(signal.SIGINT, before)

@@ -396,6 +396,7 @@ def _run_callbacks(ckpt_dir: Path):
             self.interrupted = False
             self.requested = False  # a Ctrl-C waits for the step under way
             self._previous = None
+            self._pid = os.getpid()
 
         def on_train_start(self, trainer, module):
             self.training = True
@@ -403,10 +404,13 @@ def _run_callbacks(ckpt_dir: Path):
             # only from the main thread, where signal handlers live
             if (threading.current_thread() is threading.main_thread()
                     and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+                self._pid = os.getpid()
                 self._previous = signal.signal(signal.SIGINT, self._defer)
 
         def _defer(self, signum, frame):
-            if self.requested:
+            # a data loader's worker process inherits the handler: there the Ctrl-C is Python's own (the worker
+            # ends, as torch's workers do on one), and only the training process says it stops
+            if self.requested or os.getpid() != self._pid:
                 raise KeyboardInterrupt
             self.requested = True
             print("anyfill train: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)

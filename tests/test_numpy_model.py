@@ -121,8 +121,9 @@ def test_numpy_runtime_refuses_a_bad_file_as_the_torch_loader_does(tmp_path):
         load_numpy_model(path)
     assert load_model(path)[0].out.weight.dtype == torch.float32  # torch reads it into its float32 model
     path.write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="corrupt safetensors"):
+    with pytest.raises(CheckpointError, match="corrupt safetensors") as e:
         load_numpy_model(path)
+    assert str(e.value).count(str(path)) == 1  # the file named once
     card = json.loads(card_path(path).read_text())
     card["config"]["variant"] = "triples"
     card_path(path).write_text(json.dumps(card))

@@ -53,6 +53,8 @@ def test_unreadable_checkpoints_stop_the_rerun_and_the_export_is_kept(tmp_path, 
     assert export.read_bytes() == exported and (export.parent / "hand-query-step2.safetensors").is_file()
     assert _step(ckpts / "last.ckpt") == 2
     assert len(list(run.glob("checkpoints-before-*/*.ckpt"))) == len(names)
+    assert len(list(run.glob("checkpoints-before-*/tb/events.*"))) == 1  # the old run's TensorBoard logs went too
+    assert len(list(run.glob("tb/events.*"))) == 1
     # only the newest file unreadable (killed while writing): resume from the one before, the bad file set
     # aside and named, never a last-v1.ckpt
     (ckpts / "last.ckpt").write_bytes(b"\x00" * 100)

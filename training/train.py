@@ -519,6 +519,9 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
         moved = [name for name in task.results if (run_dir / name).is_file()]
         for name in moved:  # its results too: the new run writes its own when it ends
             (run_dir / name).replace(aside / name)
+        if (run_dir / "tb").is_dir():  # and its TensorBoard logs, which the new run's would run on from
+            (run_dir / "tb").replace(aside / "tb")
+            moved.append("tb/")
         print(f"anyfill train: --fresh: the run's old checkpoints (and its {', '.join(['config.json', *moved])}) "
               f"moved to {aside}", file=sys.stderr)
     steps: dict[Path, int] = {}

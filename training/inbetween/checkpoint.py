@@ -184,8 +184,9 @@ def load_numpy_model(path: str | Path) -> tuple[NumpyMotionFill, dict[str, Any]]
     path, card, cfg = _checked_card(path)
     if cfg.variant != "query":
         raise CheckpointError(f"{path}: the numpy runtime runs the query variant only; this model is {cfg.variant!r}")
+    weights = _weights(path)  # its errors name the file
     try:
-        model = NumpyMotionFill(cfg, _weights(path))
+        model = NumpyMotionFill(cfg, weights)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     _with_sampling(model, card, cfg, path)

@@ -26,11 +26,11 @@ import numpy as np
 
 from backend.commands import SAMPLING_DEFAULTS
 from backend.registry import LoadedModel, load_one
-from training.files import mode_for
 from training.inbetween import fill as engine
 from training.inbetween import sampling
 from training.motion import bvh as bvh_io
 from training.motion import clip as clip_io
+from training.motion.files import mode_for
 from training.motion.skeleton import SCHEMAS, get_schema
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from training import files
 from training.inbetween.config import MotionConfig
+from training.motion import files
 from training.motion.skeleton import get_schema
 
 if TYPE_CHECKING:

@@ -68,10 +68,17 @@ def read(fc) -> Points:
                   fc.extrapolation == "LINEAR", not (len(fc.modifiers) or len(fc.sampled_points)))
 
 
-def evaluate(curves: list, frames) -> np.ndarray:
-    """Values (C, F) of F-curves at the frames, as ``fcurve.evaluate`` gives them (see the module docstring)."""
+def without(p: Points, drop: np.ndarray) -> Points:
+    """The curve of ``p`` with the keys where ``drop`` (n,) left out, the others' handles as they are."""
+    keep = ~drop
+    return Points(p.co[keep], p.left[keep], p.right[keep], p.interpolation[keep], p.linear_extrapolation, p.exact)
+
+
+def evaluate(curves: list, frames, points: list[Points] | None = None) -> np.ndarray:
+    """Values (C, F) of F-curves at the frames, as ``fcurve.evaluate`` gives them (see the module docstring), or of
+    their keys as ``points`` gives them (none empty; some keys left out, :func:`without`)."""
     frames = np.asarray(frames, dtype=np.float64)
-    points = [read(fc) for fc in curves]
+    points = [read(fc) for fc in curves] if points is None else points
     values, known = evaluate_points(points, frames)
     for c in np.flatnonzero(~known.all(axis=1)):  # easing types, modifiers, samples: Blender's own evaluation
         fc = curves[c]

@@ -209,14 +209,17 @@ def curve_map(bag) -> dict[tuple[str, int], object]:
     return {} if bag is None else {(fc.data_path, fc.array_index): fc for fc in bag.fcurves}
 
 
-def evaluate_channels(obj, bag, names: list[str], frames) -> dict[str, Channels]:
+def evaluate_channels(obj, bag, names: list[str], frames, own_keys_of=frozenset()) -> dict[str, Channels]:
     """Each listed bone's location, rotation (in its rotation mode) and scale at the frames, from its F-curves
     evaluated in bulk (:mod:`.fcurves`), or its current values where a channel has no curve, is muted or has no
-    keys (Blender leaves the property as it is then)."""
+    keys (Blender leaves the property as it is then). The bones of ``own_keys_of`` are read from the animator's
+    keys alone, as if Anyfill's (Generated) keys were not there: a bone keyed on some of its channels on a frame
+    is read there as the animator's curves run, never as an earlier fill left them."""
     frames = np.asarray(frames, dtype=np.float64)
     found = curve_map(bag)
+    gen = generated_type_value()
     out: dict[str, Channels] = {}
-    curves, slots = [], []  # curves to evaluate and (bone, property, component) each fills
+    curves, points, slots = [], [], []  # curves to evaluate, their keys, and (bone, property, component) each fills
     for name in names:
         pb = obj.pose.bones[name]
         mode = pb.rotation_mode
@@ -228,11 +231,19 @@ def evaluate_channels(obj, bag, names: list[str], frames) -> dict[str, Channels]
             path = bone_path(name, p)
             for i in range(len(static)):
                 fc = found.get((path, i))
-                if fc is not None and not fc.mute and len(fc.keyframe_points):
-                    curves.append(fc)
-                    slots.append((name, key, i))
+                if fc is None or fc.mute or not len(fc.keyframe_points):
+                    continue
+                p = fcurves.read(fc)
+                if name in own_keys_of:
+                    n = len(fc.keyframe_points)
+                    p = fcurves.without(p, fcurves.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8) == gen)
+                    if not len(p):  # only Anyfill's keys: as a channel with none
+                        continue
+                curves.append(fc)
+                points.append(p)
+                slots.append((name, key, i))
         out[name] = Channels(mode, arrays["rotation"], arrays["location"], arrays["scale"])
-    values = fcurves.evaluate(curves, frames) if curves else np.zeros((0, len(frames)))
+    values = fcurves.evaluate(curves, frames, points) if curves else np.zeros((0, len(frames)))
     for (name, key, i), v in zip(slots, values, strict=True):
         getattr(out[name], key)[:, i] = v
     return out

@@ -234,7 +234,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     fr = np.asarray(frames)
     is_target_frame = _on(fr, target_frames)
 
-    channels = keys.evaluate_channels(obj, bag, relevant_names, frames)
+    # a fill's bones are read from the animator's keys (out of scope with Bones = Selected, as they show)
+    own_keys_of = set() if include_gen else {b for b in mapping.values() if selected is None or b in selected}
+    channels = keys.evaluate_channels(obj, bag, relevant_names, frames, own_keys_of)
     basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
     check_poses(rig_arrays, relevant, basis, fr)
     pose = rig_arrays.pose(basis, relevant)

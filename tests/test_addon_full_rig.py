@@ -95,15 +95,20 @@ def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root
 
 
 def test_a_refill_with_a_partly_keyed_frame_gives_the_same_fill(bpy, ext, prefs, data_root):
-    """The arms keyed alone on one frame between the whole poses: the rig's conventions (twists, the floor) are read
-    from the whole poses only, so a second Fill reads what the first did and writes the same keys. Read from every
-    keyed frame, the legs on the arms' frame were the previous fill's keys: each refill moved the match (the floor
-    lift 1.27, 0.95, 0.58...) and the fill (up to 8 rig units)."""
+    """The arms keyed alone on one frame between the whole poses, and one channel of a thigh on another: the rig's
+    conventions (twists, the floor) are read from the whole poses only, and a bone keyed on some channels from the
+    animator's curves, so a second Fill reads what the first did and writes the same keys. Read from every keyed
+    frame, the legs on the arms' frame were the previous fill's keys: each refill moved the match (the floor lift
+    1.27, 0.95, 0.58...) and the fill (up to 8 rig units), and the thigh's other channels there were the last fill's."""
     full = mixamo_rig(bpy, data_root)  # the whole rig keyed every 10 frames, then the arms alone on frame 16
     arms = [f"mixamorig7:{n}" for n in ("LeftArm", "LeftForeArm", "RightArm", "RightForeArm")]
     for fc in ext.keys.channelbag(full).fcurves:
         if fc.data_path.split('"')[1] in arms and fc.data_path.endswith("rotation_euler"):
             fc.keyframe_points.insert(16, fc.evaluate(16) + 0.2)
+        # and one channel of the left thigh alone on frame 26: its other two there are its own curves, not the
+        # last fill's keys
+        if fc.data_path == 'pose.bones["mixamorig7:LeftUpLeg"].rotation_euler' and fc.array_index == 0:
+            fc.keyframe_points.insert(26, fc.evaluate(26) + 0.2)
     bpy.context.view_layer.objects.active = full
     assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
     model = ext.client.model_info(ext.client.Client(prefs.backend_url), "body")

@@ -102,9 +102,7 @@ def _without_stale(fc, frames: np.ndarray) -> tuple[fcurves.Points, bool]:
     stale = gen & curves.near(p.co[:, 0], np.sort(np.asarray(frames, dtype=np.float64)))
     if not stale.any():
         return p, False
-    keep = ~stale
-    return fcurves.Points(p.co[keep], p.left[keep], p.right[keep], p.interpolation[keep], p.linear_extrapolation,
-                          p.exact), True
+    return fcurves.without(p, stale), True
 
 
 def deviation(bag, t: Track, cleared: bool = False) -> tuple[np.ndarray, bool]:

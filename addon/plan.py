@@ -217,7 +217,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     selected = selected_bones(obj) if scope_selected else None
     if scope_selected and not selected & set(mapping.values()):
         raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
-    check_modifiers(obj, bag, [b for b in mapping.values() if selected is None or b in selected])
+    in_scope = [b for b in mapping.values() if selected is None or b in selected]  # the bones a fill writes
+    check_modifiers(obj, bag, in_scope)
     include_gen = not settings.replace_generated
     t0 = time.perf_counter()
 
@@ -235,8 +236,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     is_target_frame = _on(fr, target_frames)
 
     # a fill's bones are read from the animator's keys (out of scope with Bones = Selected, as they show)
-    own_keys_of = set() if include_gen else {b for b in mapping.values() if selected is None or b in selected}
-    channels = keys.evaluate_channels(obj, bag, relevant_names, frames, own_keys_of)
+    channels = keys.evaluate_channels(obj, bag, relevant_names, frames, set() if include_gen else set(in_scope))
     basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
     check_poses(rig_arrays, relevant, basis, fr)
     pose = rig_arrays.pose(basis, relevant)
@@ -276,7 +276,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     targets = ~known
     targets[:, left_out] = False
     if not write.any():
-        wrist = ret.bone_of.get(msk.parents.index(-1)) if wrist_from_body else None
+        wrist = ret.bone_of.get(msk.root) if wrist_from_body else None
         if selected is not None and wrist is not None and not (selected & set(mapping.values())) - {
                 rig_arrays.names[wrist]}:
             raise NothingToFill(f"Nothing to fill{_of(part)}: its only selected bone, the wrist, is the body's hand "
@@ -345,16 +345,23 @@ def check_action_time(obj, lo: float, hi: float) -> None:
                             "written")
 
 
+def _transform_paths(obj, bones: list[str], props: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """The F-curve data paths of the bones' transform properties (``rotation``: the one of the bone's rotation
+    mode), each with its (bone, property)."""
+    paths = {}
+    for name in bones:
+        mode = obj.pose.bones[name].rotation_mode
+        for prop in (keys.rotation_path(mode)[0] if p == "rotation" else p for p in props):
+            paths[keys.bone_path(name, prop)] = (name, prop)
+    return paths
+
+
 def check_samples(obj, bag, bones: list[str]) -> None:
     """Refuse a bone whose transform channels hold baked samples (Convert to Samples): they have no keys to read
     or to add to (Blender refuses keys on them)."""
     if bag is None:
         return
-    paths = {}
-    for name in bones:
-        pb = obj.pose.bones[name]
-        for prop in ("location", keys.rotation_path(pb.rotation_mode)[0], "scale"):
-            paths[keys.bone_path(name, prop)] = (name, prop)
+    paths = _transform_paths(obj, bones, ("location", "rotation", "scale"))
     found = [paths[fc.data_path] for fc in bag.fcurves if fc.data_path in paths and len(fc.sampled_points)]
     if found:
         what = ", ".join(dict.fromkeys(f"{b!r} {prop}" for b, prop in found))
@@ -368,11 +375,7 @@ def check_modifiers(obj, bag, bones: list[str]) -> None:
     them beyond the range, changing frames outside it). A muted modifier changes nothing and is left alone."""
     if bag is None:
         return
-    paths = {}
-    for name in bones:
-        pb = obj.pose.bones[name]
-        for prop in ("location", keys.rotation_path(pb.rotation_mode)[0]):
-            paths[keys.bone_path(name, prop)] = (name, prop)
+    paths = _transform_paths(obj, bones, ("location", "rotation"))
     for fc in bag.fcurves:
         live = [m for m in fc.modifiers if not m.mute] if fc.data_path in paths else []
         if live:

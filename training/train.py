@@ -531,18 +531,7 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
                          "command (a model of other settings would fail to load them); put the run's config.json "
                          "back, use --fresh to start over (the old checkpoints are moved aside) or another --run-dir")
     if resume is not None:
-        try:
-            saved = json.loads(cfg_path.read_text())
-            old = saved["config"]
-            if not isinstance(old, dict):
-                raise TypeError(f"its config is a {type(old).__name__}, not a table of settings")
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{cfg_path}: not a run's config.json ({type(e).__name__}: {e}), so the run's "
-                             "checkpoints cannot be checked against this command; use --fresh to start over "
-                             "(the old checkpoints and config.json are moved aside) or another --run-dir") from None
-        if saved.get("model", task.name) != task.name:
-            raise ValueError(f"{run_dir} holds a run of the model {saved['model']!r}, not {task.name!r}; use another "
-                             "--run-dir, or --fresh to start over (the old checkpoints are moved aside)")
+        old = saved_run(run_dir, task.name)["config"]
         # a setting added to the code after the run began is no difference while it keeps its default
         defaults = _flat(json.loads(json.dumps(dataclasses.asdict(type(cfg)()))))
         old = _flat(old)
@@ -751,22 +740,23 @@ def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 
 
-def _saved_run(run_dir: Path, model: str) -> tuple[str, dict[str, Any]]:
-    """``--restore-from``'s run: its config.json, whose settings the run goes on with (the command line's
-    ``key=value`` change them, e.g. a later ``trainer.max_epochs``)."""
+def saved_run(run_dir: Path, model: str) -> dict[str, Any]:
+    """A run folder's config.json (its model, config and trainer settings), refused (ValueError, naming the file)
+    when it is not one or is a run of another model: what a resumed run is checked against, and what
+    ``--restore-from`` goes on with."""
     path = run_dir / "config.json"
-    if not path.is_file():
-        raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
     try:
         saved = json.loads(path.read_text())
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             raise TypeError("no table of settings under 'config'")
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
-        raise SystemExit(f"anyfill train: --restore-from {run_dir}: {path} is not a run's config.json ({e})") from None
+        raise ValueError(f"{path}: not a run's config.json ({type(e).__name__}: {e}), so the run's checkpoints "
+                         "cannot be checked against this command; use --fresh to start over (the old checkpoints "
+                         "and config.json are moved aside) or another --run-dir") from None
     if saved.get("model", model) != model:
-        raise SystemExit(f"anyfill train: --restore-from {run_dir}: a run of the model {saved['model']!r}, not "
-                         f"{model!r}")
-    return str(path), saved
+        raise ValueError(f"{run_dir} holds a run of the model {saved['model']!r}, not {model!r}; use another "
+                         "--run-dir, or --fresh to start over (the old checkpoints are moved aside)")
+    return saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -798,7 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run_dir:
             raise SystemExit("anyfill train: give --run-dir (a new run) or --restore-from (an old one), not both")
         run_dir = Path(args.restore_from)
-        run = _saved_run(run_dir, task.name)
+        if not (run_dir / "config.json").is_file():
+            raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
+        try:
+            run = (str(run_dir / "config.json"), saved_run(run_dir, task.name))
+        except ValueError as e:
+            raise SystemExit(f"anyfill train: --restore-from {run_dir}: {e}") from None
     else:
         run_dir = expand_run_dir(args.run_dir or os.path.join("runs", args.model))
     cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides, run)

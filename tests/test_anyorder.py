@@ -1282,6 +1282,75 @@ def test_traced_queries_and_head_equal_the_eager_ones(skeleton):
     assert not any("traced" in k for k in model.state_dict())  # not part of the weights
 
 
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_a_window_runs_as_one_traced_graph_equal_to_the_eager_pass(skeleton):
+    """A loaded model runs a window's whole pass (inputs, layers, head) as one traced graph when every row of the batch
+    has as many frames with known cells and as many with targets: the eager pass's outputs (1e-5), frames partly
+    keyed included. Rows of different counts (padding), a one-frame window, gradients and changed weights run eager."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny(skeleton, seed=5)
+    schema = get_schema(skeleton)
+    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=6)
+
+    def batch(known):
+        canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+        rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+        return fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+
+    known = inbetween_mask(2, 30, schema.n_joints, ctx=8, gap=12)
+    known[0, 12, :4] = known[1, 15, 2:5] = True  # a partly keyed frame in each row: a known frame and a target one
+    even = batch(known)
+    uneven = known.copy()
+    uneven[1, 9] = True  # one more keyed frame in the second row
+    padded = batch(uneven)
+    calls = {"n": 0}
+
+    def trace():
+        assert model.traced_window.trace()
+        graph = model.traced_window.traced
+
+        def counted(*args):
+            calls["n"] += 1
+            return graph(*args)
+
+        model.traced_window.traced = counted
+
+    def compare(b):
+        calls["n"] = 0
+        with torch.inference_mode():
+            fast = model(b)
+        used = calls["n"]
+        kept, model.traced_window.traced = model.traced_window.traced, None
+        with torch.inference_mode():
+            slow = model(b)
+        model.traced_window.traced = kept
+        target = b["target"]
+        for k in ("rot6d", "log_kappa"):
+            assert torch.allclose(fast[k][target], slow[k][target], atol=1e-5), k
+        assert torch.allclose(fast["pos"], slow["pos"], atol=1e-5) and torch.allclose(fast["log_sigma"],
+                                                                                    slow["log_sigma"], atol=1e-5)
+        return fast, used
+
+    trace()
+    first, used = compare(even)
+    assert used == 1
+    assert compare(padded)[1] == 0  # rows of different counts: eager, with masks
+    one = {k: v if k in ("has_key", "moving_has_key") else v[:, :1] for k, v in even.items()}
+    assert compare(one)[1] == 0
+    with torch.no_grad():  # a weight of the core changed in place: eager, the new weights' outputs
+        model.core.encoder[0].mlp[0].weight.add_(0.05)
+    second, used = compare(even)
+    assert used == 0 and not torch.allclose(first["rot6d"], second["rot6d"])
+    trace()
+    third, used = compare(even)
+    assert used == 1 and torch.allclose(third["rot6d"][even["target"]], second["rot6d"][even["target"]], atol=1e-5)
+    calls["n"] = 0
+    with torch.enable_grad():
+        model(even)
+    assert calls["n"] == 0  # gradients: eager
+
+
 def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
     """A method whose traced copy differs from it on the examples it was not traced on (here a branch on a shape) is
     never served traced, not even once its owner allows tracing on first use."""
@@ -1306,22 +1375,26 @@ def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
 
 @pytest.mark.parametrize("skeleton", ["hand", "body"])
 def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
-    """The shipped models trace their layers and their head on their first window, a step's queries on their first
-    sampling step; a fill and a k = 1 sample of a window equal the eager model's (1e-5)."""
+    """The shipped models trace a window's whole pass on their first window, their layers, a step's queries and the
+    head on their first sampling step; a fill and a k = 1 sample of a window equal the eager model's (1e-5)."""
     model, _ = load_model(skeleton)
-    assert model.core.trace_on_first_use and model.core.traced is None
+    assert model.core.trace_on_first_use and model.core.traced is None and model.traced_window.on_first_use
     rot, trans, times = synthetic(skeleton, n=1, t=41, seed=7)
     known = inbetween_mask(1, 41, model.cfg.n_joints, ctx=10, gap=30)
     eager, _ = load_model(skeleton)
-    eager.core.trace_on_first_use = eager.traced_queries.on_first_use = eager.traced_head.on_first_use = False
+    eager.core.trace_on_first_use = False
+    for traced in (eager.traced_queries, eager.traced_head, eager.traced_window):
+        traced.on_first_use = False
     a, b = (fill_engine.fill(m, rot, trans, known, times) for m in (model, eager))
-    assert model.core.traced is not None and eager.core.traced is None
-    assert model.traced_head.traced is not None and eager.traced_head.traced is None
+    assert model.traced_window.traced is not None and eager.traced_window.traced is None
+    assert model.core.traced is None  # the window's graph served it all
     for f in ("rotations", "translations", "entropy", "spread_deg"):
         assert np.allclose(getattr(a, f), getattr(b, f), atol=1e-5), f
     short = np.s_[0, :14]  # 3 frames to draw: a few dozen steps
     a, b = (sampling.sample(m, rot[short], trans[short], known[short], times[short], k=1, seed=3, n=1)[0]
             for m in (model, eager))
+    assert model.core.traced is not None and eager.core.traced is None
+    assert model.traced_head.traced is not None and eager.traced_head.traced is None
     assert model.traced_queries.traced is not None and eager.traced_queries.traced is None
     assert np.allclose(a.rotations, b.rotations, atol=1e-5) and np.allclose(a.translations, b.translations, atol=1e-4)
 

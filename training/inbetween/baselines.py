@@ -47,6 +47,18 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     return rot, trans
 
 
+def at_frames(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Each cell's value at another frame of its joint: ``values[n, frames[n, t, j], j]`` for every cell of ``frames``
+    (N, T', J), values (N, T, J, ...); with values per frame (N, T), ``values[n, frames[n, t, j]]``. NumPy's indexing
+    with broadcast index arrays gives the same at about ten times the cost of this flat ``take`` on a window's
+    arrays, and a fill reads its keys' values a few dozen times."""
+    n, _, j = frames.shape
+    rows = frames + (np.arange(n) * values.shape[1])[:, None, None]
+    if values.ndim == 2:
+        return values.take(rows)
+    return values.reshape(-1, *values.shape[3:]).take(rows * j + np.arange(j), axis=0)
+
+
 def cell_neighbours(known: np.ndarray):
     """Per cell of known (N, T, J): the frame of the joint's last known cell at or before it and of its first
     at or after it (clamped to the joint's first and last keys), and which joints have a key at all."""
@@ -69,32 +81,29 @@ def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray,
     them, as a fraction of the span in time (frame ``times`` (N, T), or frame indices when None; 0 outside a
     span), and whether it lies inside one (two distinct keys at distinct times)."""
     tm = _frame_times(times, *prev.shape[:2])
-    ni = np.arange(tm.shape[0])[:, None, None]
-    span = tm[ni, nxt] - tm[ni, prev]
+    span = at_frames(tm, nxt) - at_frames(tm, prev)
     inside = (nxt != prev) & (span != 0)
-    return np.where(inside, (tm[:, :, None] - tm[ni, prev]) / np.where(inside, span, 1.0), 0.0), inside
+    return np.where(inside, (tm[:, :, None] - at_frames(tm, prev)) / np.where(inside, span, 1.0), 0.0), inside
 
 
-def interpolate_cells(rotations: np.ndarray, translations: np.ndarray, known: np.ndarray, times=None,
+def interpolate_cells(rotations: np.ndarray, translations: np.ndarray | None, known: np.ndarray, times=None,
                       neighbours=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
     lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
     spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
     never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key.
-    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it."""
+    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``translations`` None:
+    rotations only (None in their place)."""
     known = np.asarray(known, dtype=bool)
-    n, t, j = known.shape
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     w, _ = span_fraction(times, prev, nxt)
-    rot = quat_slerp(rotations[ni, prev, ji], rotations[ni, nxt, ji], w)
-    trans = translations[ni, prev, ji] * (1.0 - w[..., None]) + translations[ni, nxt, ji] * w[..., None]
-    rot = np.where(known[..., None], rotations, rot)
-    trans = np.where(known[..., None], translations, trans)
-    no_key = ~has_key[:, None, :, None]
-    rot = np.where(no_key, rotations, rot)
-    trans = np.where(no_key, translations, trans)
-    return rot, trans, has_key
+    as_given = (known | ~has_key[:, None, :])[..., None]  # known cells, and joints never known
+    rot = np.where(as_given, rotations, quat_slerp(at_frames(rotations, prev), at_frames(rotations, nxt), w))
+    if translations is None:
+        return rot, None, has_key
+    w = w[..., None]
+    lerp = at_frames(translations, prev) * (1.0 - w) + at_frames(translations, nxt) * w
+    return rot, np.where(as_given, translations, lerp), has_key
 
 
 NO_KEY_TIME = 1e3  # seconds: what key_time reports for a joint without any key in the window
@@ -107,8 +116,7 @@ def key_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
     n, t, _ = known.shape
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
-    ni = np.arange(n)[:, None, None]
-    d = np.minimum(np.abs(tm[:, :, None] - tm[ni, prev]), np.abs(tm[ni, nxt] - tm[:, :, None]))
+    d = np.minimum(np.abs(tm[:, :, None] - at_frames(tm, prev)), np.abs(at_frames(tm, nxt) - tm[:, :, None]))
     return np.where(has_key[:, None, :], d, NO_KEY_TIME)
 
 
@@ -120,9 +128,8 @@ def gap_time(known: np.ndarray, times=None, neighbours=None) -> np.ndarray:
     n, t, _ = known.shape
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
-    ni = np.arange(n)[:, None, None]
     inside = (nxt != prev) | known
-    return np.where(has_key[:, None, :] & inside, tm[ni, nxt] - tm[ni, prev], NO_KEY_TIME)
+    return np.where(has_key[:, None, :] & inside, at_frames(tm, nxt) - at_frames(tm, prev), NO_KEY_TIME)
 
 
 def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours=None, across_keys: bool = False,
@@ -147,7 +154,6 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     g = known if given is None else known & np.asarray(given, dtype=bool)
     dt = np.diff(tm, axis=1)[:, :, None, None]
     both = g[:, 1:] & g[:, :-1] & (dt[..., 0] != 0)
@@ -160,24 +166,24 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
         f = np.arange(t)[None, :, None]
         before = prev[:, np.maximum(np.arange(t) - 1, 0)]  # each frame's previous key (itself if none)
         after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
-        span = tm[ni, after] - tm[ni, before]
-        ok = g & g[ni, before, ji] & g[ni, after, ji] & (before < f) & (after > f) & (span != 0)
+        span = at_frames(tm, after) - at_frames(tm, before)
+        ok = g & at_frames(g, before) & at_frames(g, after) & (before < f) & (after > f) & (span != 0)
         if spline:  # solved only for the joints with a key that lacks a finite difference on a side
             needed = (ok & ~(has_arrive & has_leave)).any(axis=1)
             slope = np.where(ok[..., None], spline_key_slopes(values, g, tm, needed), 0.0)
         else:
-            slope = np.where(ok[..., None], (values[ni, after, ji] - values[ni, before, ji])
+            slope = np.where(ok[..., None], (at_frames(values, after) - at_frames(values, before))
                              / np.where(ok, span, 1.0)[..., None], 0.0)
         if clamp and not spline:
-            turns = (values - values[ni, before, ji]) * (values[ni, after, ji] - values) <= 0
+            turns = (values - at_frames(values, before)) * (at_frames(values, after) - values) <= 0
             slope = np.where(turns, 0.0, slope)
         arrive = np.where(has_arrive[..., None], arrive, slope)
         leave = np.where(has_leave[..., None], leave, slope)
         has_arrive, has_leave = has_arrive | ok, has_leave | ok
     out = np.empty((n, t, j, 2, values.shape[-1]))
-    out[:, :, :, 0] = arrive[ni, prev, ji] * (tm[:, :, None] - tm[ni, prev])[..., None]
-    out[:, :, :, 1] = leave[ni, nxt, ji] * (tm[:, :, None] - tm[ni, nxt])[..., None]
-    return out, np.stack([has_arrive[ni, prev, ji], has_leave[ni, nxt, ji]], axis=-1)
+    out[:, :, :, 0] = at_frames(arrive, prev) * (tm[:, :, None] - at_frames(tm, prev))[..., None]
+    out[:, :, :, 1] = at_frames(leave, nxt) * (tm[:, :, None] - at_frames(tm, nxt))[..., None]
+    return out, np.stack([at_frames(has_arrive, prev), at_frames(has_leave, nxt)], axis=-1)
 
 
 def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarray, known: np.ndarray, times=None,
@@ -193,16 +199,15 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     s, inside = span_fraction(tm, prev, nxt)
     if memory > 0:
-        span = np.abs(tm[ni, nxt] - tm[ni, prev])
+        span = np.abs(at_frames(tm, nxt) - at_frames(tm, prev))
         share = share * np.minimum(1.0, memory / np.maximum(span, 1e-9))
     w_prev = (share * (1.0 - s) ** 2 * (inside & measured[..., 0]))[..., None]
     w_next = (share * s ** 2 * (inside & measured[..., 1]))[..., None]
     # Hermite = lerp + (1-s)^2 (v0 (t - t0) - (lerp - p0)) + s^2 (v1 (t - t1) - (lerp - p1))
-    return (w_prev * (velocities[..., 0, :] - (base - base[ni, prev, ji]))
-            + w_next * (velocities[..., 1, :] - (base - base[ni, nxt, ji])))
+    return (w_prev * (velocities[..., 0, :] - (base - at_frames(base, prev)))
+            + w_next * (velocities[..., 1, :] - (base - at_frames(base, nxt))))
 
 
 def auto_clamped_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -258,19 +263,16 @@ def auto_clamped_columns(t: np.ndarray, y: np.ndarray, valid: np.ndarray, flat_e
         m = np.where(inside, (dp * hp + dn * hn) / (hp + hn), m)
         fixed |= inside
     rhs = 3 * (dp / hp + dn / hn)
-    rows = np.flatnonzero(count >= 3)  # the channels still to solve
     for _ in range(k):
         # m[i-1]/h[i-1] + 2 m[i] (1/h[i-1] + 1/h[i]) + m[i+1]/h[i] = 3 (d[i-1]/h[i-1] + d[i]/h[i]) at free
         # keys; m[i] = its value at fixed ones
-        f, p, n = fixed[rows], hp[rows], hn[rows]
-        m[rows] = _tridiagonal(np.where(f, 0.0, 1 / p), np.where(f, 1.0, 2 * (1 / p + 1 / n)), np.where(f, 0.0, 1 / n),
-                          np.where(f, m[rows], rhs[rows]))
-        excess = np.where(fixed[rows], 0.0, np.maximum(lo[rows] - m[rows], m[rows] - hi[rows]))
+        m = _solve_free(m, fixed, hp, hn, rhs)
+        excess = np.where(fixed, 0.0, np.maximum(lo - m, m - hi))
         worst = excess.argmax(axis=1)
-        over = excess[np.arange(len(rows)), worst] > 1e-12
-        if not over.any():
+        rows = np.flatnonzero(excess[np.arange(c), worst] > 1e-12)
+        if not rows.size:
             break
-        rows, w = rows[over], worst[over]
+        w = worst[rows]
         m[rows, w] = np.clip(m[rows, w], lo[rows, w], hi[rows, w])  # one a round: the others may come back inside
         fixed[rows, w] = True
     return np.where(valid & (count[:, None] >= 3), m, 0.0)
@@ -307,13 +309,23 @@ def spline_key_slopes(values: np.ndarray, keys: np.ndarray, times=None, joints: 
     return out
 
 
-def _tridiagonal(a: np.ndarray, b: np.ndarray, c: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Solve tridiagonal systems, one per row of the (C, K) arrays (sub-, main and super-diagonal, right
-    side), as one banded system: a row's first sub- and last super-diagonal entries must be 0, so the rows
-    do not touch."""
-    ab = np.zeros((3, b.size))
-    ab[0, 1:], ab[1], ab[2, :-1] = c.ravel()[:-1], b.ravel(), a.ravel()[1:]
-    return solve_banded((1, 1), ab, r.ravel(), check_finite=False).reshape(r.shape)
+def _solve_free(m: np.ndarray, fixed: np.ndarray, hp: np.ndarray, hn: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The continuous-acceleration slopes at the free keys (C, K) of every channel, the fixed keys' slopes ``m``
+    given: one tridiagonal system over the free keys alone (a fixed key only moves its neighbours' right side),
+    so its size follows the keys a curve chooses, not every key of the window. A channel's first and last entries
+    are always fixed, so consecutive free keys of the flattened rows couple only within a channel."""
+    free = np.flatnonzero(~fixed)
+    if not free.size:
+        return m
+    flat_m, flat_fixed = m.ravel(), fixed.ravel()
+    a, c = 1 / hp.ravel()[free], 1 / hn.ravel()[free]
+    before, after = flat_fixed[free - 1], flat_fixed[free + 1]
+    r = rhs.ravel()[free] - np.where(before, a * flat_m[free - 1], 0.0) - np.where(after, c * flat_m[free + 1], 0.0)
+    ab = np.zeros((3, free.size))
+    ab[0, 1:], ab[1], ab[2, :-1] = np.where(after, 0.0, c)[:-1], 2 * (a + c), np.where(before, 0.0, a)[1:]
+    out = m.copy()
+    out.ravel()[free] = solve_banded((1, 1), ab, r, check_finite=False)
+    return out
 
 
 def auto_clamped_curve(t: np.ndarray, y: np.ndarray, frames: np.ndarray) -> np.ndarray:

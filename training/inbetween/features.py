@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from training.inbetween.baselines import (
+    at_frames,
     cell_neighbours,
     gap_time,
     hermite_offsets,
@@ -186,7 +187,8 @@ def sixd(rot: np.ndarray) -> np.ndarray:
 
 
 def _chain_globals(rot: np.ndarray, trans: np.ndarray, schema: Schema, upto: int):
-    """Global rotation and position of every joint from the top down to ``upto`` (inclusive)."""
+    """Global position of every joint from the top down to ``upto`` (inclusive), and global rotation of every joint
+    above it."""
     g_rot: dict[int, np.ndarray] = {}
     g_pos: dict[int, np.ndarray] = {}
     for j in range(upto + 1):
@@ -194,8 +196,9 @@ def _chain_globals(rot: np.ndarray, trans: np.ndarray, schema: Schema, upto: int
         if p < 0:
             g_rot[j], g_pos[j] = rot[..., j, :], trans[..., j, :]
         else:
-            g_rot[j] = quat_mul(g_rot[p], rot[..., j, :])
             g_pos[j] = g_pos[p] + quat_apply(g_rot[p], trans[..., j, :])
+            if j < upto:  # the last joint's own rotation places nothing asked for
+                g_rot[j] = quat_mul(g_rot[p], rot[..., j, :])
     return g_rot, g_pos
 
 
@@ -225,11 +228,10 @@ def rotation_vectors(rot_in: np.ndarray, known: np.ndarray, neighbours) -> tuple
     turning: the values :func:`rotvec_curve` draws its curve through."""
     n, t, j = known.shape
     prev = neighbours[0]
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
-    first = rot_in[ni, prev[:, :1], ji]
+    first = at_frames(rot_in, prev[:, :1])
     rel = quat_mul(quat_conj(first), rot_in)
     before = prev[:, np.maximum(np.arange(t) - 1, 0)]
-    flip = known & (np.einsum("ntjc,ntjc->ntj", rel, rel[ni, before, ji]) < 0)
+    flip = known & (np.einsum("ntjc,ntjc->ntj", rel, at_frames(rel, before)) < 0)
     rel = rel * np.cumprod(np.where(flip, -1.0, 1.0), axis=1)[..., None]
     return quat_to_rotvec_as_is(rel), first
 
@@ -244,9 +246,8 @@ def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec:
     turn). Known cells and joints without a key keep ``rot_in``."""
     n, _, j = known.shape
     prev, nxt, has_key = neighbours
-    ni, ji = np.arange(n)[:, None, None], np.arange(j)[None, None, :]
     w, _ = span_fraction(times, prev, nxt)
-    base = vectors[ni, prev, ji] * (1.0 - w[..., None]) + vectors[ni, nxt, ji] * w[..., None]
+    base = at_frames(vectors, prev) * (1.0 - w[..., None]) + at_frames(vectors, nxt) * w[..., None]
     base = base + hermite_offsets(base, velocities, measured, known, times, neighbours, spec.base_velocity,
                                   spec.velocity_memory)
     curve = quat_mul(first, axis_angle_to_quat(base))
@@ -325,7 +326,7 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
         out["base6d"] = sixd(rotvec_curve(rot_in, known, times, neighbours, spec, vectors, first, vel[..., 6:],
                                           measured))
     else:
-        base_rot, _, _ = interpolate_cells(rot_in, np.zeros(rot_in.shape[:-1] + (3,)), known, times, neighbours)
+        base_rot, _, _ = interpolate_cells(rot_in, None, known, times, neighbours)
         out["base6d"] = sixd(base_rot)
         if spec.base_velocity:
             out["base6d"] = _hermite(out["base6d"], vel6d, measured, known, times, neighbours, spec)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import i0e, i1e
 
+from training.inbetween.baselines import at_frames
 from training.inbetween.features import (
     Canonical,
     canonical_batch,
@@ -37,7 +38,7 @@ from training.inbetween.features import (
     to_canonical,
 )
 from training.inbetween.numpy_model import NumpyMotionFill
-from training.motion.rotations import quat_slerp, sixd_to_quat
+from training.motion.rotations import dot, quat_slerp, sixd_to_quat, vector_norm
 from training.motion.skeleton import get_schema
 
 if TYPE_CHECKING:
@@ -148,21 +149,20 @@ class Holds:
         nxt = np.minimum.accumulate(np.where(known, frame, t)[:, ::-1], axis=1)[:, ::-1]  # its first at or after
         between = ~known & (prev >= 0) & (nxt < t)
         a, b = np.clip(prev, 0, t - 1), np.clip(nxt, 0, t - 1)
-        qa = np.take_along_axis(rotations, a[..., None], axis=1)
-        qb = np.take_along_axis(rotations, b[..., None], axis=1)
+        qa, qb = at_frames(rotations, a), at_frames(rotations, b)
         with np.errstate(invalid="ignore", divide="ignore"):  # keys that are not finite unit quaternions: no hold
-            cos = np.abs((qa * qb).sum(-1)) / (np.linalg.norm(qa, axis=-1) * np.linalg.norm(qb, axis=-1))
+            cos = np.abs(dot(qa, qb)) / (vector_norm(qa) * vector_norm(qb))[..., 0]
         cells = between & (cos >= np.cos(HOLD_ANGLE / 2))
         schema = get_schema(model.cfg.skeleton)
         moving = list(schema.moving)
-        ta = np.take_along_axis(translations[:, :, moving], a[:, :, moving, None], axis=1)
-        tb = np.take_along_axis(translations[:, :, moving], b[:, :, moving, None], axis=1)
+        held = translations[:, :, moving]
+        ta, tb = at_frames(held, a[:, :, moving]), at_frames(held, b[:, :, moving])
         with np.errstate(invalid="ignore"):
             cells[:, :, moving] &= np.abs(ta - tb).max(-1) <= HOLD_DISTANCE
         # joints above the root place the whole figure in the model's frame; the model moves them with the root,
         # so one is held only where the root is held too
         cells[:, :, schema.above_root()] &= cells[:, :, [schema.root]]
-        return cls(cells, qa / np.linalg.norm(qa, axis=-1, keepdims=True), ta, moving)
+        return cls(cells, qa / vector_norm(qa), ta, moving)
 
     def apply(self, res: FillResult) -> FillResult:
         """``res`` with the held cells at their pose, certain (no entropy, no spread)."""
@@ -188,7 +188,7 @@ def _sanitise(model: MotionFill, rot, trans, known):
     schema = get_schema(model.cfg.skeleton)
     known = np.asarray(known, dtype=bool)
     rot = np.where(known[..., None], np.nan_to_num(np.asarray(rot, dtype=np.float64)), _identity_like(rot))
-    norms = np.linalg.norm(rot, axis=-1, keepdims=True)
+    norms = np.linalg.norm(rot, axis=-1, keepdims=True)  # known cells come back as this exact division
     if (norms < 1e-6).any():
         raise ValueError("a known rotation is a zero quaternion")
     rot = rot / norms

@@ -35,6 +35,8 @@ QUERY_INPUTS = ("known", "target", "times", "rot6d", "pos", "base6d", "basepos",
 KEY_VELOCITY_INPUTS = ("keyvel6d", "keyvelpos")  # queries of models with ``features.key_velocity``
 HEAD_INPUTS = ("base6d", "basepos", "key_time", "gap_time", "known", "times", "has_key", "moving_has_key")
 HEAD_OUTPUTS = ("rot6d", "log_kappa", "pos", "log_sigma")
+# what a whole window's pass reads besides the frames' positions (:meth:`MotionFill._window_tensors`)
+WINDOW_INPUTS = tuple(dict.fromkeys(QUERY_INPUTS + KEY_VELOCITY_INPUTS + HEAD_INPUTS))
 
 
 class Encoding(NamedTuple):
@@ -75,6 +77,8 @@ class MotionFill(nn.Module):
         # a loaded model (load_model turns them on) runs a sampling step's queries and its head traced, as the core
         self.traced_queries = TracedMethod(self._query_tensors, self._query_examples, self._outer_key)
         self.traced_head = TracedMethod(self._head_tensors, self._head_examples, self._outer_key)
+        # and a whole window's pass as one traced graph where every row has as many known and as many target frames
+        self.traced_window = TracedMethod(self._window_tensors, self._window_examples, self._whole_key)
 
     # --- features -----------------------------------------------------------------------------------
     def set_stats(self, stats: dict) -> None:
@@ -215,12 +219,72 @@ class MotionFill(nn.Module):
         """Distributions for every frame of the window (B, T, ...); only target cells are meaningful.
         Query variant: one pass. Triples variant: teacher-forced over a random order of target frames
         (``b['order']``, (B, T) frame indices: known frames first, then targets), as in training."""
+        if self.cfg.variant == "query":
+            traced = self._traced_window(b)
+            if traced is not None:
+                return traced
         kn, q, trel = self._features(b)
         if self.cfg.variant == "query":
             tenc = self.time(trel)
             memory, valid = self.core.encode_known(self.known_in(kn) + tenc, b["known"].any(-1))
             return self._head(self.core.decode_queries(self.query_in(q) + tenc, b["target"].any(-1), memory, valid), b)
         return self._triples_teacher_forced(kn, q, trel, b)
+
+    def _traced_window(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Query variant: the window's outputs through :attr:`traced_window` (one graph: no Python between the
+        inputs, the layers and the head) when it may serve this batch: two frames or more, and rows that all have
+        the same numbers of frames with known cells and of frames with targets (no padding to mask). None: eager."""
+        known_frames, query_frames = b["known"].any(-1), b["target"].any(-1)
+        if known_frames.shape[1] < 2:
+            return None
+        positions = _frame_positions(known_frames), _frame_positions(query_frames)
+        if positions[0] is None or positions[1] is None:
+            return None
+        traced = self.traced_window.serving(b["times"])
+        if traced is None:
+            return None
+        return dict(zip(HEAD_OUTPUTS, traced(*positions, *(b[k] for k in self._window_inputs())), strict=True))
+
+    def _window_inputs(self) -> tuple[str, ...]:
+        """What a whole window's pass reads of a batch, in the order :meth:`_window_tensors` takes them."""
+        return WINDOW_INPUTS if self.cfg.features.key_velocity else tuple(
+            k for k in WINDOW_INPUTS if k not in KEY_VELOCITY_INPUTS)
+
+    def _window_tensors(self, known_at: torch.Tensor, query_at: torch.Tensor, *inputs: torch.Tensor
+                        ) -> tuple[torch.Tensor, ...]:
+        """A query model's window pass of positional tensors, as :attr:`traced_window` traces it: the frames with
+        known cells (``known_at`` (B, K), frame indices) encoded, the frames with targets (``query_at`` (B, Q))
+        decoded against them and put back at their frames, the head over every frame (:data:`HEAD_OUTPUTS`; only
+        target cells are meaningful). The tokens are made of those frames alone: the eager pass's values."""
+        b = dict(zip(self._window_inputs(), inputs, strict=True))
+        kn, q, trel = self._features(b)
+
+        def at(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+            return x.gather(1, frames[..., None].expand(-1, -1, x.shape[-1]))
+
+        memory = self.core.encode_layers(self.known_in(at(kn, known_at)) + self.time(at(trel, known_at)))
+        h = self.core.decode_layers(self.query_in(at(q, query_at)) + self.time(at(trel, query_at)), memory)
+        h = h.new_zeros(h.shape[0], q.shape[1], h.shape[2]).scatter(1, query_at[..., None].expand_as(h), h)
+        return self._head_tensors(h, *(b[k] for k in HEAD_INPUTS))
+
+    def _window_examples(self) -> list[tuple[torch.Tensor, ...]]:
+        """Inputs of :meth:`_window_tensors` of a few sizes: in every row some frames wholly known, some partly, the
+        rest targets only (the same counts in every row)."""
+        gen, examples = torch.Generator().manual_seed(0), []
+        for n, t, whole, part in ((1, 6, 2, 1), (2, 9, 3, 2), (1, 2, 1, 0), (3, 17, 4, 5)):
+            b = self._random_batch(n, t, gen)
+            rank = torch.rand(n, t, generator=gen).argsort(1).argsort(1)[..., None]  # each frame's place in a shuffle
+            cells = torch.rand(b["known"].shape, generator=gen) < 0.5
+            cells[..., 0], cells[..., -1] = True, False
+            b["known"] = (rank < whole) | ((rank >= whole) & (rank < whole + part) & cells)
+            b["target"] = ~b["known"]
+            positions = (_frame_positions(b["known"].any(-1)), _frame_positions(b["target"].any(-1)))
+            examples.append((*positions, *(b[k] for k in self._window_inputs())))
+        return examples
+
+    def _whole_key(self) -> tuple:
+        """What a whole window's pass reads: every weight and the config."""
+        return weights_key(self), self.cfg
 
     def encode(self, b: dict[str, torch.Tensor]) -> Encoding:
         """Query variant: the encoding of the frames with known cells, which :meth:`decode` reads. Any-order
@@ -294,3 +358,13 @@ class MotionFill(nn.Module):
 
     def head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self._head(h, b)
+
+
+def _frame_positions(frames: torch.Tensor) -> torch.Tensor | None:
+    """(B, T) chosen frames -> (B, n) their indices in time order, when every row has the same number n >= 1 of
+    them; None otherwise (rows of different counts need padding and masks)."""
+    counts = frames.sum(1)
+    n = int(counts[0])
+    if n < 1 or not bool((counts == n).all()):
+        return None
+    return frames.nonzero()[:, 1].view(frames.shape[0], n)

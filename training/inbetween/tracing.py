@@ -40,12 +40,10 @@ class _EncoderPass(nn.Module):
 
     def __init__(self, core: nn.Module):
         super().__init__()
-        self.encoder, self.ln_enc = core.encoder, core.ln_enc
+        self.core = core
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        for blk in self.encoder:
-            tokens, _ = blk(tokens)
-        return self.ln_enc(tokens)
+        return self.core.encode_layers(tokens)
 
 
 class _DecoderPass(nn.Module):
@@ -54,15 +52,12 @@ class _DecoderPass(nn.Module):
 
     def __init__(self, core: nn.Module, given_kv: bool):
         super().__init__()
-        self.decoder, self.ln_out, self.given_kv = core.decoder, core.ln_out, given_kv
+        self.core, self.given_kv = core, given_kv
 
     def forward(self, queries: torch.Tensor, *memory: torch.Tensor) -> torch.Tensor:
-        for i, blk in enumerate(self.decoder):
-            if self.given_kv:
-                queries, _ = blk(queries, context_kv=(memory[2 * i], memory[2 * i + 1]))
-            else:
-                queries, _ = blk(queries, context=memory[0])
-        return self.ln_out(queries)
+        if self.given_kv:
+            return self.core.decode_layers(queries, None, memory_kv=list(zip(memory[::2], memory[1::2], strict=True)))
+        return self.core.decode_layers(queries, memory[0])
 
 
 class TracedPasses(NamedTuple):

@@ -184,6 +184,10 @@ class QueryEncoderDecoder(nn.Module):
         traced = self._traced_for(tokens) if mask is None else None
         if traced is not None:
             return traced.encode(tokens)
+        return self.encode_layers(tokens, mask)
+
+    def encode_layers(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's layers, eager (what the traced copies record, with no mask)."""
         for blk in self.encoder:
             tokens, _ = blk(tokens, mask=mask)
         return self.ln_enc(tokens)
@@ -199,8 +203,14 @@ class QueryEncoderDecoder(nn.Module):
             return traced.decode_kv(queries, *(x for kv in memory_kv for x in kv))
         if independent:  # each query attends to itself only among the queries
             qmask = torch.eye(queries.shape[1], dtype=torch.bool, device=queries.device)[None]
+        return self.decode_layers(queries, memory, qmask, mmask, memory_kv)
+
+    def decode_layers(self, queries: torch.Tensor, memory: torch.Tensor | None, query_mask: torch.Tensor | None = None,
+                      memory_mask: torch.Tensor | None = None, memory_kv: list | None = None) -> torch.Tensor:
+        """The decoder's layers, eager (what the traced copies record, with no masks): against ``memory``, or against
+        its :meth:`memory_kv` when given."""
         for i, blk in enumerate(self.decoder):
-            queries, _ = blk(queries, mask=qmask, context=memory, context_mask=mmask,
+            queries, _ = blk(queries, mask=query_mask, context=memory, context_mask=memory_mask,
                              context_kv=None if memory_kv is None else memory_kv[i])
         return self.ln_out(queries)
 

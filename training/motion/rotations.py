@@ -39,6 +39,17 @@ def _flat(a: np.ndarray, last: int | tuple[int, ...]) -> tuple[np.ndarray, tuple
 # --- quaternion algebra ---------------------------------------------------------------------------
 
 
+def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot products over the last axis (broadcasting the others), without it: ``einsum``, several times faster than
+    ``(a * b).sum(-1)`` or ``np.linalg.norm`` over the 3 or 4 components of a window's cells."""
+    return np.einsum("...i,...i->...", a, b)
+
+
+def vector_norm(x: np.ndarray) -> np.ndarray:
+    """Euclidean lengths over the last axis, kept as an axis of 1 (``np.linalg.norm(x, axis=-1, keepdims=True)``)."""
+    return np.sqrt(dot(x, x))[..., None]
+
+
 def quat_identity(shape: tuple[int, ...] = ()) -> np.ndarray:
     q = np.zeros((*shape, 4))
     q[..., 3] = 1.0
@@ -47,7 +58,7 @@ def quat_identity(shape: tuple[int, ...] = ()) -> np.ndarray:
 
 def quat_normalize(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q, axis=-1, keepdims=True)
+    n = vector_norm(q)
     if np.any(n < 1e-12):
         raise ValueError("cannot normalise a zero quaternion")
     return q / n
@@ -94,8 +105,7 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def quat_align(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Flip each quaternion of q into the hemisphere of the matching reference quaternion."""
     q = np.asarray(q, dtype=np.float64)
-    dot = np.sum(q * np.asarray(reference, dtype=np.float64), axis=-1, keepdims=True)
-    return np.where(dot < 0.0, -q, q)
+    return np.where(dot(q, np.asarray(reference, dtype=np.float64))[..., None] < 0.0, -q, q)
 
 
 def _since_anchor(anchors: np.ndarray | None, n: int) -> np.ndarray:
@@ -125,8 +135,7 @@ def quat_slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray | float) -> np.ndar
     q0 = np.asarray(q0, dtype=np.float64)
     q1 = quat_align(q1, q0)
     t = np.asarray(t, dtype=np.float64)[..., None]
-    dot = np.clip(np.sum(q0 * q1, axis=-1, keepdims=True), -1.0, 1.0)
-    theta = np.arccos(dot)
+    theta = np.arccos(np.clip(dot(q0, q1), -1.0, 1.0)[..., None])
     sin = np.sin(theta)
     small = sin < 1e-6
     safe = np.where(small, 1.0, sin)
@@ -269,7 +278,7 @@ def quat_to_6d(q: np.ndarray) -> np.ndarray:
     """The 6D representation: the first two columns of the rotation matrix, concatenated (written out: this
     runs on every cell of every batch and sampling step, and scipy's per-call set-up costs more than the maths)."""
     q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = q / vector_norm(q)
     x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y),
                      2 * (x * y - w * z), 1 - 2 * (x * x + z * z), 2 * (y * z + w * x)], axis=-1)
@@ -279,9 +288,9 @@ def sixd_to_matrix(d6: np.ndarray) -> np.ndarray:
     """Gram-Schmidt the two columns back into a rotation matrix."""
     d6 = np.asarray(d6, dtype=np.float64)
     a, b = d6[..., :3], d6[..., 3:]
-    x = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    b = b - np.sum(x * b, axis=-1, keepdims=True) * x
-    y = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    x = a / vector_norm(a)
+    b = b - dot(x, b)[..., None] * x
+    y = b / vector_norm(b)
     return np.stack([x, y, _cross(x, y)], axis=-1)
 
 

@@ -7,7 +7,7 @@ motion with every frame filled; known frames come back unchanged.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_banded
+from scipy.linalg.lapack import dgtsv
 
 from training.motion.rotations import euler_to_quat, quat_identity, quat_slerp, quat_to_euler
 
@@ -321,10 +321,18 @@ def _solve_free(m: np.ndarray, fixed: np.ndarray, hp: np.ndarray, hn: np.ndarray
     a, c = 1 / hp.ravel()[free], 1 / hn.ravel()[free]
     before, after = flat_fixed[free - 1], flat_fixed[free + 1]
     r = rhs.ravel()[free] - np.where(before, a * flat_m[free - 1], 0.0) - np.where(after, c * flat_m[free + 1], 0.0)
-    ab = np.zeros((3, free.size))
-    ab[0, 1:], ab[1], ab[2, :-1] = np.where(after, 0.0, c)[:-1], 2 * (a + c), np.where(before, 0.0, a)[1:]
+    # LAPACK's tridiagonal solver itself: scipy's solve_banded checks and converts its arguments at several times
+    # the cost of solving the few hundred keys of a window
+    diagonal = 2 * (a + c)
+    if free.size == 1:  # (the wrapper refuses empty off-diagonals)
+        x = r / diagonal
+    else:
+        *_, x, info = dgtsv(np.where(before, 0.0, a)[1:], diagonal, np.where(after, 0.0, c)[:-1], r[:, None],
+                            overwrite_dl=True, overwrite_d=True, overwrite_du=True, overwrite_b=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the slopes' tridiagonal system is singular (LAPACK dgtsv info {info})")
     out = m.copy()
-    out.ravel()[free] = solve_banded((1, 1), ab, r, check_finite=False)
+    out.ravel()[free] = x.ravel()
     return out
 
 

@@ -297,6 +297,9 @@ def moving_chain(schema: Schema) -> list[int]:
     return sorted(chain)
 
 
+_IDENTITY_6D = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=np.float32)
+
+
 def _unknown_as_identity(rot_c: np.ndarray, known: np.ndarray) -> np.ndarray:
     """The baseline sees known cells only: unknown rotations become identity."""
     return np.where(known[..., None], rot_c, np.array([0.0, 0.0, 0.0, 1.0]))
@@ -308,14 +311,14 @@ def _joint_inputs(rot_c, known, times, spec: FeatureSpec, given) -> dict[str, np
     rot_in = _unknown_as_identity(rot_c, known)
     neighbours = cell_neighbours(known)
     out = {
-        "rot6d": sixd(rot_c),
+        "rot6d": sixd(rot_c),  # (float32: the identity's 6D below is exact)
         "has_key": neighbours[2],
         "key_time": key_time(known, times, neighbours).astype(np.float32),
         "gap_time": gap_time(known, times, neighbours).astype(np.float32),
     }
     rotvec = spec.base_velocity and spec.rotation_curve == "rotvec"
     if spec.key_velocity or spec.base_velocity:
-        values = sixd(rot_in)
+        values = np.where(known[..., None], out["rot6d"], _IDENTITY_6D)  # sixd(rot_in), computed once
         if rotvec:  # the curve in rotation vectors replaces the slerp between keys; its slopes solved with 6D's
             vectors, first = rotation_vectors(rot_in, known, neighbours)
             values = np.concatenate([values, vectors], axis=-1)

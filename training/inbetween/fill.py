@@ -187,22 +187,26 @@ def _sanitise(model: MotionFill, rot, trans, known):
     takes the median of the finite values given for it, so one corrupt frame cannot move a bone."""
     schema = get_schema(model.cfg.skeleton)
     known = np.asarray(known, dtype=bool)
-    rot = np.where(known[..., None], np.nan_to_num(np.asarray(rot, dtype=np.float64)), _identity_like(rot))
+    rot = np.asarray(rot, dtype=np.float64)
+    rot = np.where(known[..., None], rot if np.isfinite(rot).all() else np.nan_to_num(rot), _identity_like(rot))
     norms = np.linalg.norm(rot, axis=-1, keepdims=True)  # known cells come back as this exact division
     if (norms < 1e-6).any():
         raise ValueError("a known rotation is a zero quaternion")
     rot = rot / norms
     trans = np.asarray(trans, dtype=np.float64)
+    moving = np.zeros(schema.n_joints, dtype=bool)
+    moving[list(schema.moving)] = True
     finite = np.isfinite(trans)
     count = finite.sum(axis=1)
-    if finite.all():
+    rigid = ~moving
+    if finite.all() and (trans[:, :, rigid] == trans[:, :1, rigid]).all():
+        offsets = trans[:, 0]  # every bone offset the same on every frame (the moving joints' are not read)
+    elif finite.all():
         offsets = np.median(trans, axis=1)  # (N, J, 3)
     else:
         with warnings.catch_warnings():  # a joint with no finite value at all is refused below
             warnings.simplefilter("ignore", RuntimeWarning)
             offsets = np.nan_to_num(np.nanmedian(np.where(finite, trans, np.nan), axis=1))
-    moving = np.zeros(schema.n_joints, dtype=bool)
-    moving[list(schema.moving)] = True
     missing = (count == 0).any(-1) & ~moving[None]
     if missing.any():
         names = sorted({schema.joints[j] for j in np.nonzero(missing)[1]})

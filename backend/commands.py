@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "several times slower")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-warm-up", action="store_true",
-                       help="listen at once, without one fill per model first (the first request then pays for it)")
+                       help="listen at once, without a fill and a sample per model first (first requests pay for it)")
     serve.set_defaults(func=_run("server"))
 
     demo = sub.add_parser("demo", help="the main job: start the server and fill real test clips over HTTP",

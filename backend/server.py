@@ -92,17 +92,18 @@ class _Server(uvicorn.Server):
 
 
 def warm_up(app: FastAPI, token: str) -> dict[str, float]:
-    """One ``POST /v1/fill`` per model through the application itself (in-process, no socket) before the server
-    listens: validation, the job pool, the engine, the answer's curves and its serialisation all run once, so
-    the first client's request pays no first-call costs (torch's kernels, the feature, rotation and pydantic
-    code's first runs). Returns the milliseconds each took."""
+    """One ``POST /v1/fill`` and one short ``POST /v1/sample`` per model through the application itself (in-process,
+    no socket) before the server listens: validation, the job pool, the engine, the answer's curves and its
+    serialisation all run once, so the first client's request pays no first-call costs (torch's kernels, the traced
+    copies of a window's pass and of a sampling step's, the feature, rotation and pydantic code's first runs).
+    Returns the milliseconds each model's two took."""
     import asyncio
     import json
     import time
 
-    async def post(body: bytes) -> int:
+    async def post(path: str, body: bytes) -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/fill", "raw_path": b"/v1/fill", "query_string": b"",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                  "root_path": "", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
                  "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
                              (b"authorization", f"Bearer {token}".encode()),
@@ -124,9 +125,8 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
         await app(scope, receive, send)
         return status[0]
 
-    took = {}
-    for lm in app.state.registry:
-        n = lm.length
+    def window(lm, frames: int, **settings) -> bytes:
+        n = frames
         keys = (0, n // 2, n - 1)
         joints = {}
         for j, name in enumerate(lm.schema.joints):
@@ -134,12 +134,19 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
             if j in lm.schema.moving:
                 track["translations"] = [lm.rest_offsets[j].tolist() if f in keys else None for f in range(n)]
             joints[name] = track
-        body = json.dumps({"model": lm.name, "fps": lm.fps_range[1], "frames": list(range(n)),
-                           "rotation_format": {"type": "quaternion", "layout": "wxyz"}, "joints": joints}).encode()
+        return json.dumps({"model": lm.name, "fps": lm.fps_range[1], "frames": list(range(n)),
+                           "rotation_format": {"type": "quaternion", "layout": "wxyz"}, "joints": joints,
+                           **settings}).encode()
+
+    took = {}
+    for lm in app.state.registry:
         t0 = time.perf_counter()
-        status = asyncio.run(post(body))
-        if status != 200:
-            raise RuntimeError(f"the warm-up fill of model {lm.name} answered {status}")
+        # a whole window's fill; then variations of five frames, a frame a step: two steps
+        for path, body in (("/v1/fill", window(lm, lm.length)),
+                           ("/v1/sample", window(lm, 5, k=lm.schema.n_joints, n=1))):
+            status = asyncio.run(post(path, body))
+            if status != 200:
+                raise RuntimeError(f"the warm-up {path.rsplit('/', 1)[1]} of model {lm.name} answered {status}")
         took[lm.name] = (time.perf_counter() - t0) * 1e3
     return took
 
@@ -160,7 +167,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, models: list[str] | None = None,
           workers: int = 2, threads: int | None = None, log_level: str = "info", warm: bool = True) -> int:
-    """``anyfill serve``: load the models, warm each up with one fill (``warm``), create the token if needed,
+    """``anyfill serve``: load the models, warm each up with a fill and a sample (``warm``), create the token if needed,
     listen until Ctrl-C / SIGTERM."""
     import torch
 

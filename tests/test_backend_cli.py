@@ -26,6 +26,25 @@ from training.motion import bvh, clip
 from training.motion.rotations import quat_angle
 
 
+def test_warm_up_prepares_fills_and_variations():
+    """The warm-up sends one fill and one short sampling request per model through the application, so both kinds of
+    first request find the traced copies they run through already built (a window's pass; a step's layers, queries
+    and head) and answer as fast as the ones after."""
+    from backend.jobs import Jobs
+    from backend.server import create_app, warm_up
+
+    loaded = registry.Registry.load([str(models_dir() / "hand.safetensors")])
+    jobs = Jobs(workers=1)
+    try:
+        took = warm_up(create_app(loaded, "t" * 32, jobs), "t" * 32)
+    finally:
+        jobs.close()
+    model = loaded.get("hand").model
+    assert list(took) == ["hand"] and took["hand"] > 0
+    assert model.traced_window.traced is not None and model.core.traced is not None
+    assert model.traced_queries.traced is not None and model.traced_head.traced is not None
+
+
 def test_serve_process_lifecycle(tmp_path):
     """Starts on a free port, creates the token (0600 in a 0700 folder), serves, stops cleanly on SIGTERM."""
     d = models_dir()

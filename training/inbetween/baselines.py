@@ -86,19 +86,20 @@ def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray,
     return np.where(inside, (tm[:, :, None] - at_frames(tm, prev)) / np.where(inside, span, 1.0), 0.0), inside
 
 
-def interpolate_cells(rotations: np.ndarray, translations: np.ndarray | None, known: np.ndarray, times=None,
+def interpolate_cells(rotations: np.ndarray | None, translations: np.ndarray | None, known: np.ndarray, times=None,
                       neighbours=None):
     """Per-joint interpolation for any pattern of known cells: each joint is slerped (translations
     lerped) between its own nearest known frames, weighted by frame ``times`` (N, T) when given (any
     spacing), else by frame index. Arrays are (N, T, J, 4), (N, T, J, 3) and known (N, T, J). Joints
     never known in a window keep their input values; ``has_key`` (N, J) tells which joints had a key.
-    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``translations`` None:
-    rotations only (None in their place)."""
+    ``neighbours`` is :func:`cell_neighbours` of ``known`` when the caller has it. ``rotations`` or ``translations``
+    None: the other only (None in its place)."""
     known = np.asarray(known, dtype=bool)
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
     w, _ = span_fraction(times, prev, nxt)
     as_given = (known | ~has_key[:, None, :])[..., None]  # known cells, and joints never known
-    rot = np.where(as_given, rotations, quat_slerp(at_frames(rotations, prev), at_frames(rotations, nxt), w))
+    rot = None if rotations is None else np.where(
+        as_given, rotations, quat_slerp(at_frames(rotations, prev), at_frames(rotations, nxt), w))
     if translations is None:
         return rot, None, has_key
     w = w[..., None]

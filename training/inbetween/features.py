@@ -287,13 +287,15 @@ def update_batch(batch: dict[str, np.ndarray], rot_c, trans_c, times, known, tar
         batch.update(_moving_inputs(rot_c, trans_c, times, known, schema, spec, given))
 
 
-def moving_chain(schema: Schema) -> list[int]:
-    """The joints the moving joints' positions hang on (the moving joints and every joint above them)."""
+def moving_chain(schema: Schema, strict: bool = False) -> list[int]:
+    """The joints the moving joints' positions hang on (the moving joints and every joint above them); ``strict``:
+    only the joints above a moving joint, whose rotations place it (a moving joint's own rotation places none)."""
     chain: set[int] = set()
     for m in schema.moving:
-        while m >= 0 and m not in chain:
-            chain.add(m)
-            m = schema.parents[m]
+        j = schema.parents[m] if strict else m
+        while j >= 0 and j not in chain:
+            chain.add(j)
+            j = schema.parents[j]
     return sorted(chain)
 
 
@@ -349,16 +351,20 @@ def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSp
     """The inputs of the moving joints' positions (their global positions, their key curve and the velocities
     at their keys), from the joints they hang on (:func:`moving_chain`)."""
     mv = list(schema.moving)
-    chain = moving_chain(schema)
     moving = np.zeros(schema.n_joints, dtype=bool)
     moving[mv] = True
     # unknown moving translations are 0 (bone offsets of the other joints are the rig's, not the answer)
     rot_in = _unknown_as_identity(rot_c, known)
     trans_in = np.where(known[..., None] | ~moving[None, None, :, None], trans_c, 0.0)
-    base_rot, base_trans = rot_in.copy(), trans_in.copy()
-    base_rot[:, :, chain], base_trans[:, :, chain], _ = interpolate_cells(
-        rot_in[:, :, chain], trans_in[:, :, chain], known[:, :, chain], times)
     moving_known = known[:, :, mv]
+    moving_neighbours = cell_neighbours(moving_known)
+    # the interpolation between keys of what the positions read: the rotations of the joints above a moving joint
+    # and the moving joints' translations (the other joints' translations are constant bone offsets)
+    above = moving_chain(schema, strict=True)
+    base_rot, base_trans = rot_in.copy(), trans_in.copy()
+    if above:
+        base_rot[:, :, above] = interpolate_cells(rot_in[:, :, above], None, known[:, :, above], times)[0]
+    base_trans[:, :, mv] = interpolate_cells(None, trans_in[:, :, mv], moving_known, times, moving_neighbours)[1]
     out = {
         "offsets": trans_c.mean(axis=1).astype(np.float32),  # every joint's: the moving joints' vary
         "pos": moving_positions(rot_c, trans_c, schema).astype(np.float32),
@@ -367,7 +373,6 @@ def _moving_inputs(rot_c, trans_c, times, known, schema: Schema, spec: FeatureSp
     }
     if spec.key_velocity or spec.base_velocity:
         pos_in = moving_positions(rot_in, trans_in, schema)
-        moving_neighbours = cell_neighbours(moving_known)
         velpos, measuredpos = key_velocities(pos_in, moving_known, times, moving_neighbours, spec.across_keys,
                                              spec.clamp_keys, None if given is None else given[:, :, mv],
                                              spec.spline_keys)

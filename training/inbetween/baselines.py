@@ -47,16 +47,32 @@ def interpolate(rotations: np.ndarray, translations: np.ndarray, known: np.ndarr
     return rot, trans
 
 
-def at_frames(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+class FrameIndex:
+    """A map from each cell (N, T', J) to another frame of its joint (``frames``) in a window of ``t`` frames, with
+    its flat indices into the window's per-cell and per-frame arrays, worked out once for the several arrays
+    :func:`at_frames` reads through it."""
+
+    __slots__ = ("frames", "t", "rows", "cells")
+
+    def __init__(self, frames: np.ndarray, t: int):
+        n, _, j = frames.shape
+        self.frames, self.t = frames, t
+        self.rows = frames if n == 1 else frames + (np.arange(n) * t)[:, None, None]
+        self.cells = self.rows * j + np.arange(j)
+
+
+def at_frames(values: np.ndarray, frames: np.ndarray | FrameIndex) -> np.ndarray:
     """Each cell's value at another frame of its joint: ``values[n, frames[n, t, j], j]`` for every cell of ``frames``
     (N, T', J), values (N, T, J, ...); with values per frame (N, T), ``values[n, frames[n, t, j]]``. NumPy's indexing
     with broadcast index arrays gives the same at about ten times the cost of this flat ``take`` on a window's
-    arrays, and a fill reads its keys' values a few dozen times."""
-    n, _, j = frames.shape
-    rows = frames + (np.arange(n) * values.shape[1])[:, None, None]
+    arrays, and a fill reads its keys' values a few dozen times (a :class:`FrameIndex` of ``frames`` saves working
+    out the flat indices again for each)."""
+    index = frames if isinstance(frames, FrameIndex) else FrameIndex(frames, values.shape[1])
+    if values.shape[1] != index.t:
+        raise ValueError(f"a frame index of a {index.t}-frame window read on {values.shape[1]} frames")
     if values.ndim == 2:
-        return values.take(rows)
-    return values.reshape(-1, *values.shape[3:]).take(rows * j + np.arange(j), axis=0)
+        return values.take(index.rows)
+    return values.reshape(-1, *values.shape[3:]).take(index.cells, axis=0)
 
 
 def cell_neighbours(known: np.ndarray):
@@ -76,14 +92,17 @@ def _frame_times(times, n: int, t: int) -> np.ndarray:
     return np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)) if times is None else np.asarray(times, np.float64)
 
 
-def span_fraction(times, prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell (N, T, J) with its keys ``prev`` and ``nxt`` (:func:`cell_neighbours`): where it lies between
+def span_fraction(times, prev: np.ndarray | FrameIndex, nxt: np.ndarray | FrameIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell (N, T, J) with its keys ``prev`` and ``nxt`` (:func:`cell_neighbours`, or their
+    :class:`FrameIndex`): where it lies between
     them, as a fraction of the span in time (frame ``times`` (N, T), or frame indices when None; 0 outside a
     span), and whether it lies inside one (two distinct keys at distinct times)."""
-    tm = _frame_times(times, *prev.shape[:2])
-    span = at_frames(tm, nxt) - at_frames(tm, prev)
-    inside = (nxt != prev) & (span != 0)
-    return np.where(inside, (tm[:, :, None] - at_frames(tm, prev)) / np.where(inside, span, 1.0), 0.0), inside
+    p, x = (i.frames if isinstance(i, FrameIndex) else i for i in (prev, nxt))
+    tm = _frame_times(times, *p.shape[:2])
+    t_prev = at_frames(tm, prev)
+    span = at_frames(tm, nxt) - t_prev
+    inside = (x != p) & (span != 0)
+    return np.where(inside, (tm[:, :, None] - t_prev) / np.where(inside, span, 1.0), 0.0), inside
 
 
 def interpolate_cells(rotations: np.ndarray | None, translations: np.ndarray | None, known: np.ndarray, times=None,
@@ -96,6 +115,7 @@ def interpolate_cells(rotations: np.ndarray | None, translations: np.ndarray | N
     None: the other only (None in its place)."""
     known = np.asarray(known, dtype=bool)
     prev, nxt, has_key = neighbours if neighbours is not None else cell_neighbours(known)
+    prev, nxt = FrameIndex(prev, known.shape[1]), FrameIndex(nxt, known.shape[1])
     w, _ = span_fraction(times, prev, nxt)
     as_given = (known | ~has_key[:, None, :])[..., None]  # known cells, and joints never known
     rot = None if rotations is None else np.where(
@@ -155,6 +175,7 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
+    at_prev, at_next = FrameIndex(prev, t), FrameIndex(nxt, t)
     g = known if given is None else known & np.asarray(given, dtype=bool)
     dt = np.diff(tm, axis=1)[:, :, None, None]
     both = g[:, 1:] & g[:, :-1] & (dt[..., 0] != 0)
@@ -167,24 +188,25 @@ def key_velocities(values: np.ndarray, known: np.ndarray, times=None, neighbours
         f = np.arange(t)[None, :, None]
         before = prev[:, np.maximum(np.arange(t) - 1, 0)]  # each frame's previous key (itself if none)
         after = nxt[:, np.minimum(np.arange(t) + 1, t - 1)]
-        span = at_frames(tm, after) - at_frames(tm, before)
-        ok = g & at_frames(g, before) & at_frames(g, after) & (before < f) & (after > f) & (span != 0)
+        at_before, at_after = FrameIndex(before, t), FrameIndex(after, t)
+        span = at_frames(tm, at_after) - at_frames(tm, at_before)
+        ok = g & at_frames(g, at_before) & at_frames(g, at_after) & (before < f) & (after > f) & (span != 0)
         if spline:  # solved only for the joints with a key that lacks a finite difference on a side
             needed = (ok & ~(has_arrive & has_leave)).any(axis=1)
             slope = np.where(ok[..., None], spline_key_slopes(values, g, tm, needed), 0.0)
         else:
-            slope = np.where(ok[..., None], (at_frames(values, after) - at_frames(values, before))
+            slope = np.where(ok[..., None], (at_frames(values, at_after) - at_frames(values, at_before))
                              / np.where(ok, span, 1.0)[..., None], 0.0)
         if clamp and not spline:
-            turns = (values - at_frames(values, before)) * (at_frames(values, after) - values) <= 0
+            turns = (values - at_frames(values, at_before)) * (at_frames(values, at_after) - values) <= 0
             slope = np.where(turns, 0.0, slope)
         arrive = np.where(has_arrive[..., None], arrive, slope)
         leave = np.where(has_leave[..., None], leave, slope)
         has_arrive, has_leave = has_arrive | ok, has_leave | ok
     out = np.empty((n, t, j, 2, values.shape[-1]))
-    out[:, :, :, 0] = at_frames(arrive, prev) * (tm[:, :, None] - at_frames(tm, prev))[..., None]
-    out[:, :, :, 1] = at_frames(leave, nxt) * (tm[:, :, None] - at_frames(tm, nxt))[..., None]
-    return out, np.stack([at_frames(has_arrive, prev), at_frames(has_leave, nxt)], axis=-1)
+    out[:, :, :, 0] = at_frames(arrive, at_prev) * (tm[:, :, None] - at_frames(tm, at_prev))[..., None]
+    out[:, :, :, 1] = at_frames(leave, at_next) * (tm[:, :, None] - at_frames(tm, at_next))[..., None]
+    return out, np.stack([at_frames(has_arrive, at_prev), at_frames(has_leave, at_next)], axis=-1)
 
 
 def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarray, known: np.ndarray, times=None,
@@ -200,6 +222,7 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
     n, t, j = known.shape
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
+    prev, nxt = FrameIndex(prev, t), FrameIndex(nxt, t)
     s, inside = span_fraction(tm, prev, nxt)
     if memory > 0:
         span = np.abs(at_frames(tm, nxt) - at_frames(tm, prev))

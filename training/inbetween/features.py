@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from training.inbetween.baselines import (
+    FrameIndex,
     at_frames,
     cell_neighbours,
     gap_time,
@@ -246,6 +247,7 @@ def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec:
     turn). Known cells and joints without a key keep ``rot_in``."""
     n, _, j = known.shape
     prev, nxt, has_key = neighbours
+    prev, nxt = FrameIndex(prev, known.shape[1]), FrameIndex(nxt, known.shape[1])
     w, _ = span_fraction(times, prev, nxt)
     base = at_frames(vectors, prev) * (1.0 - w[..., None]) + at_frames(vectors, nxt) * w[..., None]
     base = base + hermite_offsets(base, velocities, measured, known, times, neighbours, spec.base_velocity,

@@ -251,7 +251,7 @@ def quat_to_rotvec_as_is(q: np.ndarray) -> np.ndarray:
     curve already made continuous keeps its turns)."""
     q = np.asarray(q, dtype=np.float64)
     v = q[..., :3]
-    s = np.linalg.norm(v, axis=-1, keepdims=True)
+    s = vector_norm(v)
     angle = 2.0 * np.arctan2(s, q[..., 3:])
     small = s < 1e-9
     # angle / s -> 2 / w as s -> 0 (first-order expansion), so tiny rotations stay exact

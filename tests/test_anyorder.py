@@ -1351,6 +1351,30 @@ def test_a_window_runs_as_one_traced_graph_equal_to_the_eager_pass(skeleton):
     assert calls["n"] == 0  # gradients: eager
 
 
+def test_weights_fixed_walks_a_module_once_on_its_own_thread_only():
+    """Inside :func:`weights_fixed` (a sampling run) a module's weights key is worked out once and given again; outside,
+    and on other threads, every call walks the weights, so a change is seen."""
+    import threading
+
+    from training.inbetween.tracing import weights_fixed, weights_key
+
+    model = tiny("hand")
+    with weights_fixed():
+        first = weights_key(model)
+        assert weights_key(model) is first and weights_key(model, skip=model.core) is not first
+        elsewhere = []
+        worker = threading.Thread(target=lambda: elsewhere.append(weights_key(model)))
+        worker.start()
+        worker.join()
+        assert elsewhere[0] == first and elsewhere[0] is not first
+        with weights_fixed():  # nested: the outer block's keys
+            assert weights_key(model) is first
+        assert weights_key(model) is first
+    with torch.no_grad():
+        model.out.weight.add_(0.05)
+    assert weights_key(model) != first
+
+
 def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
     """A method whose traced copy differs from it on the examples it was not traced on (here a branch on a shape) is
     never served traced, not even once its owner allows tracing on first use."""

@@ -17,6 +17,7 @@ The backend, the command line and the benchmarks call these; neither re-implemen
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -224,15 +225,16 @@ def sample(
     temperature = float(temperature) * cal.temperature
     rng = np.random.default_rng(seed)
     args = (model, rotations, translations, known, times, order, k, temperature, cal, rng, n, progress, cancel)
-    if model.cfg.variant == "triples":
-        rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
-    elif long:
-        rot, trans, ent_out, spread_out, visits = _sample_long(*args, refresh or model.cfg.n_joints, cut)
-    else:
-        rows = (np.repeat(rotations, n + 1, axis=0), np.repeat(translations, n + 1, axis=0))
-        out = _sample_cells(model, *rows, *args[3:], refresh or model.cfg.n_joints)
-        rot, trans, ent_out, spread_out = (a[1:] for a in out[:4])  # row 0 is the reference chain
-        visits = out[4]
+    with _weights_fixed(model):
+        if model.cfg.variant == "triples":
+            rot, trans, ent_out, spread_out, visits = _sample_frames(*args)
+        elif long:
+            rot, trans, ent_out, spread_out, visits = _sample_long(*args, refresh or model.cfg.n_joints, cut)
+        else:
+            rows = (np.repeat(rotations, n + 1, axis=0), np.repeat(translations, n + 1, axis=0))
+            out = _sample_cells(model, *rows, *args[3:], refresh or model.cfg.n_joints)
+            rot, trans, ent_out, spread_out = (a[1:] for a in out[:4])  # row 0 is the reference chain
+            visits = out[4]
     if visit_log is not None:
         visit_log.extend(visits)
     given = np.repeat(translations, n, axis=0)
@@ -240,6 +242,16 @@ def sample(
     trans = np.where(known0[..., None] & np.isfinite(given), given, trans)  # known cells exactly as given
     held = holds.apply(smooth_partial_keys(FillResult(rot, trans, ent_out, spread_out), known0))
     return [held.window(v) for v in range(n)]
+
+
+def _weights_fixed(model: MotionFill | NumpyMotionFill) -> AbstractContextManager:
+    """A run changes no weight: its hundreds of steps check a torch model's traced copies against its weights once
+    (:func:`.tracing.weights_fixed`; imported here, so the numpy runtime never imports torch)."""
+    if isinstance(model, NumpyMotionFill):
+        return nullcontext()
+    from training.inbetween.tracing import weights_fixed
+
+    return weights_fixed()
 
 
 def _sample_cells(model: MotionFill, rotations, translations, known, times, order, k, temperature, cal, rng, n,

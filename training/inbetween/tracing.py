@@ -14,25 +14,52 @@ dtypes or devices, or once what it was traced from (weights, buffers, the model'
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+_fixed = threading.local()  # this thread's keys while :func:`weights_fixed` holds
+
+
+@contextmanager
+def weights_fixed() -> Iterator[None]:
+    """Within this block, on this thread, every module's weights are taken as fixed: :func:`weights_key` walks a
+    module once and gives the same key after. The caller's promise, for a run that reads a model hundreds of times
+    and changes nothing (a sampling run checks its traced copies three times a step)."""
+    outer = getattr(_fixed, "keys", None)
+    if outer is None:
+        _fixed.keys = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _fixed.keys = None
+
 
 def weights_key(module: nn.Module, skip: nn.Module | None = None) -> tuple:
     """Changes whenever a weight of ``module`` (a parameter or a buffer; none under ``skip``) is replaced or changed in
     place (a training step, a loaded state). Checked on every traced call, so the module tree is walked directly:
-    ``parameters()`` and ``buffers()`` cost several times as much."""
+    ``parameters()`` and ``buffers()`` cost several times as much (and inside :func:`weights_fixed`, once)."""
+    fixed = getattr(_fixed, "keys", None)
+    if fixed is not None:
+        held = fixed.get((id(module), id(skip)))
+        if held is not None and held[0] is module and held[1] is skip:
+            return held[2]
     key, todo = [], [module]
     for m in todo:
         if m is not skip:
             todo += [c for c in m._modules.values() if c is not None]
             tensors = [*m._parameters.values(), *m._buffers.values()]
             key += [(t.data_ptr(), t._version) for t in tensors if t is not None]
-    return tuple(key)
+    out = tuple(key)
+    if fixed is not None:  # the modules held too, so their ids cannot be another's while the block lasts
+        fixed[(id(module), id(skip))] = (module, skip, out)
+    return out
 
 
 class _EncoderPass(nn.Module):

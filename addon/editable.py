@@ -34,6 +34,7 @@ class Track:
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0))  # frames keyed by this fill so far
     quats: np.ndarray | None = None  # the dense fill's rotations (n, 4), once measured
     locked: tuple[int, ...] = ()  # channels the animator locked: never written (see skip_locked)
+    muted: tuple[int, ...] = ()  # channels whose curve the animator muted: never written (see skip_muted)
 
     @property
     def width(self) -> int:
@@ -42,7 +43,7 @@ class Track:
     @property
     def channels(self) -> list[int]:
         """The channels (array indices) this track writes."""
-        return [c for c in range(self.width) if c not in self.locked]
+        return [c for c in range(self.width) if c not in self.locked and c not in self.muted]
 
 
 @dataclass
@@ -56,11 +57,12 @@ class Written:
     max_location: float = 0.0  # the same for locations, in the rig's units
     locked: int = 0  # channels not written because the animator locked them
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of writing took
+    muted: list[str] = field(default_factory=list)  # channels left because their curve is muted (report's names)
 
     def add(self, other: Written) -> Written:
         return Written(self.keys + other.keys, self.dense_keys + other.dense_keys, self.editable or other.editable,
                        max(self.max_rotation_deg, other.max_rotation_deg), max(self.max_location, other.max_location),
-                       self.locked + other.locked)
+                       self.locked + other.locked, muted=list(dict.fromkeys(self.muted + other.muted)))
 
 
 def is_locked(bag, path: str, index: int, group: str) -> bool:
@@ -73,18 +75,45 @@ def is_locked(bag, path: str, index: int, group: str) -> bool:
 
 def skip_locked(bag, tracks: list[Track]) -> tuple[list[Track], int]:
     """The tracks with the channels the animator locked marked not to be written (a track with every channel
-    locked is left out), and how many channels were skipped."""
+    locked is left out), and how many channels were skipped (a muted one is left for being muted)."""
     out, skipped = [], 0
     for t in tracks:
-        t.locked = tuple(c for c in range(t.width) if is_locked(bag, t.path, c, t.bone))
+        t.locked = tuple(c for c in range(t.width) if c not in t.muted and is_locked(bag, t.path, c, t.bone))
         skipped += len(t.locked)
         if t.channels:
             out.append(t)
     return out, skipped
 
 
+def is_muted(bag, path: str, index: int) -> bool:
+    """Whether the channel's F-curve is muted: Blender does not evaluate it (the property holds its static value),
+    the animator's way of saying the channel is not to be driven. (A muted channel group does not stop its curves
+    in Blender 5.0: only the curve's own flag counts.)"""
+    fc = bag.fcurves.find(path, index=index) if bag is not None else None
+    return fc is not None and fc.mute
+
+
+def channels_text(bone: str, prop: str, channels, width: int) -> str:
+    """A bone's channels as the report names them: "'Chest' rotation_euler" (all), "'Chest' rotation_euler[0]"."""
+    channels = list(channels)
+    return f"{bone!r} {prop}" if len(channels) == width else f"{bone!r} {prop}[{', '.join(map(str, channels))}]"
+
+
+def skip_muted(bag, tracks: list[Track]) -> tuple[list[Track], list[str]]:
+    """The tracks with the channels whose curve is muted marked not to be written (a track with every channel
+    muted is left out): a muted curve is left exactly as it is. Also the channels left, as the report names them."""
+    out, names = [], []
+    for t in tracks:
+        t.muted = tuple(c for c in range(t.width) if is_muted(bag, t.path, c))
+        if t.muted:
+            names.append(channels_text(t.bone, t.path.rsplit(".", 1)[1], t.muted, t.width))
+        if t.channels:
+            out.append(t)
+    return out, names
+
+
 def write_dense(bag, tracks: list[Track]) -> Written:
-    """A key on every target frame of every channel (not the locked ones)."""
+    """A key on every target frame of every channel (not the locked or muted ones)."""
     n = 0
     for t in tracks:
         for c in t.channels:
@@ -107,8 +136,8 @@ def _without_stale(fc, frames: np.ndarray) -> tuple[fcurves.Points, bool]:
 
 def deviation(bag, t: Track, cleared: bool = False) -> tuple[np.ndarray, bool]:
     """(n,) how far the track's F-curves, as written now, are from its dense fill at the target frames: the
-    rotation angle (radians) or the distance (rig units); locked channels count as matching (they are not
-    written). ``cleared``: measured as the curves will be once Anyfill's earlier keys at the target frames are
+    rotation angle (radians) or the distance (rig units); locked and muted channels count as matching (they are
+    not written). ``cleared``: measured as the curves will be once Anyfill's earlier keys at the target frames are
     gone, without changing them. Also returns whether that measure needs taking again once they are gone
     (a curve with modifiers and such keys: only Blender evaluates it)."""
     found = [bag.fcurves.find(t.path, index=c) for c in range(t.width)]
@@ -129,7 +158,8 @@ def deviation(bag, t: Track, cleared: bool = False) -> tuple[np.ndarray, bool]:
                     again = again or kept[c][1]
                     values[i, ~known[i]] = [found[c].evaluate(float(f)) for f in t.frames[~known[i]]]
             now[:, live] = values.T
-    now[:, list(t.locked)] = t.values[:, list(t.locked)]
+    held = [c for c in range(t.width) if c not in t.channels]
+    now[:, held] = t.values[:, held]
     if t.mode == "LOCATION":
         return np.linalg.norm(now - t.values, axis=1), again
     if t.quats is None:

@@ -10,6 +10,7 @@ from . import client as client_mod
 from . import curves, keys, rig
 from . import plan as plan_mod
 from .jobs import AsyncRequest, backend_url, make_client, preferences
+from .plan import length_text
 
 UNCERTAINTY_PROP = "anyfill_uncertainty"
 _variations: dict[str, tuple[plan_mod.Plan, list[dict]]] = {}  # rig name -> (plan, variations' joints)
@@ -109,21 +110,18 @@ def store_output(obj, written, first: bool = True) -> None:
     s.last_max_rotation, s.last_max_location = written.max_rotation_deg, written.max_location
 
 
-def length_text(scene, value: float) -> str:
-    """A length in scene units as the scene shows it (its unit system and Unit Scale), e.g. '9.8 mm'."""
-    units = scene.unit_settings
-    return bpy.utils.units.to_string(units.system if units.system != "NONE" else "METRIC", "LENGTH",
-                                     value * units.scale_length, precision=2)
-
-
 def describe_output(written, scene) -> str:
     """The report's words for what a fill wrote: its keys, and for editable keys the dense count and the largest
-    deviations; the channels skipped because the animator locked them."""
-    locked = f", {written.locked} locked channel{'s' * (written.locked != 1)} skipped" if written.locked else ""
+    deviations; the channels skipped because the animator locked them, and those left because their curves are
+    muted, by name (a muted curve is the animator saying the channel is not to be driven)."""
+    skipped = f", {written.locked} locked channel{'s' * (written.locked != 1)} skipped" if written.locked else ""
+    if written.muted:
+        more = f" and {len(written.muted) - 6} more" if len(written.muted) > 6 else ""
+        skipped += f"; muted curves left as they are: {', '.join(written.muted[:6])}{more}"
     if not written.editable:
-        return f"{written.keys} keys{locked}"
+        return f"{written.keys} keys{skipped}"
     return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
-            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)}){locked}")
+            f"{written.max_rotation_deg:.2f} deg, {length_text(scene, written.max_location)}){skipped}")
 
 
 # --- backend --------------------------------------------------------------------------------------------
@@ -274,7 +272,7 @@ class _FillBase(AsyncRequest):
         plan_mod.store_uncertainty(obj, plan, joints)
         matched = [line for line in obj.anyfill.last_match.split("\n") if line and not line.startswith(
             f"{plan.part or plan.model}:")]
-        obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan)])
+        obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan, obj, context.scene)])
         return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}{backend}{at})"
 
 

@@ -54,6 +54,7 @@ class Plan:
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of reading took
     fingerprint: str = ""  # sample: the rig as read (rig_fingerprint), for the variations kept for later
     bones_read: list[str] = field(default_factory=list)  # the mapped bones and every bone above them
+    muted: list[str] = field(default_factory=list)  # bones in scope left whole for their muted curves (report's names)
 
     @property
     def n_targets(self) -> int:
@@ -228,6 +229,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if not any(bone_keys[b].frames for b in own):  # a full rig's hand whose fingers have no key: left alone
         raise NothingToFill(f"Nothing is keyed on the mapped bones{_of(part)} between frames {lo} and {hi}: key a few "
                             "poses first (Anyfill fills between keys)")
+    frozen = muted_bones(obj, bag, {b: moving[j] and not rig_arrays.connected[rig_arrays.index[b]]
+                                    for j, b in mapping.items() if b in own and b in in_scope})
     current = float(context.scene.frame_current)
     integer = [float(f) for f in range(lo, hi + 1)]
     frames = _merge(keyed + [current]) if kind == "pose" else _merge(keyed + integer)
@@ -242,7 +245,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     pose = rig_arrays.pose(basis, relevant)
     check_scale_inheritance(rig_arrays, relevant, pose)
     t1 = time.perf_counter()
-    at_poses = _on(fr, keyed_poses(bone_keys, keyed))
+    at_poses = _on(fr, keyed_poses({b: bk for b, bk in bone_keys.items() if b not in frozen}, keyed))
     ret = build_retarget(obj, model, rig_arrays, pose[at_poses], fr[at_poses], part)
     t2 = time.perf_counter()
     msk = ret.model
@@ -255,8 +258,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         if bone is None:
             continue
         keyed_here = _on(fr, bone_keys[bone].frames)
-        if selected is not None and bone not in selected:
-            known[:, j] = True  # out of scope: its curves as they are condition the fill
+        if (selected is not None and bone not in selected) or bone in frozen:
+            known[:, j] = True  # out of scope, or all muted: its curves as they are condition the fill
         else:
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
@@ -316,7 +319,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
                 bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,
-                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names)
+                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names, list(frozen.values()))
 
 
 # --- what the rig must be for a fill (checked when reading it, and again before writing) -----------------------
@@ -358,11 +361,12 @@ def _transform_paths(obj, bones: list[str], props: tuple[str, ...]) -> dict[str,
 
 def check_samples(obj, bag, bones: list[str]) -> None:
     """Refuse a bone whose transform channels hold baked samples (Convert to Samples): they have no keys to read
-    or to add to (Blender refuses keys on them)."""
+    or to add to (Blender refuses keys on them). A muted curve is neither read nor written and is left alone."""
     if bag is None:
         return
     paths = _transform_paths(obj, bones, ("location", "rotation", "scale"))
-    found = [paths[fc.data_path] for fc in bag.fcurves if fc.data_path in paths and len(fc.sampled_points)]
+    found = [paths[fc.data_path] for fc in bag.fcurves
+             if fc.data_path in paths and len(fc.sampled_points) and not fc.mute]
     if found:
         what = ", ".join(dict.fromkeys(f"{b!r} {prop}" for b, prop in found))
         raise PlanError(f"Baked samples, not keys, on {what}: convert them to keys first (Graph Editor: Channel > "
@@ -372,18 +376,39 @@ def check_samples(obj, bag, bones: list[str]) -> None:
 def check_modifiers(obj, bag, bones: list[str]) -> None:
     """Refuse a bone to be written whose transform curves run through F-curve modifiers (Cycles, Noise, ...): the
     keys Fill writes would pass through them, so the rig would not show the fill (a Cycles modifier even repeats
-    them beyond the range, changing frames outside it). A muted modifier changes nothing and is left alone."""
+    them beyond the range, changing frames outside it). A muted modifier, or one on a muted curve (never written),
+    changes nothing and is left alone."""
     if bag is None:
         return
     paths = _transform_paths(obj, bones, ("location", "rotation"))
     for fc in bag.fcurves:
-        live = [m for m in fc.modifiers if not m.mute] if fc.data_path in paths else []
+        live = [m for m in fc.modifiers if not m.mute] if fc.data_path in paths and not fc.mute else []
         if live:
             name, prop = paths[fc.data_path]
             kind = live[0].type.replace("_", " ").title()
             raise PlanError(f"The {prop} curve of {name!r} runs through a {kind} modifier: the keys Fill writes "
                             "would pass through it (a Cycles modifier repeats them beyond the range); remove or mute "
                             "it (Graph Editor: Sidebar > Modifiers) first; nothing was written")
+
+
+def muted_bones(obj, bag, bones: dict[str, bool]) -> dict[str, str]:
+    """The bones (each with whether a fill writes its location too) whose every channel a fill writes has its curve
+    muted, each with those channels as the report names them.
+
+    Blender does not evaluate a muted curve: the channel holds its static value on every frame, whatever the keys
+    say. So a muted curve is read as Blender shows the channel, as no curve: its keys make no frame keyed, and its
+    value is the property's static one wherever the bone is read (:func:`.keys.read_bone`,
+    :func:`.keys.evaluate_channels`). A bone listed here shows one pose on every frame (its static rotation, under
+    its other live curves) and Fill will not change it: it is sent as known on every frame, as a bone out of scope
+    is, so the others are filled around the pose the rig keeps, not around a motion the model would invent for it
+    that Blender would never show. A bone with some channels muted is filled on the others (its muted ones at their
+    static values where it is keyed) and its muted curves are left as they are (:func:`.editable.skip_muted`)."""
+    out = {}
+    for name, with_location in bones.items():
+        props = [keys.rotation_path(obj.pose.bones[name].rotation_mode)] + ([("location", 3)] if with_location else [])
+        if all(editable_mod.is_muted(bag, keys.bone_path(name, p), c) for p, width in props for c in range(width)):
+            out[name] = ", ".join(editable_mod.channels_text(name, p, range(width), width) for p, width in props)
+    return out
 
 
 def check_poses(rig: retarget_mod.Rig, bones: list[int], basis: np.ndarray, frames) -> None:
@@ -590,11 +615,13 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     basis = plan.retarget.solve_basis(local, trans, plan.basis, plan.write, plan.frames)
     t2 = time.perf_counter()
     todo = tracks(plan, obj, basis)
-    # everything checked before the first change: the values, the channels' samples and modifiers, the locked channels
+    # everything checked before the first change: the values, the channels' samples and modifiers, the muted and
+    # locked channels
     check_finite(todo)
     written_bones = list(dict.fromkeys(t.bone for t in todo))
     check_samples(obj, keys.channelbag(obj), written_bones)
     check_modifiers(obj, keys.channelbag(obj), written_bones)
+    todo, muted = editable_mod.skip_muted(keys.channelbag(obj), todo)
     todo, locked = editable_mod.skip_locked(keys.channelbag(obj), todo)
     bag = keys.channelbag(obj, create=True)
     t3 = time.perf_counter()
@@ -606,7 +633,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
         scale = float(np.linalg.norm(np.array(obj.matrix_world, dtype=np.float64)[:3, :3], axis=0).max()) or 1.0
         written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
         written.max_location *= scale
-    written.locked = locked
+    written.locked, written.muted = locked, sorted(set(plan.muted + muted))
     written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
                        "keys written": time.perf_counter() - t3}
     return written
@@ -628,13 +655,27 @@ def uncertainty_per_frame(plan: Plan, joints_result: dict) -> tuple[list[float],
     return frames, [per[f] for f in frames]
 
 
-def describe_match(plan: Plan) -> str:
-    """One line for the panel: how the rig was matched to the model for this plan's part."""
+def length_text(scene, value: float, precision: int = 2) -> str:
+    """A length in scene units as the scene shows it (its unit system and Unit Scale), e.g. '9.8 mm'."""
+    import bpy
+
+    units = scene.unit_settings
+    return bpy.utils.units.to_string(units.system if units.system != "NONE" else "METRIC", "LENGTH",
+                                     value * units.scale_length, precision=precision)
+
+
+def describe_match(plan: Plan, obj, scene) -> str:
+    """One line for the panel: how the rig was matched to the model for this plan's part. The floor's distance is
+    a length in the scene, as the viewport shows it: the lift (model units) taken to the armature's units and axes,
+    then through the object's world matrix (an FBX import's armature object is often scaled 0.01), in the scene's
+    units (``scale`` stays the ratio of armature units to model units the matching uses)."""
     ret = plan.retarget
     rest = {"MODEL": "the model's own rest", "REST": "the rig's rest, twists fitted to the keys"}[ret.rest_mode]
     mirrored = ", mirrored" if ret.mirrored else ""
-    lift = float(np.abs(ret.lift).max()) * ret.scale  # rig units
-    floor = f", read {'raised' if ret.lift.sum() > 0 else 'lowered'} {lift:.3g} onto the model's floor" if lift else ""
+    world = np.array(obj.matrix_world, dtype=np.float64)[:3, :3] @ ret.from_model @ ret.lift * ret.scale
+    lift = length_text(scene, float(np.linalg.norm(world)), precision=3)
+    floor = (f", read {'raised' if ret.lift.sum() > 0 else 'lowered'} {lift} onto the model's floor"
+             if ret.lift.any() else "")
     return f"{plan.part or plan.model}: {rest}, scale {ret.scale:.3g}{mirrored}{floor}"
 
 

@@ -357,7 +357,7 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
     # Floor: Rig's Own reads the rig at its own height, 90 below the model's floor
     a.anyfill.floor = "RIG"
     own = ext.plan.prepare(bpy.context, a, "fill", model)
-    assert not own.retarget.lift.any() and "floor" not in ext.plan.describe_match(own)
+    assert not own.retarget.lift.any() and "floor" not in ext.plan.describe_match(own, a, bpy.context.scene)
     top = own.retarget.model.parents.index(-1)  # the skeleton's top joint carries the whole rig's height
     keyed = p.known[:, top]
     assert np.abs(p.trans_sent[keyed, top] - own.trans_sent[keyed, top] - p.retarget.lift).max() < 1e-4
@@ -367,6 +367,32 @@ def test_armature_axes_and_floor_do_not_change_the_fill(bpy, ext, prefs, data_ro
     moved = max((h1[f][n] - before[n]).length for f in frames for n in h1[f])
     assert moved > 10.0  # the fill moved the rig (it walks)
     assert worst < 1e-3 * size_of(a), (worst, size_of(a))
+
+
+def test_the_match_line_of_a_scaled_rig_is_in_scene_units(bpy, ext, prefs, data_root, tmp_path):
+    """An armature object scaled 0.01 (an FBX import's habit) whose feet are 90 armature units (90 cm in the world)
+    above the model's floor: the panel's match line says how far it was read lowered in the scene's units, as the
+    scene shows lengths (was: 89.6, in armature units, a hundred times the distance in the viewport)."""
+    src = _lowered(short_bvh(data_root / BODY, FRAMES), -90.0, tmp_path)
+    clean_scene(bpy)
+    ob = import_bvh(bpy, src)
+    ob.scale = (0.01, 0.01, 0.01)
+    bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, FRAMES
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+    ob.anyfill.model = "body"
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    bpy.context.scene.anyfill.range_mode, bpy.context.scene.anyfill.bones = "SCENE", "ALL"
+    units = bpy.context.scene.unit_settings
+    try:
+        for system, scale_length, metres in (("METRIC", 1.0, 0.9), ("METRIC", 0.5, 0.45), ("IMPERIAL", 1.0, 0.9)):
+            units.system, units.scale_length = system, scale_length
+            assert run_fill(bpy, ob) == {"FINISHED"}
+            shown = ob.anyfill.last_match.split("read lowered ")[1]
+            assert shown.endswith(" onto the model's floor"), shown
+            value = bpy.utils.units.to_value(system, "LENGTH", shown.removesuffix(" onto the model's floor"))
+            assert abs(value - metres) < 0.015, (system, shown)
+    finally:
+        units.system, units.scale_length = "METRIC", 1.0
 
 
 def test_a_rig_without_the_top_joint_moves_as_one_with_it(bpy, ext, prefs, data_root):

@@ -241,6 +241,48 @@ def test_locked_channels_are_skipped_and_counted(bpy, ext, prefs, data_root):
     assert 0 < len(chest_y) < len(TARGETS)
 
 
+def test_muted_curves_are_left_as_they_are_and_named(bpy, ext, prefs, data_root):
+    """A muted curve is the animator saying "do not drive this channel" (was: filled with Generated keys): it is
+    left exactly as it is and the report names it, the bone's other channels filled. Blender evaluates a muted curve
+    as no curve (the channel holds its static value), so a bone whose every channel Fill writes is muted holds its
+    static pose on every frame: it is sent as known there (as a bone out of scope), never as a target."""
+    ob = body(bpy, ext, data_root)
+    bag = ext.keys.channelbag(ob)
+    curve(ext, ob, "Chest", "rotation_euler", 0).mute = True
+    for c in range(3):
+        curve(ext, ob, "Neck", "rotation_euler", c).mute = True
+    ob.pose.bones["Chest"].rotation_euler[0] = 0.25  # static values, which the muted channels hold on every frame
+    ob.pose.bones["Neck"].rotation_euler = (0.3, -0.2, 0.1)
+    muted = {(fc.data_path, fc.array_index) for fc in bag.fcurves if fc.mute}
+    assert len(muted) == 4
+    before = ext.curves.snapshot(bag)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"}
+    after = ext.curves.snapshot(bag)
+    assert [p for p in sorted(muted) if after[p] != before[p]] == []
+    assert "muted curves left as they are: 'Chest' rotation_euler[0], 'Neck' rotation_euler" in reports[-1][1]
+    written = generated_frames(ext, ob)
+    assert all(written[(ext.keys.bone_path("Chest", "rotation_euler"), c)] == TARGETS for c in (1, 2))
+    assert all(written[(ext.keys.bone_path(b, "rotation_euler"), c)] == TARGETS for b in ("Spine", "Head")
+               for c in range(3))
+    # what the model is sent: the Neck as it shows, on every frame; the Chest with its muted channel's static value
+    model = ext.client.model_info(ext.client.Client(prefs.backend_url), "body")
+    plan = ext.plan.prepare(bpy.context, ob, "fill", model)
+    neck, chest = (plan.retarget.model.joints.index(n) for n in ("Neck", "Chest"))
+    assert plan.known[:, neck].all() and not plan.write[:, neck].any()
+    assert plan.write[:, chest].sum() == len(TARGETS)
+    assert np.allclose(plan.channels["Chest"].rotation[:, 0], 0.25)
+    # editable keys: the muted channel is not measured against the fill (Blender never shows it)
+    bpy.context.scene.anyfill.keys_output = "EDITABLE"
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "'Chest' rotation_euler[0], 'Neck' rotation_euler" in reports[-1][1]
+    assert all(ext.curves.snapshot(bag)[p] == before[p] for p in muted)
+    # a muted curve is neither read nor written: a modifier or baked samples on it refuse nothing
+    curve(ext, ob, "Chest", "rotation_euler", 0).modifiers.new("CYCLES")
+    curve(ext, ob, "Neck", "rotation_euler", 1).convert_to_samples(1, FRAMES)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+
+
 # --- 5. an exception while writing on the modal path ---------------------------------------------------------------
 
 

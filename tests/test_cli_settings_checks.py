@@ -184,6 +184,21 @@ def test_a_real_run_is_refused_before_it_starts(tmp_path, capsys, no_work) -> No
     assert not (tmp_path / "run").exists()
 
 
+def test_restore_from_refuses_what_is_not_a_run_of_the_model(tmp_path, capsys, no_work) -> None:
+    """--restore-from's errors are usage errors like the others: status 2 and one line naming the folder."""
+    missing, empty, garbage, other = (tmp_path / n for n in ("missing", "empty", "garbage", "other"))
+    for d in (empty, garbage, other):
+        d.mkdir()
+    (garbage / "config.json").write_text("garbage")
+    (other / "config.json").write_text('{"model": "pixels", "config": {}, "trainer": {}}')
+    _refused(["train", "anyorder", "--restore-from", str(missing)], capsys, f"--restore-from {missing}: no such folder")
+    _refused(["train", "anyorder", "--restore-from", str(empty)], capsys, f"--restore-from {empty}: no run there")
+    _refused(["train", "anyorder", "--restore-from", str(garbage)], capsys, "not a run's config.json")
+    _refused(["train", "anyorder", "--restore-from", str(other)], capsys, "a run of the model 'pixels', not 'anyorder'")
+    _refused(["train", "anyorder", "--restore-from", str(other), "--run-dir", str(empty)], capsys,
+             "--run-dir (a new run) or --restore-from (an old one), not both")
+
+
 def test_the_precisions_and_accelerators_are_lightnings() -> None:
     """What check_trainer accepts is what Lightning's Trainer accepts (read here, not in --print-config, which
     must not import Lightning)."""

@@ -185,6 +185,56 @@ def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tmp_path, data_root):
     assert f"saved {run / 'checkpoints' / 'last.ckpt'}" in text and not list(run.glob("checkpoints/*.tmp"))
 
 
+# the command, with a second Ctrl-C during the save of last.ckpt and a third while Python exits (where a
+# KeyboardInterrupt is printed as a traceback, "Exception ignored in atexit callback")
+_MORE_CTRL_C = """
+import atexit, os, signal, sys, time
+import lightning.pytorch as pl
+
+save = pl.Trainer.save_checkpoint
+
+def saving(trainer, path, *args, **kwargs):
+    if str(path).endswith("last.ckpt.tmp"):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5)))
+    return save(trainer, path, *args, **kwargs)
+
+pl.Trainer.save_checkpoint = saving
+from anyfill.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_more_ctrl_c_while_an_interrupted_run_ends_change_nothing(tmp_path, data_root):
+    """Once the run is interrupted, more Ctrl-C (during the save of last.ckpt, while the process exits) end it as
+    the first did: one message, status 130, no traceback, a whole last.ckpt and no partial file."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", _MORE_CTRL_C, "train",
+           *_args(run, data_root, "steps_per_epoch=100000", "trainer.checkpoint_every_minutes=0.01")]
+    timed = run / "checkpoints" / "timed.ckpt"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not timed.is_file():
+            time.sleep(0.1)
+        assert timed.is_file(), proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and text.count("anyfill: interrupted") == 1, text
+    assert "Traceback" not in text and "KeyboardInterrupt:" not in text, text
+    assert f"saved {run / 'checkpoints' / 'last.ckpt'}" in text
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] > 0
+    assert sorted(p.name for p in run.glob("checkpoints/*")) == ["last.ckpt", "timed.ckpt"]
+
+
 def test_ctrl_c_while_training_waits_for_the_step_under_way(tmp_path):
     """A Ctrl-C during a step stops the run at the step's end (the checkpoint then saved is never an optimizer
     step half applied); a second Ctrl-C stops it at once; the handler is Python's own again after the run."""

@@ -66,6 +66,28 @@ def test_unreadable_checkpoints_stop_the_rerun_and_the_export_is_kept(tmp_path, 
 
 @pytest.mark.slow
 @pytest.mark.data
+def test_a_run_resumed_from_a_step_checkpoint_keeps_the_newest_two(tmp_path, data_root, capsys):
+    """The step checkpoint a run resumed from (its last.ckpt unreadable) is kept until two newer ones are
+    written, then goes as any other: the newest two stepNNNNNNNN.ckpt remain (Lightning kept it for good)."""
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    epochs = ["steps_per_epoch=2", "trainer.checkpoint_every_minutes=0"]
+    assert main(_args(run, data_root, *epochs, "trainer.max_epochs=2")) == 0
+    assert sorted(p.name for p in ckpts.glob("step*.ckpt")) == ["step00000002.ckpt", "step00000004.ckpt"]
+    (ckpts / "last.ckpt").write_bytes(b"\x00" * 100)  # killed while writing it
+    capsys.readouterr()
+    assert main(_args(run, data_root, *epochs, "trainer.max_epochs=3")) == 0
+    assert f"resuming from {ckpts / 'step00000004.ckpt'} (step 4)" in capsys.readouterr().err
+    assert sorted(p.name for p in ckpts.glob("step*.ckpt")) == ["step00000004.ckpt", "step00000006.ckpt"]
+    (ckpts / "last.ckpt").unlink()
+    assert main(_args(run, data_root, *epochs, "trainer.max_epochs=5")) == 0
+    assert f"resuming from {ckpts / 'step00000006.ckpt'} (step 6)" in capsys.readouterr().err
+    assert sorted(p.name for p in ckpts.glob("step*.ckpt")) == ["step00000008.ckpt", "step00000010.ckpt"]
+    assert _step(ckpts / "last.ckpt") == 10
+
+
+@pytest.mark.slow
+@pytest.mark.data
 def test_a_run_killed_mid_epoch_resumes_from_its_timed_checkpoint(tmp_path, data_root):
     """A checkpoint every few seconds within an epoch (trainer.checkpoint_every_minutes): a run killed
     (SIGKILL) in its first, long epoch resumes past step 0, from a checkpoint younger than the interval plus

@@ -483,6 +483,23 @@ def progress_lines(every_s: float = 10.0):
     return _ProgressLines()
 
 
+def step_checkpoints(**kwargs: Any):
+    """Lightning's ModelCheckpoint (``kwargs``), except that the checkpoint a run resumed from goes as any other
+    once ``save_top_k`` newer ones are written: Lightning keeps it for good, so a run resumed from a
+    ``stepNNNNNNNN.ckpt`` kept three of them, where the newest two are kept."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class _StepCheckpoints(ModelCheckpoint):
+        def _should_remove_checkpoint(self, trainer, previous: str, current: str) -> bool:
+            # called once ``current`` is written; only a file of this callback's own folder is deleted
+            resumed = trainer.ckpt_path
+            if resumed is not None and previous != current and Path(previous).absolute() == Path(resumed).absolute():
+                return Path(self.dirpath).absolute() in Path(previous).absolute().parents
+            return super()._should_remove_checkpoint(trainer, previous, current)
+
+    return _StepCheckpoints(**kwargs)
+
+
 def fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool = False) -> Path:
     """Train (or resume) a task in ``run_dir``, holding the folder's lock; returns the run folder."""
     import torch
@@ -550,7 +567,7 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
     rng_state, on_interrupt = _run_callbacks(ckpt_dir)
     # no version counter: last.ckpt and timed.ckpt are replaced, never written beside as last-v1.ckpt
     callbacks = [
-        ModelCheckpoint(
+        step_checkpoints(
             dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False, save_last=True,
             save_top_k=2, monitor="step", mode="max", enable_version_counter=False,
             every_n_train_steps=tcfg.checkpoint_every_n_steps or None,
@@ -729,7 +746,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (see 'anyfill train MODEL --help')", add_help=False,
                        description=_DESCRIPTION)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="MODEL [key=value ...] [options]")
-    p.set_defaults(func=lambda args: main(args.argv or ["--help"]))
+    p.set_defaults(func=lambda args: _command(args.argv or ["--help"]))
+
+
+def _command(argv: list[str]) -> int:
+    """``anyfill train`` run as the process's command. Once it is interrupted (last.ckpt saved: Lightning ignores
+    Ctrl-C during that save, then gives Python's handler back), more Ctrl-C are ignored while it ends, so it ends as
+    the first said (``anyfill: interrupted``, status 130): one landing in Python's exit-time cleanup printed a
+    KeyboardInterrupt traceback, or ended it with status -2. Not in :func:`main`, which may run inside a program
+    that goes on."""
+    import signal
+
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
 
 
 def _attribute(module: str, name: str) -> Any:
@@ -785,15 +817,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = get_task(args.model)
     run = None
     if args.restore_from:
+        # usage errors, as a bad setting is (ValueError: ``anyfill: error: ...``, status 2)
         if args.run_dir:
-            raise SystemExit("anyfill train: give --run-dir (a new run) or --restore-from (an old one), not both")
+            raise ValueError("give --run-dir (a new run) or --restore-from (an old one), not both")
         run_dir = Path(args.restore_from)
+        if not run_dir.is_dir():
+            raise ValueError(f"--restore-from {run_dir}: no such folder")
         if not (run_dir / "config.json").is_file():
-            raise SystemExit(f"anyfill train: --restore-from {run_dir}: no run there (no config.json)")
+            raise ValueError(f"--restore-from {run_dir}: no run there (no config.json)")
         try:
             run = (str(run_dir / "config.json"), saved_run(run_dir, task.name))
         except ValueError as e:
-            raise SystemExit(f"anyfill train: --restore-from {run_dir}: {e}") from None
+            raise ValueError(f"--restore-from {run_dir}: {e}") from None
     else:
         run_dir = expand_run_dir(args.run_dir or os.path.join("runs", args.model))
     cfg, tcfg = resolve_configs(task, args.config, args.named, args.overrides, run)

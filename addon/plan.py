@@ -285,6 +285,11 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
             raise NothingToFill(f"Nothing to fill{_of(part)}: its only selected bone, the wrist, is the body's hand "
                                 "bone, filled with the body")
         where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
+        scope = [b for b in own if b in in_scope]
+        if scope and all(b in frozen for b in scope):  # their curves hold one pose: nothing Fill may write
+            raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope has its curves muted "
+                                f"({', '.join(sorted(frozen.values())[:3])}{', ...' * (len(frozen) > 3)}); unmute "
+                                "the channels to fill")
         raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope is keyed on {where}")
 
     # the model's view of the rig where a cell is sent: computed at the frames with a known cell of a joint the rig

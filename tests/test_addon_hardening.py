@@ -283,6 +283,25 @@ def test_muted_curves_are_left_as_they_are_and_named(bpy, ext, prefs, data_root)
     assert run_fill(bpy, ob) == {"FINISHED"}
 
 
+def test_a_fill_of_only_muted_bones_says_they_are_muted(bpy, ext, prefs, data_root):
+    """Bones = Selected on a bone whose every curve is muted: nothing to write, and the message says why (muted, not
+    keyed), and changes nothing."""
+    ob = body(bpy, ext, data_root)
+    for c in range(3):
+        curve(ext, ob, "Neck", "rotation_euler", c).mute = True
+    before = snapshot_all(ext, ob)
+    for pb in ob.pose.bones:  # selection lives on the pose bone in Blender 5.0, on the bone before
+        (pb if hasattr(pb, "select") else pb.bone).select = pb.name == "Neck"
+    bpy.context.scene.anyfill.bones = "SELECTED"
+    try:
+        with pytest.raises(RuntimeError, match=r"every mapped bone in scope has its curves muted \('Neck' "
+                                               r"rotation_euler\); unmute the channels to fill"):
+            run_fill(bpy, ob)
+    finally:
+        bpy.context.scene.anyfill.bones = "ALL"
+    assert snapshot_all(ext, ob) == before
+
+
 # --- 5. an exception while writing on the modal path ---------------------------------------------------------------
 
 

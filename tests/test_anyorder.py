@@ -1351,6 +1351,61 @@ def test_a_window_runs_as_one_traced_graph_equal_to_the_eager_pass(skeleton):
     assert calls["n"] == 0  # gradients: eager
 
 
+@pytest.mark.parametrize("skeleton", ["hand", "body"])
+def test_a_sampling_step_runs_as_one_traced_graph_equal_to_the_eager_decode(skeleton):
+    """A loaded model decodes a sampling step (queries, the layers against a kept encoding, the head) as one traced
+    graph when the encoding has no padding and the rows as many target frames: the eager decode's outputs (1e-5).
+    An encoding of rows of different counts, or changed weights, decode eager."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny(skeleton, seed=5)
+    schema = get_schema(skeleton)
+    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=6)
+
+    def batch(known):
+        canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+        rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+        return fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+
+    known = inbetween_mask(2, 30, schema.n_joints, ctx=8, gap=12)
+    known[:, 12, :4] = True  # a partly keyed frame: a known frame and a target one
+    even = batch(known)
+    uneven = known.copy()
+    uneven[1, 9] = True
+    padded = batch(uneven)
+    calls = {"n": 0}
+    assert model.traced_step.trace()
+    graph = model.traced_step.traced
+
+    def counted(*args):
+        calls["n"] += 1
+        return graph(*args)
+
+    def compare(b):
+        calls["n"] = 0
+        model.traced_step.traced = counted
+        with torch.inference_mode():
+            enc = model.encode(b)
+            fast = model.decode(b, enc)
+            used = calls["n"]
+            model.traced_step.traced = None
+            slow = model.decode(b, enc)
+        model.traced_step.traced = counted
+        target = b["target"]
+        for k in ("rot6d", "log_kappa"):
+            assert torch.allclose(fast[k][target], slow[k][target], atol=1e-5), k
+        assert torch.allclose(fast["pos"], slow["pos"], atol=1e-5)
+        return fast, used
+
+    first, used = compare(even)
+    assert used == 1
+    assert compare(padded)[1] == 0  # an encoding of rows of different counts: eager, masked
+    with torch.no_grad():
+        model.query_in.weight.add_(0.05)
+    second, used = compare(even)
+    assert used == 0 and not torch.allclose(first["rot6d"], second["rot6d"])
+
+
 def test_weights_fixed_walks_a_module_once_on_its_own_thread_only():
     """Inside :func:`weights_fixed` (a sampling run) a module's weights key is worked out once and given again; outside,
     and on other threads, every call walks the weights, so a change is seen."""
@@ -1399,15 +1454,15 @@ def test_a_traced_method_that_does_not_reproduce_its_examples_stays_eager():
 
 @pytest.mark.parametrize("skeleton", ["hand", "body"])
 def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
-    """The shipped models trace a window's whole pass on their first window, their layers, a step's queries and the
-    head on their first sampling step; a fill and a k = 1 sample of a window equal the eager model's (1e-5)."""
+    """The shipped models trace a window's whole pass on their first window, their encoder and a step's whole decode on
+    their first sampling step; a fill and a k = 1 sample of a window equal the eager model's (1e-5)."""
     model, _ = load_model(skeleton)
     assert model.core.trace_on_first_use and model.core.traced is None and model.traced_window.on_first_use
     rot, trans, times = synthetic(skeleton, n=1, t=41, seed=7)
     known = inbetween_mask(1, 41, model.cfg.n_joints, ctx=10, gap=30)
     eager, _ = load_model(skeleton)
     eager.core.trace_on_first_use = False
-    for traced in (eager.traced_queries, eager.traced_head, eager.traced_window):
+    for traced in (eager.traced_queries, eager.traced_head, eager.traced_window, eager.traced_step):
         traced.on_first_use = False
     a, b = (fill_engine.fill(m, rot, trans, known, times) for m in (model, eager))
     assert model.traced_window.traced is not None and eager.traced_window.traced is None
@@ -1418,8 +1473,7 @@ def test_shipped_models_fill_and_sample_traced_as_eager(skeleton):
     a, b = (sampling.sample(m, rot[short], trans[short], known[short], times[short], k=1, seed=3, n=1)[0]
             for m in (model, eager))
     assert model.core.traced is not None and eager.core.traced is None
-    assert model.traced_head.traced is not None and eager.traced_head.traced is None
-    assert model.traced_queries.traced is not None and eager.traced_queries.traced is None
+    assert model.traced_step.traced is not None and eager.traced_step.traced is None
     assert np.allclose(a.rotations, b.rotations, atol=1e-5) and np.allclose(a.translations, b.translations, atol=1e-4)
 
 

@@ -28,8 +28,8 @@ from training.motion.rotations import quat_angle
 
 def test_warm_up_prepares_fills_and_variations():
     """The warm-up sends one fill and one short sampling request per model through the application, so both kinds of
-    first request find the traced copies they run through already built (a window's pass; a step's layers, queries
-    and head) and answer as fast as the ones after."""
+    first request find the traced copies they run through already built (a window's pass; the encoder and a step's
+    decode) and answer as fast as the ones after."""
     from backend.jobs import Jobs
     from backend.server import create_app, warm_up
 
@@ -42,7 +42,7 @@ def test_warm_up_prepares_fills_and_variations():
     model = loaded.get("hand").model
     assert list(took) == ["hand"] and took["hand"] > 0
     assert model.traced_window.traced is not None and model.core.traced is not None
-    assert model.traced_queries.traced is not None and model.traced_head.traced is not None
+    assert model.traced_step.traced is not None
 
 
 def test_serve_process_lifecycle(tmp_path):

@@ -174,7 +174,8 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     if cfg.variant == "query":
         model.core.trace_on_first_use = True  # one window and a sampling step run traced (eager if they cannot)
         model.traced_queries.on_first_use = model.traced_head.on_first_use = True  # and the arithmetic around them
-        model.traced_window.on_first_use = True  # and a window's whole pass
+        model.traced_window.on_first_use = True  # and a window's whole pass, and a sampling step's
+        model.traced_step.on_first_use = True
     return model, card
 
 

@@ -79,6 +79,8 @@ class MotionFill(nn.Module):
         self.traced_head = TracedMethod(self._head_tensors, self._head_examples, self._outer_key)
         # and a whole window's pass as one traced graph where every row has as many known and as many target frames
         self.traced_window = TracedMethod(self._window_tensors, self._window_examples, self._whole_key)
+        # and a sampling step's decode (queries, the layers against a kept encoding, the head) likewise
+        self.traced_step = TracedMethod(self._step_tensors, self._step_examples, self._whole_key)
 
     # --- features -----------------------------------------------------------------------------------
     def set_stats(self, stats: dict) -> None:
@@ -270,7 +272,12 @@ class MotionFill(nn.Module):
     def _window_examples(self) -> list[tuple[torch.Tensor, ...]]:
         """Inputs of :meth:`_window_tensors` of a few sizes: in every row some frames wholly known, some partly, the
         rest targets only (the same counts in every row)."""
-        gen, examples = torch.Generator().manual_seed(0), []
+        return [(*positions, *(b[k] for k in self._window_inputs())) for b, positions in self._rectangular_batches()]
+
+    def _rectangular_batches(self) -> list[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+        """Random batches of a few sizes whose rows have as many frames with known cells and as many with targets
+        (some frames wholly known, some partly, the rest targets only), each with those frames' positions."""
+        gen, batches = torch.Generator().manual_seed(0), []
         for n, t, whole, part in ((1, 6, 2, 1), (2, 9, 3, 2), (1, 2, 1, 0), (3, 17, 4, 5)):
             b = self._random_batch(n, t, gen)
             rank = torch.rand(n, t, generator=gen).argsort(1).argsort(1)[..., None]  # each frame's place in a shuffle
@@ -278,8 +285,48 @@ class MotionFill(nn.Module):
             cells[..., 0], cells[..., -1] = True, False
             b["known"] = (rank < whole) | ((rank >= whole) & (rank < whole + part) & cells)
             b["target"] = ~b["known"]
-            positions = (_frame_positions(b["known"].any(-1)), _frame_positions(b["target"].any(-1)))
-            examples.append((*positions, *(b[k] for k in self._window_inputs())))
+            batches.append((b, (_frame_positions(b["known"].any(-1)), _frame_positions(b["target"].any(-1)))))
+        return batches
+
+    def _traced_step(self, b: dict[str, torch.Tensor], enc: Encoding) -> dict[str, torch.Tensor] | None:
+        """Query variant: :meth:`decode` through :attr:`traced_step` (one graph: the queries, the decoder against the
+        encoding's cached keys and values, the head) when it may serve this batch: two frames or more, an encoding
+        without padding, rows with as many target frames. None: eager."""
+        query_frames = b["target"].any(-1)
+        if query_frames.shape[1] < 2 or not bool(enc.valid.all()):
+            return None
+        query_at = _frame_positions(query_frames)
+        traced = self.traced_step.serving(enc.ref) if query_at is not None else None
+        if traced is None:
+            return None
+        kv = [x for pair in enc.kv for x in pair]
+        return dict(zip(HEAD_OUTPUTS, traced(enc.ref, query_at, *kv, *(b[k] for k in self._window_inputs())),
+                        strict=True))
+
+    def _step_tensors(self, ref: torch.Tensor, query_at: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A sampling step's decode of positional tensors, as :attr:`traced_step` traces it: the time origin ``ref``
+        (B, 1), the frames with targets (``query_at`` (B, Q)), every decoder layer's cross-attention keys and values
+        of the kept encoding (flattened), then the batch (:meth:`_window_inputs`): the frames with targets decoded
+        against it, put back at their frames, the head over every frame (:data:`HEAD_OUTPUTS`)."""
+        n_kv = 2 * len(self.core.decoder)
+        kv, b = args[:n_kv], dict(zip(self._window_inputs(), args[n_kv:], strict=True))
+        _, q, trel = self._features(b, ref)
+        at = query_at[..., None]
+        tokens = self.query_in(q.gather(1, at.expand(-1, -1, q.shape[-1]))) + self.time(trel.gather(1, at))
+        h = self.core.decode_layers(tokens, None, memory_kv=list(zip(kv[::2], kv[1::2], strict=True)))
+        h = h.new_zeros(h.shape[0], q.shape[1], h.shape[2]).scatter(1, at.expand_as(h), h)
+        return self._head_tensors(h, *(b[k] for k in HEAD_INPUTS))
+
+    def _step_examples(self) -> list[tuple[torch.Tensor, ...]]:
+        """Inputs of :meth:`_step_tensors` of a few sizes: :meth:`_rectangular_batches` with an encoding of random
+        memories of a few lengths."""
+        gen, examples = torch.Generator().manual_seed(1), []
+        for (b, (_, query_at)), length in zip(self._rectangular_batches(), (3, 5, 1, 8), strict=True):
+            n = query_at.shape[0]
+            memory = torch.randn(n, length, self.cfg.core.d_model, generator=gen)
+            kv = [x for pair in self.core.memory_kv(memory) for x in pair]
+            ref = torch.rand(n, 1, generator=gen)
+            examples.append((ref, query_at, *kv, *(b[k] for k in self._window_inputs())))
         return examples
 
     def _whole_key(self) -> tuple:
@@ -298,6 +345,9 @@ class MotionFill(nn.Module):
     def decode(self, b: dict[str, torch.Tensor], enc: Encoding) -> dict[str, torch.Tensor]:
         """Query variant: every target's distribution from the queries of ``b`` and an :meth:`encode` of known cells
         (times measured from that encoding's origin, so both sides share one clock)."""
+        traced = self._traced_step(b, enc)
+        if traced is not None:
+            return traced
         inputs = [b[k] for k in self._query_inputs()]
         traced = self.traced_queries.serving(enc.ref)
         (tokens,) = self._query_tensors(enc.ref, *inputs) if traced is None else traced(enc.ref, *inputs)

@@ -216,7 +216,7 @@ def test_run_dir_now_expansion_and_restore_from_flag(tmp_path) -> None:
     (run,) = tmp_path.glob("pae-2*")  # the template made one time-stamped folder
     assert main([*args, "trainer.max_steps=4", "--restore-from", str(run)]) == 0
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
-    with pytest.raises(SystemExit, match="no run there"):
+    with pytest.raises(ValueError, match="no such folder"):  # a usage error: ``anyfill: error: ...``, status 2
         main([*args, "--restore-from", str(tmp_path / "missing")])
 
 

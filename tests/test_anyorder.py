@@ -1406,6 +1406,73 @@ def test_a_sampling_step_runs_as_one_traced_graph_equal_to_the_eager_decode(skel
     assert used == 0 and not torch.allclose(first["rot6d"], second["rot6d"])
 
 
+def test_traced_copies_are_built_one_at_a_time_across_threads(monkeypatch):
+    """``torch.jit.trace`` swaps one process-wide map: two threads tracing at once (a server's first fill beside its
+    first sample) broke each other with ``IndexError: unordered_map::at``. Copies are built one at a time, each once,
+    and both threads get the eager outputs."""
+    import threading
+    import time
+
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    model = tiny("hand", seed=5)
+    model.core.trace_on_first_use = True
+    for traced in (model.traced_queries, model.traced_head, model.traced_window, model.traced_step):
+        traced.on_first_use = True
+    schema = get_schema("hand")
+    rot, trans, times = synthetic("hand", n=1, t=20, seed=6)
+    known = inbetween_mask(1, 20, schema.n_joints, ctx=6, gap=8)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    b = fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+    trace, state = torch.jit.trace, {"active": 0, "most": 0, "traces": 0}
+    lock = threading.Lock()
+
+    def slow_trace(*args, **kwargs):  # each trace lasts long enough for the other thread to start one
+        with lock:
+            state["active"] += 1
+            state["most"] = max(state["most"], state["active"])
+            state["traces"] += 1
+        time.sleep(0.2)
+        try:
+            return trace(*args, **kwargs)
+        finally:
+            with lock:
+                state["active"] -= 1
+
+    monkeypatch.setattr(torch.jit, "trace", slow_trace)
+    start, results, errors = threading.Barrier(2), {}, []
+
+    def run(name, fn):
+        start.wait()
+        try:
+            with torch.inference_mode():
+                results[name] = fn()
+        except Exception as e:  # noqa: BLE001 - the test reports any failure of either thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=("window", lambda: model(b))),
+               threading.Thread(target=run, args=("step", lambda: model.decode(b, model.encode(b))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and state["most"] == 1
+    assert model.traced_window.traced is not None and model.traced_step.traced is not None
+    traces = state["traces"]
+    for traced in (model.traced_window, model.traced_step):
+        traced.traced = None
+    model.core.traced, model.core.trace_on_first_use = None, False
+    for traced in (model.traced_queries, model.traced_head, model.traced_window, model.traced_step):
+        traced.on_first_use = False
+    with torch.inference_mode():
+        eager = {"window": model(b), "step": model.decode(b, model.encode(b))}
+    target = b["target"]
+    for name in ("window", "step"):
+        assert torch.allclose(results[name]["rot6d"][target], eager[name]["rot6d"][target], atol=1e-5), name
+    assert traces == state["traces"] and traces >= 2  # each copy traced once (the core's passes are three traces)
+
+
 def test_weights_fixed_walks_a_module_once_on_its_own_thread_only():
     """Inside :func:`weights_fixed` (a sampling run) a module's weights key is worked out once and given again; outside,
     and on other threads, every call walks the weights, so a change is seen."""

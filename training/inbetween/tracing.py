@@ -25,6 +25,10 @@ from torch import nn
 
 _fixed = threading.local()  # this thread's keys while :func:`weights_fixed` holds
 
+TRACING = threading.RLock()
+"""Held while a traced copy is built: ``torch.jit.trace`` swaps one process-wide map, so two traces at once on two
+threads (a server's first fill beside its first sample) broke each other (``IndexError: unordered_map::at``)."""
+
 
 @contextmanager
 def weights_fixed() -> Iterator[None]:
@@ -104,7 +108,7 @@ class TracedPasses(NamedTuple):
         was_training = core.training
         core.eval()
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            with TRACING, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about Python values: the checks below decide
                 memory = _EncoderPass(core)(tok)
                 kv = [x for pair in core.memory_kv(memory) for x in pair]
@@ -179,7 +183,7 @@ class TracedMethod:
         examples = self.examples()
         was_training = owner.training
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            with TRACING, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about Python values: the check below decides
                 traced = torch.jit.freeze(torch.jit.trace(method.eval(), examples[0], check_trace=False))
                 ok = all(_close(traced(*x), method(*x)) for x in examples[1:])
@@ -197,7 +201,9 @@ class TracedMethod:
         if not inference_only(self.method.__self__, x):
             return None
         if self.traced is None and self.on_first_use and not self._failed:
-            self.trace()
+            with TRACING:  # another thread may have traced it meanwhile
+                if self.traced is None and not self._failed:
+                    self.trace()
         t = self.traced
         return t if t is not None and self.traced_key == self.key() else None
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.inbetween.config import AnyOrderConfig
-from training.inbetween.tracing import TracedPasses, inference_only, weights_key
+from training.inbetween.tracing import TRACING, TracedPasses, inference_only, weights_key
 
 
 class FourierFeatures(nn.Module):
@@ -175,7 +175,9 @@ class QueryEncoderDecoder(nn.Module):
         if not inference_only(self, x):
             return None
         if self.traced is None and self.trace_on_first_use and not self._trace_failed:
-            self.trace_inference()
+            with TRACING:  # another thread may have traced them meanwhile
+                if self.traced is None and not self._trace_failed:
+                    self.trace_inference()
         t = self.traced
         return t if t is not None and t.key == weights_key(self) else None
 

@@ -60,6 +60,24 @@ def inbetween_mask(n, t, j, ctx=10, gap=15):
     return known
 
 
+@pytest.mark.parametrize("frames", [40, 150])
+def test_known_rotations_come_back_normalised_in_windows_and_long_shots(frames):
+    """Known rotations come back divided by their norms whatever the shot's length (a long shot, filled window by
+    window, gave them back as given: a quaternion of norm 2 stayed so); a known zero rotation is refused in both."""
+    model = tiny("hand")
+    rot, trans, times = synthetic("hand", n=1, t=frames)
+    known = np.zeros(rot.shape[:3], dtype=bool)
+    known[:, ::10] = True
+    known[:, -1] = True
+    scaled = rot * np.where(known, 2.0, 1.0)[..., None]
+    r = fill_engine.fill(model, scaled, trans, known, times)
+    want = scaled[known] / np.linalg.norm(scaled[known], axis=-1, keepdims=True)
+    assert np.array_equal(r.rotations[known], want)
+    scaled[0, 10] = 0.0
+    with pytest.raises(ValueError, match="a known rotation is a zero quaternion"):
+        fill_engine.fill(model, scaled, trans, known, times)
+
+
 @pytest.mark.parametrize("variant", ["query", "triples"])
 @pytest.mark.parametrize("skeleton", ["hand", "body"])
 def test_known_cells_come_back_unchanged(skeleton, variant):

@@ -181,18 +181,26 @@ def _identity_like(rot: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unit_known(rot: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The known rotations (N, T, J, 4), a component that is not a number taken as 0, divided by their norms: exactly
+    as a fill gives them back (the others as they are); a known rotation that is then zero is refused."""
+    rot = np.asarray(rot, dtype=np.float64)
+    given = np.nan_to_num(rot[known])
+    norms = np.linalg.norm(given, axis=-1, keepdims=True)
+    if (norms < 1e-6).any():
+        raise ValueError("a known rotation is a zero quaternion")
+    out = rot.copy()
+    out[known] = given / norms
+    return out
+
+
 def _sanitise(model: MotionFill, rot, trans, known):
     """Replace unknown cells so nothing unknown is ever read: rotations -> identity, moving-joint
     translations -> 0. Other joints' translations are bone offsets (the rig, not the answer): each
     takes the median of the finite values given for it, so one corrupt frame cannot move a bone."""
     schema = get_schema(model.cfg.skeleton)
     known = np.asarray(known, dtype=bool)
-    rot = np.asarray(rot, dtype=np.float64)
-    rot = np.where(known[..., None], rot if np.isfinite(rot).all() else np.nan_to_num(rot), _identity_like(rot))
-    norms = np.linalg.norm(rot, axis=-1, keepdims=True)  # known cells come back as this exact division
-    if (norms < 1e-6).any():
-        raise ValueError("a known rotation is a zero quaternion")
-    rot = rot / norms
+    rot = _unit_known(np.where(known[..., None], np.asarray(rot, dtype=np.float64), _identity_like(rot)), known)
     trans = np.asarray(trans, dtype=np.float64)
     moving = np.zeros(schema.n_joints, dtype=bool)
     moving[list(schema.moving)] = True
@@ -493,7 +501,7 @@ def _fill(model: MotionFill, rotations: np.ndarray, translations: np.ndarray, kn
     # a key on either side and a key's velocity is measured as it is in the whole shot. The windows of every
     # piece that are due run as one batch (padded to the longest), a piece's next window after its previous one.
     ctx = length // 4
-    rot_out, trans_out = rotations.copy(), translations.copy()
+    rot_out, trans_out = _unit_known(rotations, known), translations.copy()  # known cells as a window gives them
     known_now = known.copy()
     ent = np.zeros((n, t, j))
     spread = np.zeros((n, t, j))

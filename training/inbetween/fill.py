@@ -152,6 +152,7 @@ class Holds:
         qa, qb = at_frames(rotations, a), at_frames(rotations, b)
         with np.errstate(invalid="ignore", divide="ignore"):  # keys that are not finite unit quaternions: no hold
             cos = np.abs(dot(qa, qb)) / (vector_norm(qa) * vector_norm(qb))[..., 0]
+            pose = qa / vector_norm(qa)  # (a zero key is refused by the fill itself)
         cells = between & (cos >= np.cos(HOLD_ANGLE / 2))
         schema = get_schema(model.cfg.skeleton)
         moving = list(schema.moving)
@@ -162,7 +163,7 @@ class Holds:
         # joints above the root place the whole figure in the model's frame; the model moves them with the root,
         # so one is held only where the root is held too
         cells[:, :, schema.above_root()] &= cells[:, :, [schema.root]]
-        return cls(cells, qa / vector_norm(qa), ta, moving)
+        return cls(cells, pose, ta, moving)
 
     def apply(self, res: FillResult) -> FillResult:
         """``res`` with the held cells at their pose, certain (no entropy, no spread)."""

@@ -194,7 +194,8 @@ def test_restore_from_refuses_what_is_not_a_run_of_the_model(tmp_path, capsys, n
     _refused(["train", "anyorder", "--restore-from", str(missing)], capsys, f"--restore-from {missing}: no such folder")
     _refused(["train", "anyorder", "--restore-from", str(empty)], capsys, f"--restore-from {empty}: no run there")
     _refused(["train", "anyorder", "--restore-from", str(garbage)], capsys, "not a run's config.json")
-    _refused(["train", "anyorder", "--restore-from", str(other)], capsys, "a run of the model 'pixels', not 'anyorder'")
+    _refused(["train", "anyorder", "--restore-from", str(other)], capsys,
+             "a run of the model 'pixels', not 'anyorder'; give --restore-from the folder of a run of this model")
     _refused(["train", "anyorder", "--restore-from", str(other), "--run-dir", str(empty)], capsys,
              "--run-dir (a new run) or --restore-from (an old one), not both")
 

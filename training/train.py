@@ -772,22 +772,22 @@ def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 
 
-def saved_run(run_dir: Path, model: str) -> dict[str, Any]:
+def saved_run(run_dir: Path, model: str, restoring: bool = False) -> dict[str, Any]:
     """A run folder's config.json (its model, config and trainer settings), refused (ValueError, naming the file)
     when it is not one or is a run of another model: what a resumed run is checked against, and what
-    ``--restore-from`` goes on with."""
+    ``--restore-from`` goes on with (``restoring``: the message's advice is that option's)."""
     path = run_dir / "config.json"
+    elsewhere = ("give --restore-from the folder of a run of this model" if restoring else
+                 "use --fresh to start over (the old checkpoints and config.json are moved aside) or another --run-dir")
     try:
         saved = json.loads(path.read_text())
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             raise TypeError("no table of settings under 'config'")
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
         raise ValueError(f"{path}: not a run's config.json ({type(e).__name__}: {e}), so the run's checkpoints "
-                         "cannot be checked against this command; use --fresh to start over (the old checkpoints "
-                         "and config.json are moved aside) or another --run-dir") from None
+                         f"cannot be checked against this command; {elsewhere}") from None
     if saved.get("model", model) != model:
-        raise ValueError(f"{run_dir} holds a run of the model {saved['model']!r}, not {model!r}; use another "
-                         "--run-dir, or --fresh to start over (the old checkpoints are moved aside)")
+        raise ValueError(f"{run_dir} holds a run of the model {saved['model']!r}, not {model!r}; {elsewhere}")
     return saved
 
 
@@ -826,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (run_dir / "config.json").is_file():
             raise ValueError(f"--restore-from {run_dir}: no run there (no config.json)")
         try:
-            run = (str(run_dir / "config.json"), saved_run(run_dir, task.name))
+            run = (str(run_dir / "config.json"), saved_run(run_dir, task.name, restoring=True))
         except ValueError as e:
             raise ValueError(f"--restore-from {run_dir}: {e}") from None
     else:

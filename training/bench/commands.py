@@ -159,7 +159,14 @@ def _bench_model(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    if args.bench == "speed":
+    if args.bench == "speed" and args.against:
+        from training.bench import interleaved
+
+        speed_args = ["--models", *args.models, "--threads", str(args.threads), "--repeats", str(args.repeats),
+                      "--runtime", args.runtime]
+        result = interleaved.run(args.against, args.rounds, speed_args)
+        text = interleaved.format_table(result)
+    elif args.bench == "speed":
         from training.bench import speed
 
         result = speed.run(dict(zip(("body", "hand"), args.models, strict=False)), threads=args.threads,
@@ -213,6 +220,11 @@ def _add_bench_model(bench_sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--repeats", type=int, default=20)
     sp.add_argument("--runtime", choices=("torch", "numpy"), default="torch",
                     help="the model in torch (the server's) or in the numpy runtime (anyfill fill's)")
+    sp.add_argument("--against", metavar="DIR",
+                    help="also run another source tree of anyfill (a checkout or a `git archive` of another commit): "
+                         "interleaved rounds of fresh processes, the other tree then this code, with each round's "
+                         "ratio (this machine's speed drifts too much for numbers measured apart)")
+    sp.add_argument("--rounds", type=int, default=4, help="with --against: interleaved rounds (default 4)")
     sm = bench_sub.add_parser("sampling", help="the thesis experiment: any-order sampling by order and k")
     sm.add_argument("--model", default="hand", help="checkpoint path or shipped name")
     sm.add_argument("--skeleton", choices=("body", "hand"), default="hand")

@@ -1300,28 +1300,35 @@ def test_traced_queries_and_head_equal_the_eager_ones(skeleton):
     assert not any("traced" in k for k in model.state_dict())  # not part of the weights
 
 
+def network_inputs(model, rot, trans, times, known) -> dict[str, torch.Tensor]:
+    """The network's inputs of windows, as a fill builds them (canonical frame, features), as tensors."""
+    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
+
+    schema = get_schema(model.cfg.skeleton)
+    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
+    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
+    return fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+
+
+def even_and_padded(skeleton: str):
+    """A tiny model and two batches of two 30-frame rows: each row with as many frames with known cells and as many
+    with targets (a partly keyed frame in each: a known frame and a target one), and the same with one more keyed
+    frame in the second row (rows of different counts: padding)."""
+    model = tiny(skeleton, seed=5)
+    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=6)
+    known = inbetween_mask(2, 30, model.cfg.n_joints, ctx=8, gap=12)
+    known[0, 12, :4] = known[1, 15, 2:5] = True
+    uneven = known.copy()
+    uneven[1, 9] = True
+    return model, *(network_inputs(model, rot, trans, times, k) for k in (known, uneven))
+
+
 @pytest.mark.parametrize("skeleton", ["hand", "body"])
 def test_a_window_runs_as_one_traced_graph_equal_to_the_eager_pass(skeleton):
     """A loaded model runs a window's whole pass (inputs, layers, head) as one traced graph when every row of the batch
     has as many frames with known cells and as many with targets: the eager pass's outputs (1e-5), frames partly
     keyed included. Rows of different counts (padding), a one-frame window, gradients and changed weights run eager."""
-    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
-
-    model = tiny(skeleton, seed=5)
-    schema = get_schema(skeleton)
-    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=6)
-
-    def batch(known):
-        canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
-        rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-        return fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
-
-    known = inbetween_mask(2, 30, schema.n_joints, ctx=8, gap=12)
-    known[0, 12, :4] = known[1, 15, 2:5] = True  # a partly keyed frame in each row: a known frame and a target one
-    even = batch(known)
-    uneven = known.copy()
-    uneven[1, 9] = True  # one more keyed frame in the second row
-    padded = batch(uneven)
+    model, even, padded = even_and_padded(skeleton)
     calls = {"n": 0}
 
     def trace():
@@ -1374,23 +1381,7 @@ def test_a_sampling_step_runs_as_one_traced_graph_equal_to_the_eager_decode(skel
     """A loaded model decodes a sampling step (queries, the layers against a kept encoding, the head) as one traced
     graph when the encoding has no padding and the rows as many target frames: the eager decode's outputs (1e-5).
     An encoding of rows of different counts, or changed weights, decode eager."""
-    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
-
-    model = tiny(skeleton, seed=5)
-    schema = get_schema(skeleton)
-    rot, trans, times = synthetic(skeleton, n=2, t=30, seed=6)
-
-    def batch(known):
-        canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
-        rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-        return fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
-
-    known = inbetween_mask(2, 30, schema.n_joints, ctx=8, gap=12)
-    known[:, 12, :4] = True  # a partly keyed frame: a known frame and a target one
-    even = batch(known)
-    uneven = known.copy()
-    uneven[1, 9] = True
-    padded = batch(uneven)
+    model, even, padded = even_and_padded(skeleton)
     calls = {"n": 0}
     assert model.traced_step.trace()
     graph = model.traced_step.traced
@@ -1431,18 +1422,12 @@ def test_traced_copies_are_built_one_at_a_time_across_threads(monkeypatch):
     import threading
     import time
 
-    from training.inbetween.features import canonical_batch, canonical_from_known, to_canonical
-
     model = tiny("hand", seed=5)
     model.core.trace_on_first_use = True
     for traced in (model.traced_queries, model.traced_head, model.traced_window, model.traced_step):
         traced.on_first_use = True
-    schema = get_schema("hand")
     rot, trans, times = synthetic("hand", n=1, t=20, seed=6)
-    known = inbetween_mask(1, 20, schema.n_joints, ctx=6, gap=8)
-    canon = canonical_from_known(rot, trans, known, schema, model.cfg.features.frame)
-    rot_c, trans_c = to_canonical(rot, trans, canon, schema)
-    b = fill_engine._to_torch(canonical_batch(rot_c, trans_c, times, known, ~known, schema, model.cfg.features))
+    b = network_inputs(model, rot, trans, times, inbetween_mask(1, 20, model.cfg.n_joints, ctx=6, gap=8))
     trace, state = torch.jit.trace, {"active": 0, "most": 0, "traces": 0}
     lock = threading.Lock()
 

@@ -219,7 +219,7 @@ def hermite_offsets(base: np.ndarray, velocities: np.ndarray, measured: np.ndarr
     carry the motion on without bound. With ``memory`` > 0 (seconds) the share shrinks as ``memory / span``
     on spans longer than ``memory``: a key's velocity carries the motion about that long, not a whole long gap."""
     known = np.asarray(known, dtype=bool)
-    n, t, j = known.shape
+    n, t = known.shape[:2]
     prev, nxt, _ = neighbours if neighbours is not None else cell_neighbours(known)
     tm = _frame_times(times, n, t)
     prev, nxt = FrameIndex(prev, t), FrameIndex(nxt, t)

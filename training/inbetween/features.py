@@ -227,7 +227,7 @@ def rotation_vectors(rot_in: np.ndarray, known: np.ndarray, neighbours) -> tuple
     """Each cell's rotation (N, T, J, 3) as a rotation vector from its joint's first key in the window (returned
     too, (N, 1, J, 4)), each key on the side of its previous key's quaternion, so a turn past 180 degrees goes on
     turning: the values :func:`rotvec_curve` draws its curve through."""
-    n, t, j = known.shape
+    t = known.shape[1]
     prev = neighbours[0]
     first = at_frames(rot_in, prev[:, :1])
     rel = quat_mul(quat_conj(first), rot_in)
@@ -245,7 +245,6 @@ def rotvec_curve(rot_in: np.ndarray, known: np.ndarray, times, neighbours, spec:
     :func:`.baselines.key_velocities` of the vectors). A hinge's vector is its angle times its axis, so the curve
     turns it at the rate an Euler channel would (a 6D curve between two keys far apart cuts the corner of the
     turn). Known cells and joints without a key keep ``rot_in``."""
-    n, _, j = known.shape
     prev, nxt, has_key = neighbours
     prev, nxt = FrameIndex(prev, known.shape[1]), FrameIndex(nxt, known.shape[1])
     w, _ = span_fraction(times, prev, nxt)

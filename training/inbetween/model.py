@@ -260,12 +260,15 @@ class MotionFill(nn.Module):
         target cells are meaningful). The tokens are made of those frames alone: the eager pass's values."""
         b = dict(zip(self._window_inputs(), inputs, strict=True))
         kn, q, trel = self._features(b)
+        memory = self.core.encode_layers(self.known_in(_at(kn, known_at)) + self.time(_at(trel, known_at)))
+        return self._decoded_at(b, q, trel, query_at, memory)
 
-        def at(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-            return x.gather(1, frames[..., None].expand(-1, -1, x.shape[-1]))
-
-        memory = self.core.encode_layers(self.known_in(at(kn, known_at)) + self.time(at(trel, known_at)))
-        h = self.core.decode_layers(self.query_in(at(q, query_at)) + self.time(at(trel, query_at)), memory)
+    def _decoded_at(self, b: dict[str, torch.Tensor], q: torch.Tensor, trel: torch.Tensor, query_at: torch.Tensor,
+                    memory: torch.Tensor | None = None, memory_kv: list | None = None) -> tuple[torch.Tensor, ...]:
+        """The frames with targets (``query_at``) decoded against an encoding (``memory``, or its ``memory_kv``), put
+        back at their frames, and the head over every frame: the end of a window's pass and of a sampling step's."""
+        tokens = self.query_in(_at(q, query_at)) + self.time(_at(trel, query_at))
+        h = self.core.decode_layers(tokens, memory, memory_kv=memory_kv)
         h = h.new_zeros(h.shape[0], q.shape[1], h.shape[2]).scatter(1, query_at[..., None].expand_as(h), h)
         return self._head_tensors(h, *(b[k] for k in HEAD_INPUTS))
 
@@ -311,11 +314,7 @@ class MotionFill(nn.Module):
         n_kv = 2 * len(self.core.decoder)
         kv, b = args[:n_kv], dict(zip(self._window_inputs(), args[n_kv:], strict=True))
         _, q, trel = self._features(b, ref)
-        at = query_at[..., None]
-        tokens = self.query_in(q.gather(1, at.expand(-1, -1, q.shape[-1]))) + self.time(trel.gather(1, at))
-        h = self.core.decode_layers(tokens, None, memory_kv=list(zip(kv[::2], kv[1::2], strict=True)))
-        h = h.new_zeros(h.shape[0], q.shape[1], h.shape[2]).scatter(1, at.expand_as(h), h)
-        return self._head_tensors(h, *(b[k] for k in HEAD_INPUTS))
+        return self._decoded_at(b, q, trel, query_at, memory_kv=list(zip(kv[::2], kv[1::2], strict=True)))
 
     def _step_examples(self) -> list[tuple[torch.Tensor, ...]]:
         """Inputs of :meth:`_step_tensors` of a few sizes: :meth:`_rectangular_batches` with an encoding of random
@@ -330,7 +329,7 @@ class MotionFill(nn.Module):
         return examples
 
     def _whole_key(self) -> tuple:
-        """What a whole window's pass reads: every weight and the config."""
+        """What a whole window's pass and a sampling step's decode read: every weight and the config."""
         return weights_key(self), self.cfg
 
     def encode(self, b: dict[str, torch.Tensor]) -> Encoding:
@@ -408,6 +407,11 @@ class MotionFill(nn.Module):
 
     def head(self, h: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self._head(h, b)
+
+
+def _at(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) at the frames (B, n) -> (B, n, C)."""
+    return x.gather(1, frames[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def _frame_positions(frames: torch.Tensor) -> torch.Tensor | None:

@@ -125,8 +125,7 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
         await app(scope, receive, send)
         return status[0]
 
-    def window(lm, frames: int, **settings) -> bytes:
-        n = frames
+    def window(lm, n: int, **settings) -> bytes:  # n frames keyed at rest at both ends and the middle
         keys = (0, n // 2, n - 1)
         joints = {}
         for j, name in enumerate(lm.schema.joints):
@@ -143,7 +142,7 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
         t0 = time.perf_counter()
         # a whole window's fill; then variations of five frames, a frame a step: two steps
         for path, body in (("/v1/fill", window(lm, lm.length)),
-                           ("/v1/sample", window(lm, 5, k=lm.schema.n_joints, n=1))):
+                           ("/v1/sample", window(lm, 5, k=lm.schema.n_joints))):
             status = asyncio.run(post(path, body))
             if status != 200:
                 raise RuntimeError(f"the warm-up {path.rsplit('/', 1)[1]} of model {lm.name} answered {status}")

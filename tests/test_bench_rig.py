@@ -186,3 +186,24 @@ def test_a_hand_alone_has_its_fingers_scored_in_the_wrists_frame_too(bpy, ext, p
     assert math.isfinite(row["hand_ratio"]) and row["hand_bezier_error"] > 0
     assert "| all mapped bones | 10 |" in rig.format_table([row])
     assert "| fingers, in the hand's frame | 10 |" in rig.format_table([row])
+
+
+def test_clips_and_takes_are_found_here_or_under_the_data_folder(data_root, tmp_path, monkeypatch):
+    """The docs' `anyfill bench rig foreign/... --hands manipnet/...` work from any folder: a relative path that names
+    nothing here is read under the data folder; one that does, or an absolute one, as given."""
+    from training.bench.rig import in_data
+
+    monkeypatch.chdir(tmp_path)
+    assert in_data(MIXAMO) == data_root / MIXAMO and in_data(TAKE) == data_root / TAKE
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / MIXAMO).write_text("HIERARCHY\n")
+    assert in_data(MIXAMO).resolve() == (tmp_path / MIXAMO).resolve()
+    assert in_data(data_root / TAKE) == data_root / TAKE
+
+
+def test_a_clip_that_is_nowhere_is_refused_by_name(data_root, tmp_path, monkeypatch, capsys):
+    from anyfill.cli import main as cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli(["bench", "rig", "foreign/nope.bvh"]) == 2
+    assert f"{data_root / 'foreign/nope.bvh'}: no such file, here or under the data folder" in capsys.readouterr().err

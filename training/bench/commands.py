@@ -313,7 +313,8 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
         "rig", help="the extension on real rigs in headless Blender against Blender's Bezier curves",
         description="Score the real extension on real rigs (built with 'anyfill build-addon' first, then run in "
         "headless Blender) against Blender's own Bezier curves of the same keys.")
-    rig.add_argument("clips", nargs="*", help=f"BVH files (default: {', '.join(DEFAULT_CLIPS)} under the data folder)")
+    rig.add_argument("clips", nargs="*", help=f"BVH files, here or under the data folder (default: "
+                     f"{', '.join(DEFAULT_CLIPS)})")
     rig.add_argument("--every", type=int, nargs="+", default=[5, 10, 20], help="keep a key every n frames")
     rig.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
     rig.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")

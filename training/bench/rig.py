@@ -619,12 +619,25 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def in_data(path: str | Path) -> Path:
+    """A clip or take as given, or, when a relative path names nothing here, the same path under the data folder
+    (``foreign/mixamo_walk-in-circle.bvh`` from anywhere, as the docs write it)."""
+    from training.motion.splits import data_root
+
+    path = Path(path)
+    return data_root() / path if not path.is_absolute() and not path.exists() else path
+
+
 def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     """``anyfill bench rig`` (its arguments: :mod:`training.bench.commands`); ``addon_zip``: the extension as
     built by ``anyfill build-addon`` (the command line builds it first)."""
     from training.motion.splits import data_root
 
-    clips = [Path(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]
+    clips = [in_data(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]
+    args.via, args.hands = (None if p is None else in_data(p) for p in (args.via, args.hands))
+    missing = [p for p in (*clips, args.via, args.hands) if p is not None and not p.exists()]
+    if missing:
+        raise ValueError(f"{missing[0]}: no such file, here or under the data folder {data_root()}")
     if args.hands is not None:
         for c in clips:
             check_finger_bones(c)

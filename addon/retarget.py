@@ -932,6 +932,14 @@ def fit_conventions(ret: Retarget, poses: np.ndarray, free: set[int],
 KEY_TWIST_SPAN = (np.radians(90.0), 37)  # a key's own twist is searched this far either side of the match (5 deg)
 
 
+def key_twist_joints(model: ModelSkeleton, free: set[int]) -> set[int]:
+    """The free joints that may take a twist per key: those no moving joint hangs from. A moving joint's
+    translation lies in its parent's frame, away from the parent's bone (the hips walk metres from a static
+    root bone), so a twist there that changes from key to key, interpolated between keys, would swing the hips
+    about the parent's bone (tens of centimetres off between keys on a rig whose root bone maps to joint_Root)."""
+    return {j for j in free if not any(model.moving[k] for k in model.children(j))}
+
+
 def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], passes: int = 2,
                    world: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(K, J) twists, one per keyed pose and free joint, about the joint's own bone: :func:`fit_twists`'s
@@ -973,8 +981,9 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
         world = ret.world_rotations(poses)  # the same bones' rotations for every fit below
         ret = Retarget(model, rig, mapping, to_model, scale, fit_conventions(ret, poses, free, world), used, mirrored)
         if key_frames is not None:
-            twists = fit_key_twists(ret, poses, free, world=world)
-            axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in free}
+            keyed = key_twist_joints(model, free)
+            twists = fit_key_twists(ret, poses, keyed, world=world)
+            axes = {j: unit(np.array(model.conventions[model.joints[j]]["axis"], dtype=np.float64)) for j in keyed}
             ret = Retarget(model, rig, mapping, to_model, scale, ret.match, used, mirrored, twist_axes=axes,
                            key_frames=np.asarray(key_frames, dtype=np.float64), key_twists=twists)
     if poses is not None and floor:

@@ -356,6 +356,50 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     return n
 
 
+KEY_STATE = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+             ("handle_left_type", 1, np.int32), ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32),
+             ("type", 1, np.int32), ("easing", 1, np.int32), ("amplitude", 1, np.float32), ("back", 1, np.float32),
+             ("period", 1, np.float32), ("select_control_point", 1, bool), ("select_left_handle", 1, bool),
+             ("select_right_handle", 1, bool))  # every setting a key has
+
+
+class SavedCurves:
+    """A channelbag's curves as they are now, every key with every setting, to be put back exactly: a Fill of
+    several parts (the body, then each hand) writes a part before it asks for the next, and one that fails later
+    must leave the rig as it was, as a failed single part does (nothing written)."""
+
+    def __init__(self, bag):
+        self.bag = bag
+        self.groups = {g.name for g in bag.groups}
+        self.curves = {}
+        for fc in bag.fcurves:
+            kp = fc.keyframe_points
+            n = len(kp)
+            self.curves[(fc.data_path, fc.array_index)] = (n, {attr: bulk_get(kp, attr, n, width, dtype)
+                                                               for attr, width, dtype in KEY_STATE})
+
+    def restore(self) -> None:
+        """Curves made since removed, every other one's keys back (count, order, values, handles, settings), then
+        the groups made since, now empty, removed. Nothing is recalculated: the saved handles are the handles."""
+        bag = self.bag
+        for fc in list(bag.fcurves):
+            saved = self.curves.get((fc.data_path, fc.array_index))
+            if saved is None:
+                bag.fcurves.remove(fc)
+                continue
+            n, state = saved
+            kp = fc.keyframe_points
+            if len(kp) != n:
+                kp.clear()
+                kp.add(n)
+            for attr, values in state.items():
+                if n:
+                    kp.foreach_set(attr, values)
+        for group in list(bag.groups):
+            if group.name not in self.groups and not len(group.channels):
+                bag.groups.remove(group)
+
+
 def snapshot(bag) -> dict:
     """Every key of every channel, all attributes, for exact comparisons (tests, safety checks)."""
     out = {}

@@ -4,7 +4,10 @@ thread, progress shows in the status bar and Esc cancels (here and on the server
 ``execute()`` runs the same steps synchronously: scripts, tests and background mode use it (there,
 ``bpy.app.timers`` never fire and ``INVOKE_DEFAULT`` falls back to ``execute()``). Either way nothing is
 written before the whole answer has been checked, so a failure leaves the rig untouched; the operators
-carry ``{'REGISTER', 'UNDO'}`` and write in one go, so one undo step restores the rig.
+carry ``{'REGISTER', 'UNDO'}`` and write in one go, so one undo step restores the rig. A Fill of several parts (the
+body, then each hand: a hand's wrist comes from the body's fill) writes a part before it asks for the next, so it
+keeps the rig's curves as they were before the first part and puts them back when a later part fails or is
+cancelled.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import bpy
 from . import client as client_mod
 from . import keys
 from . import plan as plan_mod
+from .curves import SavedCurves
 
 
 def preferences(context=None):
@@ -36,6 +40,26 @@ def make_client(context=None) -> client_mod.Client:
     return client_mod.Client(backend_url(context), prefs.token if prefs else "")
 
 
+class SavedRig:
+    """What a Fill writes on a rig, as it was: its curves (:class:`.curves.SavedCurves`) and the panel's record of
+    the last fill (the rig settings named ``last_*``)."""
+
+    def __init__(self, obj):
+        self.object_name = obj.name
+        bag = keys.channelbag(obj)
+        self.curves = SavedCurves(bag) if bag is not None else None
+        self.record = {p.identifier: getattr(obj.anyfill, p.identifier)
+                       for p in obj.anyfill.bl_rna.properties if p.identifier.startswith("last_")}
+
+    def restore(self) -> None:
+        if self.curves is not None:
+            self.curves.restore()
+        obj = bpy.data.objects.get(self.object_name)
+        if obj is not None:
+            for name, value in self.record.items():
+                setattr(obj.anyfill, name, value)
+
+
 class AsyncRequest:
     """Mixin for operators that send one request per stage (a full rig: the body, then each hand). Subclasses
     define ``prepare(context, stage) -> Plan``, ``request(client, plan, progress, cancel) -> answer`` and
@@ -49,6 +73,7 @@ class AsyncRequest:
     _stages: list = []
     _messages: list = []
     _warnings: list = []
+    _saved: SavedRig | None = None  # the rig before the first of several stages wrote
     _t0 = 0.0
     label = "Anyfill"
 
@@ -70,8 +95,16 @@ class AsyncRequest:
         raise NotImplementedError
 
     # --- shared ---
+    def _roll_back(self) -> None:
+        """Put back what earlier stages wrote (a full rig whose hand failed after its body was written)."""
+        if self._saved is not None:
+            self._saved.restore()
+            self._saved, self._messages = None, []
+
     def _fail(self, e: Exception) -> None:
-        """Report an error: ours say what to do; anything else is named (never a traceback)."""
+        """Report an error: ours say what to do; anything else is named (never a traceback). What earlier stages
+        wrote is put back first."""
+        self._roll_back()
         if isinstance(e, keys.RigError | client_mod.BackendError):
             text = str(e)
         else:
@@ -80,7 +113,7 @@ class AsyncRequest:
 
     def _start(self, context) -> bool:
         """Prepare the first stage (the stages are listed first)."""
-        self._messages, self._warnings = [], []
+        self._messages, self._warnings, self._saved = [], [], None
         try:
             self._client = make_client(context)
             self._stages = list(self.stages(context))
@@ -112,6 +145,8 @@ class AsyncRequest:
     def _finish(self, context, answer) -> set[str]:
         """Write a stage's answer; report once the last stage is written."""
         try:
+            if self._stages and self._saved is None:  # a later stage may still fail: keep what to put back
+                self._saved = SavedRig(bpy.data.objects[self._plan.object_name])
             self._messages.append(self.finish(context, self._plan, answer))
         except Exception as e:  # noqa: BLE001 - reported to the user
             self._fail(e)
@@ -122,10 +157,12 @@ class AsyncRequest:
 
     def _done(self) -> set[str]:
         """The report of a finished operator: what was written, then what was left out (a warning then)."""
+        self._saved = None
         self.report({"WARNING"} if self._warnings else {"INFO"}, "; ".join([*self._messages, *self._warnings]))
         return {"FINISHED"}
 
     def _error(self, e: BaseException) -> set[str]:
+        self._roll_back()
         if isinstance(e, client_mod.Cancelled):
             self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
         elif isinstance(e, client_mod.BackendError | keys.RigError):
@@ -203,6 +240,7 @@ class AsyncRequest:
             self._worker.cancel_event.set()
             job_id = self._plan.job_id
             client_mod.Worker(lambda p, c: self._client.cancel(job_id)).start()
+            self._roll_back()
             self.report({"WARNING"}, "Anyfill: cancelled; nothing was written")
             return {"CANCELLED"}
         if event.type != "TIMER":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from blender_support import clean_scene, import_bvh, short_bvh
-from test_addon_fill import generated_frames, own_keys, run_fill, thin_keys
+from test_addon_fill import generated_frames, own_keys, run_fill, snapshot_all, thin_keys
 from test_addon_hardening import report_of
 
 pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
@@ -128,6 +128,53 @@ def test_a_refill_with_a_partly_keyed_frame_gives_the_same_fill(bpy, ext, prefs,
                 assert np.allclose(known, [c for c in last[name][key] if c is not None], rtol=0, atol=1e-12)
     worst = max(float(np.abs(np.subtract(poses[0], p)).max()) for p in poses[1:])
     assert worst < 1e-4, worst
+
+
+def key_selection(ext, ob) -> dict:
+    out = {}
+    for fc in ext.keys.channelbag(ob).fcurves:
+        flags = np.empty(3 * len(fc.keyframe_points), dtype=bool)
+        for i, attr in enumerate(("select_control_point", "select_left_handle", "select_right_handle")):
+            fc.keyframe_points.foreach_get(attr, flags[i::3])
+        out[(fc.data_path, fc.array_index)] = flags.tolist()
+    return out
+
+
+@pytest.mark.parametrize("failure", ["refused", "cancelled"])
+def test_a_hand_that_fails_after_the_body_was_written_leaves_the_rig_as_it_was(bpy, ext, prefs, data_root,
+                                                                                monkeypatch, failure):
+    """One Fill writes the body before it asks for each hand (a hand's wrist comes from the body's fill). When a
+    hand's request fails or is cancelled, what the body's part wrote is taken back: the rig, refilled here over an
+    earlier fill, is exactly as it was (keys, handles, key selection, the panel's record), as after any failed
+    Fill. (The body's keys stayed written and only the hand's error was reported.)"""
+    ob = mixamo_rig(bpy, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    assert run_fill(bpy, ob) == {"FINISHED"}  # an earlier fill: the refill replaces its keys
+    bag = ext.keys.channelbag(ob)
+    for i, fc in enumerate(bag.fcurves):  # the animator's own key selection, which a refill's keys change
+        for k in fc.keyframe_points:
+            k.select_control_point = (i + round(k.co[0])) % 3 == 0
+    before, selection, groups = snapshot_all(ext, ob), key_selection(ext, ob), {g.name for g in bag.groups}
+    record = (ob.anyfill.last_keys, ob.anyfill.last_match, ob.anyfill.last_uncertainty)
+    real, asked = ext.client.Client.fill, []
+
+    def fill(client, body):
+        asked.append(body)
+        if len(asked) == 2:  # the first hand
+            if failure == "cancelled":
+                raise ext.client.Cancelled()
+            raise ext.client.BackendError("The backend refused the request (HTTP 500): out of memory", 500)
+        return real(client, body)
+
+    monkeypatch.setattr(ext.client.Client, "fill", fill)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"CANCELLED"} and len(asked) == 2
+    assert reports[-1] == (({"WARNING"}, "Anyfill: cancelled; nothing was written") if failure == "cancelled" else
+                           ({"ERROR"}, "The backend refused the request (HTTP 500): out of memory"))
+    assert snapshot_all(ext, ob) == before
+    assert key_selection(ext, ob) == selection and {g.name for g in bag.groups} == groups
+    assert (ob.anyfill.last_keys, ob.anyfill.last_match, ob.anyfill.last_uncertainty) == record
 
 
 def world_heads(bpy, ob, frames) -> list[float]:

@@ -154,11 +154,23 @@ def read_bone(obj, bag, bone: str, with_location: bool, include_generated: bool 
     for c in rot_curves + (loc_curves if with_location else []):
         if c is not None and not c.mute:
             frames.update(key_frames(c, include_generated, gen))
+    found = sorted(frames)
     if frame_range is not None:
-        lo, hi = frame_range
-        frames = {f for f in frames if lo - 1e-4 <= f <= hi + 1e-4}
-    return BoneKeys(bone, mode, rot_curves, loc_curves, tuple(getattr(pb, prop)), tuple(pb.location),
-                    sorted(frames))
+        found = around_range(found, frame_range)
+    return BoneKeys(bone, mode, rot_curves, loc_curves, tuple(getattr(pb, prop)), tuple(pb.location), found)
+
+
+RANGE_CONTEXT = 2  # keys a fill reads on each side of its range
+
+
+def around_range(frames: list[float], frame_range: tuple[float, float], context: int = RANGE_CONTEXT) -> list[float]:
+    """The key frames (sorted) a fill of ``frame_range`` is conditioned on: those in the range and the ``context``
+    nearest on each side of it, so a range that cuts through a gap is filled towards the motion the keys beyond
+    its ends give (without them the fill held the one key inside and the curves popped at the range's edges)."""
+    lo, hi = frame_range
+    before = [f for f in frames if f < lo - 1e-4]
+    after = [f for f in frames if f > hi + 1e-4]
+    return before[len(before) - context:] + [f for f in frames if lo - 1e-4 <= f <= hi + 1e-4] + after[:context]
 
 
 # --- the armature and its evaluated poses ------------------------------------------------------------------

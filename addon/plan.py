@@ -66,6 +66,9 @@ def frame_range(context) -> tuple[int, int]:
     mode = settings.range_mode
     if mode == "CUSTOM":
         lo, hi = settings.frame_start, settings.frame_end
+    elif mode == "PREVIEW" and not scene.use_preview_range:
+        raise PlanError("Range is Preview but the scene has no preview range: set one (the Timeline's Preview Range, "
+                        "Ctrl P in an animation editor) or choose another Range")
     elif mode == "PREVIEW" or (mode == "AUTO" and scene.use_preview_range):
         lo, hi = scene.frame_preview_start, scene.frame_preview_end
     else:
@@ -211,6 +214,10 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     lo, hi = frame_range(context)
     check_action_time(obj, lo, hi)
     bag = keys.channelbag(obj)
+    ad = obj.animation_data
+    if bag is None and ad is not None and ad.action is not None and ad.action_slot is None:
+        raise PlanError(f"The rig {obj.name!r} uses the action {ad.action.name!r} with no slot: pick its slot "
+                        "(the Action Editor's Slot menu) to fill its keys")
     relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
     relevant_names = [rig_arrays.names[b] for b in relevant]
     check_samples(obj, bag, relevant_names)

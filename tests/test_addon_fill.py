@@ -192,6 +192,24 @@ def test_nothing_keyed_is_an_error(bpy, ext, prefs, data_root):
     assert len(bag.fcurves) == 0
 
 
+def test_a_preview_range_not_set_and_an_action_without_a_slot_are_named(bpy, ext, prefs, data_root):
+    """Two settings that read as 'nothing is keyed' (frames 0..0; no channelbag) are named for what they are."""
+    ob = load_rig(bpy, ext, data_root, HAND, step=4)
+    thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+    before = snapshot_all(ext, ob)
+    scene = bpy.context.scene
+    scene.use_preview_range, scene.anyfill.range_mode = False, "PREVIEW"
+    with pytest.raises(RuntimeError, match="Range is Preview but the scene has no preview range"):
+        run_fill(bpy, ob)
+    scene.anyfill.range_mode = "SCENE"
+    slot = ob.animation_data.action_slot
+    ob.animation_data.action_slot = None
+    with pytest.raises(RuntimeError, match=f"uses the action '{ob.animation_data.action.name}' with no slot"):
+        run_fill(bpy, ob)
+    ob.animation_data.action_slot = slot
+    assert snapshot_all(ext, ob) == before
+
+
 def test_one_undo_step_restores_the_rig(bpy, ext, prefs, data_root):
     """Headless, an operator called from Python pushes no undo step of its own (Blender pushes for operators
     run from the UI), so the test pushes the step around the single Fill call, as the UI would, and checks
@@ -463,6 +481,29 @@ def test_a_static_root_bone_keeps_the_hips_on_their_path(bpy, ext, prefs, data_r
     bezier_error = np.mean([(bezier[f]["pelvis"] - truth[f]["pelvis"]).length for f in between])
     print(f"\n[static root bone] pelvis error between keys: anyfill {fill_error:.2f}, Bezier {bezier_error:.2f}")
     assert fill_error < bezier_error
+
+
+def test_a_range_that_cuts_through_gaps_is_filled_towards_the_keys_beyond_it(bpy, ext, prefs, data_root):
+    """Keys every 10 frames and a Fill range of 5..15, which holds one key (11): the two nearest keys on each side
+    of the range condition the fill too, so it moves from key 1 towards key 21 as the walk does; conditioned on
+    key 11 alone, the fill held that pose over the whole range (the test models exactly). Nothing outside the
+    range is written."""
+    frames = 31
+    ob = load_rig(bpy, ext, data_root, BODY, frames=frames)
+    truth = heads(bpy, ob, range(1, frames + 1))
+    thin_keys(bpy, ob, {1, 11, 21, 31})
+    settings = bpy.context.scene.anyfill
+    settings.range_mode, settings.frame_start, settings.frame_end, settings.bones = "CUSTOM", 5, 15, "ALL"
+    before = own_keys(ext, ob)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert own_keys(ext, ob) == before
+    written = {f for fs in generated_frames(ext, ob).values() for f in fs}
+    assert written == {float(f) for f in range(5, 16) if f != 11}
+    filled = heads(bpy, ob, range(5, 16))
+    fill_error = np.mean([(filled[f][n] - truth[f][n]).length for f in filled for n in filled[f]])
+    held_error = np.mean([(truth[11][n] - truth[f][n]).length for f in filled for n in filled[f]])
+    print(f"\n[range 5..15 of keys every 10] error: anyfill {fill_error:.2f}, key 11 held {held_error:.2f}")
+    assert fill_error < 0.5 * held_error
 
 
 def test_a_pose_keyed_twice_is_held_on_the_rig(bpy, ext, prefs, data_root):

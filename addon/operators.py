@@ -116,8 +116,7 @@ def describe_output(written, scene) -> str:
     muted, by name (a muted curve is the animator saying the channel is not to be driven)."""
     skipped = f", {written.locked} locked channel{'s' * (written.locked != 1)} skipped" if written.locked else ""
     if written.muted:
-        more = f" and {len(written.muted) - 6} more" if len(written.muted) > 6 else ""
-        skipped += f"; muted curves left as they are: {', '.join(written.muted[:6])}{more}"
+        skipped += f"; muted curves left as they are: {_named(written.muted)}"
     if not written.editable:
         return f"{written.keys} keys{skipped}"
     return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
@@ -251,10 +250,15 @@ class _FillBase(AsyncRequest):
         return None
 
     def warnings(self, context) -> list[str]:
-        """Mapping rows whose bone is gone (renamed or deleted since Auto Map): the rest fills, the report says."""
+        """Mapping rows whose bone is gone (renamed or deleted since Auto Map): the rest fills, the report says; and
+        the mapped bones a constraint or driver overrides (:func:`.plan.overridden_bones`)."""
         obj = _armature(context)
-        missing = plan_mod.missing_bones(obj) if obj is not None else []
-        return ["not filled: " + ", ".join(missing)] if missing else []
+        if obj is None:
+            return []
+        missing, overridden = plan_mod.missing_bones(obj), plan_mod.overridden_bones(obj)
+        return ((["not filled: " + ", ".join(missing)] if missing else [])
+                + ([f"keys written, but a constraint or driver sets what Blender shows of {_named(overridden)}"]
+                   if overridden else []))
 
     def request(self, client, plan, progress, cancel):
         return client.fill(plan.body)
@@ -274,6 +278,12 @@ class _FillBase(AsyncRequest):
             f"{plan.part or plan.model}:")]
         obj.anyfill.last_match = "\n".join([*matched, plan_mod.describe_match(plan, obj, context.scene)])
         return f"Anyfill: wrote {describe_output(written, context.scene)} ({plan.summary}{backend}{at})"
+
+
+def _named(bones: list[str], most: int = 6) -> str:
+    """Bone names for a report, the first few and how many more."""
+    more = f" and {len(bones) - most} more" if len(bones) > most else ""
+    return ", ".join(bones[:most]) + more
 
 
 def rate_note(answer: dict, done: str, scene_fps: float) -> str:

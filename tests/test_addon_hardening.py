@@ -739,3 +739,22 @@ def test_a_mapped_bone_renamed_since_auto_map_is_named_in_a_warning(bpy, ext, pr
     assert on_rig == ob.anyfill.last_keys == ob.anyfill.last_dense_keys > 0
     assert f"wrote {on_rig} keys" in reports[-1][1]
     assert mapping_rows(bpy, ext, ob)["LowerArm_L"] == ("LowerArm_L (no such bone)", "ERROR")
+
+
+def test_bones_a_constraint_or_driver_overrides_are_named_in_a_warning(bpy, ext, prefs, data_root):
+    """Fill writes keys on every mapped bone; where an enabled constraint (here Copy Rotation) or a driver on a pose
+    channel sets what Blender shows, the keys change nothing visible, so the report names those bones (a muted driver
+    or a constraint at no influence overrides nothing)."""
+    ob = body(bpy, ext, data_root)
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    ob.pose.bones["LowerArm_L"].constraints.new("COPY_ROTATION").target = ob
+    ob.pose.bones["Head"].constraints.new("COPY_ROTATION").influence = 0.0
+    mode = ob.pose.bones["Hand_R"].rotation_mode
+    ob.pose.bones["Hand_R"].driver_add(ext.keys.rotation_path(mode)[0], 0).driver.expression = "0.1"
+    ob.pose.bones["Neck"].driver_add(ext.keys.rotation_path(mode)[0], 0).mute = True
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
+    assert reports[-1][1].endswith("; keys written, but a constraint or driver sets what Blender shows of Hand_R, "
+                                   "LowerArm_L")
+    written = {path[0].split('"')[1] for path, frames in generated_frames(ext, ob).items() if frames}
+    assert {"Hand_R", "LowerArm_L"} <= written

@@ -586,25 +586,32 @@ def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times:
     return r, out[1]
 
 
+GAP_STEPS = 1.5  # a step longer than this many frames at the window's rate skips frames: filled on the grid
+
+
 def _rates(times: np.ndarray, fps_range: tuple[float, float],
            max_grid: int = MAX_GRID_FRAMES) -> tuple[float, float | None]:
-    """(the frames' rate, 0 for a single frame; the rate they are filled at: None for their own, within 10 % of
-    the trained ``fps_range``, else the nearest trained rate) of windows' ``times`` (N, T); refused
-    (:class:`FrameRateError`) outside :data:`MIN_FPS`..:data:`MAX_FPS`, beyond :data:`MAX_SECONDS`, and when the
-    grid at the trained rate would hold more than ``max_grid`` frames."""
+    """(the frames' rate, 0 for a single frame; the rate of the grid they are filled on: None for the frames as
+    they are, at a rate within 10 % of the trained ``fps_range`` and skipping none; their own rate where they skip
+    frames (:data:`GAP_STEPS`: a request of the keys and a few targets far apart, which the model, trained on
+    unbroken windows, read as one short window: a hip 52 m off); else the nearest trained rate) of windows'
+    ``times`` (N, T); refused (:class:`FrameRateError`) outside :data:`MIN_FPS`..:data:`MAX_FPS`, beyond
+    :data:`MAX_SECONDS`, and when the grid would hold more than ``max_grid`` frames."""
     t = times.shape[1]
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
     span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
     if rate and not MIN_FPS <= rate <= MAX_FPS:
-        raise FrameRateError(f"frames {1.0 / rate:.6g} s apart ({rate:.6g} fps): the frame rate must be within "
+        raise FrameRateError(f"frames {1.0 / rate:.6g} s apart at their median spacing ({rate:.6g} fps): the frame "
+                             f"rate must be within "
                              f"{MIN_FPS:g}..{MAX_FPS:g} fps")
     if span > MAX_SECONDS:
         raise FrameRateError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
     lo, hi = fps_range
-    if rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1:
+    trained = rate == 0.0 or lo * 0.9 <= rate <= hi * 1.1
+    if trained and (rate == 0.0 or float(steps.max()) * rate <= GAP_STEPS):
         return rate, None
-    target = min(max(rate, lo), hi)
+    target = rate if trained else min(max(rate, lo), hi)
     if span * target + 1 > max_grid:  # the grid's regular frames (a keyed frame between two of them adds one)
         raise FrameRateError(f"the window's {t} frames at {rate:.6g} fps span {span:.6g} s: at {target:g} fps, the "
                              f"rate the model was trained at, that is about {int(span * target) + 1} frames; at most "
@@ -653,9 +660,11 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     carried back to the window's frames by cubic curves through the grid's frames (:func:`_smooth_at`).
     Joints known on consecutive frames (conditioning curves) are known on the grid between them too. Known
     cells come back exactly as given. ``progress`` as in :func:`fill` (frames of the grid a long window is
-    filled on). The grid is filled by overlapping windows, never cut at its keyed frames: a 60 or 120 fps rig
-    keyed every few of its frames has a fully keyed grid frame every one or two, and pieces that short would
-    see only the two keys around them (measured: 3-29 % further from the truth on the foreign rigs)."""
+    filled on). A grid at another rate is filled by overlapping windows, never cut at its keyed frames: a 60 or
+    120 fps rig keyed every few of its frames has a fully keyed grid frame every one or two, and pieces that
+    short would see only the two keys around them (measured: 3-29 % further from the truth on the foreign rigs).
+    A window that skips frames at its own rate is filled on the grid of all its frames as if they had been sent
+    (:func:`_rates`)."""
     rotations, translations, known, times = _arrays(model, rotations, translations, known, times)
     rate, target_rate = _rates(times, fps_range)
     if target_rate is None:
@@ -664,11 +673,18 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     for w in range(known.shape[0]):
         grid_t, g_rot, g_trans, g_known = _trained_grid(times[w], rotations[w], translations[w], known[w],
                                                         target_rate)
-        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress, cut=False)
+        res = fill(model, g_rot[None], g_trans[None], g_known[None], grid_t[None], cancel, progress,
+                   cut=target_rate == rate)
         parts.append(_from_grid(grid_t, res.window(0), times[w], rotations[w], translations[w], known[w]))
-    res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=(rate, target_rate))
+    res = FillResult(*(np.stack(x) for x in zip(*parts, strict=True)), resampled=resampling(rate, target_rate))
     return Holds.find(model, rotations, translations, known).apply(res)  # held on the window's own frames too
 
+
+
+def resampling(rate: float, target_rate: float) -> tuple[float, float] | None:
+    """A result's ``resampled``: (the window's rate, the grid's) where the grid has another rate; None where the
+    grid only puts back the frames a window skips."""
+    return None if target_rate == rate else (rate, target_rate)
 
 
 def one_call(model: MotionFill, times: np.ndarray, fps_range: tuple[float, float]) -> bool:

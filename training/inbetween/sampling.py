@@ -16,6 +16,7 @@ The backend, the command line and the benchmarks call these; neither re-implemen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from training.inbetween.fill import (
     _window_index,
     model_length,
     pieces,
+    resampling,
     smooth_partial_keys,
 )
 from training.inbetween.numpy_model import NumpyMotionFill
@@ -123,6 +125,11 @@ class SamplingCalibration:
             raise ValueError(f"pos_scale must hold 3 factors for each of {n_moving} moving joints")
         if self.pos_cap and len(self.pos_cap) != n_moving:
             raise ValueError(f"pos_cap has {len(self.pos_cap)} entries for {n_moving} moving joints")
+        factors = [*self.rot_scale, *(f for x in self.pos_scale for f in x), *self.pos_cap, self.temperature,
+                   self.truncate]
+        if not all(math.isfinite(f) for f in factors):
+            raise ValueError("every factor (rot_scale, pos_scale, pos_cap, temperature, truncate) must be a finite "
+                             "number")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be 0 or above, got {self.temperature}")
 
@@ -484,8 +491,8 @@ def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps
     grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)
     holds = Holds.find(model, rotations, translations, known)
     out = []
-    for res in sample(model, g_rot, g_trans, g_known, grid_t, cut=False, **kwargs):  # as fill_at_rate's grid
+    for res in sample(model, g_rot, g_trans, g_known, grid_t, cut=target_rate == rate, **kwargs):  # as fill_at_rate
         back = FillResult(*(x[None] for x in _from_grid(grid_t, res, times[0], rotations[0], translations[0],
-                                                         known[0])), resampled=(rate, target_rate))
+                                                         known[0])), resampled=resampling(rate, target_rate))
         out.append(holds.apply(back).window(0))
     return out

@@ -53,9 +53,13 @@ def ensure_token(path: Path | None = None) -> str:
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError:  # (a directory where the token should be): no fresh token left lying beside it
+        tmp.unlink(missing_ok=True)
+        raise
     return token
 
 

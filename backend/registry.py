@@ -18,13 +18,14 @@ import numpy as np
 from backend.rest import REST_OFFSETS
 from training.inbetween.checkpoint import (
     CheckpointError,
+    card_path,
     load_model,
     load_numpy_model,
     read_card,
     resolve_path,
     shipped_models_dir,
 )
-from training.inbetween.fill import model_length
+from training.inbetween.fill import MAX_FPS, MIN_FPS, model_length
 from training.motion.skeleton import Schema, get_schema
 
 if TYPE_CHECKING:
@@ -61,21 +62,34 @@ def default_specs(shipped_dir: Path | None = None) -> list[str]:
     return [str(p) for p in paths]
 
 
-def _rest_offsets(card: dict, schema: Schema) -> np.ndarray:
+def _rest_offsets(card: dict, schema: Schema, path: Path) -> np.ndarray:
     given = card.get("schema", {}).get("rest_offsets") or card.get("rest_offsets")
-    offsets = np.asarray(given if given is not None else REST_OFFSETS[schema.name], dtype=np.float64)
+    try:
+        offsets = np.asarray(given if given is not None else REST_OFFSETS[schema.name], dtype=np.float64)
+    except (TypeError, ValueError):
+        offsets = np.empty(0)
     if offsets.shape != (schema.n_joints, 3) or not np.isfinite(offsets).all():
-        raise CheckpointError(f"rest offsets of the {schema.name} model must be {schema.n_joints} finite [x, y, z]")
+        raise CheckpointError(f"{card_path(path)}: the rest offsets of the {schema.name} model must be "
+                              f"{schema.n_joints} finite [x, y, z]")
     return offsets
 
 
-def _fps_range(card: dict, schema: Schema) -> tuple[float, float]:
-    fps = card.get("training", {}).get("config", {}).get("fps")
+def _fps_range(card: dict, schema: Schema, path: Path) -> tuple[float, float]:
+    """The frame rates the model was trained at (its card's ``training.config.fps``; the skeleton's own when the
+    card gives none); refused unless they are rates a window may have (:data:`.fill.MIN_FPS`..``MAX_FPS``)."""
+    training = card.get("training")
+    config = training.get("config") if isinstance(training, dict) else None
+    fps = config.get("fps") if isinstance(config, dict) else None
+    if fps is None:
+        return (schema.fps, schema.fps)
     try:
         values = [float(f) for f in (fps if isinstance(fps, list | tuple) else [fps])]
-        return (min(values), max(values))
     except (TypeError, ValueError):
-        return (schema.fps, schema.fps)
+        values = []
+    if not values or not all(MIN_FPS <= f <= MAX_FPS for f in values):
+        raise CheckpointError(f"{card_path(path)}: training.config.fps must be frame rates within "
+                              f"{MIN_FPS:g}..{MAX_FPS:g}, got {fps!r}")
+    return (min(values), max(values))
 
 
 def load_one(spec: str, numpy: bool = False) -> LoadedModel:
@@ -86,7 +100,8 @@ def load_one(spec: str, numpy: bool = False) -> LoadedModel:
     variant = read_card(p).get("config", {}).get("variant") if numpy and p.is_file() else None
     model, card = load_numpy_model(p) if variant == "query" else load_model(p)
     schema = get_schema(model.cfg.skeleton)
-    return LoadedModel(name or p.stem, p, model, card, schema, _rest_offsets(card, schema), _fps_range(card, schema))
+    return LoadedModel(name or p.stem, p, model, card, schema, _rest_offsets(card, schema, p),
+                       _fps_range(card, schema, p))
 
 
 class Registry:

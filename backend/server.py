@@ -31,6 +31,7 @@ from backend.registry import Registry
 from backend.routes import fill, health
 from backend.routes import jobs as job_routes
 from backend.schemas import MAX_BODY_BYTES, ModelList
+from training.inbetween.checkpoint import CheckpointError
 
 log = logging.getLogger("anyfill.backend")
 
@@ -101,14 +102,14 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
     import json
     import time
 
-    async def post(path: str, body: bytes) -> int:
+    async def post(path: str, body: bytes) -> tuple[int, bytes]:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                  "root_path": "", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
                  "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
                              (b"authorization", f"Bearer {token}".encode()),
                              (b"content-length", str(len(body)).encode())]}
-        given, status = False, [0]
+        given, status, answer = False, [0], []
 
         async def receive() -> dict:
             nonlocal given
@@ -121,9 +122,11 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
         async def send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
 
         await app(scope, receive, send)
-        return status[0]
+        return status[0], b"".join(answer)
 
     def window(lm, n: int, **settings) -> bytes:  # n frames keyed at rest at both ends and the middle
         keys = (0, n // 2, n - 1)
@@ -143,9 +146,10 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
         # a whole window's fill; then variations of five frames, a frame a step: two steps
         for path, body in (("/v1/fill", window(lm, lm.length)),
                            ("/v1/sample", window(lm, 5, k=lm.schema.n_joints))):
-            status = asyncio.run(post(path, body))
-            if status != 200:
-                raise RuntimeError(f"the warm-up {path.rsplit('/', 1)[1]} of model {lm.name} answered {status}")
+            status, answer = asyncio.run(post(path, body))
+            if status != 200:  # the model's card or weights: the start stops, naming the file
+                raise CheckpointError(f"{lm.path}: the warm-up {path.rsplit('/', 1)[1]} of model {lm.name} answered "
+                                      f"{status}: {answer.decode(errors='replace')[:300]}")
         took[lm.name] = (time.perf_counter() - t0) * 1e3
     return took
 

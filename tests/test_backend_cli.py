@@ -21,7 +21,7 @@ from backend_support import fill_request, models_dir
 
 from anyfill.cli import main as cli
 from backend import auth, registry
-from training.inbetween.checkpoint import CheckpointError
+from training.inbetween.checkpoint import CheckpointError, shipped_models_dir
 from training.motion import bvh, clip
 from training.motion.rotations import quat_angle
 
@@ -193,6 +193,14 @@ def test_token_is_kept(tmp_path):
     assert auth.ensure_token(p) == t and stat.S_IMODE(p.stat().st_mode) == 0o600
 
 
+def test_a_token_path_that_is_a_directory_is_refused_and_leaves_nothing_beside_it(tmp_path):
+    where = tmp_path / "token"
+    where.mkdir()
+    with pytest.raises(OSError):
+        auth.ensure_token(where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token"]
+
+
 def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="hand.safetensors.*body.safetensors"):
         registry.default_specs(tmp_path)
@@ -207,6 +215,38 @@ def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
     shutil.copy(models_dir() / "body.safetensors", tmp_path / "body.safetensors")
     assert cli(["serve", "--model", str(tmp_path / "body.safetensors")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _card_with(card: dict, path: tuple[str, ...], value) -> dict:
+    card = json.loads(json.dumps(card))
+    inner = card
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = value
+    return card
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda card: [card], "a model card is a JSON object, this one is list"),
+    (lambda card: None, "a model card is a JSON object, this one is NoneType"),
+    (lambda card: _card_with(card, ("config", "max_frames"), 2), "max_frames is 2; a model's window is at least 4"),
+    (lambda card: _card_with(card, ("training", "config", "fps"), [0, 0]), "training.config.fps must be frame rates"),
+    (lambda card: _card_with(card, ("training", "config", "fps"), [1e9]), "training.config.fps must be frame rates"),
+    (lambda card: _card_with(card, ("sampling", "temperature"), float("inf")), "must be a finite number"),
+    (lambda card: _card_with(card, ("schema", "rest_offsets"), [[float("nan")] * 3] * 17),
+     "the rest offsets of the hand model must be 17 finite"),
+])
+def test_a_card_that_reads_but_says_nonsense_is_refused_naming_it(tmp_path, capsys, change, message):
+    """A card that is JSON but not a card a model can run by (no object, a window of 2 frames, rates of 0 fps, an
+    infinite sampling temperature, NaN rest offsets) stops a start with a message naming the card; it was a
+    traceback, or a server whose every fill or sample answered 500."""
+    shutil.copy(shipped_models_dir() / "hand.safetensors", tmp_path / "hand.safetensors")  # a card that says it all
+    card = json.loads((shipped_models_dir() / "hand.json").read_text())
+    (tmp_path / "hand.json").write_text(json.dumps(change(card)))
+    for numpy in (False, True):  # the server's torch model, anyfill fill's numpy runtime
+        with pytest.raises(CheckpointError, match=re.escape(message)) as refused:
+            registry.load_one(str(tmp_path / "hand.safetensors"), numpy=numpy)
+        assert "hand.json" in str(refused.value)
 
 
 def test_loopback_detection():

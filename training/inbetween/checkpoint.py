@@ -31,6 +31,9 @@ class CheckpointError(ValueError):
     """A model file that is missing, corrupt, or does not match its card."""
 
 
+MIN_WINDOW = 4  # frames of the shortest model window a card may give
+
+
 # Shipped default models live with the backend that serves them, as package data of ``backend.models``: found
 # through importlib.resources (a data dependency; nothing here imports the server's code).
 SHIPPED_PACKAGE = "backend.models"
@@ -107,6 +110,8 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card = json.loads(cp.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cp}: not valid JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{cp}: a model card is a JSON object, this one is {type(card).__name__}")
     if card.get("format") != FORMAT:
         raise CheckpointError(f"{cp}: format {card.get('format')!r} is not {FORMAT!r}")
     return card
@@ -123,6 +128,9 @@ def _checked_card(path: str | Path) -> tuple[Path, dict[str, Any], MotionConfig]
         schema = get_schema(cfg.skeleton)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path(path)}: bad model config ({e})") from None
+    if cfg.max_frames < MIN_WINDOW:
+        raise CheckpointError(f"{card_path(path)}: max_frames is {cfg.max_frames}; a model's window is at least "
+                              f"{MIN_WINDOW} frames (a long fill's windows overlap by a quarter of it)")
     if card.get("schema", {}).get("joints") != list(schema.joints):
         raise CheckpointError(f"{card_path(path)}: its joints do not match the {schema.name} skeleton")
     return path, card, cfg
@@ -168,7 +176,8 @@ def load_model(path: str | Path) -> tuple[MotionFill, dict[str, Any]]:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the card's config ({str(e).splitlines()[0]})") from None
+        why = " ".join(line.strip() for line in str(e).splitlines()[1:3])  # the tensors missing, unexpected or sized
+        raise CheckpointError(f"{path}: weights do not match the card's config ({why[:400]})") from None
     _with_sampling(model, card, cfg, path)
     model.eval()
     if cfg.variant == "query":

@@ -5,6 +5,7 @@ when they are given."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,3 +171,21 @@ def test_a_run_folder_is_checked_before_it_is_touched_and_restored_with_its_own_
     endless = tmp_path / "endless"
     assert main(_args(endless, data_root, "trainer.max_epochs=-1", "trainer.max_time=00:00:00:02")) == 0
     assert _step(endless / "checkpoints" / "last.ckpt") > 0
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_a_finished_run_run_again_keeps_its_export_and_its_validation_scores(tmp_path, data_root, capsys):
+    """Run again with the command that finished it, a run resumes at its last step, trains nothing and has no
+    validation scores of its own: its export, which holds that very model, is kept with its card (the card's
+    validation scores were wiped, its command replaced)."""
+    run = tmp_path / "run"
+    export = run / "export" / "hand-query.safetensors"
+    settings = ("steps_per_epoch=3", "trainer.max_epochs=1")  # an epoch's end: validated
+    assert main(_args(run, data_root, *settings)) == 0
+    card = export.with_suffix(".json").read_text()
+    assert json.loads(card)["training"]["val"]
+    capsys.readouterr()
+    assert main(_args(run, data_root, *settings)) == 0
+    assert "already holds this run's model of step 3: kept as it is" in capsys.readouterr().out
+    assert export.with_suffix(".json").read_text() == card

@@ -45,11 +45,32 @@ def check_finite(module: Any, run_dir: Path) -> None:
                              f"{run_dir / 'checkpoints'} (try a lower lr or trainer.gradient_clip_val)")
 
 
+def holds_this_model(path: Path, model: Any, steps: int) -> bool:
+    """Whether the export at ``path`` already holds ``model`` at ``steps``: the same step count and the same weights
+    (a finished run run again, which trains nothing and has no validation scores of its own to write)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if int(read_card(path).get("training", {}).get("steps")) != steps:
+            return False
+        saved = load_file(str(path))
+    except (CheckpointError, SafetensorError, OSError, TypeError, ValueError, AttributeError):
+        return False
+    state = model.state_dict()
+    return saved.keys() == state.keys() and all(torch.equal(saved[k], state[k].detach().cpu()) for k in state)
+
+
 def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
     """After fit (``Task.after_fit``): ``cfg`` the run's ``AnyOrderTrainConfig``, ``module`` its ``AnyOrderModule``.
-    The card carries the training data's rest offsets and joint habits (what clients retarget rigs with)."""
+    The card carries the training data's rest offsets and joint habits (what clients retarget rigs with). An export
+    that already holds this very model is kept as it is (its card's validation scores and command with it)."""
     check_finite(module, run_dir)
     path = export_path(cfg, run_dir, int(trainer.global_step))
+    if path.is_file() and holds_this_model(path, module.model, int(trainer.global_step)):
+        print(f"anyfill train: {path} already holds this run's model of step {int(trainer.global_step)}: kept as it is")
+        return
     calibration = None
     if cfg.calibrate:
         dm = trainer.datamodule

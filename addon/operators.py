@@ -251,14 +251,17 @@ class _FillBase(AsyncRequest):
 
     def warnings(self, context) -> list[str]:
         """Mapping rows whose bone is gone (renamed or deleted since Auto Map): the rest fills, the report says; and
-        the mapped bones a constraint or driver overrides (:func:`.plan.overridden_bones`)."""
+        the mapped bones a constraint or driver overrides (:func:`.plan.overridden_bones`), and Rigify limbs in IK
+        (:func:`.plan.limbs_in_ik`)."""
         obj = _armature(context)
         if obj is None:
             return []
-        missing, overridden = plan_mod.missing_bones(obj), plan_mod.overridden_bones(obj)
+        missing, overridden, ik = plan_mod.missing_bones(obj), plan_mod.overridden_bones(obj), plan_mod.limbs_in_ik(obj)
         return ((["not filled: " + ", ".join(missing)] if missing else [])
                 + ([f"keys written, but a constraint or driver sets what Blender shows of {_named(overridden)}"]
-                   if overridden else []))
+                   if overridden else [])
+                + ([f"limbs in IK ({_named(ik)}: IK_FK below 1): the FK controls Fill writes show once they are "
+                    "switched to FK"] if ik else []))
 
     def request(self, client, plan, progress, cancel):
         return client.fill(plan.body)

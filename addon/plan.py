@@ -138,6 +138,19 @@ def overridden_bones(obj) -> list[str]:
     return sorted(found)
 
 
+def limbs_in_ik(obj) -> list[str]:
+    """The pose bones holding a Rigify limb's IK/FK switch (``IK_FK``, 1 = FK) set below FK, on a rig mapped to FK
+    controls: Fill writes the FK controls, which such a limb does not follow (a generated rig's limbs start in IK)."""
+    if not any("_fk" in m.bone for m in obj.anyfill.joints if m.bone):
+        return []
+    found = []
+    for pb in obj.pose.bones:
+        value = pb.get("IK_FK")
+        if isinstance(value, int | float) and value < 1.0 - 1e-6:
+            found.append(pb.name)
+    return found
+
+
 def _merge(frames: list[float]) -> list[float]:
     """Sorted frames with subframes within EPS_FRAME of each other merged."""
     merged: list[float] = []
@@ -285,11 +298,15 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
     wrist_from_body = part.startswith("hand") and "body" in parts_of(obj)
-    # a joint above the model's root that the rig lacks (a Mixamo rig has no joint_Root) is left out of the request:
-    # the server keys it at rest where the body has keys, as in training, and folds its motion into the root's answer
-    # (backend/grid.py); sent at rest on every frame it made the fill worse (a walk on a Mixamo rig keyed every 20
-    # frames: 3.4 against 2.6 cm)
-    left_out = [j for j in msk.above_root if j not in ret.bone_of]
+    # a joint above the model's root that the rig lacks (a Mixamo rig has no joint_Root), or whose bone has no key in
+    # the range (a generated Rigify rig's `root`, which animators leave where it is), is left out of the request and
+    # never written: the server keys it at rest where the body has keys, as in training, and folds its motion into
+    # the root's answer (backend/grid.py); sent at rest on every frame it made the fill worse (a walk on a Mixamo rig
+    # keyed every 20 frames: 3.4 against 2.6 cm), and filled on every frame an unkeyed root carried the whole body
+    # metres away
+    left_out = [j for j in msk.above_root
+                if j not in ret.bone_of or not bone_keys[ret.mapping[msk.joints[j]]].frames]
+    write[:, left_out] = False
     for j, p in enumerate(msk.parents):
         if j in left_out:
             continue
@@ -485,6 +502,8 @@ def rig_fingerprint(obj, bones: list[str]) -> str:
             continue
         n = len(fc.keyframe_points)
         own = fcurves_mod.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8) != gen
+        if n and not own.any():  # Anyfill's own curve (a variation shown made it): not the animator's state
+            continue
         h.update(f"{fc.data_path}[{fc.array_index}]".encode())
         for attr in ("co", "handle_left", "handle_right"):
             h.update(fcurves_mod.bulk_get(fc.keyframe_points, attr, n, 2).reshape(n, 2)[own].tobytes())

@@ -267,3 +267,47 @@ def test_generated_rigify_rig_maps_to_its_controls_and_fills_them(bpy, ext, pref
     groups = {(fc.data_path, fc.array_index): fc.group.name if fc.group else None
               for fc in ext.keys.channelbag(rig).fcurves}
     assert all(groups[p] == p[0].split('"')[1] for p in written)
+
+
+def test_an_unkeyed_rigify_root_is_never_written_and_limbs_in_ik_are_named(bpy, ext, prefs):
+    """Animators leave a generated Rigify rig's ``root`` control where it is: mapped to the body's joint_Root but
+    never keyed, it is left out of the request as a rig without that joint is, and never written (it was filled on
+    every frame, the animator's key frames too, and carried the whole body metres away). The generated rig's limbs
+    start in IK (``IK_FK`` 0), which does not follow the FK controls Fill writes: the report says so. Variations
+    whose first one made a curve the rig did not have (a toe never keyed) step through as any others."""
+    rig = rigify_human(bpy)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 21
+    scene.anyfill.range_mode, scene.anyfill.bones, scene.anyfill.count = "SCENE", "ALL", 2
+    bpy.context.view_layer.objects.active = rig
+    rig.select_set(True)
+    body, _ = ext.rig.auto_map(ext.rig.BODY_JOINTS, [b.name for b in rig.data.bones], "body")
+    assert body["joint_Root"] == "root"
+    for frame, angle in ((1, 0.0), (21, 0.6)):
+        scene.frame_set(frame)
+        for name in body.values():
+            if name in ("root", "toe_fk.L"):  # never keyed
+                continue
+            pb = rig.pose.bones[name]
+            pb.rotation_mode = "QUATERNION"
+            if name in ("torso", "upper_arm_fk.L"):
+                pb.rotation_quaternion = (math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2))
+            pb.keyframe_insert("rotation_quaternion", frame=frame)
+        rig.pose.bones["torso"].location = (0.0, 0.3 * angle, 0.0)
+        rig.pose.bones["torso"].keyframe_insert("location", frame=frame)
+    rig.anyfill.model = "body"
+    assert bpy.ops.anim.anyfill_sample_variations() == {"FINISHED"}
+    assert 'pose.bones["toe_fk.L"].rotation_quaternion' in {fc.data_path for fc in ext.keys.channelbag(rig).fcurves}
+    assert bpy.ops.anim.anyfill_step_variation() == {"FINISHED"}
+    assert rig.anyfill.variation_index == 1
+    op = driven(ext, ext.operators.ANYFILL_OT_fill)
+    assert op.execute(bpy.context) == {"FINISHED"}
+    level, message = op.reports[-1]
+    assert level == {"WARNING"} and "limbs in IK (" in message and "thigh_parent.L" in message, message
+    assert not [fc for fc in ext.keys.channelbag(rig).fcurves if fc.data_path.startswith('pose.bones["root"]')]
+    torso = {}
+    for f in (1, 11, 21):
+        scene.frame_set(f)
+        torso[f] = (rig.matrix_world @ rig.pose.bones["torso"].head).copy()
+    keyed = (torso[21] - torso[1]).length
+    assert (torso[11] - (torso[1] + torso[21]) / 2).length < keyed + 0.1, (torso, keyed)

@@ -290,18 +290,13 @@ def _named(bones: list[str], most: int = 6) -> str:
 
 
 def rate_note(answer: dict, done: str, scene_fps: float) -> str:
-    """'; filled at 40 fps, ...' when the backend worked at another rate than the frames it was sent (its
-    ``resampled``): the scene's own rate, or, for frames sent sparse (Complete Pose sends the keyed frames and the
-    current one), how far apart they were."""
+    """'; filled at 40 fps, ...' when the backend worked at another rate than the scene's (its ``resampled``: the
+    request's frames are numbered at the scene's rate, whichever of them are sent)."""
     rate = answer.get("resampled")
-    if not isinstance(rate, dict) or not all(isinstance(rate.get(k), int | float) for k in ("filled_fps",
-                                                                                           "window_fps")):
+    if not isinstance(rate, dict) or not isinstance(rate.get("filled_fps"), int | float):
         return ""
-    filled, window = rate["filled_fps"], rate["window_fps"]
-    if abs(window - scene_fps) <= 0.01 * scene_fps:
-        return f"; {done} at {filled:.0f} fps, the scene's {scene_fps:.0f} fps is outside the model's trained rates"
-    apart = "further apart" if window < filled else "closer together"
-    return f"; {done} at {filled:.0f} fps, a rate the model was trained at (the frames sent were {apart})"
+    return (f"; {done} at {rate['filled_fps']:.0f} fps, the scene's {scene_fps:.0f} fps is outside the model's "
+            "trained rates")
 
 
 class ANYFILL_OT_fill(_FillBase, bpy.types.Operator):

@@ -41,6 +41,7 @@ class Window:
     translations: np.ndarray  # (1, T, J, 3)
     known: np.ndarray  # (1, T, J)
     times: np.ndarray  # (1, T) seconds
+    fps: float  # the rate the frames are numbered at
     tracks: dict[str, Track] = field(default_factory=dict)
     folded: list[int] = field(default_factory=list)  # joints above the root keyed at rest (:func:`hold_above_root`)
 
@@ -200,7 +201,7 @@ def prepare(req: FillRequest, registry: Registry) -> Window:
     trans[:, :, list(schema.moving)] = np.nan  # unknown unless sent
     frames = np.asarray(req.frames, dtype=np.float64)
     win = Window(lm, list(req.frames), rot, trans, np.zeros((1, t, schema.n_joints), dtype=bool),
-                 ((frames - frames[0]) / req.fps)[None])
+                 ((frames - frames[0]) / req.fps)[None], req.fps)
     index = {float(f): i for i, f in enumerate(req.frames)}
     for name, tr in req.joints.items():
         _track(req, lm, name, tr, index, win)

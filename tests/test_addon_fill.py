@@ -286,9 +286,6 @@ def test_variations_of_a_range_longer_than_the_window_on_a_60_fps_rig(bpy, ext, 
     note = ext.operators.rate_note({"resampled": {"window_fps": 60.0, "filled_fps": 40.0}}, "drawn", 60.0)
     assert note == "; drawn at 40 fps, the scene's 60 fps is outside the model's trained rates"
     assert ext.operators.rate_note({"resampled": None}, "filled", 60.0) == ""
-    # Complete Pose sends the keyed frames and the current one: their spacing, not the scene's rate
-    note = ext.operators.rate_note({"resampled": {"window_fps": 2.0, "filled_fps": 24.0}}, "filled", 60.0)
-    assert note == "; filled at 24 fps, a rate the model was trained at (the frames sent were further apart)"
 
 
 def test_rolled_rig_gets_the_same_world_pose(bpy, ext, prefs, data_root):

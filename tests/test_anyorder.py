@@ -1030,23 +1030,32 @@ def test_fill_at_rate_fills_a_high_rate_window_on_a_trained_rate_grid():
     assert out.resampled == pytest.approx((120.0, 40.0)) and a.resampled is None
 
 
-def test_a_window_that_skips_frames_is_filled_as_if_every_frame_were_sent():
-    """A request of the keys and a few targets far apart, at a trained rate (30 fps: frames 0-9, one target, the last
-    three of 143): filled on the grid of all its frames, exactly as the same window sent with every frame, and not
-    reported as resampled; the model used to read the 14 frames as one 4.7 s window, twice the trained length."""
+@pytest.mark.parametrize("pattern", ["context and end", "keys every 10"])
+def test_a_window_that_skips_frames_is_filled_as_if_every_frame_were_sent(pattern):
+    """A request of the keys and a target far apart, numbered at a trained rate (30 fps): frames 0-9, one target and
+    the last three of 143, or a key every 10 frames and one frame between (the extension's Complete Pose). Filled on
+    the grid of all its frames, exactly as the same window sent with every frame, and not reported as resampled. The
+    model used to read the 14 frames as one 4.7 s window, twice the trained length; Complete Pose's frames were read
+    as a 3 fps window, put on a 24 fps grid and slerped between its keys (1.6-1.9x further from the capture)."""
     m = tiny("body")
     rot, trans, _ = synthetic("body", n=1, t=143)
     times = (np.arange(143) / 30.0)[None]
     known = np.zeros((1, 143, rot.shape[2]), dtype=bool)
-    known[:, :10], known[:, 140:] = True, True
-    dense = fill_engine.fill_at_rate(m, rot, trans, known, times, (24.0, 40.0))
+    if pattern == "context and end":
+        known[:, :10], known[:, 140:] = True, True
+    else:
+        known[:, ::10] = True
+    keys = np.flatnonzero(known[0, :, 0]).tolist()
+    dense = fill_engine.fill_at_rate(m, rot, trans, known, times, (24.0, 40.0), fps=30.0)
     for target in (12, 75):
-        sent = [*range(10), target, 140, 141, 142]
-        sparse = fill_engine.fill_at_rate(m, rot[:, sent], trans[:, sent], known[:, sent], times[:, sent], (24.0, 40.0))
+        sent = sorted({*keys, target})
+        i = sent.index(target)
+        sparse = fill_engine.fill_at_rate(m, rot[:, sent], trans[:, sent], known[:, sent], times[:, sent],
+                                          (24.0, 40.0), fps=30.0)
         assert sparse.resampled is None
-        assert quat_angle(sparse.rotations[0, 10], dense.rotations[0, target]).max() < 1e-6
-        assert np.abs(sparse.translations[0, 10] - dense.translations[0, target]).max() < 1e-6
-        assert not fill_engine.one_call(m, times[:, sent], (24.0, 40.0))  # not stacked with unbroken windows
+        assert quat_angle(sparse.rotations[0, i], dense.rotations[0, target]).max() < 1e-6
+        assert np.abs(sparse.translations[0, i] - dense.translations[0, target]).max() < 1e-6
+        assert not fill_engine.one_call(m, times[:, sent], (24.0, 40.0), 30.0)  # not stacked with unbroken windows
 
 
 def test_a_grid_fill_reaches_the_rig_frames_along_cubic_curves():

@@ -51,7 +51,7 @@ def _fill_work(win: grid.Window, job: Job | None = None) -> tuple[dict, dict | N
     t = time.perf_counter()
     res = _engine_call(engine.fill_at_rate, win.lm.model, win.rotations, win.translations, win.known, win.times,
                        win.lm.fps_range, cancel=None if job is None else job.cancelled,
-                       progress=None if job is None else job.progress)
+                       progress=None if job is None else job.progress, fps=win.fps)
     model_ms = (time.perf_counter() - t) * 1e3
     if job is not None and job.cancelled():
         raise engine.Cancelled()
@@ -72,9 +72,9 @@ def _fill_batch(wins: list[grid.Window]) -> list:
         return [_outcome(_fill_work, wins[0])]
     lm = wins[0].lm
     t = time.perf_counter()
-    try:
-        res = engine.fill_at_rate(lm.model, *(np.concatenate([getattr(w, a) for w in wins])
-                                              for a in ("rotations", "translations", "known", "times")), lm.fps_range)
+    try:  # each window fills at its own frames (:func:`engine.one_call`), whatever the others' rates
+        res = engine.fill(lm.model, *(np.concatenate([getattr(w, a) for w in wins])
+                                      for a in ("rotations", "translations", "known", "times")))
     except ValueError:
         return [_outcome(_fill_work, w) for w in wins]
     model_ms = (time.perf_counter() - t) * 1e3
@@ -99,8 +99,9 @@ def _resampled(res: engine.FillResult) -> dict | None:
 def _sample_work(win: grid.Window, req: SampleRequest, job: Job) -> tuple[list, dict | None, float, float]:
     t = time.perf_counter()
     results = _engine_call(sampling.sample_at_rate, win.lm.model, win.rotations, win.translations, win.known,
-                           win.times, win.lm.fps_range, order=req.order, k=req.k, temperature=req.temperature,
-                           seed=req.seed, n=req.n, progress=job.progress, cancel=job.cancelled)
+                           win.times, win.lm.fps_range, fps=win.fps, order=req.order, k=req.k,
+                           temperature=req.temperature, seed=req.seed, n=req.n, progress=job.progress,
+                           cancel=job.cancelled)
     t_model = time.perf_counter()
     variations = []
     for r in results:
@@ -138,7 +139,7 @@ async def fill(req: FillRequest, request: Request, registry: Models, jobs: JobTa
     win = await run_in_threadpool(grid.prepare, req, registry)
     prepare_ms = (time.perf_counter() - t0) * 1e3
     job = jobs.create("fill", req.id)
-    if engine.one_call(win.lm.model, win.times, win.lm.fps_range):  # filled with the others of its kind waiting
+    if engine.one_call(win.lm.model, win.times, win.lm.fps_range, win.fps):  # filled with others of its kind waiting
         fut = jobs.run_batched(job, (win.lm.name, win.times.shape[1]), win, _fill_batch)
     else:  # a long or resampled window: alone, with progress and cancellation between its model calls
         fut = jobs.run(job, lambda j: _fill_work(win, j))

@@ -589,22 +589,26 @@ def _smooth_at(src_times: np.ndarray, rot: np.ndarray, trans: np.ndarray, times:
 GAP_STEPS = 1.5  # a step longer than this many frames at the window's rate skips frames: filled on the grid
 
 
-def _rates(times: np.ndarray, fps_range: tuple[float, float],
-           max_grid: int = MAX_GRID_FRAMES) -> tuple[float, float | None]:
+def _rates(times: np.ndarray, fps_range: tuple[float, float], max_grid: int = MAX_GRID_FRAMES,
+           fps: float | None = None) -> tuple[float, float | None]:
     """(the frames' rate, 0 for a single frame; the rate of the grid they are filled on: None for the frames as
     they are, at a rate within 10 % of the trained ``fps_range`` and skipping none; their own rate where they skip
     frames (:data:`GAP_STEPS`: a request of the keys and a few targets far apart, which the model, trained on
     unbroken windows, read as one short window: a hip 52 m off); else the nearest trained rate) of windows'
     ``times`` (N, T); refused (:class:`FrameRateError`) outside :data:`MIN_FPS`..:data:`MAX_FPS`, beyond
-    :data:`MAX_SECONDS`, and when the grid would hold more than ``max_grid`` frames."""
+    :data:`MAX_SECONDS`, and when the grid would hold more than ``max_grid`` frames. ``fps``: the rate the frames
+    are numbered at (a request's, a rig's), else their median spacing's (Complete Pose sends the keys and one frame:
+    at its spacing, keys 10 frames apart read as 3 fps and were filled on a 24 fps grid, 1.6-1.9x further from the
+    capture than at the rig's own 30)."""
     t = times.shape[1]
     steps = np.diff(times, axis=1)
     rate = 1.0 / float(np.median(steps)) if t > 1 and np.median(steps) > 0 else 0.0
+    if fps and t > 1:
+        rate = float(fps)
     span = float((times[:, -1] - times[:, 0]).max()) if t > 1 else 0.0
     if rate and not MIN_FPS <= rate <= MAX_FPS:
-        raise FrameRateError(f"frames {1.0 / rate:.6g} s apart at their median spacing ({rate:.6g} fps): the frame "
-                             f"rate must be within "
-                             f"{MIN_FPS:g}..{MAX_FPS:g} fps")
+        what = f"{rate:.6g} fps" if fps else f"frames {1.0 / rate:.6g} s apart at their median spacing ({rate:.6g} fps)"
+        raise FrameRateError(f"{what}: the frame rate must be within {MIN_FPS:g}..{MAX_FPS:g} fps")
     if span > MAX_SECONDS:
         raise FrameRateError(f"the window spans {span:.6g} s at {rate:.6g} fps; at most {MAX_SECONDS:g} s")
     lo, hi = fps_range
@@ -622,7 +626,9 @@ def _rates(times: np.ndarray, fps_range: tuple[float, float],
 def _trained_grid(tm: np.ndarray, rot: np.ndarray, trans: np.ndarray, kn: np.ndarray, rate: float):
     """One window (times (T,), rotations, translations, known (T, J)) put on a grid at ``rate`` that also holds
     every frame with a key at its own time: (grid times, rotations, translations, known). Joints known on
-    consecutive frames (conditioning curves) are known on the grid between them too."""
+    consecutive frames (conditioning curves) are known on the grid between them too, where those frames lie at most
+    :data:`GAP_STEPS` grid frames apart (keys further apart bound a gap to fill: read as one curve, Complete Pose's
+    keys every 10 frames were slerped between, not filled)."""
     t = len(tm)
     always = kn.all(axis=0)  # joints known on every frame: conditioning curves, not keys
     anchors = np.flatnonzero((kn & ~always).any(axis=1) | (np.arange(t) == 0) | (np.arange(t) == t - 1))
@@ -631,7 +637,8 @@ def _trained_grid(tm: np.ndarray, rot: np.ndarray, trans: np.ndarray, kn: np.nda
     grid_t = np.sort(np.concatenate([tm[anchors], regular[~near]]))
     is_anchor = np.isin(grid_t, tm[anchors])
     g_rot, g_trans, i, _ = _interpolate_at(tm, rot, trans, grid_t)
-    g_known = kn[i] & kn[np.minimum(i + 1, t - 1)]  # between two known frames of the joint
+    close = np.append(np.diff(tm) <= GAP_STEPS / rate, True)  # a frame and the next: one curve
+    g_known = kn[i] & kn[np.minimum(i + 1, t - 1)] & close[i][:, None]  # between two known frames of the joint
     exact = np.searchsorted(tm, grid_t[is_anchor])
     g_rot[is_anchor], g_trans[is_anchor] = rot[exact], trans[exact]
     g_known[is_anchor] = kn[exact]
@@ -653,7 +660,7 @@ def _from_grid(grid_t: np.ndarray, res: FillResult, tm: np.ndarray, rot: np.ndar
 
 def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
                  cancel: Callable[[], bool] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> FillResult:
+                 progress: Callable[[int, int], None] | None = None, fps: float | None = None) -> FillResult:
     """:func:`fill` at a frame rate the model was trained at. A window whose frames are closer together (or
     further apart) than any trained rate (a 60 or 120 fps rig on a 24-40 fps model) is filled on a grid at
     the nearest trained rate that also holds every frame with a key at its own time; the answer is then
@@ -664,9 +671,9 @@ def fill_at_rate(model: MotionFill, rotations, translations, known, times, fps_r
     120 fps rig keyed every few of its frames has a fully keyed grid frame every one or two, and pieces that
     short would see only the two keys around them (measured: 3-29 % further from the truth on the foreign rigs).
     A window that skips frames at its own rate is filled on the grid of all its frames as if they had been sent
-    (:func:`_rates`)."""
+    (:func:`_rates`, which also reads ``fps``: the rate the frames are numbered at)."""
     rotations, translations, known, times = _arrays(model, rotations, translations, known, times)
-    rate, target_rate = _rates(times, fps_range)
+    rate, target_rate = _rates(times, fps_range, fps=fps)
     if target_rate is None:
         return fill(model, rotations, translations, known, times, cancel, progress)
     parts = []
@@ -687,7 +694,7 @@ def resampling(rate: float, target_rate: float) -> tuple[float, float] | None:
     return None if target_rate == rate else (rate, target_rate)
 
 
-def one_call(model: MotionFill, times: np.ndarray, fps_range: tuple[float, float]) -> bool:
+def one_call(model: MotionFill, times: np.ndarray, fps_range: tuple[float, float], fps: float | None = None) -> bool:
     """Whether :func:`fill_at_rate` fills windows with these frame ``times`` (N, T) in one model call: no longer
     than the model's window, at their own (trained) rate. Such windows of one model and length can be filled
     together, stacked (a server batches its concurrent requests so); a rate the engine refuses says False, and the
@@ -695,6 +702,6 @@ def one_call(model: MotionFill, times: np.ndarray, fps_range: tuple[float, float
     if times.shape[1] > model_length(model):
         return False
     try:
-        return _rates(times, fps_range)[1] is None
+        return _rates(times, fps_range, fps=fps)[1] is None
     except FrameRateError:
         return False

@@ -478,14 +478,15 @@ def _sample_frames(model: MotionFill, rotations, translations, known, times, ord
 
 
 def sample_at_rate(model: MotionFill, rotations, translations, known, times, fps_range: tuple[float, float],
-                   **kwargs) -> list[FillResult]:
+                   fps: float | None = None, **kwargs) -> list[FillResult]:
     """:func:`sample` at a frame rate the model was trained at, as :func:`fill_at_rate` fills: a window at
     another rate (a 60 or 120 fps rig) is sampled on a grid at the nearest trained rate holding every keyed
-    frame, and each variation carried back to the window's frames. ``kwargs``: :func:`sample`'s (order, k,
+    frame, and each variation carried back to the window's frames (``fps``: as :func:`fill_at_rate`'s). ``kwargs``:
+    :func:`sample`'s (order, k,
     temperature, seed, n, progress, cancel, visit_log: frames of the grid then). Each result's ``resampled`` is
     set as :func:`fill_at_rate` sets it."""
     rotations, translations, known, times = _arrays(model, rotations, translations, known, times, "sample_at_rate")
-    rate, target_rate = _rates(times, fps_range, MAX_SAMPLE_GRID_FRAMES)
+    rate, target_rate = _rates(times, fps_range, MAX_SAMPLE_GRID_FRAMES, fps)
     if target_rate is None:
         return sample(model, rotations, translations, known, times, **kwargs)
     grid_t, g_rot, g_trans, g_known = _trained_grid(times[0], rotations[0], translations[0], known[0], target_rate)

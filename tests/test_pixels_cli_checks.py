@@ -206,3 +206,17 @@ def test_run_order_accepts_the_limits():
     assert r.visited.shape == (1, 16)
     truth = torch.zeros(1, 16, dtype=torch.long)
     assert ps.run_order(model, "raster", image=truth, score=True, temperature=0.0).visited.shape == (1, 16)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_run_that_anyfill_train_wrote_is_sampled_from(tmp_path, data_root, capsys):
+    """A run folder as ``anyfill train pixels`` writes it, checkpoints and all (each carries the run's random
+    state): ``anyfill sample pixels`` reads its weights. It refused every such checkpoint while NumPy's random
+    state was kept as an array, which a weights-only load will not read."""
+    run = tmp_path / "run"
+    assert main(["train", "pixels", "--named", "tiny", f"data_root={data_root}", "trainer.threads=1",
+                 "trainer.progress=false", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sample", "pixels", "--run", str(run), "--n", "1", "-o", str(tmp_path / "g.png")]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "g.png").stat().st_size > 0

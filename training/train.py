@@ -367,11 +367,16 @@ def _run_callbacks(ckpt_dir: Path):
 
     class _RngState(Callback):
         """Torch's, NumPy's and Python's random state saved in each checkpoint and restored with it, so a run
-        resumed from an epoch's end draws (dropout) as the run never stopped does."""
+        resumed from an epoch's end draws (dropout) as the run never stopped does. NumPy's state is kept as a
+        tensor and plain numbers: readers that load a checkpoint with ``weights_only=True`` (the benches) refuse
+        NumPy arrays, and refused every checkpoint a run wrote."""
 
         def on_save_checkpoint(self, trainer, module, checkpoint):
+            kind, keys, pos, has_gauss, gauss = np.random.get_state()
             checkpoint["anyfill_rng"] = {
-                "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)},
                 **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
             }
 
@@ -380,7 +385,11 @@ def _run_callbacks(ckpt_dir: Path):
             if not rng:  # a checkpoint written before the state was saved
                 return
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
+            state = rng["numpy"]
+            if isinstance(state, dict):
+                state = (state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["gauss"])
+            np.random.set_state(state)  # (a tuple with an array: a checkpoint of an earlier version)
             random.setstate(rng["python"])
             if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])
@@ -617,9 +626,21 @@ def _fit(task: Task, cfg: Any, tcfg: TrainerConfig, run_dir: Path, fresh: bool) 
     if trainer.should_stop or tcfg.max_time:
         # a run stopped mid-epoch (max_time) keeps its last steps: save them for the next resume
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    check_finite(module, run_dir)
     if task.after_fit is not None and trainer.is_global_zero:
         task.after_fit(cfg, module, trainer, run_dir)
     return run_dir
+
+
+def check_finite(module: Any, run_dir: Path) -> None:
+    """A model with NaN or infinite weights (a run that diverged) writes no results and no export: an error (status
+    2) naming the tensor; the run's checkpoints stay for inspection. (The models of the documents ended such runs
+    with status 0 and NaN scores; NaN logits even scored a classifier's accuracy 1.0.)"""
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            raise ValueError(f"the trained model's weights hold NaN or infinite values ({name}): the training "
+                             f"diverged, so nothing was written; the run's checkpoints are kept in "
+                             f"{run_dir / 'checkpoints'} (try a lower lr or trainer.gradient_clip_val)")
 
 
 _DESCRIPTION = ("Train a model. Settings: the model's defaults, then --named, then --config, then key=value "

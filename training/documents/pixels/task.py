@@ -187,7 +187,8 @@ def _checkpoint_state(ckpt: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - torch raises many kinds; none of its texts helps (some advise
         # weights_only=False, which would run the file's code)
         kind = "empty file" if _is_empty(ckpt) else type(e).__name__
-        raise ValueError(f"{ckpt}: unreadable (truncated? not a checkpoint file?): {kind}") from None
+        raise ValueError(f"{ckpt}: unreadable (truncated? not a checkpoint file? or one of an earlier anyfill, which "
+                         f"saved NumPy's random state as an array): {kind}") from None
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{ckpt}: not a pixels checkpoint (no Lightning state_dict in it)")

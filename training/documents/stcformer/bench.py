@@ -16,6 +16,7 @@ and the L1 distance between them.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,11 @@ def load_run(path: str | Path, best: bool = False) -> tuple[str, Any, dict]:
     if name not in MODELS:
         raise ValueError(f"{run_dir}: model {name!r} is not a motion-prediction model ({', '.join(MODELS)})")
     model = build_model(name, snap["config"])
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False, which would run the file's code
+        raise ValueError(f"{ckpt}: holds more than tensors and plain values (a checkpoint of an earlier anyfill "
+                         "saved NumPy's random state as an array; its best-val.pt still reads)") from None
     state = saved["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     snap["checkpoint"] = {"path": str(ckpt), "step": saved.get("global_step"), "epoch": saved.get("epoch"),

@@ -294,3 +294,22 @@ def test_train_command_runs_and_scores_on_the_test_split(tmp_path) -> None:
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["model"] == "convstgat" and metrics["windows"] > 1000 and np.isfinite(metrics["A-MPJPE"])
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_fresh_moves_a_runs_best_weights_aside_with_its_checkpoints(tmp_path, data_root, capsys):
+    """``--fresh`` starts a run over with the old checkpoints and results moved aside: the best validation
+    weights (``best-val.pt``) too. Left in place, they were overwritten by the new run's, a new run that never
+    validated reported them and their scores as its own, and one of other settings failed loading them."""
+    from training.train import main
+
+    run = tmp_path / "run"
+    args = ["stcformer", "--named", "cpu", "max_files=6", "val_every=3", "trainer.max_epochs=1",
+            "trainer.progress=false", "score_train_windows=50", f"data_root={data_root}", "--run-dir", str(run)]
+    assert main(args) == 0
+    best = (run / "best-val.pt").read_bytes()
+    assert main([*args, "--fresh"]) == 0
+    aside = list(run.glob("checkpoints-before-*"))
+    assert len(aside) == 1 and (aside[0] / "best-val.pt").read_bytes() == best  # not overwritten by the new run's
+    assert "best-val.pt" in capsys.readouterr().err

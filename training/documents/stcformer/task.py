@@ -355,7 +355,7 @@ TASKS: dict[str, Task] = {
         named_configs=_NAMED,
         default_trainer=_DEFAULT_TRAINER,
         after_fit=after_fit,
-        results=("test_metrics.json",),
+        results=("test_metrics.json", BEST_FILE),  # the best weights too: --fresh moves them aside with the rest
     )
     for name, (_, _, task_cfg) in MODELS.items()
 }

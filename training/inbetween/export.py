@@ -35,16 +35,6 @@ def export_path(cfg: Any, run_dir: Path, steps: int) -> Path:
     return path
 
 
-def check_finite(module: Any, run_dir: Path) -> None:
-    """A model with NaN or infinite weights (a run that diverged) is not exported: an error naming the
-    tensor; the run's checkpoints stay for inspection."""
-    for name, t in module.model.state_dict().items():
-        if t.is_floating_point() and not bool(t.isfinite().all()):
-            raise ValueError(f"the trained model's weights hold NaN or infinite values ({name}): the training "
-                             f"diverged, so nothing was exported; the run's checkpoints are kept in "
-                             f"{run_dir / 'checkpoints'} (try a lower lr or trainer.gradient_clip_val)")
-
-
 def holds_this_model(path: Path, model: Any, steps: int) -> bool:
     """Whether the export at ``path`` already holds ``model`` at ``steps``: the same step count and the same weights
     (a finished run run again, which trains nothing and has no validation scores of its own to write)."""
@@ -66,7 +56,6 @@ def export(cfg: Any, module: Any, trainer: Any, run_dir: Path) -> None:
     """After fit (``Task.after_fit``): ``cfg`` the run's ``AnyOrderTrainConfig``, ``module`` its ``AnyOrderModule``.
     The card carries the training data's rest offsets and joint habits (what clients retarget rigs with). An export
     that already holds this very model is kept as it is (its card's validation scores and command with it)."""
-    check_finite(module, run_dir)
     path = export_path(cfg, run_dir, int(trainer.global_step))
     if path.is_file() and holds_this_model(path, module.model, int(trainer.global_step)):
         print(f"anyfill train: {path} already holds this run's model of step {int(trainer.global_step)}: kept as it is")

@@ -220,6 +220,22 @@ def test_run_dir_now_expansion_and_restore_from_flag(tmp_path) -> None:
         main([*args, "--restore-from", str(tmp_path / "missing")])
 
 
+def test_a_resumed_run_keeps_its_whole_validation_history(tmp_path) -> None:
+    """metrics.json's validation history of a run stopped and resumed holds the steps before the resume too (it
+    held only those after: the history lived in the module alone)."""
+    from training.train import main
+
+    args = ["perceiver-ae", "--named", "tiny", "trainer.threads=1", "trainer.progress=false", "--run-dir",
+            str(tmp_path / "run")]
+    assert main([*args, "trainer.max_steps=3"]) == 0
+    before = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert before
+    assert main([*args, "trainer.max_steps=6"]) == 0
+    after = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert after[: len(before)] == before and len(after) > len(before)
+    assert [h["step"] for h in after] == sorted(h["step"] for h in after)
+
+
 def test_fresh_sets_the_old_runs_results_aside_with_its_checkpoints(tmp_path) -> None:
     """--fresh starts over; the old run's results (written when it ended) go aside with its checkpoints, so a
     shorter new run that fails or is stopped leaves no old results beside new checkpoints, and none are lost."""

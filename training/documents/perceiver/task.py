@@ -223,6 +223,14 @@ class PerceiverModule(L.LightningModule):
         if batch_idx == 0:
             self._figure_batch = (batch[0][:4].detach(), extra)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The validation history goes into each checkpoint (plain numbers), so a resumed run's metrics.json
+        still holds every step (it kept only the steps after the resume)."""
+        checkpoint["history"] = [dict(h) for h in self.history]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = [dict(h) for h in checkpoint.get("history", [])]
+
     def on_validation_epoch_end(self) -> None:
         logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         if logged:

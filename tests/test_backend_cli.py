@@ -45,6 +45,7 @@ def test_warm_up_prepares_fills_and_variations():
     assert model.traced_step.traced is not None
 
 
+@pytest.mark.slow  # a real server process started and stopped
 def test_serve_process_lifecycle(tmp_path):
     """Starts on a free port, creates the token (0600 in a 0700 folder), serves, stops cleanly on SIGTERM."""
     d = models_dir()
@@ -108,6 +109,7 @@ def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, str, Pat
     raise AssertionError(f"anyfill serve did not start:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_serve_log_stays_quiet_per_request(tmp_path):
     """Answers add nothing to the log: no deprecation (or any other) warning per request, even with every
     warning shown, so the log does not grow with the number of requests."""
@@ -132,6 +134,7 @@ def test_serve_log_stays_quiet_per_request(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_sample_answers_and_exits_at_once(tmp_path):
     """SIGTERM while a long sampling runs (one plain request, one streamed): the plain one gets the
     documented 503 JSON, the stream a ``cancelled`` event; no traceback in the log, and the process exits

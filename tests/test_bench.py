@@ -42,6 +42,7 @@ def hand_results(data_root: Path) -> dict[str, dict]:
     return {m: inbetween.run("hand", m, data=files, gaps=(5,), root=data_root) for m in ("interp", "zero")}
 
 
+@pytest.mark.slow  # the fixture scores a whole 4,000-frame take twice
 def test_run_returns_the_documented_json(hand_results: dict[str, dict]) -> None:
     r = hand_results["interp"]
     assert {"method", "skeleton", "windows", "gaps"} <= set(r)
@@ -57,6 +58,7 @@ def test_run_returns_the_documented_json(hand_results: dict[str, dict]) -> None:
     assert "gap 5" in inbetween.format_table(r)
 
 
+@pytest.mark.slow
 def test_interpolation_beats_zero_velocity(hand_results: dict[str, dict]) -> None:
     interp, zero = hand_results["interp"]["gaps"]["5"], hand_results["zero"]["gaps"]["5"]
     for metric in ("L2Q", "L2P", "NPSS"):

@@ -20,6 +20,7 @@ def test_body_training_and_validation_clips_come_from_distinct_training_files(da
     assert all(abs(c.fps - 30.0) < 1e-3 for c in train)
 
 
+@pytest.mark.slow  # every training take read
 def test_hand_clips_are_training_takes_mirrored_and_at_each_rate(data_root):
     clips = load_clips("hand", "val", data_root, fps=(30.0, 40.0))
     assert all("teapot3" not in c.name for c in clips)  # the test take
@@ -46,6 +47,7 @@ def test_speed_and_reverse_augment_the_hand_clips(data_root):
     assert same and backwards
 
 
+@pytest.mark.slow
 def test_statistics_are_from_training_windows_and_masks_are_consistent(data_root):
     sampler = WindowSampler(load_clips("hand", "val", data_root, fps=(30.0,)), 65)
     stats = feature_stats(sampler, np.random.default_rng(0), n=64)

@@ -253,6 +253,7 @@ def test_a_shot_longer_than_the_window_is_sampled_window_by_window():
 
 
 @pytest.mark.data
+@pytest.mark.slow
 def test_a_long_shot_at_temperature_zero_is_a_fill_without_a_seam(data_root):
     """The shipped body on 150 frames of a test clip keyed as an animator might (whole poses every 8 frames, the
     arms and legs only for 80 frames in the middle), and on 121 frames of it played at 60 fps keyed every 30

@@ -356,10 +356,11 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     return n
 
 
-KEY_STATE = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+KEY_CURVE = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
              ("handle_left_type", 1, np.int32), ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32),
-             ("type", 1, np.int32), ("easing", 1, np.int32), ("amplitude", 1, np.float32), ("back", 1, np.float32),
-             ("period", 1, np.float32), ("select_control_point", 1, bool), ("select_left_handle", 1, bool),
+             ("type", 1, np.int32), ("easing", 1, np.int32))  # what a key gives its curve (and its type)
+KEY_STATE = (*KEY_CURVE, ("amplitude", 1, np.float32), ("back", 1, np.float32), ("period", 1, np.float32),
+             ("select_control_point", 1, bool), ("select_left_handle", 1, bool),
              ("select_right_handle", 1, bool))  # every setting a key has
 
 
@@ -409,10 +410,7 @@ def snapshot(bag) -> dict:
         kp = fc.keyframe_points
         n = len(kp)
         keys = {}
-        for attr, width, dtype in (("co", 2, np.float32), ("handle_left", 2, np.float32),
-                                   ("handle_right", 2, np.float32), ("handle_left_type", 1, np.int32),
-                                   ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32),
-                                   ("type", 1, np.int32), ("easing", 1, np.int32)):
+        for attr, width, dtype in KEY_CURVE:
             keys[attr] = bulk_get(kp, attr, n, width, dtype).tobytes()
         out[(fc.data_path, fc.array_index)] = keys
     return out

@@ -126,14 +126,14 @@ def missing_bones(obj) -> list[str]:
 
 def overridden_bones(obj) -> list[str]:
     """The mapped bones whose pose Blender does not take from their keys alone: an enabled constraint with some
-    influence (Copy Rotation, IK, ...), or a driver on a rotation or location channel. Fill writes their keys as
-    for any bone; what the viewport shows follows the constraint or the driver, so the report names them."""
+    influence (Copy Rotation, IK, ...), or a driver on the channels Fill writes (its rotation mode's, its location).
+    Fill writes their keys as for any bone; what the viewport shows follows the constraint or the driver, so the
+    report names them."""
     mapped = {m.bone for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones}
     found = {b for b in mapped if any(c.enabled and c.influence > 0 for c in obj.pose.bones[b].constraints)}
-    channels = {keys.bone_path(b, prop): b for b in mapped
-                for prop in ("rotation_quaternion", "rotation_euler", "rotation_axis_angle", "location")}
+    channels = _transform_paths(obj, sorted(mapped), ("location", "rotation"))
     ad = obj.animation_data
-    found.update(channels[fc.data_path] for fc in (ad.drivers if ad is not None else ())
+    found.update(channels[fc.data_path][0] for fc in (ad.drivers if ad is not None else ())
                  if not fc.mute and fc.data_path in channels)
     return sorted(found)
 

@@ -55,6 +55,7 @@ class Plan:
     fingerprint: str = ""  # sample: the rig as read (rig_fingerprint), for the variations kept for later
     bones_read: list[str] = field(default_factory=list)  # the mapped bones and every bone above them
     muted: list[str] = field(default_factory=list)  # bones in scope left whole for their muted curves (report's names)
+    outside: list[float] = field(default_factory=list)  # frames of the range outside the keys: never written
 
     @property
     def n_targets(self) -> int:
@@ -180,6 +181,34 @@ def _of(part: str) -> str:
     return f" of the {part}" if part.startswith("hand.") else ""
 
 
+def pose_reach(model: dict, frame: float, fps: float, frame_range: tuple[int, int]) -> tuple[float, float]:
+    """The frames of the range whose keys condition Complete Pose at ``frame`` (with the two keys beyond each end,
+    :func:`.keys.around_range`): as far on each side as one model window reaches at its slowest trained rate, all
+    the model can read around the frame. A pose in a long shot then costs what one in a short shot does (a
+    1,291-frame shot keyed every 10 frames sent every key and was filled whole: 0.5-0.9 s for one frame)."""
+    lo, hi = frame_range
+    window, rates = model.get("window_frames"), model.get("fps_range")
+    if not isinstance(window, int | float) or not isinstance(rates, list) or not rates or min(rates) <= 0:
+        return lo, hi
+    reach = window / min(rates) * fps
+    return max(lo, frame - reach), min(hi, frame + reach)
+
+
+def key_span(bone_keys: dict[str, keys.BoneKeys], bones: list[str]) -> tuple[float, float]:
+    """The first and the last frame keyed on any of ``bones`` (those read: the range's keys and those around it).
+    A fill writes between them only: before the first key and after the last, Blender holds the key's pose, and the
+    model, asked there, carries the motion on without end (a walk keyed to frame 301 walked on 2.6 m by frame
+    400)."""
+    frames = [f for b in bones for f in bone_keys[b].frames]
+    return min(frames), max(frames)
+
+
+def _outside_text(frame: float, first: float, last: float, part: str) -> str:
+    """'before the first key (frame 11) of the mapped bones': where ``frame`` lies outside the keys."""
+    where = f"before the first key (frame {first:g})" if frame < first else f"after the last key (frame {last:g})"
+    return f"{where} of the mapped bones{_of(part)}, and Anyfill fills between keys"
+
+
 def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
                    poses: np.ndarray | None = None, key_frames=None, part: str | None = None) -> retarget_mod.Retarget:
     """The rig's conversion to and from the model (mapping, rest-pose characterisation, scale); ``poses``:
@@ -257,7 +286,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     include_gen = not settings.replace_generated
     t0 = time.perf_counter()
 
-    bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, (lo, hi)) for j, b in mapping.items()}
+    current = float(context.scene.frame_current)
+    read = pose_reach(model, current, scene_fps(context), (lo, hi)) if kind == "pose" else (lo, hi)
+    bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, read) for j, b in mapping.items()}
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
     own = [b for j, b in mapping.items() if not (part.startswith("hand.") and j == "WRIST" and "body" in parts_of(obj))]
     if not any(bone_keys[b].frames for b in own):  # a full rig's hand whose fingers have no key: left alone
@@ -265,8 +296,19 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
                             "poses first (Anyfill fills between keys)")
     frozen = muted_bones(obj, bag, {b: moving[j] and not rig_arrays.connected[rig_arrays.index[b]]
                                     for j, b in mapping.items() if b in own and b in in_scope})
-    current = float(context.scene.frame_current)
-    integer = [float(f) for f in range(lo, hi + 1)]
+    first, last = key_span(bone_keys, own)
+    if kind == "pose" and not first - curves.EPS_FRAME <= current <= last + curves.EPS_FRAME:
+        raise NothingToFill(f"Frame {current:g} is {_outside_text(current, first, last, part)}: go to a frame "
+                            "between keys, or key a pose beyond it")
+    between = [first - curves.EPS_FRAME <= f <= last + curves.EPS_FRAME for f in range(lo, hi + 1)]
+    integer = [float(f) for f, inside in zip(range(lo, hi + 1), between, strict=True) if inside]
+    if not integer:
+        raise NothingToFill(f"Frames {lo}..{hi} are {_outside_text(lo, first, last, part)}: set a range between "
+                            "keys, or key a pose beyond it")
+    # frames of the range outside the keys hold the nearest key's pose in Blender: not written, and Anyfill's keys
+    # of an earlier fill there are cleared (a fill never walks the rig on past the animator's last key)
+    outside = [] if kind == "pose" else [float(f) for f, inside in zip(range(lo, hi + 1), between, strict=True)
+                                         if not inside]
     frames = _merge(keyed + [current]) if kind == "pose" else _merge(keyed + integer)
     target_frames = np.asarray([current] if kind == "pose" else integer)
     fr = np.asarray(frames)
@@ -322,7 +364,12 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
                 rig_arrays.names[wrist]}:
             raise NothingToFill(f"Nothing to fill{_of(part)}: its only selected bone, the wrist, is the body's hand "
                                 "bone, filled with the body")
-        where = f"frame {current:g}" if kind == "pose" else f"frames {lo}..{hi}"
+        if kind != "pose" and last - first < curves.EPS_FRAME:  # one pose keyed: there is no in-between
+            raise NothingToFill(f"Nothing to fill{_of(part)}: one pose is keyed (frame {first:g}) and Anyfill fills "
+                                "between keys: key a second pose")
+        where = f"frame {current:g}" if kind == "pose" else f"frames {integer[0]:g}..{integer[-1]:g}"
+        if kind != "pose" and (integer[0], integer[-1]) != (lo, hi):
+            where += " (the range's frames between its first and last key)"
         scope = [b for b in own if b in in_scope]
         if scope and all(b in frozen for b in scope):  # their curves hold one pose: nothing Fill may write
             raise NothingToFill(f"Nothing to fill{_of(part)}: every mapped bone in scope has its curves muted "
@@ -362,7 +409,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
                 bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,
-                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names, list(frozen.values()))
+                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names, list(frozen.values()),
+                outside)
 
 
 # --- what the rig must be for a fill (checked when reading it, and again before writing) -----------------------
@@ -669,6 +717,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     todo, muted = editable_mod.skip_muted(keys.channelbag(obj), todo)
     todo, locked = editable_mod.skip_locked(keys.channelbag(obj), todo)
     bag = keys.channelbag(obj, create=True)
+    clear_outside(bag, todo, plan.outside)
     t3 = time.perf_counter()
     editable, rotation_tolerance, location_tolerance = output_settings(context)
     if not editable or plan.kind == "pose":
@@ -682,6 +731,18 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
                        "keys written": time.perf_counter() - t3}
     return written
+
+
+def clear_outside(bag, todo: list[editable_mod.Track], frames: list[float]) -> None:
+    """Anyfill's keys of an earlier fill on the range's frames outside the keys (:attr:`Plan.outside`) removed
+    from the channels written, as a fill replaces its keys in its range."""
+    if not frames:
+        return
+    for t in todo:
+        for c in t.channels:
+            fc = bag.fcurves.find(t.path, index=c)
+            if fc is not None:
+                curves.clear_generated(fc, frames)
 
 
 def uncertainty_per_frame(plan: Plan, joints_result: dict) -> tuple[list[float], list[float]]:

@@ -265,6 +265,35 @@ def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
     assert fc.group is not None and fc.group.name == "Anyfill"  # a new channel gets its group (4.4 and 5.x)
 
 
+def test_complete_pose_in_a_long_shot_reads_the_keys_one_window_reaches(bpy, ext, prefs, data_root):
+    """Complete Pose at frame 300 of a 601-frame shot keyed every 10 frames sends the keys within one model window
+    (at its slowest trained rate) of the frame and the two beyond on each side, not all 61 keys: a pose costs what it
+    does in a short shot (the whole shot was sent and filled, 0.5-0.9 s for one frame on a 1,291-frame shot)."""
+    frames = 601
+    ob = load_rig(bpy, ext, data_root, "bandai/dataset-1/dataset-1_dance-short_normal_001.bvh", frames=frames)
+    thin_keys(bpy, ob, set(range(1, frames + 1, 10)))
+    bpy.context.scene.frame_set(305)
+    sent = []
+    fill = ext.client.Client.fill
+
+    def recorded(self, body):
+        sent.append(body["frames"])
+        return fill(self, body)
+
+    ext.client.Client.fill = recorded
+    try:
+        assert run_fill(bpy, ob, "anim.anyfill_complete_pose") == {"FINISHED"}
+    finally:
+        ext.client.Client.fill = fill
+    model = next(m for m in ext.client.Client(prefs.backend_url, "").models() if m["name"] == ob.anyfill.model)
+    reach = model["window_frames"] / min(model["fps_range"]) * 30.0  # the scene's rate
+    keys = [float(f) for f in range(1, frames + 1, 10)]
+    inside = [f for f in keys if abs(f - 305) <= reach]
+    expected = sorted(keys[keys.index(inside[0]) - 2 : keys.index(inside[-1]) + 3] + [305.0])
+    assert sent == [expected] and len(expected) < len(keys) // 2
+    assert {f for fs in generated_frames(ext, ob).values() for f in fs} == {305.0}
+
+
 def test_variations_of_a_range_longer_than_the_window_on_a_60_fps_rig(bpy, ext, prefs, data_root):
     """Variations of 151 frames of a 60 fps rig (101 frames at the model's 40 fps: longer than its window): drawn
     at a trained rate window by window, written on the rig's own target frames; the animator's keys untouched."""
@@ -501,6 +530,35 @@ def test_a_range_that_cuts_through_gaps_is_filled_towards_the_keys_beyond_it(bpy
     held_error = np.mean([(truth[11][n] - truth[f][n]).length for f in filled for n in filled[f]])
     print(f"\n[range 5..15 of keys every 10] error: anyfill {fill_error:.2f}, key 11 held {held_error:.2f}")
     assert fill_error < 0.5 * held_error
+
+
+def test_frames_outside_the_keys_are_never_written(bpy, ext, prefs, data_root):
+    """A scene range longer than the keys (keys on frames 6..36, the scene 1..51): Fill writes between the first and
+    the last key only; before and after them the rig holds the key's pose as Blender's curves do (asked there, the
+    model carried the walk on past the last key: 2.6 m by 100 frames on a Mixamo walk). Anyfill's keys of an
+    earlier fill out there are cleared, and Complete Pose after the last key is refused, naming it."""
+    frames = 51
+    ob = load_rig(bpy, ext, data_root, BODY, frames=frames)
+    thin_keys(bpy, ob, {6, 16, 26, 36})
+    bpy.context.scene.anyfill.range_mode, bpy.context.scene.anyfill.bones = "SCENE", "ALL"
+    outside = [*range(1, 6), *range(37, frames + 1)]
+    held = heads(bpy, ob, outside)  # Blender's curves hold the first and the last key there
+    bag = ext.keys.channelbag(ob)
+    stale = bag.fcurves.find('pose.bones["Hips"].location', index=0)
+    ext.curves.write_keys(bag, stale.data_path, 0, "Hips", np.array([45.0]), np.array([123.0]))  # an earlier fill's
+    assert 45.0 in {k.co[0] for k in stale.keyframe_points}
+    before = own_keys(ext, ob)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert own_keys(ext, ob) == before
+    written = {f for fs in generated_frames(ext, ob).values() for f in fs}
+    assert written == {float(f) for f in range(7, 36) if f not in (16, 26)}
+    after = heads(bpy, ob, outside)
+    assert max((after[f][n] - held[f][n]).length for f in outside for n in held[f]) < 1e-9
+    bpy.context.scene.frame_set(40)
+    snap = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match="Frame 40 is after the last key \\(frame 36\\) of the mapped bones"):
+        run_fill(bpy, ob, "anim.anyfill_complete_pose")
+    assert snapshot_all(ext, ob) == snap
 
 
 def test_a_pose_keyed_twice_is_held_on_the_rig(bpy, ext, prefs, data_root):

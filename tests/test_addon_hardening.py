@@ -125,10 +125,11 @@ def keep_only(ext, ob, bone: str, frame: float) -> None:
 
 
 def test_a_bone_keyed_once_fills_and_editable_keys_refill(bpy, ext, prefs, data_root):
-    ob = body(bpy, ext, data_root, keep={16})  # one pose keyed: every curve has a single key
-    assert run_fill(bpy, ob) == {"FINISHED"}
-    bag = ext.keys.channelbag(ob)
-    assert all(np.isfinite(k.co).all() for fc in bag.fcurves for k in fc.keyframe_points)
+    ob = body(bpy, ext, data_root, keep={16})  # one pose keyed: every curve has a single key, nothing between keys
+    before = snapshot_all(ext, ob)
+    with pytest.raises(RuntimeError, match=r"one pose is keyed \(frame 16\) and Anyfill fills between keys"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
     ob = body(bpy, ext, data_root)
     assert run_fill(bpy, ob) == {"FINISHED"}
     keep_only(ext, ob, "Toes_R", 11)  # the last bone of the rig keyed once, after a fill

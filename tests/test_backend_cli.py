@@ -204,6 +204,79 @@ def test_a_token_path_that_is_a_directory_is_refused_and_leaves_nothing_beside_i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["token"]
 
 
+@pytest.mark.parametrize(("content", "says"), [
+    (b"short-token\n", "holds a token of 11 characters; at least 16 are needed"),
+    (b"abcdefghijklmnop qrstuvwxyz\n", "holds whitespace inside the token (at character 17)"),
+    (b"abcdefghijklmnop\nqrstuvwxyz\n", "holds whitespace inside the token"),
+    ("abcdefghijklmnop\u00e9".encode(), "holds the character '\u00e9' inside the token"),
+    (b"\xff\xfe\x00garbage-garbage-garbage", "is not text (not UTF-8)"),
+    (b"x" * 5000, "holds 5000 bytes: a token is at most 4096 characters"),
+])
+def test_a_token_file_that_holds_no_usable_token_is_refused_never_replaced(tmp_path, content, says):
+    """A token file whose token is too short, holds whitespace or characters no header carries, or is not text,
+    stops the start with a message naming the file, what is wrong and the fix; the file is left as it was (a short
+    one was silently replaced by a new token: every client configured with it stopped working, and what the user
+    wrote was lost)."""
+    p = tmp_path / "token"
+    p.write_bytes(content)
+    with pytest.raises(OSError) as refused:
+        auth.ensure_token(p)
+    message = str(refused.value)
+    assert says in message and str(p) in message, message
+    assert "remove" in message, message  # and how to fix it
+    assert p.read_bytes() == content and sorted(x.name for x in tmp_path.iterdir()) == ["token"]
+
+
+def test_a_token_file_that_is_not_a_file_or_unreadable_is_refused_naming_it(tmp_path):
+    """A FIFO (whose read would block the start; it was replaced by a regular file), a link to nothing (the link was
+    replaced) and, for a user other than root, a file that cannot be read: refused, named, left as they were."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")
+    cases = [(fifo, "is not a regular file"), (dangling, "is a symbolic link to")]
+    if os.geteuid() != 0:  # root reads a file of mode 000
+        locked = tmp_path / "locked"
+        locked.write_text("a-long-enough-token-0123456789\n")
+        locked.chmod(0)
+        cases.append((locked, "cannot read the token file"))
+    for path, says in cases:
+        with pytest.raises(OSError, match=re.escape(says)) as refused:
+            auth.ensure_token(path)
+        assert str(path) in str(refused.value)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and dangling.is_symlink()
+
+
+def test_an_empty_token_file_gets_a_new_token_and_says_so(tmp_path, caplog):
+    """A file of nothing but whitespace holds no token a client could have: a new one is written there, and the log
+    says so (nothing is replaced without a word)."""
+    p = tmp_path / "token"
+    p.write_text(" \n")
+    with caplog.at_level("WARNING", logger="anyfill.backend"):
+        token = auth.ensure_token(p)
+    assert len(token) >= 32 and p.read_text().strip() == token
+    assert f"the token file {p} was empty: wrote a new token" in caplog.text
+
+
+def test_serve_refuses_a_short_token_file_before_it_listens(tmp_path, capsys, monkeypatch):
+    """``anyfill serve`` with a token file of 8 characters: exit status 2 and one line naming the file and the
+    minimum; the file is untouched."""
+    from backend import server
+
+    def listened(*args, **kwargs):
+        raise AssertionError("anyfill serve started with a token file it should refuse")
+
+    p = tmp_path / "token"
+    p.write_text("12345678\n")
+    monkeypatch.setenv(auth.TOKEN_ENV, str(p))
+    monkeypatch.setattr(server, "bind", listened)
+    assert cli(["serve", "--port", "0", "--no-warm-up", "--model", str(models_dir() / "hand.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill serve: error: ") and "\n" not in err, err
+    assert str(p) in err and "8 characters; at least 16" in err, err
+    assert p.read_text() == "12345678\n"
+
+
 def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="hand.safetensors.*body.safetensors"):
         registry.default_specs(tmp_path)

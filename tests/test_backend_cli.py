@@ -277,6 +277,32 @@ def test_serve_refuses_a_short_token_file_before_it_listens(tmp_path, capsys, mo
     assert p.read_text() == "12345678\n"
 
 
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--threads", "-1"], "--threads must be >= 0 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--host", ""], "--host is empty"),  # listened on every interface
+    (["--host", " "], "--host is empty"),
+    (["--port", "70000"], "--port must be 0..65535 (0: any free port), got 70000"),
+    (["--port", "-1"], "--port must be 0..65535"),
+    (["--workers", "0"], "--workers must be 1..32"),
+    (["--workers", "1000"], "--workers must be 1..32 (at most 32 requests are held at once"),
+    (["--model", ""], "--model '': give a shipped name, a .safetensors path or NAME=PATH"),
+    (["--model", "=hand"], "--model '=hand'"),
+    (["--model", "hand", "--model", "body="], "--model 'body='"),
+])
+def test_serve_refuses_options_that_cannot_work_before_any_work(capsys, monkeypatch, flags, says):
+    """Each of ``anyfill serve``'s options that cannot work: exit status 2 and one line naming it, its value and what
+    is valid, before a model loads or a token file is touched."""
+    from backend import server
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"anyfill serve {flags} started")
+
+    monkeypatch.setattr(server, "serve", started)
+    assert cli(["serve", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill serve: error: ") and "\n" not in err and says in err, err
+
+
 def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="hand.safetensors.*body.safetensors"):
         registry.default_specs(tmp_path)
@@ -644,6 +670,47 @@ def test_key_syntax():
     for bad in ("100", "164-100", "0-300", "a-b", "5-5"):
         with pytest.raises(ValueError, match="--frames"):
             parse_part(bad, 300)
+
+
+def test_key_lists_with_holes_are_refused_naming_the_option():
+    """An empty item (``0,,3``, a trailing comma), an item given twice, a negative frame, a number written other than
+    in digits and an empty list: each refused with the option and what is valid (``0,,3`` read as 0,3 before).
+    Items that overlap (``0:last:10,last``) stay allowed."""
+    from backend.cli_fill import parse_frames, parse_part
+
+    for bad, says in (("0,,3", "'0,,3' has an empty item"), ("0,", "has an empty item"), (",0", "has an empty item"),
+                      ("", "--keys: nothing given"), (" ", "nothing given"), ("0,5,0", "'0' is given twice"),
+                      ("last,last", "'last' is given twice"), ("-5", "frame -5 is negative: frames are numbered"),
+                      ("1_0", "'1_0' is not a frame number"), ("+3", "is not a frame number"),
+                      ("0:last:", "the step must be at least 1"), ("34,35", "frame(s) 35 outside 0..34")):
+        with pytest.raises(ValueError, match=re.escape(says)) as refused:
+            parse_frames(bad, 35)
+        assert str(refused.value).startswith("--keys: ") and "\n" not in str(refused.value)
+    assert parse_frames("0:last:10,last", 31) == [0, 10, 20, 30] and parse_frames("0-5,5", 9) == [0, 1, 2, 3, 4, 5]
+    for bad in ("", "1_0-20", "-1-5"):
+        with pytest.raises(ValueError, match="--frames: .* is not a range of frames"):
+            parse_part(bad, 300)
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--keys", "0,,3"], "--keys: '0,,3' has an empty item"),
+    (["--keys", "0,last", "--joints", ""], "--joints: nothing given"),  # was read as no joints
+    (["--keys", "0,last", "--joints", "Hips,,Spine"], "--joints: 'Hips,,Spine' has an empty item"),
+    (["--keys", "0,last", "--joints", "Hips,Spine,Hips"], "--joints: 'Hips' is given twice"),
+    (["--keys", "0,last", "--joints", "Hips,hips"], "--joints: unknown joint 'hips' for the body skeleton; joints are"),
+    (["--keys", "0,last", "--frames", ""], "--frames: '' is not a range of frames"),  # was read as the whole clip
+    (["--keys", "0,12"], "--keys: frame(s) 12 outside 0..11 of the file"),
+    (["--keys=-1,5"], "--keys: frame -1 is negative"),
+])
+@pytest.mark.data
+def test_fill_refuses_option_values_with_holes(data_root, tmp_path, capsys, flags, says):
+    """``anyfill fill``'s lists with a hole in them: exit status 2, one line naming the option and what is valid,
+    no output."""
+    src = _body_clip(data_root, tmp_path, frames=12)
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--model", str(models_dir() / "body.safetensors"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and not out.exists(), err
 
 
 @pytest.mark.data

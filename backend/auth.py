@@ -1,7 +1,9 @@
 """Security for a server on a desktop: a per-install token, no browser pages, bounded bodies.
 
 * The token is created on first start in the user's config folder (``$XDG_CONFIG_HOME/anyfill/token``,
-  else ``~/.config/anyfill/token``) with owner-only permissions (folder 0700, file 0600); clients read it
+  else ``~/.config/anyfill/token``) with owner-only permissions (folder 0700, file 0600). A file there that holds
+  no usable token (too short, spaces inside, not text, unreadable) stops the start with a message saying how to fix
+  it: it is never replaced, which would lock out every client configured with it. Clients read it
   from there and send ``Authorization: Bearer <token>`` on every request except ``GET /v1/health``
   (and the OpenAPI schema, which is public). :func:`require_token` is the FastAPI security dependency
   that checks it, so the OpenAPI contract shows the scheme.
@@ -16,9 +18,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +31,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.security.utils import get_authorization_scheme_param
 
 TOKEN_ENV = "ANYFILL_TOKEN_FILE"
+log = logging.getLogger("anyfill.backend")
 _PORT = re.compile(r":[0-9]{1,5}")
 
 
@@ -40,15 +45,85 @@ def token_path() -> Path:
     return Path(os.environ[TOKEN_ENV]) if os.environ.get(TOKEN_ENV) else config_dir() / "token"
 
 
+MIN_TOKEN_CHARS = 16  # shorter is guessable by the other users of the machine, who can reach a loopback port
+MAX_TOKEN_CHARS = 4096  # sent in a header with every request: a file this large is not a token
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what every client can send in a header unchanged
+
+
+class TokenFileError(OSError):
+    """The token file exists but holds no usable token (too short, whitespace or control characters inside, not
+    text, unreadable, not a file). The server refuses to start rather than replace it: a client configured with
+    what the file holds would stop working without a word, and whatever the user wrote there would be lost."""
+
+
 def ensure_token(path: Path | None = None) -> str:
-    """The install's token, created (owner-only) if it does not exist yet."""
+    """The install's token, created (owner-only) if the file does not exist yet (or holds nothing but
+    whitespace: no client can hold an empty token, so nothing is lost; logged). A file that holds something that
+    is not a usable token is never replaced: :class:`TokenFileError` names the file, what is wrong and the fix."""
     path = path or token_path()
-    if path.is_file():
-        token = path.read_text().strip()
-        if len(token) >= 16:
-            if path.stat().st_mode & 0o077:
+    text = _read_token_file(path)
+    if text is not None and text.strip():
+        token = _check_token_text(text.strip(), path)
+        if path.stat().st_mode & 0o077:
+            try:
                 path.chmod(0o600)
-            return token
+            except OSError as e:  # another user's file: its token is not this user's secret
+                raise TokenFileError(f"the token file {path} can be read by other users and cannot be made "
+                                     f"owner-only ({e.strerror or e}): run `chmod 600 {path}` as its owner") from None
+        return token
+    if text is not None:
+        log.warning("anyfill: the token file %s was empty: wrote a new token there", path)
+    return _write_new_token(path)
+
+
+def _read_token_file(path: Path) -> str | None:
+    """The token file's text, None when there is none. Refused (:class:`TokenFileError`): a path that is not a
+    regular file (a directory; a FIFO, whose read would block the start; a link to nothing), one that cannot be
+    read, or bytes that are not text."""
+    fix = f"fix or remove it (a new token is then written there), or set {TOKEN_ENV} to another file"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise TokenFileError(f"the token file {path} is a symbolic link to {os.readlink(path)}, which does not "
+                                 f"exist: {fix}") from None
+        return None
+    except OSError as e:
+        raise TokenFileError(f"cannot read the token file {path}: {e.strerror or e}; {fix}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, a device or a socket)"
+        raise TokenFileError(f"the token file {path} is {kind}: {fix}")
+    if st.st_size > MAX_TOKEN_CHARS + 2:  # a line end or two after the longest token
+        raise TokenFileError(f"the token file {path} holds {st.st_size} bytes: a token is at most {MAX_TOKEN_CHARS} "
+                             f"characters; {fix}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenFileError(f"the token file {path} is not text (not UTF-8): {fix}") from None
+    except OSError as e:
+        raise TokenFileError(f"cannot read the token file {path}: {e.strerror or e}; {fix}") from None
+
+
+def _check_token_text(token: str, path: Path) -> str:
+    """``token`` (the file's text, stripped) if a client can send it and it is long enough to resist guessing;
+    otherwise :class:`TokenFileError` saying what is wrong and how to fix it."""
+    fix = (f"write a token of at least {MIN_TOKEN_CHARS} visible ASCII characters (letters, digits, punctuation; "
+           f"no spaces) there, e.g. `python -c \"import secrets; print(secrets.token_urlsafe(32))\" > {path}`, or "
+           "remove the file to have a new one written (clients then need the new token)")
+    bad = next((i for i, c in enumerate(token) if not _TOKEN.fullmatch(c)), None)
+    if bad is not None:
+        what = "whitespace" if token[bad].isspace() else f"the character {token[bad]!r}"
+        raise TokenFileError(f"the token file {path} holds {what} inside the token (at character {bad + 1}): a "
+                             f"client cannot send that in a header; {fix}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise TokenFileError(f"the token file {path} holds a token of {len(token)} characters; at least "
+                             f"{MIN_TOKEN_CHARS} are needed (a short token can be guessed); {fix}")
+    return token
+
+
+def _write_new_token(path: Path) -> str:
+    """A new random token written to ``path`` (folder 0700, file 0600) through a temporary file, so a reader never
+    sees half a token and a failure leaves nothing beside it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")

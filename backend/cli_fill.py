@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -33,29 +34,57 @@ from training.motion import clip as clip_io
 from training.motion.files import mode_for
 from training.motion.skeleton import SCHEMAS, get_schema
 
+_NUMBER = re.compile(r"[0-9]+")  # a frame number as written: digits only (int() would also take 1_0, +3, ٣)
+
+
+def _items(spec: str, what: str, example: str) -> list[str]:
+    """The comma-separated items of an option's value, spaces ignored; refused: no item at all, an empty one
+    (``0,,3``, ``0,``: a frame or a name left out by mistake) and one given twice (``0,0``, ``Hips,Hips``: likely a
+    typo for another), each naming the option and what is valid."""
+    items = spec.replace(" ", "").split(",")
+    if items == [""]:
+        raise ValueError(f"{what}: nothing given; e.g. {what} {example}")
+    if "" in items:
+        raise ValueError(f"{what}: {spec!r} has an empty item (two commas in a row, or one at an end); e.g. "
+                         f"{what} {example}")
+    twice = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{what}: {twice!r} is given twice in {spec!r}; give each once")
+    return items
+
+
+def _frame_number(tok: str, end: int, n_frames: int, what: str) -> int:
+    """One frame of a frame list: digits, or ``last`` / ``end`` (frame ``end``); a negative one is named as such."""
+    if tok in ("last", "end"):
+        return end
+    if _NUMBER.fullmatch(tok):
+        return int(tok)
+    if tok.startswith("-") and _NUMBER.fullmatch(tok[1:]):
+        raise ValueError(f"{what}: frame {tok} is negative: frames are numbered from 0 (0..{n_frames - 1})")
+    raise ValueError  # the caller names the whole item
+
 
 def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | None = None) -> list[int]:
     """``"0,10,20-25,last"`` -> sorted unique frame indices (0-based, ranges inclusive). ``A:B:STEP`` is
     every STEP-th frame from A to B (``0:last:10``: 0, 10, 20, ...; ``A:B`` every frame). ``last``
-    (or ``end``) is frame ``last`` (default ``n_frames - 1``); frames must lie in ``0..n_frames - 1``."""
+    (or ``end``) is frame ``last`` (default ``n_frames - 1``); frames must lie in ``0..n_frames - 1``. Items may
+    overlap (``0:last:10,last``), but none may be empty or given twice (:func:`_items`)."""
     out: set[int] = set()
     end = n_frames - 1 if last is None else last
 
     def number(tok: str) -> int:
-        return end if tok in ("last", "end") else int(tok)
+        return _frame_number(tok, end, n_frames, what)
 
-    for part in spec.replace(" ", "").split(","):
-        if not part:
-            continue
+    for part in _items(spec, what, "0,10,20-25,last or 0:last:10"):
         try:
             if ":" in part:
                 bits = part.split(":")
                 if len(bits) not in (2, 3):
                     raise ValueError
                 lo, hi = number(bits[0]), number(bits[1])
-                step = int(bits[2]) if len(bits) == 3 else 1
+                step = 1 if len(bits) == 2 else int(bits[2]) if _NUMBER.fullmatch(bits[2]) else 0
                 if step < 1:
-                    raise ValueError(f"{what}: {part!r}: the step must be at least 1")
+                    raise ValueError(f"{what}: {part!r}: the step must be at least 1 (a whole number)")
                 if hi < lo:
                     raise ValueError(f"{what}: {part!r} runs backwards")
                 _within(part, lo, hi, n_frames, what)
@@ -77,8 +106,6 @@ def parse_frames(spec: str, n_frames: int, what: str = "--keys", last: int | Non
     bad = sorted(f for f in out if not 0 <= f < n_frames)
     if bad:
         raise ValueError(f"{what}: frame(s) {', '.join(map(str, bad))} outside 0..{n_frames - 1} of the file")
-    if not out:
-        raise ValueError(f"{what}: no frames given")
     return sorted(out)
 
 
@@ -94,9 +121,10 @@ def parse_part(spec: str, n_frames: int) -> tuple[int, int]:
     try:
         if len(lo_hi) != 2:
             raise ValueError
-        lo, hi = (n_frames - 1 if x in ("last", "end") else int(x) for x in lo_hi)
+        lo, hi = (_frame_number(x, n_frames - 1, n_frames, "--frames") for x in lo_hi)
     except ValueError:
-        raise ValueError(f"--frames: {spec!r} is not a range of frames such as 100-164") from None
+        raise ValueError(f"--frames: {spec!r} is not a range of frames such as 100-164 (frames from 0, `last` for "
+                         f"the last, {n_frames - 1})") from None
     if not 0 <= lo < hi < n_frames:
         raise ValueError(f"--frames: {spec!r} must be a range of at least 2 frames within 0..{n_frames - 1}")
     return lo, hi
@@ -197,13 +225,16 @@ def _check_values(data: bvh_io.BVH, path: Path) -> None:
 
 
 def _joint_indices(names: str | None, schema) -> list[int]:
+    """The joints ``--joints`` keeps on every frame (none when it is not given); an unknown name is named with the
+    skeleton's joints, and an empty list or item (``--joints ""``, ``Hips,,Spine``) is refused, not read as none."""
+    if names is None:
+        return []
     out = []
-    for name in (names or "").replace(" ", "").split(","):
-        if name:
-            if name not in schema.joints:
-                raise ValueError(f"--joints: unknown joint {name!r} for the {schema.name} skeleton; joints are "
-                                 f"{', '.join(schema.joints)}")
-            out.append(schema.joints.index(name))
+    for name in _items(names, "--joints", f"{schema.joints[1]},{schema.joints[2]}"):
+        if name not in schema.joints:
+            raise ValueError(f"--joints: unknown joint {name!r} for the {schema.name} skeleton; joints are "
+                             f"{', '.join(schema.joints)}")
+        out.append(schema.joints.index(name))
     return out
 
 
@@ -269,7 +300,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
         raise ValueError(f"{input_path}: the BVH has no frames (Frames: 0): nothing to fill")
     _check_values(data, input_path)
     whole, lm = _clip_and_model(data, input_path, model)
-    lo, hi = parse_part(frames, whole.n_frames) if frames else (0, whole.n_frames - 1)
+    lo, hi = parse_part(frames, whole.n_frames) if frames is not None else (0, whole.n_frames - 1)
     clip = whole.frames(slice(lo, hi + 1))
     t, j = clip.n_frames, clip.schema.n_joints
     known = np.zeros((1, t, j), dtype=bool)
@@ -306,7 +337,7 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
                       out))
     write_all(files)
     spread = np.concatenate([r.spread_deg[~known[0]] for r in results])
-    print(f"{input_path.name}: {t} frames{f' ({lo}-{hi})' if frames else ''}, {len(key_frames)} key "
+    print(f"{input_path.name}: {t} frames{f' ({lo}-{hi})' if frames is not None else ''}, {len(key_frames)} key "
           f"frames, {int((~known).sum())} cells filled with model {lm.name} ({lm.model.cfg.variant}) in "
           f"{elapsed:.2f} s; mean uncertainty {spread.mean():.1f} deg")
     for out in outs:

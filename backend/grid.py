@@ -78,6 +78,28 @@ def _check_frames(frames: list[float]) -> None:
                            "frames must be strictly increasing")
 
 
+def _targets(targets: list[float] | None, known: np.ndarray, index: dict[float, int], base: str) -> np.ndarray:
+    """A track's target mask (T,): every frame not known unless ``targets`` lists them. Each listed target must be
+    one of the request's frames, not known, and listed once: a frame listed twice is refused as a repeated frame
+    is (a client's mistake, a frame meant and another sent, which a fill would hide)."""
+    if targets is None:
+        return ~known
+    target = np.zeros(len(known), dtype=bool)
+    listed: dict[int, int] = {}  # frame index -> where in targets it was listed first
+    for i, f in enumerate(targets):
+        k = index.get(float(f))
+        if k is None:
+            raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is not one of the request's frames")
+        if k in listed:
+            raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is listed twice (targets[{listed[k]}] and "
+                               f"targets[{i}]): list each target once")
+        listed[k] = i
+        if known[k]:
+            raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is a target but also known")
+        target[k] = True
+    return target
+
+
 def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: dict[float, int], win: Window):
     schema = lm.schema
     base = f"joints.{name}"
@@ -113,17 +135,7 @@ def _track(req: FillRequest, lm: LoadedModel, name: str, tr: JointTrack, index: 
             if len(tr.offset) != 3:
                 raise RequestError(f"{base}.offset", f"expected 3 numbers [x, y, z], got {len(tr.offset)}")
             win.translations[0, :, j] = tr.offset
-    if tr.targets is None:
-        target = ~known
-    else:
-        target = np.zeros(t, dtype=bool)
-        for i, f in enumerate(tr.targets):
-            k = index.get(float(f))
-            if k is None:
-                raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is not one of the request's frames")
-            if known[k]:
-                raise RequestError(f"{base}.targets[{i}]", f"frame {f:g} is a target but also known")
-            target[k] = True
+    target = _targets(tr.targets, known, index, base)
     win.known[0, :, j] = known
     win.tracks[name] = Track(j, fmt, given, known, target, trans)
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from training.inbetween.fill import Cancelled
 
 KEEP_FINISHED = 256  # finished jobs remembered for polling and idempotent cancels
 MAX_BATCH = 16  # jobs one batched call runs at most (more wait for the next call)
+_NONE = object()  # a batch call that ran out of outcomes
+MAX_JOBS = 32  # jobs held at once, running and waiting; one more is refused (503 "server busy")
 
 
 @dataclass
@@ -70,7 +73,7 @@ class _Waiting:
 class Jobs:
     """A worker pool plus the table of jobs by id."""
 
-    def __init__(self, workers: int = 2, max_jobs: int = 32, max_batch: int = MAX_BATCH):
+    def __init__(self, workers: int = 2, max_jobs: int = MAX_JOBS, max_batch: int = MAX_BATCH):
         self.max_jobs, self.max_batch = max_jobs, max_batch
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anyfill-job")
         self._lock = threading.Lock()
@@ -166,12 +169,12 @@ class Jobs:
         return fut
 
     def run_batched(self, job: Job, key: Hashable, item: Any,
-                    run_batch: Callable[[list[Any]], list[Any]]) -> asyncio.Future:
+                    run_batch: Callable[[list[Any]], Iterable[Any]]) -> asyncio.Future:
         """Run ``item`` in one call of ``run_batch(items)`` with the other jobs waiting under ``key`` (at most
-        :attr:`max_batch`), on a worker; ``run_batch`` returns one outcome per item, its result or the exception
-        that item raises. One call per key runs at a time: the jobs that arrive meanwhile wait for the next,
-        which takes them all (two calls of one model side by side would only share its two cores). The
-        returned future is as :meth:`run`'s."""
+        :attr:`max_batch`), on a worker; ``run_batch`` gives one outcome per item, in order, its result or the
+        exception that item raises (a generator: each job ends as its outcome comes). One call per key runs at a
+        time: the jobs that arrive meanwhile wait for the next, which takes them all (two calls of one model side by
+        side would only share its two cores). The returned future is as :meth:`run`'s."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._waiting.setdefault(key, []).append(_Waiting(job, item, fut))
@@ -183,13 +186,13 @@ class Jobs:
         afut.add_done_callback(lambda f: f.cancelled() or f.exception())  # as in :meth:`run`
         return afut
 
-    def _schedule(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+    def _schedule(self, key: Hashable, run_batch: Callable[[list[Any]], Iterable[Any]]) -> None:
         try:
             self._pool.submit(self._run_waiting, key, run_batch)
         except RuntimeError:  # the pool is shutting down: nothing will run what waits
             self._cancel_waiting(key)
 
-    def _run_waiting(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+    def _run_waiting(self, key: Hashable, run_batch: Callable[[list[Any]], Iterable[Any]]) -> None:
         try:
             self._run_batch(key, run_batch)
         finally:
@@ -200,7 +203,7 @@ class Jobs:
             if again:
                 self._schedule(key, run_batch)
 
-    def _run_batch(self, key: Hashable, run_batch: Callable[[list[Any]], list[Any]]) -> None:
+    def _run_batch(self, key: Hashable, run_batch: Callable[[list[Any]], Iterable[Any]]) -> None:
         with self._lock:
             queue = self._waiting.pop(key, [])
             taken, rest = queue[: self.max_batch], queue[self.max_batch :]
@@ -215,28 +218,39 @@ class Jobs:
                 live.append(w)
         if not live:
             return
+        self._deliver_each(live, run_batch)
+
+    def _deliver_each(self, live: list[_Waiting], run_batch: Callable[[list[Any]], Iterable[Any]]) -> None:
+        """Each job of a batch ends as soon as ``run_batch`` yields its outcome: its answer leaves and its place among
+        the server's jobs is free while the rest are encoded (all 16 of a batch were held, counted as running, until
+        the last was done). If the call fails, or yields too few, the jobs without an outcome fail with it."""
+        done = 0
         try:
-            outcomes = run_batch([w.item for w in live])
-            if len(outcomes) != len(live):
-                raise RuntimeError(f"a batch of {len(live)} jobs gave {len(outcomes)} outcomes")
-        except BaseException as e:  # the call itself failed: every job of it did
-            outcomes = [e] * len(live)
-        for w, out in zip(live, outcomes, strict=True):
-            self._deliver(w, Cancelled() if w.job.cancelled() and not isinstance(out, BaseException) else out)
+            outcomes = iter(run_batch([w.item for w in live]))
+            for w in live:
+                out = next(outcomes, _NONE)
+                if out is _NONE:
+                    raise RuntimeError(f"a batch of {len(live)} jobs gave {done} outcomes")
+                self._deliver(w, Cancelled() if w.job.cancelled() and not isinstance(out, BaseException) else out)
+                done += 1
+        except BaseException as e:  # the call itself failed: every job of it without an outcome did
+            for w in live[done:]:
+                self._deliver(w, e)
 
     def _deliver(self, w: _Waiting, outcome: Any) -> None:
-        """End a job with its outcome (a result, or the exception it raised). Its future may be done already (its
-        awaiting task was cancelled): the job still ends, and a batch's other jobs get theirs."""
+        """End a job with its outcome (a result, or the exception it raised); never raises. Its future may be done
+        already, or be cancelled while this runs (its awaiting task was cancelled, from the event loop's thread): the
+        job still ends, and a batch's other jobs get theirs (a cancel between a look at the future and its setting
+        raised here, and left the rest of the batch counted as running for good: a server busy with nothing)."""
         if isinstance(outcome, BaseException):
             self._finish(w.job, "cancelled" if isinstance(outcome, Cancelled) else "failed")
         else:
             self._finish(w.job, "done")
-        if w.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            w.future.set_exception(outcome)
-        else:
-            w.future.set_result(outcome)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if isinstance(outcome, BaseException):
+                w.future.set_exception(outcome)
+            else:
+                w.future.set_result(outcome)
 
     def _cancel_waiting(self, key: Hashable | None = None) -> None:
         """Cancel the jobs waiting under ``key`` (None: every key, and every job waiting for a worker) that no

@@ -86,8 +86,8 @@ class JointTrack(_Strict):
     is not known (omit the list when nothing is known). ``translations``: only for the skeleton's moving
     joints (root), one ``[x, y, z]`` or ``null`` per frame, known exactly where the rotation is.
     ``offset``: a non-moving joint's bone offset (its constant local translation) in the model's units;
-    default: the model's rest offset. ``targets``: the frames (numbers from ``frames``) to fill for this
-    joint; default: every frame whose rotation is ``null``; ``[]``: none."""
+    default: the model's rest offset. ``targets``: the frames (numbers from ``frames``, each once) to fill for
+    this joint; default: every frame whose rotation is ``null``; ``[]``: none."""
 
     rotation_format: RotationFormat | None = None
     rotations: Annotated[list[Vec | None], Field(max_length=MAX_FRAMES)] | None = None

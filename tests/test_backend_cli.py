@@ -204,6 +204,105 @@ def test_a_token_path_that_is_a_directory_is_refused_and_leaves_nothing_beside_i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["token"]
 
 
+@pytest.mark.parametrize(("content", "says"), [
+    (b"short-token\n", "holds a token of 11 characters; at least 16 are needed"),
+    (b"abcdefghijklmnop qrstuvwxyz\n", "holds whitespace inside the token (at character 17)"),
+    (b"abcdefghijklmnop\nqrstuvwxyz\n", "holds whitespace inside the token"),
+    ("abcdefghijklmnop\u00e9".encode(), "holds the character '\u00e9' inside the token"),
+    (b"\xff\xfe\x00garbage-garbage-garbage", "is not text (not UTF-8)"),
+    (b"x" * 5000, "holds 5000 bytes: a token is at most 4096 characters"),
+])
+def test_a_token_file_that_holds_no_usable_token_is_refused_never_replaced(tmp_path, content, says):
+    """A token file whose token is too short, holds whitespace or characters no header carries, or is not text,
+    stops the start with a message naming the file, what is wrong and the fix; the file is left as it was (a short
+    one was silently replaced by a new token: every client configured with it stopped working, and what the user
+    wrote was lost)."""
+    p = tmp_path / "token"
+    p.write_bytes(content)
+    with pytest.raises(OSError) as refused:
+        auth.ensure_token(p)
+    message = str(refused.value)
+    assert says in message and str(p) in message, message
+    assert "remove" in message, message  # and how to fix it
+    assert p.read_bytes() == content and sorted(x.name for x in tmp_path.iterdir()) == ["token"]
+
+
+def test_a_token_file_that_is_not_a_file_or_unreadable_is_refused_naming_it(tmp_path):
+    """A FIFO (whose read would block the start; it was replaced by a regular file), a link to nothing (the link was
+    replaced) and, for a user other than root, a file that cannot be read: refused, named, left as they were."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")
+    cases = [(fifo, "is not a regular file"), (dangling, "is a symbolic link to")]
+    if os.geteuid() != 0:  # root reads a file of mode 000
+        locked = tmp_path / "locked"
+        locked.write_text("a-long-enough-token-0123456789\n")
+        locked.chmod(0)
+        cases.append((locked, "cannot read the token file"))
+    for path, says in cases:
+        with pytest.raises(OSError, match=re.escape(says)) as refused:
+            auth.ensure_token(path)
+        assert str(path) in str(refused.value)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and dangling.is_symlink()
+
+
+def test_an_empty_token_file_gets_a_new_token_and_says_so(tmp_path, caplog):
+    """A file of nothing but whitespace holds no token a client could have: a new one is written there, and the log
+    says so (nothing is replaced without a word)."""
+    p = tmp_path / "token"
+    p.write_text(" \n")
+    with caplog.at_level("WARNING", logger="anyfill.backend"):
+        token = auth.ensure_token(p)
+    assert len(token) >= 32 and p.read_text().strip() == token
+    assert f"the token file {p} was empty: wrote a new token" in caplog.text
+
+
+def test_serve_refuses_a_short_token_file_before_it_listens(tmp_path, capsys, monkeypatch):
+    """``anyfill serve`` with a token file of 8 characters: exit status 2 and one line naming the file and the
+    minimum; the file is untouched."""
+    from backend import server
+
+    def listened(*args, **kwargs):
+        raise AssertionError("anyfill serve started with a token file it should refuse")
+
+    p = tmp_path / "token"
+    p.write_text("12345678\n")
+    monkeypatch.setenv(auth.TOKEN_ENV, str(p))
+    monkeypatch.setattr(server, "bind", listened)
+    assert cli(["serve", "--port", "0", "--no-warm-up", "--model", str(models_dir() / "hand.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill serve: error: ") and "\n" not in err, err
+    assert str(p) in err and "8 characters; at least 16" in err, err
+    assert p.read_text() == "12345678\n"
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--threads", "-1"], "--threads must be >= 0 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--host", ""], "--host is empty"),  # listened on every interface
+    (["--host", " "], "--host is empty"),
+    (["--port", "70000"], "--port must be 0..65535 (0: any free port), got 70000"),
+    (["--port", "-1"], "--port must be 0..65535"),
+    (["--workers", "0"], "--workers must be 1..32"),
+    (["--workers", "1000"], "--workers must be 1..32 (at most 32 requests are held at once"),
+    (["--model", ""], "--model '': give a shipped name, a .safetensors path or NAME=PATH"),
+    (["--model", "=hand"], "--model '=hand'"),
+    (["--model", "hand", "--model", "body="], "--model 'body='"),
+])
+def test_serve_refuses_options_that_cannot_work_before_any_work(capsys, monkeypatch, flags, says):
+    """Each of ``anyfill serve``'s options that cannot work: exit status 2 and one line naming it, its value and what
+    is valid, before a model loads or a token file is touched."""
+    from backend import server
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"anyfill serve {flags} started")
+
+    monkeypatch.setattr(server, "serve", started)
+    assert cli(["serve", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill serve: error: ") and "\n" not in err and says in err, err
+
+
 def test_serve_refuses_missing_or_corrupt_models(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="hand.safetensors.*body.safetensors"):
         registry.default_specs(tmp_path)
@@ -571,6 +670,47 @@ def test_key_syntax():
     for bad in ("100", "164-100", "0-300", "a-b", "5-5"):
         with pytest.raises(ValueError, match="--frames"):
             parse_part(bad, 300)
+
+
+def test_key_lists_with_holes_are_refused_naming_the_option():
+    """An empty item (``0,,3``, a trailing comma), an item given twice, a negative frame, a number written other than
+    in digits and an empty list: each refused with the option and what is valid (``0,,3`` read as 0,3 before).
+    Items that overlap (``0:last:10,last``) stay allowed."""
+    from backend.cli_fill import parse_frames, parse_part
+
+    for bad, says in (("0,,3", "'0,,3' has an empty item"), ("0,", "has an empty item"), (",0", "has an empty item"),
+                      ("", "--keys: nothing given"), (" ", "nothing given"), ("0,5,0", "'0' is given twice"),
+                      ("last,last", "'last' is given twice"), ("-5", "frame -5 is negative: frames are numbered"),
+                      ("1_0", "'1_0' is not a frame number"), ("+3", "is not a frame number"),
+                      ("0:last:", "the step must be at least 1"), ("34,35", "frame(s) 35 outside 0..34")):
+        with pytest.raises(ValueError, match=re.escape(says)) as refused:
+            parse_frames(bad, 35)
+        assert str(refused.value).startswith("--keys: ") and "\n" not in str(refused.value)
+    assert parse_frames("0:last:10,last", 31) == [0, 10, 20, 30] and parse_frames("0-5,5", 9) == [0, 1, 2, 3, 4, 5]
+    for bad in ("", "1_0-20", "-1-5"):
+        with pytest.raises(ValueError, match="--frames: .* is not a range of frames"):
+            parse_part(bad, 300)
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--keys", "0,,3"], "--keys: '0,,3' has an empty item"),
+    (["--keys", "0,last", "--joints", ""], "--joints: nothing given"),  # was read as no joints
+    (["--keys", "0,last", "--joints", "Hips,,Spine"], "--joints: 'Hips,,Spine' has an empty item"),
+    (["--keys", "0,last", "--joints", "Hips,Spine,Hips"], "--joints: 'Hips' is given twice"),
+    (["--keys", "0,last", "--joints", "Hips,hips"], "--joints: unknown joint 'hips' for the body skeleton; joints are"),
+    (["--keys", "0,last", "--frames", ""], "--frames: '' is not a range of frames"),  # was read as the whole clip
+    (["--keys", "0,12"], "--keys: frame(s) 12 outside 0..11 of the file"),
+    (["--keys=-1,5"], "--keys: frame -1 is negative"),
+])
+@pytest.mark.data
+def test_fill_refuses_option_values_with_holes(data_root, tmp_path, capsys, flags, says):
+    """``anyfill fill``'s lists with a hole in them: exit status 2, one line naming the option and what is valid,
+    no output."""
+    src = _body_clip(data_root, tmp_path, frames=12)
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(src), "-o", str(out), "--model", str(models_dir() / "body.safetensors"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and not out.exists(), err
 
 
 @pytest.mark.data

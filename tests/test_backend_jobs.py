@@ -205,3 +205,64 @@ def test_closing_ends_the_jobs_waiting_for_a_worker():
 
     got, states = asyncio.run(main())
     assert all(isinstance(g, Cancelled) for g in got) and states == ["cancelled"] * 3
+
+
+def test_each_job_of_a_batch_ends_as_soon_as_its_answer_is_ready():
+    """A batch gives its outcomes one by one (the route encodes each answer after the one engine call): the first
+    job's answer is delivered and its place among the server's jobs freed while the others are still being encoded.
+    (All of a batch were held, counted as running, until the last answer was done: with every place taken by one
+    batch, a client got 503 "server busy" although half its jobs had their answers.)"""
+
+    async def scenario():
+        jobs, gate, release = Jobs(workers=1, max_jobs=3), threading.Event(), threading.Event()
+        holder = jobs.run(jobs.create("sample"), lambda job: release.wait(10))  # the one worker: both fills wait
+
+        def one_by_one(items):
+            assert items == [1, 2]  # one batch
+            yield items[0] * 10
+            assert gate.wait(10)  # the second answer is still being encoded
+            yield items[1] * 10
+
+        first, second = jobs.create("fill"), jobs.create("fill")
+        futures = [jobs.run_batched(job, "k", i, one_by_one) for job, i in ((first, 1), (second, 2))]
+        release.set()
+        await asyncio.wait_for(holder, 5)
+        got_first = await asyncio.wait_for(futures[0], 5)
+        state = jobs.get(first.id).state
+        free = [jobs.create("fill"), jobs.create("fill")]  # 3 at most: the second and these (no 503)
+        gate.set()
+        got_second = await asyncio.wait_for(futures[1], 5)
+        for job in free:
+            jobs.forget(job)
+        jobs.shutdown()
+        return got_first, state, got_second
+
+    assert asyncio.run(scenario()) == (10, "done", 20)
+
+
+def test_a_batch_job_whose_request_leaves_as_its_answer_is_delivered_leaves_the_rest_answered():
+    """The awaiting side of a job may cancel its future (from the event loop's thread) just after the worker looked
+    at it and before the worker sets it: that raised in the worker, and the jobs after it in the batch never ended,
+    counted as running for good (a server that answers 503 "busy" with nothing to do) and their clients never
+    answered."""
+    import concurrent.futures
+
+    from backend.jobs import _Waiting
+
+    class CancelledJustAfterTheLook(concurrent.futures.Future):
+        def done(self) -> bool:
+            was = super().done()
+            self.cancel()
+            return was
+
+    jobs = Jobs(workers=1, max_jobs=3)
+    waiting = [_Waiting(jobs.create("fill"), i, future)
+               for i, future in enumerate((concurrent.futures.Future(), CancelledJustAfterTheLook(),
+                                           concurrent.futures.Future()))]
+    jobs._waiting["k"] = waiting
+    jobs._run_batch("k", lambda items: [i * 10 for i in items])
+    assert [w.job.state for w in waiting] == ["done"] * 3 and not jobs._active
+    assert waiting[0].future.result(0) == 0 and waiting[2].future.result(0) == 20
+    for _ in range(3):
+        jobs.create("fill")  # every place free
+    jobs.shutdown()

@@ -65,6 +65,10 @@ BAD = [
     ("fps string", _set(BASE, "fps", "thirty"), 422, "fps"),
     ("target also known", _set(BASE, "joints.Spine.targets", [2, 1]), 422, "joints.Spine.targets[1]"),
     ("target not a frame", _set(BASE, "joints.Spine.targets", [2.5]), 422, "joints.Spine.targets[0]"),
+    # a frame listed twice is a client's mistake (a frame meant and another sent), refused as repeated frames are
+    ("target listed twice", _set(BASE, "joints.Spine.targets", [3, 4, 3]), 422, "joints.Spine.targets[2]"),
+    ("target listed twice, once as a float", _set(BASE, "joints.Spine.targets", [5, 5.0]), 422,
+     "joints.Spine.targets[1]"),
     ("no known cells", {**BASE, "joints": {"Spine": {"rotations": None}}}, 422, "joints"),
     ("no targets", {**BASE, "joints": {"Spine": {**BASE["joints"]["Spine"], "targets": []}}}, 422, "joints"),
     ("no joints", _set(BASE, "joints", {}), 422, "joints"),
@@ -112,6 +116,12 @@ def test_bad_fill_requests(client, req, status, field):
     assert r.status_code == status, r.text
     body = r.json()
     assert field in body["field"] and field in body["error"], body
+
+
+def test_a_target_listed_twice_is_named_with_both_places(client):
+    r = client.post("/v1/fill", json=_set(BASE, "joints.Spine.targets", [3, 4, 3]))
+    assert r.status_code == 422 and r.json()["error"] == ("joints.Spine.targets[2]: frame 3 is listed twice "
+                                                          "(targets[0] and targets[2]): list each target once"), r.text
 
 
 def test_valid_base_request_passes(client):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Annotated
 
@@ -64,24 +64,27 @@ def _answer(win: grid.Window, res: engine.FillResult, model_ms: float) -> tuple[
     return joints, _resampled(res), model_ms, (time.perf_counter() - t) * 1e3
 
 
-def _fill_batch(wins: list[grid.Window]) -> list:
+def _fill_batch(wins: list[grid.Window]) -> Iterator:
     """One-window fills of one model and length (:func:`engine.one_call`) that waited together: one engine call
-    for all, each answer encoded on its own; the outcome per window, its answer or its error. If the call refuses
-    the stack, each window is filled alone, so an error reaches only the request that caused it."""
+    for all, each answer encoded on its own and given as soon as it is (its request answered, its place among the
+    server's jobs free, while the others are encoded); the outcome per window, its answer or its error. If the call
+    refuses the stack, each window is filled alone, so an error reaches only the request that caused it."""
     if len(wins) == 1:
-        return [_outcome(_fill_work, wins[0])]
+        yield _outcome(_fill_work, wins[0])
+        return
     lm = wins[0].lm
     t = time.perf_counter()
     try:  # each window fills at its own frames (:func:`engine.one_call`), whatever the others' rates
         res = engine.fill(lm.model, *(np.concatenate([getattr(w, a) for w in wins])
                                       for a in ("rotations", "translations", "known", "times")))
     except ValueError:
-        return [_outcome(_fill_work, w) for w in wins]
+        yield from (_outcome(_fill_work, w) for w in wins)
+        return
     model_ms = (time.perf_counter() - t) * 1e3
-    return [_outcome(_answer, w, replace(res, rotations=res.rotations[i : i + 1],
-                                         translations=res.translations[i : i + 1], entropy=res.entropy[i : i + 1],
-                                         spread_deg=res.spread_deg[i : i + 1]), model_ms)
-            for i, w in enumerate(wins)]
+    for i, w in enumerate(wins):
+        yield _outcome(_answer, w, replace(res, rotations=res.rotations[i : i + 1],
+                                           translations=res.translations[i : i + 1], entropy=res.entropy[i : i + 1],
+                                           spread_deg=res.spread_deg[i : i + 1]), model_ms)
 
 
 def _outcome(fn, *args):

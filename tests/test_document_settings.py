@@ -258,6 +258,39 @@ def test_the_feature_map_the_check_computes_is_the_cnns(frames, size, blocks) ->
     assert feature_map(frames, size, blocks) == (f.shape[2], f.shape[3]) and f.shape[3] == f.shape[4]
 
 
+# --- the video classifier's overfit clips ------------------------------------------------------------------------
+
+
+def test_overfit_clips_are_taken_class_by_class() -> None:
+    import torch
+
+    from training.documents.video_data import class_by_class
+
+    class Clips(torch.utils.data.Dataset):
+        labels = [0, 0, 0, 0, 1, 1, 2, 2, 2]
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+    assert class_by_class(Clips(), 3) == [0, 4, 6]
+    assert class_by_class(Clips(), 5) == [0, 1, 4, 5, 6]
+    assert class_by_class(torch.utils.data.Subset(Clips(), [4, 5, 0]), 2) == [0, 2]
+    assert class_by_class(torch.utils.data.TensorDataset(torch.zeros(5)), 3) == [0, 1, 2]  # no labels: the first
+
+
+def test_the_tiny_video_classifier_overfits_clips_of_several_classes(data_root) -> None:
+    """The named config ``tiny`` overfits a few clips: they were the first windows of one file, all of one class,
+    so a constant answer scored 1.0. Now each is of another class."""
+    from training.documents.video_classifier.task import ClassifierData
+
+    task = get_task("video-classifier")
+    cfg, _ = resolve_configs(task, None, "tiny", [f"data_root={data_root}"])
+    data = ClassifierData(cfg)
+    labels = [data.train_set.dataset.labels[i] for i in data.train_set.indices]
+    assert data.val_set is data.train_set and len(labels) == cfg.overfit == 4
+    assert len(set(labels)) == 4
+
+
 # --- anyfill bench prediction -------------------------------------------------------------------------------------
 
 PREDICTION = ["bench", "prediction"]

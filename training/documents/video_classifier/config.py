@@ -21,7 +21,7 @@ class VideoClassifierTaskConfig:
     size: int = 64  # frames are resized to this square size (pixels)
     stride: int = 2  # take every stride-th frame of the capture / video
     max_files: int = 0  # sticks: > 0 uses this many files per split (quick runs)
-    overfit: int = 0  # > 0: train and validate on the first N clips only
+    overfit: int = 0  # > 0: train and validate on N clips only, class by class (a clip of each class in turn)
     batch_size: int = 16  # clips per batch
     num_workers: int = 1  # data loader processes
     # model

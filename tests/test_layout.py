@@ -8,15 +8,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("training.motion", "training.inbetween", "training.documents", "training.bench", "training.train",
-          "training.settings", "training.tasks", "backend", "anyfill")
+LAYERS = ("training.checks", "training.motion", "training.inbetween", "training.documents", "training.bench",
+          "training.train", "training.settings", "training.tasks", "backend", "anyfill")
 ALLOWED = {  # layer -> the layers it may import (its own included)
+    "training.checks": set(),  # the settings checks' helpers: the bottom, plain Python
     "training.motion": {"training.motion"},
-    "training.inbetween": {"training.motion", "training.inbetween", "training.train"},
+    "training.inbetween": {"training.checks", "training.motion", "training.inbetween", "training.train"},
     "training.bench": {"training.motion", "training.inbetween", "training.bench"},
-    "training.documents": {"training.motion", "training.inbetween", "training.documents", "training.train",
-                           "training.bench", "training.tasks"},
-    "training.train": {"training.settings"},
+    "training.documents": {"training.checks", "training.motion", "training.inbetween", "training.documents",
+                           "training.train", "training.bench", "training.tasks"},
+    "training.train": {"training.checks", "training.settings"},
     "training.settings": set(),
     "training.tasks": {"training.train"},
     "backend": {"backend", "training.motion", "training.inbetween", "anyfill"},

@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import importlib
 import json
-import math
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.checks import at_least, is_whole, whole
 from training.settings import Setting, TaskInfo, format_settings, read_config, read_task, shadow
 
 # model name -> module that defines TASK (imported only when that model is trained)
@@ -212,25 +212,19 @@ MAX_TIME = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")  # Lightning's Timer: DD:HH
 MAX_SEED = 2**32 - 1  # Lightning's seed_everything (numpy's seeds)
 
 
-def _whole(tcfg: TrainerConfig, name: str, low: int, meaning: str = "") -> None:
-    v = getattr(tcfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"trainer.{name} must be a whole number >= {low}{meaning}, got {v!r}")
-
-
 def check_trainer(tcfg: TrainerConfig) -> None:
     """Settings of the loop that would only fail later (Lightning refusing them once the data is loaded, or the
     run failing mid-way), refused when given, naming the valid values."""
     if tcfg.checkpoint_every_n_steps < 0 or not tcfg.checkpoint_every_minutes >= 0:
         raise ValueError("trainer.checkpoint_every_n_steps and trainer.checkpoint_every_minutes must be >= 0 "
                          f"(0: off), got {tcfg.checkpoint_every_n_steps} and {tcfg.checkpoint_every_minutes}")
-    _whole(tcfg, "max_epochs", -1, " (-1: no epoch limit)")
-    _whole(tcfg, "max_steps", -1, " (-1: no step limit)")
+    whole(tcfg, "max_epochs", -1, " (-1: no epoch limit)", prefix="trainer.")
+    whole(tcfg, "max_steps", -1, " (-1: no step limit)", prefix="trainer.")
     t = tcfg.max_time
     if t is not None and not (isinstance(t, str) and MAX_TIME.fullmatch(t.strip())):
         raise ValueError(f"trainer.max_time must be DD:HH:MM:SS (e.g. 00:12:00:00 for 12 hours) or none, "
                          f"got {tcfg.max_time!r}")
-    if isinstance(tcfg.seed, bool) or not isinstance(tcfg.seed, int) or not 0 <= tcfg.seed <= MAX_SEED:
+    if not is_whole(tcfg.seed) or not 0 <= tcfg.seed <= MAX_SEED:
         raise ValueError(f"trainer.seed must be a whole number in [0, {MAX_SEED}], got {tcfg.seed!r}")
     if tcfg.accelerator not in ACCELERATORS:
         raise ValueError(f"trainer.accelerator must be one of {', '.join(ACCELERATORS)}, got {tcfg.accelerator!r}")
@@ -241,16 +235,14 @@ def check_trainer(tcfg: TrainerConfig) -> None:
     if devices == [] or isinstance(devices, int) and not (devices >= 1 or devices == -1):
         raise ValueError("trainer.devices must be auto, a count >= 1 (-1: all) or a list of device indices like 0,1; "
                          f"got {tcfg.devices!r}")
-    _whole(tcfg, "num_nodes", 1)
+    whole(tcfg, "num_nodes", 1, prefix="trainer.")
     if tcfg.precision not in PRECISIONS or isinstance(tcfg.precision, bool):
         shown = ", ".join(dict.fromkeys(map(str, PRECISIONS)))
         raise ValueError(f"trainer.precision must be one of Lightning's: {shown}; got {tcfg.precision!r}")
-    _whole(tcfg, "threads", 0, " (0: torch's default)")
-    _whole(tcfg, "log_every_n_steps", 0, " (0: no logging)")
-    _whole(tcfg, "val_every_n_epochs", 1)
-    v = tcfg.gradient_clip_val
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"trainer.gradient_clip_val must be a finite number >= 0 (0: no clipping), got {v!r}")
+    whole(tcfg, "threads", 0, " (0: torch's default)", prefix="trainer.")
+    whole(tcfg, "log_every_n_steps", 0, " (0: no logging)", prefix="trainer.")
+    whole(tcfg, "val_every_n_epochs", 1, prefix="trainer.")
+    at_least(tcfg, "gradient_clip_val", meaning=" (0: no clipping)", prefix="trainer.")
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ imports its module when it runs."""
 from __future__ import annotations
 
 import argparse
+import os
 
 # the CS764 report's four tables: swept setting -> (its name in the report, its values)
 TABLES: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -17,7 +18,35 @@ TABLES: dict[str, tuple[str, tuple[float, ...]]] = {
 PIXEL_ORDERS = ("raster", "random", "lowest-entropy", "highest-entropy")
 
 
+def check_prediction_args(args: argparse.Namespace) -> None:
+    """The options of ``anyfill bench prediction``, refused before the test split is read (ValueError naming the
+    option and its valid values), as ``bench inbetween`` refuses its own: a bad one would fail with NumPy's words
+    after the data is loaded, or (``--repeats 0``) silently do something else than asked."""
+    from training.bench.inbetween import check_output
+    from training.documents.stcformer.bench import TRAINING_RUN_HINT, _run_paths
+
+    for option, low, meaning in (("stride", 1, " (frames between test windows)"), ("repeats", 1, " (timed runs)"),
+                                 ("threads", 0, " (0: torch's default)")):
+        v = getattr(args, option)
+        if not isinstance(v, int) or v < low:
+            raise ValueError(f"--{option} must be a whole number >= {low}{meaning}, got {v}")
+    if args.data_root is not None and not os.path.isdir(args.data_root):
+        raise ValueError(f"--data-root {args.data_root}: no such folder")
+    runs = [("--methods", m, "zero or ") for m in args.methods if m != "zero"]
+    for option, run, other in [*runs, *(("--attention", r, "") for r in args.attention or [])]:
+        try:
+            _run_paths(run)
+        except FileNotFoundError:
+            raise ValueError(f"{option} {run}: not {other}{TRAINING_RUN_HINT}") from None
+    if args.json:
+        try:
+            check_output(args.json)
+        except ValueError as e:
+            raise ValueError(f"--json: {e}") from None
+
+
 def _bench_prediction(args: argparse.Namespace) -> int:
+    check_prediction_args(args)
     from training.documents.stcformer import bench as prediction
 
     result = prediction.run(args.methods, root=args.data_root, stride=args.stride, threads=args.threads,

@@ -19,6 +19,7 @@ numpy, so no image library is needed.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -290,6 +291,23 @@ class VideoSpec:
     max_files: int = 0  # sticks: > 0 limits files per split (quick runs, tests)
     seed: int = 0
     root: str | None = None  # the shared data folder (default: ../shared/data or $ANYFILL_DATA)
+
+
+def class_by_class(ds: Dataset, n: int) -> list[int]:
+    """Indices of ``n`` clips of ``ds`` taken class by class in turn (the first clip of each class, then the
+    second, ...), in the set's order: the first ``n`` clips of stick figures are the windows of one file, one
+    class, and an overfit check on them is passed by a constant answer. Sets without labels: the first ``n``."""
+    labels = getattr(ds, "labels", None)
+    if labels is None and isinstance(ds, torch.utils.data.Subset):
+        inner = getattr(ds.dataset, "labels", None)
+        labels = None if inner is None else [inner[i] for i in ds.indices]
+    if labels is None:
+        return list(range(min(n, len(ds))))
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    turns = [i for group in itertools.zip_longest(*by_class.values()) for i in group if i is not None]
+    return sorted(turns[:n])
 
 
 def make_datasets(spec: VideoSpec) -> tuple[Dataset, Dataset, list[str]]:

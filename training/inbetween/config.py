@@ -5,10 +5,10 @@ Lightning)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from training.checks import at_least, divides, one_of, positive_list, whole, within
 from training.inbetween.features import FeatureSpec
 
 
@@ -147,79 +147,47 @@ WEIGHTS = ("w_von_mises", "w_angular", "w_position", "w_fk", "w_root", "w_top_an
 MIXES = ("mix_inbetween", "mix_keyframes", "mix_cells", "mix_pose", "mix_every", "mix_wrist")
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _whole(cfg: Any, name: str, low: int, meaning: str = "") -> None:
-    """``cfg.name`` is a whole number >= ``low``."""
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"{name} must be a whole number >= {low}{meaning}, got {v!r}")
-
-
-def _at_least(cfg: Any, name: str, low: float = 0.0, meaning: str = "", strict: bool = False) -> None:
-    """``cfg.name`` is a finite number >= ``low`` (> with ``strict``)."""
-    v = getattr(cfg, name)
-    if not _number(v) or v < low or (strict and v == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}{meaning}, got {v!r}")
-
-
 def check_settings(cfg: AnyOrderTrainConfig) -> None:
     """Settings refused as soon as they are given (``--print-config`` included), naming the valid values: every
     value that would only fail later in the run, or silently train nonsense."""
-    if cfg.skeleton not in ("hand", "body"):
-        raise ValueError(f"skeleton must be 'hand' or 'body', got {cfg.skeleton!r}")
-    if cfg.variant not in ("query", "triples"):
-        raise ValueError(f"variant must be 'query' or 'triples', got {cfg.variant!r}")
+    one_of(cfg, "skeleton", ("hand", "body"))
+    one_of(cfg, "variant", ("query", "triples"))
     if not isinstance(cfg.features, FeatureSpec):
         names = ", ".join(f.name for f in fields(FeatureSpec))
         raise ValueError(f"features is a group of settings, each given by its own name ({names}; e.g. "
                          f"base_velocity=0.5), not a value: got features={cfg.features!r}")
     cfg.features.for_skeleton(cfg.skeleton)
     for name in ("base_velocity", "velocity_memory"):
-        _at_least(cfg.features, name, meaning=" (0: off)")
-    _whole(cfg, "d_model", 1)
-    _whole(cfg, "n_heads", 1)
-    if cfg.d_model % cfg.n_heads:
-        divisors = ", ".join(str(h) for h in range(1, cfg.d_model + 1) if cfg.d_model % h == 0)
-        raise ValueError(f"n_heads must divide d_model={cfg.d_model} (each head reads d_model / n_heads channels): "
-                         f"one of {divisors}; got {cfg.n_heads}")
-    _whole(cfg, "n_enc_layers", 0, " (0: no encoder)")
-    _whole(cfg, "n_dec_layers", 1)
-    if not _number(cfg.dropout) or not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout!r}")
-    _whole(cfg, "length", MIN_LENGTH, f" (frames: up to {MAX_CONTEXT} context frames, a gap and a target)")
-    _at_least(cfg, "key_gate", meaning=" seconds (0: off)")
+        at_least(cfg.features, name, meaning=" (0: off)")
+    whole(cfg, "d_model", 1)
+    whole(cfg, "n_heads", 1)
+    divides(cfg, "n_heads", "d_model", why=" (each head reads d_model / n_heads channels)")
+    whole(cfg, "n_enc_layers", 0, " (0: no encoder)")
+    whole(cfg, "n_dec_layers", 1)
+    within(cfg, "dropout", 0, 1, open_high=True)
+    whole(cfg, "length", MIN_LENGTH, f" (frames: up to {MAX_CONTEXT} context frames, a gap and a target)")
+    at_least(cfg, "key_gate", meaning=" seconds (0: off)")
     for name in ("fps", "speeds"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (list, tuple)) or not v or not all(_number(x) and x > 0 for x in v):
-            raise ValueError(f"{name} must be a non-empty list of finite numbers > 0, got {v!r}")
+        positive_list(cfg, name)
     if not isinstance(cfg.reverse, bool) or not isinstance(cfg.calibrate, bool):
         raise ValueError(f"reverse and calibrate must be true or false, got {cfg.reverse!r} and {cfg.calibrate!r}")
-    if not _number(cfg.relative_floor) or cfg.relative_floor < 0.0:
-        raise ValueError(f"relative_floor must be a finite number >= 0 (0: off), got {cfg.relative_floor!r}")
+    at_least(cfg, "relative_floor", meaning=" (0: off)")
     for name in ("twist_deg", "hinge_deg"):
-        v = getattr(cfg, name)
-        if not _number(v) or not 0.0 <= v <= 180.0:
-            raise ValueError(f"{name} must be in [0, 180] degrees (0: off), got {v!r}")
-    if not _number(cfg.conventions_share) or not 0.0 <= cfg.conventions_share <= 1.0:
-        raise ValueError(f"conventions_share must be in [0, 1], got {cfg.conventions_share!r}")
-    _whole(cfg, "batch_size", 1)
-    _whole(cfg, "steps_per_epoch", 1)
-    _at_least(cfg, "lr", strict=True)
-    _at_least(cfg, "weight_decay")
-    _whole(cfg, "warmup_steps", 0, " (0: no warm-up)")
+        within(cfg, name, 0, 180, meaning=" degrees (0: off)")
+    within(cfg, "conventions_share", 0, 1)
+    whole(cfg, "batch_size", 1)
+    whole(cfg, "steps_per_epoch", 1)
+    at_least(cfg, "lr", strict=True)
+    at_least(cfg, "weight_decay")
+    whole(cfg, "warmup_steps", 0, " (0: no warm-up)")
     for name in WEIGHTS:
-        _at_least(cfg, name, meaning=" (0: the term is off)")
+        at_least(cfg, name, meaning=" (0: the term is off)")
     if not any(getattr(cfg, name) > 0 for name in WEIGHTS):
         raise ValueError(f"at least one loss weight ({', '.join(WEIGHTS)}) must be > 0: all are 0, nothing is fitted")
     for name in MIXES:
-        v = getattr(cfg, name)
-        if not _number(v) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name} must be a share in [0, 1], got {v!r}")
+        within(cfg, name, 0, 1, what="a share ")
     if not any(getattr(cfg, name) > 0 for name in MIXES):
         raise ValueError(f"at least one mask share ({', '.join(MIXES)}) must be > 0: all are 0, no window is drawn")
-    _whole(cfg, "data_seed", 0)
-    _whole(cfg, "val_windows", 1)
-    _whole(cfg, "num_workers", 0, " (0: batches made in the training process)")
+    whole(cfg, "data_seed", 0)
+    whole(cfg, "val_windows", 1)
+    whole(cfg, "num_workers", 0, " (0: batches made in the training process)")

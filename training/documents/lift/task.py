@@ -11,7 +11,6 @@ result is written to ``test_metrics.json`` in the run folder. Data: :mod:`traini
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +20,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from training.documents.lift import data as lift_data
+from training.documents.lift.config import LiftTaskConfig, check_settings
 from training.documents.lift.metrics import mpjpe, pa_mpjpe
-from training.documents.lift.model import LiftConfig, LiftModel
+from training.documents.lift.model import LiftModel
 from training.train import Task
 
 METRICS_FILE = "test_metrics.json"
-
-
-@dataclass
-class LiftTaskConfig:
-    """Model, optimiser and data settings of ``anyfill train lift`` (network: the report's; schedule: ours,
-    the report's is the named config ``report``)."""
-
-    # the network (the report: 1024 wide, two residual blocks, dropout 0.5)
-    hidden: int = 1024  # width of the network (the report: 1024)
-    blocks: int = 2  # residual blocks (the report: 2)
-    dropout: float = 0.5  # dropout in each block (the report: 0.5)
-    # the optimiser (the report: Adam lr 0.1, betas (0.5, 0.999), StepLR(200, 0.3) per iteration, batch 32)
-    lr: float = 1e-3  # Adam's learning rate (the report: 0.1)
-    beta1: float = 0.5  # Adam's beta1 (the report: 0.5)
-    beta2: float = 0.999  # Adam's beta2 (the report: 0.999)
-    lr_step_size: int = 1  # StepLR: multiply the learning rate by lr_gamma every lr_step_size intervals
-    lr_step_interval: str = "epoch"  # StepLR's interval: "epoch" or "step" (an optimiser step; the report's)
-    lr_gamma: float = 0.8  # StepLR's factor (the report: 0.3 every 200 steps)
-    batch_size: int = 256  # samples per batch (the report: 32)
-    # the data (see lift_data): every frame_stride-th frame, each seen by cameras_per_pose random cameras
-    frame_stride: int = 1  # training data: every frame_stride-th frame
-    cameras_per_pose: int = 1  # training data: random virtual cameras per pose
-    test_cameras_per_pose: int = 2  # test data: virtual cameras per pose (fixed by data_seed)
-    data_seed: int = 0  # seeds the virtual cameras; independent of the training seed so the test set is fixed
-    val_every: int = 10  # every val_every-th training file is validation data
-    max_files: int = 0  # > 0: at most this many files per split (quick runs and tests)
-    data_root: str | None = None  # folder holding splits.json; none: ../shared/data
-
-    def model_config(self) -> LiftConfig:
-        return LiftConfig(n_joints=len(lift_data.LIFT_JOINTS), hidden=self.hidden, blocks=self.blocks,
-                          dropout=self.dropout)
 
 
 def mpjpe_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -190,4 +159,5 @@ TASK = Task(
     default_trainer={"max_epochs": 10},
     after_fit=after_fit,
     results=(METRICS_FILE,),
+    check=check_settings,
 )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,102 +29,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from training.documents import mnist, video_data
+from training.documents.perceiver.config import PerceiverTaskConfig, check_settings
 from training.documents.perceiver.model import (
     PerceiverAE,
-    PerceiverAEConfig,
     droptoken,
     patch_grid,
     patchify,
     unpatchify,
 )
-from training.documents.video_data import frame_hw
 from training.train import Task
-
-
-@dataclass
-class PerceiverTaskConfig:
-    """Settings of ``anyfill train perceiver-ae``; names follow the update's command-line options."""
-
-    # data
-    data: str = "mnist"  # mnist (moving MNIST), sticks (Bandai stick figures) or a folder of class folders
-    data_root: str | None = None  # folder holding the data sets; none: ../shared/data
-    num_frames: int = 0  # frames per clip; 0: present + future + (exposures - 1) * window_inc
-    frame_size: tuple[int, int] = (64, 64)  # frame height, width (pixels); one number: a square
-    batch_size: int = 16  # clips per batch
-    num_workers: int = 1  # data loader processes
-    num_prefetch: int = 4  # batches each loader worker keeps ready
-    overfit: int = 0  # > 0: train (and validate) on the first N clips only
-    n_train: int = 10000  # moving MNIST clips per epoch
-    n_val: int = 256  # moving MNIST validation clips (from the MNIST test digits)
-    # model
-    patch_hwd: tuple[int, int, int] = (8, 8, 2)  # patch height, width and depth (frames)
-    latent_dims: tuple[int, int] = (64, 128)  # number of latents, their width
-    nheads: int = 4  # attention heads
-    keydim: int = 32  # key width per head
-    mhadropout: float = 0.0  # attention dropout
-    n_enc_blocks: int = 1  # cross-attention encoder blocks (tokens into latents)
-    n_latent_blocks: int = 2  # latent self-attention blocks
-    distinct_latent: bool = False  # False: one latent block applied n_latent_blocks times; True: distinct blocks
-    n_dec_blocks: int = 1  # decoder blocks (queries read the latents)
-    k_mu_space: tuple[int, int] = (8, 8)  # Fourier bands, max resolution (patches) per spatial axis
-    k_mu_time: tuple[int, int] = (4, 8)  # Fourier bands, max resolution (patch steps) in time
-    # objective
-    present: int = 8  # frames seen per exposure
-    future: int = 4  # frames after the window to predict
-    future_selection_probability: float = 0.5  # chance that each future patch is queried in training
-    alpha: float = 0.5  # loss = alpha * present + (1 - alpha) * future (the update's: 1 -> only present)
-    p_droptoken: float = 0.5  # expected fraction of input tokens kept per exposure (the update's meaning)
-    no_re_droptoken: bool = False  # True: the same tokens are dropped at every exposure of a clip
-    exposures: int = 2  # re-exposures per clip (the latent carries over)
-    window_inc: int = 2  # frames the window moves between exposures
-    blind_iters: int = 1  # first exposures whose loss is not counted
-    # optimisation and loop (num_iters / ckpt_period set the trainer; 0 leaves trainer.* as given)
-    lr: float = 1e-3  # AdamW's learning rate (the update's default)
-    weight_decay: float = 0.01  # AdamW's weight decay
-    num_iters: int = 0  # > 0: train this many steps instead of trainer.max_epochs
-    ckpt_period: int = 0  # > 0: a checkpoint every this many steps
-    cpu_only: bool = False  # train on the CPU even where a GPU is visible
-    one_gpu: bool = False  # use the first GPU only
-    seed: int = 0  # data seed (moving MNIST generation); the training seed is trainer.seed
-    profile_steps: int = 3  # after training, profile this many steps into tb/profile (0: no trace)
-
-    def model_config(self, channels: int = 1) -> PerceiverAEConfig:
-        return PerceiverAEConfig(
-            channels=channels, patch_hwd=tuple(self.patch_hwd), n_latents=self.latent_dims[0], dim=self.latent_dims[1],
-            nheads=self.nheads, keydim=self.keydim, mhadropout=self.mhadropout, n_enc_blocks=self.n_enc_blocks,
-            n_latent_blocks=self.n_latent_blocks, distinct_latent=self.distinct_latent, n_dec_blocks=self.n_dec_blocks,
-            k_space=self.k_mu_space[0], mu_space=self.k_mu_space[1], k_time=self.k_mu_time[0],
-            mu_time=self.k_mu_time[1],
-        )
-
-    def hw(self) -> tuple[int, int]:
-        """Frame (height, width)."""
-        return frame_hw(self.frame_size)
-
-    def clip_frames(self) -> int:
-        return self.num_frames or self.present + self.future + (self.exposures - 1) * self.window_inc
-
-    def check(self) -> None:
-        ph, pw, pd = self.patch_hwd
-        h, w = self.hw()
-        need = self.present + self.future + (self.exposures - 1) * self.window_inc
-        problems = [
-            (self.clip_frames() < need, f"num_frames must be >= present + future + (exposures-1)*window_inc = {need}"),
-            (self.present < pd or self.future < pd, f"present and future must be at least the patch depth {pd}"),
-            (h < ph or w < pw, f"frame_size must be at least the patch size {ph}x{pw}"),
-            (not 0.0 < self.p_droptoken <= 1.0, "p_droptoken (the fraction kept) must be in (0, 1]"),
-            (not 0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
-            (self.blind_iters >= self.exposures, "blind_iters must be < exposures (some exposure must count)"),
-        ]
-        for bad, msg in problems:
-            if bad:
-                raise ValueError(f"perceiver-ae: {msg}")
 
 
 class PerceiverModule(L.LightningModule):
     def __init__(self, cfg: PerceiverTaskConfig, channels: int = 1) -> None:
         super().__init__()
-        cfg.check()
+        check_settings(cfg)
         self.cfg = cfg
         self.channels = channels
         self.model = PerceiverAE(cfg.model_config(channels))
@@ -370,4 +288,5 @@ TASK = Task(
     default_trainer={"max_epochs": 10, "log_every_n_steps": 20},
     after_fit=after_fit,
     results=("metrics.json", "prediction.png"),
+    check=check_settings,
 )

@@ -14,10 +14,8 @@ pixel averaged over random orders, in nats: the logged ``val/nll``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -27,30 +25,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from training.documents import mnist
-from training.documents.pixels.model import PixelAnyOrder, PixelConfig
+from training.documents.pixels.config import PixelTaskConfig, check_settings
+from training.documents.pixels.model import PixelAnyOrder
 from training.train import Task
-
-
-@dataclass
-class PixelTaskConfig:
-    variant: str = "query"  # query | triples
-    d_model: int = 64  # the transformer's width
-    n_heads: int = 4  # attention heads
-    n_layers: int = 2  # encoder and decoder depth (query); causal depth (triples)
-    independent: bool = True  # query variant: each query sees the known cells only (false: queries also see each other)
-    dropout: float = 0.0  # dropout inside the transformer
-    lr: float = 1e-3  # AdamW's learning rate
-    weight_decay: float = 0.01  # AdamW's weight decay
-    batch_size: int = 32  # images per batch
-    max_targets: int = 0  # query variant: > 0 scores at most this many random targets per image
-    max_train: int = 0  # > 0: train on this many images only (quick runs and tests)
-    val_images: int = 500  # the last of the 9,000 training images, for validation
-    data_root: str | None = None  # folder holding mnist/; none: ../shared/data
-
-    def model_config(self) -> PixelConfig:
-        core = dataclasses.replace(PixelConfig().core, d_model=self.d_model, n_heads=self.n_heads,
-                                   n_enc_layers=self.n_layers, n_dec_layers=self.n_layers, dropout=self.dropout)
-        return PixelConfig(variant=self.variant, independent=self.independent, core=core)
 
 
 def quantised_splits(cfg: PixelTaskConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -213,4 +190,5 @@ TASK = Task(
         "tiny": {"max_train": 64, "val_images": 32, "d_model": 32, "n_layers": 1, "trainer.max_epochs": 1},
     },
     default_trainer={"max_epochs": 20, "gradient_clip_val": 1.0, "log_every_n_steps": 20},
+    check=check_settings,
 )

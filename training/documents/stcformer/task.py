@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from training.checks import at_least, boolean, divides, is_whole, whole, within
 from training.documents.stcformer import data as pdata
 from training.documents.stcformer.convstgat import ConvSTGAT, ConvSTGATConfig
 from training.documents.stcformer.criss_cross import count_parameters
@@ -90,6 +91,58 @@ MODELS: dict[str, tuple[type, type, type]] = {
     "stacformer": (STACFormer, STACFormerConfig, STACFormerTaskConfig),
 }
 
+
+def check_settings(cfg: Any) -> None:
+    """Refuse, before the capture is read, the settings of a model of the family that would fail later (a
+    traceback from torch or NumPy) or silently train something else than asked, naming the setting."""
+    _check_training(cfg)
+    _check_network(cfg)
+
+
+def _check_training(cfg: TrainSettings) -> None:
+    """The optimiser and the windows (:class:`TrainSettings`, shared by the family)."""
+    at_least(cfg, "lr", strict=True)
+    at_least(cfg, "weight_decay")
+    boolean(cfg, "amsgrad")
+    at_least(cfg, "lr_decay", strict=True, meaning=" (1: no decay)")
+    for name in ("batch_size", "train_stride", "eval_stride"):
+        whole(cfg, name, 1)
+    if not is_whole(cfg.val_every) or cfg.val_every < 0 or cfg.val_every == 1:
+        raise ValueError("val_every must be 0 (no validation files) or a whole number >= 2 (1 would make every "
+                         f"training file validation data), got {cfg.val_every!r}")
+    within(cfg, "data_fraction", 0, 1, what="a share ", open_low=True)
+    whole(cfg, "max_files", 0, " (0: every file)")
+    at_least(cfg, "flag_weight", meaning=" (0: the start flags are not fitted)")
+    whole(cfg, "score_train_windows", 0, " (0: every training window)")
+
+
+def _check_network(cfg: Any) -> None:
+    """The network's sizes, whichever model of the family (its own settings only where it has them)."""
+    for name in ("n_in", "n_out", "hidden", "blocks", "heads", "mlp_ratio"):
+        if hasattr(cfg, name):
+            whole(cfg, name, 1)
+    for name in ("decoder_blocks", "encoder_blocks"):
+        if hasattr(cfg, name):
+            whole(cfg, name, 0, " (0: as many as blocks)" if name == "decoder_blocks" else " (0: none)")
+    if cfg.n_joints != pdata.BODY.n_joints:
+        raise ValueError(f"n_joints must be {pdata.BODY.n_joints} (the Bandai body's joints: the data's), "
+                         f"got {cfg.n_joints!r}")
+    if getattr(cfg, "in_features", 3) != 3:
+        raise ValueError(f"in_features must be 3 (x, y, z: the data's), got {cfg.in_features!r}")
+    if getattr(cfg, "skeleton", "body") != "body":
+        raise ValueError(f"skeleton must be 'body' (the data's graph), got {cfg.skeleton!r}")
+    criss_cross = isinstance(cfg, (STCFormerConfig, STACFormerConfig))  # half the channels per direction
+    divides(cfg, "heads", "hidden", 2 if criss_cross else 1, " (each head reads an equal share of the channels)")
+    if hasattr(cfg, "tuple_len"):
+        whole(cfg, "tuple_len", 1)
+        divides(cfg, "tuple_len", "n_in", why=" (the observed frames are grouped in tuples)")
+    within(cfg, "dropout", 0, 1, open_high=True)
+    for name in ("expand_kernel", "kernel_t"):
+        v = getattr(cfg, name, 1)
+        if not is_whole(v) or v < 1 or v % 2 == 0:
+            raise ValueError(f"{name} must be an odd whole number >= 1 (a centred convolution), got {v!r}")
+    bools = ("autoregressive", "decoder_self_attention", "out_proj", "positional")
+    boolean(cfg, *(name for name in bools if hasattr(cfg, name)))
 
 def build_model(name: str, cfg: Any) -> torch.nn.Module:
     """The torch module of ``name`` from a task config (or a dict of settings, as in config.json)."""
@@ -356,6 +409,7 @@ TASKS: dict[str, Task] = {
         default_trainer=_DEFAULT_TRAINER,
         after_fit=after_fit,
         results=("test_metrics.json", BEST_FILE),  # the best weights too: --fresh moves them aside with the rest
+        check=check_settings,
     )
     for name, (_, _, task_cfg) in MODELS.items()
 }

@@ -48,7 +48,8 @@ def read_token() -> str:
     """The backend's token from its file ('' when there is none yet: the backend writes it on first start); a
     BackendError that says what to do when the path holds something that is not a readable text file."""
     path = token_path()
-    fix = "paste the token in the extension's preferences or restart the backend (it writes the file anew)"
+    fix = ("paste the token in the extension's preferences, or remove the file and restart the backend (it writes a "
+           "new token there, which every other client then needs too)")
     try:
         return path.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):

@@ -670,8 +670,8 @@ def test_a_token_file_that_is_not_text_or_a_directory_is_a_message(bpy, ext, pre
     before = snapshot_all(ext, ob)
     binary = tmp_path / "token"
     binary.write_bytes(b"\xff\xfe\x00\x80garbage")
-    for path, what in ((binary, "is unreadable \\(not text\\): paste the token in the extension's preferences or "
-                                "restart the backend"),
+    for path, what in ((binary, "is unreadable \\(not text\\): paste the token in the extension's preferences, or "
+                                "remove the file and restart the backend"),
                        (tmp_path, "is a directory, not the backend's token file")):
         monkeypatch.setenv("ANYFILL_TOKEN_FILE", str(path))
         message = f"The token file {path} {what}"

@@ -561,6 +561,36 @@ def test_frames_outside_the_keys_are_never_written(bpy, ext, prefs, data_root):
     assert snapshot_all(ext, ob) == snap
 
 
+def test_the_objects_heading_changes_nothing(bpy, ext, prefs, data_root):
+    """A BVH import of the training skeleton (the model's own rest) whose object is turned to face another way, or
+    turns over the shot: the same keys as unturned, wherever the playhead is. Read with its heading, the rig came
+    out of its rest turned (its local rotations turned about the object's up: 3 times Bezier's error, 1.5 m off
+    at 180 degrees), and a turning object gave each playhead its own fill."""
+
+    def filled(turn=None, animated=False, playhead=1):
+        ob = load_rig(bpy, ext, data_root, BODY, step=1)
+        thin_keys(bpy, ob, set(range(1, FRAMES + 1, KEEP_EVERY)))
+        if turn is not None:
+            ob.rotation_mode, ob.rotation_euler = "XYZ", (0.0, 0.0, 0.0 if animated else turn)
+            if animated:  # the object turns over the shot: its own keys, in the rig's action
+                ob.keyframe_insert("rotation_euler", frame=1)
+                ob.rotation_euler[2] = turn
+                ob.keyframe_insert("rotation_euler", frame=FRAMES)
+        bpy.context.scene.frame_set(playhead)
+        assert run_fill(bpy, ob) == {"FINISHED"}
+        bag = ext.keys.channelbag(ob)
+        return {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points if k.type == "GENERATED"]
+                for fc in bag.fcurves if fc.data_path.startswith("pose.")}
+
+    def same(a, b) -> bool:  # the same keys, values to float noise (the model reads the turned rig's numbers)
+        return a.keys() == b.keys() and all(len(a[c]) == len(b[c]) and np.allclose(a[c], b[c], atol=1e-5) for c in a)
+
+    unturned = filled()
+    assert same(filled(math.pi), unturned)
+    assert same(filled(math.pi / 2, animated=True, playhead=1), unturned)
+    assert same(filled(math.pi / 2, animated=True, playhead=FRAMES), unturned)
+
+
 def test_a_pose_keyed_twice_is_held_on_the_rig(bpy, ext, prefs, data_root):
     """An animator's hold: the whole pose keyed on frames 21 and 31, and one bone's rotation keyed the same on 41
     and 51 while the rest moves. Fill leaves the held frames exactly at those poses, as Blender's curves would.

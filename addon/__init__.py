@@ -5,7 +5,8 @@ backend, reached over HTTP.
 Modules: ``preferences`` (backend URL, token, Python), ``properties`` (scene and rig settings), ``rig``
 (mapping), ``retarget`` (rig <-> model through world rotations), ``keys`` (reading keys and poses),
 ``fcurves`` (Blender's F-curve evaluation in bulk), ``curves`` (continuity and writing keys), ``editable``
-(a key per frame, or editable curves within a tolerance), ``client`` (HTTP, token, worker thread, backend
+(a key per frame, or editable curves within a tolerance), ``provenance`` (which keys Anyfill wrote, so a pose
+keyed over one is the animator's), ``client`` (HTTP, token, worker thread, backend
 process), ``plan`` (request and answer), ``jobs`` (non-blocking operators), ``operators`` and ``panels``.
 """
 

@@ -74,6 +74,7 @@ class AsyncRequest:
     _messages: list = []
     _warnings: list = []
     _saved: SavedRig | None = None  # the rig before the first of several stages wrote
+    _notes: list = []  # what the report says besides what was written (keys taken as the animator's)
     _t0 = 0.0
     label = "Anyfill"
 
@@ -86,6 +87,11 @@ class AsyncRequest:
 
     def warnings(self, context) -> list[str]:
         """What the operator leaves out and the report must say (read before anything is written)."""
+        return []
+
+    def before(self, context) -> list[str]:
+        """What to change on the rig before the first stage is prepared (put back if the operator fails: set
+        ``_saved``), and the report's notes on it."""
         return []
 
     def request(self, client, plan, progress, cancel):
@@ -113,11 +119,12 @@ class AsyncRequest:
 
     def _start(self, context) -> bool:
         """Prepare the first stage (the stages are listed first)."""
-        self._messages, self._warnings, self._saved = [], [], None
+        self._messages, self._warnings, self._notes, self._saved = [], [], [], None
         try:
             self._client = make_client(context)
             self._stages = list(self.stages(context))
             self._warnings = list(self.warnings(context))
+            self._notes = list(self.before(context))
         except Exception as e:  # noqa: BLE001 - reported to the user
             self._fail(e)
             return False
@@ -158,7 +165,8 @@ class AsyncRequest:
     def _done(self) -> set[str]:
         """The report of a finished operator: what was written, then what was left out (a warning then)."""
         self._saved = None
-        self.report({"WARNING"} if self._warnings else {"INFO"}, "; ".join([*self._messages, *self._warnings]))
+        self.report({"WARNING"} if self._warnings else {"INFO"},
+                    "; ".join([*self._messages, *self._notes, *self._warnings]))
         return {"FINISHED"}
 
     def _error(self, e: BaseException) -> set[str]:

@@ -7,9 +7,9 @@ import json
 import bpy
 
 from . import client as client_mod
-from . import curves, keys, rig
+from . import curves, keys, provenance, rig
 from . import plan as plan_mod
-from .jobs import AsyncRequest, backend_url, make_client, preferences
+from .jobs import AsyncRequest, SavedRig, backend_url, make_client, preferences
 from .plan import length_text
 
 UNCERTAINTY_PROP = "anyfill_uncertainty"
@@ -238,6 +238,19 @@ class _FillBase(AsyncRequest):
             raise plan_mod.PlanError(f"The rig {obj.name!r} has no bones mapped to the model's joints: open the "
                                      "Anyfill panel's Mapping and press Auto Map, or pick bones for the joints")
         return parts
+
+    def before(self, context) -> list[str]:
+        """Poses the animator keyed over Anyfill's keys (Blender kept those keys typed Generated) become the
+        animator's keys before anything is read (:mod:`.provenance`)."""
+        obj = _armature(context)
+        if obj is None or not provenance.adopt(obj, change=False):
+            return []
+        self._saved = SavedRig(obj)
+        adopted = provenance.adopt(obj)
+        frames = sorted({f for _, f in adopted})
+        bones = list(dict.fromkeys(b for b, _ in adopted))
+        return [f"kept as your keys: {_named(bones)} keyed over Anyfill's on frame"
+                f"{'s' if len(frames) > 1 else ''} {_named([f'{f:g}' for f in frames])}"]
 
     def prepare(self, context, stage=None):
         obj = _armature(context)

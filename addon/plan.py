@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import client as client_mod
-from . import curves, keys
+from . import curves, keys, provenance
 from . import editable as editable_mod
 from . import fcurves as fcurves_mod
 from . import retarget as retarget_mod
@@ -292,6 +292,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
     own = [b for j, b in mapping.items() if not (part.startswith("hand.") and j == "WRIST" and "body" in parts_of(obj))]
     if not any(bone_keys[b].frames for b in own):  # a full rig's hand whose fingers have no key: left alone
+        check_action_in_nla(obj)
         raise NothingToFill(f"Nothing is keyed on the mapped bones{_of(part)} between frames {lo} and {hi}: key a few "
                             "poses first (Anyfill fills between keys)")
     frozen = muted_bones(obj, bag, {b: moving[j] and not rig_arrays.connected[rig_arrays.index[b]]
@@ -437,6 +438,20 @@ def check_action_time(obj, lo: float, hi: float) -> None:
                             "own frames. Leave tweak mode (Tab in the NLA Editor) and fill the action as the rig's "
                             "active action, or move the strip so that its frames are the scene's; nothing was "
                             "written")
+
+
+def check_action_in_nla(obj) -> None:
+    """Name the place of a rig's keys when it has no active action and its animation sits in NLA strips (pushed
+    down): it read as 'nothing is keyed'."""
+    ad = obj.animation_data
+    if ad is None or ad.action is not None:
+        return
+    strips = [s.name for t in ad.nla_tracks for s in t.strips if s.action is not None]
+    if strips:
+        shown = ", ".join(strips[:3]) + (", ..." if len(strips) > 3 else "")
+        raise PlanError(f"The rig {obj.name!r} has no active action: its keys are in NLA strips ({shown}). Enter "
+                        "tweak mode on the strip to fill (Tab in the NLA Editor) or make its action the rig's active "
+                        "action; nothing was written")
 
 
 def _transform_paths(obj, bones: list[str], props: tuple[str, ...]) -> dict[str, tuple[str, str]]:
@@ -727,6 +742,7 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
         scale = float(np.linalg.norm(np.array(obj.matrix_world, dtype=np.float64)[:3, :3], axis=0).max()) or 1.0
         written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
         written.max_location *= scale
+    provenance.record(obj, bag, [(t.path, c) for t in todo for c in t.channels])
     written.locked, written.muted = locked, sorted(set(plan.muted + muted))
     written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
                        "keys written": time.perf_counter() - t3}

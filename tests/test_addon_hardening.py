@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from blender_support import pose_matrices
-from test_addon_fill import generated_frames, load_rig, run_fill, snapshot_all, thin_keys
+from blender_support import free_port, pose_matrices
+from test_addon_fill import generated_frames, load_rig, own_keys, run_fill, snapshot_all, thin_keys
 from test_addon_interactive import Context, WindowManager, driven, run_events
 
 pytestmark = [pytest.mark.blender, pytest.mark.data, pytest.mark.slow]
@@ -545,6 +545,20 @@ def tweak(ob, start: int):
     return strip
 
 
+def test_an_action_pushed_down_to_the_nla_is_named(bpy, ext, prefs, data_root):
+    """No active action, the keys in an NLA strip: the refusal says where the keys are and what to do (it read as
+    'nothing is keyed'); nothing is written and no action is made."""
+    ob = body(bpy, ext, data_root)
+    ad = ob.animation_data
+    action = ad.action
+    ad.nla_tracks.new().strips.new("walk", 1, action)
+    ad.action = None
+    actions = len(bpy.data.actions)
+    with pytest.raises(RuntimeError, match="has no active action: its keys are in NLA strips \\(walk\\). Enter tweak"):
+        run_fill(bpy, ob)
+    assert ad.action is None and len(bpy.data.actions) == actions
+
+
 def test_nla_tweak_mode_on_a_moved_strip_is_refused(bpy, ext, prefs, data_root):
     ob = body(bpy, ext, data_root)
     tweak(ob, 11)
@@ -759,3 +773,42 @@ def test_bones_a_constraint_or_driver_overrides_are_named_in_a_warning(bpy, ext,
                                    "LowerArm_L")
     written = {path[0].split('"')[1] for path, frames in generated_frames(ext, ob).items() if frames}
     assert {"Hand_R", "LowerArm_L"} <= written
+
+
+# --- a pose keyed over a filled frame ----------------------------------------------------------------------------
+
+
+def test_a_pose_keyed_over_a_filled_frame_is_the_animators(bpy, ext, prefs, data_root):
+    """Fill, then re-pose the Head on a filled frame and key it as Blender keys (``keyframe_insert``: the key keeps
+    its type, Generated, and takes the new value): the next Fill and Complete Pose keep that pose as the animator's
+    key (they wrote over it), and the report says so; the other filled frames are filled again."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    first = generated_frames(ext, ob)
+    head = ob.pose.bones["Head"]
+    bpy.context.scene.frame_set(15)
+    head.rotation_euler[0] += 0.4
+    head.keyframe_insert("rotation_euler", frame=15)
+    channels = [curve(ext, ob, "Head", "rotation_euler", i) for i in range(3)]
+    keyed = [next(k for k in fc.keyframe_points if k.co[0] == 15.0) for fc in channels]
+    assert [k.type for k in keyed] == ["GENERATED"] * 3  # Blender's keying keeps the type
+    posed = [k.co[1] for k in keyed]
+    others = {p: v for p, v in own_keys(ext, ob).items() if "Head" not in p[0]}
+    before, url = snapshot_all(ext, ob), prefs.backend_url
+    prefs.backend_url = f"http://127.0.0.1:{free_port()}"  # a Fill that fails leaves the keys' types as they were
+    assert report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)[0] == {"CANCELLED"}
+    prefs.backend_url = url
+    assert snapshot_all(ext, ob) == before
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys: Head keyed over Anyfill's on frame 15" in reports[-1][1]
+    keyed = [next(k for k in fc.keyframe_points if k.co[0] == 15.0) for fc in channels]
+    assert [(k.type, k.co[1]) for k in keyed] == [("KEYFRAME", v) for v in posed]  # the whole pose, kept
+    assert {p: v for p, v in own_keys(ext, ob).items() if "Head" not in p[0]} == others
+    path = (ext.keys.bone_path("Head", "rotation_euler"), 0)
+    assert generated_frames(ext, ob)[path] == [f for f in first[path] if f != 15.0]
+    # a plain refill takes nothing more as the animator's; Complete Pose on that frame leaves the pose as keyed
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys" not in reports[-1][1]
+    bpy.context.scene.frame_set(15)
+    run_fill(bpy, ob, "anim.anyfill_complete_pose")
+    assert [fc.evaluate(15.0) for fc in channels] == posed

@@ -1,0 +1,100 @@
+"""Which keys Anyfill wrote, so that a pose the animator keys over one of them is the animator's.
+
+Blender keeps a key's type when a key is inserted on its frame (``insert_bezt_fcurve`` replaces the key's value
+only), so a pose keyed on a frame a Fill wrote stays typed Generated, and the next Fill or Complete Pose wrote over
+it: the animator's correction lost without a word. After each write the Generated keys of every channel written
+are recorded (frame and value, as Blender stores them) in the action's custom properties, by slot and channel;
+before a fill, a Generated key its channel's record does not hold was set by the animator, and the bone's Generated
+keys on that frame become the animator's (type Keyframe): they condition the fill and are never replaced. A channel
+with no record (keys an older version wrote) is left as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from . import keys
+from .fcurves import bulk_get, enum_value
+
+RECORD = "anyfill_generated"  # the action's custom property: channel -> its Generated keys when last written
+_BONE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]')
+
+
+def _slot(obj) -> str:
+    ad = obj.animation_data
+    slot = ad.action_slot if ad is not None else None
+    return slot.identifier if slot is not None else ""
+
+
+def _name(slot: str, data_path: str, index: int) -> str:
+    """The record's key for a channel (custom property names hold at most 63 bytes)."""
+    return hashlib.sha1(f"{slot}\0{data_path}\0{index}".encode()).hexdigest()[:32]
+
+
+def _generated(fc) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's key types (n,) and each key's (frame, value) as one int64 of their float32 bits (n,)."""
+    kp = fc.keyframe_points
+    n = len(kp)
+    types = bulk_get(kp, "type", n, 1, np.uint8)
+    bits = bulk_get(kp, "co", n, 2).view(np.uint32).astype(np.int64)
+    return types, (bits[0::2] << 32) | bits[1::2]
+
+
+def record(obj, bag, channels) -> None:
+    """Record the Generated keys of the channels ``(data_path, index)`` as they are now (after a write)."""
+    action = bag.id_data
+    store = action.get(RECORD)
+    if store is None:
+        action[RECORD] = {}
+        store = action[RECORD]
+    slot, gen = _slot(obj), keys.generated_type_value()
+    for path, index in dict.fromkeys(channels):
+        fc = bag.fcurves.find(path, index=index)
+        if fc is None:
+            continue
+        types, pairs = _generated(fc)
+        held = pairs[types == gen]
+        # custom properties hold 32-bit integers: each pair as its two halves
+        store[_name(slot, path, index)] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(
+            np.int32).ravel().tolist()
+
+
+def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
+    """Make the Generated keys the animator keyed over the animator's (see the module docstring); returns the
+    (bone, frame) of each pose adopted, in order. ``change=False``: only say which."""
+    bag = keys.channelbag(obj)
+    store = bag.id_data.get(RECORD) if bag is not None else None
+    if store is None:
+        return []
+    slot, gen = _slot(obj), keys.generated_type_value()
+    by_bone: dict[str, list] = {}
+    changed: dict[str, set[float]] = {}
+    for fc in bag.fcurves:
+        m = _BONE.match(fc.data_path)
+        if m is None:
+            continue
+        bone = m.group(1)
+        types, pairs = _generated(fc)
+        by_bone.setdefault(bone, []).append((fc, types, pairs))
+        held = store.get(_name(slot, fc.data_path, fc.array_index))
+        if held is None or not (types == gen).any():
+            continue
+        halves = np.asarray(held.to_list() if hasattr(held, "to_list") else held, dtype=np.int32).view(np.uint32)
+        recorded = (halves[0::2].astype(np.int64) << 32) | halves[1::2].astype(np.int64)
+        set_over = (types == gen) & ~np.isin(pairs, recorded)
+        if set_over.any():
+            frames = (pairs[set_over] >> 32).astype(np.uint32).view(np.float32)
+            changed.setdefault(bone, set()).update(float(f) for f in frames)
+    own = enum_value("type", "KEYFRAME")
+    adopted = []
+    for bone, frames in changed.items():
+        at = np.array(sorted(frames), dtype=np.float32)
+        for fc, types, pairs in by_bone[bone]:
+            on = (types == gen) & np.isin((pairs >> 32).astype(np.uint32).view(np.float32), at)
+            if on.any() and change:
+                fc.keyframe_points.foreach_set("type", np.where(on, own, types).astype(np.int32))
+        adopted += [(bone, float(f)) for f in at]
+    return sorted(adopted, key=lambda bf: (bf[1], bf[0]))

@@ -57,9 +57,9 @@ def record(obj, bag, channels) -> None:
             continue
         types, pairs = _generated(fc)
         held = pairs[types == gen]
-        # custom properties hold 32-bit integers: each pair as its two halves
+        # custom properties hold 32-bit integers: each pair as its two halves (an array is taken as a buffer)
         store[_name(slot, path, index)] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(
-            np.int32).ravel().tolist()
+            np.int32).ravel()
 
 
 def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
@@ -82,7 +82,7 @@ def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
         held = store.get(_name(slot, fc.data_path, fc.array_index))
         if held is None or not (types == gen).any():
             continue
-        halves = np.asarray(held.to_list() if hasattr(held, "to_list") else held, dtype=np.int32).view(np.uint32)
+        halves = np.frombuffer(memoryview(held), dtype=np.int32).view(np.uint32)
         recorded = (halves[0::2].astype(np.int64) << 32) | halves[1::2].astype(np.int64)
         set_over = (types == gen) & ~np.isin(pairs, recorded)
         if set_over.any():

@@ -388,6 +388,13 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
             self.report({"ERROR"}, f"The variations were drawn for another state of {obj.name!r} (its bones or "
                                    "keys changed since): sample them again; nothing was written")
             return {"CANCELLED"}
+        drawn, now = plan.body.get("fps"), plan_mod.scene_fps(context)
+        if drawn is not None and abs(drawn - now) > 1e-6:  # the same frame numbers would play another motion
+            _variations.pop(obj.name, None)
+            obj.anyfill.variation_count = 0
+            self.report({"ERROR"}, f"The variations were drawn at {drawn:g} fps and the scene now plays {now:g}: "
+                                   "sample them again; nothing was written")
+            return {"CANCELLED"}
         i = (obj.anyfill.variation_index + self.step) % len(variations)
         try:
             written = plan_mod.apply(context, plan, variations[i])

@@ -421,6 +421,22 @@ def sample_variations(bpy, ob) -> None:
     assert ob.anyfill.variation_count == 2
 
 
+def test_variations_drawn_at_another_frame_rate_are_not_stepped(bpy, ext, prefs, data_root):
+    """The scene's frame rate changed after the variations were drawn: the same frame numbers would play another
+    motion, so stepping is refused and nothing is written (they were written at the new rate's frames)."""
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)
+    render = bpy.context.scene.render
+    render.fps = 60
+    before = snapshot_all(ext, ob)
+    try:
+        with pytest.raises(RuntimeError, match="drawn at 30 fps and the scene now plays 60: sample them again"):
+            bpy.ops.anim.anyfill_step_variation(step=1)
+    finally:
+        render.fps = 30
+    assert snapshot_all(ext, ob) == before and ob.anyfill.variation_count == 0
+
+
 @pytest.mark.parametrize("change", ["key", "handle", "unmapped parent"])
 def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root, change):
     """A key moved, a handle moved (the curve between keys changes), or a key of a bone the model has no joint for

@@ -183,6 +183,22 @@ def test_joints_left_to_the_model_on_a_partial_key_are_smoothed_through_it():
     assert np.array_equal(out.rotations[0, :, :2], res.rotations[0, :, :2])  # joints keyed there: their curves
 
 
+def test_smoothing_a_partial_key_keeps_steady_motion_next_to_a_whole_key():
+    """Joints 0 and 1 keyed alone on frame 4, whole poses on 0 and 20, the others moving steadily: their cells near
+    the partial key keep that steady motion (a line is fitted, the key on frame 0 included). A mean saw one side of
+    frame 1 and pulled it towards the gap's middle: the whole body jumped into the frame after the key."""
+    t, j = 21, 4
+    res = _spiky(t=t)
+    ramp = np.linspace(0.0, 2.0, t)[None, :, None, None] * np.array([1.0, 0.5, -0.25])
+    res = fill_engine.FillResult(res.rotations, np.broadcast_to(ramp, (1, t, j, 3)).copy(), res.entropy,
+                                 res.spread_deg)
+    known = np.zeros((1, t, j), dtype=bool)
+    known[0, [0, 20]] = True
+    known[0, 4, :2] = True
+    out = fill_engine.smooth_partial_keys(res, known)
+    np.testing.assert_allclose(out.translations, res.translations, atol=1e-12)
+
+
 @pytest.mark.parametrize("t", [1, 2, 3, 4, 5])
 def test_a_window_shorter_than_the_smoothing_is_smoothed_within_it(t):
     """Windows of fewer frames than the smoothing reaches (a 2- or 3-frame request with one joint keyed): the shifts

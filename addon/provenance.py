@@ -57,9 +57,12 @@ def record(obj, bag, channels) -> None:
             continue
         types, pairs = _generated(fc)
         held = pairs[types == gen]
-        # custom properties hold 32-bit integers: each pair as its two halves (an array is taken as a buffer)
-        store[_name(slot, path, index)] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(
-            np.int32).ravel()
+        # custom properties hold 32-bit integers: each pair as its two halves, the array taken as a buffer (an array
+        # property set from a buffer of another length than it holds corrupts Blender's memory: removed first)
+        name = _name(slot, path, index)
+        if name in store:
+            del store[name]
+        store[name] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(np.int32).ravel()
 
 
 def adopt(obj, change: bool = True) -> list[tuple[str, float]]:

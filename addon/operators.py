@@ -381,6 +381,11 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
 
     def execute(self, context):
         obj = _armature(context)
+        if obj is None or obj.name not in _variations:  # kept, or forgotten (an undo brings the count back, not them)
+            if obj is not None:
+                obj.anyfill.variation_count = 0
+            self.report({"ERROR"}, "No variations to step: sample them again; nothing was written")
+            return {"CANCELLED"}
         plan, variations = _variations[obj.name]
         if plan_mod.rig_fingerprint(obj, plan.bones_read) != plan.fingerprint:
             _variations.pop(obj.name, None)

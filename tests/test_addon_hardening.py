@@ -421,6 +421,20 @@ def sample_variations(bpy, ob) -> None:
     assert ob.anyfill.variation_count == 2
 
 
+def test_stepping_variations_kept_or_forgotten_is_a_message(bpy, ext, prefs, data_root):
+    """Stepping when the variations are gone (kept, then an undo brings the panel's count back but not them): a
+    message and nothing written, not a KeyError."""
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)
+    assert bpy.ops.anim.anyfill_keep_variation() == {"FINISHED"}
+    ob.anyfill.variation_count = 3  # as an undo of Keep leaves it
+    before = snapshot_all(ext, ob)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_step_variation, step=1)
+    assert result == {"CANCELLED"} and reports[-1] == ({"ERROR"}, "No variations to step: sample them again; "
+                                                                   "nothing was written")
+    assert snapshot_all(ext, ob) == before and ob.anyfill.variation_count == 0
+
+
 def test_variations_drawn_at_another_frame_rate_are_not_stepped(bpy, ext, prefs, data_root):
     """The scene's frame rate changed after the variations were drawn: the same frame numbers would play another
     motion, so stepping is refused and nothing is written (they were written at the new rate's frames)."""

@@ -166,6 +166,18 @@ def _on(frames: np.ndarray, keyed) -> np.ndarray:
     return curves.near(frames, np.sort(np.asarray(keyed, dtype=np.float64)))
 
 
+def unkeyed_movers(model: dict, mapping: dict[str, str], bone_keys: dict[str, keys.BoneKeys],
+                   own: list[str]) -> list[str]:
+    """The bones of the model's moving joints from its root down (the hips, a hand's wrist) with no key in the
+    range: they stay as the rig holds them, known on every frame and never written. Asked for them, the model
+    invents where the whole character goes (a hand keyed on its fingers alone had its wrist flown 5 hand lengths
+    off; hips never keyed walked 4.2 m). A joint above the root (a `root` bone) is left out instead (:func:`build`)."""
+    msk = retarget_mod.ModelSkeleton.from_info(model)
+    above = set(msk.above_root)
+    return [mapping[n] for j, n in enumerate(msk.joints) if msk.moving[j] and j not in above
+            and mapping.get(n) in own and not bone_keys[mapping[n]].frames]
+
+
 def keyed_poses(bone_keys: dict[str, keys.BoneKeys], keyed: list[float]) -> list[float]:
     """The frames the rig's conventions are read from (rest-pose match, twists, floor): those where every mapped
     bone is keyed, when there are two or more. A frame where only some bones are keyed shows the others as their
@@ -297,6 +309,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
                             "poses first (Anyfill fills between keys)")
     frozen = muted_bones(obj, bag, {b: moving[j] and not rig_arrays.connected[rig_arrays.index[b]]
                                     for j, b in mapping.items() if b in own and b in in_scope})
+    still = unkeyed_movers(model, mapping, bone_keys, own)
     first, last = key_span(bone_keys, own)
     if kind == "pose" and not first - curves.EPS_FRAME <= current <= last + curves.EPS_FRAME:
         raise NothingToFill(f"Frame {current:g} is {_outside_text(current, first, last, part)}: go to a frame "
@@ -322,7 +335,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     pose = rig_arrays.pose(basis, relevant)
     check_scale_inheritance(rig_arrays, relevant, pose)
     t1 = time.perf_counter()
-    at_poses = _on(fr, keyed_poses({b: bk for b, bk in bone_keys.items() if b not in frozen}, keyed))
+    at_poses = _on(fr, keyed_poses({b: bk for b, bk in bone_keys.items() if b not in frozen and b not in still},
+                                   keyed))
     ret = build_retarget(obj, model, rig_arrays, pose[at_poses], fr[at_poses], part)
     t2 = time.perf_counter()
     msk = ret.model
@@ -335,8 +349,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         if bone is None:
             continue
         keyed_here = _on(fr, bone_keys[bone].frames)
-        if (selected is not None and bone not in selected) or bone in frozen:
-            known[:, j] = True  # out of scope, or all muted: its curves as they are condition the fill
+        if (selected is not None and bone not in selected) or bone in frozen or bone in still:
+            known[:, j] = True  # out of scope, all muted, or a mover never keyed: as it is, it conditions the fill
         else:
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
@@ -407,6 +421,9 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         body.update(sample or {})
     n_bones = int(write.any(axis=0).sum())
     summary = f"{int(write.sum())} cells of {n_bones} bones over {n_frames} frames"
+    if still:
+        it = "it" if len(still) == 1 else "them"
+        summary += f"; not moved: {', '.join(still)}, with no key in the range (key {it} to have Anyfill move {it})"
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
                 bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,

@@ -843,3 +843,26 @@ def test_a_pose_keyed_over_a_filled_frame_is_the_animators(bpy, ext, prefs, data
     bpy.context.scene.frame_set(15)
     run_fill(bpy, ob, "anim.anyfill_complete_pose")
     assert [fc.evaluate(15.0) for fc in channels] == posed
+
+
+def test_a_root_never_keyed_stays_where_the_rig_holds_it(bpy, ext, prefs, data_root):
+    """A hand keyed on its fingers alone, its wrist posed once and never keyed: Fill leaves the wrist where it is
+    (known on every frame, never written) and says so. Asked for it, the model invented where the hand goes: the
+    wrist flew 5 hand lengths off (264 times Bezier's error)."""
+    ob = load_rig(bpy, ext, data_root, "manipnet/teapot3/rightHand.bvh", frames=31, step=4)
+    thin_keys(bpy, ob, {1, 11, 21, 31})
+    bag = ext.keys.channelbag(ob)
+    bpy.context.scene.frame_set(1)
+    wrist = ob.pose.bones["WRIST"]
+    loc, rot = tuple(wrist.location), tuple(wrist.rotation_euler)
+    for fc in [fc for fc in bag.fcurves if '"WRIST"' in fc.data_path]:
+        bag.fcurves.remove(fc)
+    wrist.location, wrist.rotation_euler = loc, rot  # posed, never keyed
+    held = {f: ob.matrix_world @ wrist.head for f in range(1, 32) if not bpy.context.scene.frame_set(f)}
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "not moved: WRIST, with no key in the range" in reports[-1][1]
+    assert not [fc for fc in ext.keys.channelbag(ob).fcurves if '"WRIST"' in fc.data_path]
+    for f in range(1, 32):
+        bpy.context.scene.frame_set(f)
+        assert ((ob.matrix_world @ wrist.head) - held[f]).length < 1e-6
+    assert generated_frames(ext, ob)[(ext.keys.bone_path("INDEX_MCP", "rotation_euler"), 0)]  # the fingers filled

@@ -211,7 +211,12 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
             offline = f"; mapped to the built-in skeletons: {e}"
         found = set_mapping(obj, skeletons, self.keep)
         mapped = sum(n for _, n, _ in found)
-        self.report({"INFO"} if mapped and not offline else {"WARNING"}, "Mapped " + "; ".join(
+        if not mapped:
+            self.report({"WARNING"}, f"No bone of {obj.name!r} was recognised by its name (exact, Rigify, Mixamo or "
+                                     "Unreal-style): pick a bone for each joint in the Anyfill panel's Mapping"
+                                     f"{offline}")
+            return {"FINISHED"}
+        self.report({"INFO"} if not offline else {"WARNING"}, "Mapped " + "; ".join(
             f"{part}: {n} of {total} joints" for part, n, total in found) + f" ({obj.anyfill.rig_family}){offline}")
         return {"FINISHED"}
 

@@ -37,7 +37,7 @@ SKELETONS = {"hand": (HAND_JOINTS, HAND_PARENTS), "body": (BODY_JOINTS, BODY_PAR
 def _body_aliases() -> dict[str, dict[str, list[str]]]:
     # Rigify: a generated rig's FK controls first (what an animator keys; its ORG-/DEF-/MCH- bones are
     # driven by constraints, so keys there do nothing), then the metarig's names
-    rigify = {"joint_Root": ["root"], "Hips": ["torso", "spine", "hips"], "Spine": ["spine_fk.001", "spine.001"],
+    rigify = {"joint_Root": ["root"], "Hips": ["torso", "hips", "spine"], "Spine": ["spine_fk.001", "spine.001"],
               "Chest": ["spine_fk.003", "spine.003", "chest"], "Neck": ["neck", "spine.004"],
               "Head": ["head", "spine.006"]}
     mixamo = {"Hips": ["hips"], "Spine": ["spine"], "Chest": ["spine2", "spine1"], "Neck": ["neck"],
@@ -79,12 +79,13 @@ def _hand_aliases(side: str) -> dict[str, dict[str, list[str]]]:
 
 
 ALIASES = {"body": _body_aliases(), "hand": _hand_aliases("L"), "hand_right": _hand_aliases("R")}
-_PREFIXES = re.compile(r"^(mixamorig\d*[:_]|def[-_]|org[-_]|mch[-_]|cc_base_|bip\d*[ _]|armature[|:])", re.I)
+_PREFIXES = re.compile(r"^(mixamorig\d*[:_]|def[-_]|org[-_]|mch[-_]|cc_base_|bip\d*[ _])", re.I)
+_NAMESPACE = re.compile(r"^.*[:|]")  # an exporter's namespace ("Character1:", "Armature|"): up to its last : or |
 _MECHANISM = re.compile(r"^(def|org|mch|vis|wgt)[-_]", re.I)  # Rigify's deform/original/mechanism bones
 
 
 def normalise(name: str) -> str:
-    return _PREFIXES.sub("", name.strip()).lower()
+    return _PREFIXES.sub("", _NAMESPACE.sub("", name.strip())).lower()
 
 
 def auto_map(joints: list[str] | tuple[str, ...], bones: list[str], skeleton: str = "") -> tuple[dict[str, str], str]:

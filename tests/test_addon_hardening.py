@@ -866,3 +866,14 @@ def test_a_root_never_keyed_stays_where_the_rig_holds_it(bpy, ext, prefs, data_r
         bpy.context.scene.frame_set(f)
         assert ((ob.matrix_world @ wrist.head) - held[f]).length < 1e-6
     assert generated_frames(ext, ob)[(ext.keys.bone_path("INDEX_MCP", "rotation_euler"), 0)]  # the fingers filled
+
+
+def test_auto_map_that_recognises_no_bone_says_so(bpy, ext, prefs, data_root):
+    """Bones whose names no family knows: Auto Map says none was recognised and where to map them (it said 'Mapped
+    hand: 0 of 17 joints (Exact names)', and Fill then asked to press Auto Map)."""
+    ob = body(bpy, ext, data_root)
+    for i, b in enumerate(ob.data.bones):
+        b.name = f"bone_{i:03d}"
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
+    assert reports[-1][1].startswith(f"No bone of {ob.name!r} was recognised by its name")

@@ -5,6 +5,7 @@ import bpy
 from . import client as client_mod
 from .jobs import backend_url
 from .operators import has_variations, length_text
+from .plan import mapped_twice
 
 
 class ANYFILL_UL_mapping(bpy.types.UIList):
@@ -12,7 +13,7 @@ class ANYFILL_UL_mapping(bpy.types.UIList):
         obj = data.id_data
         row = layout.row(align=True)
         name = f"{item.part} {item.joint}" if item.part.startswith("hand.") else item.joint
-        twice = item.bone and sum(1 for m in data.joints if m.part == item.part and m.bone == item.bone) > 1
+        twice = item.bone and item.bone in mapped_twice(obj)
         gone = item.bone and item.bone not in obj.data.bones  # renamed or deleted since it was mapped
         icon = "ERROR" if twice or gone else ("CHECKMARK" if item.bone else "BLANK1")
         row.label(text=name + (" (bone mapped twice)" if twice and not gone else " (no such bone)" if gone else ""),

@@ -96,21 +96,31 @@ def _row_name(m) -> str:
     return f"{m.part} {m.joint}" if m.part.startswith("hand.") else m.joint
 
 
-def mapped_twice(obj) -> dict[tuple[str, str], list[str]]:
-    """(part, bone) -> its joints, for each bone of the rig mapped to more than one joint of one part."""
-    joints: dict[tuple[str, str], list[str]] = {}
+def _shared_wrist(rows) -> bool:
+    """Two rows that may hold one bone: a full rig's hand part's wrist and the body's hand of that side."""
+    if len(rows) != 2:
+        return False
+    a, b = sorted(rows, key=lambda m: m.part.startswith("hand."))
+    return a.part == "body" and b.part.startswith("hand.") and b.joint == "WRIST" and a.joint == f"Hand_{b.part[-1]}"
+
+
+def mapped_twice(obj) -> dict[str, list[str]]:
+    """bone -> its joints (as the panel names them), for each bone of the rig mapped to more than one joint, in one
+    part or across parts (a finger of both hands, a hand's wrist on the forearm); a full rig's hand wrist on the
+    body's hand bone of its side is one bone by design."""
+    rows: dict[str, list] = {}
     for m in obj.anyfill.joints:
         if m.bone and m.bone in obj.data.bones:
-            joints.setdefault((m.part, m.bone), []).append(_row_name(m))
-    return {k: v for k, v in joints.items() if len(v) > 1}
+            rows.setdefault(m.bone, []).append(m)
+    return {bone: [_row_name(m) for m in ms] for bone, ms in rows.items() if len(ms) > 1 and not _shared_wrist(ms)}
 
 
 def check_mapping(obj) -> None:
-    """Refuse a bone mapped to two joints of one part (it would be written twice and one joint never filled);
-    checked on every part before the first part is written."""
+    """Refuse a bone mapped to two joints (it would be written twice and one joint never filled); checked on every
+    part before the first part is written."""
     twice = mapped_twice(obj)
     if twice:
-        (_, bone), joints = next(iter(twice.items()))
+        bone, joints = next(iter(twice.items()))
         more = f" (and {len(twice) - 1} more bones)" if len(twice) > 1 else ""
         count = "two" if len(joints) == 2 else str(len(joints))
         raise PlanError(f"The bone {bone!r} is mapped to {count} joints, {', '.join(joints[:-1])} and {joints[-1]}"

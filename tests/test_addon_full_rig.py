@@ -68,6 +68,35 @@ def test_auto_map_finds_the_body_and_both_hands_and_one_fill_fills_them(bpy, ext
         assert gap == pytest.approx(rest_gap, abs=1e-5)
 
 
+def test_a_bone_mapped_in_two_parts_is_refused_but_the_wrist_is_the_bodys_hand(bpy, ext, prefs, data_root):
+    """A finger bone mapped in both hands, or a hand's wrist on the forearm (the body's LowerArm_L), is refused by
+    name before anything is written and flagged in the panel (it filled silently, one joint never written); a hand's
+    wrist on the body's hand bone of its side is one bone by design."""
+    from test_addon_hardening import Layout
+
+    ob = mixamo_rig(bpy, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    before = snapshot_all(ext, ob)
+    row = next(m for m in ob.anyfill.joints if m.part == "hand.L" and m.joint == "INDEX_MCP")
+    mine, row.bone = row.bone, "mixamorig7:RightHandIndex1"
+    with pytest.raises(RuntimeError, match="The bone 'mixamorig7:RightHandIndex1' is mapped to two joints, "
+                                           "hand.L INDEX_MCP and hand.R INDEX_MCP"):
+        run_fill(bpy, ob)
+    assert snapshot_all(ext, ob) == before
+    drawn = {}
+    for item in ob.anyfill.joints:  # the panel's mapping list
+        layout = Layout()
+        ext.panels.ANYFILL_UL_mapping.draw_item(None, bpy.context, layout, ob.anyfill, item, 0, None, "", 0)
+        drawn[(item.part, item.joint)] = layout.drawn[0]
+    assert drawn[("hand.L", "INDEX_MCP")] == ("hand.L INDEX_MCP (bone mapped twice)", "ERROR")
+    assert drawn[("hand.R", "INDEX_MCP")] == ("hand.R INDEX_MCP (bone mapped twice)", "ERROR")
+    assert drawn[("hand.L", "WRIST")] == ("hand.L WRIST", "CHECKMARK")
+    row.bone = mine
+    assert not ext.plan.mapped_twice(ob)  # the wrists on the body's hands: allowed
+    assert run_fill(bpy, ob) == {"FINISHED"}
+
+
 def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root):
     """Selection lives on the pose bone in Blender 5.0 (on the bone before): Bones = Selected reads it there
     and fills only the selected mapped bones; the others condition the fill as they are."""

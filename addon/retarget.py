@@ -704,15 +704,31 @@ def anchor_offset(model: ModelSkeleton, rig: Rig, bone_of: dict[int, int], to_mo
     return {j: match[j].T @ rig_rel - np.mean([model.offsets[k] for k in kids], axis=0)}
 
 
+def _placed_by_rig(ret: Retarget, j: int) -> bool:
+    """Whether the rig places joint ``j``: it and every joint above it up to a mapped moving joint (the hips) are
+    mapped. An unmapped shin holds the data's mean turn, not the rig's: the ankle below it lands anywhere (a floor
+    read 23 m off)."""
+    k = j
+    while k >= 0:
+        if k not in ret.bone_of:
+            return False
+        if ret.model.moving[k]:
+            return True
+        k = ret.model.parents[k]
+    return True
+
+
 def ground_lift(ret: Retarget, poses: np.ndarray) -> np.ndarray:
     """``l`` (model units, the model's up axis): how far the rig's keyed poses (K, N, 4, 4) must rise for
     their lowest ankle to sit where the training data's lowest ankles do (within the range of its clips'
-    floors); zero when they already do, or when the model or the rig has no ground joints."""
+    floors); zero when they already do, or when the model or the rig has no ground joints, or none the rig places
+    (a joint between one and the root unmapped)."""
     ground = ret.model.ground
     if not ground or not len(poses):
         return np.zeros(3)
-    joints = [ret.model.joints.index(n) for n in ground["joints"] if n in ret.model.joints]
-    if not any(j in ret.bone_of for j in joints):
+    joints = [j for j in (ret.model.joints.index(n) for n in ground["joints"] if n in ret.model.joints)
+              if _placed_by_rig(ret, j)]
+    if not joints:
         return np.zeros(3)
     up = "xyz".index(ret.model.up_axis.lower())
     lowest = float(ret.model_positions(poses)[:, joints, up].min())

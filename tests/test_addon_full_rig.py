@@ -97,6 +97,21 @@ def test_a_bone_mapped_in_two_parts_is_refused_but_the_wrist_is_the_bodys_hand(b
     assert run_fill(bpy, ob) == {"FINISHED"}
 
 
+def test_a_rig_with_its_shins_unmapped_is_read_at_its_own_height(bpy, ext, prefs, data_root):
+    """Shins left unmapped: the ankles hang from joints that hold the data's mean turn, not the rig's, so the floor is
+    not read from them (the panel said 'read raised 23.2 m onto the model's floor'); the fill still runs."""
+    ob = mixamo_rig(bpy, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert "onto the model's floor" in ob.anyfill.last_match.split("\n")[0]  # mapped whole: read onto the floor
+    for m in ob.anyfill.joints:
+        if m.part == "body" and m.joint in ("LowerLeg_L", "LowerLeg_R"):
+            m.bone = ""
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert "floor" not in ob.anyfill.last_match.split("\n")[0]
+
+
 def test_bones_selected_fills_only_the_selected_bones(bpy, ext, prefs, data_root):
     """Selection lives on the pose bone in Blender 5.0 (on the bone before): Bones = Selected reads it there
     and fills only the selected mapped bones; the others condition the fill as they are."""

@@ -275,7 +275,10 @@ class _FillBase(AsyncRequest):
         if obj is None:
             return []
         missing, overridden, ik = plan_mod.missing_bones(obj), plan_mod.overridden_bones(obj), plan_mod.limbs_in_ik(obj)
+        thin = plan_mod.thinly_mapped(obj)
         return ((["not filled: " + ", ".join(missing)] if missing else [])
+                + [f"{part}: only {n} of {total} joints mapped, the model places the others from its data's habits "
+                   "(map more bones in the Anyfill panel)" for part, n, total in thin]
                 + ([f"keys written, but a constraint or driver sets what Blender shows of {_named(overridden)}"]
                    if overridden else [])
                 + ([f"limbs in IK ({_named(ik)}: IK_FK below 1): the FK controls Fill writes show once they are "

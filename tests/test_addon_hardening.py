@@ -877,3 +877,17 @@ def test_auto_map_that_recognises_no_bone_says_so(bpy, ext, prefs, data_root):
     result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
     assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
     assert reports[-1][1].startswith(f"No bone of {ob.name!r} was recognised by its name")
+
+
+def test_a_thin_mapping_is_named_in_the_report(bpy, ext, prefs, data_root):
+    """Five of the body's 22 joints mapped: Fill runs and the report says the model placed the rest itself."""
+    ob = body(bpy, ext, data_root)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    keep = {"joint_Root", "Hips", "Spine", "Chest", "Head"}
+    for m in ob.anyfill.joints:
+        if m.joint not in keep:
+            m.bone = ""
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
+    assert "body: only 5 of 22 joints mapped, the model places the others" in reports[-1][1]

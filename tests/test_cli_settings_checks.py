@@ -8,20 +8,11 @@ import typing
 
 import numpy as np
 import pytest
+from cli_support import refused
 
 from anyfill.cli import main as cli
 from training.bench import inbetween, keys
 from training.inbetween.config import MAX_CONTEXT, MIN_LENGTH, AnyOrderTrainConfig, check_settings
-
-
-def _refused(argv: list[str], capsys, *says: str) -> str:
-    """Run the command in-process: exit status 2, one line on stderr holding every ``says``."""
-    assert cli(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for s in says:
-        assert s in err, (s, err)
-    return err
 
 
 @pytest.fixture()
@@ -53,7 +44,7 @@ def test_the_gap_range_comes_from_the_protocol() -> None:
 
 @pytest.mark.parametrize("gap", ["-5", "0", "55"])
 def test_bench_inbetween_refuses_a_gap_the_window_does_not_hold(gap, capsys, no_work) -> None:
-    _refused([*BENCH, "--gaps", "5", gap], capsys, "--gaps", "from 1 to 54", "65-frame window", f"got {gap}")
+    refused([*BENCH, "--gaps", "5", gap], capsys, "--gaps", "from 1 to 54", "65-frame window", f"got {gap}")
 
 
 def test_the_key_spacing_range_comes_from_the_window() -> None:
@@ -66,15 +57,15 @@ def test_the_key_spacing_range_comes_from_the_window() -> None:
 
 @pytest.mark.parametrize("every", ["65", "1", "-3"])
 def test_bench_keys_refuses_a_spacing_the_window_does_not_hold(every, capsys, no_work) -> None:
-    _refused([*KEYS, "--every", "5", every], capsys, "--every", "from 2", "to 64", f"got {every}")
+    refused([*KEYS, "--every", "5", every], capsys, "--every", "from 2", "to 64", f"got {every}")
 
 
 @pytest.mark.parametrize("base", [BENCH, KEYS])
 def test_bench_refuses_a_json_output_that_cannot_be_written(base, tmp_path, capsys, no_work) -> None:
-    _refused([*base, "--json", str(tmp_path)], capsys, "--json", str(tmp_path), "is a folder")
+    refused([*base, "--json", str(tmp_path)], capsys, "--json", str(tmp_path), "is a folder")
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "result.json"
-    _refused([*base, "--json", str(out)], capsys, "--json", "is a file, not a folder")
+    refused([*base, "--json", str(out)], capsys, "--json", "is a file, not a folder")
 
 
 def test_a_json_output_in_a_folder_yet_to_be_made_is_fine(tmp_path) -> None:
@@ -84,23 +75,23 @@ def test_a_json_output_in_a_folder_yet_to_be_made_is_fine(tmp_path) -> None:
 
 @pytest.mark.parametrize("base", [BENCH, KEYS])
 def test_bench_resolves_the_baseline_and_method_before_scoring(base, capsys, no_work) -> None:
-    _refused([*base, "--baseline", "nosuch"], capsys, "--baseline nosuch", "unknown method", "interp")
-    _refused([*base[:-1], "nosuch"], capsys, "--method nosuch", "unknown method")
+    refused([*base, "--baseline", "nosuch"], capsys, "--baseline nosuch", "unknown method", "interp")
+    refused([*base[:-1], "nosuch"], capsys, "--method nosuch", "unknown method")
 
 
 def test_bench_refuses_a_model_of_another_skeleton_before_scoring(capsys, no_work) -> None:
-    _refused([*BENCH[:-1], "hand"], capsys, "--method hand", "hand skeleton, not body")
+    refused([*BENCH[:-1], "hand"], capsys, "--method hand", "hand skeleton, not body")
 
 
 def test_bench_inbetween_record_needs_a_model(capsys, no_work) -> None:
-    _refused([*BENCH, "--record"], capsys, "--record", "interp is a baseline")
+    refused([*BENCH, "--record"], capsys, "--record", "interp is a baseline")
 
 
 @pytest.mark.parametrize("base", [BENCH, KEYS])
 def test_bench_refuses_missing_data_and_bad_perturbations(base, tmp_path, capsys, no_work) -> None:
-    _refused([*base, "--data", str(tmp_path / "nosuch.bvh")], capsys, "--data", "nosuch.bvh")
-    _refused([*base, "--perturb-conventions", "200"], capsys, "--perturb-conventions", "[0, 180]", "200")
-    _refused([*base, "--perturb-conventions", "10", "--perturb-seed", "-1"], capsys, "--perturb-seed", ">= 0")
+    refused([*base, "--data", str(tmp_path / "nosuch.bvh")], capsys, "--data", "nosuch.bvh")
+    refused([*base, "--perturb-conventions", "200"], capsys, "--perturb-conventions", "[0, 180]", "200")
+    refused([*base, "--perturb-conventions", "10", "--perturb-seed", "-1"], capsys, "--perturb-seed", ">= 0")
 
 
 # --- anyfill train anyorder ----------------------------------------------------------------------------------------
@@ -156,14 +147,14 @@ TRAIN_REFUSED = [
 
 @pytest.mark.parametrize(("setting", "says"), TRAIN_REFUSED, ids=[s for s, _ in TRAIN_REFUSED])
 def test_train_print_config_refuses_a_bad_setting(setting, says, capsys) -> None:
-    _refused(["train", "anyorder", setting, "--print-config"], capsys, *says)
+    refused(["train", "anyorder", setting, "--print-config"], capsys, *says)
 
 
 def test_train_refuses_all_zero_weights_and_shares(capsys) -> None:
     weights = [f"{w}=0" for w in ("w_von_mises", "w_angular", "w_position", "w_fk", "w_root")]
-    _refused(["train", "anyorder", *weights, "--print-config"], capsys, "at least one loss weight", "w_angular")
+    refused(["train", "anyorder", *weights, "--print-config"], capsys, "at least one loss weight", "w_angular")
     mixes = [f"mix_{m}=0" for m in ("inbetween", "keyframes", "cells", "pose")]
-    _refused(["train", "anyorder", *mixes, "--print-config"], capsys, "at least one mask share", "mix_every")
+    refused(["train", "anyorder", *mixes, "--print-config"], capsys, "at least one mask share", "mix_every")
 
 
 @pytest.mark.parametrize("setting", ["trainer.precision=64", "trainer.precision=32", "trainer.precision=bf16-mixed",
@@ -177,9 +168,9 @@ def test_train_print_config_accepts_the_edges(setting, capsys) -> None:
 
 def test_a_real_run_is_refused_before_it_starts(tmp_path, capsys, no_work) -> None:
     """Not only --print-config: the training command refuses the same settings before its run folder is made."""
-    _refused(["train", "anyorder", "--named", "tiny", "n_heads=7", "--run-dir", str(tmp_path / "run")], capsys,
+    refused(["train", "anyorder", "--named", "tiny", "n_heads=7", "--run-dir", str(tmp_path / "run")], capsys,
              "n_heads must divide d_model=64", "1, 2, 4, 8, 16, 32, 64")
-    _refused(["train", "anyorder", "trainer.max_time=forever", "--run-dir", str(tmp_path / "run")], capsys,
+    refused(["train", "anyorder", "trainer.max_time=forever", "--run-dir", str(tmp_path / "run")], capsys,
              "trainer.max_time")
     assert not (tmp_path / "run").exists()
 
@@ -191,12 +182,12 @@ def test_restore_from_refuses_what_is_not_a_run_of_the_model(tmp_path, capsys, n
         d.mkdir()
     (garbage / "config.json").write_text("garbage")
     (other / "config.json").write_text('{"model": "pixels", "config": {}, "trainer": {}}')
-    _refused(["train", "anyorder", "--restore-from", str(missing)], capsys, f"--restore-from {missing}: no such folder")
-    _refused(["train", "anyorder", "--restore-from", str(empty)], capsys, f"--restore-from {empty}: no run there")
-    _refused(["train", "anyorder", "--restore-from", str(garbage)], capsys, "not a run's config.json")
-    _refused(["train", "anyorder", "--restore-from", str(other)], capsys,
+    refused(["train", "anyorder", "--restore-from", str(missing)], capsys, f"--restore-from {missing}: no such folder")
+    refused(["train", "anyorder", "--restore-from", str(empty)], capsys, f"--restore-from {empty}: no run there")
+    refused(["train", "anyorder", "--restore-from", str(garbage)], capsys, "not a run's config.json")
+    refused(["train", "anyorder", "--restore-from", str(other)], capsys,
              "a run of the model 'pixels', not 'anyorder'; give --restore-from the folder of a run of this model")
-    _refused(["train", "anyorder", "--restore-from", str(other), "--run-dir", str(empty)], capsys,
+    refused(["train", "anyorder", "--restore-from", str(other), "--run-dir", str(empty)], capsys,
              "--run-dir (a new run) or --restore-from (an old one), not both")
 
 

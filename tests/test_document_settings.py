@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_support import refused
 
 from anyfill.cli import main as cli
 from training import tasks  # noqa: F401 - registers the built-in models
@@ -16,15 +17,6 @@ from training.train import get_task, resolve_configs
 
 FAMILY = ("sttformer", "stcformer", "stcformer-ar", "convstgat", "stacformer")
 MODELS = ("lift", "pixels", "perceiver-ae", "video-classifier", *FAMILY)
-
-
-def _refused(argv: list[str], capsys, *says: str) -> None:
-    """Run the command in-process: exit status 2, one line on stderr holding every ``says``."""
-    assert cli(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for s in says:
-        assert s in err, (s, err)
 
 
 @pytest.fixture()
@@ -185,7 +177,7 @@ def _id(case: tuple) -> str:
 def test_print_config_refuses_a_bad_setting(case, capsys) -> None:
     model, settings, *says = case
     name = settings.split()[-1].split("=")[0]
-    _refused(["train", model, *settings.split(), "--print-config"], capsys, name, *says)
+    refused(["train", model, *settings.split(), "--print-config"], capsys, name, *says)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -212,7 +204,7 @@ def test_the_defaults_and_every_named_config_pass_the_models_check(model, capsys
 )
 def test_a_real_run_is_refused_before_it_starts(model, setting, tmp_path, capsys, no_work) -> None:
     """Not only --print-config: the training command refuses the same settings before its run folder is made."""
-    _refused(["train", model, setting, "--run-dir", str(tmp_path / "run")], capsys, setting.split("=")[0])
+    refused(["train", model, setting, "--run-dir", str(tmp_path / "run")], capsys, setting.split("=")[0])
     assert not (tmp_path / "run").exists()
 
 
@@ -309,8 +301,8 @@ PREDICTION = ["bench", "prediction"]
     ],
 )
 def test_bench_prediction_refuses_bad_options_before_scoring(option, says, capsys, no_work) -> None:
-    _refused([*PREDICTION, *option], capsys, *says)
+    refused([*PREDICTION, *option], capsys, *says)
 
 
 def test_bench_prediction_refuses_a_json_output_that_cannot_be_written(tmp_path, capsys, no_work) -> None:
-    _refused([*PREDICTION, "--json", str(tmp_path)], capsys, "--json", "is a folder")
+    refused([*PREDICTION, "--json", str(tmp_path)], capsys, "--json", "is a folder")

@@ -65,6 +65,27 @@ def record(obj, bag, channels) -> None:
         store[name] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(np.int32).ravel()
 
 
+def saved(action) -> dict[str, np.ndarray] | None:
+    """The action's record as it is now, to put back with :func:`restore` (a Fill of several parts that fails after
+    one was written takes its keys back, and their record with them)."""
+    store = action.get(RECORD)
+    if store is None:
+        return None
+    return {name: np.frombuffer(memoryview(held), dtype=np.int32).copy() for name, held in store.items()}
+
+
+def restore(action, record: dict[str, np.ndarray] | None) -> None:
+    """Put back a record :func:`saved` took (made anew: an array property set from a buffer of another length than
+    it holds corrupts Blender's memory)."""
+    if RECORD in action:
+        del action[RECORD]
+    if record is not None:
+        action[RECORD] = {}
+        store = action[RECORD]
+        for name, held in record.items():
+            store[name] = held
+
+
 def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
     """Make the poses the animator keyed over Anyfill's keys the animator's (see the module docstring); returns the
     (bone, frame) of each pose adopted, in order. ``change=False``: only say which.

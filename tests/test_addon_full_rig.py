@@ -190,12 +190,17 @@ def test_a_hand_that_fails_after_the_body_was_written_leaves_the_rig_as_it_was(b
     """One Fill writes the body before it asks for each hand (a hand's wrist comes from the body's fill). When a
     hand's request fails or is cancelled, what the body's part wrote is taken back: the rig, refilled here over an
     earlier fill, is exactly as it was (keys, handles, key selection, the panel's record), as after any failed
-    Fill. (The body's keys stayed written and only the hand's error was reported.)"""
+    Fill. (The body's keys stayed written and only the hand's error was reported.) The record of the keys Anyfill
+    wrote is put back with them: a key of the animator's changed since the earlier fill, the failed refill's body
+    recorded other keys, and the next Fill took 18 of the earlier fill's poses for the animator's."""
     ob = mixamo_rig(bpy, data_root)
     bpy.context.view_layer.objects.active = ob
     assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
     assert run_fill(bpy, ob) == {"FINISHED"}  # an earlier fill: the refill replaces its keys
     bag = ext.keys.channelbag(ob)
+    arm = bag.fcurves.find('pose.bones["mixamorig7:LeftArm"].rotation_euler', index=0)
+    next(k for k in arm.keyframe_points if k.co[0] == 11.0).co[1] += 0.3  # the refill writes other keys
+    arm.update()
     for i, fc in enumerate(bag.fcurves):  # the animator's own key selection, which a refill's keys change
         for k in fc.keyframe_points:
             k.select_control_point = (i + round(k.co[0])) % 3 == 0
@@ -219,6 +224,7 @@ def test_a_hand_that_fails_after_the_body_was_written_leaves_the_rig_as_it_was(b
     assert snapshot_all(ext, ob) == before
     assert key_selection(ext, ob) == selection and {g.name for g in bag.groups} == groups
     assert (ob.anyfill.last_keys, ob.anyfill.last_match, ob.anyfill.last_uncertainty) == record
+    assert ext.provenance.adopt(ob, change=False) == []  # none of the earlier fill's keys taken for the animator's
 
 
 def world_heads(bpy, ob, frames) -> list[float]:

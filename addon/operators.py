@@ -13,7 +13,8 @@ from .jobs import AsyncRequest, SavedRig, backend_url, make_client, preferences
 from .plan import length_text
 
 UNCERTAINTY_PROP = "anyfill_uncertainty"
-_variations: dict[str, tuple[plan_mod.Plan, list[dict]]] = {}  # rig name -> (plan, variations' joints)
+# rig name -> (plan, variations' joints, the frame range they were drawn for)
+_variations: dict[str, tuple[plan_mod.Plan, list[dict], tuple[int, int]]] = {}
 
 
 def _armature(context):
@@ -444,6 +445,13 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         """Variations of the rig's first part (the body of a full rig)."""
         return _FillBase.stages(self, context)[:1]
 
+    _drawn = (0, 0)
+
+    def prepare(self, context, stage=None):
+        plan = _FillBase.prepare(self, context, stage)
+        self._drawn = plan_mod.frame_range(context)  # kept with the variations: stepping writes this range
+        return plan
+
     def sample_settings(self, context):
         s = context.scene.anyfill
         return {"order": s.order, "k": s.k, "temperature": s.temperature, "seed": s.seed, "n": s.count}
@@ -459,7 +467,7 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[0])
-        _variations[obj.name] = (plan, variations)
+        _variations[obj.name] = (plan, variations, self._drawn)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
         what = describe_output(written, context.scene) + note
         return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
@@ -486,7 +494,7 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
                 obj.anyfill.variation_count = 0
             self.report({"ERROR"}, "No variations to step: sample them again; nothing was written")
             return {"CANCELLED"}
-        plan, variations = _variations[obj.name]
+        plan, variations, span = _variations[obj.name]
         if plan_mod.rig_fingerprint(obj, plan.bones_read) != plan.fingerprint:
             _variations.pop(obj.name, None)
             obj.anyfill.variation_count = 0
@@ -510,8 +518,21 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
         plan_mod.store_uncertainty(obj, plan, variations[i])
         obj.anyfill.variation_index = i
         what = describe_output(written, context.scene)
-        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what})")
+        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what}){drawn_note(context, span)}")
         return {"FINISHED"}
+
+
+def drawn_note(context, drawn: tuple[int, int]) -> str:
+    """The report's words on the range variations step when it is not the range a Fill would take now: variations
+    keep the range they were drawn for (the scene's range changed since)."""
+    try:
+        now = plan_mod.frame_range(context)
+    except plan_mod.PlanError as e:
+        return f"; frames {drawn[0]}..{drawn[1]}, the range they were drawn for ({e})"
+    if now == drawn:
+        return ""
+    return (f"; frames {drawn[0]}..{drawn[1]}, the range they were drawn for (the range is now {now[0]}..{now[1]}: "
+            "sample again to draw it)")
 
 
 class ANYFILL_OT_keep_variation(bpy.types.Operator):

@@ -451,6 +451,27 @@ def test_variations_drawn_at_another_frame_rate_are_not_stepped(bpy, ext, prefs,
     assert snapshot_all(ext, ob) == before and ob.anyfill.variation_count == 0
 
 
+def test_variations_step_the_range_they_were_drawn_for_and_say_so(bpy, ext, prefs, data_root):
+    """Variations drawn on frames 1..31 keep that range when the scene's range changes after (by design: they are
+    the fills of that range); stepping writes it, and the report names it when it is not the range a Fill would take
+    now (it said nothing of it)."""
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_step_variation, step=1)
+    assert result == {"FINISHED"} and "range" not in reports[-1][1]  # the range as drawn: nothing to say
+    scene = bpy.context.scene
+    scene.frame_end = 21
+    try:
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_step_variation, step=1)
+    finally:
+        scene.frame_end = FRAMES
+    assert result == {"FINISHED"}
+    assert reports[-1][1].endswith("; frames 1..31, the range they were drawn for (the range is now 1..21: sample "
+                                   "again to draw it)")
+    path = (ext.keys.bone_path("Chest", "rotation_euler"), 0)
+    assert generated_frames(ext, ob)[path] == TARGETS  # the drawn range's frames, 22..30 too
+
+
 @pytest.mark.parametrize("change", ["key", "handle", "unmapped parent"])
 def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root, change):
     """A key moved, a handle moved (the curve between keys changes), or a key of a bone the model has no joint for

@@ -282,8 +282,9 @@ def clear_generated(fc, frames, types: np.ndarray | None = None, x: np.ndarray |
 
 
 def write_keys(bag, data_path: str, index: int, group: str, frames, values, interpolation: str = "BEZIER",
-               fresh=None) -> int:
-    """Add keys (frame, value) to one channel, typed GENERATED. Existing GENERATED keys at those frames are
+               fresh=None, key_type: str = "GENERATED") -> int:
+    """Add keys (frame, value) to one channel, typed GENERATED (or ``key_type``: the animator's pose a Fill adopts,
+    :func:`.provenance.adopt`). Existing GENERATED keys at those frames are
     replaced; a frame holding another key is skipped (the animator's key wins). Every other key keeps its handles
     exactly, except keys at the frames of ``fresh`` (keys this fill wrote a moment ago: their handles are
     computed again with their new neighbours). Returns the number of keys written.
@@ -318,7 +319,7 @@ def write_keys(bag, data_path: str, index: int, group: str, frames, values, inte
     # the merged order (stable: Blender's sort keeps equal frames in place; old keys out of order are sorted too)
     where = np.argsort(np.concatenate([existing, frames]), kind="stable")
     auto = enum_value("handle_left_type", "AUTO_CLAMPED")
-    wanted = {"co": np.stack([frames, values], 1), "type": generated_type_value(), "handle_left_type": auto,
+    wanted = {"co": np.stack([frames, values], 1), "type": enum_value("type", key_type), "handle_left_type": auto,
               "handle_right_type": auto, "interpolation": enum_value("interpolation", interpolation)}
     defaults = _added_defaults(kp[n0])
     keep = np.ones(n0, dtype=bool) if fresh is None or not len(fresh) else ~near(

@@ -17,7 +17,7 @@ import time
 import bpy
 
 from . import client as client_mod
-from . import keys
+from . import keys, provenance
 from . import plan as plan_mod
 from .curves import SavedCurves
 
@@ -41,19 +41,22 @@ def make_client(context=None) -> client_mod.Client:
 
 
 class SavedRig:
-    """What a Fill writes on a rig, as it was: its curves (:class:`.curves.SavedCurves`) and the panel's record of
-    the last fill (the rig settings named ``last_*``)."""
+    """What a Fill writes on a rig, as it was: its curves (:class:`.curves.SavedCurves`), the action's record of
+    Anyfill's keys (:mod:`.provenance`: left as the failed Fill wrote it, the next Fill took the keys it had put back
+    for the animator's) and the panel's record of the last fill (the rig settings named ``last_*``)."""
 
     def __init__(self, obj):
         self.object_name = obj.name
         bag = keys.channelbag(obj)
         self.curves = SavedCurves(bag) if bag is not None else None
+        self.generated = provenance.saved(bag.id_data) if bag is not None else None
         self.record = {p.identifier: getattr(obj.anyfill, p.identifier)
                        for p in obj.anyfill.bl_rna.properties if p.identifier.startswith("last_")}
 
     def restore(self) -> None:
         if self.curves is not None:
             self.curves.restore()
+            provenance.restore(self.curves.bag.id_data, self.generated)
         obj = bpy.data.objects.get(self.object_name)
         if obj is not None:
             for name, value in self.record.items():

@@ -13,7 +13,8 @@ from .jobs import AsyncRequest, SavedRig, backend_url, make_client, preferences
 from .plan import length_text
 
 UNCERTAINTY_PROP = "anyfill_uncertainty"
-_variations: dict[str, tuple[plan_mod.Plan, list[dict]]] = {}  # rig name -> (plan, variations' joints)
+# rig name -> (plan, variations' joints, the frame range they were drawn for)
+_variations: dict[str, tuple[plan_mod.Plan, list[dict], tuple[int, int]]] = {}
 
 
 def _armature(context):
@@ -57,7 +58,8 @@ def model_for(obj, models: list[dict], part: str) -> dict:
 
 def set_mapping(obj, skeletons: dict[str, list[str]], keep_existing: bool = False) -> list[tuple[str, int, int]]:
     """Fill ``obj.anyfill.joints`` with the automatic mapping of every part the rig has (body, each hand, or the
-    one skeleton it is); returns (part, mapped joints, joints) per part."""
+    one skeleton it is); returns (part, mapped joints, joints) per part. ``keep_existing``: the bones picked by hand
+    stay, and so does a hand part added by hand (:func:`add_hand_part`) that Auto Map does not find."""
     bones = [b.name for b in obj.data.bones]
     parts = rig.auto_map_parts(skeletons, bones)
     if not parts:  # nothing maps well: the skeleton that maps most, as far as it goes
@@ -65,6 +67,11 @@ def set_mapping(obj, skeletons: dict[str, list[str]], keep_existing: bool = Fals
         found, family = rig.auto_map(skeletons[best], bones, best)
         parts = [(best, found, family)]
     old = {(m.part, m.joint): m.bone for m in obj.anyfill.joints} if keep_existing else {}
+    if "hand" in skeletons and all(p in rig.PARTS for p, _, _ in parts):
+        found_parts = {p for p, _, _ in parts}
+        parts += [(p, {}, "by hand") for p in rig.PARTS[1:] if p not in found_parts and any(
+            b for (q, _), b in old.items() if q == p)]
+        parts.sort(key=lambda p: rig.PARTS.index(p[0]))
     obj.anyfill.joints.clear()
     for part, found, _family in parts:
         for j in skeletons[rig.part_skeleton(part)]:
@@ -75,6 +82,28 @@ def set_mapping(obj, skeletons: dict[str, list[str]], keep_existing: bool = Fals
     obj.anyfill.rig_family = parts[0][2]
     return [(p, sum(1 for m in obj.anyfill.joints if m.part == p and m.bone), len(skeletons[rig.part_skeleton(p)]))
             for p, _, _ in parts]
+
+
+def add_hand_part(obj, side: str, joints: list[str] | tuple[str, ...]) -> tuple[str, str]:
+    """Add a hand part (``side`` 'L' or 'R') to the rig's mapping, for a rig whose finger bones Auto Map does not
+    recognise: a row for each of the hand model's ``joints``, their bones to pick in the panel, the wrist proposed
+    from the body's hand bone of that side when it is mapped. Returns the part and the wrist's bone ('' if none)."""
+    part, rows = f"hand.{side}", obj.anyfill.joints
+    parts = list(dict.fromkeys(m.part for m in rows))
+    if part in parts:
+        raise plan_mod.PlanError(f"The rig {obj.name!r} has a {part} part already: pick its bones in the Rig Mapping "
+                                 "list, or remove it first")
+    if "hand" in parts:
+        raise plan_mod.PlanError(f"The rig {obj.name!r} is mapped as a hand alone: its rows are that hand's")
+    hand = next((m.bone for m in rows if m.part == "body" and m.joint == f"Hand_{side}" and m.bone), "")
+    at = sum(1 for m in rows if m.part in rig.PARTS and rig.PARTS.index(m.part) < rig.PARTS.index(part))
+    for k, joint in enumerate(joints):
+        item = rows.add()
+        item.joint, item.part, item.bone = joint, part, hand if joint == "WRIST" else ""
+        rows.move(len(rows) - 1, at + k)
+    obj.anyfill.skeleton = " + ".join(dict.fromkeys(m.part for m in rows))
+    obj.anyfill.rig_family = obj.anyfill.rig_family or "by hand"
+    return part, hand
 
 
 def skeletons_of(models: list[dict]) -> dict[str, list[str]]:
@@ -201,14 +230,7 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
 
     def execute(self, context):
         obj = _armature(context)
-        offline = ""
-        try:
-            client = make_client(context)
-            models = client_mod.cached_models(client.url) or client_mod.refresh_models(client)
-            skeletons = skeletons_of(models)
-        except client_mod.BackendError as e:  # offline: the built-in skeletons
-            skeletons = {name: list(joints) for name, (joints, _) in rig.SKELETONS.items()}
-            offline = f"; mapped to the built-in skeletons: {e}"
+        skeletons, offline = mapping_skeletons(context)
         found = set_mapping(obj, skeletons, self.keep)
         mapped = sum(n for _, n, _ in found)
         if not mapped:
@@ -218,6 +240,77 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
             return {"FINISHED"}
         self.report({"INFO"} if not offline else {"WARNING"}, "Mapped " + "; ".join(
             f"{part}: {n} of {total} joints" for part, n, total in found) + f" ({obj.anyfill.rig_family}){offline}")
+        return {"FINISHED"}
+
+
+def mapping_skeletons(context) -> tuple[dict[str, list[str]], str]:
+    """Skeleton -> joint names of the backend's models to map a rig to, or the built-in copies when the backend
+    cannot be reached, with the report's words on that ('' when reached)."""
+    try:
+        client = make_client(context)
+        return skeletons_of(client_mod.cached_models(client.url) or client_mod.refresh_models(client)), ""
+    except client_mod.BackendError as e:  # offline: the built-in skeletons
+        return ({name: list(joints) for name, (joints, _) in rig.SKELETONS.items()},
+                f"; mapped to the built-in skeletons: {e}")
+
+
+class ANYFILL_OT_add_hand_part(bpy.types.Operator):
+    """Add a hand to the mapping, its fingers filled by the hand model: for a rig whose finger bones Auto Map does not
+    recognise (pick a bone for each of its joints in the list)"""
+
+    bl_idname = "anim.anyfill_add_hand_part"
+    bl_label = "Add Hand"
+    bl_options = {"REGISTER", "UNDO"}
+
+    side: bpy.props.EnumProperty(name="Side", items=(("L", "Left", "The left hand (part hand.L)"),
+                                                     ("R", "Right", "The right hand (part hand.R)")), default="L")
+
+    @classmethod
+    def poll(cls, context):
+        return _has_armature(context)
+
+    def execute(self, context):
+        obj = _armature(context)
+        skeletons, _ = mapping_skeletons(context)
+        joints = skeletons.get("hand") or rig.HAND_JOINTS
+        try:
+            part, wrist = add_hand_part(obj, self.side, joints)
+        except plan_mod.PlanError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        on = f"its WRIST on {wrist!r}, the body's hand bone; " if wrist else ""
+        self.report({"INFO"}, f"Added {part} ({len(joints)} joints): {on}pick a bone for each finger joint in the "
+                              "Rig Mapping list")
+        return {"FINISHED"}
+
+
+class ANYFILL_OT_remove_part(bpy.types.Operator):
+    """Remove a part (a hand) from the mapping: its bones are no longer filled"""
+
+    bl_idname = "anim.anyfill_remove_part"
+    bl_label = "Remove Part"
+    bl_options = {"REGISTER", "UNDO"}
+
+    part: bpy.props.StringProperty(name="Part", description="The part to remove: hand.L, hand.R or body")
+
+    @classmethod
+    def poll(cls, context):
+        return _has_armature(context)
+
+    def execute(self, context):
+        obj = _armature(context)
+        rows = obj.anyfill.joints
+        parts = list(dict.fromkeys(m.part for m in rows))
+        if self.part not in parts:
+            self.report({"ERROR"}, f"The rig {obj.name!r} has no part {self.part!r} in its mapping; its parts: "
+                                   f"{', '.join(parts) or 'none'}")
+            return {"CANCELLED"}
+        gone = [i for i, m in enumerate(rows) if m.part == self.part]
+        for i in reversed(gone):
+            rows.remove(i)
+        obj.anyfill.skeleton = " + ".join(dict.fromkeys(m.part for m in rows))
+        obj.anyfill.active_joint = min(obj.anyfill.active_joint, max(len(rows) - 1, 0))
+        self.report({"INFO"}, f"Removed {self.part} ({len(gone)} joints) from the mapping of {obj.name!r}")
         return {"FINISHED"}
 
 
@@ -352,6 +445,13 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         """Variations of the rig's first part (the body of a full rig)."""
         return _FillBase.stages(self, context)[:1]
 
+    _drawn = (0, 0)
+
+    def prepare(self, context, stage=None):
+        plan = _FillBase.prepare(self, context, stage)
+        self._drawn = plan_mod.frame_range(context)  # kept with the variations: stepping writes this range
+        return plan
+
     def sample_settings(self, context):
         s = context.scene.anyfill
         return {"order": s.order, "k": s.k, "temperature": s.temperature, "seed": s.seed, "n": s.count}
@@ -367,7 +467,7 @@ class ANYFILL_OT_sample_variations(_FillBase, bpy.types.Operator):
         obj = bpy.data.objects[plan.object_name]
         store_output(obj, written)
         plan_mod.store_uncertainty(obj, plan, variations[0])
-        _variations[obj.name] = (plan, variations)
+        _variations[obj.name] = (plan, variations, self._drawn)
         obj.anyfill.variation_index, obj.anyfill.variation_count = 0, len(variations)
         what = describe_output(written, context.scene) + note
         return f"Anyfill: variation 1 of {len(variations)} ({what}); step with the arrows, then Keep"
@@ -394,7 +494,7 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
                 obj.anyfill.variation_count = 0
             self.report({"ERROR"}, "No variations to step: sample them again; nothing was written")
             return {"CANCELLED"}
-        plan, variations = _variations[obj.name]
+        plan, variations, span = _variations[obj.name]
         if plan_mod.rig_fingerprint(obj, plan.bones_read) != plan.fingerprint:
             _variations.pop(obj.name, None)
             obj.anyfill.variation_count = 0
@@ -418,8 +518,21 @@ class ANYFILL_OT_step_variation(bpy.types.Operator):
         plan_mod.store_uncertainty(obj, plan, variations[i])
         obj.anyfill.variation_index = i
         what = describe_output(written, context.scene)
-        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what})")
+        self.report({"INFO"}, f"Anyfill: variation {i + 1} of {len(variations)} ({what}){drawn_note(context, span)}")
         return {"FINISHED"}
+
+
+def drawn_note(context, drawn: tuple[int, int]) -> str:
+    """The report's words on the range variations step when it is not the range a Fill would take now: variations
+    keep the range they were drawn for (the scene's range changed since)."""
+    try:
+        now = plan_mod.frame_range(context)
+    except plan_mod.PlanError as e:
+        return f"; frames {drawn[0]}..{drawn[1]}, the range they were drawn for ({e})"
+    if now == drawn:
+        return ""
+    return (f"; frames {drawn[0]}..{drawn[1]}, the range they were drawn for (the range is now {now[0]}..{now[1]}: "
+            "sample again to draw it)")
 
 
 class ANYFILL_OT_keep_variation(bpy.types.Operator):
@@ -487,6 +600,8 @@ classes = (
     ANYFILL_OT_start_backend,
     ANYFILL_OT_stop_backend,
     ANYFILL_OT_auto_map,
+    ANYFILL_OT_add_hand_part,
+    ANYFILL_OT_remove_part,
     ANYFILL_OT_fill,
     ANYFILL_OT_complete_pose,
     ANYFILL_OT_sample_variations,

@@ -111,6 +111,15 @@ def _draw_mapping(layout, context) -> None:
         if line:
             layout.label(text=f"Matched {line}", icon="ARMATURE_DATA")
     layout.template_list("ANYFILL_UL_mapping", "", s, "joints", s, "active_joint", rows=4)
+    parts = {m.part for m in s.joints}
+    if "hand" not in parts:  # a hand rig alone is that one hand; another rig may have a hand added or removed by hand
+        row = layout.row(align=True)
+        for side, name in (("L", "Left"), ("R", "Right")):
+            part = f"hand.{side}"
+            if part in parts:
+                row.operator("anim.anyfill_remove_part", text=f"Remove {name} Hand", icon="REMOVE").part = part
+            else:
+                row.operator("anim.anyfill_add_hand_part", text=f"Add {name} Hand", icon="ADD").side = side
     col = layout.column(align=True)
     col.prop(s, "mirror")
     col.prop(s, "rest_pose")

@@ -251,8 +251,9 @@ def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
     names = {j["name"] for j in model["joints"]}
     mapping = {j: b for j, b in mapping_of(obj, part).items() if j in names}
     rig_arrays = rig_arrays or keys.armature_rig(obj.data)
+    side = part[-1] if part and part.startswith("hand.") else ""  # a hand's side, as its bones' names say
     return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames,
-                              np.array(obj.matrix_world, dtype=np.float64)[:3, :3], settings.floor == "AUTO")
+                              np.array(obj.matrix_world, dtype=np.float64)[:3, :3], settings.floor == "AUTO", side)
 
 
 def _known_cells(values: np.ndarray, known: np.ndarray) -> list:

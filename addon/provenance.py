@@ -4,9 +4,9 @@ Blender keeps a key's type when a key is inserted on its frame (``insert_bezt_fc
 only), so a pose keyed on a frame a Fill wrote stays typed Generated, and the next Fill or Complete Pose wrote over
 it: the animator's correction lost without a word. After each write the Generated keys of every channel written
 are recorded (frame and value, as Blender stores them) in the action's custom properties, by slot and channel;
-before a fill, a Generated key its channel's record does not hold was set by the animator, and the bone's Generated
-keys on that frame become the animator's (type Keyframe): they condition the fill and are never replaced. A channel
-with no record (keys an older version wrote) is left as it is.
+before a fill, a Generated key its channel's record does not hold, or another key on a frame where it holds one, was
+set by the animator, and the bone's pose on that frame becomes the animator's (:func:`adopt`): it conditions the fill
+and is never replaced. A channel with no record (keys an older version wrote) is left as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from . import keys
+from . import curves, keys
 from .fcurves import bulk_get, enum_value
 
 RECORD = "anyfill_generated"  # the action's custom property: channel -> its Generated keys when last written
@@ -65,9 +65,36 @@ def record(obj, bag, channels) -> None:
         store[name] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(np.int32).ravel()
 
 
+def saved(action) -> dict[str, np.ndarray] | None:
+    """The action's record as it is now, to put back with :func:`restore` (a Fill of several parts that fails after
+    one was written takes its keys back, and their record with them)."""
+    store = action.get(RECORD)
+    if store is None:
+        return None
+    return {name: np.frombuffer(memoryview(held), dtype=np.int32).copy() for name, held in store.items()}
+
+
+def restore(action, record: dict[str, np.ndarray] | None) -> None:
+    """Put back a record :func:`saved` took (made anew: an array property set from a buffer of another length than
+    it holds corrupts Blender's memory)."""
+    if RECORD in action:
+        del action[RECORD]
+    if record is not None:
+        action[RECORD] = {}
+        store = action[RECORD]
+        for name, held in record.items():
+            store[name] = held
+
+
 def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
-    """Make the Generated keys the animator keyed over the animator's (see the module docstring); returns the
-    (bone, frame) of each pose adopted, in order. ``change=False``: only say which."""
+    """Make the poses the animator keyed over Anyfill's keys the animator's (see the module docstring); returns the
+    (bone, frame) of each pose adopted, in order. ``change=False``: only say which.
+
+    A key set over one of Anyfill's on one channel alone (a key moved or retimed in the Graph Editor, one channel
+    keyed, one key's type changed) adopts the bone's whole pose on that frame, as keying the pose does: its Generated
+    keys there become the animator's, and each channel Anyfill writes on the bone that has no key there gets one
+    (type Keyframe) holding what its curve showed, the pose the animator saw. Otherwise the next fill read the
+    bone's other channels there from the animator's keys alone and wrote round the one kept (a 9.7-degree kink)."""
     bag = keys.channelbag(obj)
     store = bag.id_data.get(RECORD) if bag is not None else None
     if store is None:
@@ -81,23 +108,44 @@ def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
             continue
         bone = m.group(1)
         types, pairs = _generated(fc)
-        by_bone.setdefault(bone, []).append((fc, types, pairs))
         held = store.get(_name(slot, fc.data_path, fc.array_index))
-        if held is None or not (types == gen).any():
+        by_bone.setdefault(bone, []).append((fc, types, pairs, held is not None))
+        if held is None:
             continue
         halves = np.frombuffer(memoryview(held), dtype=np.int32).view(np.uint32)
         recorded = (halves[0::2].astype(np.int64) << 32) | halves[1::2].astype(np.int64)
-        set_over = (types == gen) & ~np.isin(pairs, recorded)
+        # a Generated key not as written, or another key on a frame where Anyfill wrote one
+        generated = types == gen
+        set_over = (generated & ~np.isin(pairs, recorded)) | (~generated & np.isin(_frames(pairs), _frames(recorded)))
         if set_over.any():
-            frames = (pairs[set_over] >> 32).astype(np.uint32).view(np.float32)
-            changed.setdefault(bone, set()).update(float(f) for f in frames)
+            changed.setdefault(bone, set()).update(float(f) for f in _frames(pairs[set_over]))
     own = enum_value("type", "KEYFRAME")
     adopted = []
     for bone, frames in changed.items():
         at = np.array(sorted(frames), dtype=np.float32)
-        for fc, types, pairs in by_bone[bone]:
-            on = (types == gen) & np.isin((pairs >> 32).astype(np.uint32).view(np.float32), at)
+        taken = np.zeros(len(at), dtype=bool)
+        for fc, types, pairs, written in by_bone[bone]:
+            on = (types == gen) & np.isin(_frames(pairs), at)
+            taken |= np.isin(at, _frames(pairs[on]))
             if on.any() and change:
                 fc.keyframe_points.foreach_set("type", np.where(on, own, types).astype(np.int32))
-        adopted += [(bone, float(f)) for f in at]
+            if written and not fc.mute and not _locked(fc):
+                lack = ~curves.near(at, np.sort(_frames(pairs).astype(np.float64)))
+                taken |= lack
+                if lack.any() and change:
+                    missing = at[lack].astype(np.float64)
+                    values = [fc.evaluate(f) for f in missing]  # the curve as the animator saw it
+                    curves.write_keys(bag, fc.data_path, fc.array_index, fc.group.name if fc.group else "", missing,
+                                      values, key_type="KEYFRAME")
+        adopted += [(bone, float(f)) for f in at[taken]]
     return sorted(adopted, key=lambda bf: (bf[1], bf[0]))
+
+
+def _frames(pairs: np.ndarray) -> np.ndarray:
+    """The frames (float32) of keys packed as :func:`_generated` packs them."""
+    return (pairs >> 32).astype(np.uint32).view(np.float32)
+
+
+def _locked(fc) -> bool:
+    """Whether Blender's keying refuses the channel (its curve or its group locked): no key is added there."""
+    return bool(fc.lock or (fc.group is not None and fc.group.lock))

@@ -993,7 +993,7 @@ def fit_key_twists(ret: Retarget, poses: np.ndarray, free: set[int], passes: int
 
 def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AUTO", rest_mode: str = "AUTO",
           poses: np.ndarray | None = None, key_frames=None, object_rotation: np.ndarray | None = None,
-          floor: bool = True) -> Retarget:
+          floor: bool = True, side: str = "") -> Retarget:
     """The conversion for a rig and a model of ``/v1/models``. ``mirror``: 'AUTO' (a hand of the other side
     than the hand model's, :func:`_left_hand`), 'ON', 'OFF'. ``rest_mode``: see
     :func:`matching_pose`; ``poses``: the rig's keyed poses (K, N, 4, 4, armature space), from which the
@@ -1004,7 +1004,8 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     the armature is read turned as its object turns it. The object's scale changes nothing; a mirroring one is
     taken as a mirror through the rig's own left-right axis (X, the axis Blender's symmetric rigs mirror
     through), which is no turn. ``floor``: bring the keyed feet onto the model's floor (:func:`ground_lift`);
-    False reads the rig at its own height."""
+    False reads the rig at its own height. ``side``: the side the hand's bone names say ('L', 'R'), for a hand whose
+    geometry does not tell (:func:`_left_hand`)."""
     model = ModelSkeleton.from_info(model_info)
     mapping = {j: b for j, b in mapping.items() if b in rig.index and j in model.joints}
     c_inv = np.linalg.inv(axis_conversion(model.up_axis))
@@ -1012,7 +1013,8 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
         turn = np.asarray(object_rotation, dtype=np.float64)[:3, :3]
         c_inv = c_inv @ orthonormal(turn @ MIRROR_X if np.linalg.det(turn) < 0 else turn)
     own_rest = resolve_rest_mode(model, mapping, rest_mode) == "MODEL"
-    mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv, own_rest))
+    mirrored = mirror == "ON" or (mirror == "AUTO" and _left_hand(model_info, rig, mapping, c_inv, own_rest, poses,
+                                                                  side))
     to_model = (MIRROR_X @ c_inv) if mirrored else c_inv
     match, used, free = matching_pose(model, rig, mapping, to_model, rest_mode)
     scale = rig_scale(model, rig, mapping, model_info.get("skeleton", "body"))
@@ -1031,13 +1033,30 @@ def build(model_info: dict, rig: Rig, mapping: dict[str, str], mirror: str = "AU
     return ret
 
 
-def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray, own_rest: bool) -> bool:
+THUMB_OFF_PALM = 0.2  # the least handedness (sine of the thumb's angle off the palm's plane) that tells a hand's side
+
+
+def _handedness(p: dict[str, np.ndarray]) -> float:
+    """The handedness of (finger direction, index to pinky, thumb) as unit directions: about the sine of the thumb's
+    angle off the palm's plane, its sign the hand's side (the data's habit 0.42, ManipNet's rest -0.085, Mixamo's
+    left hand at rest 0.34, Rigify's 0.50)."""
+    return float(np.linalg.det(np.stack([unit(p["MIDDLE_MCP"] - p["WRIST"]), unit(p["INDEX_MCP"] - p["PINKY_MCP"]),
+                                         unit(p["THUMB_MCP_FE"] - p["WRIST"])])))
+
+
+def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.ndarray, own_rest: bool,
+               poses: np.ndarray | None = None, side: str = "") -> bool:
     """Whether a hand model's mapped hand is the other hand than the model's: the handedness of (finger
-    direction, index-to-pinky, thumb), the rig's at its rest, the model's in the pose its training data holds
-    on average (:meth:`ModelSkeleton.habit_positions`), or at its rest when the rig's rest is the model's own
-    (``own_rest``: a BVH import of the training skeleton). The side needs the thumb off the palm's plane: a
-    rig's rest and the data's habit hold it well on the palm's side, ManipNet's rest holds it about in the plane
-    (its MCP joint 2 % of the hand's length off it, on the back's side: the sign of the other hand)."""
+    direction, index-to-pinky, thumb), the rig's against the model's in the pose its training data holds on average
+    (:meth:`ModelSkeleton.habit_positions`), or at its rest when the rig's rest is the model's own (``own_rest``: a
+    BVH import of the training skeleton, compared rest to rest).
+
+    The side needs the thumb off the palm's plane: a rig's rest and the data's habit hold it well on the palm's side,
+    ManipNet's rest about in the plane (its MCP joint 2 % of the hand's length off it, on the back's side: the sign
+    of the other hand). A rig whose rest holds the thumb within :data:`THUMB_OFF_PALM` of the plane (ManipNet's hand
+    imported and renamed, so not matched rest to rest: its side came out backwards) is judged on its keyed
+    ``poses`` (K, N, 4, 4), where the thumb stands off the palm as in the data; with none that tell, on its name's
+    ``side`` ('L': the model's, 'R': mirrored), and last on its rest as it is."""
     if model_info.get("skeleton") != "hand":
         return False
     names = ("WRIST", "INDEX_MCP", "PINKY_MCP", "MIDDLE_MCP", "THUMB_MCP_FE")
@@ -1045,14 +1064,19 @@ def _left_hand(model_info: dict, rig: Rig, mapping: dict[str, str], c_inv: np.nd
         return False
     model = ModelSkeleton.from_info(model_info)
     at = model.rest_positions() if own_rest or model.conventions is None else model.habit_positions()
-    mh = dict(zip(model.joints, at, strict=True))
-    rh = {n: c_inv @ rig.heads[rig.index[mapping[n]]] for n in names}
-
-    def handedness(p: dict[str, np.ndarray]) -> float:
-        return float(np.linalg.det(np.stack([p["MIDDLE_MCP"] - p["WRIST"], p["INDEX_MCP"] - p["PINKY_MCP"],
-                                             p["THUMB_MCP_FE"] - p["WRIST"]])))
-
-    return handedness(rh) * handedness(mh) < 0
+    theirs = _handedness(dict(zip(model.joints, at, strict=True)))
+    bones = [rig.index[mapping[n]] for n in names]
+    rest = _handedness({n: c_inv @ rig.heads[b] for n, b in zip(names, bones, strict=True)})
+    if own_rest or abs(rest) >= THUMB_OFF_PALM:
+        return rest * theirs < 0
+    if poses is not None and len(poses):
+        posed = float(np.mean([_handedness(dict(zip(names, pose[bones, :3, 3] @ c_inv.T, strict=True)))
+                               for pose in poses]))
+        if abs(posed) >= THUMB_OFF_PALM:
+            return posed * theirs < 0
+    if side in ("L", "R"):
+        return side == "R"
+    return rest * theirs < 0
 
 
 # --- rotation modes (Blender's ``rotation_mode``) -----------------------------------------------------------

@@ -68,7 +68,7 @@ def test_install_enable_disable_remove(built: Path) -> None:
                                                     enable_on_install=True) == {"FINISHED"}
     assert bpy.context.preferences.addons.get(EXT_MODULE)
     for op in ("fill", "complete_pose", "sample_variations", "step_variation", "keep_variation",
-               "show_uncertainty", "start_backend", "auto_map"):
+               "show_uncertainty", "start_backend", "auto_map", "add_hand_part", "remove_part"):
         assert hasattr(bpy.types, f"ANIM_OT_anyfill_{op}") or op in dir(bpy.ops.anim), op
         rna = getattr(bpy.ops.anim, f"anyfill_{op}").get_rna_type()
         assert rna.identifier.startswith("ANIM_OT_anyfill_")

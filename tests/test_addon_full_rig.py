@@ -190,12 +190,17 @@ def test_a_hand_that_fails_after_the_body_was_written_leaves_the_rig_as_it_was(b
     """One Fill writes the body before it asks for each hand (a hand's wrist comes from the body's fill). When a
     hand's request fails or is cancelled, what the body's part wrote is taken back: the rig, refilled here over an
     earlier fill, is exactly as it was (keys, handles, key selection, the panel's record), as after any failed
-    Fill. (The body's keys stayed written and only the hand's error was reported.)"""
+    Fill. (The body's keys stayed written and only the hand's error was reported.) The record of the keys Anyfill
+    wrote is put back with them: a key of the animator's changed since the earlier fill, the failed refill's body
+    recorded other keys, and the next Fill took 18 of the earlier fill's poses for the animator's."""
     ob = mixamo_rig(bpy, data_root)
     bpy.context.view_layer.objects.active = ob
     assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
     assert run_fill(bpy, ob) == {"FINISHED"}  # an earlier fill: the refill replaces its keys
     bag = ext.keys.channelbag(ob)
+    arm = bag.fcurves.find('pose.bones["mixamorig7:LeftArm"].rotation_euler', index=0)
+    next(k for k in arm.keyframe_points if k.co[0] == 11.0).co[1] += 0.3  # the refill writes other keys
+    arm.update()
     for i, fc in enumerate(bag.fcurves):  # the animator's own key selection, which a refill's keys change
         for k in fc.keyframe_points:
             k.select_control_point = (i + round(k.co[0])) % 3 == 0
@@ -219,6 +224,7 @@ def test_a_hand_that_fails_after_the_body_was_written_leaves_the_rig_as_it_was(b
     assert snapshot_all(ext, ob) == before
     assert key_selection(ext, ob) == selection and {g.name for g in bag.groups} == groups
     assert (ob.anyfill.last_keys, ob.anyfill.last_match, ob.anyfill.last_uncertainty) == record
+    assert ext.provenance.adopt(ob, change=False) == []  # none of the earlier fill's keys taken for the animator's
 
 
 def world_heads(bpy, ob, frames) -> list[float]:
@@ -228,3 +234,94 @@ def world_heads(bpy, ob, frames) -> list[float]:
         for pb in ob.pose.bones:
             out.extend(ob.matrix_world @ pb.head)
     return out
+
+
+FINGER_NAMES = {"Thumb": "Thb", "Index": "Idx", "Middle": "Mid", "Ring": "Rng", "Pinky": "Pnk"}
+
+
+def custom_finger_name(bone: str) -> str:
+    """A Mixamo finger bone's name as no Auto Map alias knows it (mixamorig7:LeftHandIndex1 -> Finger_Idx_1_L), other
+    bones' names as they are."""
+    import re
+
+    m = re.fullmatch(r"mixamorig7:(Left|Right)Hand(Thumb|Index|Middle|Ring|Pinky)(\d)", bone)
+    return f"Finger_{FINGER_NAMES[m[2]]}_{m[3]}_{m[1][0]}" if m else bone
+
+
+class Drawn:
+    """A stand-in for a UI layout that records the operators drawn, with the properties set on them."""
+
+    def __init__(self, ops=None):
+        self.ops = [] if ops is None else ops
+
+    def operator(self, idname, **kw):
+        from types import SimpleNamespace
+
+        self.ops.append((idname, kw.get("text"), props := SimpleNamespace()))
+        return props
+
+    def row(self, align=False):
+        return Drawn(self.ops)
+
+    column = row
+
+    def __getattr__(self, name):  # label, prop, template_list...: nothing to record
+        return lambda *args, **kw: None
+
+
+def panel_buttons(bpy, ext) -> list[tuple[str, str, dict]]:
+    layout = Drawn()
+    ext.panels._draw_mapping(layout, bpy.context)
+    return [(idname, text, vars(props)) for idname, text, props in layout.ops if "part" in idname]
+
+
+def test_a_hand_part_added_and_mapped_by_hand_fills_as_an_auto_mapped_hand(bpy, ext, prefs, data_root):
+    """A body rig whose finger bones no alias recognises (Finger_Idx_1_L...): Auto Map finds the body alone. The Rig
+    Mapping panel adds a left hand (a row per hand joint, its WRIST proposed on the body's hand bone of that side, the
+    others to pick); once its bones are picked, Fill fills those fingers exactly as it fills the same rig's auto-mapped
+    hand. Auto Map keeping the choices keeps the part; the panel removes it. (Such a rig could never have its fingers
+    filled: no hand rows, and no way to add them.)"""
+    ob = mixamo_rig(bpy, data_root)  # the reference: the rig as it comes, its hands auto-mapped
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    auto = {m.joint: custom_finger_name(m.bone) for m in ob.anyfill.joints if m.part == "hand.L"}
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    fingers = {b for j, b in auto.items() if b and j != "WRIST"}
+
+    def finger_keys(rig):
+        return {(custom_finger_name(fc.data_path.split('"')[1]), fc.data_path.rsplit(".", 1)[1], fc.array_index): [
+            (k.co[0], k.co[1]) for k in fc.keyframe_points if k.type == "GENERATED"]
+            for fc in ext.keys.channelbag(rig).fcurves if custom_finger_name(fc.data_path.split('"')[1]) in fingers}
+
+    reference = finger_keys(ob)
+    assert len(fingers) == 15 and all(reference.values())
+
+    ob = mixamo_rig(bpy, data_root)
+    for b in ob.data.bones:
+        b.name = custom_finger_name(b.name)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    assert {m.part for m in ob.anyfill.joints} == {"body"}
+    assert panel_buttons(bpy, ext) == [("anim.anyfill_add_hand_part", "Add Left Hand", {"side": "L"}),
+                                       ("anim.anyfill_add_hand_part", "Add Right Hand", {"side": "R"})]
+    assert bpy.ops.anim.anyfill_add_hand_part(side="L") == {"FINISHED"}
+    rows = [m for m in ob.anyfill.joints if m.part == "hand.L"]
+    assert [m.joint for m in rows] == list(ext.rig.HAND_JOINTS)
+    assert {m.joint: m.bone for m in rows if m.bone} == {"WRIST": "mixamorig7:LeftHand"}  # the body's hand bone
+    assert [m.part for m in ob.anyfill.joints][-len(rows):] == ["hand.L"] * len(rows)
+    with pytest.raises(RuntimeError, match="has a hand.L part already"):
+        bpy.ops.anim.anyfill_add_hand_part(side="L")
+    for m in rows:  # picked by hand, as the panel's bone fields do
+        m.bone = auto[m.joint]
+    assert not ext.plan.mapped_twice(ob) and not ext.plan.thinly_mapped(ob)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert finger_keys(ob) == reference
+    assert bpy.ops.anim.anyfill_auto_map(keep=True) == {"FINISHED"}  # keeping the choices keeps the hand
+    assert {(m.joint, m.bone) for m in ob.anyfill.joints if m.part == "hand.L"} == set(auto.items())
+    assert ob.anyfill.skeleton == "body + hand.L"
+    assert panel_buttons(bpy, ext) == [("anim.anyfill_remove_part", "Remove Left Hand", {"part": "hand.L"}),
+                                       ("anim.anyfill_add_hand_part", "Add Right Hand", {"side": "R"})]
+    assert bpy.ops.anim.anyfill_remove_part(part="hand.L") == {"FINISHED"}
+    assert {m.part for m in ob.anyfill.joints} == {"body"} and ob.anyfill.skeleton == "body"
+    with pytest.raises(RuntimeError, match="has no part 'hand.L' in its mapping; its parts: body"):
+        bpy.ops.anim.anyfill_remove_part(part="hand.L")

@@ -451,6 +451,27 @@ def test_variations_drawn_at_another_frame_rate_are_not_stepped(bpy, ext, prefs,
     assert snapshot_all(ext, ob) == before and ob.anyfill.variation_count == 0
 
 
+def test_variations_step_the_range_they_were_drawn_for_and_say_so(bpy, ext, prefs, data_root):
+    """Variations drawn on frames 1..31 keep that range when the scene's range changes after (by design: they are
+    the fills of that range); stepping writes it, and the report names it when it is not the range a Fill would take
+    now (it said nothing of it)."""
+    ob = body(bpy, ext, data_root)
+    sample_variations(bpy, ob)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_step_variation, step=1)
+    assert result == {"FINISHED"} and "range" not in reports[-1][1]  # the range as drawn: nothing to say
+    scene = bpy.context.scene
+    scene.frame_end = 21
+    try:
+        result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_step_variation, step=1)
+    finally:
+        scene.frame_end = FRAMES
+    assert result == {"FINISHED"}
+    assert reports[-1][1].endswith("; frames 1..31, the range they were drawn for (the range is now 1..21: sample "
+                                   "again to draw it)")
+    path = (ext.keys.bone_path("Chest", "rotation_euler"), 0)
+    assert generated_frames(ext, ob)[path] == TARGETS  # the drawn range's frames, 22..30 too
+
+
 @pytest.mark.parametrize("change", ["key", "handle", "unmapped parent"])
 def test_variations_of_a_rig_whose_keys_changed_are_not_stepped(bpy, ext, prefs, data_root, change):
     """A key moved, a handle moved (the curve between keys changes), or a key of a bone the model has no joint for
@@ -843,6 +864,58 @@ def test_a_pose_keyed_over_a_filled_frame_is_the_animators(bpy, ext, prefs, data
     bpy.context.scene.frame_set(15)
     run_fill(bpy, ob, "anim.anyfill_complete_pose")
     assert [fc.evaluate(15.0) for fc in channels] == posed
+
+
+def rotation_steps(channels, frames) -> np.ndarray:
+    """The angle (degrees) the channels' Euler rotation turns from each frame to the next, as Blender evaluates it."""
+    from mathutils import Euler
+
+    q = [Euler([fc.evaluate(f) for fc in channels]).to_quaternion() for f in frames]
+    return np.degrees([a.rotation_difference(b).angle for a, b in zip(q[:-1], q[1:], strict=True)])
+
+
+@pytest.mark.parametrize("edit", ["retimed", "retyped"])
+def test_a_key_changed_on_one_channel_adopts_the_bones_whole_pose(bpy, ext, prefs, data_root, edit):
+    """After a Fill, the animator changes one channel of a filled pose: moves LowerArm_L's rotation X key from frame
+    15 to 15.4 in the Graph Editor, or types that one key Keyframe. The bone's whole pose there becomes the animator's
+    (as keying the pose does): its other channels get a key of their own holding what they showed, so the refill is
+    conditioned on the pose the animator saw and passes through it. Only that channel was adopted, the refill read the
+    others there from the animator's keys alone and wrote round the one kept: the pose moved 1.8 degrees off what the
+    animator saw and the arm's turn per frame jumped by 0.49 degrees at the moved key, by 2.58 at the retyped one
+    (now 0.04 and 0.01; with the shipped models, an editable fill's key moved from frame 3 to 4.4 on a 61-frame walk
+    left the pose 25 degrees off)."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    channels = [curve(ext, ob, "LowerArm_L", "rotation_euler", i) for i in range(3)]
+    key = next(k for k in channels[0].keyframe_points if k.co[0] == 15.0)
+    assert key.type == "GENERATED"
+    frame = 15.0
+    if edit == "retimed":
+        frame = 15.4
+        for attr in ("co", "handle_left", "handle_right"):
+            getattr(key, attr)[0] += 0.4
+        channels[0].update()
+    else:
+        key.type = "KEYFRAME"
+    from mathutils import Euler
+
+    def pose(f):
+        return Euler([fc.evaluate(f) for fc in channels]).to_quaternion()
+
+    seen = pose(frame)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    off = np.degrees(seen.rotation_difference(pose(frame)).angle)
+    steps = rotation_steps(channels, [frame + d for d in range(-3, 4)])
+    kink = float(np.abs(np.diff(steps)).max())
+    print(f"\n[{edit} key] pose off what the animator saw {off:.2f} deg; turn per frame around it "
+          f"{np.round(steps, 2).tolist()}, largest jump {kink:.2f} deg")
+    assert result == {"FINISHED"}
+    assert f"kept as your keys: LowerArm_L keyed over Anyfill's on frame {frame:g}" in reports[-1][1]
+    keyed = [[k for k in fc.keyframe_points if abs(k.co[0] - frame) < 1e-4] for fc in channels]
+    assert [[k.type for k in ks] for ks in keyed] == [["KEYFRAME"]] * 3  # the whole pose, the animator's
+    assert off < 1e-3 and kink < 0.1
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)  # nothing more is taken
+    assert result == {"FINISHED"} and "kept as your keys" not in reports[-1][1]
 
 
 def test_a_root_never_keyed_stays_where_the_rig_holds_it(bpy, ext, prefs, data_root):

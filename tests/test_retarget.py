@@ -297,6 +297,26 @@ def test_a_hands_side_is_judged_where_the_thumb_is_off_the_palm():
         assert rt.build(model, own, {j: j for j in joints}).mirrored == mirror
 
 
+def test_a_hand_whose_rest_does_not_tell_its_side_is_judged_on_its_keys_then_its_names():
+    """A rig modelled on ManipNet's rest (the thumb about in the palm's plane) under other bone names is matched From
+    Rig Rest, not rest to rest, and its rest does not tell its side (read against the data's habit it said the other
+    hand): its keyed poses do (here the data's habit, held as the model's hand or as its mirror image), whatever its
+    names say; with no keyed pose to tell, its names' side (a left hand as the model's, a right one mirrored)."""
+    rng = np.random.default_rng(5)
+    model = _card_model("hand")
+    ms = rt.ModelSkeleton.from_info(model)
+    joints = [j["name"] for j in model["joints"]]
+    foreign = [f"bone_{j}" for j in joints]
+    mapping = dict(zip(joints, foreign, strict=True))
+    for mirror in (False, True):
+        rig = _hand_rig(model, ms.rest_positions(), foreign, rng, mirror)
+        poses = np.tile(np.eye(4), (1, len(joints), 1, 1))
+        poses[0, :, :3, 3] = ms.habit_positions() @ rt.axis_conversion("y").T * ([-1.0, 1.0, 1.0] if mirror else 1.0)
+        for side in ("L", "R", ""):
+            assert rt.build(model, rig, mapping, poses=poses, side=side).mirrored == mirror, (mirror, side)
+        assert rt.build(model, rig, mapping, side="R").mirrored and not rt.build(model, rig, mapping, side="L").mirrored
+
+
 @pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])
 def test_euler_angles_turn_as_blender_reads_them(order):
     """Blender's Euler order 'XYZ' applies X first (R = Rz Ry Rx): scipy's extrinsic rotation of the same order."""

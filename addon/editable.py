@@ -35,6 +35,7 @@ class Track:
     quats: np.ndarray | None = None  # the dense fill's rotations (n, 4), once measured
     locked: tuple[int, ...] = ()  # channels the animator locked: never written (see skip_locked)
     muted: tuple[int, ...] = ()  # channels whose curve the animator muted: never written (see skip_muted)
+    held: tuple[int, ...] = ()  # channels the bone itself locks (a Rigify IK twist control's X and Z): not written
 
     @property
     def width(self) -> int:
@@ -43,7 +44,7 @@ class Track:
     @property
     def channels(self) -> list[int]:
         """The channels (array indices) this track writes."""
-        return [c for c in range(self.width) if c not in self.locked and c not in self.muted]
+        return [c for c in range(self.width) if c not in self.locked and c not in self.muted and c not in self.held]
 
 
 @dataclass
@@ -58,11 +59,15 @@ class Written:
     locked: int = 0  # channels not written because the animator locked them
     seconds: dict[str, float] = field(default_factory=dict)  # how long each stage of writing took
     muted: list[str] = field(default_factory=list)  # channels left because their curve is muted (report's names)
+    limbs: list[str] = field(default_factory=list)  # Rigify limbs in IK written through their IK controls too
+    limb_error: float = 0.0  # the largest distance of such a limb's IK joints from their FK places (rig units)
 
     def add(self, other: Written) -> Written:
         return Written(self.keys + other.keys, self.dense_keys + other.dense_keys, self.editable or other.editable,
                        max(self.max_rotation_deg, other.max_rotation_deg), max(self.max_location, other.max_location),
-                       self.locked + other.locked, muted=list(dict.fromkeys(self.muted + other.muted)))
+                       self.locked + other.locked, muted=list(dict.fromkeys(self.muted + other.muted)),
+                       limbs=list(dict.fromkeys(self.limbs + other.limbs)),
+                       limb_error=max(self.limb_error, other.limb_error))
 
 
 def is_locked(bag, path: str, index: int, group: str) -> bool:
@@ -78,7 +83,8 @@ def skip_locked(bag, tracks: list[Track]) -> tuple[list[Track], int]:
     locked is left out), and how many channels were skipped (a muted one is left for being muted)."""
     out, skipped = [], 0
     for t in tracks:
-        t.locked = tuple(c for c in range(t.width) if c not in t.muted and is_locked(bag, t.path, c, t.bone))
+        t.locked = tuple(c for c in range(t.width) if c not in t.muted and c not in t.held
+                         and is_locked(bag, t.path, c, t.bone))
         skipped += len(t.locked)
         if t.channels:
             out.append(t)

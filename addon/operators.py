@@ -146,6 +146,9 @@ def describe_output(written, scene) -> str:
     skipped = f", {written.locked} locked channel{'s' * (written.locked != 1)} skipped" if written.locked else ""
     if written.muted:
         skipped += f"; muted curves left as they are: {_named(written.muted)}"
+    if written.limbs:
+        skipped += (f"; {_named(written.limbs)} in IK filled through their IK controls (FK controls keyed too; IK "
+                    f"within {length_text(scene, written.limb_error)} of the FK pose)")
     if not written.editable:
         return f"{written.keys} keys{skipped}"
     return (f"{written.keys} editable keys ({written.dense_keys} on every frame; largest deviation "
@@ -363,7 +366,7 @@ class _FillBase(AsyncRequest):
     def warnings(self, context) -> list[str]:
         """Mapping rows whose bone is gone (renamed or deleted since Auto Map): the rest fills, the report says; and
         the mapped bones a constraint or driver overrides (:func:`.plan.overridden_bones`), and Rigify limbs in IK
-        (:func:`.plan.limbs_in_ik`)."""
+        that Fill cannot write through their IK controls (:func:`.plan.limbs_in_ik`)."""
         obj = _armature(context)
         if obj is None:
             return []
@@ -374,8 +377,8 @@ class _FillBase(AsyncRequest):
                    "(map more bones in the Anyfill panel)" for part, n, total in thin]
                 + ([f"keys written, but a constraint or driver sets what Blender shows of {_named(overridden)}"]
                    if overridden else [])
-                + ([f"limbs in IK ({_named(ik)}: IK_FK below 1): the FK controls Fill writes show once they are "
-                    "switched to FK"] if ik else []))
+                + ([f"limbs in IK ({_named(ik)}: IK_FK below 1) that Fill cannot drive through their IK controls: "
+                    "the FK controls Fill writes show once they are switched to FK"] if ik else []))
 
     def request(self, client, plan, progress, cancel):
         return client.fill(plan.body)

@@ -19,6 +19,7 @@ from . import client as client_mod
 from . import curves, keys, provenance
 from . import editable as editable_mod
 from . import fcurves as fcurves_mod
+from . import limbs as limbs_mod
 from . import retarget as retarget_mod
 
 
@@ -56,6 +57,9 @@ class Plan:
     bones_read: list[str] = field(default_factory=list)  # the mapped bones and every bone above them
     muted: list[str] = field(default_factory=list)  # bones in scope left whole for their muted curves (report's names)
     outside: list[float] = field(default_factory=list)  # frames of the range outside the keys: never written
+    limbs: list[limbs_mod.Limb] = field(default_factory=list)  # Rigify limbs in IK written through their IK controls
+    limbs_still: list[str] = field(default_factory=list)  # Rigify limbs in IK with no key: left as they are
+    limb_keys: list[list[float]] = field(default_factory=list)  # each of ``limbs``' keyed frames (FK and IK keys)
 
     @property
     def n_targets(self) -> int:
@@ -163,15 +167,18 @@ def overridden_bones(obj) -> list[str]:
 
 def limbs_in_ik(obj) -> list[str]:
     """The pose bones holding a Rigify limb's IK/FK switch (``IK_FK``, 1 = FK) set below FK, on a rig mapped to FK
-    controls: Fill writes the FK controls, which such a limb does not follow (a generated rig's limbs start in IK)."""
-    if not any("_fk" in m.bone for m in obj.anyfill.joints if m.bone):
+    controls, whose limb Fill cannot drive through its IK controls (:func:`.limbs.in_ik`: a limb of another build,
+    or one whose upper, lower and tip FK controls are not all mapped): Fill writes its FK controls, which such a
+    limb does not follow."""
+    mapped = {m.bone for m in obj.anyfill.joints if m.bone and m.bone in obj.data.bones}
+    if not any("_fk" in b for b in mapped):
         return []
-    found = []
-    for pb in obj.pose.bones:
-        value = pb.get("IK_FK")
-        if isinstance(value, int | float) and value < 1.0 - 1e-6:
-            found.append(pb.name)
-    return found
+    return limbs_mod.in_ik(obj, mapped)[1]
+
+
+def limb_name(limb: limbs_mod.Limb) -> str:
+    """A limb as Rigify's own panel names it: its tip without the ORG- prefix ('foot.L')."""
+    return limb.org[2].removeprefix("ORG-")
 
 
 def _merge(frames: list[float]) -> list[float]:
@@ -311,19 +318,39 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
                         "(the Action Editor's Slot menu) to fill its keys")
     relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
     relevant_names = [rig_arrays.names[b] for b in relevant]
-    check_samples(obj, bag, relevant_names)
+    # Rigify limbs in IK: their FK controls are read as Blender shows the limb (its IK pose, :mod:`.limbs`); those
+    # whose upper, lower and tip FK controls this part maps are also written through their IK controls
+    in_ik = [limb for limb in limbs_mod.find(obj) if limb.in_ik(obj)]
+    driven = [limb for limb in in_ik if set(limb.fk[:3]) <= set(mapping.values())]
+    check_samples(obj, bag, relevant_names + [c for limb in driven for c in limb.controls])
     scope_selected = context.scene.anyfill.bones == "SELECTED"
     selected = selected_bones(obj) if scope_selected else None
+    for limb in driven if selected is not None else []:  # a limb in IK is in scope whole when a control of it is
+        if selected & {*limb.fk, *limb.controls}:
+            selected |= set(limb.fk)
     if scope_selected and not selected & set(mapping.values()):
         raise NothingToFill(f"No mapped bone{_of(part)} is selected: select bones, or set Bones to All Mapped")
     in_scope = [b for b in mapping.values() if selected is None or b in selected]  # the bones a fill writes
-    check_modifiers(obj, bag, in_scope)
+    check_modifiers(obj, bag, in_scope + [c for limb in driven if limb.fk[0] in in_scope for c in limb.controls])
     include_gen = not settings.replace_generated
     t0 = time.perf_counter()
 
     current = float(context.scene.frame_current)
     read = pose_reach(model, current, scene_fps(context), (lo, hi)) if kind == "pose" else (lo, hi)
     bone_keys = {b: keys.read_bone(obj, bag, b, moving[j], include_gen, read) for j, b in mapping.items()}
+    limb_frames = {}
+    for limb in in_ik:  # a limb's keyed frames: the keys of its FK and its IK controls, its pose read as a whole
+        raw = set(limbs_mod.control_keys(obj, bag, limb, include_gen))
+        for b in limb.fk:
+            raw.update(keys.read_bone(obj, bag, b, False, include_gen).frames)
+        limb_frames[limb.switch] = keys.around_range(sorted(raw), read)
+        for b in limb.fk:
+            if b in bone_keys:
+                bone_keys[b].frames = limb_frames[limb.switch]
+    # a limb in IK with no key stays as the rig holds it (known on every frame, never written), as the hips do
+    still_limbs = [limb for limb in driven if not limb_frames[limb.switch]]
+    still_fk = {b for limb in still_limbs for b in limb.fk}
+    driven = [limb for limb in driven if limb_frames[limb.switch]]
     keyed = sorted({f for bk in bone_keys.values() for f in bk.frames})
     own = [b for j, b in mapping.items() if not (part.startswith("hand.") and j == "WRIST" and "body" in parts_of(obj))]
     if not any(bone_keys[b].frames for b in own):  # a full rig's hand whose fingers have no key: left alone
@@ -353,13 +380,18 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
 
     # a fill's bones are read from the animator's keys (out of scope with Bones = Selected, as they show)
     channels = keys.evaluate_channels(obj, bag, relevant_names, frames, set() if include_gen else set(in_scope))
+    if in_ik:  # the FK controls of limbs in IK as the limb shows: where they are read (keyed), or everywhere
+        written_fk = {b for limb in driven for b in limb.fk if b in in_scope and b not in frozen}
+        rows_of = {b: np.flatnonzero(_on(fr, bone_keys[b].frames)) if b in written_fk else np.arange(len(fr))
+                   for limb in in_ik for b in limb.fk if b in relevant_names}
+        limbs_mod.fk_rotations(context, obj, in_ik, rows_of, fr, channels, include_gen)
     basis = keys.evaluate_basis(rig_arrays, relevant, frames, channels)
     check_poses(rig_arrays, relevant, basis, fr)
     pose = rig_arrays.pose(basis, relevant)
     check_scale_inheritance(rig_arrays, relevant, pose)
     t1 = time.perf_counter()
-    at_poses = _on(fr, keyed_poses({b: bk for b, bk in bone_keys.items() if b not in frozen and b not in still},
-                                   keyed))
+    at_poses = _on(fr, keyed_poses({b: bk for b, bk in bone_keys.items()
+                                    if b not in frozen and b not in still and b not in still_fk}, keyed))
     ret = build_retarget(obj, model, rig_arrays, pose[at_poses], fr[at_poses], part)
     t2 = time.perf_counter()
     msk = ret.model
@@ -372,8 +404,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
         if bone is None:
             continue
         keyed_here = _on(fr, bone_keys[bone].frames)
-        if (selected is not None and bone not in selected) or bone in frozen or bone in still:
-            known[:, j] = True  # out of scope, all muted, or a mover never keyed: as it is, it conditions the fill
+        if (selected is not None and bone not in selected) or bone in frozen or bone in still or bone in still_fk:
+            known[:, j] = True  # out of scope, all muted, a mover or limb in IK never keyed: as it is, it conditions
         else:
             known[:, j] = keyed_here
             write[:, j] = is_target_frame & ~keyed_here
@@ -447,11 +479,17 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if still:
         it = "it" if len(still) == 1 else "them"
         summary += f"; not moved: {', '.join(still)}, with no key in the range (key {it} to have Anyfill move {it})"
+    if still_limbs:
+        names = ", ".join(limb_name(limb) for limb in still_limbs)
+        summary += f"; not moved: {names} in IK, with no key in the range (key its IK controls to have Anyfill move it)"
     seconds = {"keys and poses": t1 - t0, "rig to model": t2 - t1, "request": time.perf_counter() - t2}
+    driven = [limb for limb in driven if limb.fk[0] in in_scope]
+    bones_read = relevant_names + [c for limb in driven for c in limb.controls]
     return Plan(kind, obj.name, model["name"], frames, ret, body, job_id, local, trans, known, targets, write, basis,
                 bone_keys, {b: channels[b] for b in bone_keys}, summary, part, seconds,
-                rig_fingerprint(obj, relevant_names) if kind == "sample" else "", relevant_names, list(frozen.values()),
-                outside)
+                rig_fingerprint(obj, bones_read) if kind == "sample" else "", bones_read, list(frozen.values()),
+                outside, driven, [limb_name(limb) for limb in still_limbs],
+                [limb_frames[limb.switch] for limb in driven])
 
 
 # --- what the rig must be for a fill (checked when reading it, and again before writing) -----------------------
@@ -772,26 +810,70 @@ def apply(context, plan: Plan, joints_result: dict, decoded=None) -> editable_mo
     todo, muted = editable_mod.skip_muted(keys.channelbag(obj), todo)
     todo, locked = editable_mod.skip_locked(keys.channelbag(obj), todo)
     bag = keys.channelbag(obj, create=True)
+    saved = curves.SavedCurves(bag) if plan.limbs else None  # the IK controls are solved once the FK keys are in
     clear_outside(bag, todo, plan.outside)
+    for limb, frames in zip(plan.limbs, plan.limb_keys, strict=True):  # a frame keyed on any control of the limb
+        clear_outside(bag, [t for t in todo if t.bone in limb.fk], frames)
     t3 = time.perf_counter()
-    editable, rotation_tolerance, location_tolerance = output_settings(context)
-    if not editable or plan.kind == "pose":
-        written = editable_mod.write_dense(bag, todo)
-    else:
-        # locations are in the armature's units: its largest axis scale, a magnitude (a mirrored rig's is negative)
-        scale = float(np.linalg.norm(np.array(obj.matrix_world, dtype=np.float64)[:3, :3], axis=0).max()) or 1.0
-        written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
-        written.max_location *= scale
+    try:
+        written = _write(context, obj, plan, bag, todo)
+        if plan.limbs:
+            todo += _write_limbs(context, obj, plan, bag, written)
+    except BaseException:
+        if saved is not None:
+            saved.restore()
+        raise
     provenance.record(obj, bag, [(t.path, c) for t in todo for c in t.channels])
-    written.locked, written.muted = locked, sorted(set(plan.muted + muted))
+    written.locked, written.muted = written.locked + locked, sorted(set(plan.muted + muted + written.muted))
     written.seconds = {"answer checked": t1 - t0, "poses solved": t2 - t1, "continuity": t3 - t2,
                        "keys written": time.perf_counter() - t3}
     return written
 
 
+def _write(context, obj, plan: Plan, bag, todo: list[editable_mod.Track]) -> editable_mod.Written:
+    """The tracks written as the scene's Keys setting says: a key on every filled frame, or editable curves."""
+    editable, rotation_tolerance, location_tolerance = output_settings(context)
+    if not editable or plan.kind == "pose":
+        return editable_mod.write_dense(bag, todo)
+    # locations are in the armature's units: its largest axis scale, a magnitude (a mirrored rig's is negative)
+    scale = float(np.linalg.norm(np.array(obj.matrix_world, dtype=np.float64)[:3, :3], axis=0).max()) or 1.0
+    written = editable_mod.write_editable(bag, todo, rotation_tolerance, location_tolerance / scale)
+    written.max_location *= scale
+    return written
+
+
+def _write_limbs(context, obj, plan: Plan, bag, written: editable_mod.Written) -> list[editable_mod.Track]:
+    """Key the IK controls of the plan's limbs in IK on the frames their FK controls were just written, so that the
+    limb shows the fill in IK too (:func:`.limbs.solve`); adds to ``written`` and returns the tracks written."""
+    frames = np.asarray(plan.frames)
+    todo = []
+    for limb in plan.limbs:
+        j = plan.retarget.model.joints.index(next(n for n, b in plan.retarget.mapping.items() if b == limb.fk[2]))
+        rows = np.flatnonzero(plan.write[:, j])
+        if len(rows):
+            todo.append((limb, frames[rows].tolist()))
+    solved = limbs_mod.solve(context, obj, todo)
+    tracks_ = limbs_mod.tracks(obj, bag, solved, not obj.anyfill.replace_generated)
+    check_finite(tracks_)
+    tracks_, muted = editable_mod.skip_muted(bag, tracks_)
+    tracks_, locked = editable_mod.skip_locked(bag, tracks_)
+    clear_outside(bag, tracks_, plan.outside)
+    for limb, frames in zip(plan.limbs, plan.limb_keys, strict=True):
+        clear_outside(bag, [t for t in tracks_ if t.bone in limb.controls], frames)
+    more = _write(context, obj, plan, bag, tracks_)
+    total = written.add(more)
+    written.keys, written.dense_keys, written.editable = total.keys, total.dense_keys, total.editable
+    written.max_rotation_deg, written.max_location = total.max_rotation_deg, total.max_location
+    written.locked, written.muted = written.locked + locked, written.muted + muted
+    written.limbs = [limb_name(limb) for limb, _ in todo]
+    written.limb_error = solved.largest_error
+    return tracks_
+
+
 def clear_outside(bag, todo: list[editable_mod.Track], frames: list[float]) -> None:
     """Anyfill's keys of an earlier fill on the range's frames outside the keys (:attr:`Plan.outside`) removed
-    from the channels written, as a fill replaces its keys in its range."""
+    from the channels written, as a fill replaces its keys in its range; also a Rigify limb's keys of an earlier fill
+    on a frame now keyed on another control of the limb."""
     if not frames:
         return
     for t in todo:

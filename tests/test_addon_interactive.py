@@ -239,7 +239,10 @@ def test_generated_rigify_rig_maps_to_its_controls_and_fills_them(bpy, ext, pref
     assert family == "Rigify" and len(hand) == 16 and "THUMB_CMC_FE" not in hand  # 3-bone thumb
     assert hand["WRIST"] == "hand_fk.L" and hand["INDEX_MCP"] == "f_index.01.L"
     assert not [b for b in hand.values() if mechanism.match(b)]
-    # key the body controls at frames 1 and 21 (a turn of the torso and a raised arm), fill 2..20
+    # key the body controls at frames 1 and 21 (a turn of the torso and a raised arm), fill 2..20; the limbs in FK:
+    # Fill keys the FK controls and no IK control (limbs in IK: tests/test_addon_rigify_ik.py)
+    for limb in ("upper_arm_parent.L", "upper_arm_parent.R", "thigh_parent.L", "thigh_parent.R"):
+        rig.pose.bones[limb]["IK_FK"] = 1.0
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, 21
     bpy.context.view_layer.objects.active = rig
@@ -273,7 +276,8 @@ def test_an_unkeyed_rigify_root_is_never_written_and_limbs_in_ik_are_named(bpy, 
     """Animators leave a generated Rigify rig's ``root`` control where it is: mapped to the body's joint_Root but
     never keyed, it is left out of the request as a rig without that joint is, and never written (it was filled on
     every frame, the animator's key frames too, and carried the whole body metres away). The generated rig's limbs
-    start in IK (``IK_FK`` 0), which does not follow the FK controls Fill writes: the report says so. Variations
+    start in IK (``IK_FK`` 0): keyed on their FK controls alone, they are read as Blender shows them and written
+    through their IK controls too, and the report says so. Variations
     whose first one made a curve the rig did not have (a toe never keyed) step through as any others."""
     rig = rigify_human(bpy)
     scene = bpy.context.scene
@@ -303,7 +307,8 @@ def test_an_unkeyed_rigify_root_is_never_written_and_limbs_in_ik_are_named(bpy, 
     op = driven(ext, ext.operators.ANYFILL_OT_fill)
     assert op.execute(bpy.context) == {"FINISHED"}
     level, message = op.reports[-1]
-    assert level == {"WARNING"} and "limbs in IK (" in message and "thigh_parent.L" in message, message
+    assert "hand.L, hand.R, foot.L, foot.R in IK filled through their IK controls" in message, message
+    assert "limbs in IK (" not in message, message  # every limb in IK is written through its IK controls
     assert not [fc for fc in ext.keys.channelbag(rig).fcurves if fc.data_path.startswith('pose.bones["root"]')]
     torso = {}
     for f in (1, 11, 21):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.inbetween.fill import MAX_FPS, MAX_VALUE, MIN_FPS
-from training.inbetween.sampling import MAX_TEMPERATURE, MAX_VARIATIONS, ORDERS
+from training.inbetween.sampling import MAX_K, MAX_TEMPERATURE, MAX_VARIATIONS, ORDERS
 
 API_VERSION = "v1"
 
@@ -22,7 +22,6 @@ API_VERSION = "v1"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_FRAMES = 2048  # per fill or sample request (a shot longer than the model's window runs window by window)
 MAX_JOINTS = 64  # entries in ``joints`` (a model has at most 22)
-MAX_K = 4096
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 EulerOrder = Literal["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"]

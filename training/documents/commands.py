@@ -22,8 +22,8 @@ def check_prediction_args(args: argparse.Namespace) -> None:
     """The options of ``anyfill bench prediction``, refused before the test split is read (ValueError naming the
     option and its valid values), as ``bench inbetween`` refuses its own: a bad one would fail with NumPy's words
     after the data is loaded, or (``--repeats 0``) silently do something else than asked."""
-    from training.bench.inbetween import check_output
     from training.documents.stcformer.bench import TRAINING_RUN_HINT, _run_paths
+    from training.motion.files import check_output
 
     for option, low, meaning in (("stride", 1, " (frames between test windows)"), ("repeats", 1, " (timed runs)"),
                                  ("threads", 0, " (0: torch's default)")):

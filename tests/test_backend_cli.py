@@ -278,7 +278,8 @@ def test_serve_refuses_a_short_token_file_before_it_listens(tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize(("flags", "says"), [
-    (["--threads", "-1"], "--threads must be >= 0 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--threads", "-1"], "--threads must be 0..1024 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--threads", "100000"], "--threads must be 0..1024 (0: torch's default, one per core), got 100000"),
     (["--host", ""], "--host is empty"),  # listened on every interface
     (["--host", " "], "--host is empty"),
     (["--port", "70000"], "--port must be 0..65535 (0: any free port), got 70000"),
@@ -451,14 +452,33 @@ def test_fill_refuses_an_absurd_frame_time_before_any_work(data_root, tmp_path, 
     (["--temperature", "-1", "--sample", "1"], "--temperature must be within 0..10, got -1"),
     (["--temperature", "nan", "--sample", "1"], "--temperature must be within"),
     (["--seed", "-3", "--sample", "1"], "--seed must be within"),
-    (["--threads", "-1"], "--threads must be >= 0"),
-    (["--k", "0", "--sample", "1"], "--k >= 1"),
+    (["--threads", "-1"], "--threads must be 0..1024 (0: the libraries' defaults), got -1"),
+    (["--threads", "100000"], "--threads must be 0..1024 (0: the libraries' defaults), got 100000"),  # was taken
+    (["--k", "0", "--sample", "1"], "--k must be 1..4096"),
+    (["--k", "1000000000", "--sample", "1"], "--k must be 1..4096 (cells, or a triples model's frames, drawn per "
+     "step"),  # was taken, and drew every cell in one step
+    (["--sample", "-1"], "--sample must be >= 0"),
     (["--sample", "100000000"], "--sample: at most 16 variations"),  # was minutes and gigabytes, then killed
 ])
 def test_fill_refuses_bad_settings_before_any_work(tmp_path, capsys, flags, named):
     out = tmp_path / "o.bvh"
     assert cli(["fill", str(tmp_path / "absent.bvh"), "-o", str(out), "--keys", "0", *flags]) == 2
     assert named in capsys.readouterr().err and not out.exists()
+
+
+def test_fill_takes_the_servers_k_and_as_many_threads_as_serve(tmp_path, capsys):
+    """The largest --k (the API's limit) passes the option checks, the missing input is what is refused; the largest
+    --threads is serve's (checked without a run: a fill sets its thread count for the whole process)."""
+    from backend import options
+    from backend.schemas import Limits
+    from training.checks import MAX_THREADS
+
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(tmp_path / "absent.bvh"), "-o", str(out), "--keys", "0", "--sample", "1",
+                "--k", str(Limits().max_k)]) == 2
+    err = capsys.readouterr().err
+    assert "absent.bvh" in err and "--k" not in err, err
+    assert options.threads(MAX_THREADS, "") is None and options.threads(MAX_THREADS + 1, "") is not None
 
 
 def _body_clip(data_root: Path, tmp_path: Path, frames: int = 40, name: str = "in.bvh") -> Path:

@@ -20,7 +20,7 @@ ALLOWED = {  # layer -> the layers it may import (its own included)
     "training.train": {"training.checks", "training.settings"},
     "training.settings": set(),
     "training.tasks": {"training.train"},
-    "backend": {"backend", "training.motion", "training.inbetween", "anyfill"},
+    "backend": {"backend", "training.checks", "training.motion", "training.inbetween", "anyfill"},
     # the command line is the top: each area adds its commands to its tree (backend: only backend.commands,
     # which imports nothing of the server until a command runs)
     "anyfill": {"anyfill", "training.bench", "training.train", "training.documents", "backend"},

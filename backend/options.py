@@ -1,14 +1,17 @@
-"""The checks of the backend commands' options (``anyfill serve`` and ``fill``): each returns None, or what is wrong
-with one option in one line naming it, the value given and what is valid. A command runs every check of its options
-before any work (a model loaded, a file read, a server started) and stops with the first problem and exit status 2,
-so an option taken by several commands is refused alike by each.
+"""The checks of the backend commands' options (``anyfill serve``, ``fill``, ``demo`` and ``bench serve``): each returns
+None, or what is wrong with one option in one line naming it, the value given and what is valid. A command runs every
+check of its options before any work (a model loaded, a file read, a server started) and stops with the first problem
+and exit status 2, so an option taken by several commands is refused alike by each.
 
 Plain Python (no NumPy, torch or server packages).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 from backend.commands import DEFAULT_HOST
 from training.checks import MAX_THREADS
@@ -56,4 +59,26 @@ def models(specs: Iterable[str] | None) -> str | None:
     for spec in specs or ():
         if not spec.strip() or spec.startswith("=") or spec.endswith("="):
             return f"--model {spec!r}: give a shipped name, a .safetensors path or NAME=PATH, neither part empty"
+    return None
+
+
+def folder(option: str, path: str) -> str | None:
+    """A folder files will be written into: not empty (``""`` would be the current folder), not a file, and the
+    nearest folder of it that exists one a file can be made in (the folder itself is made when missing)."""
+    if not path.strip():
+        return f"{option} is empty; name the folder to write into"
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        return f"{option} {path}: is a file, not a folder"
+    parent = p.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{option} {path}: {parent} is a file, not a folder"
+    try:  # a file made and removed at once: permissions, a read-only or virtual file system (/proc)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".anyfill-probe-")
+    except OSError as e:
+        return f"{option} {path}: cannot write in {parent} ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(probe)
     return None

@@ -1,4 +1,5 @@
-"""``anyfill serve`` (a real process: token file, SIGTERM, refusals) and ``anyfill fill`` on real BVH."""
+"""``anyfill serve`` (a real process: token file, SIGTERM, refusals), ``anyfill fill`` on real BVH, and the options
+of ``anyfill demo`` and ``anyfill bench serve`` refused before any work."""
 
 from __future__ import annotations
 
@@ -479,6 +480,71 @@ def test_fill_takes_the_servers_k_and_as_many_threads_as_serve(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "absent.bvh" in err and "--k" not in err, err
     assert options.threads(MAX_THREADS, "") is None and options.threads(MAX_THREADS + 1, "") is not None
+
+
+@pytest.fixture()
+def no_server(monkeypatch):
+    """``anyfill demo`` and ``bench serve`` fail the test if they pick a clip or start a server."""
+    from backend import bench, demo
+
+    def started(*args, **kwargs):
+        raise AssertionError("the work started before the options were checked")
+
+    for module, name in ((bench, "start_server"), (demo, "start_server"), (demo, "pick_window")):
+        monkeypatch.setattr(module, name, started)
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--every", "1"], "--every must be 2..120 (a key every N of the 121 frames"),  # a traceback after 20 s: 422
+    (["--every", "0"], "--every must be 2..120"),
+    (["--every", "121"], "--every must be 2..120"),
+    (["--every", "31", "--frames", "31"], "--every must be 2..30"),
+    (["--frames", "2"], "--frames must be 3..2048"),
+    (["--frames", "-5"], "--frames must be 3..2048"),
+    (["--frames", "100000"], "--frames must be 3..2048 (frames of each clip at 30 fps: at most a request's), got "
+     "100000"),
+    (["--out", ""], "--out is empty"),  # wrote into the current folder
+    (["--out", " "], "--out is empty"),
+])
+def test_demo_refuses_options_that_cannot_work_before_any_work(capsys, no_server, flags, says):
+    assert cli(["demo", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill demo: error: ") and "\n" not in err and says in err, err
+
+
+def test_demo_refuses_an_output_folder_it_cannot_write_in(tmp_path, capsys, no_server):
+    (tmp_path / "file").write_text("")
+    for out, says in ((tmp_path / "file", "is a file, not a folder"),
+                      (tmp_path / "file" / "deeper", f"{tmp_path / 'file'} is a file, not a folder")):
+        assert cli(["demo", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"anyfill demo: error: --out {out}: ") and says in err, err
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--requests", "0"], "--requests must be >= 1 (requests per measurement), got 0"),  # NumPy's IndexError, late
+    (["--requests", "-3"], "--requests must be >= 1"),
+    (["--workers", "0"], "--workers must be 1..32"),  # a traceback: 'anyfill serve did not start'
+    (["--workers", "33"], "--workers must be 1..32"),
+    (["--threads", "-1"], "--threads must be 0..1024"),
+    (["--threads", "100000"], "--threads must be 0..1024"),
+    (["--model", ""], "--model '': give a shipped name"),
+    (["--model", "hand="], "--model 'hand='"),
+    (["--model", "nosuch"], "--model nosuch: no model 'nosuch': not a file, and shipped models are body, hand"),
+    (["--model", "absent.safetensors"], "--model absent.safetensors: no such file absent.safetensors"),
+])
+def test_bench_serve_refuses_options_that_cannot_work_before_any_work(capsys, no_server, flags, says):
+    assert cli(["bench", "serve", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill bench serve: error: ") and "\n" not in err and says in err, err
+
+
+def test_bench_serve_refuses_a_json_output_it_cannot_write(tmp_path, capsys, no_server):
+    assert cli(["bench", "serve", "--json", str(tmp_path)]) == 2
+    assert "--json: " in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli(["bench", "serve", "--json", str(tmp_path / "file" / "out.json")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def _body_clip(data_root: Path, tmp_path: Path, frames: int = 40, name: str = "in.bvh") -> Path:

@@ -76,6 +76,23 @@ def test_imports_flow_one_way():
     assert wrong == []
 
 
+def test_private_names_are_imported_only_within_their_own_package():
+    """A name with a leading underscore is its package's own: modules of one folder may share it, another package
+    imports public names only (``training.documents.commands`` imported the STCFormer bench's ``_run_paths``)."""
+    mods = modules()
+
+    def package(module: str) -> str:
+        return module if mods[module].name == "__init__.py" else module.rpartition(".")[0]
+
+    wrong = []
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in mods and not node.level:
+                wrong += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                          and not a.name.startswith("__") and package(node.module) != package(name)]
+    assert wrong == []
+
+
 def test_fill_engine_imports_no_training_data_and_no_task():
     edges, _ = import_graph()
     assert not edges["training.inbetween.fill"] & {"training.inbetween.datasets", "training.inbetween.task"}

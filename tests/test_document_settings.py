@@ -228,10 +228,13 @@ def test_print_config_of_the_documents_models_imports_no_torch() -> None:
 def test_the_checks_limits_are_the_models() -> None:
     from training.documents import mnist
     from training.documents.pixels.config import N_IMAGES
+    from training.documents.stcformer import config as stcformer_config
     from training.documents.video_classifier import config as vc
     from training.documents.video_classifier.model import R2Plus1DBackbone, VideoClassifierConfig
+    from training.motion.skeleton import BODY
 
     assert N_IMAGES == mnist.N_TRAIN
+    assert BODY.n_joints == stcformer_config.N_JOINTS
     assert VideoClassifierConfig().max_positions == vc.MAX_POSITIONS
     R2Plus1DBackbone(1, 4, vc.MAX_BLOCKS)
     with pytest.raises(ValueError):

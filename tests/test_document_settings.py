@@ -209,11 +209,13 @@ def test_a_real_run_is_refused_before_it_starts(model, setting, tmp_path, capsys
 
 
 def test_print_config_of_the_documents_models_imports_no_torch() -> None:
-    """Their checks live beside their configs in modules without torch, so --print-config stays fast."""
+    """Their checks live beside their configs in modules without torch, so --print-config stays fast (the STCFormer
+    family's imported torch and Lightning: 4.5 s, now 0.13 s)."""
     code = (
         "import sys, contextlib, io\nfrom anyfill.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-        "    for m in ('lift', 'pixels', 'perceiver-ae', 'video-classifier'):\n"
+        "    for m in ('lift', 'pixels', 'perceiver-ae', 'video-classifier',\n"
+        "              'sttformer', 'stcformer', 'stcformer-ar', 'convstgat', 'stacformer'):\n"
         "        assert main(['train', m, '--print-config']) == 0, m\n"
         "        assert main(['train', m, 'batch_size=0', '--print-config']) == 2, m\n"
         "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"

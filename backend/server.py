@@ -155,8 +155,11 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The server's listening socket. Made as a TCP socket by name (``IPPROTO_TCP``, not the default protocol 0):
+    asyncio turns Nagle's algorithm off only on connections of such a socket, and with it on, every small answer on a
+    kept-alive connection (its headers and its body written apart) waited for the client's delayed ACK, 40 ms."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -5,6 +5,7 @@ parts, nothing of the product imports them; the fill engine imports no training-
 """
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ ALLOWED = {  # layer -> the layers it may import (its own included)
 }
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     out = {}
     for top in ("training", "backend", "anyfill"):
@@ -40,6 +42,14 @@ def layer(module: str) -> str | None:
     return next((x for x in LAYERS if module == x or module.startswith(x + ".")), None)
 
 
+@functools.cache
+def imports(module: str) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of one of the project's modules (also inside functions), its source parsed once."""
+    return [node for node in ast.walk(ast.parse(modules()[module].read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+@functools.cache
 def import_graph() -> tuple[dict[str, set[str]], list[str]]:
     """Module -> the project's modules it imports (also inside functions); and every relative import."""
     mods = modules()
@@ -51,8 +61,8 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
 
     edges: dict[str, set[str]] = {m: set() for m in mods}
     relative = []
-    for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name in mods:
+        for node in imports(name):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     relative.append(f"{name}: line {node.lineno}")
@@ -85,8 +95,8 @@ def test_private_names_are_imported_only_within_their_own_package():
         return module if mods[module].name == "__init__.py" else module.rpartition(".")[0]
 
     wrong = []
-    for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name in mods:
+        for node in imports(name):
             if isinstance(node, ast.ImportFrom) and node.module in mods and not node.level:
                 wrong += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
                           and not a.name.startswith("__") and package(node.module) != package(name)]

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend import options
+
 WINDOW, CONTEXT = 65, 10
 
 
@@ -126,10 +128,44 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def bad_option(args: argparse.Namespace) -> str | None:
+    """The first of ``anyfill bench serve``'s options that cannot work, checked before the server starts (``--requests
+    0`` failed in NumPy's percentile after the server had started, ``--workers 0`` as a traceback saying the server
+    did not start): the server's own options as ``anyfill serve`` checks them, a model that is no file, a JSON output
+    that cannot be written."""
+    from backend.jobs import MAX_JOBS
+    from training.inbetween.checkpoint import CheckpointError, resolve_path
+    from training.motion.files import check_output
+
+    problem = options.first(
+        options.models(args.model),
+        options.whole("--requests", args.requests, 1, meaning=" (requests per measurement)"),
+        options.threads(args.threads, "torch's default, one per core"),
+        options.workers(args.workers, MAX_JOBS),
+    )
+    for spec in [] if problem else args.model or []:
+        try:
+            path = resolve_path(spec.partition("=")[2] or spec)
+        except CheckpointError as e:
+            return f"--model {spec}: {e}"
+        if not path.is_file():
+            return f"--model {spec}: no such file {path}"
+    if not problem and args.json:
+        try:
+            check_output(args.json)
+        except ValueError as e:
+            problem = f"--json: {e}"
+    return problem
+
+
 def main(args: argparse.Namespace) -> int:
     """``anyfill bench serve`` (its arguments: :mod:`backend.commands`)."""
     import httpx
 
+    problem = bad_option(args)
+    if problem:
+        print(f"anyfill bench serve: error: {problem}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         token_file = Path(tmp) / "token"
         proc, url = start_server(args.model, args.threads, args.workers, token_file)

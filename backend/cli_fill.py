@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend import options
 from backend.commands import SAMPLING_DEFAULTS
 from backend.registry import LoadedModel, load_one
 from training.inbetween import fill as engine
@@ -347,21 +348,21 @@ def fill_file(input_path: str | Path, output: str | Path, keys: str, joints: str
 
 def main(args: argparse.Namespace) -> int:
     """``anyfill fill`` (its arguments: :mod:`backend.commands`)."""
-    if args.order not in sampling.ORDERS:
-        print(f"anyfill fill: error: --order must be one of {', '.join(sampling.ORDERS)}, got {args.order!r}",
-              file=sys.stderr)
-        return 2
-    problems = [msg for bad, msg in (
-        (args.sample < 0 or args.k < 1, "--sample must be >= 0 and --k >= 1"),
-        (args.sample > sampling.MAX_VARIATIONS,
-         f"--sample: at most {sampling.MAX_VARIATIONS} variations at once, got {args.sample}"),
-        (not 0.0 <= args.temperature <= sampling.MAX_TEMPERATURE,
-         f"--temperature must be within 0..{sampling.MAX_TEMPERATURE:g}, got {args.temperature:g}"),
-        (not 0 <= args.seed < 2**32, f"--seed must be within 0..{2**32 - 1}, got {args.seed}"),
-        (args.threads < 0, f"--threads must be >= 0 (0: the libraries' defaults), got {args.threads}"),
-    ) if bad]
-    if problems:
-        print(f"anyfill fill: error: {problems[0]}", file=sys.stderr)
+    problem = options.first(
+        None if args.order in sampling.ORDERS else
+        f"--order must be one of {', '.join(sampling.ORDERS)}, got {args.order!r}",
+        options.whole("--sample", args.sample, 0, meaning=" (0: a fill; N: N variations)"),
+        None if args.sample <= sampling.MAX_VARIATIONS else
+        f"--sample: at most {sampling.MAX_VARIATIONS} variations at once, got {args.sample}",
+        options.whole("--k", args.k, 1, sampling.MAX_K, " (cells, or a triples model's frames, drawn per step; a "
+                      "step draws at most the cells of a model's window)"),
+        None if 0.0 <= args.temperature <= sampling.MAX_TEMPERATURE else
+        f"--temperature must be within 0..{sampling.MAX_TEMPERATURE:g}, got {args.temperature:g}",
+        None if 0 <= args.seed < 2**32 else f"--seed must be within 0..{2**32 - 1}, got {args.seed}",
+        options.threads(args.threads, "the libraries' defaults"),
+    )
+    if problem:
+        print(f"anyfill fill: error: {problem}", file=sys.stderr)
         return 2
     unused = [f"--{name}" for name, default in SAMPLING_DEFAULTS.items() if getattr(args, name) != default]
     if unused and not args.sample:

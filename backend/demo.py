@@ -15,6 +15,7 @@ and a PNG plots the error of each method per frame. Then it stops the server.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backend import options
 from backend.bench import start_server
+from backend.schemas import MAX_FRAMES
 from training.inbetween.baselines import bezier, interpolate
 from training.motion import bvh as bvh_io
 from training.motion import clip as clip_io
@@ -196,13 +199,28 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
+def bad_option(every: int, frames: int, out_dir: str | Path) -> str | None:
+    """The first of ``anyfill demo``'s options that cannot work, checked before any clip is read (``--every 1`` kept
+    every frame and failed with the server's 422 once the clips were picked and the server started; ``--out ""`` wrote
+    into the current folder)."""
+    return options.first(
+        options.whole("--frames", frames, 3, MAX_FRAMES, f" (frames of each clip at {DEMO_FPS:g} fps: at most a "
+                      "request's)"),
+        options.whole("--every", every, 2, max(frames - 1, 2), f" (a key every N of the {frames} frames, and on the "
+                      f"last: 1 keys every frame, leaving nothing to fill; {max(frames - 1, 2)} keys the first and the "
+                      "last only)"),
+        options.folder("--out", str(out_dir)),
+    )
+
+
 def run(every: int = 10, frames: int = 121, out_dir: str | Path = "demo-output", quiet: bool = False) -> list[dict]:
     """Fill one window per skeleton through a real server; write the BVHs and plots into ``out_dir``."""
     import httpx
 
     say = (lambda *a, **k: None) if quiet else print
-    if every < 1 or frames < 3:
-        raise ValueError("--every must be at least 1 and --frames at least 3")
+    problem = bad_option(every, frames, out_dir)
+    if problem:
+        raise ValueError(problem)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -301,5 +319,9 @@ def report(r: dict) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``anyfill demo`` (its arguments: :mod:`backend.commands`)."""
+    problem = bad_option(args.every, args.frames, args.out)
+    if problem:
+        print(f"anyfill demo: error: {problem}", file=sys.stderr)
+        return 2
     run(args.every, args.frames, args.out)
     return 0

@@ -15,7 +15,7 @@ import numpy as np
 from backend import convert
 from backend.errors import RequestError
 from backend.registry import LoadedModel, Registry
-from backend.schemas import FillRequest, JointTrack, RotationFormat
+from backend.schemas import MIN_FRAME_STEP, FillRequest, JointTrack, RotationFormat
 from training.inbetween.fill import MAX_SECONDS, FillResult
 from training.motion.rotations import quat_apply, quat_mul
 
@@ -68,14 +68,26 @@ def _rows(values: list | None, n: int, width: int, where: str, what: str) -> tup
     return out, given
 
 
+def _frame(x: float) -> str:
+    """A frame number as short as it can be written and still be that number (3, 3.5, 3.000000001)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
 def _check_frames(frames: list[float]) -> None:
+    """Frames strictly increasing and more than :data:`~backend.schemas.MIN_FRAME_STEP` apart; the first that is not
+    is named with the frame before it."""
     f = np.asarray(frames, dtype=np.float64)
-    bad = np.flatnonzero(np.diff(f) <= 0)
+    bad = np.flatnonzero(np.diff(f) <= MIN_FRAME_STEP)
     if len(bad):
         i = int(bad[0]) + 1
+        a, b = _frame(frames[i - 1]), _frame(frames[i])
+        if f[i] > f[i - 1]:
+            raise RequestError(f"frames[{i}]", f"frame {b} is {f[i] - f[i - 1]:.3g} frames after frame {a}: frames "
+                               f"must be more than {MIN_FRAME_STEP:g} apart (closer ones are one frame, as Blender's "
+                               "extension reads them); send it once")
         kind = "repeats" if f[i] == f[i - 1] else "comes before"
-        raise RequestError(f"frames[{i}]", f"frame {frames[i]:g} {kind} frame {frames[i - 1]:g}: "
-                           "frames must be strictly increasing")
+        raise RequestError(f"frames[{i}]", f"frame {b} {kind} frame {a}: frames must be strictly increasing")
 
 
 def _targets(targets: list[float] | None, known: np.ndarray, index: dict[float, int], base: str) -> np.ndarray:

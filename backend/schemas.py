@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.inbetween.fill import MAX_FPS, MAX_VALUE, MIN_FPS
-from training.inbetween.sampling import MAX_TEMPERATURE, MAX_VARIATIONS, ORDERS
+from training.inbetween.sampling import MAX_K, MAX_TEMPERATURE, MAX_VARIATIONS, ORDERS
 
 API_VERSION = "v1"
 
@@ -22,7 +22,6 @@ API_VERSION = "v1"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_FRAMES = 2048  # per fill or sample request (a shot longer than the model's window runs window by window)
 MAX_JOINTS = 64  # entries in ``joints`` (a model has at most 22)
-MAX_K = 4096
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 EulerOrder = Literal["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"]
@@ -75,6 +74,11 @@ RotationFormat = Annotated[
     QuaternionFormat | EulerFormat | AxisAngleFormat | RotationVectorFormat, Field(discriminator="type")
 ]
 MAX_FRAME_NUMBER = 1e9
+# the closest two frames of a window may be, in frames: closer ones are one frame to Blender's extension (it merges
+# keys within ``addon/curves.py``'s EPS_FRAME of each other, as one key) and to an animator; sent as two, the engine
+# filled them as two keys a billionth of a frame apart (the cubic curves that carry a resampled fill back to the
+# request's frames took their slope between them)
+MIN_FRAME_STEP = 1e-3
 # strict: JSON numbers only (integers included); ``true``, ``false`` and numeric strings are refused
 Number = Annotated[float, Field(strict=True, ge=-MAX_VALUE, le=MAX_VALUE)]
 FrameNumber = Annotated[float, Field(strict=True, ge=-MAX_FRAME_NUMBER, le=MAX_FRAME_NUMBER)]
@@ -100,7 +104,8 @@ class FillRequest(_Strict):
     model: str = Field(min_length=1, max_length=200, description="a loaded model's name (see /v1/models)")
     fps: float = Field(strict=True, ge=MIN_FPS, le=MAX_FPS, description="frames per second of `frames`")
     frames: Annotated[list[FrameNumber], Field(min_length=1, max_length=MAX_FRAMES)] = Field(
-        description="frame numbers of the window, strictly increasing (any spacing; subframes allowed)")
+        description="frame numbers of the window, strictly increasing, more than `min_frame_step` (0.001) apart "
+        "(any spacing beyond; subframes allowed)")
     rotation_format: RotationFormat = Field(default_factory=lambda: QuaternionFormat(type="quaternion"),
                                             description="default for every joint; quaternion wxyz if left out")
     normalize_quaternions: bool = Field(
@@ -274,6 +279,8 @@ class Limits(_Answer):
     max_k: int = MAX_K
     max_temperature: float = MAX_TEMPERATURE
     max_fps: float = MAX_FPS
+    min_frame_step: float = Field(MIN_FRAME_STEP, description="adjacent `frames` must be more than this apart "
+                                  "(in frames): closer ones are one frame")
 
 
 class RotationConventions(_Answer):

@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from anyfill import __version__
-from backend import errors
+from backend import errors, options
 from backend.auth import LocalOnly, ensure_token, is_loopback, token_path
 from backend.commands import DEFAULT_HOST, DEFAULT_PORT
 from backend.jobs import MAX_JOBS, Jobs
@@ -155,8 +155,11 @@ def warm_up(app: FastAPI, token: str) -> dict[str, float]:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The server's listening socket. Made as a TCP socket by name (``IPPROTO_TCP``, not the default protocol 0):
+    asyncio turns Nagle's algorithm off only on connections of such a socket, and with it on, every small answer on a
+    kept-alive connection (its headers and its body written apart) waited for the client's delayed ACK, 40 ms."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -202,21 +205,10 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, models: list[str] 
 
 
 def _bad_option(args: argparse.Namespace, max_jobs: int) -> str | None:
-    """The first of ``anyfill serve``'s options that cannot work, said with the value given and what is valid;
-    checked before any model loads (``--threads -1`` ended in a traceback from torch, ``--host ""`` listened on
-    every interface)."""
-    specs = args.model or []
-    problems = (
-        (not args.host.strip(), f"--host is empty; give an address such as {DEFAULT_HOST}"),
-        (not 0 <= args.port <= 65535, f"--port must be 0..65535 (0: any free port), got {args.port}"),
-        (not 1 <= args.workers <= max_jobs, f"--workers must be 1..{max_jobs} (at most {max_jobs} requests are held "
-         f"at once: more workers would never run), got {args.workers}"),
-        (args.threads < 0, f"--threads must be >= 0 (0: torch's default, one per core), got {args.threads}"),
-        *((not spec.strip() or spec.startswith("=") or spec.endswith("="),
-           f"--model {spec!r}: give a shipped name, a .safetensors path or NAME=PATH, neither part empty")
-          for spec in specs),
-    )
-    return next((msg for bad, msg in problems if bad), None)
+    """The first of ``anyfill serve``'s options that cannot work (:mod:`backend.options`), checked before any model
+    loads (``--threads -1`` ended in a traceback from torch, ``--host ""`` listened on every interface)."""
+    return options.first(options.host(args.host), options.port(args.port), options.workers(args.workers, max_jobs),
+                         options.threads(args.threads, "torch's default, one per core"), options.models(args.model))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """The extension keeps copies of a few server facts (it talks to the server over HTTP and imports nothing of
-it): the model skeletons' joints and parents (``addon/rig.py``) and the sampling orders
-(``addon/properties.py``). Checked here against a real server's ``/v1/models`` and its API contract."""
+it): the model skeletons' joints and parents (``addon/rig.py``), the sampling orders (``addon/properties.py``) and
+how close two frames may be (``addon/curves.py``'s EPS_FRAME: the extension merges keys that close, the server
+refuses frames that close). Checked here against a real server's ``/v1/models`` and its API contract."""
 
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def test_the_extensions_orders_are_the_apis():
     with live.client() as c:
         schema = c.get("/v1/openapi.json").json()
     assert orders == schema["components"]["schemas"]["SampleRequest"]["properties"]["order"]["enum"]
+
+
+def test_the_extensions_frame_tolerance_is_the_servers_frame_step():
+    eps = _constants(ADDON / "curves.py")["EPS_FRAME"]
+    live = live_server()
+    with live.client() as c:
+        models = c.get("/v1/models").json()["models"]
+    assert models and all(m["limits"]["min_frame_step"] == eps for m in models)

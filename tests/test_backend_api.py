@@ -45,6 +45,35 @@ def test_health_needs_no_token(server):
     assert set(body["models"]) == {"hand", "body", "hand-triples"}
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_servers_connections_send_answers_at_once(host):
+    """Every connection the server accepts has Nagle's algorithm off (TCP_NODELAY), as asyncio sets it on the
+    connections of a TCP socket: with it on, each small answer on a kept-alive connection (headers and body written
+    apart) waited for the client's delayed ACK, 40 ms a request (a health check 44 ms, now 1.4 ms)."""
+    import asyncio
+    import socket
+
+    from backend.server import bind
+
+    async def accepted_nodelay() -> int:
+        sock = bind(host, 0)
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(lambda _r, w: accepted.set_result(w), sock=sock)
+        _, client = await asyncio.open_connection(host, sock.getsockname()[1])
+        conn = await asyncio.wait_for(accepted, 10)
+        nodelay = conn.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        for w in (client, conn):
+            w.close()
+        server.close()
+        await server.wait_closed()
+        return nodelay
+
+    try:
+        assert asyncio.run(accepted_nodelay()) != 0
+    except OSError as e:  # a machine without IPv6 on loopback
+        pytest.skip(f"cannot listen on {host}: {e}")
+
+
 def test_models_describe_skeletons(client):
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     body = models["body"]

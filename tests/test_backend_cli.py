@@ -1,4 +1,5 @@
-"""``anyfill serve`` (a real process: token file, SIGTERM, refusals) and ``anyfill fill`` on real BVH."""
+"""``anyfill serve`` (a real process: token file, SIGTERM, refusals), ``anyfill fill`` on real BVH, and the options
+of ``anyfill demo`` and ``anyfill bench serve`` refused before any work."""
 
 from __future__ import annotations
 
@@ -278,7 +279,8 @@ def test_serve_refuses_a_short_token_file_before_it_listens(tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize(("flags", "says"), [
-    (["--threads", "-1"], "--threads must be >= 0 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--threads", "-1"], "--threads must be 0..1024 (0: torch's default, one per core), got -1"),  # was a traceback
+    (["--threads", "100000"], "--threads must be 0..1024 (0: torch's default, one per core), got 100000"),
     (["--host", ""], "--host is empty"),  # listened on every interface
     (["--host", " "], "--host is empty"),
     (["--port", "70000"], "--port must be 0..65535 (0: any free port), got 70000"),
@@ -451,14 +453,98 @@ def test_fill_refuses_an_absurd_frame_time_before_any_work(data_root, tmp_path, 
     (["--temperature", "-1", "--sample", "1"], "--temperature must be within 0..10, got -1"),
     (["--temperature", "nan", "--sample", "1"], "--temperature must be within"),
     (["--seed", "-3", "--sample", "1"], "--seed must be within"),
-    (["--threads", "-1"], "--threads must be >= 0"),
-    (["--k", "0", "--sample", "1"], "--k >= 1"),
+    (["--threads", "-1"], "--threads must be 0..1024 (0: the libraries' defaults), got -1"),
+    (["--threads", "100000"], "--threads must be 0..1024 (0: the libraries' defaults), got 100000"),  # was taken
+    (["--k", "0", "--sample", "1"], "--k must be 1..4096"),
+    (["--k", "1000000000", "--sample", "1"], "--k must be 1..4096 (cells, or a triples model's frames, drawn per "
+     "step"),  # was taken, and drew every cell in one step
+    (["--sample", "-1"], "--sample must be >= 0"),
     (["--sample", "100000000"], "--sample: at most 16 variations"),  # was minutes and gigabytes, then killed
 ])
 def test_fill_refuses_bad_settings_before_any_work(tmp_path, capsys, flags, named):
     out = tmp_path / "o.bvh"
     assert cli(["fill", str(tmp_path / "absent.bvh"), "-o", str(out), "--keys", "0", *flags]) == 2
     assert named in capsys.readouterr().err and not out.exists()
+
+
+def test_fill_takes_the_servers_k_and_as_many_threads_as_serve(tmp_path, capsys):
+    """The largest --k (the API's limit) passes the option checks, the missing input is what is refused; the largest
+    --threads is serve's (checked without a run: a fill sets its thread count for the whole process)."""
+    from backend import options
+    from backend.schemas import Limits
+    from training.checks import MAX_THREADS
+
+    out = tmp_path / "o.bvh"
+    assert cli(["fill", str(tmp_path / "absent.bvh"), "-o", str(out), "--keys", "0", "--sample", "1",
+                "--k", str(Limits().max_k)]) == 2
+    err = capsys.readouterr().err
+    assert "absent.bvh" in err and "--k" not in err, err
+    assert options.threads(MAX_THREADS, "") is None and options.threads(MAX_THREADS + 1, "") is not None
+
+
+@pytest.fixture()
+def no_server(monkeypatch):
+    """``anyfill demo`` and ``bench serve`` fail the test if they pick a clip or start a server."""
+    from backend import bench, demo
+
+    def started(*args, **kwargs):
+        raise AssertionError("the work started before the options were checked")
+
+    for module, name in ((bench, "start_server"), (demo, "start_server"), (demo, "pick_window")):
+        monkeypatch.setattr(module, name, started)
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--every", "1"], "--every must be 2..120 (a key every N of the 121 frames"),  # a traceback after 20 s: 422
+    (["--every", "0"], "--every must be 2..120"),
+    (["--every", "121"], "--every must be 2..120"),
+    (["--every", "31", "--frames", "31"], "--every must be 2..30"),
+    (["--frames", "2"], "--frames must be 3..2048"),
+    (["--frames", "-5"], "--frames must be 3..2048"),
+    (["--frames", "100000"], "--frames must be 3..2048 (frames of each clip at 30 fps: at most a request's), got "
+     "100000"),
+    (["--out", ""], "--out is empty"),  # wrote into the current folder
+    (["--out", " "], "--out is empty"),
+])
+def test_demo_refuses_options_that_cannot_work_before_any_work(capsys, no_server, flags, says):
+    assert cli(["demo", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill demo: error: ") and "\n" not in err and says in err, err
+
+
+def test_demo_refuses_an_output_folder_it_cannot_write_in(tmp_path, capsys, no_server):
+    (tmp_path / "file").write_text("")
+    for out, says in ((tmp_path / "file", "is a file, not a folder"),
+                      (tmp_path / "file" / "deeper", f"{tmp_path / 'file'} is a file, not a folder")):
+        assert cli(["demo", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"anyfill demo: error: --out {out}: ") and says in err, err
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--requests", "0"], "--requests must be >= 1 (requests per measurement), got 0"),  # NumPy's IndexError, late
+    (["--requests", "-3"], "--requests must be >= 1"),
+    (["--workers", "0"], "--workers must be 1..32"),  # a traceback: 'anyfill serve did not start'
+    (["--workers", "33"], "--workers must be 1..32"),
+    (["--threads", "-1"], "--threads must be 0..1024"),
+    (["--threads", "100000"], "--threads must be 0..1024"),
+    (["--model", ""], "--model '': give a shipped name"),
+    (["--model", "hand="], "--model 'hand='"),
+    (["--model", "nosuch"], "--model nosuch: no model 'nosuch': not a file, and shipped models are body, hand"),
+    (["--model", "absent.safetensors"], "--model absent.safetensors: no such file absent.safetensors"),
+])
+def test_bench_serve_refuses_options_that_cannot_work_before_any_work(capsys, no_server, flags, says):
+    assert cli(["bench", "serve", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyfill bench serve: error: ") and "\n" not in err and says in err, err
+
+
+def test_bench_serve_refuses_a_json_output_it_cannot_write(tmp_path, capsys, no_server):
+    assert cli(["bench", "serve", "--json", str(tmp_path)]) == 2
+    assert "--json: " in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli(["bench", "serve", "--json", str(tmp_path / "file" / "out.json")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def _body_clip(data_root: Path, tmp_path: Path, frames: int = 40, name: str = "in.bvh") -> Path:

@@ -55,6 +55,9 @@ BAD = [
     ("rotation not a list", _set(BASE, f"{HIPS_ROT}.0", 1.0), 422, f"{HIPS_ROT}[0]"),
     ("duplicate frames", _set(BASE, "frames", [0, 1, 2, 3, 3, 5, 6, 7]), 422, "frames[4]"),
     ("unordered frames", _set(BASE, "frames", [0, 1, 2, 4, 3, 5, 6, 7]), 422, "frames[4]"),
+    # one frame to Blender and the extension (keys within 0.001 of each other are one key): was filled as two
+    ("frames a billionth apart", _set(BASE, "frames", [0, 1, 2, 3, 3 + 1e-9, 5, 6, 7]), 422, "frames[4]"),
+    ("frames a thousandth apart", _set(BASE, "frames", [0, 1, 1.001, 3, 4, 5, 6, 7]), 422, "frames[2]"),
     ("no frames", _set(BASE, "frames", []), 422, "frames"),
     ("too many frames", _set(BASE, "frames", list(range(2049))), 422, "frames"),
     ("fps zero", _set(BASE, "fps", 0), 422, "fps"),
@@ -122,6 +125,20 @@ def test_a_target_listed_twice_is_named_with_both_places(client):
     r = client.post("/v1/fill", json=_set(BASE, "joints.Spine.targets", [3, 4, 3]))
     assert r.status_code == 422 and r.json()["error"] == ("joints.Spine.targets[2]: frame 3 is listed twice "
                                                           "(targets[0] and targets[2]): list each target once"), r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/fill", "/v1/sample"])
+def test_frames_closer_than_a_thousandth_are_refused_naming_both(client, path):
+    """Two frames closer than the extension's EPS_FRAME are one frame: refused naming both, never filled as two keys
+    (a key at 3 and another at 3.000000001 were a 200)."""
+    r = client.post(path, json=_set(BASE, "frames", [0, 1, 2, 3, 3.000000001, 5, 6, 7]))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "frames[4]"
+    assert r.json()["error"] == ("frames[4]: frame 3.000000001 is 1e-09 frames after frame 3: frames must be more "
+                                 "than 0.001 apart (closer ones are one frame, as Blender's extension reads them); "
+                                 "send it once")
+    # subframes further apart are frames of their own
+    assert client.post(path, json=_set(BASE, "frames", [0, 0.5, 2, 3, 3.0015, 5, 6, 7])).status_code == 200
 
 
 def test_valid_base_request_passes(client):

@@ -13,6 +13,7 @@ from cli_support import refused
 from anyfill.cli import main as cli
 from training.bench import inbetween, keys
 from training.inbetween.config import MAX_CONTEXT, MIN_LENGTH, AnyOrderTrainConfig, check_settings
+from training.motion import files
 
 
 @pytest.fixture()
@@ -69,8 +70,8 @@ def test_bench_refuses_a_json_output_that_cannot_be_written(base, tmp_path, caps
 
 
 def test_a_json_output_in_a_folder_yet_to_be_made_is_fine(tmp_path) -> None:
-    inbetween.check_output(tmp_path / "new" / "deeper" / "result.json")
-    inbetween.check_output(tmp_path / "result.json")
+    files.check_output(tmp_path / "new" / "deeper" / "result.json")
+    files.check_output(tmp_path / "result.json")
 
 
 @pytest.mark.parametrize("base", [BENCH, KEYS])

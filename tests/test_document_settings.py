@@ -209,11 +209,13 @@ def test_a_real_run_is_refused_before_it_starts(model, setting, tmp_path, capsys
 
 
 def test_print_config_of_the_documents_models_imports_no_torch() -> None:
-    """Their checks live beside their configs in modules without torch, so --print-config stays fast."""
+    """Their checks live beside their configs in modules without torch, so --print-config stays fast (the STCFormer
+    family's imported torch and Lightning: 4.5 s, now 0.13 s)."""
     code = (
         "import sys, contextlib, io\nfrom anyfill.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-        "    for m in ('lift', 'pixels', 'perceiver-ae', 'video-classifier'):\n"
+        "    for m in ('lift', 'pixels', 'perceiver-ae', 'video-classifier',\n"
+        "              'sttformer', 'stcformer', 'stcformer-ar', 'convstgat', 'stacformer'):\n"
         "        assert main(['train', m, '--print-config']) == 0, m\n"
         "        assert main(['train', m, 'batch_size=0', '--print-config']) == 2, m\n"
         "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
@@ -228,10 +230,13 @@ def test_print_config_of_the_documents_models_imports_no_torch() -> None:
 def test_the_checks_limits_are_the_models() -> None:
     from training.documents import mnist
     from training.documents.pixels.config import N_IMAGES
+    from training.documents.stcformer import config as stcformer_config
     from training.documents.video_classifier import config as vc
     from training.documents.video_classifier.model import R2Plus1DBackbone, VideoClassifierConfig
+    from training.motion.skeleton import BODY
 
     assert N_IMAGES == mnist.N_TRAIN
+    assert BODY.n_joints == stcformer_config.N_JOINTS
     assert VideoClassifierConfig().max_positions == vc.MAX_POSITIONS
     R2Plus1DBackbone(1, 4, vc.MAX_BLOCKS)
     with pytest.raises(ValueError):

@@ -5,6 +5,7 @@ parts, nothing of the product imports them; the fill engine imports no training-
 """
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +21,14 @@ ALLOWED = {  # layer -> the layers it may import (its own included)
     "training.train": {"training.checks", "training.settings"},
     "training.settings": set(),
     "training.tasks": {"training.train"},
-    "backend": {"backend", "training.motion", "training.inbetween", "anyfill"},
+    "backend": {"backend", "training.checks", "training.motion", "training.inbetween", "anyfill"},
     # the command line is the top: each area adds its commands to its tree (backend: only backend.commands,
     # which imports nothing of the server until a command runs)
     "anyfill": {"anyfill", "training.bench", "training.train", "training.documents", "backend"},
 }
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     out = {}
     for top in ("training", "backend", "anyfill"):
@@ -40,6 +42,14 @@ def layer(module: str) -> str | None:
     return next((x for x in LAYERS if module == x or module.startswith(x + ".")), None)
 
 
+@functools.cache
+def imports(module: str) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of one of the project's modules (also inside functions), its source parsed once."""
+    return [node for node in ast.walk(ast.parse(modules()[module].read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+@functools.cache
 def import_graph() -> tuple[dict[str, set[str]], list[str]]:
     """Module -> the project's modules it imports (also inside functions); and every relative import."""
     mods = modules()
@@ -51,8 +61,8 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
 
     edges: dict[str, set[str]] = {m: set() for m in mods}
     relative = []
-    for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name in mods:
+        for node in imports(name):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     relative.append(f"{name}: line {node.lineno}")
@@ -73,6 +83,23 @@ def test_imports_are_absolute():
 def test_imports_flow_one_way():
     edges, _ = import_graph()
     wrong = [f"{a} -> {b}" for a, bs in edges.items() if layer(a) for b in bs if layer(b) not in ALLOWED[layer(a)]]
+    assert wrong == []
+
+
+def test_private_names_are_imported_only_within_their_own_package():
+    """A name with a leading underscore is its package's own: modules of one folder may share it, another package
+    imports public names only (``training.documents.commands`` imported the STCFormer bench's ``_run_paths``)."""
+    mods = modules()
+
+    def package(module: str) -> str:
+        return module if mods[module].name == "__init__.py" else module.rpartition(".")[0]
+
+    wrong = []
+    for name in mods:
+        for node in imports(name):
+            if isinstance(node, ast.ImportFrom) and node.module in mods and not node.level:
+                wrong += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                          and not a.name.startswith("__") and package(node.module) != package(name)]
     assert wrong == []
 
 

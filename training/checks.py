@@ -11,6 +11,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+# the most CPU threads any command's --threads takes (torch's, the BLAS's): a count no machine has would have the
+# libraries start that many threads, or fail to
+MAX_THREADS = 1024
+
 
 def is_number(v: Any) -> bool:
     """A finite int or float, not a bool (``True`` is an int to Python, never a size or a rate to a model)."""

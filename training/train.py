@@ -785,6 +785,22 @@ def _model_named(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in TASKS), None)
 
 
+TRAINING_RUN_HINT = "a run folder of 'anyfill train <model>' (holding config.json and checkpoints/)"
+
+
+def run_paths(path: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) of a run folder or of a checkpoint file inside one: what a benchmark of a trained
+    model is given; FileNotFoundError naming the path when it is neither."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".ckpt":
+        return p.parent.parent, p
+    # the newest last*.ckpt: Lightning writes last-v1.ckpt when a run folder was copied and resumed
+    lasts = sorted((p / "checkpoints").glob("last*.ckpt"), key=lambda c: c.stat().st_mtime)
+    if not (p / "config.json").is_file() or not lasts:
+        raise FileNotFoundError(f"{p}: not {TRAINING_RUN_HINT}")
+    return p, lasts[-1]
+
+
 def saved_run(run_dir: Path, model: str, restoring: bool = False) -> dict[str, Any]:
     """A run folder's config.json (its model, config and trainer settings), refused (ValueError, naming the file)
     when it is not one or is a run of another model: what a resumed run is checked against, and what

@@ -39,7 +39,8 @@ def _check_test_split_args(args: argparse.Namespace):
     """What every fill benchmark on the test split checks before any work: the output file can be written, the
     data given exists, the rig conventions, and the method and baseline resolve (a model file loaded, of this
     skeleton). Returns (conventions, method, baseline or None); ValueError naming the bad option."""
-    from training.bench.inbetween import check_output, resolve_method
+    from training.bench.inbetween import resolve_method
+    from training.motion.files import check_output
     from training.motion.skeleton import get_schema
 
     if args.json:

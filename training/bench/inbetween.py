@@ -14,7 +14,6 @@ answer), ``known`` the (T,) mask of known frames, or (T, J) of known cells (the 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -172,23 +171,6 @@ def check_gaps(gaps: Sequence[int], name: str = "gaps") -> None:
     if bad:
         raise ValueError(f"{name} must be whole numbers of frames from 1 to {MAX_GAP} (a {WINDOW}-frame window holds "
                          f"{N_CONTEXT} context frames, the gap and 1 target frame), got {', '.join(map(str, bad))}")
-
-
-def check_output(path: str | Path) -> None:
-    """A file that :func:`write_json` can write, before any work is done: not a folder, its folder a folder (made
-    if missing) that can be written; ValueError naming what is wrong."""
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{path} is a folder; give a file name for the JSON, e.g. {p / 'result.json'}")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise ValueError(f"{path} exists and cannot be written")
-    parent = p.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{path} cannot be written: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{path} cannot be written: no permission to write in {parent}")
 
 
 def protocol_known(gap: int) -> np.ndarray:

@@ -22,8 +22,8 @@ def check_prediction_args(args: argparse.Namespace) -> None:
     """The options of ``anyfill bench prediction``, refused before the test split is read (ValueError naming the
     option and its valid values), as ``bench inbetween`` refuses its own: a bad one would fail with NumPy's words
     after the data is loaded, or (``--repeats 0``) silently do something else than asked."""
-    from training.bench.inbetween import check_output
-    from training.documents.stcformer.bench import TRAINING_RUN_HINT, _run_paths
+    from training.motion.files import check_output
+    from training.train import TRAINING_RUN_HINT, run_paths
 
     for option, low, meaning in (("stride", 1, " (frames between test windows)"), ("repeats", 1, " (timed runs)"),
                                  ("threads", 0, " (0: torch's default)")):
@@ -35,7 +35,7 @@ def check_prediction_args(args: argparse.Namespace) -> None:
     runs = [("--methods", m, "zero or ") for m in args.methods if m != "zero"]
     for option, run, other in [*runs, *(("--attention", r, "") for r in args.attention or [])]:
         try:
-            _run_paths(run)
+            run_paths(run)
         except FileNotFoundError:
             raise ValueError(f"{option} {run}: not {other}{TRAINING_RUN_HINT}") from None
     if args.json:

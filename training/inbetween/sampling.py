@@ -69,6 +69,9 @@ ORDERS = ("forward", "random", "lowest-entropy", "highest-entropy")
 MAX_SAMPLE_GRID_FRAMES = 2048
 MAX_VARIATIONS = 16  # variations per request or command: the server and the CLI refuse more
 MAX_TEMPERATURE = 10.0  # beyond this a sample is noise, not a variation: the server and the CLI refuse it
+# cells (query model) or frames (triples model) drawn per step: the server and the CLI refuse more. A step draws at
+# most the cells a model's window holds (65 frames x 22 joints: 1,430), so a larger k draws as this one does
+MAX_K = 4096
 
 
 def _encode(model: MotionFill | NumpyMotionFill, b: dict[str, np.ndarray]):

@@ -1,4 +1,5 @@
-"""Files written beside their final name and renamed into place: the permissions the result gets.
+"""Files written beside their final name and renamed into place: the permissions the result gets; and whether a file
+can be written at all, asked before the work that makes it.
 
 A temporary file made by ``tempfile.mkstemp`` (or by safetensors' writer) is readable by its owner only, and the rename
 keeps that, so a BVH or a model file written so could not be read by another user (a Blender or a server run by
@@ -21,3 +22,20 @@ def mode_for(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def check_output(path: str | Path) -> None:
+    """A file a command will write its results to (a benchmark's JSON), checked before any work is done: not a folder,
+    its folder a folder (made if missing) that can be written; ValueError naming what is wrong."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name for the JSON, e.g. {p / 'result.json'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{path} exists and cannot be written")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{path} cannot be written: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path} cannot be written: no permission to write in {parent}")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from training.bench.inbetween import write_json
+from training.checks import MAX_THREADS
 from training.documents import mnist
 from training.documents.pixels import sampling as ps
 
@@ -106,7 +107,6 @@ def _load(run: str, checkpoint: str | None, threads: int):
 # limits of the command-line arguments, checked before anything is loaded
 MAX_IMAGES = 1024  # digits sampled (or test digits scored) per order: one PNG grid, memory for every order
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
-MAX_THREADS = 1024
 TEMPERATURE_RANGE = (1e-6, 1e6)  # below, logits / temperature overflow float32; above, colours are uniform
 
 

@@ -25,20 +25,7 @@ from typing import Any
 import numpy as np
 
 from training.documents.stcformer import data as pdata
-
-TRAINING_RUN_HINT = "a run folder of 'anyfill train <model>' (holding config.json and checkpoints/)"
-
-
-def _run_paths(path: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint) of a run folder or of a checkpoint file inside one."""
-    p = Path(path)
-    if p.is_file() and p.suffix == ".ckpt":
-        return p.parent.parent, p
-    # the newest last*.ckpt: Lightning writes last-v1.ckpt when a run folder was copied and resumed
-    lasts = sorted((p / "checkpoints").glob("last*.ckpt"), key=lambda c: c.stat().st_mtime)
-    if not (p / "config.json").is_file() or not lasts:
-        raise FileNotFoundError(f"{p}: not {TRAINING_RUN_HINT}")
-    return p, lasts[-1]
+from training.train import run_paths
 
 
 def load_run(path: str | Path, best: bool = False) -> tuple[str, Any, dict]:
@@ -48,7 +35,7 @@ def load_run(path: str | Path, best: bool = False) -> tuple[str, Any, dict]:
 
     from training.documents.stcformer.task import BEST_FILE, MODELS, build_model
 
-    run_dir, ckpt = _run_paths(path)
+    run_dir, ckpt = run_paths(path)
     if best and (run_dir / BEST_FILE).is_file():
         ckpt = run_dir / BEST_FILE
     snap = json.loads((run_dir / "config.json").read_text())

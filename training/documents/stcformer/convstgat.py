@@ -8,28 +8,13 @@ last observed frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.documents.stcformer.config import ConvSTGATConfig
 from training.documents.stcformer.criss_cross import GridEmbedding, TemporalExpand, residual_to_last
 from training.motion.skeleton import get_schema
-
-
-@dataclass
-class ConvSTGATConfig:
-    n_in: int = 10  # observed frames
-    n_out: int = 25  # predicted frames
-    n_joints: int = 22  # joints per frame
-    hidden: int = 32  # embedding width
-    blocks: int = 2  # graph-attention + temporal-convolution blocks
-    heads: int = 1  # attention heads
-    kernel_t: int = 3  # temporal convolution kernel
-    dropout: float = 0.0  # dropout
-    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
-    skeleton: str = "body"  # the graph: parents of the schema's joints
 
 
 def skeleton_adjacency(parents: tuple[int, ...]) -> torch.Tensor:

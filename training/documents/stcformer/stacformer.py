@@ -7,29 +7,13 @@ a 2D convolution, causal criss-cross self-attention and criss-cross cross-attent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from training.documents.stcformer.config import STACFormerConfig
 from training.documents.stcformer.criss_cross import GridEmbedding, residual_to_last
 from training.documents.stcformer.stcformer import STCDecoder
 from training.documents.stcformer.sttformer import TupleBlock
-
-
-@dataclass
-class STACFormerConfig:
-    n_in: int = 10  # observed frames
-    n_out: int = 25  # predicted frames
-    n_joints: int = 22  # joints per frame
-    hidden: int = 32  # embedding width
-    encoder_blocks: int = 1  # tuple-attention (STT) encoder blocks
-    blocks: int = 2  # decoder (STC) blocks
-    heads: int = 1  # attention heads
-    tuple_len: int = 2  # frames per tuple; must divide n_in
-    mlp_ratio: int = 2  # MLP width as a multiple of hidden
-    dropout: float = 0.0  # dropout
-    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
 
 
 class STACFormer(nn.Module):

@@ -27,11 +27,10 @@ Positions are predicted as displacements from the last observed frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from training.documents.stcformer.config import STCFormerConfig
 from training.documents.stcformer.criss_cross import GridEmbedding, STCBlock, TemporalExpand, residual_to_last
 
 N_FLAGS = 2
@@ -44,26 +43,6 @@ def target_flags(like: torch.Tensor) -> torch.Tensor:
     flags = like.new_zeros(*like.shape[:-1], N_FLAGS)
     flags[:, 0] = like.new_tensor(START_FLAG)
     return flags
-
-
-@dataclass
-class STCFormerConfig:
-    n_in: int = 10  # observed frames
-    n_out: int = 25  # predicted frames
-    n_joints: int = 22  # joints per frame
-    hidden: int = 32  # embedding width
-    blocks: int = 2  # encoder blocks (and decoder blocks unless decoder_blocks is set)
-    decoder_blocks: int = 0  # 0: same as blocks
-    heads: int = 1  # attention heads
-    mlp_ratio: int = 1  # MLP width as a multiple of hidden
-    dropout: float = 0.0  # dropout
-    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
-    autoregressive: bool = False  # frame by frame with start flags (STCFormer-AR), not all frames at once
-    # block layout; the defaults give the report's parameter counts (23k at hidden 32); the wider layout
-    # (decoder self-attention, output projections, MLP ratio 2, positional embeddings) has twice as many
-    decoder_self_attention: bool = False  # decoder blocks: causal self- and cross-attention (false: cross only)
-    out_proj: bool = False  # a linear output projection after each criss-cross attention
-    positional: bool = False  # learned frame and joint embeddings added to the inputs
 
 
 class STCDecoder(nn.Module):

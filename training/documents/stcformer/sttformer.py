@@ -10,27 +10,11 @@ map to x, y, z, added to the last observed frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from training.documents.stcformer.config import STTFormerConfig
 from training.documents.stcformer.criss_cross import MLP, GridEmbedding, TemporalExpand, attend, residual_to_last
-
-
-@dataclass
-class STTFormerConfig:
-    n_in: int = 10  # observed frames
-    n_out: int = 25  # predicted frames
-    n_joints: int = 22  # joints per frame
-    in_features: int = 3  # numbers per joint (x, y, z)
-    hidden: int = 32  # embedding width
-    blocks: int = 2  # tuple-attention blocks
-    heads: int = 1  # attention heads
-    tuple_len: int = 2  # frames per tuple; must divide n_in
-    mlp_ratio: int = 2  # MLP width as a multiple of hidden
-    dropout: float = 0.0  # dropout
-    expand_kernel: int = 3  # kernel of the temporal convolution that expands n_in frames to n_out
 
 
 class TupleAttention(nn.Module):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,61 +24,28 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from training.checks import at_least, boolean, divides, is_whole, whole, within
 from training.documents.stcformer import data as pdata
-from training.documents.stcformer.convstgat import ConvSTGAT, ConvSTGATConfig
+from training.documents.stcformer.config import (
+    ConvSTGATConfig,
+    ConvSTGATTaskConfig,
+    STACFormerConfig,
+    STACFormerTaskConfig,
+    STCFormerARTaskConfig,
+    STCFormerConfig,
+    STCFormerTaskConfig,
+    STTFormerConfig,
+    STTFormerTaskConfig,
+    check_settings,
+)
+from training.documents.stcformer.convstgat import ConvSTGAT
 from training.documents.stcformer.criss_cross import count_parameters
-from training.documents.stcformer.stacformer import STACFormer, STACFormerConfig
-from training.documents.stcformer.stcformer import STCFormer, STCFormerConfig, target_flags
-from training.documents.stcformer.sttformer import STTFormer, STTFormerConfig
+from training.documents.stcformer.stacformer import STACFormer
+from training.documents.stcformer.stcformer import STCFormer, target_flags
+from training.documents.stcformer.sttformer import STTFormer
 from training.train import Task
 
 M_PER_MM = 1e-3  # the networks see metres: values of order 1
 BEST_FILE = "best-val.pt"  # the weights of the best validation epoch, in the run folder
-
-
-@dataclass
-class TrainSettings:
-    """Optimisation and data settings shared by the family (the report's starting point)."""
-
-    lr: float = 1e-4  # Adam's learning rate (the report's starting runs: 1e-4)
-    weight_decay: float = 1e-5  # Adam's weight decay
-    amsgrad: bool = True  # use the AMSGrad variant of Adam
-    lr_decay: float = 1.0  # multiplied into the learning rate after every epoch
-    batch_size: int = 256  # windows per batch
-    train_stride: int = 2  # frames between training windows
-    eval_stride: int = 5  # frames between validation / test windows
-    val_every: int = 10  # every 10th training file (sorted) is validation data
-    data_fraction: float = 1.0  # share of training batches per epoch (fresh random ones) and of validation windows
-    max_files: int = 0  # 0: every file of the split (a positive count: smoke runs and tests)
-    data_root: str = ""  # folder with splits.json ("" = the default ../shared/data)
-    flag_weight: float = 1.0  # autoregressive model: weight of the L2 loss on the start flags
-    score_train_windows: int = 2000  # after training: training windows scored like the test (evenly spaced)
-
-
-@dataclass
-class STTFormerTaskConfig(TrainSettings, STTFormerConfig):
-    pass
-
-
-@dataclass
-class STCFormerTaskConfig(TrainSettings, STCFormerConfig):
-    pass
-
-
-@dataclass
-class STCFormerARTaskConfig(TrainSettings, STCFormerConfig):
-    autoregressive: bool = True  # STCFormer-AR: frame by frame with start flags
-
-
-@dataclass
-class ConvSTGATTaskConfig(TrainSettings, ConvSTGATConfig):
-    pass
-
-
-@dataclass
-class STACFormerTaskConfig(TrainSettings, STACFormerConfig):
-    pass
 
 
 # model name -> (torch module, its config dataclass, the task's config dataclass)
@@ -91,58 +57,6 @@ MODELS: dict[str, tuple[type, type, type]] = {
     "stacformer": (STACFormer, STACFormerConfig, STACFormerTaskConfig),
 }
 
-
-def check_settings(cfg: Any) -> None:
-    """Refuse, before the capture is read, the settings of a model of the family that would fail later (a
-    traceback from torch or NumPy) or silently train something else than asked, naming the setting."""
-    _check_training(cfg)
-    _check_network(cfg)
-
-
-def _check_training(cfg: TrainSettings) -> None:
-    """The optimiser and the windows (:class:`TrainSettings`, shared by the family)."""
-    at_least(cfg, "lr", strict=True)
-    at_least(cfg, "weight_decay")
-    boolean(cfg, "amsgrad")
-    at_least(cfg, "lr_decay", strict=True, meaning=" (1: no decay)")
-    for name in ("batch_size", "train_stride", "eval_stride"):
-        whole(cfg, name, 1)
-    if not is_whole(cfg.val_every) or cfg.val_every < 0 or cfg.val_every == 1:
-        raise ValueError("val_every must be 0 (no validation files) or a whole number >= 2 (1 would make every "
-                         f"training file validation data), got {cfg.val_every!r}")
-    within(cfg, "data_fraction", 0, 1, what="a share ", open_low=True)
-    whole(cfg, "max_files", 0, " (0: every file)")
-    at_least(cfg, "flag_weight", meaning=" (0: the start flags are not fitted)")
-    whole(cfg, "score_train_windows", 0, " (0: every training window)")
-
-
-def _check_network(cfg: Any) -> None:
-    """The network's sizes, whichever model of the family (its own settings only where it has them)."""
-    for name in ("n_in", "n_out", "hidden", "blocks", "heads", "mlp_ratio"):
-        if hasattr(cfg, name):
-            whole(cfg, name, 1)
-    for name in ("decoder_blocks", "encoder_blocks"):
-        if hasattr(cfg, name):
-            whole(cfg, name, 0, " (0: as many as blocks)" if name == "decoder_blocks" else " (0: none)")
-    if cfg.n_joints != pdata.BODY.n_joints:
-        raise ValueError(f"n_joints must be {pdata.BODY.n_joints} (the Bandai body's joints: the data's), "
-                         f"got {cfg.n_joints!r}")
-    if getattr(cfg, "in_features", 3) != 3:
-        raise ValueError(f"in_features must be 3 (x, y, z: the data's), got {cfg.in_features!r}")
-    if getattr(cfg, "skeleton", "body") != "body":
-        raise ValueError(f"skeleton must be 'body' (the data's graph), got {cfg.skeleton!r}")
-    criss_cross = isinstance(cfg, (STCFormerConfig, STACFormerConfig))  # half the channels per direction
-    divides(cfg, "heads", "hidden", 2 if criss_cross else 1, " (each head reads an equal share of the channels)")
-    if hasattr(cfg, "tuple_len"):
-        whole(cfg, "tuple_len", 1)
-        divides(cfg, "tuple_len", "n_in", why=" (the observed frames are grouped in tuples)")
-    within(cfg, "dropout", 0, 1, open_high=True)
-    for name in ("expand_kernel", "kernel_t"):
-        v = getattr(cfg, name, 1)
-        if not is_whole(v) or v < 1 or v % 2 == 0:
-            raise ValueError(f"{name} must be an odd whole number >= 1 (a centred convolution), got {v!r}")
-    bools = ("autoregressive", "decoder_self_attention", "out_proj", "positional")
-    boolean(cfg, *(name for name in bools if hasattr(cfg, name)))
 
 def build_model(name: str, cfg: Any) -> torch.nn.Module:
     """The torch module of ``name`` from a task config (or a dict of settings, as in config.json)."""

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from blender_support import free_port, pose_matrices
+from blender_support import clean_scene, free_port, pose_matrices
 from test_addon_fill import generated_frames, load_rig, own_keys, run_fill, snapshot_all, thin_keys
 from test_addon_interactive import Context, WindowManager, driven, run_events
 
@@ -653,8 +653,8 @@ def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, pr
     ob = body(bpy, ext, data_root)
     sample_variations(bpy, ob)  # drawn while the action was local; stepped once it is linked
     linked = link_action(bpy, ob, tmp_path)
-    message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local .* or add an "
-               "editable library override to fill it; nothing was written")
+    message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local \\(Object > Relations "
+               "> Make Local\\) to fill it; nothing was written")
     try:
         ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
         s = bpy.context.scene
@@ -677,6 +677,93 @@ def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, pr
     finally:
         ob.animation_data.action = None
         bpy.data.libraries.remove(linked.library)
+
+
+# --- 10b. a character linked from a library with a library override (the studio's way) ------------------------------
+
+
+@pytest.fixture()
+def linked(bpy):
+    """Removes, after the test, the objects, collections and libraries it linked or made."""
+    collections = {c.name for c in bpy.data.collections}
+    yield
+    clean_scene(bpy)
+    for c in [c for c in bpy.data.collections if c.name not in collections or c.library is not None]:
+        bpy.data.collections.remove(c)
+    for lib in list(bpy.data.libraries):
+        bpy.data.libraries.remove(lib)
+
+
+def character_library(bpy, ext, data_root, path, mapped: bool = True) -> str:
+    """A character's library file: the body rig 'Hero' keyed on KEEP, its action 'HeroAction', in the collection
+    CHAR, mapped by Auto Map or not at all (a rigger's delivery: no Anyfill settings on it); the local copies are
+    removed once it is written."""
+    ob = body(bpy, ext, data_root)
+    ob.name, ob.animation_data.action.name = "Hero", "HeroAction"
+    if mapped:
+        ext.operators.set_mapping(ob, ext.operators.mapping_skeletons(bpy.context)[0])
+    assert ob.is_property_set("anyfill") == mapped
+    char = bpy.data.collections.new("CHAR")
+    char.objects.link(ob)
+    bpy.data.libraries.write(str(path), {char}, fake_user=True)
+    bpy.data.collections.remove(char)
+    clean_scene(bpy)
+    return str(path)
+
+
+def link_character(bpy, path: str):
+    """CHAR linked from the library file into the scene (File > Link); returns the collection."""
+    with bpy.data.libraries.load(path, link=True) as (_, dst):
+        dst.collections = ["CHAR"]
+    bpy.context.scene.collection.children.link(dst.collections[0])
+    return dst.collections[0]
+
+
+def override_character(bpy, char):
+    """A library override of the linked character (Object > Library Override > Make); returns its rig, active."""
+    made = char.override_hierarchy_create(bpy.context.scene, bpy.context.view_layer, do_fully_editable=False)
+    ob = next(o for o in made.all_objects if o.type == "ARMATURE")
+    assert ob.override_library is not None
+    bpy.context.view_layer.objects.active = ob
+    return ob
+
+
+def test_an_action_with_a_library_override_is_refused_and_made_local_fills(bpy, ext, prefs, data_root, tmp_path,
+                                                                           linked):
+    """The rig's action given a library override of its own (what the refusal of a linked action advised): Blender
+    takes keys on it but ignores their values, so Fill wrote 27 keys at frame 0, value 0, on each channel (the rig
+    dropped to its zero pose), reported 'wrote 1944 keys', and a reload brought back the library's action. Every
+    writer refuses it before any change, and the one way offered (Make Local) fills it."""
+    ob = override_character(bpy, link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend")))
+    ob.animation_data.action.override_create(remap_local_usages=True)
+    action = ob.animation_data.action
+    assert action.override_library is not None and action.library is None and action.is_editable
+    message = ("The action 'HeroAction' is a library override of the action in library 'lib.blend' \\(Blender keeps "
+               "no key written to it\\): make it local \\(Object > Relations > Make Local\\) to fill it; nothing was "
+               "written")
+    ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
+    s = bpy.context.scene
+    s.frame_set(16)  # Complete Pose's frame
+    before = snapshot_all(ext, ob)
+    for keys_output in ("DENSE", "EDITABLE"):
+        s.anyfill.keys_output = keys_output
+        for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
+                   "anim.anyfill_show_uncertainty"):
+            with pytest.raises(RuntimeError, match=message):
+                run_fill(bpy, ob, op)
+            assert snapshot_all(ext, ob) == before, op
+    with pytest.raises(ext.keys.RigError, match=message):  # the last guard, under every writer
+        ext.curves.write_keys(ext.keys.channelbag(ob), ext.keys.bone_path("Chest", "rotation_euler"), 0, "Chest",
+                              [2.0], [0.5])
+    assert snapshot_all(ext, ob) == before
+    s.anyfill.keys_output = "DENSE"
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o == ob)
+    assert bpy.ops.object.make_local(type="SELECT_OBJECT") == {"FINISHED"}
+    action = ob.animation_data.action
+    assert action.override_library is None and action.library is None
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert generated_frames(ext, ob)[(ext.keys.bone_path("Chest", "rotation_euler"), 0)] == TARGETS
 
 
 # --- 11. editable keys on a mirrored rig ---------------------------------------------------------------------------

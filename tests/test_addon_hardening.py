@@ -728,6 +728,24 @@ def override_character(bpy, char):
     return ob
 
 
+def rig_state(ob) -> dict:
+    """Every Anyfill setting of the rig, its mapping rows with them."""
+    s = ob.anyfill
+    out = {p.identifier: getattr(s, p.identifier) for p in s.bl_rna.properties
+           if p.identifier not in ("rna_type", "name", "joints")}
+    return out | {"joints": [(m.part, m.joint, m.bone) for m in s.joints]}
+
+
+def saved_and_reloaded(bpy, path, name: str):
+    """The file saved to ``path`` and opened again; returns the local object ``name`` (a library override is one),
+    active."""
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    ob = bpy.data.objects[name, None]
+    bpy.context.view_layer.objects.active = ob
+    return ob
+
+
 def test_an_action_with_a_library_override_is_refused_and_made_local_fills(bpy, ext, prefs, data_root, tmp_path,
                                                                            linked):
     """The rig's action given a library override of its own (what the refusal of a linked action advised): Blender
@@ -764,6 +782,75 @@ def test_an_action_with_a_library_override_is_refused_and_made_local_fills(bpy, 
     assert action.override_library is None and action.library is None
     assert run_fill(bpy, ob) == {"FINISHED"}
     assert generated_frames(ext, ob)[(ext.keys.bone_path("Chest", "rotation_euler"), 0)] == TARGETS
+
+
+def test_a_rig_its_library_never_mapped_is_mapped_filled_and_saved_on_its_override(bpy, ext, prefs, data_root,
+                                                                                   tmp_path, linked):
+    """A rigger's delivery: the library's rig has no Anyfill settings. On its library override (the action made
+    local, the animator's) Fill failed ('TypeError: bpy_prop_collection.add(): not supported for this collection')
+    and Auto Map raised a traceback: the extension's settings were not library-overridable. Now the rig is mapped
+    and filled, and the mapping, a bone unmapped by hand and the rig settings are saved with the override; a Fill
+    after the reload writes exactly the keys of the one before. (Blender 5.0 lost them all in a save while the
+    library's rig in memory had no Anyfill group at all: 'expected ID type' on load.)"""
+    ob = override_character(bpy, link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend",
+                                                                       mapped=False)))
+    action = ob.animation_data.action.make_local()
+    assert ob.animation_data.action == action and action.library is None and action.override_library is None
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"FINISHED"} and reports[-1][1].startswith("Mapped body: 22 of 22 joints")
+    next(m for m in ob.anyfill.joints if m.joint == "Hand_L").bone = ""
+    ob.anyfill.mirror, ob.anyfill.rest_pose, ob.anyfill.floor = "OFF", "REST", "RIG"
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    state, keys = rig_state(ob), ext.curves.snapshot(ext.keys.channelbag(ob))
+    assert state["last_keys"] > 0 and len(state["joints"]) == 22
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    assert ob.override_library is not None
+    assert rig_state(ob) == state
+    assert ext.curves.snapshot(ext.keys.channelbag(ob)) == keys
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert ext.curves.snapshot(ext.keys.channelbag(ob)) == keys
+    ob.anyfill.floor = state["floor"] = "AUTO"  # another session: a setting changed, nothing mapped
+    ob = saved_and_reloaded(bpy, tmp_path / "shot2.blend", ob.name)
+    assert rig_state(ob) == state
+
+
+def test_the_mapping_and_settings_changed_on_an_override_are_saved(bpy, ext, prefs, data_root, tmp_path, linked):
+    """The library's rig is mapped (22 rows). On its override the animator's Mirror, Rest Pose, Floor, a bone
+    unmapped by hand and what the last Fill wrote were used, then quietly back at the library's values after a save
+    and reload. Now they are saved with the override. Auto Map there rewrites the library's rows (they cannot be
+    removed: it wrote 22 more after them), a hand added by hand is kept, removed again, and removing the library's
+    own part is refused by name, nothing changed. A rig linked and not overridden is refused in the same way."""
+    char = link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend"))
+    bpy.context.view_layer.objects.active = bpy.data.objects["Hero", char.library.filepath]
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"CANCELLED"} and reports[-1][1].startswith(
+        "The rig 'Hero' is linked from library 'lib.blend': its mapping changes only on a library override")
+    ob = override_character(bpy, char)
+    ob.animation_data.action.make_local()  # the animator's
+    library_rows = rig_state(ob)["joints"]
+    assert len(library_rows) == 22
+    ob.anyfill.mirror, ob.anyfill.rest_pose, ob.anyfill.floor = "OFF", "REST", "RIG"
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"FINISHED"} and rig_state(ob)["joints"] == library_rows
+    next(m for m in ob.anyfill.joints if m.joint == "Hand_L").bone = ""
+    assert report_of(bpy, ext, ext.operators.ANYFILL_OT_add_hand_part, side="L")[0] == {"FINISHED"}
+    bpy.context.scene.frame_set(1)
+    with_hand = rig_state(ob)
+    assert [p for p, _, _ in with_hand["joints"]] == ["body"] * 22 + ["hand.L"] * 17
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    assert rig_state(ob) == with_hand
+    assert report_of(bpy, ext, ext.operators.ANYFILL_OT_remove_part, part="hand.L")[0] == {"FINISHED"}
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    filled = rig_state(ob)
+    assert filled["joints"] == [r if r[1] != "Hand_L" else (*r[:2], "") for r in library_rows]
+    assert filled["last_keys"] > 0 and filled["last_match"]
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_remove_part, part="body")
+    assert result == {"CANCELLED"} and reports[-1][1].startswith(
+        "The rig 'Hero' is a library override: its library's rig in library 'lib.blend' maps 22 joints and Blender "
+        "removes none of them on an override")
+    assert rig_state(ob) == filled
+    ob = saved_and_reloaded(bpy, tmp_path / "shot2.blend", ob.name)
+    assert rig_state(ob) == filled
 
 
 # --- 11. editable keys on a mirrored rig ---------------------------------------------------------------------------

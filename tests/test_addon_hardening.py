@@ -1040,6 +1040,59 @@ def test_a_pose_keyed_over_a_filled_frame_is_the_animators(bpy, ext, prefs, data
     assert [fc.evaluate(15.0) for fc in channels] == posed
 
 
+def key_over_a_filled_frame(bpy, ob, bone: str, frame: int = 16, by: float = 0.5) -> float:
+    """Re-pose a bone on a filled frame and key it as Blender keys (the key keeps its type, Generated); returns the
+    value keyed on its rotation's X channel."""
+    bpy.context.scene.frame_set(frame)
+    pb = ob.pose.bones[bone]
+    pb.rotation_euler[0] += by
+    pb.keyframe_insert("rotation_euler", frame=frame)
+    return pb.rotation_euler[0]
+
+
+def test_a_renamed_slot_keeps_the_record_of_anyfills_keys(bpy, ext, prefs, data_root, tmp_path):
+    """The record of Anyfill's keys was kept by the slot's identifier: the slot renamed in the Action Editor after a
+    Fill ('OBSlot' -> 'OBHero'), the record was lost, a pose the animator then keyed over a filled frame was not
+    taken for theirs and the next Fill wrote over it (LowerArm_L on frame 16: 1.3325 -> 0.8325, still Generated).
+    Kept by the slot's handle, it survives the rename, and a save and reload before it."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    slot = ob.animation_data.action_slot
+    handle = slot.handle
+    slot.name_display = "Hero"
+    assert slot.identifier == "OBHero" and slot.handle == handle
+    posed = key_over_a_filled_frame(bpy, ob, "LowerArm_L")
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys: LowerArm_L keyed over Anyfill's on frame 16" in reports[-1][1]
+    key = next(k for k in curve(ext, ob, "LowerArm_L", "rotation_euler", 0).keyframe_points if k.co[0] == 16.0)
+    assert (key.type, key.co[1]) == ("KEYFRAME", posed)
+
+
+def test_a_record_kept_by_the_slots_identifier_is_read_and_kept_by_its_handle(bpy, ext, prefs, data_root):
+    """A record written by an earlier version (by the slot's identifier) still makes a pose keyed over a filled frame
+    the animator's; the next Fill keeps the record by the slot's handle, the old entries gone."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    bag, slot = ext.keys.channelbag(ob), ob.animation_data.action_slot
+    store = bag.id_data[ext.provenance.RECORD]
+    channels = [(fc.data_path, fc.array_index) for fc in bag.fcurves]
+    by_handle = {ext.provenance._name(f"#{slot.handle}", *c): c for c in channels}
+    by_identifier = {ext.provenance._name(slot.identifier, *c): c for c in channels}
+    written = set(store.keys())
+    assert written and written <= set(by_handle)
+    for name in written:  # as the earlier version kept it
+        old = ext.provenance._name(slot.identifier, *by_handle[name])
+        store[old] = np.frombuffer(memoryview(store[name]), dtype=np.int32).copy()
+        del store[name]
+    posed = key_over_a_filled_frame(bpy, ob, "LowerArm_L")
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys: LowerArm_L keyed over Anyfill's on frame 16" in reports[-1][1]
+    key = next(k for k in curve(ext, ob, "LowerArm_L", "rotation_euler", 0).keyframe_points if k.co[0] == 16.0)
+    assert (key.type, key.co[1]) == ("KEYFRAME", posed)
+    assert written <= set(store.keys()) <= set(by_handle) and not set(store.keys()) & set(by_identifier)
+
+
 def rotation_steps(channels, frames) -> np.ndarray:
     """The angle (degrees) the channels' Euler rotation turns from each frame to the next, as Blender evaluates it."""
     from mathutils import Euler

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import bpy
 import numpy as np
 
 from . import curves, keys
@@ -117,7 +118,7 @@ def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
         m = _BONE.match(fc.data_path)
         if m is None:
             continue
-        bone = m.group(1)
+        bone = bpy.utils.unescape_identifier(m.group(1))  # the name as the animator typed it, for the report
         types, pairs = _generated(fc)
         held = _held(store, slot, fc.data_path, fc.array_index)
         by_bone.setdefault(bone, []).append((fc, types, pairs, held is not None))

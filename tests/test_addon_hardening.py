@@ -1093,6 +1093,22 @@ def test_a_record_kept_by_the_slots_identifier_is_read_and_kept_by_its_handle(bp
     assert written <= set(store.keys()) <= set(by_handle) and not set(store.keys()) & set(by_identifier)
 
 
+def test_the_report_names_bones_as_the_animator_typed_them(bpy, ext, prefs, data_root):
+    """A bone named with quotes and a backslash: the report named it as its data path escapes it
+    ('Hüfte \\"main\\"')."""
+    ob = body(bpy, ext, data_root)
+    name = 'Hüfte "main" \\ 1'
+    ob.data.bones["Chest"].name = name
+    ob.anyfill.rest_pose = "MODEL"  # the model's skeleton, one bone renamed
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    next(m for m in ob.anyfill.joints if m.joint == "Chest").bone = name
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    key_over_a_filled_frame(bpy, ob, name)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and f"kept as your keys: {name} keyed over Anyfill's on frame 16" in reports[-1][1]
+
+
 def rotation_steps(channels, frames) -> np.ndarray:
     """The angle (degrees) the channels' Euler rotation turns from each frame to the next, as Blender evaluates it."""
     from mathutils import Euler

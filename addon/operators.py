@@ -127,6 +127,14 @@ def set_rows(obj, rows: list[tuple[str, str, str]]) -> None:
         item.joint, item.part, item.bone = joint, part, bone
 
 
+def check_bones(obj) -> None:
+    """An armature with no bones has nothing to map or fill: said so (Fill asked to press Auto Map, and Auto Map to
+    pick a bone for each joint)."""
+    if not len(obj.data.bones):
+        raise plan_mod.PlanError(f"The armature {obj.name!r} has no bones: add its bones (Edit Mode), or select the "
+                                 "rig whose bones are keyed")
+
+
 def skeletons_of(models: list[dict]) -> dict[str, list[str]]:
     """Skeleton -> joint names, from the backend's models (the first model of each skeleton)."""
     out: dict[str, list[str]] = {}
@@ -253,6 +261,7 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
         obj = _armature(context)
         skeletons, offline = mapping_skeletons(context)
         try:
+            check_bones(obj)
             found = set_mapping(obj, skeletons, self.keep)
         except plan_mod.PlanError as e:
             self.report({"ERROR"}, str(e))
@@ -357,6 +366,7 @@ class _FillBase(AsyncRequest):
         obj = _armature(context)
         if obj is None:
             raise plan_mod.PlanError("Select an armature (the rig to fill)")
+        check_bones(obj)
         if not any(m.bone for m in obj.anyfill.joints):
             resolve(context, obj, self._client)
         parts = plan_mod.parts_of(obj)

@@ -1195,6 +1195,21 @@ def test_auto_map_that_recognises_no_bone_says_so(bpy, ext, prefs, data_root):
     assert reports[-1][1].startswith(f"No bone of {ob.name!r} was recognised by its name")
 
 
+def test_an_armature_with_no_bones_is_named_so(bpy, ext, prefs):
+    """An armature with no bones: Fill said to press Auto Map, and Auto Map to pick a bone for each joint (a circle).
+    Both say it has no bones; no mapping row is made."""
+    clean_scene(bpy)
+    ob = bpy.data.objects.new("NoBones", bpy.data.armatures.new("NoBones"))
+    bpy.context.scene.collection.objects.link(ob)
+    bpy.context.view_layer.objects.active = ob
+    for op, props in ((ext.operators.ANYFILL_OT_fill, {}), (ext.operators.ANYFILL_OT_auto_map, {"keep": False})):
+        result, reports = report_of(bpy, ext, op, **props)
+        assert result == {"CANCELLED"} and reports[-1] == (
+            {"ERROR"}, "The armature 'NoBones' has no bones: add its bones (Edit Mode), or select the rig whose bones "
+            "are keyed")
+    assert len(ob.anyfill.joints) == 0
+
+
 def test_a_thin_mapping_is_named_in_the_report(bpy, ext, prefs, data_root):
     """Five of the body's 22 joints mapped: Fill runs and the report says the model placed the rest itself."""
     ob = body(bpy, ext, data_root)

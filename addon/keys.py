@@ -23,16 +23,25 @@ class RigError(Exception):
 
 
 def check_editable(action) -> None:
-    """Refuse an action that cannot take keys: linked from a library (Blender adds the keys but ignores their
-    values, and never saves them) or otherwise not editable. Called before anything is written."""
-    if action is None or action.is_editable:
+    """Refuse an action that cannot take keys, before anything is written: linked from a library (Blender adds the
+    keys but ignores their values, and never saves them), a library override of one (the same: each channel got keys
+    at frame 0, value 0, the rig dropped to its zero pose, and a reload brought back the library's action, so an
+    override of the action is no way to fill it), or otherwise not editable."""
+    if action is None:
         return
     if action.library is not None:
         where = f"linked from library {action.library.name!r}"
+    elif action.override_library is not None:
+        reference = action.override_library.reference
+        library = reference.library if reference is not None else None
+        where = (f"a library override of the action in library {library.name!r}" if library is not None else
+                 "a library override") + " (Blender keeps no key written to it)"
+    elif action.is_editable:
+        return
     else:
-        where = "not editable (a library override not made editable?)"
-    raise RigError(f"The action {action.name!r} is {where}: make it local (Object > Relations > Make Local) or add "
-                   "an editable library override to fill it; nothing was written")
+        where = "not editable"
+    raise RigError(f"The action {action.name!r} is {where}: make it local (Object > Relations > Make Local) to fill "
+                   "it; nothing was written")
 
 
 def check_rig_editable(obj) -> None:

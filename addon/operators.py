@@ -72,12 +72,8 @@ def set_mapping(obj, skeletons: dict[str, list[str]], keep_existing: bool = Fals
         parts += [(p, {}, "by hand") for p in rig.PARTS[1:] if p not in found_parts and any(
             b for (q, _), b in old.items() if q == p)]
         parts.sort(key=lambda p: rig.PARTS.index(p[0]))
-    obj.anyfill.joints.clear()
-    for part, found, _family in parts:
-        for j in skeletons[rig.part_skeleton(part)]:
-            item = obj.anyfill.joints.add()
-            item.joint, item.part = j, part
-            item.bone = old.get((part, j)) or found.get(j, "")
+    set_rows(obj, [(part, j, old.get((part, j)) or found.get(j, "")) for part, found, _family in parts
+                   for j in skeletons[rig.part_skeleton(part)]])
     obj.anyfill.skeleton = " + ".join(p for p, _, _ in parts)
     obj.anyfill.rig_family = parts[0][2]
     return [(p, sum(1 for m in obj.anyfill.joints if m.part == p and m.bone), len(skeletons[rig.part_skeleton(p)]))
@@ -97,13 +93,46 @@ def add_hand_part(obj, side: str, joints: list[str] | tuple[str, ...]) -> tuple[
         raise plan_mod.PlanError(f"The rig {obj.name!r} is mapped as a hand alone: its rows are that hand's")
     hand = next((m.bone for m in rows if m.part == "body" and m.joint == f"Hand_{side}" and m.bone), "")
     at = sum(1 for m in rows if m.part in rig.PARTS and rig.PARTS.index(m.part) < rig.PARTS.index(part))
-    for k, joint in enumerate(joints):
-        item = rows.add()
-        item.joint, item.part, item.bone = joint, part, hand if joint == "WRIST" else ""
-        rows.move(len(rows) - 1, at + k)
+    now = [(m.part, m.joint, m.bone) for m in rows]
+    set_rows(obj, now[:at] + [(part, joint, hand if joint == "WRIST" else "") for joint in joints] + now[at:])
     obj.anyfill.skeleton = " + ".join(dict.fromkeys(m.part for m in rows))
     obj.anyfill.rig_family = obj.anyfill.rig_family or "by hand"
     return part, hand
+
+
+def set_rows(obj, rows: list[tuple[str, str, str]]) -> None:
+    """Make the rig's mapping rows these (part, joint, bone), each row rewritten where it stands and rows added or
+    removed at the end: on a library override Blender keeps the rows added there (at the end of the list) but removes
+    no row the library holds (``clear`` left them without a word). Refused, nothing changed, where the rows cannot
+    change: a rig linked and not overridden, or fewer rows than its library holds."""
+    if obj.library is not None:
+        raise plan_mod.PlanError(f"The rig {obj.name!r} is linked from library {obj.library.name!r}: its mapping "
+                                 "changes only on a library override of it (Object > Library Override > Make) or on "
+                                 "a local copy (Object > Relations > Make Local); nothing was changed")
+    reference = obj.override_library.reference if obj.override_library is not None else None
+    held = len(reference.anyfill.joints) if reference is not None else 0
+    if len(rows) < held:
+        where = f" in library {reference.library.name!r}" if reference.library is not None else ""
+        raise plan_mod.PlanError(
+            f"The rig {obj.name!r} is a library override: its library's rig{where} maps {held} joints and Blender "
+            f"removes none of them on an override, so a mapping of {len(rows)} cannot be made here. Clear the bones "
+            "of the joints not to fill in the Rig Mapping list (a joint with no bone is not filled), or change the "
+            "mapping in the library file; nothing was changed")
+    table = obj.anyfill.joints
+    while len(table) > len(rows):
+        table.remove(len(table) - 1)
+    while len(table) < len(rows):
+        table.add()
+    for item, (part, joint, bone) in zip(table, rows, strict=True):
+        item.joint, item.part, item.bone = joint, part, bone
+
+
+def check_bones(obj) -> None:
+    """An armature with no bones has nothing to map or fill: said so (Fill asked to press Auto Map, and Auto Map to
+    pick a bone for each joint)."""
+    if not len(obj.data.bones):
+        raise plan_mod.PlanError(f"The armature {obj.name!r} has no bones: add its bones (Edit Mode), or select the "
+                                 "rig whose bones are keyed")
 
 
 def skeletons_of(models: list[dict]) -> dict[str, list[str]]:
@@ -234,7 +263,12 @@ class ANYFILL_OT_auto_map(bpy.types.Operator):
     def execute(self, context):
         obj = _armature(context)
         skeletons, offline = mapping_skeletons(context)
-        found = set_mapping(obj, skeletons, self.keep)
+        try:
+            check_bones(obj)
+            found = set_mapping(obj, skeletons, self.keep)
+        except plan_mod.PlanError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
         mapped = sum(n for _, n, _ in found)
         if not mapped:
             self.report({"WARNING"}, f"No bone of {obj.name!r} was recognised by its name (exact, Rigify, Mixamo or "
@@ -309,8 +343,11 @@ class ANYFILL_OT_remove_part(bpy.types.Operator):
                                    f"{', '.join(parts) or 'none'}")
             return {"CANCELLED"}
         gone = [i for i, m in enumerate(rows) if m.part == self.part]
-        for i in reversed(gone):
-            rows.remove(i)
+        try:
+            set_rows(obj, [(m.part, m.joint, m.bone) for m in rows if m.part != self.part])
+        except plan_mod.PlanError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
         obj.anyfill.skeleton = " + ".join(dict.fromkeys(m.part for m in rows))
         obj.anyfill.active_joint = min(obj.anyfill.active_joint, max(len(rows) - 1, 0))
         self.report({"INFO"}, f"Removed {self.part} ({len(gone)} joints) from the mapping of {obj.name!r}")
@@ -332,6 +369,7 @@ class _FillBase(AsyncRequest):
         obj = _armature(context)
         if obj is None:
             raise plan_mod.PlanError("Select an armature (the rig to fill)")
+        check_bones(obj)
         if not any(m.bone for m in obj.anyfill.joints):
             resolve(context, obj, self._client)
         parts = plan_mod.parts_of(obj)

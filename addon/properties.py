@@ -1,8 +1,9 @@
 """Scene and object settings, saved with the .blend file.
 
 ``Object.anyfill`` (per rig): the model, the joint -> bone mapping, mirror and rest-pose matching, the last
-fill's uncertainty, what the last fill wrote and the variations being browsed. ``Scene.anyfill``: frame range
-mode, bone scope, the keys written (every frame or editable, with tolerances) and the sampling settings.
+fill's uncertainty, what the last fill wrote and the variations being browsed (all of it library-overridable).
+``Scene.anyfill``: frame range mode, bone scope, the keys written (every frame or editable, with tolerances) and the
+sampling settings.
 """
 
 import bpy
@@ -18,29 +19,37 @@ AUTO_ON_OFF = (
     ("ON", "On", ""),
     ("OFF", "Off", ""),
 )
+# A rig linked from a library and overridden (its shot's copy) keeps the animator's mapping and rig settings, saved
+# with the override. Its mapping rows are matched to the library's by their place (they have no names), and rows
+# added on the override are kept (USE_INSERTION); Blender removes none the library holds (operators.set_rows).
+OVERRIDABLE = {"LIBRARY_OVERRIDABLE"}
+OVERRIDABLE_ROWS = {"LIBRARY_OVERRIDABLE", "USE_INSERTION", "NO_PROPERTY_NAME"}
 
 
 class AnyfillJointMap(bpy.types.PropertyGroup):
-    joint: bpy.props.StringProperty(name="Joint", description="Joint of the model's skeleton")
-    bone: bpy.props.StringProperty(name="Bone", description="Bone of this rig that plays the joint (empty: unmapped)")
-    part: bpy.props.StringProperty(name="Part", default="",
+    joint: bpy.props.StringProperty(name="Joint", description="Joint of the model's skeleton", override=OVERRIDABLE)
+    bone: bpy.props.StringProperty(name="Bone", description="Bone of this rig that plays the joint (empty: unmapped)",
+                                   override=OVERRIDABLE)
+    part: bpy.props.StringProperty(name="Part", default="", override=OVERRIDABLE,
                                    description="The part of the rig the joint belongs to: body, hand.L or hand.R "
                                    "(a rig of one skeleton: that skeleton's name)")
 
 
 class AnyfillRigSettings(bpy.types.PropertyGroup):
     model: bpy.props.StringProperty(name="Model", description="Backend model that fills this rig (hand, body, ...)",
-                                    default="")
-    hand_model: bpy.props.StringProperty(name="Hand Model", default="",
+                                    default="", override=OVERRIDABLE)
+    hand_model: bpy.props.StringProperty(name="Hand Model", default="", override=OVERRIDABLE,
                                          description="Backend model that fills the fingers of a full rig's hands")
-    skeleton: bpy.props.StringProperty(name="Skeleton", description="The parts of the rig Auto Map found", default="")
-    rig_family: bpy.props.StringProperty(name="Rig", description="How the mapping was found", default="")
-    joints: bpy.props.CollectionProperty(type=AnyfillJointMap)
-    active_joint: bpy.props.IntProperty(name="Active Joint", default=0)
-    mirror: bpy.props.EnumProperty(name="Mirror", items=AUTO_ON_OFF, default="AUTO",
+    skeleton: bpy.props.StringProperty(name="Skeleton", description="The parts of the rig Auto Map found", default="",
+                                       override=OVERRIDABLE)
+    rig_family: bpy.props.StringProperty(name="Rig", description="How the mapping was found", default="",
+                                         override=OVERRIDABLE)
+    joints: bpy.props.CollectionProperty(type=AnyfillJointMap, override=OVERRIDABLE_ROWS)
+    active_joint: bpy.props.IntProperty(name="Active Joint", default=0, override=OVERRIDABLE)
+    mirror: bpy.props.EnumProperty(name="Mirror", items=AUTO_ON_OFF, default="AUTO", override=OVERRIDABLE,
                                    description="Mirror left/right (a hand of the other side than the hand model's)")
     rest_pose: bpy.props.EnumProperty(
-        name="Rest Pose", default="AUTO",
+        name="Rest Pose", default="AUTO", override=OVERRIDABLE,
         items=(("AUTO", "Auto", "The model's own rest when the rig is an import of the model's skeleton (same bone "
                 "names), else measured from the rig's rest pose"),
                ("MODEL", "Model's Own", "The rig's rest pose is the model skeleton's rest pose (a BVH import of it)"),
@@ -48,32 +57,35 @@ class AnyfillRigSettings(bpy.types.PropertyGroup):
                 "directions from the rig, twists as the model's training data holds them")),
         description="How the rig's rest pose is matched to the model's skeleton")
     floor: bpy.props.EnumProperty(
-        name="Floor", default="AUTO",
+        name="Floor", default="AUTO", override=OVERRIDABLE,
         items=(("AUTO", "Auto", "A rig whose keyed feet lie above or below the floor the model was trained on is "
                 "read raised or lowered onto it (and written back where it was)"),
                ("RIG", "Rig's Own", "Read the rig at its own height (a shot that never touches the ground)")),
         description="Where the model takes the rig's floor to be")
     replace_generated: bpy.props.BoolProperty(
-        name="Replace Generated Keys", default=True,
+        name="Replace Generated Keys", default=True, override=OVERRIDABLE,
         description="Keys typed Generated (earlier fills) do not condition the fill and are replaced")
-    last_uncertainty: bpy.props.StringProperty(name="Last Uncertainty", default="", options={"HIDDEN"})
+    last_uncertainty: bpy.props.StringProperty(name="Last Uncertainty", default="", options={"HIDDEN"},
+                                               override=OVERRIDABLE)
     last_match: bpy.props.StringProperty(
-        name="Last Match", default="", options={"HIDDEN"},
+        name="Last Match", default="", options={"HIDDEN"}, override=OVERRIDABLE,
         description="How the last fill matched the rig to the model (rest pose, scale, mirror, per part)")
-    last_keys: bpy.props.IntProperty(name="Keys Written", default=0, options={"HIDDEN"},
+    last_keys: bpy.props.IntProperty(name="Keys Written", default=0, options={"HIDDEN"}, override=OVERRIDABLE,
                                      description="Keys the last fill wrote on this rig")
-    last_dense_keys: bpy.props.IntProperty(name="Dense Keys", default=0, options={"HIDDEN"},
+    last_dense_keys: bpy.props.IntProperty(name="Dense Keys", default=0, options={"HIDDEN"}, override=OVERRIDABLE,
                                            description="Keys a key on every filled frame would have written")
-    last_editable: bpy.props.BoolProperty(name="Last Fill Editable", default=False, options={"HIDDEN"})
+    last_editable: bpy.props.BoolProperty(name="Last Fill Editable", default=False, options={"HIDDEN"},
+                                          override=OVERRIDABLE)
     last_max_rotation: bpy.props.FloatProperty(
-        name="Largest Rotation Deviation", default=0.0, options={"HIDDEN"},
+        name="Largest Rotation Deviation", default=0.0, options={"HIDDEN"}, override=OVERRIDABLE,
         description="The last editable fill's largest deviation from the dense fill, degrees, as Blender evaluates "
         "the written curves")
     last_max_location: bpy.props.FloatProperty(
         name="Largest Location Deviation", default=0.0, subtype="DISTANCE", unit="LENGTH", options={"HIDDEN"},
+        override=OVERRIDABLE,
         description="The last editable fill's largest location deviation from the dense fill")
-    variation_index: bpy.props.IntProperty(name="Variation", default=0, min=0)
-    variation_count: bpy.props.IntProperty(name="Variations", default=0, min=0)
+    variation_index: bpy.props.IntProperty(name="Variation", default=0, min=0, override=OVERRIDABLE)
+    variation_count: bpy.props.IntProperty(name="Variations", default=0, min=0, override=OVERRIDABLE)
 
 
 def _get_location_tolerance(self) -> float:
@@ -126,14 +138,29 @@ class AnyfillSceneSettings(bpy.types.PropertyGroup):
 classes = (AnyfillJointMap, AnyfillRigSettings, AnyfillSceneSettings)
 
 
+@bpy.app.handlers.persistent
+def settings_in_library(*_args) -> None:
+    """Before a save, the library's rig of each overridden rig with Anyfill settings is given an empty group of
+    them, in memory (linked data is never written). Blender saves an override as what differs from its library's
+    rig: where that rig has no Anyfill settings at all (a rig its rigger never mapped), Blender 5.0 took the whole
+    group for a new one, could not put it back on load ('expected ID type') and the mapping and settings were lost."""
+    for ob in bpy.data.objects:
+        ov = ob.override_library
+        if ov is not None and ov.reference is not None and ob.is_property_set("anyfill"):
+            _ = ov.reference.anyfill  # reading an extension's group makes it
+
+
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
-    bpy.types.Object.anyfill = bpy.props.PointerProperty(type=AnyfillRigSettings)
+    bpy.types.Object.anyfill = bpy.props.PointerProperty(type=AnyfillRigSettings, override=OVERRIDABLE)
     bpy.types.Scene.anyfill = bpy.props.PointerProperty(type=AnyfillSceneSettings)
+    bpy.app.handlers.save_pre.append(settings_in_library)
 
 
 def unregister() -> None:
+    if settings_in_library in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(settings_in_library)
     del bpy.types.Scene.anyfill
     del bpy.types.Object.anyfill
     for cls in reversed(classes):

@@ -3,7 +3,9 @@
 Blender keeps a key's type when a key is inserted on its frame (``insert_bezt_fcurve`` replaces the key's value
 only), so a pose keyed on a frame a Fill wrote stays typed Generated, and the next Fill or Complete Pose wrote over
 it: the animator's correction lost without a word. After each write the Generated keys of every channel written
-are recorded (frame and value, as Blender stores them) in the action's custom properties, by slot and channel;
+are recorded (frame and value, as Blender stores them) in the action's custom properties, by slot and channel (the
+slot by its handle, which a rename keeps: by its identifier, a slot renamed in the Action Editor lost its record and
+the next Fill wrote over the animator's pose);
 before a fill, a Generated key its channel's record does not hold, or another key on a frame where it holds one, was
 set by the animator, and the bone's pose on that frame becomes the animator's (:func:`adopt`): it conditions the fill
 and is never replaced. A channel with no record (keys an older version wrote) is left as it is.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import bpy
 import numpy as np
 
 from . import curves, keys
@@ -23,15 +26,23 @@ RECORD = "anyfill_generated"  # the action's custom property: channel -> its Gen
 _BONE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]')
 
 
-def _slot(obj) -> str:
+def _slot(obj) -> tuple[str, str]:
+    """The record's names for the object's slot: by its handle (stable across renames, save and reload, in Blender 4.4
+    and 5.0), and by its identifier as records made before were kept (read once, then written by handle)."""
     ad = obj.animation_data
     slot = ad.action_slot if ad is not None else None
-    return slot.identifier if slot is not None else ""
+    return (f"#{slot.handle}", slot.identifier) if slot is not None else ("", "")
 
 
 def _name(slot: str, data_path: str, index: int) -> str:
     """The record's key for a channel (custom property names hold at most 63 bytes)."""
     return hashlib.sha1(f"{slot}\0{data_path}\0{index}".encode()).hexdigest()[:32]
+
+
+def _held(store, slot: tuple[str, str], data_path: str, index: int):
+    """A channel's record: by the slot's handle, else as an earlier version kept it (by the slot's identifier)."""
+    held = store.get(_name(slot[0], data_path, index))
+    return held if held is not None else store.get(_name(slot[1], data_path, index))
 
 
 def _generated(fc) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +70,10 @@ def record(obj, bag, channels) -> None:
         held = pairs[types == gen]
         # custom properties hold 32-bit integers: each pair as its two halves, the array taken as a buffer (an array
         # property set from a buffer of another length than it holds corrupts Blender's memory: removed first)
-        name = _name(slot, path, index)
-        if name in store:
-            del store[name]
+        name, before = _name(slot[0], path, index), _name(slot[1], path, index)
+        for gone in (name, before):
+            if gone in store:
+                del store[gone]
         store[name] = np.stack([held >> 32, held & 0xFFFFFFFF], 1).astype(np.uint32).view(np.int32).ravel()
 
 
@@ -106,9 +118,9 @@ def adopt(obj, change: bool = True) -> list[tuple[str, float]]:
         m = _BONE.match(fc.data_path)
         if m is None:
             continue
-        bone = m.group(1)
+        bone = bpy.utils.unescape_identifier(m.group(1))  # the name as the animator typed it, for the report
         types, pairs = _generated(fc)
-        held = store.get(_name(slot, fc.data_path, fc.array_index))
+        held = _held(store, slot, fc.data_path, fc.array_index)
         by_bone.setdefault(bone, []).append((fc, types, pairs, held is not None))
         if held is None:
             continue

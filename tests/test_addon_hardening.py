@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from blender_support import free_port, pose_matrices
+from blender_support import clean_scene, free_port, pose_matrices
 from test_addon_fill import generated_frames, load_rig, own_keys, run_fill, snapshot_all, thin_keys
 from test_addon_interactive import Context, WindowManager, driven, run_events
 
@@ -653,8 +653,8 @@ def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, pr
     ob = body(bpy, ext, data_root)
     sample_variations(bpy, ob)  # drawn while the action was local; stepped once it is linked
     linked = link_action(bpy, ob, tmp_path)
-    message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local .* or add an "
-               "editable library override to fill it; nothing was written")
+    message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local \\(Object > Relations "
+               "> Make Local\\) to fill it; nothing was written")
     try:
         ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
         s = bpy.context.scene
@@ -677,6 +677,180 @@ def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, pr
     finally:
         ob.animation_data.action = None
         bpy.data.libraries.remove(linked.library)
+
+
+# --- 10b. a character linked from a library with a library override (the studio's way) ------------------------------
+
+
+@pytest.fixture()
+def linked(bpy):
+    """Removes, after the test, the objects, collections and libraries it linked or made."""
+    collections = {c.name for c in bpy.data.collections}
+    yield
+    clean_scene(bpy)
+    for c in [c for c in bpy.data.collections if c.name not in collections or c.library is not None]:
+        bpy.data.collections.remove(c)
+    for lib in list(bpy.data.libraries):
+        bpy.data.libraries.remove(lib)
+
+
+def character_library(bpy, ext, data_root, path, mapped: bool = True) -> str:
+    """A character's library file: the body rig 'Hero' keyed on KEEP, its action 'HeroAction', in the collection
+    CHAR, mapped by Auto Map or not at all (a rigger's delivery: no Anyfill settings on it); the local copies are
+    removed once it is written."""
+    ob = body(bpy, ext, data_root)
+    ob.name, ob.animation_data.action.name = "Hero", "HeroAction"
+    if mapped:
+        ext.operators.set_mapping(ob, ext.operators.mapping_skeletons(bpy.context)[0])
+    assert ob.is_property_set("anyfill") == mapped
+    char = bpy.data.collections.new("CHAR")
+    char.objects.link(ob)
+    bpy.data.libraries.write(str(path), {char}, fake_user=True)
+    bpy.data.collections.remove(char)
+    clean_scene(bpy)
+    return str(path)
+
+
+def link_character(bpy, path: str):
+    """CHAR linked from the library file into the scene (File > Link); returns the collection."""
+    with bpy.data.libraries.load(path, link=True) as (_, dst):
+        dst.collections = ["CHAR"]
+    bpy.context.scene.collection.children.link(dst.collections[0])
+    return dst.collections[0]
+
+
+def override_character(bpy, char):
+    """A library override of the linked character (Object > Library Override > Make); returns its rig, active."""
+    made = char.override_hierarchy_create(bpy.context.scene, bpy.context.view_layer, do_fully_editable=False)
+    ob = next(o for o in made.all_objects if o.type == "ARMATURE")
+    assert ob.override_library is not None
+    bpy.context.view_layer.objects.active = ob
+    return ob
+
+
+def rig_state(ob) -> dict:
+    """Every Anyfill setting of the rig, its mapping rows with them."""
+    s = ob.anyfill
+    out = {p.identifier: getattr(s, p.identifier) for p in s.bl_rna.properties
+           if p.identifier not in ("rna_type", "name", "joints")}
+    return out | {"joints": [(m.part, m.joint, m.bone) for m in s.joints]}
+
+
+def saved_and_reloaded(bpy, path, name: str):
+    """The file saved to ``path`` and opened again; returns the local object ``name`` (a library override is one),
+    active."""
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    ob = bpy.data.objects[name, None]
+    bpy.context.view_layer.objects.active = ob
+    return ob
+
+
+def test_an_action_with_a_library_override_is_refused_and_made_local_fills(bpy, ext, prefs, data_root, tmp_path,
+                                                                           linked):
+    """The rig's action given a library override of its own (what the refusal of a linked action advised): Blender
+    takes keys on it but ignores their values, so Fill wrote 27 keys at frame 0, value 0, on each channel (the rig
+    dropped to its zero pose), reported 'wrote 1944 keys', and a reload brought back the library's action. Every
+    writer refuses it before any change, and the one way offered (Make Local) fills it."""
+    ob = override_character(bpy, link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend")))
+    ob.animation_data.action.override_create(remap_local_usages=True)
+    action = ob.animation_data.action
+    assert action.override_library is not None and action.library is None and action.is_editable
+    message = ("The action 'HeroAction' is a library override of the action in library 'lib.blend' \\(Blender keeps "
+               "no key written to it\\): make it local \\(Object > Relations > Make Local\\) to fill it; nothing was "
+               "written")
+    ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
+    s = bpy.context.scene
+    s.frame_set(16)  # Complete Pose's frame
+    before = snapshot_all(ext, ob)
+    for keys_output in ("DENSE", "EDITABLE"):
+        s.anyfill.keys_output = keys_output
+        for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
+                   "anim.anyfill_show_uncertainty"):
+            with pytest.raises(RuntimeError, match=message):
+                run_fill(bpy, ob, op)
+            assert snapshot_all(ext, ob) == before, op
+    with pytest.raises(ext.keys.RigError, match=message):  # the last guard, under every writer
+        ext.curves.write_keys(ext.keys.channelbag(ob), ext.keys.bone_path("Chest", "rotation_euler"), 0, "Chest",
+                              [2.0], [0.5])
+    assert snapshot_all(ext, ob) == before
+    s.anyfill.keys_output = "DENSE"
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o == ob)
+    assert bpy.ops.object.make_local(type="SELECT_OBJECT") == {"FINISHED"}
+    action = ob.animation_data.action
+    assert action.override_library is None and action.library is None
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert generated_frames(ext, ob)[(ext.keys.bone_path("Chest", "rotation_euler"), 0)] == TARGETS
+
+
+def test_a_rig_its_library_never_mapped_is_mapped_filled_and_saved_on_its_override(bpy, ext, prefs, data_root,
+                                                                                   tmp_path, linked):
+    """A rigger's delivery: the library's rig has no Anyfill settings. On its library override (the action made
+    local, the animator's) Fill failed ('TypeError: bpy_prop_collection.add(): not supported for this collection')
+    and Auto Map raised a traceback: the extension's settings were not library-overridable. Now the rig is mapped
+    and filled, and the mapping, a bone unmapped by hand and the rig settings are saved with the override; a Fill
+    after the reload writes exactly the keys of the one before. (Blender 5.0 lost them all in a save while the
+    library's rig in memory had no Anyfill group at all: 'expected ID type' on load.)"""
+    ob = override_character(bpy, link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend",
+                                                                       mapped=False)))
+    action = ob.animation_data.action.make_local()
+    assert ob.animation_data.action == action and action.library is None and action.override_library is None
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"FINISHED"} and reports[-1][1].startswith("Mapped body: 22 of 22 joints")
+    next(m for m in ob.anyfill.joints if m.joint == "Hand_L").bone = ""
+    ob.anyfill.mirror, ob.anyfill.rest_pose, ob.anyfill.floor = "OFF", "REST", "RIG"
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    state, keys = rig_state(ob), ext.curves.snapshot(ext.keys.channelbag(ob))
+    assert state["last_keys"] > 0 and len(state["joints"]) == 22
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    assert ob.override_library is not None
+    assert rig_state(ob) == state
+    assert ext.curves.snapshot(ext.keys.channelbag(ob)) == keys
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    assert ext.curves.snapshot(ext.keys.channelbag(ob)) == keys
+    ob.anyfill.floor = state["floor"] = "AUTO"  # another session: a setting changed, nothing mapped
+    ob = saved_and_reloaded(bpy, tmp_path / "shot2.blend", ob.name)
+    assert rig_state(ob) == state
+
+
+def test_the_mapping_and_settings_changed_on_an_override_are_saved(bpy, ext, prefs, data_root, tmp_path, linked):
+    """The library's rig is mapped (22 rows). On its override the animator's Mirror, Rest Pose, Floor, a bone
+    unmapped by hand and what the last Fill wrote were used, then quietly back at the library's values after a save
+    and reload. Now they are saved with the override. Auto Map there rewrites the library's rows (they cannot be
+    removed: it wrote 22 more after them), a hand added by hand is kept, removed again, and removing the library's
+    own part is refused by name, nothing changed. A rig linked and not overridden is refused in the same way."""
+    char = link_character(bpy, character_library(bpy, ext, data_root, tmp_path / "lib.blend"))
+    bpy.context.view_layer.objects.active = bpy.data.objects["Hero", char.library.filepath]
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"CANCELLED"} and reports[-1][1].startswith(
+        "The rig 'Hero' is linked from library 'lib.blend': its mapping changes only on a library override")
+    ob = override_character(bpy, char)
+    ob.animation_data.action.make_local()  # the animator's
+    library_rows = rig_state(ob)["joints"]
+    assert len(library_rows) == 22
+    ob.anyfill.mirror, ob.anyfill.rest_pose, ob.anyfill.floor = "OFF", "REST", "RIG"
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
+    assert result == {"FINISHED"} and rig_state(ob)["joints"] == library_rows
+    next(m for m in ob.anyfill.joints if m.joint == "Hand_L").bone = ""
+    assert report_of(bpy, ext, ext.operators.ANYFILL_OT_add_hand_part, side="L")[0] == {"FINISHED"}
+    bpy.context.scene.frame_set(1)
+    with_hand = rig_state(ob)
+    assert [p for p, _, _ in with_hand["joints"]] == ["body"] * 22 + ["hand.L"] * 17
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    assert rig_state(ob) == with_hand
+    assert report_of(bpy, ext, ext.operators.ANYFILL_OT_remove_part, part="hand.L")[0] == {"FINISHED"}
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    filled = rig_state(ob)
+    assert filled["joints"] == [r if r[1] != "Hand_L" else (*r[:2], "") for r in library_rows]
+    assert filled["last_keys"] > 0 and filled["last_match"]
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_remove_part, part="body")
+    assert result == {"CANCELLED"} and reports[-1][1].startswith(
+        "The rig 'Hero' is a library override: its library's rig in library 'lib.blend' maps 22 joints and Blender "
+        "removes none of them on an override")
+    assert rig_state(ob) == filled
+    ob = saved_and_reloaded(bpy, tmp_path / "shot2.blend", ob.name)
+    assert rig_state(ob) == filled
 
 
 # --- 11. editable keys on a mirrored rig ---------------------------------------------------------------------------
@@ -866,6 +1040,75 @@ def test_a_pose_keyed_over_a_filled_frame_is_the_animators(bpy, ext, prefs, data
     assert [fc.evaluate(15.0) for fc in channels] == posed
 
 
+def key_over_a_filled_frame(bpy, ob, bone: str, frame: int = 16, by: float = 0.5) -> float:
+    """Re-pose a bone on a filled frame and key it as Blender keys (the key keeps its type, Generated); returns the
+    value keyed on its rotation's X channel."""
+    bpy.context.scene.frame_set(frame)
+    pb = ob.pose.bones[bone]
+    pb.rotation_euler[0] += by
+    pb.keyframe_insert("rotation_euler", frame=frame)
+    return pb.rotation_euler[0]
+
+
+def test_a_renamed_slot_keeps_the_record_of_anyfills_keys(bpy, ext, prefs, data_root, tmp_path):
+    """The record of Anyfill's keys was kept by the slot's identifier: the slot renamed in the Action Editor after a
+    Fill ('OBSlot' -> 'OBHero'), the record was lost, a pose the animator then keyed over a filled frame was not
+    taken for theirs and the next Fill wrote over it (LowerArm_L on frame 16: 1.3325 -> 0.8325, still Generated).
+    Kept by the slot's handle, it survives the rename, and a save and reload before it."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    ob = saved_and_reloaded(bpy, tmp_path / "shot.blend", ob.name)
+    slot = ob.animation_data.action_slot
+    handle = slot.handle
+    slot.name_display = "Hero"
+    assert slot.identifier == "OBHero" and slot.handle == handle
+    posed = key_over_a_filled_frame(bpy, ob, "LowerArm_L")
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys: LowerArm_L keyed over Anyfill's on frame 16" in reports[-1][1]
+    key = next(k for k in curve(ext, ob, "LowerArm_L", "rotation_euler", 0).keyframe_points if k.co[0] == 16.0)
+    assert (key.type, key.co[1]) == ("KEYFRAME", posed)
+
+
+def test_a_record_kept_by_the_slots_identifier_is_read_and_kept_by_its_handle(bpy, ext, prefs, data_root):
+    """A record written by an earlier version (by the slot's identifier) still makes a pose keyed over a filled frame
+    the animator's; the next Fill keeps the record by the slot's handle, the old entries gone."""
+    ob = body(bpy, ext, data_root)
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    bag, slot = ext.keys.channelbag(ob), ob.animation_data.action_slot
+    store = bag.id_data[ext.provenance.RECORD]
+    channels = [(fc.data_path, fc.array_index) for fc in bag.fcurves]
+    by_handle = {ext.provenance._name(f"#{slot.handle}", *c): c for c in channels}
+    by_identifier = {ext.provenance._name(slot.identifier, *c): c for c in channels}
+    written = set(store.keys())
+    assert written and written <= set(by_handle)
+    for name in written:  # as the earlier version kept it
+        old = ext.provenance._name(slot.identifier, *by_handle[name])
+        store[old] = np.frombuffer(memoryview(store[name]), dtype=np.int32).copy()
+        del store[name]
+    posed = key_over_a_filled_frame(bpy, ob, "LowerArm_L")
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and "kept as your keys: LowerArm_L keyed over Anyfill's on frame 16" in reports[-1][1]
+    key = next(k for k in curve(ext, ob, "LowerArm_L", "rotation_euler", 0).keyframe_points if k.co[0] == 16.0)
+    assert (key.type, key.co[1]) == ("KEYFRAME", posed)
+    assert written <= set(store.keys()) <= set(by_handle) and not set(store.keys()) & set(by_identifier)
+
+
+def test_the_report_names_bones_as_the_animator_typed_them(bpy, ext, prefs, data_root):
+    """A bone named with quotes and a backslash: the report named it as its data path escapes it
+    ('Hüfte \\"main\\"')."""
+    ob = body(bpy, ext, data_root)
+    name = 'Hüfte "main" \\ 1'
+    ob.data.bones["Chest"].name = name
+    ob.anyfill.rest_pose = "MODEL"  # the model's skeleton, one bone renamed
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.anim.anyfill_auto_map() == {"FINISHED"}
+    next(m for m in ob.anyfill.joints if m.joint == "Chest").bone = name
+    assert run_fill(bpy, ob) == {"FINISHED"}
+    key_over_a_filled_frame(bpy, ob, name)
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"} and f"kept as your keys: {name} keyed over Anyfill's on frame 16" in reports[-1][1]
+
+
 def rotation_steps(channels, frames) -> np.ndarray:
     """The angle (degrees) the channels' Euler rotation turns from each frame to the next, as Blender evaluates it."""
     from mathutils import Euler
@@ -950,6 +1193,21 @@ def test_auto_map_that_recognises_no_bone_says_so(bpy, ext, prefs, data_root):
     result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_auto_map, keep=False)
     assert result == {"FINISHED"} and reports[-1][0] == {"WARNING"}
     assert reports[-1][1].startswith(f"No bone of {ob.name!r} was recognised by its name")
+
+
+def test_an_armature_with_no_bones_is_named_so(bpy, ext, prefs):
+    """An armature with no bones: Fill said to press Auto Map, and Auto Map to pick a bone for each joint (a circle).
+    Both say it has no bones; no mapping row is made."""
+    clean_scene(bpy)
+    ob = bpy.data.objects.new("NoBones", bpy.data.armatures.new("NoBones"))
+    bpy.context.scene.collection.objects.link(ob)
+    bpy.context.view_layer.objects.active = ob
+    for op, props in ((ext.operators.ANYFILL_OT_fill, {}), (ext.operators.ANYFILL_OT_auto_map, {"keep": False})):
+        result, reports = report_of(bpy, ext, op, **props)
+        assert result == {"CANCELLED"} and reports[-1] == (
+            {"ERROR"}, "The armature 'NoBones' has no bones: add its bones (Edit Mode), or select the rig whose bones "
+            "are keyed")
+    assert len(ob.anyfill.joints) == 0
 
 
 def test_a_thin_mapping_is_named_in_the_report(bpy, ext, prefs, data_root):

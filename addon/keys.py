@@ -185,8 +185,9 @@ def around_range(frames: list[float], frame_range: tuple[float, float], context:
 # --- the armature and its evaluated poses ------------------------------------------------------------------
 
 
-def armature_rig(armature_data) -> retarget.Rig:
-    """The armature's bones as :class:`~.retarget.Rig` arrays (bulk reads), parents before children."""
+def armature_rig(armature_data, pose=None) -> retarget.Rig:
+    """The armature's bones as :class:`~.retarget.Rig` arrays (bulk reads), parents before children; with the
+    object's ``pose``, the constraints its bones' poses follow (:func:`bone_constraints`)."""
     bones = armature_data.bones
     n = len(bones)
     names = [b.name for b in bones]
@@ -210,9 +211,90 @@ def armature_rig(armature_data) -> retarget.Rig:
     scale_full = np.array([b.inherit_scale == "FULL" for b in bones], dtype=bool)
     rest = np.swapaxes(rest.reshape(n, 4, 4), 1, 2).astype(np.float64)  # bpy flattens column by column
     new_index = {old: k for k, old in enumerate(order)}
-    return retarget.Rig([names[i] for i in order], np.array([new_index.get(parents[i], -1) for i in order]),
+    sorted_names = [names[i] for i in order]
+    return retarget.Rig(sorted_names, np.array([new_index.get(parents[i], -1) for i in order]),
                         rest[order], tails.reshape(n, 3).astype(np.float64)[order], flags["use_connect"][order],
-                        ~flags["use_inherit_rotation"][order], flags["use_local_location"][order], scale_full[order])
+                        ~flags["use_inherit_rotation"][order], flags["use_local_location"][order], scale_full[order],
+                        bone_constraints(pose, sorted_names) if pose is not None else {})
+
+
+# constraints whose effect the rig's arrays follow: the spaces they may work in, and settings that must be as given
+_SPACES = {"WORLD": False, "POSE": False, "LOCAL": True}
+_FOLLOWED = {
+    "COPY_TRANSFORMS": {"mix_mode": "REPLACE", "head_tail": 0.0},
+    "COPY_ROTATION": {"mix_mode": "REPLACE", "use_x": True, "use_y": True, "use_z": True, "invert_x": False,
+                      "invert_y": False, "invert_z": False, "use_offset": False},
+    "COPY_LOCATION": {"use_x": True, "use_y": True, "use_z": True, "invert_x": False, "invert_y": False,
+                      "invert_z": False, "use_offset": False, "head_tail": 0.0},
+    "COPY_SCALE": {"use_x": True, "use_y": True, "use_z": True, "use_offset": False, "use_add": False,
+                   "power": 1.0},
+    "ARMATURE": {"use_deform_preserve_volume": False, "use_bone_envelopes": False},
+}
+
+
+def _followed(c, obj, index: dict[str, int]):
+    """A constraint as :class:`~.retarget.Constraint`, or None when the rig's arrays cannot follow it (another
+    kind, an object or another armature as target, other spaces or settings)."""
+    settings = _FOLLOWED.get(c.type)
+    if settings is None or any(getattr(c, k, v) != v for k, v in settings.items()):
+        return None
+    if c.type == "ARMATURE":
+        targets = tuple((index.get(t.subtarget, -1), float(t.weight)) for t in c.targets)
+        if any(t.target != obj or b < 0 for t, (b, _) in zip(c.targets, targets, strict=True)):
+            return None
+        return retarget.Constraint("ARMATURE", -1, float(c.influence), targets=targets)
+    if c.target != obj or c.subtarget not in index or c.owner_space not in _SPACES or c.target_space not in _SPACES:
+        return None
+    return retarget.Constraint(c.type, index[c.subtarget], float(c.influence), _SPACES[c.owner_space],
+                               _SPACES[c.target_space], bool(getattr(c, "use_make_uniform", False)))
+
+
+def bone_constraints(pose, names: list[str]) -> dict[int, list[retarget.Constraint]]:
+    """Bone index (in ``names``) -> the constraints (enabled, with some influence, as they are now: a driven influence
+    at the current frame) its pose follows in the rig's arrays: copies of another bone of the armature (transforms,
+    rotation, location, scale) and Armature constraints (:class:`~.retarget.Constraint`). A generated Rigify rig's
+    controls hang under bones that such constraints move (the arms under the shoulder control's copy, the head under
+    the torso's rotation); read through the hierarchy alone, an arm's world rotation was off by the shoulder's turn.
+    Other constraints (IK, Stretch To, Damped Track, limits...) are not followed, nor any constraint whose targets
+    depend on one: a bone with only those is read as its parents and keys place it, as before. A Rigify limb in IK
+    is read through :mod:`.limbs` (its ORG bones then copy its FK controls)."""
+    index = {n: i for i, n in enumerate(names)}
+    found: dict[int, list] = {}
+    blocked: set[int] = set()  # bones with a live constraint that is not followed
+    for pb in pose.bones:
+        b = index.get(pb.name)
+        if b is None:
+            continue
+        for c in pb.constraints:
+            if not getattr(c, "enabled", True) or c.influence <= 0.0:
+                continue
+            followed = _followed(c, pb.id_data, index)
+            if followed is None:
+                blocked.add(b)
+            else:
+                found.setdefault(b, []).append(followed)
+    parents = {index[pb.name]: index[pb.parent.name] for pb in pose.bones
+               if pb.parent is not None and pb.name in index}
+    unsure: dict[int, bool] = {}
+
+    def unsure_of(b: int, seen: frozenset = frozenset()) -> bool:
+        """Whether bone b's pose depends on a constraint that is not followed."""
+        if b in unsure:
+            return unsure[b]
+        if b in seen:
+            return True
+        seen = seen | {b}
+        out = b in blocked or (b in parents and unsure_of(parents[b], seen)) or any(
+            unsure_of(t, seen) for c in found.get(b, ()) for t in c.sources)
+        unsure[b] = out
+        return out
+
+    out = {}
+    for b, cons in found.items():
+        kept = [c for c in cons if not any(unsure_of(t) for t in c.sources)]
+        if kept:
+            out[b] = kept
+    return out
 
 
 @dataclass
@@ -225,6 +307,13 @@ class Channels:
     scale: np.ndarray  # (F, 3)
 
 
+def rest_value(data_path: str, index: int) -> float:
+    """A channel's value at rest (the identity rotation in any mode, a scale of 1)."""
+    if data_path.endswith(".scale") or (data_path.endswith(".rotation_quaternion") and index == 0):
+        return 1.0
+    return 1.0 if data_path.endswith(".rotation_axis_angle") and index == 2 else 0.0
+
+
 def curve_map(bag) -> dict[tuple[str, int], object]:
     """(data path, index) -> F-curve, in one pass over the channelbag."""
     return {} if bag is None else {(fc.data_path, fc.array_index): fc for fc in bag.fcurves}
@@ -235,7 +324,9 @@ def evaluate_channels(obj, bag, names: list[str], frames, own_keys_of=frozenset(
     evaluated in bulk (:mod:`.fcurves`), or its current values where a channel has no curve, is muted or has no
     keys (Blender leaves the property as it is then). The bones of ``own_keys_of`` are read from the animator's
     keys alone, as if Anyfill's (Generated) keys were not there: a bone keyed on some of its channels on a frame
-    is read there as the animator's curves run, never as an earlier fill left them."""
+    is read there as the animator's curves run, never as an earlier fill left them; a channel whose curve holds only
+    Anyfill's keys (a bone the animator never keyed, a Rigify rig's spine) is read at rest, as a channel with no
+    key (read at what the last fill showed at the playhead, each refill differed)."""
     frames = np.asarray(frames, dtype=np.float64)
     found = curve_map(bag)
     gen = generated_type_value()
@@ -258,7 +349,8 @@ def evaluate_channels(obj, bag, names: list[str], frames, own_keys_of=frozenset(
                 if name in own_keys_of:
                     n = len(fc.keyframe_points)
                     p = fcurves.without(p, fcurves.bulk_get(fc.keyframe_points, "type", n, 1, np.uint8) == gen)
-                    if not len(p):  # only Anyfill's keys: as a channel with none
+                    if not len(p):  # only Anyfill's keys: as a channel with none, at rest
+                        arrays[key][:, i] = rest_value(path, i)
                         continue
                 curves.append(fc)
                 points.append(p)

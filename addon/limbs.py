@@ -231,13 +231,6 @@ def _pose_of(obj, pb, world: dict, cache: dict):
     return out
 
 
-def _rest_value(data_path: str, index: int) -> float:
-    """A channel's value at rest (the identity rotation in any mode, a scale of 1)."""
-    if data_path.endswith(".scale") or (data_path.endswith(".rotation_quaternion") and index == 0):
-        return 1.0
-    return 1.0 if data_path.endswith(".rotation_axis_angle") and index == 2 else 0.0
-
-
 def without_generated(bag):
     """Take Anyfill's (Generated) keys out of every curve for a while, so that Blender shows the rig as the
     animator's keys alone make it (a refill reads the same pose as the first fill; an IK control Anyfill keyed
@@ -262,7 +255,7 @@ def without_generated(bag):
                 kp.foreach_set(attr, state[attr].reshape(n, width)[keep].ravel())
         else:
             kp.add(1)
-            kp[0].co = (0.0, _rest_value(fc.data_path, fc.array_index))
+            kp[0].co = (0.0, keys.rest_value(fc.data_path, fc.array_index))
             kp[0].interpolation = "CONSTANT"
     return saved
 

@@ -257,7 +257,7 @@ def build_retarget(obj, model: dict, rig_arrays: retarget_mod.Rig | None = None,
     settings = obj.anyfill
     names = {j["name"] for j in model["joints"]}
     mapping = {j: b for j, b in mapping_of(obj, part).items() if j in names}
-    rig_arrays = rig_arrays or keys.armature_rig(obj.data)
+    rig_arrays = rig_arrays or keys.armature_rig(obj.data, obj.pose)
     side = part[-1] if part and part.startswith("hand.") else ""  # a hand's side, as its bones' names say
     return retarget_mod.build(model, rig_arrays, mapping, settings.mirror, settings.rest_pose, poses, key_frames,
                               np.array(obj.matrix_world, dtype=np.float64)[:3, :3], settings.floor == "AUTO", side)
@@ -306,7 +306,7 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if len(unknown) == len(mapping):
         raise PlanError(f"The model {model['name']!r} ({model['skeleton']}) has none of the rig's mapped joints "
                         f"({', '.join(unknown[:4])}...): press Auto Map to map the rig to this model")
-    rig_arrays = keys.armature_rig(obj.data)
+    rig_arrays = keys.armature_rig(obj.data, obj.pose)
     mapping = {j: b for j, b in mapping.items() if j in names}
     moving = {j["name"]: bool(j.get("moving")) for j in model["joints"]}
     lo, hi = frame_range(context)
@@ -316,7 +316,8 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     if bag is None and ad is not None and ad.action is not None and ad.action_slot is None:
         raise PlanError(f"The rig {obj.name!r} uses the action {ad.action.name!r} with no slot: pick its slot "
                         "(the Action Editor's Slot menu) to fill its keys")
-    relevant = retarget_mod.ancestors(rig_arrays.parents, {rig_arrays.index[b] for b in mapping.values()})
+    # the mapped bones and every bone their pose depends on: parents, and the bones constraints copy (Rigify's)
+    relevant = rig_arrays.dependencies(sorted({rig_arrays.index[b] for b in mapping.values()}))
     relevant_names = [rig_arrays.names[b] for b in relevant]
     # Rigify limbs in IK: their FK controls are read as Blender shows the limb (its IK pose, :mod:`.limbs`); those
     # whose upper, lower and tip FK controls this part maps are also written through their IK controls

@@ -185,6 +185,47 @@ def ancestors(parents, start) -> list[int]:
     return sorted(out)
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """A bone constraint whose effect the rig's arrays follow (:meth:`Rig.pose`): Copy Transforms, Copy Rotation,
+    Copy Location and Copy Scale from a bone of the same armature, in World (or Pose) or Local space, or an
+    Armature constraint (bones' deformations, weighted), at its influence (Blender blends the constrained matrix
+    with the one before it by that). A generated Rigify rig hangs its controls under such bones: its arms under an
+    ``ORG-shoulder`` that copies the ``shoulder`` control, its head under an ``MCH-ROT-head`` that copies the
+    torso's rotation, its FK spine under ``MCH-spine`` bones that copy half the ``hips`` and ``chest`` controls."""
+
+    kind: str  # COPY_TRANSFORMS, COPY_ROTATION, COPY_LOCATION, COPY_SCALE, ARMATURE
+    target: int  # the target bone's index (ARMATURE: -1, see ``targets``)
+    influence: float
+    owner_local: bool = False  # the owner's Local space (else World / Pose)
+    target_local: bool = False
+    uniform: bool = False  # Copy Scale's Make Uniform
+    targets: tuple[tuple[int, float], ...] = ()  # ARMATURE: (bone, weight)
+
+    @property
+    def sources(self) -> list[int]:
+        return [t for t, _ in self.targets] if self.kind == "ARMATURE" else [self.target]
+
+
+def blend_matrices(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Blender's ``interp_m4_m4m4`` (how a constraint's influence blends): locations linearly, the rotations of the
+    polar decompositions spherically, their stretch linearly."""
+    ua, ub = _svd_rotation(a[..., :3, :3]), _svd_rotation(b[..., :3, :3])
+    pa, pb = np.swapaxes(ua, -1, -2) @ a[..., :3, :3], np.swapaxes(ub, -1, -2) @ b[..., :3, :3]
+    qa, qb = matrix_to_quat(ua), matrix_to_quat(ub)
+    qb = np.where((qa * qb).sum(-1, keepdims=True) < 0, -qb, qb)
+    dot = np.clip((qa * qb).sum(-1, keepdims=True), -1.0, 1.0)
+    angle = np.arccos(dot)
+    sin = np.sin(angle)
+    small = sin < 1e-6
+    wa = np.where(small, 1.0 - t, np.sin((1.0 - t) * angle) / np.where(small, 1.0, sin))
+    wb = np.where(small, t, np.sin(t * angle) / np.where(small, 1.0, sin))
+    out = a.copy()
+    out[..., :3, :3] = quat_to_matrix(wa * qa + wb * qb) @ ((1.0 - t) * pa + t * pb)
+    out[..., :3, 3] = (1.0 - t) * a[..., :3, 3] + t * b[..., :3, 3]
+    return out
+
+
 @dataclass
 class Rig:
     """An armature as plain arrays, parents before children (Blender lists bones that way)."""
@@ -197,6 +238,7 @@ class Rig:
     hinge: np.ndarray | None = None  # (N,) bool: Inherit Rotation off (default: every bone inherits)
     local_location: np.ndarray | None = None  # (N,) bool: Local Location on (default: every bone)
     scale_full: np.ndarray | None = None  # (N,) bool: Inherit Scale is Full (default: every bone)
+    constraints: dict[int, list[Constraint]] = field(default_factory=dict)  # bone -> its constraints, in order
 
     def __post_init__(self):
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -208,6 +250,44 @@ class Rig:
         # parent-relative rest: rest[p]^-1 rest[b]
         self.rest_rel = np.array([np.linalg.inv(self.rest[p]) @ self.rest[b] if p >= 0 else self.rest[b]
                                   for b, p in enumerate(self.parents)])
+        self.order = self._evaluation_order()
+
+    def _evaluation_order(self) -> list[int]:
+        """Every bone after its parent and its constraints' targets, as Blender evaluates them (parents first
+        otherwise); a constraint whose targets would close a cycle is dropped (Blender reports such a rig)."""
+        n = len(self.names)
+        done = [False] * n
+        order: list[int] = []
+        pending = list(range(n))
+        while pending:
+            left = []
+            for b in pending:
+                p = int(self.parents[b])
+                deps = [p] if p >= 0 else []
+                deps += [t for c in self.constraints.get(b, ()) for t in c.sources]
+                if all(done[d] for d in deps):
+                    done[b] = True
+                    order.append(b)
+                else:
+                    left.append(b)
+            if len(left) == len(pending):  # a cycle through constraints: drop the first waiting bone's
+                self.constraints.pop(left[0], None)
+            pending = left
+        return order
+
+    def dependencies(self, start) -> list[int]:
+        """The ``start`` bones and every bone their pose depends on: parents and constraints' targets, and theirs,
+        in evaluation order (:attr:`order`)."""
+        out: set[int] = set()
+        todo = [int(b) for b in start]
+        while todo:
+            b = todo.pop()
+            if b < 0 or b in out:
+                continue
+            out.add(b)
+            todo.append(int(self.parents[b]))
+            todo += [t for c in self.constraints.get(b, ()) for t in c.sources]
+        return [b for b in self.order if b in out]
 
     @property
     def heads(self) -> np.ndarray:
@@ -268,10 +348,14 @@ class Rig:
 
     def pose(self, basis: np.ndarray, bones=None) -> np.ndarray:
         """Armature-space pose matrices (F, N, 4, 4) from local basis matrices (F, N, 4, 4)
-        (``pose_bone.matrix_basis``): Blender's own composition (:meth:`parent_transform`).
-        ``bones``: only these (with all their ancestors among them); the others are left undefined."""
+        (``pose_bone.matrix_basis``): Blender's own composition (:meth:`parent_transform`), then each bone's
+        :attr:`constraints`. ``bones``: only these (with everything they depend on among them,
+        :meth:`dependencies`); the others are left undefined."""
         out = np.empty_like(basis)
-        for b in range(len(self.parents)) if bones is None else sorted(bones):
+        wanted = None if bones is None else set(int(b) for b in bones)
+        for b in self.order:
+            if wanted is not None and b not in wanted:
+                continue
             p = self.parents[b]
             if p < 0 and self.local_location[b]:
                 out[:, b] = lmul(self.rest_rel[b], basis[:, b])
@@ -279,7 +363,58 @@ class Rig:
                 out[:, b] = out[:, p] @ lmul(self.rest_rel[b], basis[:, b])
             else:
                 out[:, b] = self.apply(*self.parent_transform(b, out[:, p] if p >= 0 else None), basis[:, b])
+            if b in self.constraints:
+                out[:, b] = self.constrain(b, out[:, b], out)
         return out
+
+    def _to_local(self, b: int, m: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """A pose matrix (F, 4, 4) of bone b in its Local space (as its basis would be), under its parent's pose."""
+        p = self.parents[b]
+        rot, loc = self.parent_transform(b, pose[:, p] if p >= 0 else None)
+        out = np.broadcast_to(np.linalg.inv(rot), m.shape) @ m
+        inv = np.broadcast_to(np.linalg.inv(loc[..., :3, :3]), m[..., :3, :3].shape)
+        out[..., :3, 3] = np.einsum("fij,fj->fi", inv, m[..., :3, 3] - loc[..., :3, 3])
+        return out
+
+    def _from_local(self, b: int, m: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        p = self.parents[b]
+        rot, loc = self.parent_transform(b, pose[:, p] if p >= 0 else None)
+        rot, loc = (np.broadcast_to(x, m.shape) for x in (rot, loc))
+        return self.apply(rot, loc, m)
+
+    def constrain(self, b: int, m: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Bone b's pose (F, 4, 4) after its constraints, from its pose ``m`` before them; ``pose`` holds its
+        parent's and its targets' final poses. As Blender solves them: each in its spaces, then blended with the
+        matrix before it by its influence (:func:`blend_matrices`)."""
+        for c in self.constraints.get(b, ()):
+            old = m
+            if c.kind == "ARMATURE":
+                total = sum(w for _, w in c.targets)
+                if total <= 0:
+                    continue
+                deform = sum(w * (pose[:, t] @ np.linalg.inv(self.rest[t])) for t, w in c.targets) / total
+                new = deform @ old
+            else:
+                target = pose[:, c.target]
+                if c.target_local:
+                    target = self._to_local(c.target, target, pose)
+                own = self._to_local(b, old, pose) if c.owner_local else old.copy()
+                if c.kind == "COPY_TRANSFORMS":
+                    own = target.copy()
+                elif c.kind == "COPY_ROTATION":
+                    size = np.linalg.norm(own[:, :3, :3], axis=-2)
+                    own[:, :3, :3] = _svd_rotation(target[:, :3, :3]) * size[:, None, :]
+                elif c.kind == "COPY_LOCATION":
+                    own[:, :3, 3] = target[:, :3, 3]
+                else:  # COPY_SCALE
+                    size = np.linalg.norm(target[:, :3, :3], axis=-2)
+                    if c.uniform:
+                        size = np.repeat(np.cbrt(size.prod(-1, keepdims=True)), 3, axis=-1)
+                    now = np.linalg.norm(own[:, :3, :3], axis=-2)
+                    own[:, :3, :3] *= np.where(now > 0, size / np.where(now > 0, now, 1.0), 1.0)[:, None, :]
+                new = self._from_local(b, own, pose) if c.owner_local else own
+            m = new if c.influence >= 1.0 else blend_matrices(old, new, c.influence)
+        return m
 
 
 def basis_matrices(location: np.ndarray, quaternion: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -437,12 +572,16 @@ def matching_pose(model: ModelSkeleton, rig: Rig, mapping: dict[str, str], to_mo
     refs = rig_references(model, heads)
     out = np.empty((n, 3, 3))
     free: set[int] = set()
+    above = set(model.above_root)
     for j, name in enumerate(model.joints):
         conv = model.conventions[name]
         p = model.parents[j]
         parent_m = out[p] if p >= 0 else np.eye(3)
         bone = mapping.get(name)
-        if bone not in rig.index:
+        # a joint above the root (the body's joint_Root) is the capture's world, at rest on the floor: its bone at
+        # rest reads as the model's at rest, however it lies (Rigify's `root` lies flat; aimed at the hips, its
+        # turn tilted and turned the whole walk read under it 59 degrees, the hips sinking 1.1 m over 3 m)
+        if bone not in rig.index or j in above:
             out[j] = parent_m @ quat_to_matrix(np.array(conv["mean_local"]))
             continue
         b = rig.index[bone]
@@ -658,9 +797,10 @@ class Retarget:
         out = basis.copy()
         pose = np.empty_like(basis)
         # the written bones and their ancestors: the other bones keep their basis
-        needed = set(ancestors(rig.parents, [b for j, b in self.bone_of.items() if write[:, j].any()]))
-        parents = {int(rig.parents[b]) for b in needed}
-        order = sorted(needed)
+        order = rig.dependencies([b for j, b in self.bone_of.items() if write[:, j].any()])
+        # a pose is read only by the bone's children and the bones whose constraints target it
+        parents = {int(rig.parents[b]) for b in order} | {t for b in order for c in rig.constraints.get(b, ())
+                                                          for t in c.sources}
         # each bone's own scale (its basis columns' lengths) is kept
         scales = dict(zip(order, np.swapaxes(np.sqrt((basis[:, order, :3, :3] ** 2).sum(axis=-2)), 0, 1), strict=True))
         for b in order:
@@ -679,8 +819,10 @@ class Retarget:
                     head = (pos[sel, j] - self._placement(j, g[sel, j])) @ self.from_model.T * self.scale
                     out[sel, b, :3, 3] = np.einsum("fij,fj->fi", np.linalg.inv(loc[sel, :3, :3]),
                                                    head - loc[sel, :3, 3])
-            if b in parents:  # a pose is read only by the bone's children
+            if b in parents:
                 pose[:, b] = rig.apply(rot, loc, out[:, b])
+                if b in rig.constraints:
+                    pose[:, b] = rig.constrain(b, pose[:, b], pose)
         return out
 
 

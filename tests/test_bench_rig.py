@@ -207,3 +207,23 @@ def test_a_clip_that_is_nowhere_is_refused_by_name(data_root, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert cli(["bench", "rig", "foreign/nope.bvh"]) == 2
     assert f"{data_root / 'foreign/nope.bvh'}: no such file, here or under the data folder" in capsys.readouterr().err
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+@pytest.mark.parametrize("legs", ["fk", "ik"])
+def test_a_training_clip_put_on_a_generated_rigify_rig(bpy, ext, prefs, data_root, legs):
+    """`--via rigify`: the clip keyed on a generated Rigify rig's controls (the legs through their IK controls with
+    `--legs ik`), thinned in place, filled, and scored on its DEF bones; the animator's keys stay."""
+    from training.bench import rig
+
+    row = rig.run_clip(_session(bpy, ext, prefs), short_bvh(data_root / WALK, 31), every=10, via=rig.RIGIFY,
+                       legs=legs)
+    assert row["clip"].endswith(f"on a generated Rigify rig, legs in {legs.upper()}") and row["family"] == "Rigify"
+    assert row["mapped"] == len(rig.RIGIFY_DEF) and row["kept_keys_identical"]
+    assert math.isfinite(row["ratio"]) and row["bezier_error"] > 0
+    ob = bpy.data.objects["rig"]
+    assert (ob.pose.bones["thigh_parent.L"]["IK_FK"] < 0.5) == (legs == "ik")
+    fk = [fc for fc in ext.keys.channelbag(ob).fcurves if fc.data_path.startswith('pose.bones["thigh_fk.L"]')
+          and any(k.type != "GENERATED" for k in fc.keyframe_points)]
+    assert bool(fk) == (legs == "fk")  # in IK the legs are keyed on their IK controls alone

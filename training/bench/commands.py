@@ -319,9 +319,12 @@ def add_parsers(bench_sub: argparse._SubParsersAction) -> None:
     rig.add_argument("--every", type=int, nargs="+", default=[5, 10, 20], help="keep a key every n frames")
     rig.add_argument("--model", action="append", default=None, help="models to serve (default: hand, body)")
     rig.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
-    rig.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh",
+    rig.add_argument("--via", type=Path, default=None, metavar="MIXAMO.bvh|rigify",
                      help="put each clip (of the training skeleton) on this Mixamo rig first, as a capture would move "
-                     "it, keyed on every frame (rig invariance: compare with the clip on its own skeleton)")
+                     "it, keyed on every frame (rig invariance: compare with the clip on its own skeleton); 'rigify': "
+                     "on a generated Rigify rig's controls (Human metarig), scored on its DEF bones")
+    rig.add_argument("--legs", choices=("fk", "ik"), default="fk",
+                     help="with --via rigify: key the legs through their IK controls (Rigify's own snap), in IK")
     rig.add_argument("--hands", type=Path, default=None, metavar="TAKE_DIR_OR_BVH",
                      help="put the finger motion of this ManipNet take (a folder of hand BVHs, or one) on the Mixamo "
                      "rig's fingers with Blender's constraints, baked, from the stretch where its fingers move most")

@@ -237,6 +237,164 @@ def put_on_rig(bpy, source, rig_path: Path):
     return rig
 
 
+# A generated Rigify rig (Blender's bundled Rigify, Human metarig): the controls an animator keys, each with the
+# training skeleton's joint it turns as and the joint it is aimed at on the first frame (none: turned from its rest);
+# the DEF bones (what the rig deforms a character with) its rows are scored on.
+RIGIFY = "rigify"
+RIGIFY_CONTROLS = {"torso": ("Hips", None), "spine_fk.001": ("Spine", "Chest"), "spine_fk.003": ("Chest", "Neck"),
+                   "neck": ("Neck", "Head"), "head": ("Head", None),
+                   **{f"{bone}.{s}": (f"{joint}_{s}", f"{aim}_{s}" if aim else None) for s in "LR"
+                      for bone, joint, aim in (("shoulder", "Shoulder", "UpperArm"),
+                                               ("upper_arm_fk", "UpperArm", "LowerArm"),
+                                               ("forearm_fk", "LowerArm", "Hand"), ("hand_fk", "Hand", None),
+                                               ("thigh_fk", "UpperLeg", "LowerLeg"), ("shin_fk", "LowerLeg", "Foot"),
+                                               ("foot_fk", "Foot", "Toes"), ("toe_fk", "Toes", None))}}
+RIGIFY_DEF = ["DEF-spine", "DEF-spine.001", "DEF-spine.003", "DEF-spine.004", "DEF-spine.006",
+              *(f"DEF-{b}.{s}" for s in "LR" for b in ("shoulder", "upper_arm", "forearm", "hand", "thigh", "shin",
+                                                       "foot", "toe"))]
+
+
+def rigify_rig(bpy):
+    """A generated Rigify rig (Human metarig, Generate Rig), its limbs in FK; the metarig hidden."""
+    bpy.ops.preferences.addon_enable(module="rigify")
+    bpy.ops.object.armature_human_metarig_add()
+    meta = bpy.context.view_layer.objects.active
+    assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
+    rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o.name == "rig")
+    meta.hide_set(True)
+    for b in ("thigh_parent.L", "thigh_parent.R", "upper_arm_parent.L", "upper_arm_parent.R"):
+        rig.pose.bones[b]["IK_FK"] = 1.0
+    rig.update_tag()
+    bpy.context.view_layer.update()
+    return rig
+
+
+def put_on_rigify(bpy, source, legs_ik: bool = False):
+    """The training skeleton's motion of ``source`` (a Bandai clip imported by Blender) put on a generated Rigify
+    rig's controls as an animator's keys on every frame (the truth): the source scaled to the rig's hip height; each
+    control (:data:`RIGIFY_CONTROLS`) aimed on the first frame where the source's bone points (the torso and the
+    head as the rig faces at rest, the rig and the source facing the same way), then turning as the source's bone
+    turns; the torso moved as the source's hips move. ``legs_ik``: the legs then snapped to IK on every frame with
+    Rigify's own IK->FK snap, their IK controls keyed, the legs switched to IK and their FK keys removed. Returns the
+    rig (the source is removed)."""
+    from mathutils import Vector
+
+    rig = rigify_rig(bpy)
+    scene = bpy.context.scene
+    scene.frame_set(scene.frame_start)
+    bones = rig.data.bones
+    hip = sum((source.matrix_world @ source.pose.bones[f"UpperLeg_{s}"].head).z for s in "LR") / 2
+    foot = min((source.matrix_world @ source.pose.bones[f"Foot_{s}"].head).z for s in "LR")
+    s = (bones["DEF-thigh.L"].head_local.z - bones["DEF-foot.L"].head_local.z) / (hip - foot)
+    source.scale = (s, s, s)
+    bpy.context.view_layer.update()
+    bpy.context.view_layer.objects.active = rig
+
+    def world(j):
+        return source.matrix_world @ source.pose.bones[j].matrix
+
+    rwm = rig.matrix_world
+    offset = {}
+    for ctrl, (j, aim) in RIGIFY_CONTROLS.items():
+        rest = (rwm @ bones[ctrl].matrix_local).to_quaternion()
+        first = rest
+        if aim:
+            d = (world(aim).translation - world(j).translation).normalized()
+            first = (rest @ Vector((0, 1, 0))).rotation_difference(d) @ rest
+        offset[ctrl] = world(j).to_quaternion().inverted() @ first
+    hips0 = world("Hips").translation.copy()
+    torso0 = (rwm @ bones["torso"].matrix_local).translation.copy()
+    order = sorted(RIGIFY_CONTROLS, key=lambda b: len(bones[b].parent_recursive))
+    previous = {}
+    for f in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(f)
+        for ctrl in order:
+            m = (world(RIGIFY_CONTROLS[ctrl][0]).to_quaternion() @ offset[ctrl]).to_matrix().to_4x4()
+            pb = rig.pose.bones[ctrl]
+            m.translation = torso0 + (world("Hips").translation - hips0) if ctrl == "torso" else (rwm @ pb.matrix
+                                                                                                  ).translation
+            pb.matrix = rwm.inverted() @ m
+            bpy.context.view_layer.update()
+        for ctrl in order:
+            pb = rig.pose.bones[ctrl]
+            q = pb.rotation_quaternion.copy()
+            if ctrl in previous and q.dot(previous[ctrl]) < 0:
+                q.negate()
+                pb.rotation_quaternion = q
+            previous[ctrl] = q
+            pb.keyframe_insert("rotation_quaternion", frame=f, group=ctrl)
+            if ctrl == "torso":
+                pb.keyframe_insert("location", frame=f, group=ctrl)
+    action = source.animation_data.action if source.animation_data else None
+    bpy.data.objects.remove(source)
+    if action is not None:
+        bpy.data.actions.remove(action)
+    if legs_ik:
+        legs_to_ik(bpy, rig)
+    scene.frame_set(scene.frame_start)
+    return rig
+
+
+def legs_to_ik(bpy, rig) -> None:
+    """Rigify's own IK->FK snap on every frame of the scene, the legs' IK controls keyed there; then the legs in IK
+    (``IK_FK`` 0) and their FK keys removed, their FK controls at rest: a walk keyed in IK."""
+    scene = bpy.context.scene
+    snap = getattr(bpy.ops.pose, f"rigify_limb_ik2fk_{rig.data['rig_id']}")
+    bag = _channelbag(rig)
+    for side in "LR":
+        fk = [f"thigh_fk.{side}", f"shin_fk.{side}", f"foot_fk.{side}", f"toe_fk.{side}"]
+        controls = [f"thigh_ik.{side}", f"foot_ik.{side}", f"toe_ik.{side}"]
+        args = dict(prop_bone=f"thigh_parent.{side}", fk_bones=json.dumps(fk),
+                    ik_bones=json.dumps([f"thigh_ik.{side}", f"MCH-shin_ik.{side}", f"MCH-thigh_ik_target.{side}"]),
+                    ctrl_bones=json.dumps([f"thigh_ik.{side}", f"thigh_ik_target.{side}", f"foot_ik.{side}"]),
+                    tail_bones=json.dumps([f"toe_ik.{side}"]),
+                    extra_ctrls=json.dumps([f"foot_heel_ik.{side}", f"foot_spin_ik.{side}"]))
+        for f in range(scene.frame_start, scene.frame_end + 1):
+            scene.frame_set(f)
+            assert snap(**args) == {"FINISHED"}
+            for c in controls:
+                pb = rig.pose.bones[c]
+                pb.keyframe_insert("location", frame=f, group=c)
+                pb.keyframe_insert("rotation_quaternion" if pb.rotation_mode == "QUATERNION" else "rotation_euler",
+                                   frame=f, group=c)
+        for fc in list(bag.fcurves):
+            if any(fc.data_path.startswith(f'pose.bones["{b}"]') for b in fk):
+                bag.fcurves.remove(fc)
+        rig.pose.bones[f"thigh_parent.{side}"]["IK_FK"] = 0.0
+        for b in fk:
+            rig.pose.bones[b].rotation_quaternion, rig.pose.bones[b].location = (1, 0, 0, 0), (0, 0, 0)
+    rig.update_tag()
+
+
+def thin_keys(bag, kept: list[int]) -> None:
+    """Keep only the keys on the ``kept`` frames of every curve, on Blender's default curves (Bezier, Auto
+    Clamped): what an animator's keys would be."""
+    bezier = bpy_enum("interpolation", "BEZIER")
+    auto = bpy_enum("handle_left_type", "AUTO_CLAMPED")
+    for fc in bag.fcurves:
+        kp = fc.keyframe_points
+        n = len(kp)
+        co = np.empty(2 * n, dtype=np.float32)
+        kp.foreach_get("co", co)
+        co = co.reshape(n, 2)
+        keep = co[np.isin(np.round(co[:, 0]).astype(int), kept)]
+        kp.clear()
+        kp.add(len(keep))
+        kp.foreach_set("co", keep.ravel())
+        kp.foreach_set("handle_left", keep.ravel())
+        kp.foreach_set("handle_right", keep.ravel())
+        kp.foreach_set("interpolation", np.full(len(keep), bezier, dtype=np.int32))
+        kp.foreach_set("handle_left_type", np.full(len(keep), auto, dtype=np.int32))
+        kp.foreach_set("handle_right_type", np.full(len(keep), auto, dtype=np.int32))
+        fc.update()
+
+
+def bpy_enum(prop: str, name: str) -> int:
+    import bpy
+
+    return bpy.types.Keyframe.bl_rna.properties[prop].enum_items[name].value
+
+
 # A Mixamo hand's finger bones (after "Left"/"Right") and the ManipNet joint each one points at (the next one
 # of its finger; a finger's last bone has none: ManipNet's DIP joint is its last point), and the joints that
 # place the ManipNet hand on the rig's (wrist and knuckles: the palm, which does not bend).
@@ -430,27 +588,9 @@ def keep_every(bpy, ext, gt, every: int, name: str = "Keys"):
     action = gt.animation_data.action.copy()
     ob.animation_data.action = action
     ob.animation_data.action_slot = action.slots[0]
-    bag = ext.keys.channelbag(ob)
     lo, hi = bpy.context.scene.frame_start, bpy.context.scene.frame_end
     kept = sorted(set(range(lo, hi + 1, every)) | {hi})
-    bezier = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["BEZIER"].value
-    auto = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items["AUTO_CLAMPED"].value
-    for fc in bag.fcurves:
-        kp = fc.keyframe_points
-        n = len(kp)
-        co = np.empty(2 * n, dtype=np.float32)
-        kp.foreach_get("co", co)
-        co = co.reshape(n, 2)
-        keep = co[np.isin(np.round(co[:, 0]).astype(int), kept)]
-        kp.clear()
-        kp.add(len(keep))
-        kp.foreach_set("co", keep.ravel())
-        kp.foreach_set("handle_left", keep.ravel())
-        kp.foreach_set("handle_right", keep.ravel())
-        kp.foreach_set("interpolation", np.full(len(keep), bezier, dtype=np.int32))
-        kp.foreach_set("handle_left_type", np.full(len(keep), auto, dtype=np.int32))
-        kp.foreach_set("handle_right_type", np.full(len(keep), auto, dtype=np.int32))
-        fc.update()
+    thin_keys(ext.keys.channelbag(ob), kept)
     return ob, kept
 
 
@@ -505,21 +645,30 @@ def _channelbag(ob):
     return anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
 
 
-def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands: Path | None = None) -> dict:
+def run_clip(s: Session, path: Path, every: int, via: Path | str | None = None, hands: Path | None = None,
+             legs: str = "fk") -> dict:
     """One clip at one key spacing: the scores described in the module docstring. ``via``: a Mixamo rig the
-    clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`);
-    ``hands``: a ManipNet take whose finger motion is then put on the Mixamo rig's fingers
-    (:func:`put_hands_on_rig`)."""
+    clip (of the training skeleton) is first put on with Blender's constraints (:func:`put_on_rig`), or
+    :data:`RIGIFY`: a generated Rigify rig's controls keyed as the clip moves (:func:`put_on_rigify`; ``legs``
+    'ik': its legs keyed through their IK controls), scored on its DEF bones; ``hands``: a ManipNet take whose
+    finger motion is then put on the Mixamo rig's fingers (:func:`put_hands_on_rig`)."""
     bpy, ext = s.bpy, s.ext
     gt = import_clip(bpy, path)
-    if via is not None:
+    rigify = via == RIGIFY
+    if rigify:
+        gt = put_on_rigify(bpy, gt, legs == "ik")
+    elif via is not None:
         gt = put_on_rig(bpy, gt, via)
     hands_from = put_hands_on_rig(bpy, gt, hands) if hands is not None else None
     scene = bpy.context.scene
     frames = list(range(scene.frame_start, scene.frame_end + 1))
-    ob, kept = keep_every(bpy, ext, gt, every)
-    names = [b.name for b in ob.pose.bones]
     gt_pose = world_poses(bpy, gt, frames)
+    if rigify:  # a generated rig's drivers target the rig itself: its keys are thinned in place, not on a copy
+        ob, kept = gt, sorted(set(frames[::every]) | {frames[-1]})
+        thin_keys(ext.keys.channelbag(ob), kept)
+    else:
+        ob, kept = keep_every(bpy, ext, gt, every)
+    names = [b.name for b in ob.pose.bones]
     bez_pose = world_poses(bpy, ob, frames)
     for o in bpy.context.view_layer.objects:
         o.select_set(o == ob)
@@ -536,7 +685,8 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands:
     after = animator_keys(ob)
     fill_pose = world_poses(bpy, ob, frames)
     between = np.array([f not in set(kept) for f in frames])
-    clip = path.name + (f" on {via.name}" if via else "")
+    clip = path.name + (f" on a generated Rigify rig, legs in {legs.upper()}" if rigify
+                        else f" on {via.name}" if via else "")
     if hands is not None:
         clip += f" + fingers of {hands.name} from its frame {hands_from}"
     row = {"clip": clip, "every": every,
@@ -554,6 +704,8 @@ def run_clip(s: Session, path: Path, every: int, via: Path | None = None, hands:
 
     parts = part_bones(ob, names)
     body = parts.get("body") or parts.get(next(iter(parts), ""), [])
+    if rigify:  # what the character is deformed by: the controls' constraints move them
+        body = [names.index(n) for n in RIGIFY_DEF]
     row["mapped"] = len(body)
     score("", gt_pose[:, body][..., :3, 3], fill_pose[:, body][..., :3, 3], bez_pose[:, body][..., :3, 3])
     for part in ("hand", "hand.L", "hand.R"):  # a hand alone, or a full rig's
@@ -634,8 +786,17 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     from training.motion.splits import data_root
 
     clips = [in_data(c) for c in args.clips] or [data_root() / c for c in DEFAULT_CLIPS]
-    args.via, args.hands = (None if p is None else in_data(p) for p in (args.via, args.hands))
-    missing = [p for p in (*clips, args.via, args.hands) if p is not None and not p.exists()]
+    if str(args.via) == RIGIFY:
+        args.via = RIGIFY
+    elif args.via is not None:
+        args.via = in_data(args.via)
+    args.hands = None if args.hands is None else in_data(args.hands)
+    if getattr(args, "legs", "fk") == "ik" and args.via != RIGIFY:
+        raise ValueError("--legs ik keys a generated Rigify rig's legs through their IK controls: give it with "
+                         "--via rigify")
+    if args.via == RIGIFY and args.hands is not None:
+        raise ValueError("--hands puts a take's fingers on a Mixamo rig: give it without --via rigify")
+    missing = [p for p in (*clips, args.via, args.hands) if isinstance(p, Path) and not p.exists()]
     if missing:
         raise ValueError(f"{missing[0]}: no such file, here or under the data folder {data_root()}")
     if args.hands is not None:
@@ -648,7 +809,7 @@ def main(args: argparse.Namespace, addon_zip: Path | None = None) -> int:
     try:
         for c in clips:
             for n in args.every:
-                row = run_clip(s, c, n, args.via, args.hands)
+                row = run_clip(s, c, n, args.via, args.hands, getattr(args, "legs", "fk"))
                 rows.append(row)
                 fingers = "".join(
                     f"; {p} fingers Fill/Bezier {row[p + '_ratio']:.3f} (truth moves {row[p + '_truth_motion']:.3f}), "

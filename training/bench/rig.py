@@ -317,12 +317,7 @@ def put_on_rigify(bpy, source, legs_ik: bool = False):
             bpy.context.view_layer.update()
         for ctrl in order:
             pb = rig.pose.bones[ctrl]
-            q = pb.rotation_quaternion.copy()
-            if ctrl in previous and q.dot(previous[ctrl]) < 0:
-                q.negate()
-                pb.rotation_quaternion = q
-            previous[ctrl] = q
-            pb.keyframe_insert("rotation_quaternion", frame=f, group=ctrl)
+            key_rotation(pb, f, previous)
             if ctrl == "torso":
                 pb.keyframe_insert("location", frame=f, group=ctrl)
     action = source.animation_data.action if source.animation_data else None
@@ -333,6 +328,27 @@ def put_on_rigify(bpy, source, legs_ik: bool = False):
         legs_to_ik(bpy, rig)
     scene.frame_set(scene.frame_start)
     return rig
+
+
+def key_rotation(pb, frame: int, previous: dict) -> None:
+    """Key ``pb``'s rotation on ``frame`` in the channel its rotation mode uses (a generated Rigify rig's
+    ``shoulder`` controls are Euler YXZ: a quaternion key there is ignored and the shoulder stays where it was last
+    set), continuous with its key before (``previous``: the bone's last keyed value, updated): a quaternion on the
+    same side as it, Euler angles the nearest to it."""
+    if pb.rotation_mode == "QUATERNION":
+        q = pb.rotation_quaternion.copy()
+        if pb.name in previous and q.dot(previous[pb.name]) < 0:
+            q.negate()
+            pb.rotation_quaternion = q
+        previous[pb.name] = q
+        pb.keyframe_insert("rotation_quaternion", frame=frame, group=pb.name)
+    elif pb.rotation_mode == "AXIS_ANGLE":
+        raise ValueError(f"{pb.name}: an axis-angle control, which this bench does not key")
+    else:
+        e = pb.rotation_euler.to_matrix().to_euler(pb.rotation_mode, previous.get(pb.name, pb.rotation_euler))
+        pb.rotation_euler = e
+        previous[pb.name] = e.copy()
+        pb.keyframe_insert("rotation_euler", frame=frame, group=pb.name)
 
 
 def legs_to_ik(bpy, rig) -> None:

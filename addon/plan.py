@@ -368,8 +368,11 @@ def prepare(context, obj, kind: str, model: dict, sample: dict | None = None, pa
     # there at that pose (the model sees what it would with the bone keyed), never written. Asked for it on every
     # frame, the model moved it and the rest with it: a Rigify rig's shoulders never keyed took a walk's fill from
     # 0.48 to 2.06 of Bezier's error (the legs 0.38 to 1.15); known on every frame, 0.54; known at the keys, 0.48.
-    # A bone with only Anyfill's keys (an earlier version's fill) is still Anyfill's to fill: held, they would stay
-    held = [b for b in own if b in in_scope and not bone_keys[b].frames and b not in {*still, *still_fk, *frozen}
+    # A bone with only Anyfill's keys (an earlier version's fill) is still Anyfill's to fill: held, they would stay.
+    # Complete Pose exists to pose the bones the animator has not keyed (the wrist and two fingers keyed, the rest
+    # of the hand completed), so it still fills them.
+    held = [b for b in own if kind != "pose" and b in in_scope and not bone_keys[b].frames
+            and b not in {*still, *still_fk, *frozen}
             and not any(c is not None and len(c.keyframe_points)
                         for c in bone_keys[b].rot_curves + bone_keys[b].loc_curves)]
     first, last = key_span(bone_keys, own)

@@ -648,3 +648,31 @@ def test_a_renamed_hand_is_mirrored_as_its_geometry_says(bpy, ext, prefs, data_r
     assert run_fill(bpy, ob) == {"FINISHED"}
     match = ob.anyfill.last_match
     assert "the rig's rest" in match and match.endswith(", mirrored") == mirrored, match
+
+
+def test_complete_pose_poses_the_fingers_never_keyed_and_fill_holds_them(bpy, ext, prefs, data_root):
+    """Complete Pose exists to pose the bones the animator has not keyed (the wrist and a finger keyed, the rest of the
+    hand completed), so fingers with no key anywhere get a pose at the current frame; Fill holds a bone with no key
+    in the range where the rig holds it (asked for it, the model invented its motion and moved the rest with it)."""
+    ob = load_rig(bpy, ext, data_root, HAND, frames=41, step=4)
+    keep = {1, 11, 21, 31, 41}
+    thin_keys(bpy, ob, keep)
+    bag = ext.keys.channelbag(ob)
+    pinky = [fc for fc in bag.fcurves if '"PINKY_' in fc.data_path]
+    assert pinky
+    for fc in pinky:  # the pinky never keyed
+        bag.fcurves.remove(fc)
+    scene = bpy.context.scene
+    scene.frame_set(15)
+    for name in ("WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"):
+        pb = ob.pose.bones[name]
+        pb.keyframe_insert("rotation_euler", frame=15)
+        if name == "WRIST":
+            pb.keyframe_insert("location", frame=15)
+    assert run_fill(bpy, ob, "anim.anyfill_complete_pose") == {"FINISHED"}
+    written = generated_frames(ext, ob)
+    assert written[(ext.keys.bone_path("PINKY_MCP", "rotation_euler"), 0)] == [15.0]
+    for fc in [fc for fc in ext.keys.channelbag(ob).fcurves if '"PINKY_' in fc.data_path]:
+        ext.keys.channelbag(ob).fcurves.remove(fc)  # never keyed again
+    assert run_fill(bpy, ob, "anim.anyfill_fill") == {"FINISHED"}
+    assert not [fc for fc in ext.keys.channelbag(ob).fcurves if '"PINKY_' in fc.data_path]

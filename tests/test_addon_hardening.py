@@ -1184,6 +1184,59 @@ def test_a_root_never_keyed_stays_where_the_rig_holds_it(bpy, ext, prefs, data_r
     assert generated_frames(ext, ob)[(ext.keys.bone_path("INDEX_MCP", "rotation_euler"), 0)]  # the fingers filled
 
 
+def test_the_conventions_are_read_from_the_poses_whole_on_the_bones_with_keys(ext):
+    """The rig's conventions are read from the frames keyed on every bone that has keys: a bone with none is held
+    on every frame and leaves them whole (with one, no frame was, and every keyed frame was read, partial ones
+    too); a bone keyed on some frames only still makes the others partial."""
+    def bone(name, frames):
+        return ext.keys.BoneKeys(name, "XYZ", [None] * 3, [None] * 3, (0.0,) * 3, (0.0,) * 3, frames)
+
+    bones = {"Hips": bone("Hips", [1.0, 11.0, 21.0]), "Arm": bone("Arm", [1.0, 6.0, 11.0, 21.0]),
+             "Shoulder": bone("Shoulder", [])}
+    assert ext.plan.keyed_poses(bones, [1.0, 6.0, 11.0, 21.0]) == [1.0, 11.0, 21.0]
+
+
+def held_shoulder_fill(bpy, ext, data_root, keyed: bool) -> tuple[np.ndarray, list[str], str]:
+    """The body keyed on KEEP with its left shoulder held at frame 1's pose, keyed there on KEEP (``keyed``) or
+    with no key at all; filled: every bone's armature-space matrix on every frame, the bones' names, the report."""
+    ob = body(bpy, ext, data_root)
+    bag = ext.keys.channelbag(ob)
+    bpy.context.scene.frame_set(1)
+    pb = ob.pose.bones["Shoulder_L"]
+    rot = tuple(pb.rotation_euler)
+    for fc in [fc for fc in bag.fcurves if '"Shoulder_L"' in fc.data_path and "rotation" in fc.data_path]:
+        if keyed:
+            for k in fc.keyframe_points:
+                k.co[1] = k.handle_left[1] = k.handle_right[1] = rot[fc.array_index]
+            fc.update()
+        else:
+            bag.fcurves.remove(fc)
+    pb.rotation_euler = rot
+    result, reports = report_of(bpy, ext, ext.operators.ANYFILL_OT_fill)
+    assert result == {"FINISHED"}, reports
+    names = [b.name for b in ob.pose.bones]
+    rig = SimpleNamespace(names=names)
+    return pose_matrices(bpy, ob, rig, range(1, FRAMES + 1)), names, reports[-1][1]
+
+
+def test_a_bone_never_keyed_is_held_and_the_rest_fills_as_if_keyed_at_its_pose(bpy, ext, prefs, data_root):
+    """A mapped bone the animator never keys (a shoulder) is held where the rig holds it, and the other bones fill
+    as they do with it keyed at that pose: the model is sent the same cells (the bone known where the others are
+    keyed), so the answers agree to float32 round trips (1e-5; the spine, legs and other arm). Asked for the bone
+    on every frame, the model moved it and the rest with it: on a Rigify rig, shoulders never keyed took a walk's
+    fill from 0.48 to 2.06 of Bezier's error, the legs from 0.38 to 1.15 (docs/notebook/rig-experiments.md)."""
+    kept, names, _ = held_shoulder_fill(bpy, ext, data_root, keyed=True)
+    held, names_held, report = held_shoulder_fill(bpy, ext, data_root, keyed=False)
+    ob = bpy.context.view_layer.objects.active
+    under = {"Shoulder_L", *(c.name for c in ob.pose.bones["Shoulder_L"].children_recursive)}
+    rest = [i for i, n in enumerate(names) if n not in under]
+    assert names == names_held and len(rest) > 10
+    assert np.abs(held[:, rest] - kept[:, rest]).max() < 1e-5
+    assert "not moved: Shoulder_L, with no key in the range" in report, report
+    assert not [fc for fc in ext.keys.channelbag(ob).fcurves  # never written
+                if '"Shoulder_L"' in fc.data_path and "rotation" in fc.data_path]
+
+
 def test_auto_map_that_recognises_no_bone_says_so(bpy, ext, prefs, data_root):
     """Bones whose names no family knows: Auto Map says none was recognised and where to map them (it said 'Mapped
     hand: 0 of 17 joints (Exact names)', and Fill then asked to press Auto Map)."""

@@ -649,6 +649,23 @@ def link_action(bpy, ob, tmp_path):
     return linked
 
 
+def refused_by_every_writer(bpy, ext, ob, message: str):
+    """Fill, Variations, Complete Pose and Show Uncertainty, with dense and editable keys, each refused with ``message``
+    (a regex) and the rig's keys and properties left as they were; returns that snapshot (:func:`snapshot_all`)."""
+    ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
+    s = bpy.context.scene
+    s.frame_set(16)  # Complete Pose's frame
+    before = snapshot_all(ext, ob)
+    for keys_output in ("DENSE", "EDITABLE"):
+        s.anyfill.keys_output = keys_output
+        for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
+                   "anim.anyfill_show_uncertainty"):
+            with pytest.raises(RuntimeError, match=message):
+                run_fill(bpy, ob, op)
+            assert snapshot_all(ext, ob) == before, op
+    return before
+
+
 def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, prefs, data_root, tmp_path):
     ob = body(bpy, ext, data_root)
     sample_variations(bpy, ob)  # drawn while the action was local; stepped once it is linked
@@ -656,17 +673,7 @@ def test_an_action_linked_from_a_library_is_refused_by_every_writer(bpy, ext, pr
     message = (f"The action '{linked.name}' is linked from library 'lib.blend': make it local \\(Object > Relations "
                "> Make Local\\) to fill it; nothing was written")
     try:
-        ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
-        s = bpy.context.scene
-        s.frame_set(16)  # Complete Pose's frame
-        before = snapshot_all(ext, ob)
-        for keys_output in ("DENSE", "EDITABLE"):
-            s.anyfill.keys_output = keys_output
-            for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
-                       "anim.anyfill_show_uncertainty"):
-                with pytest.raises(RuntimeError, match=message):
-                    run_fill(bpy, ob, op)
-                assert snapshot_all(ext, ob) == before, op
+        before = refused_by_every_writer(bpy, ext, ob, message)
         with pytest.raises(RuntimeError, match=message):
             bpy.ops.anim.anyfill_step_variation(step=1)  # plan.apply checks too
         assert ext.operators.UNCERTAINTY_PROP not in ob
@@ -759,17 +766,8 @@ def test_an_action_with_a_library_override_is_refused_and_made_local_fills(bpy, 
     message = ("The action 'HeroAction' is a library override of the action in library 'lib.blend' \\(Blender keeps "
                "no key written to it\\): make it local \\(Object > Relations > Make Local\\) to fill it; nothing was "
                "written")
-    ob.anyfill.last_uncertainty = json.dumps({"frames": [2.0, 3.0], "values": [1.0, 2.0]})
+    before = refused_by_every_writer(bpy, ext, ob, message)
     s = bpy.context.scene
-    s.frame_set(16)  # Complete Pose's frame
-    before = snapshot_all(ext, ob)
-    for keys_output in ("DENSE", "EDITABLE"):
-        s.anyfill.keys_output = keys_output
-        for op in ("anim.anyfill_fill", "anim.anyfill_sample_variations", "anim.anyfill_complete_pose",
-                   "anim.anyfill_show_uncertainty"):
-            with pytest.raises(RuntimeError, match=message):
-                run_fill(bpy, ob, op)
-            assert snapshot_all(ext, ob) == before, op
     with pytest.raises(ext.keys.RigError, match=message):  # the last guard, under every writer
         ext.curves.write_keys(ext.keys.channelbag(ob), ext.keys.bone_path("Chest", "rotation_euler"), 0, "Chest",
                               [2.0], [0.5])

@@ -219,6 +219,18 @@ def test_one_undo_step_restores_the_rig(bpy, ext, prefs, data_root):
     assert_fill_is_one_undo_step(bpy, ext, ob)
 
 
+INDEX_AND_WRIST = ("WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE")
+
+
+def key_wrist_and_index(ob, frame: int) -> None:
+    """Key the wrist (rotation and location) and the index finger as the rig shows them on ``frame``."""
+    for name in INDEX_AND_WRIST:
+        pb = ob.pose.bones[name]
+        pb.keyframe_insert("rotation_euler", frame=frame)
+        if name == "WRIST":
+            pb.keyframe_insert("location", frame=frame)
+
+
 def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
     ob = load_rig(bpy, ext, data_root, HAND, frames=41, step=4)
     keep = {1, 11, 21, 31, 41}
@@ -226,16 +238,12 @@ def test_complete_pose_and_variations_on_the_hand(bpy, ext, prefs, data_root):
     # complete pose: key only the wrist and the index finger at frame 15, fill the other bones there
     scene = bpy.context.scene
     scene.frame_set(15)
-    for name in ("WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"):
-        pb = ob.pose.bones[name]
-        pb.keyframe_insert("rotation_euler", frame=15)
-        if name == "WRIST":
-            pb.keyframe_insert("location", frame=15)
+    key_wrist_and_index(ob, 15)
     before = own_keys(ext, ob)
     assert run_fill(bpy, ob, "anim.anyfill_complete_pose") == {"FINISHED"}
     written = generated_frames(ext, ob)
     filled_bones = {p[0].split('"')[1] for p, fr in written.items() if fr}
-    assert filled_bones == set(ext.rig.HAND_JOINTS) - {"WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"}
+    assert filled_bones == set(ext.rig.HAND_JOINTS) - set(INDEX_AND_WRIST)
     assert all(fr in ([], [15.0]) for fr in written.values())
     assert own_keys(ext, ob) == before
     # variations: 3 samples, step through, keep one
@@ -664,11 +672,7 @@ def test_complete_pose_poses_the_fingers_never_keyed_and_fill_holds_them(bpy, ex
         bag.fcurves.remove(fc)
     scene = bpy.context.scene
     scene.frame_set(15)
-    for name in ("WRIST", "INDEX_MCP", "INDEX_PIP_FE", "INDEX_DIP_FE"):
-        pb = ob.pose.bones[name]
-        pb.keyframe_insert("rotation_euler", frame=15)
-        if name == "WRIST":
-            pb.keyframe_insert("location", frame=15)
+    key_wrist_and_index(ob, 15)
     assert run_fill(bpy, ob, "anim.anyfill_complete_pose") == {"FINISHED"}
     written = generated_frames(ext, ob)
     assert written[(ext.keys.bone_path("PINKY_MCP", "rotation_euler"), 0)] == [15.0]
